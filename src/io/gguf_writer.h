@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: MIT
+// Minimal GGUF v3 writer: metadata and tensors into a byte buffer. Used for calibration files,
+// tests and fuzz seeds.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/gguf.h"
+#include "kvq/status.h"
+
+namespace kvq {
+
+class GgufWriter {
+ public:
+  void add_u32(std::string_view key, uint32_t v);
+  void add_i32(std::string_view key, int32_t v);
+  void add_u64(std::string_view key, uint64_t v);
+  void add_f32(std::string_view key, float v);
+  void add_bool(std::string_view key, bool v);
+  void add_string(std::string_view key, std::string_view v);
+  void add_f32_array(std::string_view key, std::span<const float> v);
+  void add_i32_array(std::string_view key, std::span<const int32_t> v);
+  void add_string_array(std::string_view key, std::span<const std::string> v);
+  // ne in ggml order (ne[0] innermost); data is copied.
+  void add_tensor(std::string_view name, std::span<const uint64_t> ne, uint32_t ggml_type,
+                  std::span<const uint8_t> data);
+
+  std::vector<uint8_t> serialize(uint32_t alignment = 32) const;
+  // Writes to `path` through a temporary file renamed into place, so a failure never leaves a
+  // partial file behind.
+  Status write_file(const std::string& path) const;
+
+ private:
+  void put_key(std::string_view key, GgufType type);
+  std::vector<uint8_t> kv_bytes_;
+  uint64_t n_kv_ = 0;
+  struct Tensor {
+    std::string name;
+    std::vector<uint64_t> ne;
+    uint32_t type;
+    std::vector<uint8_t> data;
+  };
+  std::vector<Tensor> tensors_;
+};
+
+}  // namespace kvq
