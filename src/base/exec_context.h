@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+// Explicit execution context passed down to every op: the thread pool, the kernel path and
+// per-worker scratch. No globals.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "base/aligned_buffer.h"
+#include "base/check.h"
+#include "base/thread_pool.h"
+
+namespace kvq {
+
+// kSimd: Highway kernels dispatched at run time. kRef: the scalar reference kernels (debugging,
+// and the specification the SIMD path is tested against).
+enum class KernelPath { kSimd, kRef };
+
+class ExecContext {
+ public:
+  explicit ExecContext(int n_threads, KernelPath path = KernelPath::kSimd)
+      : pool_(std::make_unique<ThreadPool>(n_threads)), path_(path), scratch_(pool_->n_threads()) {}
+
+  ThreadPool& pool() { return *pool_; }
+  int n_threads() const { return pool_->n_threads(); }
+  KernelPath path() const { return path_; }
+
+  // A float buffer of at least n values owned by `worker`; only that worker may call this
+  // with its index while a parallel_for runs. Contents are unspecified.
+  float* scratch(int worker, size_t n) {
+    auto& b = scratch_[size_t(worker)];
+    if (b.size() < n) KVQ_CHECK(b.resize(n), "scratch allocation of %zu floats failed", n);
+    return b.data();
+  }
+
+ private:
+  std::unique_ptr<ThreadPool> pool_;
+  KernelPath path_;
+  std::vector<AlignedBuffer<float>> scratch_;
+};
+
+}  // namespace kvq

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+#include "engine/generate.h"
+
+#include "base/timer.h"
+
+namespace kvq {
+
+StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCache& cache,
+                                 const GenerateArgs& args,
+                                 const std::function<void(std::string_view)>& on_piece,
+                                 std::vector<int32_t>* tokens_out) {
+  const Tokenizer& tok = model.tokenizer();
+  std::vector<int32_t> prompt = tok.encode(args.prompt, tok.add_bos(), true);
+  if (prompt.empty()) return invalid_argument("the prompt is empty and the model adds no BOS");
+  const int n_ctx = cache.shape().n_ctx;
+  if (int(prompt.size()) >= n_ctx) {
+    return invalid_argument("the prompt has " + std::to_string(prompt.size()) +
+                            " tokens, which does not fit -c " + std::to_string(n_ctx) +
+                            " with room to generate; raise -c");
+  }
+  if (cache.n_tokens(0) != 0) return invalid_argument("generate needs an empty cache");
+  GenerateStats st;
+  st.n_prompt = int(prompt.size());
+  for (int32_t id : prompt) on_piece(tok.token_to_piece(id));
+  if (tokens_out) *tokens_out = prompt;
+
+  const int n_vocab = model.config().n_vocab;
+  std::vector<float> logits(static_cast<size_t>(n_vocab));
+  ForwardWorkspace ws;
+  Sampler sampler(args.sampling);
+  Timer timer;
+  KVQ_RETURN_IF_ERROR(model.forward(ctx, prompt, cache, ws, logits.data(), false));
+  st.prefill_seconds = timer.seconds();
+  timer.reset();
+  for (int i = 0; args.n_predict < 0 || i < args.n_predict; ++i) {
+    const int32_t next = sampler.sample(logits.data(), n_vocab);
+    if (tok.is_eog(next)) break;
+    on_piece(tok.token_to_piece(next));
+    if (tokens_out) tokens_out->push_back(next);
+    ++st.n_generated;
+    if (args.n_predict >= 0 && i + 1 == args.n_predict) break;
+    if (cache.n_tokens(0) >= n_ctx) {
+      st.context_full = true;
+      break;
+    }
+    const int32_t one[1] = {next};
+    KVQ_RETURN_IF_ERROR(model.forward(ctx, one, cache, ws, logits.data(), false));
+  }
+  st.decode_seconds = timer.seconds();
+  return st;
+}
+
+}  // namespace kvq

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+// Text generation: prefill the prompt in one batch, then decode one token at a time.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/exec_context.h"
+#include "engine/sampler.h"
+#include "kv/kv_cache.h"
+#include "model/llama.h"
+
+namespace kvq {
+
+struct GenerateArgs {
+  std::string prompt;
+  int n_predict = 128;  // < 0: until EOS or the context is full
+  SamplingArgs sampling;
+};
+
+struct GenerateStats {
+  int n_prompt = 0;
+  int n_generated = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  bool context_full = false;
+};
+
+// Streams the prompt's pieces and then every generated piece to on_piece. tokens_out, if
+// given, receives prompt and generated ids. The cache must be empty and sized for the run.
+StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCache& cache,
+                                 const GenerateArgs& args,
+                                 const std::function<void(std::string_view)>& on_piece,
+                                 std::vector<int32_t>* tokens_out = nullptr);
+
+}  // namespace kvq

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+#include "engine/perplexity.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/timer.h"
+#include "engine/logprob_file.h"
+
+namespace kvq {
+
+const char* protocol_name(PplProtocol p) {
+  return p == PplProtocol::kLlamaCpp ? "llamacpp" : "full";
+}
+
+namespace {
+
+// log-softmax of one row into out (double accumulation, as llama-perplexity).
+void log_softmax(const float* logits, int n, float* out) {
+  float mx = logits[0];
+  for (int i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - mx));
+  const float lse = float(std::log(sum)) + mx;
+  for (int i = 0; i < n; ++i) out[i] = logits[i] - lse;
+}
+
+Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplResult* r) {
+  if (base.n_vocab != cur.n_vocab || base.n_rows() != cur.n_rows() || base.targets != cur.targets) {
+    return invalid_argument(
+        "--kl-base file was made from different tokens, vocabulary or settings (" +
+        std::to_string(base.n_rows()) + " rows of " + std::to_string(base.n_vocab) + " vs " +
+        std::to_string(cur.n_rows()) + " rows of " + std::to_string(cur.n_vocab) +
+        "): rerun both with the same -f, -c, --chunks and --protocol");
+  }
+  const size_t nv = cur.n_vocab;
+  std::vector<double> kl(size_t(cur.n_rows()));
+  double nll_base = 0.0;
+  int64_t same_top = 0;
+  for (size_t i = 0; i < kl.size(); ++i) {
+    const float* pb = &base.rows[i * nv];
+    const float* pc = &cur.rows[i * nv];
+    double k = 0.0;
+    for (size_t v = 0; v < nv; ++v) k += std::exp(double(pb[v])) * (double(pb[v]) - double(pc[v]));
+    kl[i] = std::max(0.0, k);
+    nll_base -= pb[size_t(cur.targets[i])];
+    same_top += (std::max_element(pb, pb + nv) - pb) == (std::max_element(pc, pc + nv) - pc);
+  }
+  double mean = 0.0;
+  for (double k : kl) mean += k;
+  r->has_kl = true;
+  r->kl_mean = mean / double(kl.size());
+  std::sort(kl.begin(), kl.end());
+  r->kl_p99 = kl[std::min(kl.size() - 1, size_t(0.99 * double(kl.size())))];
+  r->top1_agreement = double(same_top) / double(kl.size());
+  r->base_ppl = std::exp(nll_base / double(kl.size()));
+  r->delta_ppl = r->ppl - r->base_ppl;
+  return ok_status();
+}
+
+}  // namespace
+
+StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
+                                   const CacheSpec& cache_spec, std::span<const int32_t> tokens,
+                                   const PplArgs& args) {
+  const int n_ctx = args.n_ctx;
+  if (n_ctx < 4) return invalid_argument("-c must be at least 4 for perplexity");
+  const int64_t available = int64_t(tokens.size()) / n_ctx;
+  if (available == 0) {
+    return invalid_argument("the text has " + std::to_string(tokens.size()) +
+                            " tokens, fewer than one chunk of -c " + std::to_string(n_ctx));
+  }
+  const int n_chunks = int(args.n_chunks < 0 ? available : std::min<int64_t>(available, args.n_chunks));
+  const int n_vocab = model.config().n_vocab;
+  const int first = args.protocol == PplProtocol::kLlamaCpp ? n_ctx / 2 : 0;
+
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(cache_spec, model.kv_shape(n_ctx)));
+  ForwardWorkspace ws;
+  std::vector<float> logits(size_t(n_ctx) * n_vocab);
+  std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+  const bool keep_rows = !args.save_logits.empty() || !args.kl_base.empty() || args.logprobs_out;
+  LogprobFile rows;
+  rows.n_vocab = uint32_t(n_vocab);
+  rows.protocol = uint32_t(args.protocol);
+  rows.n_ctx = uint32_t(n_ctx);
+  std::vector<float> lp(static_cast<size_t>(n_vocab));
+
+  PplResult r;
+  r.n_chunks = n_chunks;
+  double nll = 0.0, nll2 = 0.0;
+  Timer timer;
+  for (int c = 0; c < n_chunks; ++c) {
+    std::copy_n(tokens.begin() + int64_t(c) * n_ctx, n_ctx, chunk.begin());
+    if (args.protocol == PplProtocol::kLlamaCpp) chunk[0] = model.tokenizer().bos_id();
+    cache->clear();
+    KVQ_RETURN_IF_ERROR(model.forward(ctx, chunk, *cache, ws, logits.data(), true));
+    for (int i = first; i < n_ctx - 1; ++i) {
+      log_softmax(&logits[size_t(i) * n_vocab], n_vocab, lp.data());
+      const int32_t target = chunk[size_t(i) + 1];
+      const double v = -double(lp[size_t(target)]);
+      nll += v;
+      nll2 += v * v;
+      ++r.n_scored;
+      if (keep_rows) {
+        rows.rows.insert(rows.rows.end(), lp.begin(), lp.end());
+        rows.targets.push_back(target);
+      }
+    }
+    if (args.progress) args.progress(c + 1, n_chunks);
+  }
+  r.seconds = timer.seconds();
+  const double mean = nll / double(r.n_scored);
+  const double var = nll2 / double(r.n_scored) - mean * mean;
+  r.ppl = std::exp(mean);
+  // llama-perplexity's uncertainty: PPL * sqrt(var / (n - 1)).
+  r.ppl_stderr = r.n_scored > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / double(r.n_scored - 1)) : 0.0;
+
+  if (!args.kl_base.empty()) {
+    auto base = read_logprob_file(args.kl_base);
+    if (!base.ok()) return base.status().with_context("--kl-base");
+    KVQ_RETURN_IF_ERROR(compare_with_base(*base, rows, &r));
+  }
+  if (!args.save_logits.empty()) KVQ_RETURN_IF_ERROR(write_logprob_file(args.save_logits, rows));
+  if (args.logprobs_out) *args.logprobs_out = std::move(rows.rows);
+  return r;
+}
+
+}  // namespace kvq

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+// Perplexity of a token stream, in llama-perplexity's protocol or the KVQuant paper's, with
+// saved log-prob files for KL divergence against a base run.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/exec_context.h"
+#include "kv/cache_spec.h"
+#include "model/llama.h"
+
+namespace kvq {
+
+enum class PplProtocol {
+  // llama-perplexity: chunks of n_ctx tokens, BOS replaces each chunk's first token, only the
+  // second half of each chunk is scored.
+  kLlamaCpp,
+  // KVQuant paper (§8): non-overlapping windows of n_ctx tokens, every next token scored.
+  kFull,
+};
+
+struct PplArgs {
+  int n_ctx = 512;
+  int n_chunks = -1;  // -1: as many as the tokens allow
+  PplProtocol protocol = PplProtocol::kLlamaCpp;
+  std::string save_logits;  // write scored log-prob rows here (atomically)
+  std::string kl_base;      // compare against rows saved by an earlier run
+  std::vector<float>* logprobs_out = nullptr;  // tests: receives every scored row
+  std::function<void(int done, int total)> progress;
+};
+
+struct PplResult {
+  int n_chunks = 0;
+  int64_t n_scored = 0;
+  double ppl = 0, ppl_stderr = 0;
+  double seconds = 0;
+  bool has_kl = false;
+  double base_ppl = 0, delta_ppl = 0, kl_mean = 0, kl_p99 = 0, top1_agreement = 0;
+};
+
+// tokens: the whole text tokenized once with BOS prepended (as llama-perplexity does).
+StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
+                                   const CacheSpec& cache_spec, std::span<const int32_t> tokens,
+                                   const PplArgs& args);
+
+const char* protocol_name(PplProtocol p);
+
+}  // namespace kvq

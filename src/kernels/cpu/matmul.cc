@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+// Highway matmul over f32 weights: register-blocked 4 tokens x 4 rows, one vector accumulator
+// per output, fused multiply-add along n_in, masked tail, then a horizontal sum.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/cpu/ops.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Computes the kT x kR block of outputs starting at token t0, row r0. Each output's accumulator
+// sees the same sequence of MulAdds regardless of kT/kR, which keeps results tiling-independent.
+template <size_t kT, size_t kR>
+HWY_INLINE void MatmulBlock(const MatmulParams& p, int t0, int r0) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const size_t N = hn::Lanes(d);
+  const size_t n_in = size_t(p.n_in);
+  V acc[kT][kR];
+  for (size_t t = 0; t < kT; ++t)
+    for (size_t r = 0; r < kR; ++r) acc[t][r] = hn::Zero(d);
+  const float* xr[kT];
+  const float* wr[kR];
+  for (size_t t = 0; t < kT; ++t) xr[t] = p.x + (t0 + t) * p.ldx;
+  for (size_t r = 0; r < kR; ++r) wr[r] = p.w + (r0 + r) * p.ldw;
+  size_t i = 0;
+  for (; i + N <= n_in; i += N) {
+    V xv[kT];
+    for (size_t t = 0; t < kT; ++t) xv[t] = hn::LoadU(d, xr[t] + i);
+    for (size_t r = 0; r < kR; ++r) {
+      const V wv = hn::LoadU(d, wr[r] + i);
+      for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
+    }
+  }
+  if (i < n_in) {
+    const auto m = hn::FirstN(d, n_in - i);
+    V xv[kT];
+    for (size_t t = 0; t < kT; ++t) xv[t] = hn::MaskedLoad(m, d, xr[t] + i);
+    for (size_t r = 0; r < kR; ++r) {
+      const V wv = hn::MaskedLoad(m, d, wr[r] + i);
+      for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
+    }
+  }
+  for (size_t t = 0; t < kT; ++t) {
+    float* y = p.y + (t0 + t) * p.ldy + r0;
+    for (size_t r = 0; r < kR; ++r) y[r] = hn::GetLane(hn::SumOfLanes(d, acc[t][r]));
+  }
+}
+
+template <size_t kT>
+HWY_INLINE void MatmulTokens(const MatmulParams& p, int t0) {
+  int r = 0;
+  for (; r + 4 <= p.n_rows; r += 4) MatmulBlock<kT, 4>(p, t0, r);
+  for (; r < p.n_rows; ++r) MatmulBlock<kT, 1>(p, t0, r);
+}
+
+void Matmul(const MatmulParams& p) {
+  int t = 0;
+  for (; t + 4 <= p.n_tokens; t += 4) MatmulTokens<4>(p, t);
+  switch (p.n_tokens - t) {
+    case 3: MatmulTokens<3>(p, t); break;
+    case 2: MatmulTokens<2>(p, t); break;
+    case 1: MatmulTokens<1>(p, t); break;
+    default: break;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvq::cpu {
+HWY_EXPORT(Matmul);
+void matmul(const MatmulParams& p) { HWY_DYNAMIC_DISPATCH(Matmul)(p); }
+}  // namespace kvq::cpu
+#endif

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+// Scalar reference kernels: the specification that the Highway kernels are tested against.
+// Plain pointers and sizes only; shapes outermost-first.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/fp16.h"
+
+namespace kvq::ref {
+
+// y[t, r] = sum_i x[t, i] * w[r, i].  x: [n_tokens, n_in], w: [n_rows, n_in], y: [n_tokens, n_rows]
+void matmul_ref(const float* x, const float* w, float* y, int n_tokens, int n_rows, int n_in);
+
+// y = x / sqrt(mean(x^2) + eps) * weight, over n values. Sum in double (as ggml does).
+void rmsnorm_ref(const float* x, const float* weight, float* y, int n, float eps);
+
+// Rotary embedding, llama.cpp "normal" mode (adjacent pairs (x[2i], x[2i+1])), in place on one
+// head vector of head_dim values at position pos; only the first rope_dim dims rotate.
+void rope_ref(float* x, int head_dim, int rope_dim, int pos, float freq_base);
+
+// In-place softmax over n values.
+void softmax_ref(float* x, int n);
+
+float dot_ref(const float* a, const float* b, int n);
+float dot_f16_ref(const float* a, const f16_t* b, int n);
+// y += alpha * x
+void axpy_ref(float alpha, const float* x, float* y, int n);
+void axpy_f16_ref(float alpha, const f16_t* x, float* y, int n);
+
+// out = softmax(q . K^T * scale) V over n_kv rows, for one query head.
+// q: [head_dim], k, v: [n_kv, head_dim] (row stride head_dim), out: [head_dim].
+void attention_head_ref(const float* q, const float* k, const float* v, float* out, int n_kv,
+                        int head_dim, float scale);
+
+inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+
+}  // namespace kvq::ref

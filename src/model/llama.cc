@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+#include "model/llama.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "attention/attention.h"
+#include "kernels/ref/ops_ref.h"
+#include "model/ops.h"
+
+namespace kvq {
+
+bool ForwardWorkspace::reserve(int n, const ModelConfig& c) {
+  if (n <= capacity) return true;
+  const size_t t = size_t(n);
+  const bool ok = x.resize(t * c.n_embd) && xb.resize(t * c.n_embd) && q.resize(t * c.q_dim()) &&
+                  k.resize(t * c.kv_dim()) && v.resize(t * c.kv_dim()) &&
+                  att.resize(t * c.q_dim()) && hb.resize(t * c.n_ff) && hb2.resize(t * c.n_ff);
+  capacity = ok ? n : 0;
+  return ok;
+}
+
+StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  KVQ_ASSIGN_OR_RETURN(m->file_, GgufFile::open(path));
+  auto config = read_model_config(*m->file_);
+  if (!config.ok()) return config.status().with_context(path);
+  m->config_ = *config;
+  auto weights = load_llama_weights(*m->file_, m->config_);
+  if (!weights.ok()) return weights.status().with_context(path);
+  m->weights_ = std::move(*weights);
+  auto tok = Tokenizer::from_gguf(*m->file_);
+  if (!tok.ok()) return tok.status().with_context(path);
+  m->tokenizer_ = std::move(*tok);
+  if (m->tokenizer_.n_vocab() != m->config_.n_vocab) {
+    return invalid_argument(path + ": tokenizer has " + std::to_string(m->tokenizer_.n_vocab()) +
+                            " tokens but token_embd.weight has " +
+                            std::to_string(m->config_.n_vocab) + " rows");
+  }
+  return m;
+}
+
+Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
+                           ForwardWorkspace& ws, float* logits, bool all_logits) const {
+  const ModelConfig& c = config_;
+  const int n = int(tokens.size());
+  if (n == 0) return invalid_argument("forward called with no tokens");
+  const int pos0 = cache.n_tokens(0);
+  if (pos0 + n > cache.shape().n_ctx) {
+    return invalid_argument("the context is full: " + std::to_string(pos0) + " + " +
+                            std::to_string(n) + " tokens exceed -c " +
+                            std::to_string(cache.shape().n_ctx));
+  }
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= c.n_vocab) {
+      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                              std::to_string(c.n_vocab));
+    }
+  }
+  if (!ws.reserve(n, c)) return out_of_memory("cannot allocate activations for " + std::to_string(n) + " tokens");
+
+  const size_t d = size_t(c.n_embd);
+  float* x = ws.x.data();
+  for (int t = 0; t < n; ++t) {
+    std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
+  }
+  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim))};
+  for (int il = 0; il < c.n_layers; ++il) {
+    const LayerWeights& l = weights_->layers[size_t(il)];
+    rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
+    matmul(ctx, l.wq, ws.xb.data(), ws.q.data(), n);
+    matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
+    matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
+    rope_rows(ctx, ws.q.data(), n, c.n_heads, c.head_dim, c.rope_dim, pos0, c.rope_freq_base);
+    if (!cache.keys_pre_rope()) {
+      rope_rows(ctx, ws.k.data(), n, c.n_kv_heads, c.head_dim, c.rope_dim, pos0, c.rope_freq_base);
+    }
+    KVQ_RETURN_IF_ERROR(cache.append(il, n, ws.k.data(), ws.v.data()));
+    KVQ_RETURN_IF_ERROR(attend(ctx, ap, cache, il, ws.q.data(), n, pos0, ws.att.data()));
+    matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);
+    for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
+
+    rmsnorm_rows(ctx, x, l.ffn_norm, ws.xb.data(), n, c.rms_eps);
+    matmul(ctx, l.w_gate, ws.xb.data(), ws.hb.data(), n);
+    matmul(ctx, l.w_up, ws.xb.data(), ws.hb2.data(), n);
+    for (size_t i = 0; i < size_t(n) * size_t(c.n_ff); ++i) ws.hb[i] = ref::silu(ws.hb[i]) * ws.hb2[i];
+    matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
+    for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
+  }
+  const int first = all_logits ? 0 : n - 1;
+  const int n_out = n - first;
+  rmsnorm_rows(ctx, x + size_t(first) * d, weights_->output_norm, ws.xb.data(), n_out, c.rms_eps);
+  matmul(ctx, weights_->output, ws.xb.data(), logits, n_out);
+  return ok_status();
+}
+
+}  // namespace kvq

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+// The LLaMA decoder (GGUF architecture "llama"): RMSNorm, RoPE (llama.cpp's adjacent-pair
+// mode), grouped-query attention over a KvCache, SwiGLU FFN, output head (tied to token_embd
+// when the file has no output.weight). Batched prefill and single-token decode share one path.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "base/aligned_buffer.h"
+#include "base/exec_context.h"
+#include "io/gguf.h"
+#include "kv/kv_cache.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kvq {
+
+// Activation buffers for one forward call, grown on demand and reused across calls.
+struct ForwardWorkspace {
+  AlignedBuffer<float> x, xb, q, k, v, att, hb, hb2;
+  int capacity = 0;  // tokens
+  bool reserve(int n_tokens, const ModelConfig& c);
+};
+
+class LlamaModel {
+ public:
+  // Loads a GGUF file: config, weights and tokenizer. Errors name the file and the problem.
+  static StatusOr<std::unique_ptr<LlamaModel>> load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const LlamaWeights& weights() const { return *weights_; }
+  const GgufFile& gguf() const { return *file_; }
+  KvCacheShape kv_shape(int n_ctx) const {
+    return {config_.n_layers, config_.n_kv_heads, config_.head_dim, n_ctx};
+  }
+
+  // Runs tokens at positions [cache.n_tokens(0), +tokens.size()) and appends their K/V.
+  // logits: [tokens.size(), n_vocab] when all_logits, else [1, n_vocab] for the last token.
+  // Errors: kInvalidArgument for an out-of-range token id or a full context (the cache is
+  // left unchanged); anything the cache's append returns.
+  Status forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
+                 ForwardWorkspace& ws, float* logits, bool all_logits) const;
+
+ private:
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  std::unique_ptr<LlamaWeights> weights_;
+  Tokenizer tokenizer_;
+};
+
+}  // namespace kvq

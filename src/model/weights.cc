@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+#include "model/weights.h"
+
+#include <cstring>
+
+#include "base/fp16.h"
+
+namespace kvq {
+
+namespace {
+
+std::string shape_str(const std::vector<uint64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// ggml block_q8_0: fp16 scale d, then 32 int8 quants; value = d * q.
+void dequantize_q8_0(const uint8_t* src, float* dst, size_t n) {
+  for (size_t b = 0; b < n / 32; ++b) {
+    const uint8_t* blk = src + b * 34;
+    f16_t d16;
+    std::memcpy(&d16, blk, 2);
+    const float d = f16_to_f32(d16);
+    for (int i = 0; i < 32; ++i) dst[b * 32 + i] = d * float(int8_t(blk[2 + i]));
+  }
+}
+
+class Binder {
+ public:
+  Binder(const GgufFile& f, LlamaWeights* w) : f_(f), w_(w) {}
+
+  // Binds tensor `name` expecting shape [rows, cols] (outermost first); cols only for vectors.
+  Status bind(const std::string& name, int rows, int cols, Matrix* m, bool optional = false,
+              bool* found = nullptr) {
+    const GgufTensorInfo* t = f_.find_tensor(name);
+    if (found) *found = t != nullptr;
+    if (!t) {
+      if (optional) return ok_status();
+      return not_found("tensor '" + name + "' is missing");
+    }
+    const std::vector<uint64_t> want =
+        rows == 1 ? std::vector<uint64_t>{uint64_t(cols)} : std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)};
+    if (t->shape() != want) {
+      return invalid_argument("tensor '" + name + "' has shape " + shape_str(t->shape()) +
+                              " but the model metadata implies " + shape_str(want));
+    }
+    const size_t n = size_t(rows) * size_t(cols);
+    m->rows = rows;
+    m->cols = cols;
+    w_->n_params += n;
+    switch (GgmlType(t->type)) {
+      case GgmlType::kF32:
+        if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
+          return data_loss("tensor '" + name + "' data is misaligned");
+        }
+        m->data = reinterpret_cast<const float*>(t->data);
+        return ok_status();
+      case GgmlType::kF16:
+      case GgmlType::kBF16:
+      case GgmlType::kQ8_0: break;
+      default:
+        return unimplemented("tensor '" + name + "' has type " + ggml_type_name(t->type) +
+                             "; kvq loads F32, F16, BF16 and Q8_0 weights");
+    }
+    AlignedBuffer<float> buf;
+    if (!buf.resize(n)) return out_of_memory("cannot allocate f32 copy of '" + name + "'");
+    if (GgmlType(t->type) == GgmlType::kQ8_0) {
+      dequantize_q8_0(t->data, buf.data(), n);
+    } else {
+      const bool bf = GgmlType(t->type) == GgmlType::kBF16;
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t->data + 2 * i, 2);
+        buf[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+    }
+    m->data = buf.data();
+    w_->converted.push_back(std::move(buf));
+    return ok_status();
+  }
+
+ private:
+  const GgufFile& f_;
+  LlamaWeights* w_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
+                                                           const ModelConfig& c) {
+  auto w = std::make_unique<LlamaWeights>();
+  Binder b(file, w.get());
+  KVQ_RETURN_IF_ERROR(b.bind("token_embd.weight", c.n_vocab, c.n_embd, &w->token_embd));
+  KVQ_RETURN_IF_ERROR(b.bind("output_norm.weight", 1, c.n_embd, &w->output_norm));
+  bool has_output = false;
+  KVQ_RETURN_IF_ERROR(b.bind("output.weight", c.n_vocab, c.n_embd, &w->output, true, &has_output));
+  if (!has_output) {
+    w->output = w->token_embd;
+    w->output_tied = true;
+  }
+  w->layers.resize(size_t(c.n_layers));
+  for (int il = 0; il < c.n_layers; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    LayerWeights& l = w->layers[size_t(il)];
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_norm.weight", 1, c.n_embd, &l.attn_norm));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_q.weight", c.q_dim(), c.n_embd, &l.wq));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_k.weight", c.kv_dim(), c.n_embd, &l.wk));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_v.weight", c.kv_dim(), c.n_embd, &l.wv));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_output.weight", c.n_embd, c.q_dim(), &l.wo));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_norm.weight", 1, c.n_embd, &l.ffn_norm));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_gate.weight", c.n_ff, c.n_embd, &l.w_gate));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_up.weight", c.n_ff, c.n_embd, &l.w_up));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_down.weight", c.n_embd, c.n_ff, &l.w_down));
+  }
+  for (const auto& t : file.tensors()) {
+    const std::string name(t.name);
+    if (name.ends_with("attn_q.bias") || name.ends_with("attn_k.bias") || name.ends_with("attn_v.bias")) {
+      return unimplemented("tensor '" + name + "': attention biases are not supported");
+    }
+    if (name == "rope_freqs.weight") {
+      return unimplemented("tensor 'rope_freqs.weight': per-dimension RoPE frequencies are not supported");
+    }
+  }
+  return w;
+}
+
+}  // namespace kvq

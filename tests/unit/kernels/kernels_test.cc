@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+// Highway kernels against their scalar references on random inputs of odd sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "base/rng.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/ref/ops_ref.h"
+
+namespace kvq {
+namespace {
+
+// SIMD sums in a different order than the scalar loop: allow float rounding growth ~ sqrt(n) ulp
+// of the sum of |terms|.
+constexpr float kRelTol = 2e-6f;
+
+std::vector<float> random_vec(Rng& rng, size_t n) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(rng.normal());
+  return v;
+}
+
+float abs_dot(const float* a, const float* b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += std::fabs(a[i] * b[i]);
+  return s;
+}
+
+TEST(Kernels, MatmulMatchesReferenceOnOddSizes) {
+  Rng rng(1);
+  for (int n_tokens : {1, 2, 3, 5, 7}) {
+    for (int n_rows : {1, 3, 4, 7, 33}) {
+      for (int n_in : {1, 7, 8, 31, 33, 127, 172}) {
+        auto x = random_vec(rng, size_t(n_tokens) * n_in);
+        auto w = random_vec(rng, size_t(n_rows) * n_in);
+        std::vector<float> y(size_t(n_tokens) * n_rows), y_ref(y.size());
+        ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+        cpu::matmul({x.data(), w.data(), y.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
+                     n_tokens, n_rows, n_in});
+        for (int t = 0; t < n_tokens; ++t) {
+          for (int r = 0; r < n_rows; ++r) {
+            const float bound = kRelTol * std::sqrt(float(n_in)) *
+                                abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
+            ASSERT_NEAR(y[size_t(t) * n_rows + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
+                << n_tokens << "x" << n_rows << "x" << n_in;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Any split of tokens and rows gives bit-identical outputs: the property that makes results
+// independent of the thread count and of prefill batching.
+TEST(Kernels, MatmulIsTilingInvariant) {
+  Rng rng(2);
+  const int n_tokens = 9, n_rows = 13, n_in = 67;
+  auto x = random_vec(rng, size_t(n_tokens) * n_in);
+  auto w = random_vec(rng, size_t(n_rows) * n_in);
+  std::vector<float> whole(size_t(n_tokens) * n_rows), parts(whole.size());
+  cpu::matmul({x.data(), w.data(), whole.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
+               n_tokens, n_rows, n_in});
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int r = 0; r < n_rows; ++r) {
+      cpu::matmul({x.data() + size_t(t) * n_in, w.data() + size_t(r) * n_in,
+                   parts.data() + size_t(t) * n_rows + r, size_t(n_in), size_t(n_in),
+                   size_t(n_rows), 1, 1, n_in});
+    }
+  }
+  EXPECT_EQ(whole, parts);
+}
+
+TEST(Kernels, AttentionOpsMatchReference) {
+  Rng rng(3);
+  for (int head_dim : {1, 7, 8, 9, 16, 31, 64, 65, 128}) {
+    for (int n_rows : {1, 2, 17, 97}) {
+      auto q = random_vec(rng, size_t(head_dim));
+      auto k = random_vec(rng, size_t(n_rows) * head_dim);
+      std::vector<f16_t> k16(k.size());
+      for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]);
+      std::vector<float> s(static_cast<size_t>(n_rows)), s16(static_cast<size_t>(n_rows));
+      cpu::attn_scores_f32(q.data(), k.data(), n_rows, head_dim, 0.5f, s.data());
+      cpu::attn_scores_f16(q.data(), k16.data(), n_rows, head_dim, 0.5f, s16.data());
+      for (int j = 0; j < n_rows; ++j) {
+        const float bound = 1e-5f * abs_dot(q.data(), &k[size_t(j) * head_dim], head_dim) + 1e-30f;
+        ASSERT_NEAR(s[j], 0.5f * ref::dot_ref(q.data(), &k[size_t(j) * head_dim], head_dim), bound);
+        ASSERT_NEAR(s16[j], 0.5f * ref::dot_f16_ref(q.data(), &k16[size_t(j) * head_dim], head_dim),
+                    bound);
+      }
+      std::vector<float> out(static_cast<size_t>(head_dim), 0.25f), out16(out), out_ref(out), out16_ref(out);
+      cpu::attn_accumulate_f32(s.data(), k.data(), n_rows, head_dim, out.data());
+      cpu::attn_accumulate_f16(s.data(), k16.data(), n_rows, head_dim, out16.data());
+      for (int j = 0; j < n_rows; ++j) {
+        ref::axpy_ref(s[j], &k[size_t(j) * head_dim], out_ref.data(), head_dim);
+        ref::axpy_f16_ref(s[j], &k16[size_t(j) * head_dim], out16_ref.data(), head_dim);
+      }
+      for (int i = 0; i < head_dim; ++i) {
+        ASSERT_NEAR(out[i], out_ref[i], 1e-4f * (1 + std::fabs(out_ref[i])));
+        ASSERT_NEAR(out16[i], out16_ref[i], 1e-4f * (1 + std::fabs(out16_ref[i])));
+      }
+    }
+  }
+}
+
+TEST(Kernels, F16ConversionIsExact) {
+  Rng rng(4);
+  for (size_t n : {1, 7, 31, 33, 127}) {
+    auto x = random_vec(rng, n);
+    std::vector<f16_t> h(n);
+    std::vector<float> back(n);
+    cpu::convert_f32_to_f16(x.data(), h.data(), n);
+    cpu::convert_f16_to_f32(h.data(), back.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(h[i], f32_to_f16(x[i]));
+      ASSERT_EQ(back[i], f16_to_f32(h[i]));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvq

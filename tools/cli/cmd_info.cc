@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// kvq info: model metadata, parameter count, KV cache bytes per token and memory for -c.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "kernels/cpu/ops.h"
+
+namespace kvq::cli {
+
+namespace {
+Status run(const std::vector<std::string>& argv) {
+  CommonArgs common;
+  int n_ctx = 0;
+  bool show_metadata = false;
+  ArgParser p("info");
+  add_common_flags(p, &common);
+  p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size to size the cache for (default: the model's)");
+  p.add_flag("--metadata", &show_metadata, "also list every GGUF metadata key");
+  KVQ_RETURN_IF_ERROR(p.parse(argv));
+  if (p.help_requested()) {
+    std::fputs(p.usage().c_str(), stdout);
+    return ok_status();
+  }
+  KVQ_ASSIGN_OR_RETURN(CacheSpec spec, parse_cache_spec(common.cache));
+  KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  const ModelConfig& c = model->config();
+  if (n_ctx == 0) n_ctx = c.n_ctx_train;
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx)));
+  std::printf("model: %s (%s%s%s)\n", common.model.c_str(), c.arch.c_str(), c.name.empty() ? "" : ", ",
+              c.name.c_str());
+  std::printf("gguf: version %u, %zu tensors, %zu metadata keys\n", model->gguf().version(),
+              model->gguf().tensors().size(), model->gguf().kvs().size());
+  std::printf("params: %zu (%s as f32)\n", model->weights().n_params,
+              format_bytes(4.0 * double(model->weights().n_params)).c_str());
+  std::printf("n_vocab %d, n_embd %d, n_layers %d, n_heads %d, n_kv_heads %d, head_dim %d, n_ff %d\n",
+              c.n_vocab, c.n_embd, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ff);
+  std::printf("context_length %d, rope_dim %d, rope_freq_base %g, rms_eps %g, output %s\n",
+              c.n_ctx_train, c.rope_dim, double(c.rope_freq_base), double(c.rms_eps),
+              model->weights().output_tied ? "tied to token_embd" : "separate");
+  const size_t bytes = cache->bytes_for(n_ctx);
+  const double values = double(n_ctx) * 2.0 * c.n_layers * c.kv_dim();
+  std::printf("kv cache %s: %.1f bytes/token, %.3f bits/value, %s for -c %d\n", cache->name().c_str(),
+              double(bytes) / n_ctx, 8.0 * double(bytes) / values, format_bytes(double(bytes)).c_str(),
+              n_ctx);
+  std::printf("simd target: %s\n", cpu::simd_target_name());
+  if (show_metadata) {
+    for (const auto& kv : model->gguf().kvs()) {
+      std::printf("  %.*s = %s\n", int(kv.key.size()), kv.key.data(), gguf_value_to_string(kv.value).c_str());
+    }
+  }
+  return ok_status();
+}
+}  // namespace
+
+int cmd_info(const std::vector<std::string>& argv) { return report("info", run(argv)); }
+
+}  // namespace kvq::cli

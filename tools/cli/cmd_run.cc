@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+// kvq run: generate text, streaming to stdout; timings and cache memory on stderr.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "engine/generate.h"
+#include "kernels/cpu/ops.h"
+
+namespace kvq::cli {
+
+namespace {
+Status run(const std::vector<std::string>& argv, bool* help) {
+  CommonArgs common;
+  GenerateArgs gen;
+  std::string prompt_file;
+  int n_ctx = 0;
+  ArgParser p("run");
+  add_common_flags(p, &common);
+  p.add_string("-p,--prompt", &gen.prompt, "prompt text");
+  p.add_string("-f,--file", &prompt_file, "read the prompt from a file");
+  p.add_int("-n,--n-predict", &gen.n_predict, -1, 1 << 24, "tokens to generate (default 128; -1: until EOS)");
+  p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size in tokens (default: the model's, at most 4096)");
+  p.add_float("--temp", &gen.sampling.temp, 0.0, 100.0, "temperature (default 0.8; 0: greedy)");
+  p.add_int("--top-k", &gen.sampling.top_k, 0, 1 << 24, "top-k (default 40; 0: off)");
+  p.add_float("--top-p", &gen.sampling.top_p, 0.0, 1.0, "top-p (default 0.95; 1: off)");
+  p.add_u64("-s,--seed", &gen.sampling.seed, "sampling seed (default 42)");
+  KVQ_RETURN_IF_ERROR(p.parse(argv));
+  if (p.help_requested()) {
+    std::fputs(p.usage().c_str(), stdout);
+    *help = true;
+    return ok_status();
+  }
+  if (!prompt_file.empty()) {
+    if (p.seen("-p") || p.seen("--prompt")) return invalid_argument("give either -p or -f, not both");
+    KVQ_ASSIGN_OR_RETURN(gen.prompt, read_text_file(prompt_file));
+  }
+  KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
+  KVQ_ASSIGN_OR_RETURN(CacheSpec spec, parse_cache_spec(common.cache));
+  KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  if (n_ctx == 0) n_ctx = std::min(model->config().n_ctx_train, 4096);
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx)));
+  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
+  ExecContext ctx(common.n_threads, path);
+
+  auto on_piece = [](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  };
+  KVQ_ASSIGN_OR_RETURN(GenerateStats st, generate(ctx, *model, *cache, gen, on_piece));
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (st.context_full) std::fprintf(stderr, "kvq run: stopped: the context of %d tokens is full\n", n_ctx);
+  const int n_cached = cache->n_tokens(0);
+  std::fprintf(stderr,
+               "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); "
+               "%d threads, %s kernels (%s)\n",
+               st.n_prompt, st.prefill_seconds, st.n_prompt / std::max(1e-9, st.prefill_seconds),
+               st.n_generated, st.decode_seconds,
+               st.n_generated / std::max(1e-9, st.decode_seconds), common.n_threads,
+               common.kernels.c_str(), cpu::simd_target_name());
+  std::fprintf(stderr, "kv cache %s: %s for %d tokens (%.1f bytes/token)\n", cache->name().c_str(),
+               format_bytes(double(cache->bytes_used())).c_str(), n_cached,
+               double(cache->bytes_used()) / std::max(1, n_cached));
+  return ok_status();
+}
+}  // namespace
+
+int cmd_run(const std::vector<std::string>& argv) {
+  bool help = false;
+  return report("run", run(argv, &help));
+}
+
+}  // namespace kvq::cli

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kvq::cli {
+int cmd_run(const std::vector<std::string>& argv);
+int cmd_ppl(const std::vector<std::string>& argv);
+int cmd_info(const std::vector<std::string>& argv);
+}  // namespace kvq::cli

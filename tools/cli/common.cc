@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: MIT
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace kvq::cli {
+
+void add_common_flags(ArgParser& p, CommonArgs* a) {
+  p.add_string("-m,--model", &a->model, "GGUF model file (required)");
+  p.add_int("-t,--threads", &a->n_threads, 1, 512, "threads (default: all cores)");
+  p.add_string("--kernels", &a->kernels, "simd (default) or ref: scalar reference kernels");
+  p.add_string("--cache", &a->cache, "KV cache type (default f16; see docs/CACHE_SPEC.md)");
+}
+
+StatusOr<KernelPath> parse_kernel_path(const std::string& s) {
+  if (s == "simd") return KernelPath::kSimd;
+  if (s == "ref") return KernelPath::kRef;
+  return invalid_argument("--kernels must be 'simd' or 'ref', got '" + s + "'");
+}
+
+StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a) {
+  if (a.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  return LlamaModel::load(a.model);
+}
+
+namespace {
+// MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
+double available_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double kb;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024.0;
+  }
+  return 0.0;
+}
+}  // namespace
+
+Status check_cache_fits(const KvCache& cache, int n_ctx) {
+  const double need = double(cache.bytes_for(n_ctx));
+  const double avail = available_memory();
+  if (avail > 0 && need > 0.9 * avail) {
+    return out_of_memory("-c " + std::to_string(n_ctx) + " needs " + format_bytes(need) +
+                         " of " + cache.name() + " KV cache but only " + format_bytes(avail) +
+                         " of memory is available: lower -c or use a smaller cache type");
+  }
+  return ok_status();
+}
+
+StatusOr<std::string> read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return not_found("cannot open text file " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) return data_loss("error reading " + path);
+  return ss.str();
+}
+
+std::string format_bytes(double b) {
+  char buf[64];
+  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
+  else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else std::snprintf(buf, sizeof buf, "%.0f B", b);
+  return buf;
+}
+
+void show_progress(const char* what, int done, int total, double elapsed) {
+  const double eta = done > 0 ? elapsed * (total - done) / done : 0.0;
+  if (isatty(STDERR_FILENO)) {
+    const int width = 30, filled = total > 0 ? width * done / total : width;
+    std::fprintf(stderr, "\r[%.*s%*s] %d/%d %s, %.1fs elapsed, ETA %.1fs ", filled,
+                 "##############################", width - filled, "", done, total, what, elapsed, eta);
+    if (done == total) std::fputc('\n', stderr);
+  } else if (total <= 10 || done == total || (done * 10 / total) != ((done - 1) * 10 / total)) {
+    std::fprintf(stderr, "progress: %d/%d %s, %.1fs elapsed, ETA %.1fs\n", done, total, what, elapsed, eta);
+  }
+  std::fflush(stderr);
+}
+
+int report(const std::string& command, const Status& s) {
+  if (s.ok()) return 0;
+  std::fprintf(stderr, "kvq %s: error: %s\n", command.c_str(), s.to_string().c_str());
+  return 1;
+}
+
+}  // namespace kvq::cli

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+// kvq: command-line front end; also an example of the library API.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+constexpr const char* kUsage =
+    "usage: kvq <command> [flags]\n"
+    "commands:\n"
+    "  run    generate text from a prompt\n"
+    "  ppl    perplexity of a text file (llama.cpp or KVQuant protocol), KL against a saved run\n"
+    "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
+    "run 'kvq <command> --help' for its flags\n";
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "run") return kvq::cli::cmd_run(args);
+  if (cmd == "ppl") return kvq::cli::cmd_ppl(args);
+  if (cmd == "info") return kvq::cli::cmd_info(args);
+  std::fprintf(stderr, "kvq: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
