@@ -80,11 +80,22 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
     const int h = int(task % p.n_heads);
     const int kvh = h / group;
     const int n_kv = pos0 + t + 1;
-    float* scores = ctx.scratch(worker, size_t(n_kv));
+    float* scores = ctx.scratch(worker, size_t(n_kv) + size_t(p.head_dim));
+    float* q16 = scores + n_kv;
     const float* qh = q + size_t(t) * q_row + size_t(h) * p.head_dim;
     float* oh = out + size_t(t) * q_row + size_t(h) * p.head_dim;
+    // An f16 cache is attended in f16 x f16 products: the query and the probabilities are
+    // rounded to f16 as well, exactly as llama.cpp's f16-cache attention does.
+    const bool f16 = view.dtype == DType::kF16;
+    if (f16) {
+      for (int i = 0; i < p.head_dim; ++i) q16[i] = round_to_f16(qh[i]);
+      qh = q16;
+    }
     dense_scores(view, path, qh, kvh, n_kv, p.scale, scores);
     ref::softmax_ref(scores, n_kv);
+    if (f16) {
+      for (int j = 0; j < n_kv; ++j) scores[j] = round_to_f16(scores[j]);
+    }
     std::memset(oh, 0, size_t(p.head_dim) * sizeof(float));
     dense_accumulate(view, path, scores, kvh, n_kv, oh);
   });
