@@ -48,7 +48,15 @@ void ThreadPool::run(int64_t n_tasks, void* ctx, TaskFn fn) {
   generation_.notify_all();
   work(0);
   const int n_workers = n_threads_ - 1;
-  while (n_done_.load(std::memory_order_acquire) < n_workers) KVQ_CPU_RELAX();
+  // Spin briefly, then yield: on an oversubscribed machine a worker may be waiting for a core,
+  // and spinning here would keep it off the one we hold.
+  for (int i = 0; n_done_.load(std::memory_order_acquire) < n_workers; ++i) {
+    if (i < kSpinIterations / 8) {
+      KVQ_CPU_RELAX();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::worker_loop(int worker) {

@@ -74,6 +74,21 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   const int n_vocab = model.config().n_vocab;
   const int first = args.protocol == PplProtocol::kLlamaCpp ? n_ctx / 2 : 0;
 
+  // Check a --kl-base file against these settings before spending time on the run.
+  LogprobFile base;
+  if (!args.kl_base.empty()) {
+    auto b = read_logprob_file(args.kl_base);
+    if (!b.ok()) return b.status().with_context("--kl-base");
+    base = std::move(*b);
+    const uint64_t want_rows = uint64_t(n_chunks) * uint64_t(n_ctx - 1 - first);
+    if (base.n_vocab != uint32_t(n_vocab) || base.n_ctx != uint32_t(n_ctx) ||
+        base.protocol != uint32_t(args.protocol) || base.n_rows() != want_rows) {
+      return invalid_argument("--kl-base file was made from different tokens, vocabulary or settings (" +
+                              std::to_string(base.n_rows()) + " rows, -c " + std::to_string(base.n_ctx) +
+                              " vs " + std::to_string(want_rows) + " rows, -c " + std::to_string(n_ctx) +
+                              "): rerun both with the same -f, -c, --chunks and --protocol");
+    }
+  }
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(cache_spec, model.kv_shape(n_ctx)));
   ForwardWorkspace ws;
   std::vector<float> logits(size_t(n_ctx) * n_vocab);
@@ -89,6 +104,7 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   r.n_chunks = n_chunks;
   double nll = 0.0, nll2 = 0.0;
   Timer timer;
+  if (args.progress) args.progress(0, n_chunks);
   for (int c = 0; c < n_chunks; ++c) {
     std::copy_n(tokens.begin() + int64_t(c) * n_ctx, n_ctx, chunk.begin());
     if (args.protocol == PplProtocol::kLlamaCpp) chunk[0] = model.tokenizer().bos_id();
@@ -115,11 +131,7 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   // llama-perplexity's uncertainty: PPL * sqrt(var / (n - 1)).
   r.ppl_stderr = r.n_scored > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / double(r.n_scored - 1)) : 0.0;
 
-  if (!args.kl_base.empty()) {
-    auto base = read_logprob_file(args.kl_base);
-    if (!base.ok()) return base.status().with_context("--kl-base");
-    KVQ_RETURN_IF_ERROR(compare_with_base(*base, rows, &r));
-  }
+  if (!args.kl_base.empty()) KVQ_RETURN_IF_ERROR(compare_with_base(base, rows, &r));
   if (!args.save_logits.empty()) KVQ_RETURN_IF_ERROR(write_logprob_file(args.save_logits, rows));
   if (args.logprobs_out) *args.logprobs_out = std::move(rows.rows);
   return r;

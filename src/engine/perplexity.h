@@ -29,6 +29,7 @@ struct PplArgs {
   std::string save_logits;  // write scored log-prob rows here (atomically)
   std::string kl_base;      // compare against rows saved by an earlier run
   std::vector<float>* logprobs_out = nullptr;  // tests: receives every scored row
+  // Called with done = 0 once the settings are validated, then after every chunk.
   std::function<void(int done, int total)> progress;
 };
 

@@ -48,11 +48,20 @@ Status run(const std::vector<std::string>& argv) {
   }
   const auto& tok = model->tokenizer();
   const std::vector<int32_t> tokens = tok.encode(text, tok.add_bos(), true);
+  if (int64_t(tokens.size()) < args.n_ctx) {
+    return invalid_argument(text_file + " has " + std::to_string(tokens.size()) +
+                            " tokens, fewer than one chunk of -c " + std::to_string(args.n_ctx));
+  }
   ExecContext ctx(common.n_threads, path);
   Timer timer;
-  args.progress = [&](int done, int total) { show_progress("chunks", done, total, timer.seconds()); };
-  std::fprintf(stderr, "kvq ppl: %zu tokens, -c %d, protocol %s, cache %s\n", tokens.size(),
-               args.n_ctx, protocol_name(args.protocol), spec.text.c_str());
+  args.progress = [&](int done, int total) {
+    if (done == 0) {
+      std::fprintf(stderr, "kvq ppl: %zu tokens, %d chunks of -c %d, protocol %s, cache %s\n",
+                   tokens.size(), total, args.n_ctx, protocol_name(args.protocol), spec.text.c_str());
+      return;
+    }
+    show_progress("chunks", done, total, timer.seconds());
+  };
   KVQ_ASSIGN_OR_RETURN(PplResult r, run_perplexity(ctx, *model, spec, tokens, args));
   std::printf("model: %s\ntext: %s\nprotocol: %s, -c %d, %d chunks, %lld scored tokens, cache %s\n",
               common.model.c_str(), text_file.c_str(), protocol_name(args.protocol), args.n_ctx,

@@ -8,4 +8,5 @@ namespace kvq::cli {
 int cmd_run(const std::vector<std::string>& argv);
 int cmd_ppl(const std::vector<std::string>& argv);
 int cmd_info(const std::vector<std::string>& argv);
+int cmd_bench(const std::vector<std::string>& argv);
 }  // namespace kvq::cli

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+// Microbenchmarks of the Highway kernels at the testbed's shapes, next to the scalar
+// references and a plain memcpy bandwidth measured in the same run.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <vector>
+
+#include "base/rng.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/ref/ops_ref.h"
+
+namespace kvq {
+namespace {
+
+std::vector<float> rnd(size_t n) {
+  Rng rng(n);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(rng.normal());
+  return v;
+}
+
+// args: n_tokens, n_rows, n_in
+void BM_Matmul(benchmark::State& st) {
+  const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));
+  auto x = rnd(size_t(t) * k), w = rnd(size_t(r) * k);
+  std::vector<float> y(size_t(t) * r);
+  for (auto _ : st) {
+    cpu::matmul({x.data(), w.data(), y.data(), size_t(k), size_t(k), size_t(r), t, r, k});
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * t * r * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Matmul)->Args({1, 256, 256})->Args({1, 768, 256})->Args({1, 512, 256})->Args({64, 768, 256})->Args({256, 256, 256});
+
+void BM_MatmulRef(benchmark::State& st) {
+  const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));
+  auto x = rnd(size_t(t) * k), w = rnd(size_t(r) * k);
+  std::vector<float> y(size_t(t) * r);
+  for (auto _ : st) {
+    ref::matmul_ref(x.data(), w.data(), y.data(), t, r, k);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * t * r * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MatmulRef)->Args({1, 768, 256})->Args({64, 768, 256});
+
+// Decode attention of one head over n f16 keys/values of head_dim 64: bytes of K+V read per second.
+void BM_AttentionF16(benchmark::State& st) {
+  const int n = int(st.range(0)), hd = 64;
+  auto q = rnd(hd), kf = rnd(size_t(n) * hd);
+  std::vector<f16_t> k(kf.size());
+  cpu::convert_f32_to_f16(kf.data(), k.data(), k.size());
+  std::vector<float> s(static_cast<size_t>(n)), out(hd);
+  for (auto _ : st) {
+    cpu::attn_scores_f16(q.data(), k.data(), n, hd, 0.125f, s.data());
+    cpu::attn_accumulate_f16(s.data(), k.data(), n, hd, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * 2 * int64_t(k.size()) * 2);
+}
+BENCHMARK(BM_AttentionF16)->Arg(1024)->Arg(16384);
+
+void BM_Memcpy(benchmark::State& st) {
+  const size_t n = size_t(st.range(0));
+  std::vector<char> a(n, 1), b(n);
+  for (auto _ : st) {
+    std::memcpy(b.data(), a.data(), n);
+    benchmark::DoNotOptimize(b.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(n));
+}
+BENCHMARK(BM_Memcpy)->Arg(1 << 20)->Arg(64 << 20);
+
+}  // namespace
+}  // namespace kvq
+
+BENCHMARK_MAIN();

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+// The kvq binary on bad input: one clear line on stderr, a non-zero exit, no crash, no partial
+// output file. Also the happy paths of run / ppl / info.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "shared_data.h"
+
+namespace kvq {
+namespace {
+
+using testing::shared_path;
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout + stderr
+};
+
+Result kvq(const std::string& args) {
+  const std::string cmd = std::string(KVQ_BIN_DIR) + "/kvq " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+const std::string kModel = shared_path("models/stories260K.gguf");
+const std::string kText = shared_path("text/tinystories/validation_head.txt");
+
+// A failing command exits 1 (not a signal) and says what is wrong on one line.
+void expect_error(const std::string& args, const std::string& needle) {
+  const Result r = kvq(args);
+  EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+}
+
+TEST(Cli, BadFlagsAndFiles) {
+  EXPECT_EQ(kvq("").exit_code, 2);
+  EXPECT_EQ(kvq("frobnicate").exit_code, 2);
+  expect_error("run -m " + kModel + " --bogus", "unknown flag '--bogus'");
+  expect_error("run -m " + kModel + " -n abc", "flag -n expects an integer");
+  expect_error("run -m " + kModel + " -t 0", "flag -t expects an integer in [1, 512]");
+  expect_error("run -m " + kModel + " --temp nan", "flag --temp expects a number");
+  expect_error("run -m " + kModel + " -n", "flag -n needs a value");
+  expect_error("run -m " + kModel + " --cache q9", "unknown cache type 'q9'");
+  expect_error("run -m " + kModel + " --kernels gpu", "--kernels must be");
+  expect_error("run -p hi", "no model given");
+  expect_error("run -m /nonexistent/model.gguf", "no such file");
+  expect_error("run -m " + kText, "not a GGUF file");
+  expect_error("ppl -m " + kModel, "no text given");
+  expect_error("ppl -m " + kModel + " -f /nonexistent.txt", "cannot open text file");
+  expect_error("ppl -m " + kModel + " -f " + kText + " --protocol bogus", "--protocol must be");
+  expect_error("run -m " + shared_path("models/tinystories-l6-d256-h64.gguf") +
+                   " -c 16000000 --cache f32", "of memory is available");
+  // A truncated model.
+  const std::string cut = ::testing::TempDir() + "/cut.gguf";
+  {
+    std::ifstream in(kModel, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(cut, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size() / 2));
+  }
+  expect_error("run -m " + cut, "truncated or corrupt");
+}
+
+TEST(Cli, FailedRunLeavesNoOutputFile) {
+  const std::string out = ::testing::TempDir() + "/never.kvql";
+  std::filesystem::remove(out);
+  // More context than the text has tokens: the run fails before anything is written.
+  expect_error("ppl -m " + kModel + " -f " + shared_path("golden/tokenizer/mixed_unicode.txt") +
+                   " -c 100000 --save-logits " + out,
+               "fewer than one chunk");
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".tmp"));
+}
+
+TEST(Cli, RunPplInfoAndKlRoundTrip) {
+  Result r = kvq("run -m " + kModel + " -p \"Once upon a time\" -n 20 --temp 0");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Once upon a time, there was a little girl named Lily."), std::string::npos);
+  EXPECT_NE(r.output.find("decode:"), std::string::npos);
+  r = kvq("info -m " + kModel + " -c 512");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("n_kv_heads 4, head_dim 8"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("kv cache f16: 640.0 bytes/token"), std::string::npos) << r.output;
+
+  const std::string base = ::testing::TempDir() + "/base.kvql";
+  r = kvq("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 4 --save-logits " + base);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = kvq("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 4 --cache f32 --kl-base " + base);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("KL mean"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("top-1 agreement"), std::string::npos) << r.output;
+  // A base made from other settings is refused.
+  expect_error("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 3 --kl-base " + base,
+               "different tokens");
+  expect_error("ppl -m " + kModel + " -f " + kText + " -c 128 --kl-base " + kModel,
+               "not a kvq log-prob file");
+}
+
+}  // namespace
+}  // namespace kvq
