@@ -69,6 +69,7 @@ class [[nodiscard]] StatusOr {
   const T& value() const& { return const_cast<StatusOr*>(this)->get(); }
   T&& value() && { return std::move(get()); }
   T& operator*() & { return get(); }
+  const T& operator*() const& { return const_cast<StatusOr*>(this)->get(); }
   T* operator->() { return &get(); }
   const T* operator->() const { return &const_cast<StatusOr*>(this)->get(); }
 

@@ -8,13 +8,11 @@
 
 #include "base/aligned_buffer.h"
 #include "base/check.h"
+#include "base/kernel_path.h"
 #include "base/thread_pool.h"
 
 namespace kvq {
 
-// kSimd: Highway kernels dispatched at run time. kRef: the scalar reference kernels (debugging,
-// and the specification the SIMD path is tested against).
-enum class KernelPath { kSimd, kRef };
 
 class ExecContext {
  public:

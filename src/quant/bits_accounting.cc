@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+#include "quant/bits_accounting.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "quant/bitpack.h"
+#include "quant/outliers.h"
+#include "quant/uniform_group.h"
+
+namespace kvq {
+namespace {
+
+Status check_tensor(const TensorQuantConfig& t, int head_dim, int d_kv) {
+  switch (t.scheme) {
+    case KvScheme::kF16:
+      if (t.bits != 16) return invalid_argument("f16 scheme needs bits = 16");
+      break;
+    case KvScheme::kUniform:
+      if (!is_packable_bits(t.bits)) return invalid_argument("uniform: bits must be 2, 3, 4 or 8");
+      if (t.group_size < 0) return invalid_argument("uniform: negative group size");
+      if (t.per_channel && t.group_size <= 0) return invalid_argument("uniform per-channel needs G > 0");
+      if (t.per_channel && t.residual > 0 && t.residual % t.group_size != 0) {
+        return invalid_argument("KIVI: residual length must be a multiple of the group size");
+      }
+      break;
+    case KvScheme::kNuq:
+    case KvScheme::kNf:
+      if (t.bits < 2 || t.bits > 4) return invalid_argument("nuq/nf: bits must be 2, 3 or 4");
+      break;
+    case KvScheme::kQ8_0:
+    case KvScheme::kQ4_0:
+      if (d_kv % 32 != 0) return invalid_argument("q8_0/q4_0: d_kv must be a multiple of 32");
+      break;
+  }
+  if (!(t.outlier_fraction >= 0 && t.outlier_fraction < 1)) return invalid_argument("outlier fraction not in [0, 1)");
+  if (t.residual < 0) return invalid_argument("negative residual length");
+  return ok_status();
+}
+
+TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int64_t n,
+                           bool is_key) {
+  const double L = c.n_layers, H = c.n_kv_heads, D = c.head_dim, d_kv = H * D;
+  TensorBytes b;
+  const int64_t n_sink = std::min<int64_t>(n, c.n_sink);
+  const int64_t n_eff = n - n_sink;
+  b.sink = double(n_sink) * d_kv * 2 * L;
+  int64_t n_q = n_eff;
+  if (t.residual > 0) {
+    n_q = t.flush_in_blocks ? n_eff / t.residual * t.residual : std::max<int64_t>(n_eff - t.residual, 0);
+  }
+  if (t.scheme == KvScheme::kUniform && t.per_channel) n_q = n_q / t.group_size * t.group_size;
+  b.fp16_window = double(n_eff - n_q) * d_kv * 2 * L;
+  const double nq = double(n_q);
+  switch (t.scheme) {
+    case KvScheme::kF16:
+      b.codes = nq * d_kv * 2 * L;
+      break;
+    case KvScheme::kUniform: {
+      if (t.per_channel) {
+        b.codes = nq * H * double(packed_bytes(t.bits, size_t(D))) * L;
+        b.scales = nq / t.group_size * d_kv * 2 * L;
+      } else {
+        const size_t row = t.whole_vector ? size_t(d_kv) : size_t(D);
+        const double rows = t.whole_vector ? 1 : H;
+        b.codes = nq * rows * double(packed_bytes(t.bits, row)) * L;
+        b.scales = nq * rows * double(uniform_group_count(row, t.group_size)) * 2 * L;
+      }
+      if (!t.symmetric) b.zeros = b.scales;
+      break;
+    }
+    case KvScheme::kNuq:
+    case KvScheme::kNf: {
+      b.codes = nq * double(packed_bytes(t.bits, size_t(d_kv))) * L;
+      if (t.per_channel) {
+        b.per_layer += d_kv * 4 * L;  // fp16 zero + half-range per channel
+      } else {
+        b.scales = nq * 2 * L;  // NormParams: fp16 half-range ...
+        b.zeros = nq * 2 * L;   // ... and fp16 zero point per token
+      }
+      if (t.scheme == KvScheme::kNuq) b.per_layer += double(1 << t.bits) * 4 * L;
+      if (t.qnorm) b.per_layer += 8 * L;
+      if (t.outlier_fraction > 0) {
+        double per_token;
+        if (t.per_channel) {
+          per_token = is_key && c.key_outliers_per_token >= 0 ? c.key_outliers_per_token
+                                                             : t.outlier_fraction * d_kv;
+        } else {
+          per_token = 2.0 * double(outliers_per_side(size_t(d_kv), t.outlier_fraction));
+        }
+        b.outlier_values = nq * per_token * 2 * L;
+        b.outlier_indices = nq * per_token * 2 * L;
+        b.outlier_pointers = (nq + 1) * 4 * L;
+      }
+      break;
+    }
+    case KvScheme::kQ8_0:
+      b.codes = nq * d_kv * L;
+      b.scales = nq * d_kv / 32 * 2 * L;
+      break;
+    case KvScheme::kQ4_0:
+      b.codes = nq * d_kv / 2 * L;
+      b.scales = nq * d_kv / 32 * 2 * L;
+      break;
+  }
+  return b;
+}
+
+void append(std::string& s, const char* name, const TensorBytes& b, double n_values) {
+  char line[512];
+  const double f = 8.0 / n_values;  // bytes -> bits per value (of K+V)
+  std::snprintf(line, sizeof line,
+                "%s: %.4f bits/value of K+V (codes %.4f, scales %.4f, zeros %.4f, outlier "
+                "values %.4f, indices %.4f, pointers %.4f, fp16 window %.4f, sink %.4f, "
+                "per-layer %.6f)\n",
+                name, b.total() * f, b.codes * f, b.scales * f, b.zeros * f,
+                b.outlier_values * f, b.outlier_indices * f, b.outlier_pointers * f,
+                b.fp16_window * f, b.sink * f, b.per_layer * f);
+  s += line;
+}
+
+}  // namespace
+
+std::string BitsReport::to_string() const {
+  std::string s;
+  char head[128];
+  std::snprintf(head, sizeof head, "%lld tokens: %.4f bits/value, %.1f bytes\n",
+                (long long)n_tokens, bits_per_value(), total_bytes());
+  s += head;
+  if (n_values) {
+    append(s, "K", k, double(n_values));
+    append(s, "V", v, double(n_values));
+  }
+  return s;
+}
+
+StatusOr<BitsReport> account_bits(const CacheConfig& c, int64_t n_tokens) {
+  if (c.n_layers <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0) {
+    return invalid_argument("bits accounting: n_layers, n_kv_heads and head_dim must be positive");
+  }
+  if (n_tokens < 0 || c.n_sink < 0) return invalid_argument("bits accounting: negative token count");
+  const int d_kv = c.n_kv_heads * c.head_dim;
+  KVQ_RETURN_IF_ERROR(check_tensor(c.k, c.head_dim, d_kv).with_context("keys"));
+  KVQ_RETURN_IF_ERROR(check_tensor(c.v, c.head_dim, d_kv).with_context("values"));
+  BitsReport r;
+  r.n_tokens = n_tokens;
+  r.n_values = 2 * n_tokens * int64_t(c.n_layers) * d_kv;
+  r.k = account_tensor(c.k, c, n_tokens, true);
+  r.v = account_tensor(c.v, c, n_tokens, false);
+  return r;
+}
+
+CacheConfig kivi_config(int n_layers, int n_kv_heads, int head_dim, int bits, int group_size,
+                        int residual) {
+  CacheConfig c;
+  c.n_layers = n_layers;
+  c.n_kv_heads = n_kv_heads;
+  c.head_dim = head_dim;
+  c.k.scheme = c.v.scheme = KvScheme::kUniform;
+  c.k.bits = c.v.bits = bits;
+  c.k.group_size = c.v.group_size = group_size;
+  c.k.residual = c.v.residual = residual;
+  c.k.per_channel = true;
+  c.k.flush_in_blocks = true;
+  return c;
+}
+
+CacheConfig kvquant_config(int n_layers, int n_kv_heads, int head_dim, int bits,
+                           double outlier_fraction, int n_sink, bool nf) {
+  CacheConfig c;
+  c.n_layers = n_layers;
+  c.n_kv_heads = n_kv_heads;
+  c.head_dim = head_dim;
+  c.k.scheme = c.v.scheme = nf ? KvScheme::kNf : KvScheme::kNuq;
+  c.k.bits = c.v.bits = bits;
+  c.k.per_channel = true;
+  c.k.outlier_fraction = c.v.outlier_fraction = outlier_fraction;
+  c.n_sink = n_sink;
+  return c;
+}
+
+}  // namespace kvq

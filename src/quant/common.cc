@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+#include "quant/common.h"
+
+#include <cmath>
+#include <string>
+
+#include "hwy/highway.h"
+
+namespace kvq {
+
+Status check_finite(const float* x, size_t n, const char* what, bool f16_range,
+                    size_t stride) {
+  if (n > 0 && x == nullptr) return invalid_argument(std::string(what) + ": null pointer");
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i * stride];
+    if (!std::isfinite(v)) {
+      return invalid_argument(std::string(what) + ": non-finite value at index " +
+                              std::to_string(i));
+    }
+    if (f16_range && std::fabs(v) > kF16Max) {
+      return invalid_argument(std::string(what) + ": value " + std::to_string(v) +
+                              " at index " + std::to_string(i) + " exceeds the fp16 range");
+    }
+  }
+  return ok_status();
+}
+
+Status check_finite_block(const float* x, size_t n_rows, size_t n_cols, size_t ld,
+                          const char* what, bool f16_range) {
+  for (size_t r = 0; r < n_rows; ++r) {
+    KVQ_RETURN_IF_ERROR(check_finite(x + r * ld, n_cols, what, f16_range));
+  }
+  return ok_status();
+}
+
+const char* simd_target_name() {
+  const int64_t targets = hwy::SupportedTargets();
+  const int64_t compiled = targets & HWY_TARGETS;
+  return hwy::TargetName(compiled & -compiled);  // lowest bit = best target
+}
+
+}  // namespace kvq
