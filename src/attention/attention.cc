@@ -92,9 +92,13 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
       qh = q16;
     }
     dense_scores(view, path, qh, kvh, n_kv, p.scale, scores);
-    ref::softmax_ref(scores, n_kv);
-    if (f16) {
-      for (int j = 0; j < n_kv; ++j) scores[j] = round_to_f16(scores[j]);
+    if (path == KernelPath::kRef) {
+      ref::softmax_ref(scores, n_kv);
+      if (f16) {
+        for (int j = 0; j < n_kv; ++j) scores[j] = round_to_f16(scores[j]);
+      }
+    } else {
+      cpu::softmax(scores, n_kv, f16);
     }
     std::memset(oh, 0, size_t(p.head_dim) * sizeof(float));
     dense_accumulate(view, path, scores, kvh, n_kv, oh);

@@ -6,6 +6,7 @@
 #define HWY_TARGET_INCLUDE "kernels/cpu/attention_ops.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -102,6 +103,47 @@ void ConvertF16ToF32(const f16_t* x, float* y, size_t n) {
   for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
 }
 
+// Softmax over x[0, n): vector max, Highway Exp (within a few ulp of expf), float lane sums.
+// Tail elements go through the same vector code via a padded buffer, so every element is
+// computed the same way wherever it sits.
+void Softmax(float* x, int n_int, bool round_f16) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<hwy::float16_t, decltype(d)> dh;
+  const size_t N = hn::Lanes(d), n = size_t(n_int);
+  const size_t n_full = n / N * N;
+  HWY_ALIGN float tail[hn::MaxLanes(d)];
+  auto load_tail = [&](float pad) {
+    for (size_t k = 0; k < N; ++k) tail[k] = n_full + k < n ? x[n_full + k] : pad;
+    return hn::Load(d, tail);
+  };
+  auto vmax = hn::Set(d, -HUGE_VALF);
+  for (size_t i = 0; i < n_full; i += N) vmax = hn::Max(vmax, hn::LoadU(d, x + i));
+  if (n_full < n) vmax = hn::Max(vmax, load_tail(-HUGE_VALF));
+  const auto mx = hn::Set(d, hn::GetLane(hn::MaxOfLanes(d, vmax)));
+  auto vsum = hn::Zero(d);
+  for (size_t i = 0; i < n_full; i += N) {
+    const auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), mx));
+    hn::StoreU(e, d, x + i);
+    vsum = hn::Add(vsum, e);
+  }
+  if (n_full < n) {
+    const auto e = hn::Exp(d, hn::Sub(load_tail(-HUGE_VALF), mx));
+    hn::Store(e, d, tail);
+    vsum = hn::Add(vsum, e);
+    for (size_t k = 0; n_full + k < n; ++k) x[n_full + k] = tail[k];
+  }
+  const auto inv = hn::Set(d, 1.0f / hn::GetLane(hn::SumOfLanes(d, vsum)));
+  auto finish = [&](auto v) {
+    v = hn::Mul(v, inv);
+    return round_f16 ? hn::PromoteTo(d, hn::DemoteTo(dh, v)) : v;
+  };
+  for (size_t i = 0; i < n_full; i += N) hn::StoreU(finish(hn::LoadU(d, x + i)), d, x + i);
+  if (n_full < n) {
+    hn::Store(finish(load_tail(0.0f)), d, tail);
+    for (size_t k = 0; n_full + k < n; ++k) x[n_full + k] = tail[k];
+  }
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -117,6 +159,8 @@ HWY_EXPORT(AccumulateF16);
 HWY_EXPORT(ConvertF32ToF16);
 HWY_EXPORT(ConvertF16ToF32);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(Softmax);
+void softmax(float* x, int n, bool round_f16) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n, round_f16); }
 
 void attn_scores_f32(const float* q, const float* k, int n, int hd, float s, float* o) {
   HWY_DYNAMIC_DISPATCH(ScoresF32)(q, k, n, hd, s, o);

@@ -33,6 +33,10 @@ void attn_scores_f16(const float* q, const f16_t* k, int n_rows, int head_dim, f
 void attn_accumulate_f32(const float* p, const float* v, int n_rows, int head_dim, float* out);
 void attn_accumulate_f16(const float* p, const f16_t* v, int n_rows, int head_dim, float* out);
 
+// In-place softmax over x[0, n); round_f16 rounds each probability to f16 (the f16-cache path).
+// Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp.
+void softmax(float* x, int n, bool round_f16);
+
 // Converts n floats to f16 (round to nearest even), and back.
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n);

@@ -104,6 +104,24 @@ TEST(Kernels, AttentionOpsMatchReference) {
   }
 }
 
+TEST(Kernels, SoftmaxMatchesReference) {
+  Rng rng(5);
+  for (int n : {1, 2, 7, 8, 15, 16, 17, 33, 127, 1000}) {
+    for (bool round : {false, true}) {
+      auto x = random_vec(rng, size_t(n));
+      for (auto& v : x) v *= 4.0f;
+      auto ref = x;
+      ref::softmax_ref(ref.data(), n);
+      cpu::softmax(x.data(), n, round);
+      for (int i = 0; i < n; ++i) {
+        const float want = round ? round_to_f16(ref[i]) : ref[i];
+        // Highway Exp is within a few ulp of expf; an f16 rounding may then flip by one f16 ulp.
+        ASSERT_NEAR(x[i], want, (round ? 1e-3f : 1e-5f) * want + 1e-7f) << n << " " << i;
+      }
+    }
+  }
+}
+
 TEST(Kernels, F16ConversionIsExact) {
   Rng rng(4);
   for (size_t n : {1, 7, 31, 33, 127}) {
