@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "attention/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -62,12 +63,101 @@ void dense_accumulate(const DenseKvLayerView& v, KernelPath path, const float* p
 
 }  // namespace
 
+namespace {
+
+constexpr int kBlockTokens = 64;  // K/V tokens dequantized at a time
+constexpr int kQueryChunk = 16;   // query tokens sharing one pass over the dequantized blocks
+
+// Reference path over any cache: one task per (kv head, chunk of query tokens). Each block of
+// K/V is dequantized once per task and used by every query head of the group; each query's
+// result depends only on fixed block boundaries, so decode, prefill and any thread count
+// agree bit for bit.
+Status attend_blocks(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
+                     const float* q, int n_tokens, int pos0, float* out) {
+  if (cache.keys_pre_rope() && !p.rope) return internal_error("pre-RoPE cache without a RoPE table");
+  const int hd = p.head_dim, group = p.n_heads / p.n_kv_heads;
+  const size_t q_row = size_t(p.n_heads) * size_t(hd);
+  const int n_chunks = (n_tokens + kQueryChunk - 1) / kQueryChunk;
+  const KernelPath path = ctx.path();
+  ctx.pool().parallel_for(int64_t(p.n_kv_heads) * n_chunks, [&](int64_t task, int worker) {
+    const int kvh = int(task / n_chunks);
+    const int c0 = int(task % n_chunks) * kQueryChunk;
+    const int c1 = std::min(n_tokens, c0 + kQueryChunk);
+    const int n_q = (c1 - c0) * group;
+    // Scratch: K block, V block, scores, then running max and sum per query head.
+    float* kb = ctx.scratch(worker, size_t(2 * kBlockTokens * hd + kBlockTokens + 2 * n_q));
+    float* vb = kb + kBlockTokens * hd;
+    float* s = vb + kBlockTokens * hd;
+    float* m = s + kBlockTokens;
+    float* l = m + n_q;
+    for (int i = 0; i < n_q; ++i) {
+      m[i] = -INFINITY;
+      l[i] = 0.0f;
+    }
+    for (int t = c0; t < c1; ++t) {
+      for (int g = 0; g < group; ++g) {
+        std::memset(out + size_t(t) * q_row + size_t(kvh * group + g) * hd, 0, size_t(hd) * sizeof(float));
+      }
+    }
+    const int kv_end = pos0 + c1;  // keys needed by the last query of the chunk
+    for (int b0 = 0; b0 < kv_end; b0 += kBlockTokens) {
+      const int nb = std::min(kBlockTokens, kv_end - b0);
+      cache.read_block(il, kvh, b0, nb, kb, vb);
+      if (cache.keys_pre_rope()) {
+        for (int j = 0; j < nb; ++j) p.rope->apply(kb + size_t(j) * hd, b0 + j);
+      }
+      for (int t = c0; t < c1; ++t) {
+        const int n_valid = std::min(nb, pos0 + t + 1 - b0);
+        if (n_valid <= 0) continue;
+        for (int g = 0; g < group; ++g) {
+          const int h = kvh * group + g;
+          const int qi = (t - c0) * group + g;
+          const float* qh = q + size_t(t) * q_row + size_t(h) * hd;
+          float* oh = out + size_t(t) * q_row + size_t(h) * hd;
+          if (path == KernelPath::kRef) {
+            for (int j = 0; j < n_valid; ++j) s[j] = ref::dot_ref(qh, kb + size_t(j) * hd, hd) * p.scale;
+          } else {
+            cpu::attn_scores_f32(qh, kb, n_valid, hd, p.scale, s);
+          }
+          // Online softmax (FlashAttention): rescale what was accumulated to the new max.
+          float bmax = m[qi];
+          for (int j = 0; j < n_valid; ++j) bmax = std::max(bmax, s[j]);
+          const float corr = std::exp(m[qi] - bmax);
+          float sum = 0.0f;
+          for (int j = 0; j < n_valid; ++j) {
+            s[j] = std::exp(s[j] - bmax);
+            sum += s[j];
+          }
+          l[qi] = l[qi] * corr + sum;
+          m[qi] = bmax;
+          if (corr != 1.0f) {
+            for (int d = 0; d < hd; ++d) oh[d] *= corr;
+          }
+          if (path == KernelPath::kRef) {
+            for (int j = 0; j < n_valid; ++j) ref::axpy_ref(s[j], vb + size_t(j) * hd, oh, hd);
+          } else {
+            cpu::attn_accumulate_f32(s, vb, n_valid, hd, oh);
+          }
+        }
+      }
+    }
+    for (int t = c0; t < c1; ++t) {
+      for (int g = 0; g < group; ++g) {
+        const float inv = 1.0f / l[(t - c0) * group + g];
+        float* oh = out + size_t(t) * q_row + size_t(kvh * group + g) * hd;
+        for (int d = 0; d < hd; ++d) oh[d] *= inv;
+      }
+    }
+  });
+  return ok_status();
+}
+
+}  // namespace
+
 Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
               const float* q, int n_tokens, int pos0, float* out) {
   DenseKvLayerView view;
-  if (!cache.dense_view(il, &view)) {
-    return unimplemented("no attention path for the '" + cache.name() + "' cache layout");
-  }
+  if (!cache.dense_view(il, &view)) return attend_blocks(ctx, p, cache, il, q, n_tokens, pos0, out);
   KVQ_CHECK(p.n_heads % p.n_kv_heads == 0 && view.head_dim == p.head_dim);
   KVQ_CHECK(pos0 + n_tokens <= view.n_tokens, "attention past the cached tokens");
   const int group = p.n_heads / p.n_kv_heads;

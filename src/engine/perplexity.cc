@@ -9,6 +9,8 @@
 
 namespace kvq {
 
+const char* mode_name(PplMode m) { return m == PplMode::kDecode ? "decode" : "simulated"; }
+
 const char* protocol_name(PplProtocol p) {
   return p == PplProtocol::kLlamaCpp ? "llamacpp" : "full";
 }
@@ -35,7 +37,7 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplRes
   }
   const size_t nv = cur.n_vocab;
   std::vector<double> kl(size_t(cur.n_rows()));
-  double nll_base = 0.0;
+  double nll_base = 0.0, d_sum = 0.0, d_sum2 = 0.0;
   int64_t same_top = 0;
   for (size_t i = 0; i < kl.size(); ++i) {
     const float* pb = &base.rows[i * nv];
@@ -44,6 +46,9 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplRes
     for (size_t v = 0; v < nv; ++v) k += std::exp(double(pb[v])) * (double(pb[v]) - double(pc[v]));
     kl[i] = std::max(0.0, k);
     nll_base -= pb[size_t(cur.targets[i])];
+    const double d = double(pb[size_t(cur.targets[i])]) - double(pc[size_t(cur.targets[i])]);
+    d_sum += d;
+    d_sum2 += d * d;
     same_top += (std::max_element(pb, pb + nv) - pb) == (std::max_element(pc, pc + nv) - pc);
   }
   double mean = 0.0;
@@ -55,6 +60,9 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplRes
   r->top1_agreement = double(same_top) / double(kl.size());
   r->base_ppl = std::exp(nll_base / double(kl.size()));
   r->delta_ppl = r->ppl - r->base_ppl;
+  const double n = double(kl.size());
+  const double d_var = std::max(0.0, d_sum2 / n - (d_sum / n) * (d_sum / n));
+  r->delta_ppl_stderr = n > 1 ? r->ppl * std::sqrt(d_var / (n - 1)) : 0.0;
   return ok_status();
 }
 
@@ -89,11 +97,14 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
                               "): rerun both with the same -f, -c, --chunks and --protocol");
     }
   }
-  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(cache_spec, model.kv_shape(n_ctx)));
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(cache_spec, model.kv_shape(n_ctx), args.calibration));
+  cache->set_eager(args.mode == PplMode::kSimulated);
+  const bool batched = args.mode == PplMode::kSimulated || cache->batch_invariant();
   ForwardWorkspace ws;
   std::vector<float> logits(size_t(n_ctx) * n_vocab);
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
-  const bool keep_rows = !args.save_logits.empty() || !args.kl_base.empty() || args.logprobs_out;
+  const bool keep_rows = !args.save_logits.empty() || !args.kl_base.empty() || args.logprobs_out ||
+                         args.base || args.rows_out;
   LogprobFile rows;
   rows.n_vocab = uint32_t(n_vocab);
   rows.protocol = uint32_t(args.protocol);
@@ -109,7 +120,16 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
     std::copy_n(tokens.begin() + int64_t(c) * n_ctx, n_ctx, chunk.begin());
     if (args.protocol == PplProtocol::kLlamaCpp) chunk[0] = model.tokenizer().bos_id();
     cache->clear();
-    KVQ_RETURN_IF_ERROR(model.forward(ctx, chunk, *cache, ws, logits.data(), true));
+    if (batched) {
+      KVQ_RETURN_IF_ERROR(model.forward(ctx, chunk, *cache, ws, logits.data(), true));
+    } else {
+      for (int i = 0; i < n_ctx - 1; ++i) {
+        KVQ_RETURN_IF_ERROR(model.forward(ctx, std::span<const int32_t>(&chunk[size_t(i)], 1), *cache,
+                                          ws, &logits[size_t(i) * n_vocab], false));
+      }
+    }
+    r.cache_bytes = cache->bytes_used();
+    r.cache_tokens = cache->n_tokens(0);
     for (int i = first; i < n_ctx - 1; ++i) {
       log_softmax(&logits[size_t(i) * n_vocab], n_vocab, lp.data());
       const int32_t target = chunk[size_t(i) + 1];
@@ -132,7 +152,9 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   r.ppl_stderr = r.n_scored > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / double(r.n_scored - 1)) : 0.0;
 
   if (!args.kl_base.empty()) KVQ_RETURN_IF_ERROR(compare_with_base(base, rows, &r));
+  if (args.base) KVQ_RETURN_IF_ERROR(compare_with_base(*args.base, rows, &r));
   if (!args.save_logits.empty()) KVQ_RETURN_IF_ERROR(write_logprob_file(args.save_logits, rows));
+  if (args.rows_out) *args.rows_out = rows;
   if (args.logprobs_out) *args.logprobs_out = std::move(rows.rows);
   return r;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/exec_context.h"
+#include "engine/logprob_file.h"
 #include "kv/cache_spec.h"
 #include "model/llama.h"
 
@@ -22,13 +23,28 @@ enum class PplProtocol {
   kFull,
 };
 
+enum class PplMode {
+  // Each token attends to the cache as deployment leaves it after the previous tokens (KIVI's
+  // fp16 windows, online quantization). Runs batched when the cache is batch-invariant, which
+  // gives bit-identical results; token by token otherwise.
+  kDecode,
+  // Batched prefill with every K/V quantized on append and no full-precision window (the
+  // KVQuant paper's simulated quantization).
+  kSimulated,
+};
+const char* mode_name(PplMode m);
+
 struct PplArgs {
   int n_ctx = 512;
   int n_chunks = -1;  // -1: as many as the tokens allow
   PplProtocol protocol = PplProtocol::kLlamaCpp;
+  PplMode mode = PplMode::kDecode;
+  CacheCalibration calibration;  // kvquant parameters, when the spec needs them
   std::string save_logits;  // write scored log-prob rows here (atomically)
   std::string kl_base;      // compare against rows saved by an earlier run
   std::vector<float>* logprobs_out = nullptr;  // tests: receives every scored row
+  const LogprobFile* base = nullptr;  // compare against these rows (as --kl-base, in memory)
+  LogprobFile* rows_out = nullptr;    // receives the scored rows and targets
   // Called with done = 0 once the settings are validated, then after every chunk.
   std::function<void(int done, int total)> progress;
 };
@@ -38,8 +54,12 @@ struct PplResult {
   int64_t n_scored = 0;
   double ppl = 0, ppl_stderr = 0;
   double seconds = 0;
+  size_t cache_bytes = 0;  // allocated by the cache after the last chunk
+  int cache_tokens = 0;    // tokens it held then
   bool has_kl = false;
   double base_ppl = 0, delta_ppl = 0, kl_mean = 0, kl_p99 = 0, top1_agreement = 0;
+  // Standard error of delta_ppl from the paired per-token NLL differences (same tokens).
+  double delta_ppl_stderr = 0;
 };
 
 // tokens: the whole text tokenized once with BOS prepended (as llama-perplexity does).

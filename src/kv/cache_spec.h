@@ -1,28 +1,60 @@
 // SPDX-License-Identifier: MIT
-// Cache spec strings ("f32", "f16", ...) parsed into a validated config, and the factory
-// that builds a cache from it. docs/CACHE_SPEC.md documents the grammar.
+// Cache spec strings parsed into a validated config, and the factory that builds a cache from
+// it. docs/CACHE_SPEC.md documents the grammar:  NAME[:OPTION=VALUE]...
 #pragma once
 
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kv/kv_cache.h"
+#include "kv/kvquant_store.h"
 #include "kvq/status.h"
+#include "quant/bits_accounting.h"
 
 namespace kvq {
 
-enum class CacheKind { kF32, kF16 };
+enum class TensorKind { kF32, kF16, kQ8_0, kQ4_0, kInt, kKivi, kKvquant };
 
-struct CacheSpec {
-  CacheKind kind = CacheKind::kF16;
-  std::string text;  // canonical spec string
+// How one of K/V is stored.
+struct TensorSpec {
+  TensorKind kind = TensorKind::kF16;
+  int bits = 16;
+  int group = 0;        // int: 0 = whole vector; kivi: G
+  int residual = 128;   // kivi: R
+  KvquantOptions kvquant;
+  std::string text;     // canonical spec string
 };
 
-// Errors name the bad part of the spec and list the known kinds.
-StatusOr<CacheSpec> parse_cache_spec(std::string_view spec);
+struct CacheSpec {
+  TensorSpec k, v;
+  std::string text;  // "kivi-2" or "K=kvquant-3,V=f16"
+  bool needs_calibration() const {
+    return k.kind == TensorKind::kKvquant || v.kind == TensorKind::kKvquant;
+  }
+};
 
-// Builds an empty cache. Errors: kUnimplemented for a spec the shape cannot use.
-StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape);
+// Errors name the bad part of the spec and list what is known.
+StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec);
+// The same spec for keys and values.
+StatusOr<CacheSpec> parse_cache_spec(std::string_view spec);
+StatusOr<CacheSpec> parse_cache_spec(std::string_view k_spec, std::string_view v_spec);
+// Splits "f16,kivi-2,kvquant-3:outliers=0" at commas (for reports over several caches).
+std::vector<std::string> split_spec_list(std::string_view list);
+
+// Calibrated parameters that kvquant stores need (null when unused).
+struct CacheCalibration {
+  const KvquantParams* k = nullptr;
+  const KvquantParams* v = nullptr;
+};
+
+// Builds an empty cache. Errors: kUnimplemented for a spec the shape cannot use (named),
+// kInvalidArgument when a kvquant cache has no calibration.
+StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape,
+                                              const CacheCalibration& calib = {});
+
+// The bits-accounting description of a spec (quant/bits_accounting.h), for reports.
+CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape);
 
 }  // namespace kvq

@@ -75,7 +75,7 @@ Status DenseKvCache::append(int il, int n_tokens, const float* k, const float* v
   return ok_status();
 }
 
-void DenseKvCache::truncate(int n_tokens) {
+Status DenseKvCache::truncate_to(int n_tokens) {
   KVQ_CHECK(n_tokens >= 0);
   const size_t keep_pages = (size_t(n_tokens) + kPageTokens - 1) / kPageTokens;
   for (auto& l : layers_) {
@@ -85,6 +85,24 @@ void DenseKvCache::truncate(int n_tokens) {
     l.v_pages.resize(l.k_pages.size());
     l.k_ptrs.resize(l.k_pages.size());
     l.v_ptrs.resize(l.k_pages.size());
+  }
+  return ok_status();
+}
+
+void DenseKvCache::read_block(int il, int kvh, int t0, int n, float* k, float* v) const {
+  const Layer& l = layers_[size_t(il)];
+  const size_t hd = size_t(shape().head_dim);
+  for (int i = 0; i < n; ++i) {
+    const int t = t0 + i;
+    const size_t off = (size_t(kvh) * kPageTokens + size_t(t % kPageTokens)) * hd;
+    const size_t page = size_t(t / kPageTokens);
+    if (dtype_ == DType::kF32) {
+      std::memcpy(k + size_t(i) * hd, reinterpret_cast<const float*>(l.k_pages[page].data()) + off, hd * 4);
+      std::memcpy(v + size_t(i) * hd, reinterpret_cast<const float*>(l.v_pages[page].data()) + off, hd * 4);
+    } else {
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.k_pages[page].data()) + off, k + size_t(i) * hd, hd);
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.v_pages[page].data()) + off, v + size_t(i) * hd, hd);
+    }
   }
 }
 

@@ -21,7 +21,8 @@ class DenseKvCache final : public KvCache {
   std::string name() const override { return std::string(dtype_name(dtype_)); }
   Status append(int il, int n_tokens, const float* k, const float* v) override;
   int n_tokens(int il) const override { return layers_[size_t(il)].n_tokens; }
-  void truncate(int n_tokens) override;
+  Status truncate_to(int n_tokens) override;
+  void read_block(int il, int kvh, int t0, int n, float* k, float* v) const override;
   size_t bytes_used() const override;
   size_t bytes_for(int n_tokens) const override;
   bool dense_view(int il, DenseKvLayerView* view) const override;

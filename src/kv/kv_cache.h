@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/check.h"
 #include "kvq/status.h"
 #include "tensor/dtype.h"
 
@@ -55,16 +56,29 @@ class KvCache {
   virtual Status append(int il, int n_tokens, const float* k, const float* v) = 0;
   // Tokens stored in layer il.
   virtual int n_tokens(int il) const = 0;
-  // Drops every token at position >= n_tokens in all layers.
-  virtual void truncate(int n_tokens) = 0;
-  virtual void clear() { truncate(0); }
+  // Drops every token at position >= n_tokens in all layers. kUnimplemented where a format
+  // cannot split its storage there (e.g. inside a KIVI key block).
+  virtual Status truncate_to(int n_tokens) = 0;
+  // Empties the cache (always possible).
+  void clear() { KVQ_CHECK(truncate_to(0).ok()); }
   // Bytes actually allocated now, all layers, including any metadata and windows.
   virtual size_t bytes_used() const = 0;
   // Bytes that holding n_tokens tokens allocates (same accounting as bytes_used).
   virtual size_t bytes_for(int n_tokens) const = 0;
 
-  // Dense caches expose their storage directly; other layouts return nullptr.
+  // True when a token's stored form depends only on that token (no full-precision window
+  // that later appends change): feeding tokens one at a time then equals batched prefill.
+  virtual bool batch_invariant() const { return true; }
+  // Called by the model after each forward step, once every layer has attended.
+  virtual Status end_step() { return ok_status(); }
+  // Quantize every token on append, with no full-precision window (simulated quantization).
+  virtual void set_eager(bool eager) {}
+
+  // Dense caches expose their storage directly for the dense attention kernels.
   virtual bool dense_view(int il, DenseKvLayerView* view) const { return false; }
+  // Every cache: tokens [t0, t0 + n) of kv head kvh of layer il, dequantized into
+  // k, v: [n, head_dim] f32 (keys before RoPE when keys_pre_rope()). Thread-safe for reads.
+  virtual void read_block(int il, int kvh, int t0, int n, float* k, float* v) const = 0;
 
  private:
   KvCacheShape shape_;

@@ -64,17 +64,18 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   for (int t = 0; t < n; ++t) {
     std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
   }
-  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim))};
+  ws.rope.reserve(pos0 + n, c.rope_dim, c.rope_freq_base);
+  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim)),
+                           &ws.rope};
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& l = weights_->layers[size_t(il)];
     rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
     matmul(ctx, l.wq, ws.xb.data(), ws.q.data(), n);
     matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
     matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
-    rope_rows(ctx, ws.q.data(), n, c.n_heads, c.head_dim, c.rope_dim, pos0, c.rope_freq_base);
-    if (!cache.keys_pre_rope()) {
-      rope_rows(ctx, ws.k.data(), n, c.n_kv_heads, c.head_dim, c.rope_dim, pos0, c.rope_freq_base);
-    }
+    rope_rows(ws.rope, ws.q.data(), n, c.n_heads, c.head_dim, pos0);
+    // KVQuant caches take keys before RoPE (kvquant.md §2); attention rotates them on read.
+    if (!cache.keys_pre_rope()) rope_rows(ws.rope, ws.k.data(), n, c.n_kv_heads, c.head_dim, pos0);
     KVQ_RETURN_IF_ERROR(cache.append(il, n, ws.k.data(), ws.v.data()));
     KVQ_RETURN_IF_ERROR(attend(ctx, ap, cache, il, ws.q.data(), n, pos0, ws.att.data()));
     matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);
@@ -87,6 +88,7 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
     matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
   }
+  KVQ_RETURN_IF_ERROR(cache.end_step());
   const int first = all_logits ? 0 : n - 1;
   const int n_out = n - first;
   rmsnorm_rows(ctx, x + size_t(first) * d, weights_->output_norm, ws.xb.data(), n_out, c.rms_eps);

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 
+#include "attention/rope_table.h"
 #include "base/aligned_buffer.h"
 #include "base/exec_context.h"
 #include "io/gguf.h"
@@ -21,6 +22,7 @@ namespace kvq {
 // Activation buffers for one forward call, grown on demand and reused across calls.
 struct ForwardWorkspace {
   AlignedBuffer<float> x, xb, q, k, v, att, hb, hb2;
+  RopeTable rope;  // cos/sin per position, grown to the positions seen
   int capacity = 0;  // tokens
   bool reserve(int n_tokens, const ModelConfig& c);
 };

@@ -51,12 +51,9 @@ void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float*
   }
 }
 
-void rope_rows(ExecContext& ctx, float* x, int n_tokens, int n_heads, int head_dim, int rope_dim,
-               int pos0, float freq_base) {
+void rope_rows(const RopeTable& rope, float* x, int n_tokens, int n_heads, int head_dim, int pos0) {
   for (int t = 0; t < n_tokens; ++t) {
-    for (int h = 0; h < n_heads; ++h) {
-      ref::rope_ref(x + (size_t(t) * n_heads + h) * head_dim, head_dim, rope_dim, pos0 + t, freq_base);
-    }
+    for (int h = 0; h < n_heads; ++h) rope.apply(x + (size_t(t) * n_heads + h) * head_dim, pos0 + t);
   }
 }
 

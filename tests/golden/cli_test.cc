@@ -94,7 +94,7 @@ TEST(Cli, RunPplInfoAndKlRoundTrip) {
   r = kvq("info -m " + kModel + " -c 512");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("n_kv_heads 4, head_dim 8"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("kv cache f16: 640.0 bytes/token"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("640.0 bytes/token  16.000 bits/value"), std::string::npos) << r.output;
 
   const std::string base = ::testing::TempDir() + "/base.kvql";
   r = kvq("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 4 --save-logits " + base);

@@ -6,6 +6,7 @@
 
 #include "base/rng.h"
 #include "base/timer.h"
+#include "cli/cache_setup.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "kernels/cpu/ops.h"
@@ -20,9 +21,11 @@ double median(std::vector<double> v) {
 
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
+  CacheArgs cache_args;
   int n_prompt = 128, n_gen = 128, reps = 3;
   ArgParser p("bench");
   add_common_flags(p, &common);
+  add_cache_flags(p, &cache_args, false);
   p.add_int("-p,--n-prompt", &n_prompt, 1, 1 << 20, "prompt tokens to prefill (default 128)");
   p.add_int("-n,--n-gen", &n_gen, 0, 1 << 20, "tokens to decode after the prompt (default 128)");
   p.add_int("-r,--repetitions", &reps, 1, 1000, "repetitions; the median is reported (default 3)");
@@ -32,12 +35,16 @@ Status run(const std::vector<std::string>& argv) {
     return ok_status();
   }
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
-  KVQ_ASSIGN_OR_RETURN(CacheSpec spec, parse_cache_spec(common.cache));
+  KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
+  if (specs.size() != 1) return invalid_argument("kvq bench takes one --cache type");
+  const CacheSpec& spec = specs[0];
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   const int n_ctx = n_prompt + n_gen;
-  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx)));
-  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
   ExecContext ctx(common.n_threads, path);
+  CalibrationContext calib(cache_args, common.model);
+  KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
+  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
   const int n_vocab = model->config().n_vocab;
   Rng rng(1234);
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));

@@ -2,7 +2,9 @@
 // kvq info: model metadata, parameter count, KV cache bytes per token and memory for -c.
 #include <cstdio>
 
+#include "cli/cache_setup.h"
 #include "cli/commands.h"
+#include "quant/bits_accounting.h"
 #include "cli/common.h"
 #include "kernels/cpu/ops.h"
 
@@ -11,10 +13,12 @@ namespace kvq::cli {
 namespace {
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
+  CacheArgs cache_args;
   int n_ctx = 0;
   bool show_metadata = false;
   ArgParser p("info");
   add_common_flags(p, &common);
+  add_cache_flags(p, &cache_args, true);
   p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size to size the cache for (default: the model's)");
   p.add_flag("--metadata", &show_metadata, "also list every GGUF metadata key");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
@@ -22,11 +26,10 @@ Status run(const std::vector<std::string>& argv) {
     std::fputs(p.usage().c_str(), stdout);
     return ok_status();
   }
-  KVQ_ASSIGN_OR_RETURN(CacheSpec spec, parse_cache_spec(common.cache));
+  KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   const ModelConfig& c = model->config();
   if (n_ctx == 0) n_ctx = c.n_ctx_train;
-  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx)));
   std::printf("model: %s (%s%s%s)\n", common.model.c_str(), c.arch.c_str(), c.name.empty() ? "" : ", ",
               c.name.c_str());
   std::printf("gguf: version %u, %zu tensors, %zu metadata keys\n", model->gguf().version(),
@@ -38,11 +41,22 @@ Status run(const std::vector<std::string>& argv) {
   std::printf("context_length %d, rope_dim %d, rope_freq_base %g, rms_eps %g, output %s\n",
               c.n_ctx_train, c.rope_dim, double(c.rope_freq_base), double(c.rms_eps),
               model->weights().output_tied ? "tied to token_embd" : "separate");
-  const size_t bytes = cache->bytes_for(n_ctx);
-  const double values = double(n_ctx) * 2.0 * c.n_layers * c.kv_dim();
-  std::printf("kv cache %s: %.1f bytes/token, %.3f bits/value, %s for -c %d\n", cache->name().c_str(),
-              double(bytes) / n_ctx, 8.0 * double(bytes) / values, format_bytes(double(bytes)).c_str(),
-              n_ctx);
+  // Memory per cache type at -c tokens, from the bits accounting (quant/bits_accounting.h),
+  // which counts codes, scales, zero points, outliers (expected fraction), windows and sinks.
+  const KvCacheShape shape = model->kv_shape(n_ctx);
+  std::printf("kv cache at -c %d (bits accounting):\n", n_ctx);
+  for (const auto& spec : specs) {
+    auto r = account_bits(cache_config(spec, shape), n_ctx);
+    if (!r.ok()) return r.status().with_context(spec.text);
+    // Validate the spec against this model (e.g. q4_0 needs head_dim % 32 == 0).
+    if (!spec.needs_calibration()) KVQ_RETURN_IF_ERROR(make_cache(spec, shape).status());
+    std::printf("  %-40s %10.1f bytes/token  %6.3f bits/value  %s\n", spec.text.c_str(),
+                r->total_bytes() / n_ctx, r->bits_per_value(), format_bytes(r->total_bytes()).c_str());
+    if (specs.size() == 1) {
+      std::string detail = r->to_string();
+      std::printf("%s\n", detail.c_str());
+    }
+  }
   std::printf("simd target: %s\n", cpu::simd_target_name());
   if (show_metadata) {
     for (const auto& kv : model->gguf().kvs()) {

@@ -2,6 +2,7 @@
 // kvq run: generate text, streaming to stdout; timings and cache memory on stderr.
 #include <cstdio>
 
+#include "cli/cache_setup.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "engine/generate.h"
@@ -12,11 +13,13 @@ namespace kvq::cli {
 namespace {
 Status run(const std::vector<std::string>& argv, bool* help) {
   CommonArgs common;
+  CacheArgs cache_args;
   GenerateArgs gen;
   std::string prompt_file;
   int n_ctx = 0;
   ArgParser p("run");
   add_common_flags(p, &common);
+  add_cache_flags(p, &cache_args, false);
   p.add_string("-p,--prompt", &gen.prompt, "prompt text");
   p.add_string("-f,--file", &prompt_file, "read the prompt from a file");
   p.add_int("-n,--n-predict", &gen.n_predict, -1, 1 << 24, "tokens to generate (default 128; -1: until EOS)");
@@ -36,12 +39,16 @@ Status run(const std::vector<std::string>& argv, bool* help) {
     KVQ_ASSIGN_OR_RETURN(gen.prompt, read_text_file(prompt_file));
   }
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
-  KVQ_ASSIGN_OR_RETURN(CacheSpec spec, parse_cache_spec(common.cache));
+  KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
+  if (specs.size() != 1) return invalid_argument("kvq run takes one --cache type");
+  const CacheSpec& spec = specs[0];
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   if (n_ctx == 0) n_ctx = std::min(model->config().n_ctx_train, 4096);
-  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx)));
-  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
   ExecContext ctx(common.n_threads, path);
+  CalibrationContext calib(cache_args, common.model);
+  KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
+  KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
+  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
 
   auto on_piece = [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
@@ -59,9 +66,14 @@ Status run(const std::vector<std::string>& argv, bool* help) {
                st.n_generated, st.decode_seconds,
                st.n_generated / std::max(1e-9, st.decode_seconds), common.n_threads,
                common.kernels.c_str(), cpu::simd_target_name());
-  std::fprintf(stderr, "kv cache %s: %s for %d tokens (%.1f bytes/token)\n", cache->name().c_str(),
-               format_bytes(double(cache->bytes_used())).c_str(), n_cached,
-               double(cache->bytes_used()) / std::max(1, n_cached));
+  // What the same tokens take in an f16 cache, allocated the same way.
+  auto f16 = make_cache(parse_cache_spec("f16").value(), model->kv_shape(n_ctx)).value();
+  const double used = double(cache->bytes_used()), f16_bytes = double(f16->bytes_for(n_cached));
+  const double values = 2.0 * n_cached * model->config().n_layers * model->config().kv_dim();
+  std::fprintf(stderr, "kv cache %s: %s for %d tokens (%.1f bytes/token, %.2f bits/value); f16: %s, %.2fx smaller\n",
+               cache->name().c_str(), format_bytes(used).c_str(), n_cached, used / std::max(1, n_cached),
+               8.0 * used / std::max(1.0, values), format_bytes(f16_bytes).c_str(), f16_bytes / std::max(1.0, used));
+  if (!calib.description().empty()) std::fprintf(stderr, "calibration: %s\n", calib.description().c_str());
   return ok_status();
 }
 }  // namespace

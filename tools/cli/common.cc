@@ -13,7 +13,6 @@ void add_common_flags(ArgParser& p, CommonArgs* a) {
   p.add_string("-m,--model", &a->model, "GGUF model file (required)");
   p.add_int("-t,--threads", &a->n_threads, 1, 512, "threads (default: all cores)");
   p.add_string("--kernels", &a->kernels, "simd (default) or ref: scalar reference kernels");
-  p.add_string("--cache", &a->cache, "KV cache type (default f16; see docs/CACHE_SPEC.md)");
 }
 
 StatusOr<KernelPath> parse_kernel_path(const std::string& s) {

@@ -17,7 +17,6 @@ struct CommonArgs {
   std::string model;
   int n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::string kernels = "simd";
-  std::string cache = "f16";
 };
 
 void add_common_flags(ArgParser& p, CommonArgs* a);

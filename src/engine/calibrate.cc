@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: MIT
+#include "engine/calibrate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention/rope_table.h"
+#include "base/rng.h"
+#include "kv/composite_cache.h"
+#include "kv/dense_store.h"
+#include "quant/kmeans.h"
+#include "quant/qnorm.h"
+
+namespace kvq {
+
+float percentile_sorted(std::span<const float> s, double p) {
+  const double pos = p / 100.0 * double(s.size() - 1);
+  const size_t lo = size_t(std::floor(pos));
+  const size_t hi = std::min(s.size() - 1, lo + 1);
+  const double frac = pos - double(lo);
+  return float(double(s[lo]) + (double(s[hi]) - double(s[lo])) * frac);
+}
+
+StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaModel& model,
+                                               std::span<const int32_t> tokens,
+                                               const CalibrationArgs& args,
+                                               const std::function<void(int, int)>& progress) {
+  const ModelConfig& c = model.config();
+  if (args.n_windows < 1 || args.window < 2) return invalid_argument("calibration needs windows of >= 2 tokens");
+  if (int64_t(tokens.size()) < args.window) {
+    return invalid_argument("the calibration text has " + std::to_string(tokens.size()) +
+                            " tokens, fewer than one window of " + std::to_string(args.window));
+  }
+  KvActivations a;
+  a.args_ = args;
+  a.n_layers_ = c.n_layers;
+  a.n_kv_heads_ = c.n_kv_heads;
+  a.head_dim_ = c.head_dim;
+  a.rope_dim_ = c.rope_dim;
+  a.rope_base_ = c.rope_freq_base;
+  const size_t row = size_t(c.kv_dim());
+  a.k_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
+  a.v_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
+  const KvCacheShape shape = model.kv_shape(args.window);
+  Rng rng(args.seed);
+  ForwardWorkspace ws;
+  std::vector<float> logits(size_t(c.n_vocab));
+  std::vector<float> kb(size_t(args.window) * c.head_dim), vb(kb.size());
+  for (int w = 0; w < args.n_windows; ++w) {
+    // Seeded window starts; each window is fed as [BOS] + text, as the model was trained.
+    const uint64_t start = rng.below(uint64_t(tokens.size()) - uint64_t(args.window) + 1);
+    std::vector<int32_t> win(tokens.begin() + int64_t(start), tokens.begin() + int64_t(start) + args.window);
+    win[0] = model.tokenizer().bos_id();
+    CompositeKvCache cache(std::make_unique<DenseStore>(shape, DType::kF32, /*pre_rope=*/true),
+                           std::make_unique<DenseStore>(shape, DType::kF32, false));
+    KVQ_RETURN_IF_ERROR(model.forward(ctx, win, cache, ws, logits.data(), false));
+    for (int il = 0; il < c.n_layers; ++il) {
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        cache.read_block(il, h, 0, args.window, kb.data(), vb.data());
+        for (int t = 0; t < args.window; ++t) {
+          const size_t dst = (size_t(w) * args.window + t) * row + size_t(h) * c.head_dim;
+          std::copy_n(&kb[size_t(t) * c.head_dim], c.head_dim, &a.k_[size_t(il)][dst]);
+          std::copy_n(&vb[size_t(t) * c.head_dim], c.head_dim, &a.v_[size_t(il)][dst]);
+        }
+      }
+    }
+    if (progress) progress(w + 1, args.n_windows);
+  }
+  return a;
+}
+
+namespace {
+
+// The codebook for normalized inliers xhat (k-means for nuq), with Q-Norm when asked.
+StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<float>& xhat, uint64_t seed) {
+  Codebook cb;
+  switch (opts.codebook) {
+    case CodebookKind::kNf: cb = make_nf_codebook(opts.bits); break;
+    case CodebookKind::kUniform: {
+      std::vector<float> levels(size_t(1) << opts.bits);
+      for (size_t j = 0; j < levels.size(); ++j) levels[j] = -1.0f + 2.0f * float(j) / float(levels.size() - 1);
+      KVQ_ASSIGN_OR_RETURN(cb, make_codebook(opts.bits, levels));
+      break;
+    }
+    case CodebookKind::kNuq: {
+      if (xhat.size() < (size_t(1) << opts.bits)) return invalid_argument("too few calibration values for k-means");
+      const std::vector<float> w(xhat.size(), 1.0f);
+      KMeansOptions ko;
+      ko.k = 1 << opts.bits;
+      ko.max_iter = 50;  // as KVQuant's sklearn call (§4.3)
+      ko.seed = seed;
+      KVQ_ASSIGN_OR_RETURN(KMeansResult km, kmeans_1d(xhat, w, ko));
+      KVQ_ASSIGN_OR_RETURN(cb, make_codebook(opts.bits, km.centroids));
+      break;
+    }
+  }
+  if (opts.qnorm) {
+    KVQ_ASSIGN_OR_RETURN(QNorm qn, fit_qnorm(xhat.data(), xhat.size(), cb));
+    cb = apply_qnorm(cb, qn);
+  }
+  return cb;
+}
+
+}  // namespace
+
+StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts) const {
+  const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
+  RopeTable rope;
+  rope.reserve(args_.window, rope_dim_, rope_base_);
+  KvquantParams out;
+  std::vector<float> col;
+  for (int il = 0; il < n_layers_; ++il) {
+    // Calibration keys: pre-RoPE, or rotated to their window positions for prerope=0.
+    std::vector<float> keys;
+    std::vector<int> kept;  // token index of each kept row
+    for (int w = 0; w < args_.n_windows; ++w) {
+      for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) kept.push_back(w * args_.window + t);
+    }
+    keys.resize(kept.size() * row);
+    for (size_t i = 0; i < kept.size(); ++i) {
+      std::copy_n(&k_[size_t(il)][size_t(kept[i]) * row], row, &keys[i * row]);
+      if (!opts.pre_rope) {
+        for (int h = 0; h < n_kv_heads_; ++h) rope.apply(&keys[i * row + size_t(h) * head_dim_], kept[i] % args_.window);
+      }
+    }
+    KvquantLayerParams lp;
+    lp.upper.resize(row);
+    lp.lower.resize(row);
+    // Per-channel thresholds at the percentiles the outlier fraction implies (§1.1, §2).
+    const double tail = 100.0 * opts.outliers / 2.0;
+    col.resize(kept.size());
+    for (size_t c = 0; c < row; ++c) {
+      for (size_t i = 0; i < kept.size(); ++i) col[i] = keys[i * row + c];
+      std::sort(col.begin(), col.end());
+      lp.lower[c] = percentile_sorted(col, tail);
+      lp.upper[c] = percentile_sorted(col, 100.0 - tail);
+    }
+    KVQ_ASSIGN_OR_RETURN(ChannelNorm norm, make_channel_norm(lp.upper.data(), lp.lower.data(), row));
+    std::vector<float> xhat;
+    xhat.reserve(keys.size());
+    for (size_t i = 0; i < kept.size(); ++i) {
+      for (size_t c = 0; c < row; ++c) {
+        const float x = (keys[i * row + c] - norm.zero_f[c]) * norm.inv_f[c];
+        if (std::fabs(x) <= 1.0f) xhat.push_back(x);
+      }
+    }
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, args_.seed + uint64_t(il)));
+    out.layers.push_back(std::move(lp));
+  }
+  return out;
+}
+
+StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts) const {
+  const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
+  const size_t k = opts.outliers > 0.0 ? outliers_per_side(row, opts.outliers) : 0;
+  KvquantParams out;
+  std::vector<float> sorted(row);
+  for (int il = 0; il < n_layers_; ++il) {
+    std::vector<float> xhat;
+    for (int w = 0; w < args_.n_windows; ++w) {
+      for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) {
+        const float* x = &v_[size_t(il)][(size_t(w) * args_.window + t) * row];
+        // Online per-token range (§3): the (k+1)-th largest and smallest values.
+        std::copy_n(x, row, sorted.begin());
+        std::sort(sorted.begin(), sorted.end());
+        const NormF nf = norm_float(norm_from_thresholds(sorted[row - 1 - k], sorted[k]));
+        for (size_t i = 0; i < row; ++i) {
+          if (x[i] < sorted[k] || x[i] > sorted[row - 1 - k]) continue;
+          const float xh = (x[i] - nf.zero) * nf.inv;
+          if (std::fabs(xh) <= 1.0f) xhat.push_back(xh);
+        }
+      }
+    }
+    KvquantLayerParams lp;
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, args_.seed + 1000 + uint64_t(il)));
+    out.layers.push_back(std::move(lp));
+  }
+  return out;
+}
+
+StatusOr<KvActivations::ForSpec> KvActivations::for_spec(const CacheSpec& spec) const {
+  ForSpec f;
+  if (spec.k.kind == TensorKind::kKvquant) {
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, key_params(spec.k.kvquant));
+    f.k = std::make_unique<KvquantParams>(std::move(p));
+  }
+  if (spec.v.kind == TensorKind::kKvquant) {
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, value_params(spec.v.kvquant));
+    f.v = std::make_unique<KvquantParams>(std::move(p));
+  }
+  return f;
+}
+
+}  // namespace kvq

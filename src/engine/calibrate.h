@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+// KVQuant calibration from activations (kvquant.md §2-§5): run the model over windows of a
+// calibration text, keep every layer's keys (before RoPE) and values, and derive per-channel
+// key thresholds, per-layer codebooks (nuq by k-means, nf, uniform) and Q-Norm.
+// `--calib auto` uses unweighted k-means; Fisher-weighted nuq is `kvq calibrate` (issue 5).
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/exec_context.h"
+#include "kv/cache_spec.h"
+#include "model/llama.h"
+
+namespace kvq {
+
+struct CalibrationArgs {
+  int n_windows = 8;
+  int window = 512;  // tokens per window (BOS first), at most the model's context
+  uint64_t seed = 0;
+};
+
+class KvActivations {
+ public:
+  // tokens: the calibration text, tokenized. Errors when it is shorter than one window.
+  static StatusOr<KvActivations> capture(ExecContext& ctx, const LlamaModel& model,
+                                         std::span<const int32_t> tokens, const CalibrationArgs& args,
+                                         const std::function<void(int done, int total)>& progress = {});
+
+  // Parameters for a kvquant key (or value) store with these options; sinks are excluded
+  // from every statistic.
+  StatusOr<KvquantParams> key_params(const KvquantOptions& opts) const;
+  StatusOr<KvquantParams> value_params(const KvquantOptions& opts) const;
+  // Both, as the cache factory needs them for a spec (null members where unused).
+  struct ForSpec {
+    std::unique_ptr<KvquantParams> k, v;
+    CacheCalibration calibration() const { return {k.get(), v.get()}; }
+  };
+  StatusOr<ForSpec> for_spec(const CacheSpec& spec) const;
+
+  const CalibrationArgs& args() const { return args_; }
+  int n_tokens() const { return args_.n_windows * args_.window; }
+
+ private:
+  CalibrationArgs args_;
+  int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, rope_dim_ = 0;
+  float rope_base_ = 0;
+  std::vector<std::vector<float>> k_, v_;  // per layer: [n_windows * window, n_kv_heads * head_dim]
+};
+
+// numpy.percentile with linear interpolation over sorted values, p in [0, 100].
+float percentile_sorted(std::span<const float> sorted, double p);
+
+}  // namespace kvq

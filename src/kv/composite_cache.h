@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+// A KV cache made of a key store and a value store (kv_store.h), each in its own format.
+#pragma once
+
+#include <memory>
+
+#include "kv/kv_cache.h"
+#include "kv/kv_store.h"
+
+namespace kvq {
+
+class CompositeKvCache final : public KvCache {
+ public:
+  CompositeKvCache(std::unique_ptr<KvStore> k, std::unique_ptr<KvStore> v);
+
+  std::string name() const override;
+  bool keys_pre_rope() const override { return k_->pre_rope(); }
+  bool batch_invariant() const override { return k_->batch_invariant() && v_->batch_invariant(); }
+  Status append(int il, int n_tokens, const float* k, const float* v) override;
+  int n_tokens(int il) const override { return k_->n_tokens(il); }
+  Status truncate_to(int n_tokens) override;
+  size_t bytes_used() const override { return k_->bytes_used() + v_->bytes_used(); }
+  size_t bytes_for(int n_tokens) const override { return k_->bytes_for(n_tokens) + v_->bytes_for(n_tokens); }
+  void read_block(int il, int kvh, int t0, int n, float* k, float* v) const override;
+  void set_eager(bool eager) override;
+  Status end_step() override;
+
+  const KvStore& keys() const { return *k_; }
+  const KvStore& values() const { return *v_; }
+
+ private:
+  std::unique_ptr<KvStore> k_, v_;
+};
+
+}  // namespace kvq

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+#include "kv/dense_store.h"
+
+#include <cstring>
+
+#include "base/fp16.h"
+#include "kernels/cpu/ops.h"
+
+namespace kvq {
+
+DenseStore::DenseStore(const KvCacheShape& shape, DType dtype, bool pre_rope)
+    : KvStore(shape), dtype_(dtype), pre_rope_(pre_rope) {
+  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(shape.row_values() * dtype_size(dtype));
+}
+
+std::string DenseStore::name() const {
+  return std::string(dtype_name(dtype_)) + (pre_rope_ ? ":prerope=1" : "");
+}
+
+Status DenseStore::append(int il, int n, const float* x) {
+  PagedRows& r = rows_[size_t(il)];
+  const int t0 = r.n_tokens();
+  KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
+  const size_t row = shape().row_values();
+  for (int t = 0; t < n; ++t) {
+    if (dtype_ == DType::kF32) {
+      std::memcpy(r.record(t0 + t), x + size_t(t) * row, row * 4);
+    } else {
+      cpu::convert_f32_to_f16(x + size_t(t) * row, reinterpret_cast<f16_t*>(r.record(t0 + t)), row);
+    }
+  }
+  return ok_status();
+}
+
+void DenseStore::read(int il, int kvh, int t0, int n, float* out) const {
+  const PagedRows& r = rows_[size_t(il)];
+  const size_t hd = size_t(shape().head_dim);
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* rec = r.record(t0 + t);
+    if (dtype_ == DType::kF32) {
+      std::memcpy(out + size_t(t) * hd, reinterpret_cast<const float*>(rec) + size_t(kvh) * hd, hd * 4);
+    } else {
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(rec) + size_t(kvh) * hd, out + size_t(t) * hd, hd);
+    }
+  }
+}
+
+Status DenseStore::truncate(int n) {
+  for (auto& r : rows_) {
+    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
+  }
+  return ok_status();
+}
+
+size_t DenseStore::bytes_used() const {
+  size_t b = 0;
+  for (const auto& r : rows_) b += r.bytes();
+  return b;
+}
+
+}  // namespace kvq

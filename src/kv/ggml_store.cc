@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: MIT
+#include "kv/ggml_store.h"
+
+#include "quant/ggml_blocks.h"
+
+namespace kvq {
+
+StatusOr<std::unique_ptr<KvStore>> GgmlStore::make(const KvCacheShape& shape, int bits) {
+  if (shape.head_dim % 32 != 0) {
+    return unimplemented(std::string(bits == 8 ? "q8_0" : "q4_0") +
+                         " needs head_dim to be a multiple of 32 (blocks of 32 along head_dim, "
+                         "as llama.cpp); this model has head_dim " + std::to_string(shape.head_dim));
+  }
+  return std::unique_ptr<KvStore>(new GgmlStore(shape, bits));
+}
+
+GgmlStore::GgmlStore(const KvCacheShape& shape, int bits) : KvStore(shape), bits_(bits) {
+  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(size_t(shape.n_kv_heads) * head_bytes());
+}
+
+size_t GgmlStore::head_bytes() const {
+  const size_t blocks = size_t(shape().head_dim) / 32;
+  return blocks * (bits_ == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+}
+
+Status GgmlStore::append(int il, int n, const float* x) {
+  PagedRows& r = rows_[size_t(il)];
+  const int t0 = r.n_tokens();
+  KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
+  const int hd = shape().head_dim;
+  for (int t = 0; t < n; ++t) {
+    uint8_t* rec = r.record(t0 + t);
+    for (int h = 0; h < shape().n_kv_heads; ++h) {
+      const float* src = x + (size_t(t) * shape().n_kv_heads + h) * hd;
+      uint8_t* dst = rec + size_t(h) * head_bytes();
+      const Status s = bits_ == 8 ? quantize_row_q8_0(src, reinterpret_cast<BlockQ8_0*>(dst), hd)
+                                  : quantize_row_q4_0(src, reinterpret_cast<BlockQ4_0*>(dst), hd);
+      if (!s.ok()) {
+        (void)r.resize(t0);
+        return s;
+      }
+    }
+  }
+  return ok_status();
+}
+
+void GgmlStore::read(int il, int kvh, int t0, int n, float* out) const {
+  const PagedRows& r = rows_[size_t(il)];
+  const int hd = shape().head_dim;
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* src = r.record(t0 + t) + size_t(kvh) * head_bytes();
+    if (bits_ == 8) {
+      dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src), out + size_t(t) * hd, hd);
+    } else {
+      dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src), out + size_t(t) * hd, hd);
+    }
+  }
+}
+
+Status GgmlStore::truncate(int n) {
+  for (auto& r : rows_) {
+    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
+  }
+  return ok_status();
+}
+
+size_t GgmlStore::bytes_used() const {
+  size_t b = 0;
+  for (const auto& r : rows_) b += r.bytes();
+  return b;
+}
+
+}  // namespace kvq

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT
+// KIVI (Liu et al. 2024, kivi.md §1): asymmetric min-max 2/4-bit quantization with an fp16
+// window of recent tokens.
+//   keys:   per channel in groups of G tokens; the fp16 window is flushed R tokens at a time
+//           (R/G groups per channel), so it holds between 0 and R tokens;
+//   values: per token in groups of G channels of one head; the window slides one token at a
+//           time and holds the newest R tokens.
+// Flushing happens in settle(), which the model calls after each step's attention (and
+// append repeats it first for direct users): exactly KIVI's order. A token's own attention
+// always sees it in fp16, prefill attends the prompt in fp16 (§1.4), and after the prompt
+// T - (T mod R) keys and T - R values are quantized (§1.5). Windows are kept at their exact
+// size, so bytes_used() is what the bits accounting predicts.
+// Keys are stored after RoPE, as KIVI does.
+#pragma once
+
+#include <vector>
+
+#include "base/fp16.h"
+#include "kv/kv_store.h"
+#include "kv/paged_rows.h"
+
+namespace kvq {
+
+class KiviStore final : public KvStore {
+ public:
+  // Errors: bits not 2/4 (3 and 8 also accepted), G not dividing head_dim (values) or R not a
+  // multiple of G.
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, KvRole role, int bits,
+                                                 int group_size, int residual);
+  std::string name() const override;
+  // Values with no window are quantized token by token; keys never are (a G-token group
+  // completed by a batch is quantized before its tokens' attention, unlike in decode).
+  bool batch_invariant() const override { return role_ == KvRole::kValue && residual_ == 0; }
+  Status append(int il, int n, const float* x) override;
+  int n_tokens(int il) const override;
+  void read(int il, int kvh, int t0, int n, float* out) const override;
+  Status truncate(int n) override;
+  size_t bytes_used() const override;
+  size_t bytes_for(int n) const override;
+  void set_eager(bool eager) override { eager_ = eager; }
+  Status settle() override;
+
+  // Tokens of layer il held in the fp16 window (tests).
+  int n_window(int il) const { return int(layers_[size_t(il)].window.size() / shape().row_values()); }
+
+ private:
+  KiviStore(const KvCacheShape& shape, KvRole role, int bits, int group_size, int residual);
+  struct Layer {
+    PagedRows quant;             // keys: one record per G-token block; values: one per token
+    std::vector<f16_t> window;   // [n_window, n_kv_heads, head_dim]
+  };
+  // Quantizes the oldest `n` window tokens of layer il (n a multiple of G for keys).
+  Status flush(int il, int n);
+  // Flushes what KIVI's policy says is due (§1.5 steps 3 and 6).
+  Status settle_layer(int il);
+  int quantized_tokens(const Layer& l) const;
+  size_t key_head_bytes() const;    // one head of one key block
+  size_t value_head_bytes() const;  // one head of one value token
+
+  KvRole role_;
+  int bits_, group_, residual_;
+  bool eager_ = false;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kvq

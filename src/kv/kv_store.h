@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+// One half of a KV cache: the store that holds the keys, or the values, of every layer in
+// some format. A cache is a key store plus a value store (composite_cache.h), so keys and
+// values can use different schemes (--cache-k / --cache-v).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "kv/kv_cache.h"
+#include "kvq/status.h"
+
+namespace kvq {
+
+enum class KvRole { kKey, kValue };
+
+class KvStore {
+ public:
+  explicit KvStore(const KvCacheShape& shape) : shape_(shape) {}
+  virtual ~KvStore() = default;
+  KvStore(const KvStore&) = delete;
+  KvStore& operator=(const KvStore&) = delete;
+
+  const KvCacheShape& shape() const { return shape_; }
+  // The spec string of this store, e.g. "kivi-2:g=32:r=128".
+  virtual std::string name() const = 0;
+  // Keys stored before RoPE (RoPE is applied when they are read for attention).
+  virtual bool pre_rope() const { return false; }
+  // True when the stored form of a token depends only on that token (no full-precision window
+  // that changes with later appends): decoding token by token then equals batched prefill.
+  virtual bool batch_invariant() const { return true; }
+
+  // Appends n tokens to layer il. x: [n, n_kv_heads, head_dim] f32.
+  virtual Status append(int il, int n, const float* x) = 0;
+  virtual int n_tokens(int il) const = 0;
+  // Dequantizes tokens [t0, t0 + n) of kv head kvh of layer il into out: [n, head_dim].
+  virtual void read(int il, int kvh, int t0, int n, float* out) const = 0;
+  // Keeps the first n tokens of every layer. kUnimplemented where the format cannot split.
+  virtual Status truncate(int n) = 0;
+  // Bytes allocated now, and bytes holding n tokens allocates (same accounting).
+  virtual size_t bytes_used() const = 0;
+  virtual size_t bytes_for(int n) const = 0;
+  // Called once a forward step's attention is done: windowed formats flush what the step
+  // filled (KIVI quantizes a full key window and the oldest value right after attention).
+  virtual Status settle() { return ok_status(); }
+  // Quantize every token as soon as it is appended, with no full-precision window (the
+  // KVQuant paper's simulated quantization). Only windowed formats (KIVI) change.
+  virtual void set_eager(bool eager) {}
+
+ private:
+  KvCacheShape shape_;
+};
+
+}  // namespace kvq

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+#include "kv/kvquant_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "kernels/cpu/ops.h"
+#include "quant/bitpack.h"
+
+namespace kvq {
+
+const char* codebook_kind_name(CodebookKind k) {
+  switch (k) {
+    case CodebookKind::kNuq: return "nuq";
+    case CodebookKind::kNf: return "nf";
+    case CodebookKind::kUniform: return "uniform";
+  }
+  return "?";
+}
+
+StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape, KvRole role,
+                                                      const KvquantOptions& opts,
+                                                      const KvquantParams& params) {
+  if (opts.bits < 2 || opts.bits > 4) return invalid_argument("kvquant supports 2, 3 and 4 bits");
+  if (opts.outliers < 0.0 || opts.outliers > 0.5) return invalid_argument("kvquant outliers must be in [0, 0.5]");
+  if (opts.sinks < 0 || opts.sinks > shape.n_ctx) return invalid_argument("kvquant sinks out of range");
+  if (size_t(shape.head_dim) * size_t(opts.bits) % 8 != 0) {
+    return unimplemented("kvquant needs head_dim * bits to be a multiple of 8 (head_dim " +
+                         std::to_string(shape.head_dim) + ")");
+  }
+  if (params.layers.size() != size_t(shape.n_layers)) {
+    return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
+                            " layers, the model " + std::to_string(shape.n_layers));
+  }
+  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, role, opts));
+  const size_t row = shape.row_values(), hd = size_t(shape.head_dim);
+  for (size_t il = 0; il < s->layers_.size(); ++il) {
+    const KvquantLayerParams& p = params.layers[il];
+    Layer& l = s->layers_[il];
+    if (p.codebook.bits != opts.bits) {
+      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) +
+                              " has " + std::to_string(p.codebook.bits) + " bits, the cache " +
+                              std::to_string(opts.bits));
+    }
+    l.codebook = p.codebook;
+    if (role == KvRole::kKey) {
+      if (p.upper.size() != row || p.lower.size() != row) {
+        return invalid_argument("kvquant key thresholds of layer " + std::to_string(il) +
+                                " do not match the K vector of " + std::to_string(row));
+      }
+      KVQ_ASSIGN_OR_RETURN(l.norm, make_channel_norm(p.upper.data(), p.lower.data(), row));
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        KVQ_ASSIGN_OR_RETURN(ChannelNorm hn, make_channel_norm(p.upper.data() + size_t(h) * hd,
+                                                               p.lower.data() + size_t(h) * hd, hd));
+        l.head_norms.push_back(std::move(hn));
+      }
+    }
+  }
+  return std::unique_ptr<KvStore>(std::move(s));
+}
+
+KvquantStore::KvquantStore(const KvCacheShape& shape, KvRole role, const KvquantOptions& opts)
+    : KvStore(shape), role_(role), opts_(opts), codes_bytes_(packed_bytes(opts.bits, shape.row_values())) {
+  layers_.resize(size_t(shape.n_layers));
+  for (auto& l : layers_) {
+    l.sink = PagedRows(shape.row_values() * sizeof(f16_t), std::max(1, opts.sinks));
+    l.quant = PagedRows(norm_bytes() + codes_bytes_);
+  }
+}
+
+std::string KvquantStore::name() const {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "kvquant-%d:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s", opts_.bits,
+                opts_.outliers, opts_.sinks, int(opts_.qnorm), codebook_kind_name(opts_.codebook),
+                role_ == KvRole::kKey && !opts_.pre_rope ? ":prerope=0" : "");
+  return buf;
+}
+
+int KvquantStore::n_tokens(int il) const {
+  const Layer& l = layers_[size_t(il)];
+  return l.sink.n_tokens() + l.quant.n_tokens();
+}
+
+Status KvquantStore::append(int il, int n, const float* x) {
+  Layer& l = layers_[size_t(il)];
+  const size_t row = shape().row_values();
+  std::vector<uint16_t> idx(row);
+  std::vector<f16_t> val(row);
+  const int sink0 = l.sink.n_tokens(), quant0 = l.quant.n_tokens();
+  auto rollback = [&](const Status& s) {
+    (void)l.sink.resize(sink0);
+    (void)l.quant.resize(quant0);
+    l.outliers.truncate(size_t(quant0));
+    return s;
+  };
+  for (int t = 0; t < n; ++t) {
+    const float* xr = x + size_t(t) * row;
+    if (l.sink.n_tokens() < opts_.sinks && l.quant.n_tokens() == 0) {
+      // Attention sink (§5.3): the first tokens are kept in fp16.
+      for (size_t i = 0; i < row; ++i) {
+        if (!std::isfinite(xr[i])) return rollback(invalid_argument("kvquant: non-finite K/V value"));
+      }
+      const int s = l.sink.n_tokens();
+      KVQ_RETURN_IF_ERROR(l.sink.resize(s + 1));
+      cpu::convert_f32_to_f16(xr, reinterpret_cast<f16_t*>(l.sink.record(s)), row);
+      continue;
+    }
+    const int q = l.quant.n_tokens();
+    if (Status st = l.quant.resize(q + 1); !st.ok()) return rollback(st);
+    uint8_t* rec = l.quant.record(q);
+    uint8_t* codes = rec + norm_bytes();
+    size_t count = 0;
+    Status st;
+    if (role_ == KvRole::kKey) {
+      st = opts_.outliers > 0.0
+               ? quantize_dense_sparse_channels(xr, row, l.norm, l.codebook, codes, idx.data(), val.data(), &count)
+               : encode_codebook_row_pc(xr, row, l.norm, l.codebook, codes);
+    } else {
+      auto* norm = reinterpret_cast<NormParams*>(rec);
+      if (opts_.outliers > 0.0) {
+        st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, norm, idx.data(),
+                                         val.data(), &count);
+      } else {
+        st = check_finite(xr, row, "V", true);
+        if (st.ok()) {
+          *norm = norm_from_minmax(xr, row);
+          st = encode_codebook_row(xr, row, *norm, l.codebook, codes);
+        }
+      }
+    }
+    if (!st.ok()) return rollback(st);
+    // Without dense-and-sparse there is no sparse matrix at all (not even row pointers).
+    if (opts_.outliers > 0.0) l.outliers.append_row(idx.data(), val.data(), count);
+  }
+  return ok_status();
+}
+
+void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
+  const Layer& l = layers_[size_t(il)];
+  const size_t hd = size_t(shape().head_dim), row = shape().row_values();
+  const size_t lo = size_t(kvh) * hd;
+  const int n_sink = l.sink.n_tokens();
+  for (int i = 0; i < n; ++i) {
+    const int t = t0 + i;
+    float* o = out + size_t(i) * hd;
+    if (t < n_sink) {
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.sink.record(t)) + lo, o, hd);
+      continue;
+    }
+    const int q = t - n_sink;
+    const uint8_t* rec = l.quant.record(q);
+    const uint8_t* codes = rec + norm_bytes() + lo * size_t(opts_.bits) / 8;
+    if (role_ == KvRole::kKey) {
+      decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], l.codebook, o);
+    } else {
+      NormParams norm;
+      std::memcpy(&norm, rec, sizeof norm);
+      decode_codebook_row(codes, hd, norm, l.codebook, o);
+    }
+    if (opts_.outliers == 0.0) continue;
+    const auto idx = l.outliers.idx(size_t(q));
+    const auto val = l.outliers.val(size_t(q));
+    for (size_t k = 0; k < idx.size(); ++k) {
+      if (idx[k] >= lo && idx[k] < lo + hd) o[idx[k] - lo] = f16_to_f32(val[k]);
+    }
+  }
+  (void)row;
+}
+
+Status KvquantStore::truncate(int n) {
+  for (auto& l : layers_) {
+    if (n < l.sink.n_tokens()) {
+      KVQ_RETURN_IF_ERROR(l.sink.resize(n));
+      KVQ_RETURN_IF_ERROR(l.quant.resize(0));
+      l.outliers.truncate(0);
+    } else if (n - l.sink.n_tokens() < l.quant.n_tokens()) {
+      KVQ_RETURN_IF_ERROR(l.quant.resize(n - l.sink.n_tokens()));
+      l.outliers.truncate(size_t(n - l.sink.n_tokens()));
+    }
+  }
+  return ok_status();
+}
+
+// Per layer, fixed: the codebook (2^b fp32 levels) and, for keys, fp16 zero + half-range per
+// channel, as bits accounting counts them.
+size_t KvquantStore::per_layer_bytes() const {
+  size_t b = size_t(1 << opts_.bits) * 4;
+  if (role_ == KvRole::kKey) b += shape().row_values() * 4;
+  return b;
+}
+
+size_t KvquantStore::bytes_used() const {
+  size_t b = 0;
+  for (const auto& l : layers_) {
+    b += l.sink.bytes() + l.quant.bytes() + per_layer_bytes();
+    if (opts_.outliers > 0.0) b += l.outliers.bytes();
+  }
+  return b;
+}
+
+size_t KvquantStore::bytes_for(int n) const {
+  // Outliers at the configured fraction (keys: expected, values: exact top/bottom counts).
+  const int n_sink = std::min(n, opts_.sinks);
+  const int nq = n - n_sink;
+  const size_t row = shape().row_values();
+  const size_t per_side = role_ == KvRole::kValue ? outliers_per_side(row, opts_.outliers)
+                                                  : size_t(double(row) * opts_.outliers / 2.0 + 0.5);
+  const size_t sparse = opts_.outliers > 0.0 ? (size_t(nq) + 1) * 4 + size_t(nq) * 2 * per_side * 4 : 0;
+  const Layer& l = layers_[0];
+  return (l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + per_layer_bytes()) * layers_.size();
+}
+
+size_t KvquantStore::n_outliers() const {
+  size_t n = 0;
+  for (const auto& l : layers_) n += l.outliers.nnz();
+  return n;
+}
+
+}  // namespace kvq

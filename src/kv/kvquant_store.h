@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+// KVQuant (Hooper et al. 2024, kvquant.md §1-§5):
+//   keys:   per channel with offline thresholds (upper/lower per channel from calibration),
+//           stored before RoPE by default (§2), normalized to [-1, 1] and encoded to the
+//           layer's codebook (nuq, nf or uniform levels);
+//   values: per token over the whole K/V vector (all heads), thresholds found online (§3);
+//   dense-and-sparse: key values outside the channel thresholds, and the top/bottom fraction
+//           of each value token, are kept exactly as fp16 + index (§5.1);
+//   sinks:  the first n tokens stay fp16 (§5.3); Q-Norm adjusts the decode levels (§5.2).
+#pragma once
+
+#include <vector>
+
+#include "base/fp16.h"
+#include "kv/kv_store.h"
+#include "kv/paged_rows.h"
+#include "quant/codebook.h"
+#include "quant/normalize.h"
+#include "quant/outliers.h"
+
+namespace kvq {
+
+enum class CodebookKind { kNuq, kNf, kUniform };
+const char* codebook_kind_name(CodebookKind k);
+
+struct KvquantOptions {
+  int bits = 3;
+  double outliers = 0.01;  // fraction kept exactly (0.5% each side)
+  int sinks = 1;
+  bool qnorm = false;
+  CodebookKind codebook = CodebookKind::kNuq;
+  bool pre_rope = true;  // keys only
+};
+
+// Calibrated parameters for one of K/V, per layer.
+struct KvquantLayerParams {
+  Codebook codebook;                // decode levels already include Q-Norm when enabled
+  std::vector<float> upper, lower;  // keys: per-channel thresholds [n_kv_heads * head_dim]
+};
+struct KvquantParams {
+  std::vector<KvquantLayerParams> layers;
+};
+
+class KvquantStore final : public KvStore {
+ public:
+  // params must hold one layer per model layer (and thresholds for keys). Errors name what
+  // does not fit.
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, KvRole role,
+                                                 const KvquantOptions& opts,
+                                                 const KvquantParams& params);
+  std::string name() const override;
+  bool pre_rope() const override { return role_ == KvRole::kKey && opts_.pre_rope; }
+  Status append(int il, int n, const float* x) override;
+  int n_tokens(int il) const override;
+  void read(int il, int kvh, int t0, int n, float* out) const override;
+  Status truncate(int n) override;
+  size_t bytes_used() const override;
+  size_t bytes_for(int n) const override;
+
+  // Outliers stored so far over all layers (accounting checks).
+  size_t n_outliers() const;
+
+ private:
+  KvquantStore(const KvCacheShape& shape, KvRole role, const KvquantOptions& opts);
+  struct Layer {
+    Codebook codebook;
+    ChannelNorm norm;                    // keys: the whole row
+    std::vector<ChannelNorm> head_norms; // keys: one per kv head
+    PagedRows sink;                      // fp16 rows of the first opts_.sinks tokens
+    PagedRows quant;                     // values: NormParams then codes; keys: codes
+    SparseRows outliers;
+  };
+  size_t norm_bytes() const { return role_ == KvRole::kValue ? sizeof(NormParams) : 0; }
+  size_t per_layer_bytes() const;
+
+  KvRole role_;
+  KvquantOptions opts_;
+  size_t codes_bytes_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kvq

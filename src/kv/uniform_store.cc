@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+#include "kv/uniform_store.h"
+
+#include <cstring>
+
+#include "quant/uniform_group_math.h"
+
+namespace kvq {
+
+StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape, int bits,
+                                                      int group_size) {
+  if (!is_packable_bits(bits)) return invalid_argument("int-b supports 2, 3, 4 and 8 bits");
+  const size_t row = shape.row_values();
+  if (group_size < 0 || (group_size > 0 && row % size_t(group_size) != 0)) {
+    return invalid_argument("int group size g=" + std::to_string(group_size) +
+                            " must divide the K/V vector of " + std::to_string(row) + " values");
+  }
+  UniformParams p;
+  p.bits = bits;
+  p.group_size = group_size;
+  p.symmetric = false;
+  return std::unique_ptr<KvStore>(new UniformStore(shape, p));
+}
+
+UniformStore::UniformStore(const KvCacheShape& shape, UniformParams p) : KvStore(shape), p_(p) {
+  const size_t row = shape.row_values();
+  n_groups_ = uniform_group_count(row, p.group_size);
+  codes_bytes_ = packed_bytes(p.bits, row);
+  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(codes_bytes_ + n_groups_ * 4);
+}
+
+std::string UniformStore::name() const {
+  return "int" + std::to_string(p_.bits) + (p_.group_size ? ":g=" + std::to_string(p_.group_size) : "");
+}
+
+Status UniformStore::append(int il, int n, const float* x) {
+  PagedRows& r = rows_[size_t(il)];
+  const int t0 = r.n_tokens();
+  KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
+  const size_t row = shape().row_values();
+  for (int t = 0; t < n; ++t) {
+    uint8_t* rec = r.record(t0 + t);
+    auto* scales = reinterpret_cast<f16_t*>(rec + codes_bytes_);
+    const Status s = quantize_uniform_row(x + size_t(t) * row, row, p_, rec, scales, scales + n_groups_);
+    if (!s.ok()) {
+      (void)r.resize(t0);
+      return s;
+    }
+  }
+  return ok_status();
+}
+
+void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
+  const PagedRows& r = rows_[size_t(il)];
+  const size_t hd = size_t(shape().head_dim), row = shape().row_values();
+  const size_t g_size = p_.group_size ? size_t(p_.group_size) : row;
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* rec = r.record(t0 + t);
+    const auto* scales = reinterpret_cast<const f16_t*>(rec + codes_bytes_);
+    for (size_t i = 0; i < hd; ++i) {
+      const size_t e = size_t(kvh) * hd + i;
+      const size_t g = e / g_size;
+      const auto q = detail::uniform_group_q_stored(p_.bits, false, scales[g], scales[n_groups_ + g]);
+      out[size_t(t) * hd + i] = detail::uniform_value(code_at(rec, p_.bits, e), q);
+    }
+  }
+}
+
+Status UniformStore::truncate(int n) {
+  for (auto& r : rows_) {
+    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
+  }
+  return ok_status();
+}
+
+size_t UniformStore::bytes_used() const {
+  size_t b = 0;
+  for (const auto& r : rows_) b += r.bytes();
+  return b;
+}
+
+}  // namespace kvq

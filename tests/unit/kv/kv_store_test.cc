@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: MIT
+// Quantized KV stores: round trips, KIVI windows, sinks, outliers, bytes, bad specs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "base/rng.h"
+#include "kv/cache_spec.h"
+#include "kv/composite_cache.h"
+#include "kv/kivi_store.h"
+#include "kv/kvquant_store.h"
+#include "quant/codebook.h"
+
+namespace kvq {
+namespace {
+
+constexpr KvCacheShape kShape{2, 2, 64, 512};  // n_layers, n_kv_heads, head_dim, n_ctx
+
+std::vector<float> laplace_rows(int n, size_t row, uint64_t seed, float outlier_scale = 0.0f) {
+  Rng rng(seed);
+  std::vector<float> x(size_t(n) * row);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = float(rng.laplace());
+    // A few large channels, as real keys have (KVQuant §2).
+    if (outlier_scale > 0 && (i % row) % 17 == 3) x[i] *= outlier_scale;
+  }
+  return x;
+}
+
+// Mean squared error of reading back every token of every head of layer il.
+double read_mse(const KvStore& s, int il, const std::vector<float>& x, int n) {
+  const int hd = s.shape().head_dim;
+  std::vector<float> out(size_t(n) * hd);
+  double se = 0;
+  for (int h = 0; h < s.shape().n_kv_heads; ++h) {
+    s.read(il, h, 0, n, out.data());
+    for (int t = 0; t < n; ++t) {
+      for (int d = 0; d < hd; ++d) {
+        const double e = out[size_t(t) * hd + d] - x[size_t(t) * s.shape().row_values() + size_t(h) * hd + d];
+        se += e * e;
+      }
+    }
+  }
+  return se / double(size_t(n) * s.shape().row_values());
+}
+
+KvquantParams params_for(const std::vector<float>& x, int n, int bits, double frac, KvRole role) {
+  const size_t row = kShape.row_values();
+  KvquantParams p;
+  for (int il = 0; il < kShape.n_layers; ++il) {
+    KvquantLayerParams lp;
+    lp.codebook = make_nf_codebook(bits);
+    if (role == KvRole::kKey) {
+      lp.upper.resize(row);
+      lp.lower.resize(row);
+      for (size_t c = 0; c < row; ++c) {
+        std::vector<float> col;
+        for (int t = 0; t < n; ++t) col.push_back(x[size_t(t) * row + c]);
+        std::sort(col.begin(), col.end());
+        const size_t cut = size_t(double(n) * frac / 2.0);
+        lp.lower[c] = col[cut];
+        lp.upper[c] = col[size_t(n) - 1 - cut];
+      }
+    }
+    p.layers.push_back(lp);
+  }
+  return p;
+}
+
+TEST(KvquantStore, OutliersReduceErrorOnHeavyTails) {
+  const int n = 256;
+  for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
+    const auto x = laplace_rows(n, kShape.row_values(), 1, 8.0f);
+    double mse[2];
+    for (int with : {0, 1}) {
+      KvquantOptions o;
+      o.bits = 3;
+      o.codebook = CodebookKind::kNf;
+      o.sinks = 0;
+      o.outliers = with ? 0.02 : 0.0;
+      auto s = KvquantStore::make(kShape, role, o, params_for(x, n, 3, o.outliers, role));
+      ASSERT_TRUE(s.ok()) << s.status().to_string();
+      ASSERT_TRUE((*s)->append(0, n, x.data()).ok());
+      mse[with] = read_mse(**s, 0, x, n);
+    }
+    EXPECT_LT(mse[1], mse[0]) << (role == KvRole::kKey ? "keys" : "values");
+  }
+}
+
+}  // namespace
+}  // namespace kvq
+
+namespace kvq {
+namespace {
+
+std::unique_ptr<KvStore> kivi(KvRole role, int r) {
+  auto s = KiviStore::make(kShape, role, 2, 8, r);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return std::move(*s);
+}
+
+// KIVI §1.5: keys are flushed R at a time after the step that fills the window, values slide
+// one token at a time and the window holds R (+1 during a step). Checked at R-1, R, R+1, ...
+TEST(KiviStore, WindowBoundariesInDecode) {
+  const int R = 16;
+  const auto x = laplace_rows(3 * R + 2, kShape.row_values(), 2);
+  auto keys = kivi(KvRole::kKey, R);
+  auto vals = kivi(KvRole::kValue, R);
+  auto* k = static_cast<KiviStore*>(keys.get());
+  auto* v = static_cast<KiviStore*>(vals.get());
+  for (int t = 1; t <= 3 * R + 2; ++t) {
+    ASSERT_TRUE(k->append(0, 1, &x[size_t(t - 1) * kShape.row_values()]).ok());
+    ASSERT_TRUE(v->append(0, 1, &x[size_t(t - 1) * kShape.row_values()]).ok());
+    EXPECT_EQ(k->n_window(0), (t - 1) % R + 1) << "keys after " << t << " tokens";
+    EXPECT_EQ(v->n_window(0), std::min(t, R + 1)) << "values after " << t << " tokens";
+    EXPECT_EQ(k->n_tokens(0), t);
+    EXPECT_EQ(v->n_tokens(0), t);
+  }
+  // Window tokens read back as their fp16 values; quantized ones within the 2-bit step.
+  std::vector<float> out(size_t(3 * R + 2) * kShape.head_dim);
+  v->read(0, 1, 0, 3 * R + 2, out.data());
+  const int nq = 3 * R + 2 - v->n_window(0);
+  for (int t = 0; t < 3 * R + 2; ++t) {
+    for (int d = 0; d < kShape.head_dim; ++d) {
+      const float want = x[size_t(t) * kShape.row_values() + kShape.head_dim + d];
+      const float got = out[size_t(t) * kShape.head_dim + d];
+      if (t >= nq) {
+        ASSERT_EQ(got, round_to_f16(want));
+      } else {
+        ASSERT_NEAR(got, want, 12.0f);  // 2-bit groups of 8 Laplace values: step < range/3
+      }
+    }
+  }
+}
+
+// A batched prefill of T tokens is attended in fp16 and settled at the next append:
+// T - (T mod R) keys and T - R values quantized (kivi.md §1.4).
+TEST(KiviStore, PrefillThenSettle) {
+  const int R = 16;
+  for (int T : {R - 1, R, R + 1, 3 * R + 5}) {
+    const auto x = laplace_rows(T + 1, kShape.row_values(), 3);
+    auto keys = kivi(KvRole::kKey, R);
+    auto vals = kivi(KvRole::kValue, R);
+    auto* k = static_cast<KiviStore*>(keys.get());
+    auto* v = static_cast<KiviStore*>(vals.get());
+    ASSERT_TRUE(k->append(0, T, x.data()).ok());
+    ASSERT_TRUE(v->append(0, T, x.data()).ok());
+    EXPECT_EQ(k->n_window(0), T);
+    EXPECT_EQ(v->n_window(0), T);
+    ASSERT_TRUE(k->append(0, 1, &x[size_t(T) * kShape.row_values()]).ok());
+    ASSERT_TRUE(v->append(0, 1, &x[size_t(T) * kShape.row_values()]).ok());
+    EXPECT_EQ(k->n_window(0), T % R + 1) << T;
+    EXPECT_EQ(v->n_window(0), std::min(T, R) + 1) << T;
+  }
+}
+
+TEST(KiviStore, EagerQuantizesEverything) {
+  auto vals = kivi(KvRole::kValue, 16);
+  auto keys = kivi(KvRole::kKey, 16);
+  vals->set_eager(true);
+  keys->set_eager(true);
+  const auto x = laplace_rows(21, kShape.row_values(), 4);
+  ASSERT_TRUE(vals->append(0, 21, x.data()).ok());
+  ASSERT_TRUE(keys->append(0, 21, x.data()).ok());
+  EXPECT_EQ(static_cast<KiviStore*>(vals.get())->n_window(0), 0);
+  EXPECT_EQ(static_cast<KiviStore*>(keys.get())->n_window(0), 21 % 8);  // a partial group waits
+}
+
+TEST(KvquantStore, SinksAreExactFp16) {
+  const int n = 40;
+  const auto x = laplace_rows(n, kShape.row_values(), 5, 4.0f);
+  KvquantOptions o;
+  o.bits = 2;
+  o.sinks = 3;
+  o.codebook = CodebookKind::kNf;
+  for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
+    auto s = KvquantStore::make(kShape, role, o, params_for(x, n, 2, o.outliers, role)).value();
+    ASSERT_TRUE(s->append(0, 2, x.data()).ok());
+    ASSERT_TRUE(s->append(0, n - 2, &x[2 * kShape.row_values()]).ok());
+    std::vector<float> out(size_t(n) * kShape.head_dim);
+    s->read(0, 1, 0, n, out.data());
+    for (int t = 0; t < 3; ++t) {
+      for (int d = 0; d < kShape.head_dim; ++d) {
+        ASSERT_EQ(out[size_t(t) * kShape.head_dim + d],
+                  round_to_f16(x[size_t(t) * kShape.row_values() + kShape.head_dim + d]));
+      }
+    }
+    ASSERT_TRUE(s->truncate(2).ok());
+    EXPECT_EQ(s->n_tokens(0), 2);
+  }
+}
+
+// Values keep exactly outliers_per_side top and bottom entries per token (§3 deployment).
+TEST(KvquantStore, ExactValueOutlierCounts) {
+  const int n = 50;
+  const auto x = laplace_rows(n, kShape.row_values(), 6);
+  KvquantOptions o;
+  o.bits = 3;
+  o.sinks = 1;
+  o.outliers = 0.05;
+  auto s = KvquantStore::make(kShape, KvRole::kValue, o, params_for(x, n, 3, 0, KvRole::kValue)).value();
+  ASSERT_TRUE(s->append(0, n, x.data()).ok());
+  const size_t k = outliers_per_side(kShape.row_values(), 0.05);
+  EXPECT_EQ(static_cast<KvquantStore*>(s.get())->n_outliers(), size_t(n - 1) * 2 * k);
+}
+
+TEST(CacheSpec, BadSpecsNameTheProblem) {
+  struct Case {
+    const char* spec;
+    const char* needle;
+  };
+  for (const Case& c : {Case{"kivi-3", "unknown cache type 'kivi-3'"}, Case{"kvquant-5", "unknown cache type"},
+                        Case{"kivi-2:g=0", "g=0"}, Case{"kivi-2:x=1", "bad option 'x=1'"},
+                        Case{"kvquant-3:outliers=2", "outliers=2"}, Case{"kvquant-3:codebook=zz", "codebook=zz"},
+                        Case{"int3:g", "bad option 'g'"}, Case{"f16:g=2", "options: none"},
+                        Case{"", "unknown cache type ''"}}) {
+    auto s = parse_cache_spec(c.spec);
+    ASSERT_FALSE(s.ok()) << c.spec;
+    EXPECT_NE(s.status().message().find(c.needle), std::string::npos) << s.status().message();
+  }
+  const KvCacheShape hd8{2, 4, 8, 64};
+  EXPECT_EQ(make_cache(parse_cache_spec("q4_0").value(), hd8).status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(make_cache(parse_cache_spec("kivi-2").value(), hd8).status().code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(make_cache(parse_cache_spec("kivi-2:g=8").value(), hd8).ok());
+  EXPECT_EQ(make_cache(parse_cache_spec("kivi-2:r=36").value(), kShape).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(make_cache(parse_cache_spec("int3:g=7").value(), kShape).status().code(), StatusCode::kInvalidArgument);
+  const auto st = make_cache(parse_cache_spec("kvquant-3").value(), kShape).status();
+  EXPECT_NE(st.message().find("--calib auto"), std::string::npos) << st.message();
+  EXPECT_TRUE(parse_cache_spec("kvquant-2:outliers=0:sinks=0:qnorm=1:codebook=nf:prerope=0").ok());
+}
+
+}  // namespace
+}  // namespace kvq

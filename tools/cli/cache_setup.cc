@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+#include "cli/cache_setup.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "base/timer.h"
+#include "cli/common.h"
+
+namespace kvq::cli {
+
+void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list) {
+  p.add_string("--cache", &a->cache,
+               allow_list ? "KV cache type, or a comma-separated list for a quality report (default f16; docs/CACHE_SPEC.md)"
+                          : "KV cache type (default f16; docs/CACHE_SPEC.md)");
+  p.add_string("--cache-k", &a->cache_k, "key cache type (overrides --cache for keys)");
+  p.add_string("--cache-v", &a->cache_v, "value cache type (overrides --cache for values)");
+  p.add_string("--calib", &a->calib, "kvquant calibration: 'auto' (from --calib-text) or a calibration file");
+  p.add_string("--calib-text", &a->calib_text, "text for --calib auto (default: shared TinyStories train text)");
+  p.add_int("--calib-windows", &a->calib_windows, 1, 4096, "windows for --calib auto (default 8)");
+  p.add_int("--calib-window", &a->calib_window, 0, 1 << 20, "tokens per window (default min(512, model context))");
+}
+
+StatusOr<std::vector<CacheSpec>> parse_cache_args(const CacheArgs& a) {
+  std::vector<CacheSpec> out;
+  const auto list = split_spec_list(a.cache);
+  if (!a.cache_k.empty() || !a.cache_v.empty()) {
+    // One side may be a list (an ablation over key or value formats), the other is fixed.
+    if (list.size() != 1) return invalid_argument("--cache-k/--cache-v cannot be combined with a --cache list");
+    const auto ks = split_spec_list(a.cache_k.empty() ? a.cache : a.cache_k);
+    const auto vs = split_spec_list(a.cache_v.empty() ? a.cache : a.cache_v);
+    if (ks.size() > 1 && vs.size() > 1) return invalid_argument("only one of --cache-k and --cache-v may be a list");
+    for (const auto& k : ks) {
+      for (const auto& v : vs) {
+        KVQ_ASSIGN_OR_RETURN(CacheSpec s, parse_cache_spec(k, v));
+        out.push_back(std::move(s));
+      }
+    }
+    return out;
+  }
+  for (const auto& item : list) {
+    if (item.empty()) return invalid_argument("--cache '" + a.cache + "' has an empty entry");
+    KVQ_ASSIGN_OR_RETURN(CacheSpec s, parse_cache_spec(item));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, const LlamaModel& model,
+                                                             const CacheSpec& spec) {
+  if (!spec.needs_calibration()) return KvActivations::ForSpec{};
+  if (args_.calib.empty()) {
+    return invalid_argument("'" + spec.text + "' needs calibration (per-channel key thresholds and "
+                            "codebooks): pass --calib auto or --calib FILE");
+  }
+  if (args_.calib != "auto") {
+    return unimplemented("--calib FILE: calibration files are written by 'kvq calibrate', which is "
+                         "not built yet; use --calib auto");
+  }
+  if (!acts_) {
+    std::string text = args_.calib_text;
+    if (text.empty()) {
+      text = (std::filesystem::path(model_path_).parent_path() / "../text/tinystories/train_head.txt").lexically_normal();
+      if (!std::filesystem::exists(text)) {
+        return invalid_argument("--calib auto: no --calib-text given and the default " + text +
+                                " does not exist");
+      }
+    }
+    KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text));
+    const auto tokens = model.tokenizer().encode(body, true, true);
+    CalibrationArgs ca;
+    ca.n_windows = args_.calib_windows;
+    ca.window = args_.calib_window > 0 ? args_.calib_window : std::min(512, model.config().n_ctx_train);
+    Timer timer;
+    std::fprintf(stderr, "calibrating on %s: %d windows of %d tokens\n", text.c_str(), ca.n_windows, ca.window);
+    KVQ_ASSIGN_OR_RETURN(KvActivations acts,
+                         KvActivations::capture(ctx, model, tokens, ca, [&](int d, int t) {
+                           show_progress("calibration windows", d, t, timer.seconds());
+                         }));
+    acts_ = std::make_unique<KvActivations>(std::move(acts));
+    description_ = "auto (unweighted k-means): " + text + ", " + std::to_string(ca.n_windows) + " x " +
+                   std::to_string(ca.window) + " tokens, seed " + std::to_string(ca.seed);
+  }
+  return acts_->for_spec(spec);
+}
+
+}  // namespace kvq::cli

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+// --cache / --cache-k / --cache-v / --calib handling shared by run, ppl, info and bench:
+// parses the specs and, when a kvquant cache needs it, calibrates (--calib auto).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "engine/calibrate.h"
+#include "kv/cache_spec.h"
+#include "model/llama.h"
+
+namespace kvq::cli {
+
+struct CacheArgs {
+  std::string cache = "f16";  // one spec, or a comma-separated list (ppl reports)
+  std::string cache_k, cache_v;
+  std::string calib;           // "auto" or a file
+  std::string calib_text;      // default: ../text/tinystories/train_head.txt next to the model
+  int calib_windows = 8;
+  int calib_window = 0;        // default: min(512, context of the model)
+};
+
+void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list);
+// The specs named on the command line (several only for a --cache list).
+StatusOr<std::vector<CacheSpec>> parse_cache_args(const CacheArgs& a);
+
+// Calibration shared by every spec of a run; created on first need.
+class CalibrationContext {
+ public:
+  CalibrationContext(const CacheArgs& args, const std::string& model_path) : args_(args), model_path_(model_path) {}
+  // Parameters for spec (empty for specs that need none). Logs what it calibrated on.
+  StatusOr<KvActivations::ForSpec> for_spec(ExecContext& ctx, const LlamaModel& model, const CacheSpec& spec);
+  // "auto: FILE, N x L tokens, seed S", or "" when no calibration was needed.
+  const std::string& description() const { return description_; }
+
+ private:
+  CacheArgs args_;
+  std::string model_path_;
+  std::unique_ptr<KvActivations> acts_;
+  std::string description_;
+};
+
+}  // namespace kvq::cli
