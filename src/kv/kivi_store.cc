@@ -156,6 +156,14 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
   for (int i = 0; i < n; ++i) {
     const int t = t0 + i;
     float* o = out + size_t(i) * hd;
+    if (role_ == KvRole::kKey && t < nq && t % group_ == 0 && i + group_ <= n) {
+      // A whole G-token key block: one vectorized dequantization (codes stored token-major).
+      const uint8_t* codes = l.quant.record(t / group_) + size_t(kvh) * key_head_bytes();
+      const auto* scales = reinterpret_cast<const f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
+      dequantize_uniform_cols(codes, scales, scales + hd, size_t(group_), hd, bits_, o, hd);
+      i += group_ - 1;
+      continue;
+    }
     if (t >= nq) {
       cpu::convert_f16_to_f32(l.window.data() + size_t(t - nq) * row + size_t(kvh) * hd, o, hd);
       continue;

@@ -54,9 +54,19 @@ void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
   const PagedRows& r = rows_[size_t(il)];
   const size_t hd = size_t(shape().head_dim), row = shape().row_values();
   const size_t g_size = p_.group_size ? size_t(p_.group_size) : row;
+  const size_t off = size_t(kvh) * hd;
+  // A head that starts on a byte and a group boundary is one dequantize_uniform_row call.
+  const bool aligned = off * size_t(p_.bits) % 8 == 0 && (g_size == row || hd % g_size == 0);
   for (int t = 0; t < n; ++t) {
     const uint8_t* rec = r.record(t0 + t);
     const auto* scales = reinterpret_cast<const f16_t*>(rec + codes_bytes_);
+    if (aligned) {
+      UniformParams hp = p_;
+      const size_t g0 = g_size == row ? 0 : off / g_size;
+      dequantize_uniform_row(rec + off * size_t(p_.bits) / 8, scales + g0, scales + n_groups_ + g0, hd, hp,
+                             out + size_t(t) * hd);
+      continue;
+    }
     for (size_t i = 0; i < hd; ++i) {
       const size_t e = size_t(kvh) * hd + i;
       const size_t g = e / g_size;
