@@ -3,6 +3,7 @@
 // does (ggml's repeated multiplication in float), so table-driven RoPE is bit-identical to it.
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 namespace kvq {
@@ -14,6 +15,9 @@ class RopeTable {
   // Rotates one head vector (llama.cpp adjacent-pair mode) to position pos.
   void apply(float* x, int pos) const;
   int rope_dim() const { return rope_dim_; }
+  // cos and sin of the rope_dim / 2 angles at position pos.
+  const float* cos_row(int pos) const { return &cos_[size_t(pos) * size_t(rope_dim_ / 2)]; }
+  const float* sin_row(int pos) const { return &sin_[size_t(pos) * size_t(rope_dim_ / 2)]; }
 
  private:
   int rope_dim_ = 0;

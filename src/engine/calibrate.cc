@@ -8,10 +8,27 @@
 #include "base/rng.h"
 #include "kv/composite_cache.h"
 #include "kv/dense_store.h"
+#include "model/backward.h"
 #include "quant/kmeans.h"
 #include "quant/qnorm.h"
 
 namespace kvq {
+
+const char* weighting_name(CodebookWeighting w) {
+  switch (w) {
+    case CodebookWeighting::kNone: return "none";
+    case CodebookWeighting::kFisher: return "fisher";
+    case CodebookWeighting::kFisherScale2: return "fisher-s2";
+  }
+  return "?";
+}
+
+StatusOr<CodebookWeighting> parse_weighting(std::string_view s) {
+  if (s == "none") return CodebookWeighting::kNone;
+  if (s == "fisher") return CodebookWeighting::kFisher;
+  if (s == "fisher-s2") return CodebookWeighting::kFisherScale2;
+  return invalid_argument("weighting must be none, fisher or fisher-s2, got '" + std::string(s) + "'");
+}
 
 float percentile_sorted(std::span<const float> s, double p) {
   const double pos = p / 100.0 * double(s.size() - 1);
@@ -41,6 +58,12 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
   const size_t row = size_t(c.kv_dim());
   a.k_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
   a.v_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
+  if (args.fisher) {
+    a.fk_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
+    a.fv_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
+  }
+  std::unique_ptr<LlamaGradient<float>> grad;
+  if (args.fisher) grad = std::make_unique<LlamaGradient<float>>(model);
   const KvCacheShape shape = model.kv_shape(args.window);
   Rng rng(args.seed);
   ForwardWorkspace ws;
@@ -51,6 +74,22 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
     const uint64_t start = rng.below(uint64_t(tokens.size()) - uint64_t(args.window) + 1);
     std::vector<int32_t> win(tokens.begin() + int64_t(start), tokens.begin() + int64_t(start) + args.window);
     win[0] = model.tokenizer().bos_id();
+    if (grad) {
+      // One backward pass gives the activations and F = g^2 for every element (§4.1).
+      KVQ_ASSIGN_OR_RETURN(KvGradients<float> g, grad->compute(ctx, win));
+      a.loss_ += g.loss / args.n_windows;
+      const size_t off = size_t(w) * args.window * row;
+      for (int il = 0; il < c.n_layers; ++il) {
+        std::copy(g.k_act[size_t(il)].begin(), g.k_act[size_t(il)].end(), a.k_[size_t(il)].begin() + ptrdiff_t(off));
+        std::copy(g.v_act[size_t(il)].begin(), g.v_act[size_t(il)].end(), a.v_[size_t(il)].begin() + ptrdiff_t(off));
+        for (size_t i = 0; i < size_t(args.window) * row; ++i) {
+          a.fk_[size_t(il)][off + i] = g.k[size_t(il)][i] * g.k[size_t(il)][i];
+          a.fv_[size_t(il)][off + i] = g.v[size_t(il)][i] * g.v[size_t(il)][i];
+        }
+      }
+      if (progress) progress(w + 1, args.n_windows);
+      continue;
+    }
     CompositeKvCache cache(std::make_unique<DenseStore>(shape, DType::kF32, /*pre_rope=*/true),
                            std::make_unique<DenseStore>(shape, DType::kF32, false));
     KVQ_RETURN_IF_ERROR(model.forward(ctx, win, cache, ws, logits.data(), false));
@@ -72,7 +111,8 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
 namespace {
 
 // The codebook for normalized inliers xhat (k-means for nuq), with Q-Norm when asked.
-StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<float>& xhat, uint64_t seed) {
+StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<float>& xhat,
+                                 const std::vector<float>& weights, uint64_t seed) {
   Codebook cb;
   switch (opts.codebook) {
     case CodebookKind::kNf: cb = make_nf_codebook(opts.bits); break;
@@ -84,7 +124,8 @@ StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<fl
     }
     case CodebookKind::kNuq: {
       if (xhat.size() < (size_t(1) << opts.bits)) return invalid_argument("too few calibration values for k-means");
-      const std::vector<float> w(xhat.size(), 1.0f);
+      const std::vector<float> ones(weights.empty() ? xhat.size() : 0, 1.0f);
+      const std::vector<float>& w = weights.empty() ? ones : weights;
       KMeansOptions ko;
       ko.k = 1 << opts.bits;
       ko.max_iter = 50;  // as KVQuant's sklearn call (§4.3)
@@ -103,7 +144,11 @@ StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<fl
 
 }  // namespace
 
-StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts) const {
+StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, CodebookWeighting weighting,
+                                                  const std::function<void(int)>& layer_done) const {
+  if (weighting != CodebookWeighting::kNone && !has_fisher()) {
+    return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
+  }
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   RopeTable rope;
   rope.reserve(args_.window, rope_dim_, rope_base_);
@@ -136,30 +181,40 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts) co
       lp.upper[c] = percentile_sorted(col, 100.0 - tail);
     }
     KVQ_ASSIGN_OR_RETURN(ChannelNorm norm, make_channel_norm(lp.upper.data(), lp.lower.data(), row));
-    std::vector<float> xhat;
+    std::vector<float> xhat, wts;
     xhat.reserve(keys.size());
     for (size_t i = 0; i < kept.size(); ++i) {
       for (size_t c = 0; c < row; ++c) {
         const float x = (keys[i * row + c] - norm.zero_f[c]) * norm.inv_f[c];
-        if (std::fabs(x) <= 1.0f) xhat.push_back(x);
+        if (std::fabs(x) > 1.0f) continue;
+        xhat.push_back(x);
+        if (weighting == CodebookWeighting::kNone) continue;
+        const float f = fk_[size_t(il)][size_t(kept[i]) * row + c];
+        wts.push_back(weighting == CodebookWeighting::kFisher ? f : f * norm.half_f[c] * norm.half_f[c]);
       }
     }
-    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, args_.seed + uint64_t(il)));
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + uint64_t(il)));
     out.layers.push_back(std::move(lp));
+    if (layer_done) layer_done(il);
   }
   return out;
 }
 
-StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts) const {
+StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, CodebookWeighting weighting,
+                                                    const std::function<void(int)>& layer_done) const {
+  if (weighting != CodebookWeighting::kNone && !has_fisher()) {
+    return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
+  }
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   const size_t k = opts.outliers > 0.0 ? outliers_per_side(row, opts.outliers) : 0;
   KvquantParams out;
   std::vector<float> sorted(row);
   for (int il = 0; il < n_layers_; ++il) {
-    std::vector<float> xhat;
+    std::vector<float> xhat, wts;
     for (int w = 0; w < args_.n_windows; ++w) {
       for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) {
-        const float* x = &v_[size_t(il)][(size_t(w) * args_.window + t) * row];
+        const size_t base = (size_t(w) * args_.window + t) * row;
+        const float* x = &v_[size_t(il)][base];
         // Online per-token range (§3): the (k+1)-th largest and smallest values.
         std::copy_n(x, row, sorted.begin());
         std::sort(sorted.begin(), sorted.end());
@@ -167,25 +222,30 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts) 
         for (size_t i = 0; i < row; ++i) {
           if (x[i] < sorted[k] || x[i] > sorted[row - 1 - k]) continue;
           const float xh = (x[i] - nf.zero) * nf.inv;
-          if (std::fabs(xh) <= 1.0f) xhat.push_back(xh);
+          if (std::fabs(xh) > 1.0f) continue;
+          xhat.push_back(xh);
+          if (weighting == CodebookWeighting::kNone) continue;
+          const float f = fv_[size_t(il)][base + i];
+          wts.push_back(weighting == CodebookWeighting::kFisher ? f : f * nf.half * nf.half);
         }
       }
     }
     KvquantLayerParams lp;
-    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, args_.seed + 1000 + uint64_t(il)));
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + 1000 + uint64_t(il)));
     out.layers.push_back(std::move(lp));
+    if (layer_done) layer_done(il);
   }
   return out;
 }
 
-StatusOr<KvActivations::ForSpec> KvActivations::for_spec(const CacheSpec& spec) const {
+StatusOr<KvActivations::ForSpec> KvActivations::for_spec(const CacheSpec& spec, CodebookWeighting w) const {
   ForSpec f;
   if (spec.k.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, key_params(spec.k.kvquant));
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, key_params(spec.k.kvquant, w));
     f.k = std::make_unique<KvquantParams>(std::move(p));
   }
   if (spec.v.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, value_params(spec.v.kvquant));
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, value_params(spec.v.kvquant, w));
     f.v = std::make_unique<KvquantParams>(std::move(p));
   }
   return f;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <string_view>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,7 +21,17 @@ struct CalibrationArgs {
   int n_windows = 8;
   int window = 512;  // tokens per window (BOS first), at most the model's context
   uint64_t seed = 0;
+  // Also compute Fisher information (squared loss gradients of every K/V activation, §4.1)
+  // by a backward pass per window.
+  bool fisher = false;
 };
+
+// Sample weights of the codebook k-means (kvquant.md §4.2): none (plain k-means), the Fisher
+// information F (the released code) or F * s^2 with s the normalization half-range of the
+// element's channel (keys) or token (values) (the paper's derivation, App D/E).
+enum class CodebookWeighting { kNone, kFisher, kFisherScale2 };
+const char* weighting_name(CodebookWeighting w);
+StatusOr<CodebookWeighting> parse_weighting(std::string_view s);
 
 class KvActivations {
  public:
@@ -31,14 +42,22 @@ class KvActivations {
 
   // Parameters for a kvquant key (or value) store with these options; sinks are excluded
   // from every statistic.
-  StatusOr<KvquantParams> key_params(const KvquantOptions& opts) const;
-  StatusOr<KvquantParams> value_params(const KvquantOptions& opts) const;
+  // layer_done, if given, is called after each layer (progress of long calibrations).
+  StatusOr<KvquantParams> key_params(const KvquantOptions& opts,
+                                     CodebookWeighting w = CodebookWeighting::kNone,
+                                     const std::function<void(int layer)>& layer_done = {}) const;
+  StatusOr<KvquantParams> value_params(const KvquantOptions& opts,
+                                       CodebookWeighting w = CodebookWeighting::kNone,
+                                       const std::function<void(int layer)>& layer_done = {}) const;
   // Both, as the cache factory needs them for a spec (null members where unused).
   struct ForSpec {
     std::unique_ptr<KvquantParams> k, v;
     CacheCalibration calibration() const { return {k.get(), v.get()}; }
   };
-  StatusOr<ForSpec> for_spec(const CacheSpec& spec) const;
+  StatusOr<ForSpec> for_spec(const CacheSpec& spec, CodebookWeighting w = CodebookWeighting::kNone) const;
+  bool has_fisher() const { return !fk_.empty(); }
+  // Mean next-token loss over the windows (with fisher).
+  double loss() const { return loss_; }
 
   const CalibrationArgs& args() const { return args_; }
   int n_tokens() const { return args_.n_windows * args_.window; }
@@ -47,7 +66,9 @@ class KvActivations {
   CalibrationArgs args_;
   int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, rope_dim_ = 0;
   float rope_base_ = 0;
-  std::vector<std::vector<float>> k_, v_;  // per layer: [n_windows * window, n_kv_heads * head_dim]
+  std::vector<std::vector<float>> k_, v_;    // per layer: [n_windows * window, n_kv_heads * head_dim]
+  std::vector<std::vector<float>> fk_, fv_;  // Fisher of the same elements (empty without fisher)
+  double loss_ = 0;
 };
 
 // numpy.percentile with linear interpolation over sorted values, p in [0, 100].

@@ -410,6 +410,23 @@ StatusOr<std::vector<int32_t>> GgufFile::get_i32_array(std::string_view key) con
   return out;
 }
 
+uint64_t gguf_tensor_table_hash(const GgufFile& file) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](const void* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      h ^= static_cast<const uint8_t*>(p)[i];
+      h *= 0x100000001b3ull;
+    }
+  };
+  for (const auto& t : file.tensors()) {
+    mix(t.name.data(), t.name.size());
+    mix(&t.type, sizeof t.type);
+    for (uint64_t d : t.ne) mix(&d, sizeof d);
+    mix(&t.offset, sizeof t.offset);
+  }
+  return h;
+}
+
 std::string gguf_value_to_string(const GgufValue& v, size_t max_elems) {
   char buf[64];
   switch (v.type) {

@@ -108,6 +108,10 @@ class GgufFile {
   std::vector<GgufTensorInfo> tensors_;
 };
 
+// FNV-1a over every tensor's name, type, shape and offset: identifies a model's weights
+// layout (calibration files are bound to it).
+uint64_t gguf_tensor_table_hash(const GgufFile& file);
+
 // Renders a value for `kvq info` (arrays abbreviated after `max_elems`).
 std::string gguf_value_to_string(const GgufValue& v, size_t max_elems = 8);
 

@@ -75,6 +75,28 @@ TEST(Cli, BadFlagsAndFiles) {
   expect_error("run -m " + cut, "truncated or corrupt");
 }
 
+TEST(Cli, CalibrateAndUseTheFile) {
+  const std::string out = ::testing::TempDir() + "/cli.kvqc";
+  std::filesystem::remove(out);
+  expect_error("calibrate -m " + kModel, "no output given");
+  expect_error("calibrate -m " + kModel + " -o " + out + " --weighting bogus", "weighting must be");
+  expect_error("calibrate -m " + kModel + " -o " + out + " --outliers 2", "--outliers must be");
+  expect_error("calibrate -m " + kModel + " -o " + out + " -f /nonexistent.txt", "cannot open text file");
+  EXPECT_FALSE(std::filesystem::exists(out));
+  Result r = kvq("calibrate -m " + kModel + " -f " + kText + " --windows 2 --window 64 -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("k-means weights fisher-s2"), std::string::npos) << r.output;
+  r = kvq("info -m " + kModel + " -c 256 --cache kvquant-3 --calib " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("calibration: "), std::string::npos) << r.output;
+  r = kvq("run -m " + kModel + " -p hi -n 5 --cache kvquant-3 --calib " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  expect_error("run -m " + kModel + " -p hi -n 5 --cache kvquant-3", "needs calibration");
+  expect_error("run -m " + kModel + " -p hi -n 5 --cache kvquant-3 --calib " + kModel, "not a kvq calibration file");
+  expect_error("run -m " + shared_path("models/tinystories-l6-d256-h64.gguf") + " -p hi -n 5 --cache kvquant-3 --calib " + out,
+               "calibrated for another model");
+}
+
 TEST(Cli, FailedRunLeavesNoOutputFile) {
   const std::string out = ::testing::TempDir() + "/never.kvql";
   std::filesystem::remove(out);

@@ -19,6 +19,8 @@ void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list) {
   p.add_string("--calib-text", &a->calib_text, "text for --calib auto (default: shared TinyStories train text)");
   p.add_int("--calib-windows", &a->calib_windows, 1, 4096, "windows for --calib auto (default 8)");
   p.add_int("--calib-window", &a->calib_window, 0, 1 << 20, "tokens per window (default min(512, model context))");
+  p.add_string("--calib-weighting", &a->calib_weighting,
+               "codebook k-means weights for --calib auto: none (default), fisher or fisher-s2");
 }
 
 StatusOr<std::vector<CacheSpec>> parse_cache_args(const CacheArgs& a) {
@@ -54,8 +56,12 @@ StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, 
                             "codebooks): pass --calib auto or --calib FILE");
   }
   if (args_.calib != "auto") {
-    return unimplemented("--calib FILE: calibration files are written by 'kvq calibrate', which is "
-                         "not built yet; use --calib auto");
+    if (!file_) {
+      KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::load(args_.calib, model));
+      file_ = std::make_unique<CalibrationFile>(std::move(f));
+      description_ = args_.calib + ": " + file_->describe();
+    }
+    return file_->for_spec(spec);
   }
   if (!acts_) {
     std::string text = args_.calib_text;
@@ -68,7 +74,9 @@ StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, 
     }
     KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text));
     const auto tokens = model.tokenizer().encode(body, true, true);
+    KVQ_ASSIGN_OR_RETURN(weighting_, parse_weighting(args_.calib_weighting));
     CalibrationArgs ca;
+    ca.fisher = weighting_ != CodebookWeighting::kNone;
     ca.n_windows = args_.calib_windows;
     ca.window = args_.calib_window > 0 ? args_.calib_window : std::min(512, model.config().n_ctx_train);
     Timer timer;
@@ -78,10 +86,10 @@ StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, 
                            show_progress("calibration windows", d, t, timer.seconds());
                          }));
     acts_ = std::make_unique<KvActivations>(std::move(acts));
-    description_ = "auto (unweighted k-means): " + text + ", " + std::to_string(ca.n_windows) + " x " +
+    description_ = std::string("auto (k-means weights: ") + weighting_name(weighting_) + "): " + text + ", " + std::to_string(ca.n_windows) + " x " +
                    std::to_string(ca.window) + " tokens, seed " + std::to_string(ca.seed);
   }
-  return acts_->for_spec(spec);
+  return acts_->for_spec(spec, weighting_);
 }
 
 }  // namespace kvq::cli

@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "engine/calibrate.h"
+#include "engine/calibration_file.h"
 #include "kv/cache_spec.h"
 #include "model/llama.h"
 
@@ -21,6 +22,7 @@ struct CacheArgs {
   std::string calib_text;      // default: ../text/tinystories/train_head.txt next to the model
   int calib_windows = 8;
   int calib_window = 0;        // default: min(512, context of the model)
+  std::string calib_weighting = "none";  // auto: none, fisher or fisher-s2
 };
 
 void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list);
@@ -40,6 +42,8 @@ class CalibrationContext {
   CacheArgs args_;
   std::string model_path_;
   std::unique_ptr<KvActivations> acts_;
+  std::unique_ptr<CalibrationFile> file_;
+  CodebookWeighting weighting_ = CodebookWeighting::kNone;
   std::string description_;
 };
 

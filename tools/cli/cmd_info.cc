@@ -57,6 +57,10 @@ Status run(const std::vector<std::string>& argv) {
       std::printf("%s\n", detail.c_str());
     }
   }
+  if (!cache_args.calib.empty() && cache_args.calib != "auto") {
+    KVQ_ASSIGN_OR_RETURN(CalibrationFile cal, CalibrationFile::load(cache_args.calib, *model));
+    std::printf("calibration: %s: %s\n", cache_args.calib.c_str(), cal.describe().c_str());
+  }
   std::printf("simd target: %s\n", cpu::simd_target_name());
   if (show_metadata) {
     for (const auto& kv : model->gguf().kvs()) {

@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "  ppl    perplexity of a text file (llama.cpp or KVQuant protocol), KL against a saved run\n"
     "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
     "  bench  prefill and decode tokens/s (median of repetitions) for a cache type\n"
+    "  calibrate  Fisher-weighted KVQuant calibration file for --calib FILE\n"
     "run 'kvq <command> --help' for its flags\n";
 }  // namespace
 
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   if (cmd == "ppl") return kvq::cli::cmd_ppl(args);
   if (cmd == "info") return kvq::cli::cmd_info(args);
   if (cmd == "bench") return kvq::cli::cmd_bench(args);
+  if (cmd == "calibrate") return kvq::cli::cmd_calibrate(args);
   std::fprintf(stderr, "kvq: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MIT
+#include "engine/calibration_file.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "io/gguf_writer.h"
+
+#ifndef KVQ_VERSION
+#define KVQ_VERSION "unknown"
+#endif
+
+namespace kvq {
+
+namespace {
+
+constexpr const char* kArch = "kvq-calibration";
+
+std::string tensor_name(int il, const char* what, int bits = 0) {
+  std::string n = "blk." + std::to_string(il) + "." + what;
+  if (bits) n += "." + std::to_string(bits);
+  return n;
+}
+
+std::string hex64(uint64_t h) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+}  // namespace
+
+StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, const LlamaModel& model,
+                                                 CalibrationMeta meta,
+                                                 const std::function<void(int, int)>& progress) {
+  CalibrationFile f;
+  const ModelConfig& c = model.config();
+  meta.kvq_version = KVQ_VERSION;
+  meta.model_arch = c.arch;
+  meta.n_layers = uint32_t(c.n_layers);
+  meta.n_kv_heads = uint32_t(c.n_kv_heads);
+  meta.head_dim = uint32_t(c.head_dim);
+  meta.tensor_hash = gguf_tensor_table_hash(model.gguf());
+  meta.n_windows = acts.args().n_windows;
+  meta.window = acts.args().window;
+  meta.seed = acts.args().seed;
+  meta.loss = acts.loss();
+  f.meta_ = meta;
+  f.layers_.resize(size_t(c.n_layers));
+  const int total = 3 * 2 * 2 * c.n_layers;
+  int done = 0;
+  auto tick = [&](int) {
+    if (progress) progress(++done, total);
+  };
+  for (int bits = 2; bits <= 4; ++bits) {
+    for (bool qnorm : {false, true}) {
+      KvquantOptions o;
+      o.bits = bits;
+      o.outliers = meta.outliers;
+      o.sinks = meta.sinks;
+      o.pre_rope = meta.pre_rope;
+      o.qnorm = qnorm;
+      o.codebook = CodebookKind::kNuq;
+      KVQ_ASSIGN_OR_RETURN(KvquantParams k, acts.key_params(o, meta.weighting, tick));
+      KVQ_ASSIGN_OR_RETURN(KvquantParams v, acts.value_params(o, meta.weighting, tick));
+      for (int il = 0; il < c.n_layers; ++il) {
+        Layer& l = f.layers_[size_t(il)];
+        const auto& kc = k.layers[size_t(il)].codebook;
+        const auto& vc = v.layers[size_t(il)].codebook;
+        const size_t n = size_t(1) << bits;
+        if (!qnorm) {
+          l.k_upper = k.layers[size_t(il)].upper;
+          l.k_lower = k.layers[size_t(il)].lower;
+          l.k_centroids[size_t(bits - 2)].assign(kc.values.begin(), kc.values.begin() + ptrdiff_t(n));
+          l.v_centroids[size_t(bits - 2)].assign(vc.values.begin(), vc.values.begin() + ptrdiff_t(n));
+        } else {
+          l.k_qnorm[size_t(bits - 2)].assign(kc.values.begin(), kc.values.begin() + ptrdiff_t(n));
+          l.v_qnorm[size_t(bits - 2)].assign(vc.values.begin(), vc.values.begin() + ptrdiff_t(n));
+        }
+      }
+    }
+  }
+  return f;
+}
+
+Status CalibrationFile::save(const std::string& path) const {
+  GgufWriter w;
+  w.add_string("general.architecture", kArch);
+  w.add_u32("kvq.calibration.version", kCalibrationVersion);
+  w.add_string("kvq.version", meta_.kvq_version);
+  w.add_string("kvq.model.architecture", meta_.model_arch);
+  w.add_u32("kvq.model.block_count", meta_.n_layers);
+  w.add_u32("kvq.model.head_count_kv", meta_.n_kv_heads);
+  w.add_u32("kvq.model.head_dim", meta_.head_dim);
+  w.add_string("kvq.model.tensor_table_hash", hex64(meta_.tensor_hash));
+  w.add_string("kvq.calib.text", meta_.text);
+  w.add_u32("kvq.calib.windows", uint32_t(meta_.n_windows));
+  w.add_u32("kvq.calib.window", uint32_t(meta_.window));
+  w.add_u64("kvq.calib.seed", meta_.seed);
+  w.add_f32("kvq.calib.outliers", float(meta_.outliers));
+  w.add_u32("kvq.calib.sinks", uint32_t(meta_.sinks));
+  w.add_bool("kvq.calib.prerope", meta_.pre_rope);
+  w.add_string("kvq.calib.weighting", weighting_name(meta_.weighting));
+  w.add_f32("kvq.calib.loss", float(meta_.loss));
+  auto add = [&](const std::string& name, const std::vector<float>& v) {
+    const uint64_t ne[1] = {v.size()};
+    w.add_tensor(name, ne, 0, {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4});
+  };
+  for (int il = 0; il < int(layers_.size()); ++il) {
+    const Layer& l = layers_[size_t(il)];
+    add(tensor_name(il, "k_upper"), l.k_upper);
+    add(tensor_name(il, "k_lower"), l.k_lower);
+    for (int b = 2; b <= 4; ++b) {
+      add(tensor_name(il, "k_codebook", b), l.k_centroids[size_t(b - 2)]);
+      add(tensor_name(il, "v_codebook", b), l.v_centroids[size_t(b - 2)]);
+      add(tensor_name(il, "k_codebook_qnorm", b), l.k_qnorm[size_t(b - 2)]);
+      add(tensor_name(il, "v_codebook_qnorm", b), l.v_qnorm[size_t(b - 2)]);
+    }
+  }
+  return w.write_file(path);
+}
+
+StatusOr<CalibrationFile> CalibrationFile::load(const std::string& path, const LlamaModel& model) {
+  auto g = GgufFile::open(path);
+  if (!g.ok()) return g.status().with_context("calibration file");
+  const GgufFile& f = **g;
+  auto fail = [&](const std::string& m) { return data_loss(path + ": " + m); };
+  auto arch = f.get_string("general.architecture");
+  if (!arch.ok() || *arch != kArch) return fail("not a kvq calibration file (made by 'kvq calibrate')");
+  auto version = f.get_u64("kvq.calibration.version");
+  if (!version.ok()) return fail("calibration version is missing");
+  if (*version != kCalibrationVersion) {
+    return unimplemented(path + ": calibration file version " + std::to_string(*version) +
+                         " is not supported (this kvq reads version " + std::to_string(kCalibrationVersion) +
+                         "); recalibrate with 'kvq calibrate'");
+  }
+  CalibrationFile c;
+  CalibrationMeta& m = c.meta_;
+  auto str = [&](const char* k, std::string* out) -> Status {
+    auto v = f.get_string(k);
+    if (!v.ok()) return fail(v.status().message());
+    *out = *v;
+    return ok_status();
+  };
+  auto u64 = [&](const char* k, uint64_t* out) -> Status {
+    auto v = f.get_u64(k);
+    if (!v.ok()) return fail(v.status().message());
+    *out = *v;
+    return ok_status();
+  };
+  std::string hash, weighting;
+  uint64_t n_layers, n_kv, hd, windows, window, sinks;
+  KVQ_RETURN_IF_ERROR(str("kvq.version", &m.kvq_version));
+  KVQ_RETURN_IF_ERROR(str("kvq.model.architecture", &m.model_arch));
+  KVQ_RETURN_IF_ERROR(u64("kvq.model.block_count", &n_layers));
+  KVQ_RETURN_IF_ERROR(u64("kvq.model.head_count_kv", &n_kv));
+  KVQ_RETURN_IF_ERROR(u64("kvq.model.head_dim", &hd));
+  KVQ_RETURN_IF_ERROR(str("kvq.model.tensor_table_hash", &hash));
+  KVQ_RETURN_IF_ERROR(str("kvq.calib.text", &m.text));
+  KVQ_RETURN_IF_ERROR(u64("kvq.calib.windows", &windows));
+  KVQ_RETURN_IF_ERROR(u64("kvq.calib.window", &window));
+  KVQ_RETURN_IF_ERROR(u64("kvq.calib.seed", &m.seed));
+  KVQ_RETURN_IF_ERROR(u64("kvq.calib.sinks", &sinks));
+  KVQ_RETURN_IF_ERROR(str("kvq.calib.weighting", &weighting));
+  auto outliers = f.get_f64("kvq.calib.outliers");
+  auto prerope = f.get_bool("kvq.calib.prerope");
+  auto loss = f.get_f64("kvq.calib.loss");
+  if (!outliers.ok() || !prerope.ok() || !loss.ok()) return fail("calibration settings are missing");
+  auto w = parse_weighting(weighting);
+  if (!w.ok()) return fail(w.status().message());
+  m.outliers = *outliers;
+  m.pre_rope = *prerope;
+  m.loss = *loss;
+  m.weighting = *w;
+  m.n_windows = int(std::min<uint64_t>(windows, 1u << 30));
+  m.window = int(std::min<uint64_t>(window, 1u << 30));
+  m.sinks = int(std::min<uint64_t>(sinks, 1u << 30));
+  const ModelConfig& mc = model.config();
+  const std::string model_hash = hex64(gguf_tensor_table_hash(model.gguf()));
+  if (m.model_arch != mc.arch || n_layers != uint64_t(mc.n_layers) || n_kv != uint64_t(mc.n_kv_heads) ||
+      hd != uint64_t(mc.head_dim) || hash != model_hash) {
+    return invalid_argument(path + " was calibrated for another model (" + m.model_arch + ", " +
+                            std::to_string(n_layers) + " layers, " + std::to_string(n_kv) + " KV heads of " +
+                            std::to_string(hd) + ", tensor table " + hash + "), not this one (" + mc.arch + ", " +
+                            std::to_string(mc.n_layers) + " layers, " + std::to_string(mc.n_kv_heads) +
+                            " KV heads of " + std::to_string(mc.head_dim) + ", tensor table " + model_hash + ")");
+  }
+  m.n_layers = uint32_t(n_layers);
+  m.n_kv_heads = uint32_t(n_kv);
+  m.head_dim = uint32_t(hd);
+  const size_t row = size_t(mc.kv_dim());
+  auto tensor = [&](const std::string& name, size_t n, std::vector<float>* out) -> Status {
+    const GgufTensorInfo* t = f.find_tensor(name);
+    if (!t) return fail("tensor '" + name + "' is missing");
+    if (t->type != 0 || t->n_elems != n) {
+      return fail("tensor '" + name + "' has " + std::to_string(t->n_elems) + " " + ggml_type_name(t->type) +
+                  " values, expected " + std::to_string(n) + " F32");
+    }
+    out->resize(n);
+    std::memcpy(out->data(), t->data, n * 4);
+    for (float x : *out) {
+      if (!std::isfinite(x)) return fail("tensor '" + name + "' holds a non-finite value");
+    }
+    return ok_status();
+  };
+  c.layers_.resize(size_t(mc.n_layers));
+  for (int il = 0; il < mc.n_layers; ++il) {
+    Layer& l = c.layers_[size_t(il)];
+    KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "k_upper"), row, &l.k_upper));
+    KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "k_lower"), row, &l.k_lower));
+    for (int b = 2; b <= 4; ++b) {
+      const size_t n = size_t(1) << b;
+      KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "k_codebook", b), n, &l.k_centroids[size_t(b - 2)]));
+      KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "v_codebook", b), n, &l.v_centroids[size_t(b - 2)]));
+      KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "k_codebook_qnorm", b), n, &l.k_qnorm[size_t(b - 2)]));
+      KVQ_RETURN_IF_ERROR(tensor(tensor_name(il, "v_codebook_qnorm", b), n, &l.v_qnorm[size_t(b - 2)]));
+    }
+    for (size_t i = 0; i < row; ++i) {
+      if (!(l.k_upper[i] >= l.k_lower[i])) return fail("key thresholds of layer " + std::to_string(il) + " are inverted");
+    }
+  }
+  return c;
+}
+
+StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool keys) const {
+  auto mismatch = [&](const std::string& what) {
+    return invalid_argument("the calibration file was made with " + what + "; recalibrate with matching "
+                            "'kvq calibrate' options or change the cache spec");
+  };
+  // The file stores the fraction as f32.
+  if (std::fabs(o.outliers - meta_.outliers) > 1e-6) {
+    return mismatch("outliers=" + std::to_string(meta_.outliers) + " but the cache asks outliers=" + std::to_string(o.outliers));
+  }
+  if (keys && o.pre_rope != meta_.pre_rope) return mismatch(std::string("prerope=") + (meta_.pre_rope ? "1" : "0"));
+  if (o.sinks != meta_.sinks) return mismatch("sinks=" + std::to_string(meta_.sinks));
+  if (o.codebook != CodebookKind::kNuq && o.qnorm) {
+    return unimplemented("qnorm with codebook=" + std::string(codebook_kind_name(o.codebook)) +
+                         " needs its own Q-Norm fit: use --calib auto");
+  }
+  KvquantParams p;
+  const size_t b = size_t(o.bits - 2);
+  for (const Layer& l : layers_) {
+    KvquantLayerParams lp;
+    if (keys) {
+      lp.upper = l.k_upper;
+      lp.lower = l.k_lower;
+    }
+    if (o.codebook == CodebookKind::kNuq) {
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(o.bits, keys ? l.k_centroids[b] : l.v_centroids[b]));
+      if (o.qnorm) {
+        const auto& q = keys ? l.k_qnorm[b] : l.v_qnorm[b];
+        std::copy(q.begin(), q.end(), lp.codebook.values.begin());
+      }
+    } else if (o.codebook == CodebookKind::kNf) {
+      lp.codebook = make_nf_codebook(o.bits);
+    } else {
+      std::vector<float> levels(size_t(1) << o.bits);
+      for (size_t j = 0; j < levels.size(); ++j) levels[j] = -1.0f + 2.0f * float(j) / float(levels.size() - 1);
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(o.bits, levels));
+    }
+    p.layers.push_back(std::move(lp));
+  }
+  return p;
+}
+
+StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec) const {
+  KvActivations::ForSpec f;
+  if (spec.k.kind == TensorKind::kKvquant) {
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(spec.k.kvquant, true));
+    f.k = std::make_unique<KvquantParams>(std::move(p));
+  }
+  if (spec.v.kind == TensorKind::kKvquant) {
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(spec.v.kvquant, false));
+    f.v = std::make_unique<KvquantParams>(std::move(p));
+  }
+  return f;
+}
+
+std::string CalibrationFile::describe() const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "file (kvq %s): %s, %d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, k-means weights %s, "
+                "calibration loss %.4f",
+                meta_.kvq_version.c_str(), meta_.text.c_str(), meta_.n_windows, meta_.window,
+                (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks, int(meta_.pre_rope),
+                weighting_name(meta_.weighting), meta_.loss);
+  return buf;
+}
+
+}  // namespace kvq

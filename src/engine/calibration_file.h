@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: MIT
+// The kvq calibration file (`kvq calibrate -o FILE`, `--calib FILE`): a GGUF container,
+// self-describing and versioned, bound to the model it was made for (architecture, shapes and
+// a hash of the tensor table), recording the text, windows, seed, settings and kvq version.
+// It holds, per layer, the per-channel key thresholds and the nuq codebooks for 2, 3 and 4
+// bits of keys and values, plain and with Q-Norm. Layout: docs/FILE_FORMAT.md.
+#pragma once
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "engine/calibrate.h"
+#include "model/llama.h"
+
+namespace kvq {
+
+inline constexpr uint32_t kCalibrationVersion = 1;
+
+struct CalibrationMeta {
+  std::string kvq_version, text, model_arch;
+  uint32_t n_layers = 0, n_kv_heads = 0, head_dim = 0;
+  uint64_t tensor_hash = 0;
+  int n_windows = 0, window = 0;
+  uint64_t seed = 0;
+  double outliers = 0.01, loss = 0;
+  int sinks = 1;
+  bool pre_rope = true;
+  CodebookWeighting weighting = CodebookWeighting::kFisherScale2;
+};
+
+class CalibrationFile {
+ public:
+  // Derives everything from captured activations (with Fisher unless weighting is none).
+  // progress(done, total) counts the (layer, tensor, bits) fits.
+  static StatusOr<CalibrationFile> build(const KvActivations& acts, const LlamaModel& model,
+                                         CalibrationMeta meta,
+                                         const std::function<void(int done, int total)>& progress = {});
+  // Errors: kDataLoss for a truncated or foreign file, kUnimplemented for another version,
+  // kInvalidArgument when it was made for another model (all named).
+  static StatusOr<CalibrationFile> load(const std::string& path, const LlamaModel& model);
+  // Written to a temporary file and renamed: a failure leaves nothing behind.
+  Status save(const std::string& path) const;
+
+  // Parameters for the kvquant parts of spec. Errors say which setting does not match the
+  // calibration (outlier fraction, sinks, pre-RoPE, Q-Norm with a built-in codebook).
+  StatusOr<KvActivations::ForSpec> for_spec(const CacheSpec& spec) const;
+  const CalibrationMeta& meta() const { return meta_; }
+  std::string describe() const;
+
+ private:
+  struct Layer {
+    std::vector<float> k_upper, k_lower;
+    // Index bits - 2: sorted centroids and Q-Norm decode levels.
+    std::array<std::vector<float>, 3> k_centroids, v_centroids, k_qnorm, v_qnorm;
+  };
+  StatusOr<KvquantParams> params(const KvquantOptions& o, bool keys) const;
+  CalibrationMeta meta_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kvq

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+// kvq calibrate on stories260K: weighted k-means really follows the weights, calibration is
+// deterministic for a seed and independent of the thread count, files round-trip, and
+// mismatched, truncated or wrong-version files are rejected with clear errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include "engine/calibration_file.h"
+#include "quant/kmeans.h"
+#include "shared_data.h"
+
+namespace kvq {
+namespace {
+
+using testing::read_text;
+using testing::shared_path;
+
+std::unique_ptr<LlamaModel> load(const char* name) {
+  auto m = LlamaModel::load(shared_path(std::string("models/") + name));
+  EXPECT_TRUE(m.ok()) << m.status().to_string();
+  return std::move(*m);
+}
+
+StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads) {
+  const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
+  CalibrationArgs ca;
+  ca.n_windows = 3;
+  ca.window = 128;
+  ca.seed = 7;
+  ca.fisher = true;
+  ExecContext ctx(n_threads);
+  KVQ_ASSIGN_OR_RETURN(KvActivations acts, KvActivations::capture(ctx, model, toks, ca));
+  CalibrationMeta meta;
+  meta.text = "train_head.txt (first 200 kB)";
+  return CalibrationFile::build(acts, model, meta);
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Weight concentrated on a few samples pulls centroids onto them.
+TEST(Calibration, WeightsMoveTheCodebook) {
+  std::vector<float> x, w_flat, w_peak;
+  for (int i = 0; i < 2000; ++i) {
+    x.push_back(-1.0f + 2.0f * float(i) / 1999.0f);
+    w_flat.push_back(1.0f);
+    w_peak.push_back(std::fabs(x.back() - 0.9f) < 0.01f ? 1000.0f : 0.01f);
+  }
+  KMeansOptions o;
+  o.k = 4;
+  const auto flat = kmeans_1d(x, w_flat, o).value();
+  const auto peak = kmeans_1d(x, w_peak, o).value();
+  auto nearest = [](const std::vector<float>& c, float v) {
+    float d = 10;
+    for (float ci : c) d = std::min(d, std::fabs(ci - v));
+    return d;
+  };
+  EXPECT_LT(nearest(peak.centroids, 0.9f), 0.01f);
+  EXPECT_GT(nearest(flat.centroids, 0.9f), 0.1f);
+}
+
+TEST(Calibration, DeterministicAndThreadCountIndependent) {
+  auto model = load("stories260K.gguf");
+  auto a = calibrate(*model, 1);
+  auto b = calibrate(*model, 2);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().to_string() << b.status().to_string();
+  const std::string pa = ::testing::TempDir() + "/a.kvqc", pb = ::testing::TempDir() + "/b.kvqc";
+  ASSERT_TRUE(a->save(pa).ok());
+  ASSERT_TRUE(b->save(pb).ok());
+  EXPECT_EQ(file_bytes(pa), file_bytes(pb));
+}
+
+TEST(Calibration, FileRoundTripsAndBadFilesAreRejected) {
+  auto model = load("stories260K.gguf");
+  auto cal = calibrate(*model, 2);
+  ASSERT_TRUE(cal.ok()) << cal.status().to_string();
+  const std::string path = ::testing::TempDir() + "/s.kvqc";
+  ASSERT_TRUE(cal->save(path).ok());
+  auto back = CalibrationFile::load(path, *model);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->meta().weighting, CodebookWeighting::kFisherScale2);
+  EXPECT_EQ(back->meta().n_windows, 3);
+  for (const char* spec : {"kvquant-2", "kvquant-3:qnorm=1", "kvquant-4"}) {
+    const CacheSpec s = parse_cache_spec(spec).value();
+    auto p1 = cal->for_spec(s).value();
+    auto p2 = back->for_spec(s).value();
+    for (size_t il = 0; il < p1.k->layers.size(); ++il) {
+      EXPECT_EQ(p1.k->layers[il].upper, p2.k->layers[il].upper);
+      EXPECT_EQ(p1.k->layers[il].codebook.values, p2.k->layers[il].codebook.values) << spec;
+      EXPECT_EQ(p1.v->layers[il].codebook.thresholds, p2.v->layers[il].codebook.thresholds) << spec;
+    }
+  }
+  // Settings the file was not made for.
+  EXPECT_EQ(back->for_spec(parse_cache_spec("kvquant-3:outliers=0").value()).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(back->for_spec(parse_cache_spec("kvquant-3:prerope=0").value()).status().code(),
+            StatusCode::kInvalidArgument);
+  // Another model.
+  auto other = load("tinystories-l6-d256-h64.gguf");
+  auto st = CalibrationFile::load(path, *other).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("another model"), std::string::npos) << st.message();
+  // Truncated.
+  const auto bytes = file_bytes(path);
+  const std::string cut = ::testing::TempDir() + "/cut.kvqc";
+  for (size_t n : {size_t(10), bytes.size() / 3, bytes.size() - 8}) {
+    std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(n));
+    EXPECT_FALSE(CalibrationFile::load(cut, *model).ok()) << n;
+  }
+  // A newer version.
+  auto v2 = bytes;
+  const std::string key = "kvq.calibration.version";
+  auto it = std::search(v2.begin(), v2.end(), key.begin(), key.end());
+  ASSERT_NE(it, v2.end());
+  *(it + ptrdiff_t(key.size()) + 4) = 2;  // after the u32 type tag: the version's low byte
+  std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(v2.data()), std::streamsize(v2.size()));
+  st = CalibrationFile::load(cut, *model).status();
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
+  // A model file is not a calibration file.
+  EXPECT_NE(CalibrationFile::load(shared_path("models/stories260K.gguf"), *model).status().message().find(
+                "not a kvq calibration file"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvq

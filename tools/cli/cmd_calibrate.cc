@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+// kvq calibrate: Fisher information by backpropagation over calibration windows, then
+// per-channel key thresholds and sensitivity-weighted nuq codebooks (KVQuant §2-§5), written to
+// a calibration file for --calib FILE. Several --weighting / --outliers values write one file
+// per combination from a single Fisher pass.
+#include <cstdio>
+#include <filesystem>
+
+#include "base/timer.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "engine/calibration_file.h"
+
+namespace kvq::cli {
+
+namespace {
+
+std::string variant_path(const std::string& out, const std::string& weighting, const std::string& outliers) {
+  const std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + "." + weighting + ".o" + outliers + p.extension().string())).string();
+}
+
+Status run(const std::vector<std::string>& argv) {
+  CommonArgs common;
+  std::string text, out, weightings = "fisher-s2", outliers = "0.01";
+  int windows = 16, window = 0, sinks = 1, prerope = 1;
+  uint64_t seed = 0;
+  ArgParser p("calibrate");
+  add_common_flags(p, &common);
+  p.add_string("-f,--file", &text, "calibration text (default: shared TinyStories train text); not the evaluation text");
+  p.add_string("-o,--output", &out, "calibration file to write (required)");
+  p.add_int("--windows", &windows, 1, 100000, "windows of text (default 16)");
+  p.add_int("--window", &window, 0, 1 << 20, "tokens per window (default: the model's context)");
+  p.add_u64("--seed", &seed, "window placement and k-means seed (default 0)");
+  p.add_string("--weighting", &weightings, "k-means weights: fisher-s2 (default), fisher, none; a comma list writes one file each");
+  p.add_string("--outliers", &outliers, "outlier fraction the thresholds are set for (default 0.01); a comma list writes one file each");
+  p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
+  p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
+  KVQ_RETURN_IF_ERROR(p.parse(argv));
+  if (p.help_requested()) {
+    std::fputs(p.usage().c_str(), stdout);
+    return ok_status();
+  }
+  if (out.empty()) return invalid_argument("no output given: pass -o FILE");
+  KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
+  std::vector<CodebookWeighting> ws;
+  for (const auto& w : split_spec_list(weightings)) {
+    KVQ_ASSIGN_OR_RETURN(CodebookWeighting x, parse_weighting(w));
+    ws.push_back(x);
+  }
+  std::vector<std::pair<std::string, double>> os;
+  for (const auto& o : split_spec_list(outliers)) {
+    char* end = nullptr;
+    const double x = std::strtod(o.c_str(), &end);
+    if (o.empty() || *end != '\0' || !(x >= 0.0 && x <= 0.5)) {
+      return invalid_argument("--outliers must be fractions in [0, 0.5], got '" + o + "'");
+    }
+    os.emplace_back(o, x);
+  }
+  KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  if (text.empty()) {
+    text = (std::filesystem::path(common.model).parent_path() / "../text/tinystories/train_head.txt").lexically_normal();
+  }
+  KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text));
+  const auto tokens = model->tokenizer().encode(body, true, true);
+  CalibrationArgs ca;
+  ca.n_windows = windows;
+  ca.window = window > 0 ? window : model->config().n_ctx_train;
+  ca.seed = seed;
+  ca.fisher = false;
+  for (auto w : ws) ca.fisher |= w != CodebookWeighting::kNone;
+  ExecContext ctx(common.n_threads, path);
+  Timer timer;
+  std::fprintf(stderr, "kvq calibrate: %s, %d windows of %d tokens%s\n", text.c_str(), ca.n_windows, ca.window,
+               ca.fisher ? ", Fisher by backpropagation" : "");
+  KVQ_ASSIGN_OR_RETURN(KvActivations acts, KvActivations::capture(ctx, *model, tokens, ca, [&](int d, int t) {
+                         show_progress("windows (forward + backward)", d, t, timer.seconds());
+                       }));
+  const double capture_s = timer.seconds();
+  for (auto w : ws) {
+    for (const auto& [o_text, o] : os) {
+      CalibrationMeta meta;
+      meta.text = text;
+      meta.outliers = o;
+      meta.sinks = sinks;
+      meta.pre_rope = prerope != 0;
+      meta.weighting = w;
+      Timer fit;
+      KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {
+                             show_progress("codebooks (layer x K/V x bits)", d, t, fit.seconds());
+                           }));
+      const std::string path_out = ws.size() * os.size() == 1 ? out : variant_path(out, weighting_name(w), o_text);
+      KVQ_RETURN_IF_ERROR(f.save(path_out));
+      std::printf("wrote %s: %s\n", path_out.c_str(), f.describe().c_str());
+    }
+  }
+  std::fprintf(stderr, "kvq calibrate: %.1f s (windows %.1f s)\n", timer.seconds(), capture_s);
+  return ok_status();
+}
+}  // namespace
+
+int cmd_calibrate(const std::vector<std::string>& argv) { return report("calibrate", run(argv)); }
+
+}  // namespace kvq::cli
