@@ -117,9 +117,7 @@ StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<fl
   switch (opts.codebook) {
     case CodebookKind::kNf: cb = make_nf_codebook(opts.bits); break;
     case CodebookKind::kUniform: {
-      std::vector<float> levels(size_t(1) << opts.bits);
-      for (size_t j = 0; j < levels.size(); ++j) levels[j] = -1.0f + 2.0f * float(j) / float(levels.size() - 1);
-      KVQ_ASSIGN_OR_RETURN(cb, make_codebook(opts.bits, levels));
+      KVQ_ASSIGN_OR_RETURN(cb, make_uniform_codebook(opts.bits));
       break;
     }
     case CodebookKind::kNuq: {
@@ -238,17 +236,31 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
   return out;
 }
 
-StatusOr<KvActivations::ForSpec> KvActivations::for_spec(const CacheSpec& spec, CodebookWeighting w) const {
-  ForSpec f;
+StatusOr<Codebook> make_uniform_codebook(int bits) {
+  std::vector<float> levels(size_t(1) << bits);
+  for (size_t j = 0; j < levels.size(); ++j) levels[j] = -1.0f + 2.0f * float(j) / float(levels.size() - 1);
+  return make_codebook(bits, levels);
+}
+
+StatusOr<KvActivations::ForSpec> make_for_spec(
+    const CacheSpec& spec, const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& keys,
+    const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& values) {
+  KvActivations::ForSpec f;
   if (spec.k.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, key_params(spec.k.kvquant, w));
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, keys(spec.k.kvquant));
     f.k = std::make_unique<KvquantParams>(std::move(p));
   }
   if (spec.v.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, value_params(spec.v.kvquant, w));
+    KVQ_ASSIGN_OR_RETURN(KvquantParams p, values(spec.v.kvquant));
     f.v = std::make_unique<KvquantParams>(std::move(p));
   }
   return f;
+}
+
+StatusOr<KvActivations::ForSpec> KvActivations::for_spec(const CacheSpec& spec, CodebookWeighting w) const {
+  return make_for_spec(
+      spec, [&](const KvquantOptions& o) { return key_params(o, w); },
+      [&](const KvquantOptions& o) { return value_params(o, w); });
 }
 
 }  // namespace kvq

@@ -71,6 +71,14 @@ class KvActivations {
   double loss_ = 0;
 };
 
+// 2^bits evenly spaced levels over [-1, 1]: per-channel uniform quantization as a codebook.
+StatusOr<Codebook> make_uniform_codebook(int bits);
+
+// The cache calibration for every kvquant part of spec, from per-tensor parameter makers.
+StatusOr<KvActivations::ForSpec> make_for_spec(
+    const CacheSpec& spec, const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& keys,
+    const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& values);
+
 // numpy.percentile with linear interpolation over sorted values, p in [0, 100].
 float percentile_sorted(std::span<const float> sorted, double p);
 

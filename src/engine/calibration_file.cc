@@ -255,9 +255,7 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
     } else if (o.codebook == CodebookKind::kNf) {
       lp.codebook = make_nf_codebook(o.bits);
     } else {
-      std::vector<float> levels(size_t(1) << o.bits);
-      for (size_t j = 0; j < levels.size(); ++j) levels[j] = -1.0f + 2.0f * float(j) / float(levels.size() - 1);
-      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(o.bits, levels));
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_uniform_codebook(o.bits));
     }
     p.layers.push_back(std::move(lp));
   }
@@ -265,16 +263,9 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
 }
 
 StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec) const {
-  KvActivations::ForSpec f;
-  if (spec.k.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(spec.k.kvquant, true));
-    f.k = std::make_unique<KvquantParams>(std::move(p));
-  }
-  if (spec.v.kind == TensorKind::kKvquant) {
-    KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(spec.v.kvquant, false));
-    f.v = std::make_unique<KvquantParams>(std::move(p));
-  }
-  return f;
+  return make_for_spec(
+      spec, [&](const KvquantOptions& o) { return params(o, true); },
+      [&](const KvquantOptions& o) { return params(o, false); });
 }
 
 std::string CalibrationFile::describe() const {

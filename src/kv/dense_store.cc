@@ -9,9 +9,7 @@
 namespace kvq {
 
 DenseStore::DenseStore(const KvCacheShape& shape, DType dtype, bool pre_rope)
-    : KvStore(shape), dtype_(dtype), pre_rope_(pre_rope) {
-  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(shape.row_values() * dtype_size(dtype));
-}
+    : PagedStore(shape, shape.row_values() * dtype_size(dtype)), dtype_(dtype), pre_rope_(pre_rope) {}
 
 std::string DenseStore::name() const {
   return std::string(dtype_name(dtype_)) + (pre_rope_ ? ":prerope=1" : "");
@@ -43,19 +41,6 @@ void DenseStore::read(int il, int kvh, int t0, int n, float* out) const {
       cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(rec) + size_t(kvh) * hd, out + size_t(t) * hd, hd);
     }
   }
-}
-
-Status DenseStore::truncate(int n) {
-  for (auto& r : rows_) {
-    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
-  }
-  return ok_status();
-}
-
-size_t DenseStore::bytes_used() const {
-  size_t b = 0;
-  for (const auto& r : rows_) b += r.bytes();
-  return b;
 }
 
 }  // namespace kvq

@@ -14,13 +14,11 @@ StatusOr<std::unique_ptr<KvStore>> GgmlStore::make(const KvCacheShape& shape, in
   return std::unique_ptr<KvStore>(new GgmlStore(shape, bits));
 }
 
-GgmlStore::GgmlStore(const KvCacheShape& shape, int bits) : KvStore(shape), bits_(bits) {
-  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(size_t(shape.n_kv_heads) * head_bytes());
-}
+GgmlStore::GgmlStore(const KvCacheShape& shape, int bits)
+    : PagedStore(shape, size_t(shape.n_kv_heads) * head_bytes(shape, bits)), bits_(bits) {}
 
-size_t GgmlStore::head_bytes() const {
-  const size_t blocks = size_t(shape().head_dim) / 32;
-  return blocks * (bits_ == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+size_t GgmlStore::head_bytes(const KvCacheShape& shape, int bits) {
+  return size_t(shape.head_dim) / 32 * (bits == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
 }
 
 Status GgmlStore::append(int il, int n, const float* x) {
@@ -55,19 +53,6 @@ void GgmlStore::read(int il, int kvh, int t0, int n, float* out) const {
       dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src), out + size_t(t) * hd, hd);
     }
   }
-}
-
-Status GgmlStore::truncate(int n) {
-  for (auto& r : rows_) {
-    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
-  }
-  return ok_status();
-}
-
-size_t GgmlStore::bytes_used() const {
-  size_t b = 0;
-  for (const auto& r : rows_) b += r.bytes();
-  return b;
 }
 
 }  // namespace kvq

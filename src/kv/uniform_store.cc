@@ -22,12 +22,12 @@ StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape,
   return std::unique_ptr<KvStore>(new UniformStore(shape, p));
 }
 
-UniformStore::UniformStore(const KvCacheShape& shape, UniformParams p) : KvStore(shape), p_(p) {
-  const size_t row = shape.row_values();
-  n_groups_ = uniform_group_count(row, p.group_size);
-  codes_bytes_ = packed_bytes(p.bits, row);
-  for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(codes_bytes_ + n_groups_ * 4);
-}
+UniformStore::UniformStore(const KvCacheShape& shape, UniformParams p)
+    : PagedStore(shape, packed_bytes(p.bits, shape.row_values()) +
+                            uniform_group_count(shape.row_values(), p.group_size) * 4),
+      p_(p),
+      n_groups_(uniform_group_count(shape.row_values(), p.group_size)),
+      codes_bytes_(packed_bytes(p.bits, shape.row_values())) {}
 
 std::string UniformStore::name() const {
   return "int" + std::to_string(p_.bits) + (p_.group_size ? ":g=" + std::to_string(p_.group_size) : "");
@@ -74,19 +74,6 @@ void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
       out[size_t(t) * hd + i] = detail::uniform_value(code_at(rec, p_.bits, e), q);
     }
   }
-}
-
-Status UniformStore::truncate(int n) {
-  for (auto& r : rows_) {
-    if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
-  }
-  return ok_status();
-}
-
-size_t UniformStore::bytes_used() const {
-  size_t b = 0;
-  for (const auto& r : rows_) b += r.bytes();
-  return b;
 }
 
 }  // namespace kvq

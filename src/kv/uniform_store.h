@@ -6,30 +6,24 @@
 
 #include <vector>
 
-#include "kv/kv_store.h"
-#include "kv/paged_rows.h"
+#include "kv/paged_store.h"
 #include "quant/uniform_group.h"
 
 namespace kvq {
 
-class UniformStore final : public KvStore {
+class UniformStore final : public PagedStore {
  public:
   // group_size 0: the whole vector. Errors: bad bits, a group that does not divide the vector.
   static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, int bits,
                                                  int group_size);
   std::string name() const override;
   Status append(int il, int n, const float* x) override;
-  int n_tokens(int il) const override { return rows_[size_t(il)].n_tokens(); }
   void read(int il, int kvh, int t0, int n, float* out) const override;
-  Status truncate(int n) override;
-  size_t bytes_used() const override;
-  size_t bytes_for(int n) const override { return rows_[0].bytes_for(n) * rows_.size(); }
 
  private:
   UniformStore(const KvCacheShape& shape, UniformParams p);
   UniformParams p_;
-  size_t n_groups_, codes_bytes_;
-  std::vector<PagedRows> rows_;  // record: codes, then fp16 scales, then fp16 zeros
+  size_t n_groups_, codes_bytes_;  // record: codes, then fp16 scales, then fp16 zeros
 };
 
 }  // namespace kvq

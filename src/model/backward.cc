@@ -88,6 +88,16 @@ void rope(const RopeTable& rt, T* x, int n_tok, int n_heads, int hd, bool invers
 template <typename T>
 T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
+// log(sum(exp(lg))) over n logits, accumulated in double.
+template <typename T>
+double log_sum_exp(const T* lg, int n) {
+  T mx = lg[0];
+  for (int i = 1; i < n; ++i) mx = std::max(mx, lg[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(lg[i] - mx));
+  return std::log(sum) + double(mx);
+}
+
 }  // namespace
 
 template <typename T>
@@ -210,11 +220,7 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
   double loss = 0;
   for (int t = 0; t + 1 < n; ++t) {
     const T* lg = &s.logits[size_t(t) * c.n_vocab];
-    T mx = lg[0];
-    for (int i = 1; i < c.n_vocab; ++i) mx = std::max(mx, lg[i]);
-    double sum = 0;
-    for (int i = 0; i < c.n_vocab; ++i) sum += std::exp(double(lg[i] - mx));
-    loss += std::log(sum) + double(mx) - double(lg[tokens[size_t(t) + 1]]);
+    loss += log_sum_exp(lg, c.n_vocab) - double(lg[tokens[size_t(t) + 1]]);
   }
   s.loss = loss / double(n - 1);
   return ok_status();
@@ -252,12 +258,9 @@ StatusOr<KvGradients<T>> LlamaGradient<T>::compute(ExecContext& ctx, std::span<c
   std::vector<T> dlogits(size_t(n) * nv, T(0));
   for (int t = 0; t + 1 < n; ++t) {
     const T* lg = &s.logits[size_t(t) * nv];
-    T mx = lg[0];
-    for (int i = 1; i < nv; ++i) mx = std::max(mx, lg[i]);
-    double sum = 0;
-    for (int i = 0; i < nv; ++i) sum += std::exp(double(lg[i] - mx));
+    const double lse = log_sum_exp(lg, nv);
     T* dl = &dlogits[size_t(t) * nv];
-    for (int i = 0; i < nv; ++i) dl[i] = T(std::exp(double(lg[i] - mx)) / sum) / T(n - 1);
+    for (int i = 0; i < nv; ++i) dl[i] = T(std::exp(double(lg[i]) - lse)) / T(n - 1);
     dl[tokens[size_t(t) + 1]] -= T(1) / T(n - 1);
   }
   std::vector<T> dh(size_t(n) * std::max(d, ff)), dx(size_t(n) * d, T(0));

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+// Base of the stores that keep one fixed-size record per token (dense, q8_0/q4_0, int-b):
+// per-layer PagedRows plus the bookkeeping every such store shares.
+#pragma once
+
+#include <vector>
+
+#include "kv/kv_store.h"
+#include "kv/paged_rows.h"
+
+namespace kvq {
+
+class PagedStore : public KvStore {
+ public:
+  PagedStore(const KvCacheShape& shape, size_t record_bytes) : KvStore(shape) {
+    for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(record_bytes);
+  }
+  int n_tokens(int il) const override { return rows_[size_t(il)].n_tokens(); }
+  Status truncate(int n) override {
+    for (auto& r : rows_) {
+      if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
+    }
+    return ok_status();
+  }
+  size_t bytes_used() const override {
+    size_t b = 0;
+    for (const auto& r : rows_) b += r.bytes();
+    return b;
+  }
+  size_t bytes_for(int n) const override { return rows_[0].bytes_for(n) * rows_.size(); }
+
+ protected:
+  std::vector<PagedRows> rows_;  // per layer, one record per token
+};
+
+}  // namespace kvq
