@@ -111,8 +111,9 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
 namespace {
 
 // The codebook for normalized inliers xhat (k-means for nuq), with Q-Norm when asked.
+// Also fits Q-Norm for the codebook into *qn (applied to the result only when opts.qnorm).
 StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<float>& xhat,
-                                 const std::vector<float>& weights, uint64_t seed) {
+                                const std::vector<float>& weights, uint64_t seed, QNorm* qn) {
   Codebook cb;
   switch (opts.codebook) {
     case CodebookKind::kNf: cb = make_nf_codebook(opts.bits); break;
@@ -133,10 +134,8 @@ StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<fl
       break;
     }
   }
-  if (opts.qnorm) {
-    KVQ_ASSIGN_OR_RETURN(QNorm qn, fit_qnorm(xhat.data(), xhat.size(), cb));
-    cb = apply_qnorm(cb, qn);
-  }
+  KVQ_ASSIGN_OR_RETURN(*qn, fit_qnorm(xhat.data(), xhat.size(), cb));
+  if (opts.qnorm) cb = apply_qnorm(cb, *qn);
   return cb;
 }
 
@@ -191,7 +190,7 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
         wts.push_back(weighting == CodebookWeighting::kFisher ? f : f * norm.half_f[c] * norm.half_f[c]);
       }
     }
-    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + uint64_t(il)));
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + uint64_t(il), &lp.qnorm));
     out.layers.push_back(std::move(lp));
     if (layer_done) layer_done(il);
   }
@@ -229,7 +228,7 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
       }
     }
     KvquantLayerParams lp;
-    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + 1000 + uint64_t(il)));
+    KVQ_ASSIGN_OR_RETURN(lp.codebook, fit_codebook(opts, xhat, wts, args_.seed + 1000 + uint64_t(il), &lp.qnorm));
     out.layers.push_back(std::move(lp));
     if (layer_done) layer_done(il);
   }

@@ -48,37 +48,33 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
   meta.loss = acts.loss();
   f.meta_ = meta;
   f.layers_.resize(size_t(c.n_layers));
-  const int total = 3 * 2 * 2 * c.n_layers;
+  const int total = 3 * 2 * c.n_layers;
   int done = 0;
   auto tick = [&](int) {
     if (progress) progress(++done, total);
   };
+  // One k-means per (bits, layer, K/V); the Q-Norm levels come from the same codebook.
   for (int bits = 2; bits <= 4; ++bits) {
-    for (bool qnorm : {false, true}) {
-      KvquantOptions o;
-      o.bits = bits;
-      o.outliers = meta.outliers;
-      o.sinks = meta.sinks;
-      o.pre_rope = meta.pre_rope;
-      o.qnorm = qnorm;
-      o.codebook = CodebookKind::kNuq;
-      KVQ_ASSIGN_OR_RETURN(KvquantParams k, acts.key_params(o, meta.weighting, tick));
-      KVQ_ASSIGN_OR_RETURN(KvquantParams v, acts.value_params(o, meta.weighting, tick));
-      for (int il = 0; il < c.n_layers; ++il) {
-        Layer& l = f.layers_[size_t(il)];
-        const auto& kc = k.layers[size_t(il)].codebook;
-        const auto& vc = v.layers[size_t(il)].codebook;
-        const size_t n = size_t(1) << bits;
-        if (!qnorm) {
-          l.k_upper = k.layers[size_t(il)].upper;
-          l.k_lower = k.layers[size_t(il)].lower;
-          l.k_centroids[size_t(bits - 2)].assign(kc.values.begin(), kc.values.begin() + ptrdiff_t(n));
-          l.v_centroids[size_t(bits - 2)].assign(vc.values.begin(), vc.values.begin() + ptrdiff_t(n));
-        } else {
-          l.k_qnorm[size_t(bits - 2)].assign(kc.values.begin(), kc.values.begin() + ptrdiff_t(n));
-          l.v_qnorm[size_t(bits - 2)].assign(vc.values.begin(), vc.values.begin() + ptrdiff_t(n));
-        }
-      }
+    KvquantOptions o;
+    o.bits = bits;
+    o.outliers = meta.outliers;
+    o.sinks = meta.sinks;
+    o.pre_rope = meta.pre_rope;
+    o.codebook = CodebookKind::kNuq;
+    KVQ_ASSIGN_OR_RETURN(KvquantParams k, acts.key_params(o, meta.weighting, tick));
+    KVQ_ASSIGN_OR_RETURN(KvquantParams v, acts.value_params(o, meta.weighting, tick));
+    const size_t n = size_t(1) << bits, b = size_t(bits - 2);
+    for (int il = 0; il < c.n_layers; ++il) {
+      Layer& l = f.layers_[size_t(il)];
+      const KvquantLayerParams& kl = k.layers[size_t(il)];
+      const KvquantLayerParams& vl = v.layers[size_t(il)];
+      l.k_upper = kl.upper;
+      l.k_lower = kl.lower;
+      const Codebook kq = apply_qnorm(kl.codebook, kl.qnorm), vq = apply_qnorm(vl.codebook, vl.qnorm);
+      l.k_centroids[b].assign(kl.codebook.values.begin(), kl.codebook.values.begin() + ptrdiff_t(n));
+      l.v_centroids[b].assign(vl.codebook.values.begin(), vl.codebook.values.begin() + ptrdiff_t(n));
+      l.k_qnorm[b].assign(kq.values.begin(), kq.values.begin() + ptrdiff_t(n));
+      l.v_qnorm[b].assign(vq.values.begin(), vq.values.begin() + ptrdiff_t(n));
     }
   }
   return f;

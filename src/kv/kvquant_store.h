@@ -17,6 +17,7 @@
 #include "quant/codebook.h"
 #include "quant/normalize.h"
 #include "quant/outliers.h"
+#include "quant/qnorm.h"
 
 namespace kvq {
 
@@ -36,6 +37,7 @@ struct KvquantOptions {
 struct KvquantLayerParams {
   Codebook codebook;                // decode levels already include Q-Norm when enabled
   std::vector<float> upper, lower;  // keys: per-channel thresholds [n_kv_heads * head_dim]
+  QNorm qnorm;                      // the fitted Q-Norm (calibration; identity when not fitted)
 };
 struct KvquantParams {
   std::vector<KvquantLayerParams> layers;

@@ -120,7 +120,9 @@ TEST(QuantCache, PerplexityOfEveryCacheKind) {
     if (f16_ppl == 0) f16_ppl = r->ppl;
     EXPECT_TRUE(std::isfinite(r->ppl) && r->ppl > 1.0) << spec_text;
     const std::string s(spec_text);
-    if (s == "f32" || s == "int8" || s == "kivi-4:g=8" || s == "kvquant-4") EXPECT_LT(r->ppl, f16_ppl * 1.1) << spec_text;
+    if (s == "f32" || s == "int8" || s == "kivi-4:g=8" || s == "kvquant-4") {
+      EXPECT_LT(r->ppl, f16_ppl * 1.1) << spec_text;
+    }
     EXPECT_GT(r->cache_bytes, 0u);
   }
 }
