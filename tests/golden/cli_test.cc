@@ -130,6 +130,9 @@ TEST(Cli, RunPplInfoAndKlRoundTrip) {
                "different tokens");
   expect_error("ppl -m " + kModel + " -f " + kText + " -c 128 --kl-base " + kModel,
                "not a kvq log-prob file");
+  // A report compares against f16 itself: a --kl-base there is refused, not ignored.
+  expect_error("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 4 --cache f16,int8 --kl-base " + base,
+               "--kl-base takes a single --cache");
 }
 
 }  // namespace

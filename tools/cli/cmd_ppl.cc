@@ -135,6 +135,9 @@ Status run(const std::vector<std::string>& argv) {
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   const bool report = specs.size() > 1;
   if (report && !args.save_logits.empty()) return invalid_argument("--save-logits takes a single --cache");
+  if (report && !args.kl_base.empty()) {
+    return invalid_argument("--kl-base takes a single --cache (a report compares every cache against f16)");
+  }
   KVQ_ASSIGN_OR_RETURN(std::string text, read_text_file(text_file));
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   for (const auto& spec : specs) {
@@ -170,8 +173,6 @@ Status run(const std::vector<std::string>& argv) {
     PplArgs a = args;
     a.calibration = cal.calibration();
     if (report) {
-      a.save_logits.clear();
-      a.kl_base.clear();
       if (i == 0) a.rows_out = &base_rows; else a.base = &base_rows;
     }
     Timer timer;
