@@ -12,58 +12,46 @@ namespace kvq {
 
 namespace {
 
-// Scores of one query head against kv rows [0, n_kv) of one kv head, across pages.
-void dense_scores(const DenseKvLayerView& v, KernelPath path, const float* q, int kvh, int n_kv,
-                  float scale, float* scores) {
-  const int hd = v.head_dim;
+// scores[j] = scale * q . k_j over `rows` contiguous K rows, on the chosen kernel path.
+void scores_rows(KernelPath path, const float* q, const float* k, int rows, int hd, float scale, float* scores) {
+  if (path == KernelPath::kSimd) return cpu::attn_scores_f32(q, k, rows, hd, scale, scores);
+  for (int j = 0; j < rows; ++j) scores[j] = ref::dot_ref(q, k + size_t(j) * hd, hd) * scale;
+}
+void scores_rows(KernelPath path, const float* q, const f16_t* k, int rows, int hd, float scale, float* scores) {
+  if (path == KernelPath::kSimd) return cpu::attn_scores_f16(q, k, rows, hd, scale, scores);
+  for (int j = 0; j < rows; ++j) scores[j] = ref::dot_f16_ref(q, k + size_t(j) * hd, hd) * scale;
+}
+// out += sum_j probs[j] * v_j over `rows` contiguous V rows.
+void accumulate_rows(KernelPath path, const float* probs, const float* v, int rows, int hd, float* out) {
+  if (path == KernelPath::kSimd) return cpu::attn_accumulate_f32(probs, v, rows, hd, out);
+  for (int j = 0; j < rows; ++j) ref::axpy_ref(probs[j], v + size_t(j) * hd, out, hd);
+}
+void accumulate_rows(KernelPath path, const float* probs, const f16_t* v, int rows, int hd, float* out) {
+  if (path == KernelPath::kSimd) return cpu::attn_accumulate_f16(probs, v, rows, hd, out);
+  for (int j = 0; j < rows; ++j) ref::axpy_f16_ref(probs[j], v + size_t(j) * hd, out, hd);
+}
+
+// Scores of one query head against kv rows [0, n_kv) of one kv head, then the probability-
+// weighted sum of its V rows, page by page. T is the cache element type.
+template <typename T>
+void dense_scores(const DenseKvLayerView& v, KernelPath path, const float* q, int kvh, int n_kv, float scale,
+                  float* scores) {
+  const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(v.head_dim);
   for (int p0 = 0, page = 0; p0 < n_kv; p0 += v.page_tokens, ++page) {
-    const int rows = std::min(v.page_tokens, n_kv - p0);
-    const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(hd);
-    if (v.dtype == DType::kF32) {
-      const float* k = static_cast<const float*>(v.k_pages[page]) + off;
-      if (path == KernelPath::kRef) {
-        for (int j = 0; j < rows; ++j) scores[p0 + j] = ref::dot_ref(q, k + size_t(j) * hd, hd) * scale;
-      } else {
-        cpu::attn_scores_f32(q, k, rows, hd, scale, scores + p0);
-      }
-    } else {
-      const f16_t* k = static_cast<const f16_t*>(v.k_pages[page]) + off;
-      if (path == KernelPath::kRef) {
-        for (int j = 0; j < rows; ++j) scores[p0 + j] = ref::dot_f16_ref(q, k + size_t(j) * hd, hd) * scale;
-      } else {
-        cpu::attn_scores_f16(q, k, rows, hd, scale, scores + p0);
-      }
-    }
+    scores_rows(path, q, static_cast<const T*>(v.k_pages[page]) + off, std::min(v.page_tokens, n_kv - p0),
+                v.head_dim, scale, scores + p0);
   }
 }
 
-void dense_accumulate(const DenseKvLayerView& v, KernelPath path, const float* probs, int kvh,
-                      int n_kv, float* out) {
-  const int hd = v.head_dim;
+template <typename T>
+void dense_accumulate(const DenseKvLayerView& v, KernelPath path, const float* probs, int kvh, int n_kv,
+                      float* out) {
+  const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(v.head_dim);
   for (int p0 = 0, page = 0; p0 < n_kv; p0 += v.page_tokens, ++page) {
-    const int rows = std::min(v.page_tokens, n_kv - p0);
-    const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(hd);
-    if (v.dtype == DType::kF32) {
-      const float* vr = static_cast<const float*>(v.v_pages[page]) + off;
-      if (path == KernelPath::kRef) {
-        for (int j = 0; j < rows; ++j) ref::axpy_ref(probs[p0 + j], vr + size_t(j) * hd, out, hd);
-      } else {
-        cpu::attn_accumulate_f32(probs + p0, vr, rows, hd, out);
-      }
-    } else {
-      const f16_t* vr = static_cast<const f16_t*>(v.v_pages[page]) + off;
-      if (path == KernelPath::kRef) {
-        for (int j = 0; j < rows; ++j) ref::axpy_f16_ref(probs[p0 + j], vr + size_t(j) * hd, out, hd);
-      } else {
-        cpu::attn_accumulate_f16(probs + p0, vr, rows, hd, out);
-      }
-    }
+    accumulate_rows(path, probs + p0, static_cast<const T*>(v.v_pages[page]) + off,
+                    std::min(v.page_tokens, n_kv - p0), v.head_dim, out);
   }
 }
-
-}  // namespace
-
-namespace {
 
 constexpr int kBlockTokens = 64;  // K/V tokens dequantized at a time
 constexpr int kQueryChunk = 16;   // query tokens sharing one pass over the dequantized blocks
@@ -114,11 +102,7 @@ Status attend_blocks(ExecContext& ctx, const AttentionParams& p, const KvCache& 
           const int qi = (t - c0) * group + g;
           const float* qh = q + size_t(t) * q_row + size_t(h) * hd;
           float* oh = out + size_t(t) * q_row + size_t(h) * hd;
-          if (path == KernelPath::kRef) {
-            for (int j = 0; j < n_valid; ++j) s[j] = ref::dot_ref(qh, kb + size_t(j) * hd, hd) * p.scale;
-          } else {
-            cpu::attn_scores_f32(qh, kb, n_valid, hd, p.scale, s);
-          }
+          scores_rows(path, qh, kb, n_valid, hd, p.scale, s);
           // Online softmax (FlashAttention): rescale what was accumulated to the new max.
           float bmax = m[qi];
           for (int j = 0; j < n_valid; ++j) bmax = std::max(bmax, s[j]);
@@ -133,11 +117,7 @@ Status attend_blocks(ExecContext& ctx, const AttentionParams& p, const KvCache& 
           if (corr != 1.0f) {
             for (int d = 0; d < hd; ++d) oh[d] *= corr;
           }
-          if (path == KernelPath::kRef) {
-            for (int j = 0; j < n_valid; ++j) ref::axpy_ref(s[j], vb + size_t(j) * hd, oh, hd);
-          } else {
-            cpu::attn_accumulate_f32(s, vb, n_valid, hd, oh);
-          }
+          accumulate_rows(path, s, vb, n_valid, hd, oh);
         }
       }
     }
@@ -181,7 +161,11 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
       for (int i = 0; i < p.head_dim; ++i) q16[i] = round_to_f16(qh[i]);
       qh = q16;
     }
-    dense_scores(view, path, qh, kvh, n_kv, p.scale, scores);
+    if (f16) {
+      dense_scores<f16_t>(view, path, qh, kvh, n_kv, p.scale, scores);
+    } else {
+      dense_scores<float>(view, path, qh, kvh, n_kv, p.scale, scores);
+    }
     if (path == KernelPath::kRef) {
       ref::softmax_ref(scores, n_kv);
       if (f16) {
@@ -191,7 +175,11 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
       cpu::softmax(scores, n_kv, f16);
     }
     std::memset(oh, 0, size_t(p.head_dim) * sizeof(float));
-    dense_accumulate(view, path, scores, kvh, n_kv, oh);
+    if (f16) {
+      dense_accumulate<f16_t>(view, path, scores, kvh, n_kv, oh);
+    } else {
+      dense_accumulate<float>(view, path, scores, kvh, n_kv, oh);
+    }
   });
   return ok_status();
 }

@@ -82,17 +82,23 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   const int n_vocab = model.config().n_vocab;
   const int first = args.protocol == PplProtocol::kLlamaCpp ? n_ctx / 2 : 0;
 
-  // Check a --kl-base file against these settings before spending time on the run.
-  LogprobFile base;
+  // The rows to compare against (--kl-base file, or in memory), checked against these settings
+  // before spending time on the run.
+  if (!args.kl_base.empty() && args.base) return invalid_argument("give either a --kl-base file or base rows");
+  LogprobFile base_file;
+  const LogprobFile* base = args.base;
   if (!args.kl_base.empty()) {
     auto b = read_logprob_file(args.kl_base);
     if (!b.ok()) return b.status().with_context("--kl-base");
-    base = std::move(*b);
+    base_file = std::move(*b);
+    base = &base_file;
+  }
+  if (base) {
     const uint64_t want_rows = uint64_t(n_chunks) * uint64_t(n_ctx - 1 - first);
-    if (base.n_vocab != uint32_t(n_vocab) || base.n_ctx != uint32_t(n_ctx) ||
-        base.protocol != uint32_t(args.protocol) || base.n_rows() != want_rows) {
+    if (base->n_vocab != uint32_t(n_vocab) || base->n_ctx != uint32_t(n_ctx) ||
+        base->protocol != uint32_t(args.protocol) || base->n_rows() != want_rows) {
       return invalid_argument("--kl-base file was made from different tokens, vocabulary or settings (" +
-                              std::to_string(base.n_rows()) + " rows, -c " + std::to_string(base.n_ctx) +
+                              std::to_string(base->n_rows()) + " rows, -c " + std::to_string(base->n_ctx) +
                               " vs " + std::to_string(want_rows) + " rows, -c " + std::to_string(n_ctx) +
                               "): rerun both with the same -f, -c, --chunks and --protocol");
     }
@@ -103,8 +109,7 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   ForwardWorkspace ws;
   std::vector<float> logits(size_t(n_ctx) * n_vocab);
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
-  const bool keep_rows = !args.save_logits.empty() || !args.kl_base.empty() || args.logprobs_out ||
-                         args.base || args.rows_out;
+  const bool keep_rows = !args.save_logits.empty() || base || args.rows_out;
   LogprobFile rows;
   rows.n_vocab = uint32_t(n_vocab);
   rows.protocol = uint32_t(args.protocol);
@@ -151,11 +156,9 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   // llama-perplexity's uncertainty: PPL * sqrt(var / (n - 1)).
   r.ppl_stderr = r.n_scored > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / double(r.n_scored - 1)) : 0.0;
 
-  if (!args.kl_base.empty()) KVQ_RETURN_IF_ERROR(compare_with_base(base, rows, &r));
-  if (args.base) KVQ_RETURN_IF_ERROR(compare_with_base(*args.base, rows, &r));
+  if (base) KVQ_RETURN_IF_ERROR(compare_with_base(*base, rows, &r));
   if (!args.save_logits.empty()) KVQ_RETURN_IF_ERROR(write_logprob_file(args.save_logits, rows));
-  if (args.rows_out) *args.rows_out = rows;
-  if (args.logprobs_out) *args.logprobs_out = std::move(rows.rows);
+  if (args.rows_out) *args.rows_out = std::move(rows);
   return r;
 }
 

@@ -42,7 +42,6 @@ struct PplArgs {
   CacheCalibration calibration;  // kvquant parameters, when the spec needs them
   std::string save_logits;  // write scored log-prob rows here (atomically)
   std::string kl_base;      // compare against rows saved by an earlier run
-  std::vector<float>* logprobs_out = nullptr;  // tests: receives every scored row
   const LogprobFile* base = nullptr;  // compare against these rows (as --kl-base, in memory)
   LogprobFile* rows_out = nullptr;    // receives the scored rows and targets
   // Called with done = 0 once the settings are validated, then after every chunk.

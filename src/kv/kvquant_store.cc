@@ -139,7 +139,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
 
 void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
   const Layer& l = layers_[size_t(il)];
-  const size_t hd = size_t(shape().head_dim), row = shape().row_values();
+  const size_t hd = size_t(shape().head_dim);
   const size_t lo = size_t(kvh) * hd;
   const int n_sink = l.sink.n_tokens();
   for (int i = 0; i < n; ++i) {
@@ -166,7 +166,6 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       if (idx[k] >= lo && idx[k] < lo + hd) o[idx[k] - lo] = f16_to_f32(val[k]);
     }
   }
-  (void)row;
 }
 
 Status KvquantStore::truncate(int n) {

@@ -56,14 +56,15 @@ TEST_P(GoldenTest, PerplexityRowsMatchLlamaCpp) {
   ASSERT_EQ(golden.size(), size_t(g.n_chunks) * scored * n_vocab);
 
   ExecContext ctx(2);
-  std::vector<float> rows;
+  LogprobFile scored_rows;
   PplArgs args;
   args.n_ctx = g.n_ctx;
   args.n_chunks = g.n_chunks;
-  args.logprobs_out = &rows;
+  args.rows_out = &scored_rows;
   auto r = run_perplexity(ctx, **model, parse_cache_spec("f16").value(), tokens, args);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_NEAR(r->ppl, g.ppl, 1e-3);
+  const std::vector<float>& rows = scored_rows.rows;
   ASSERT_EQ(rows.size(), golden.size());
   double max_err = 0.0, sum_err = 0.0;
   size_t n_over = 0;

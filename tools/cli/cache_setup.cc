@@ -66,7 +66,7 @@ StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, 
   if (!acts_) {
     std::string text = args_.calib_text;
     if (text.empty()) {
-      text = (std::filesystem::path(model_path_).parent_path() / "../text/tinystories/train_head.txt").lexically_normal();
+      text = default_calibration_text(model_path_);
       if (!std::filesystem::exists(text)) {
         return invalid_argument("--calib auto: no --calib-text given and the default " + text +
                                 " does not exist");

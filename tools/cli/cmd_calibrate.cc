@@ -59,7 +59,7 @@ Status run(const std::vector<std::string>& argv) {
   }
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   if (text.empty()) {
-    text = (std::filesystem::path(common.model).parent_path() / "../text/tinystories/train_head.txt").lexically_normal();
+    text = default_calibration_text(common.model);
   }
   KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text));
   const auto tokens = model->tokenizer().encode(body, true, true);

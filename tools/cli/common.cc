@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -58,6 +59,12 @@ StatusOr<std::string> read_text_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) return data_loss("error reading " + path);
   return ss.str();
+}
+
+std::string default_calibration_text(const std::string& model_path) {
+  return (std::filesystem::path(model_path).parent_path() / "../text/tinystories/train_head.txt")
+      .lexically_normal()
+      .string();
 }
 
 std::string format_bytes(double b) {

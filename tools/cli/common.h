@@ -25,6 +25,9 @@ StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a);
 // Fails with a clear message when a cache of n_ctx tokens cannot fit in available memory.
 Status check_cache_fits(const KvCache& cache, int n_ctx);
 StatusOr<std::string> read_text_file(const std::string& path);
+// The calibration text used when none is given: the shared TinyStories train text, found
+// relative to the model's folder (../text/tinystories/train_head.txt next to ../models).
+std::string default_calibration_text(const std::string& model_path);
 std::string format_bytes(double bytes);
 // Redraws a one-line progress bar on stderr (a plain line per 10% when stderr is not a tty).
 void show_progress(const char* what, int done, int total, double elapsed_s);
