@@ -53,8 +53,8 @@ void BM_AttentionF16(benchmark::State& st) {
   cpu::convert_f32_to_f16(kf.data(), k.data(), k.size());
   std::vector<float> s(static_cast<size_t>(n)), out(hd);
   for (auto _ : st) {
-    cpu::attn_scores_f16(q.data(), k.data(), n, hd, 0.125f, s.data());
-    cpu::attn_accumulate_f16(s.data(), k.data(), n, hd, out.data());
+    cpu::attn_scores(q.data(), hd, 1, k.data(), hd, n, hd, 0.125f, s.data(), size_t(n));
+    cpu::attn_accumulate(s.data(), size_t(n), 1, k.data(), hd, n, hd, out.data(), hd);
     benchmark::DoNotOptimize(out.data());
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * 2 * int64_t(k.size()) * 2);

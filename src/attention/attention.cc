@@ -1,185 +1,313 @@
 // SPDX-License-Identifier: MIT
+// Split-K attention over packed caches (FlashDecoding-style). For one KV head and one chunk of
+// kAttentionChunk positions, the chunk's keys are scored tile by tile (each tile of <= 64 tokens
+// decoded once from the packed pages and used by every query of the group), the chunk's
+// softmax is taken in one pass over its scores, and the values are accumulated tile by tile.
+// Each chunk yields a state {max, sum, normalized output}; states merge left to right.
 #include "attention/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
+#include "kernels/cpu/kv_decode.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/ref/kv_decode_ref.h"
 #include "kernels/ref/ops_ref.h"
+#include "kv/kv_view.h"
 
 namespace kvq {
 
 namespace {
 
-// scores[j] = scale * q . k_j over `rows` contiguous K rows, on the chosen kernel path.
-void scores_rows(KernelPath path, const float* q, const float* k, int rows, int hd, float scale, float* scores) {
-  if (path == KernelPath::kSimd) return cpu::attn_scores_f32(q, k, rows, hd, scale, scores);
-  for (int j = 0; j < rows; ++j) scores[j] = ref::dot_ref(q, k + size_t(j) * hd, hd) * scale;
-}
-void scores_rows(KernelPath path, const float* q, const f16_t* k, int rows, int hd, float scale, float* scores) {
-  if (path == KernelPath::kSimd) return cpu::attn_scores_f16(q, k, rows, hd, scale, scores);
-  for (int j = 0; j < rows; ++j) scores[j] = ref::dot_f16_ref(q, k + size_t(j) * hd, hd) * scale;
-}
-// out += sum_j probs[j] * v_j over `rows` contiguous V rows.
-void accumulate_rows(KernelPath path, const float* probs, const float* v, int rows, int hd, float* out) {
-  if (path == KernelPath::kSimd) return cpu::attn_accumulate_f32(probs, v, rows, hd, out);
-  for (int j = 0; j < rows; ++j) ref::axpy_ref(probs[j], v + size_t(j) * hd, out, hd);
-}
-void accumulate_rows(KernelPath path, const float* probs, const f16_t* v, int rows, int hd, float* out) {
-  if (path == KernelPath::kSimd) return cpu::attn_accumulate_f16(probs, v, rows, hd, out);
-  for (int j = 0; j < rows; ++j) ref::axpy_f16_ref(probs[j], v + size_t(j) * hd, out, hd);
+constexpr int kTile = Rope::kKeyOffsets;  // tokens decoded at a time (key offsets tabulated)
+constexpr int kQueryBlock = 16;           // query tokens per prefill task
+
+// Softmax state of one query over some keys: out is normalized by sum.
+struct SoftState {
+  float max = -INFINITY;
+  float sum = 0.0f;
+};
+
+// a = merge(a, b) for one query; oa, ob: [hd]. Empty states (sum 0) are skipped, and a single
+// non-empty state passes through unchanged.
+void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, int hd) {
+  if (b.sum == 0.0f) return;
+  if (a.sum == 0.0f) {
+    a = b;
+    std::memcpy(oa, ob, size_t(hd) * sizeof(float));
+    return;
+  }
+  const float m = std::max(a.max, b.max);
+  const float wa = a.sum * std::exp(a.max - m), wb = b.sum * std::exp(b.max - m);
+  const float inv = 1.0f / (wa + wb);
+  for (int d = 0; d < hd; ++d) oa[d] = (wa * oa[d] + wb * ob[d]) * inv;
+  a.max = m;
+  a.sum = wa + wb;
 }
 
-// Scores of one query head against kv rows [0, n_kv) of one kv head, then the probability-
-// weighted sum of its V rows, page by page. T is the cache element type.
-template <typename T>
-void dense_scores(const DenseKvLayerView& v, KernelPath path, const float* q, int kvh, int n_kv, float scale,
-                  float* scores) {
-  const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(v.head_dim);
-  for (int p0 = 0, page = 0; p0 < n_kv; p0 += v.page_tokens, ++page) {
-    scores_rows(path, q, static_cast<const T*>(v.k_pages[page]) + off, std::min(v.page_tokens, n_kv - p0),
-                v.head_dim, scale, scores + p0);
+// Calls fn(run, pos) for the runs of head h covering positions [a, b): at most kTile tokens,
+// never across a page, starting at positions fixed by the segment layout and a.
+template <class Fn>
+void for_each_run(const KvStoreView& sv, int h, int a, int b, const Fn& fn) {
+  for (int si = 0; si < sv.n_segments; ++si) {
+    const KvSegment& s = sv.seg[si];
+    const int lo = std::max(a, s.t0), hi = std::min(b, s.t0 + s.n);
+    for (int t = lo; t < hi;) {
+      const int i = t - s.t0;
+      const int n = std::min({hi - t, s.page_left(i), kTile});
+      fn(s.run(h, i, n), t);
+      t += n;
+    }
   }
 }
 
-template <typename T>
-void dense_accumulate(const DenseKvLayerView& v, KernelPath path, const float* probs, int kvh, int n_kv,
-                      float* out) {
-  const size_t off = size_t(kvh) * size_t(v.page_tokens) * size_t(v.head_dim);
-  for (int p0 = 0, page = 0; p0 < n_kv; p0 += v.page_tokens, ++page) {
-    accumulate_rows(path, probs + p0, static_cast<const T*>(v.v_pages[page]) + off,
-                    std::min(v.page_tokens, n_kv - p0), v.head_dim, out);
+// Everything one attend() call shares across tasks.
+struct Call {
+  const AttentionParams* p;
+  KvStoreView k, v;
+  KernelPath path;
+  int group;
+  size_t q_row;
+  const float* q;
+  int pos0;
+  std::vector<float> chunk_rot;  // pre-RoPE: angles of each chunk start [n_chunks][rope_dim]
+};
+
+// The per-worker buffers of one task.
+struct Work {
+  float* qbuf;   // [n_q][hd] queries as given (f16-rounded when the keys are)
+  float* qrot;   // [n_q][hd] queries rotated for the current run (pre-RoPE)
+  float* qc;     // [n_q][hd] queries rotated to the chunk start (pre-RoPE)
+  float* tile;   // [kTile][hd]
+  float* s;      // [n_q][kAttentionChunk] scores, then probabilities
+  float* o;      // [n_q][hd] chunk output
+  SoftState* st; // [n_q]
+};
+
+size_t work_floats(int n_q, int hd) {
+  return size_t(n_q) * (4 * size_t(hd) + kAttentionChunk) + size_t(kTile) * size_t(hd) +
+         2 * size_t(n_q) + 64;
+}
+
+Work carve(float* base, int n_q, int hd) {
+  Work w;
+  w.qbuf = base;
+  w.qrot = w.qbuf + size_t(n_q) * hd;
+  w.qc = w.qrot + size_t(n_q) * hd;
+  w.tile = w.qc + size_t(n_q) * hd;
+  w.s = w.tile + size_t(kTile) * hd;
+  w.o = w.s + size_t(n_q) * kAttentionChunk;
+  w.st = reinterpret_cast<SoftState*>(w.o + size_t(n_q) * hd);
+  return w;
+}
+
+void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* st) {
+  if (path == KernelPath::kSimd) return cpu::softmax(x, n, round_f16, &st->max, &st->sum);
+  float m = -INFINITY;
+  for (int j = 0; j < n; ++j) m = std::fmax(m, x[j]);
+  float sum = 0.0f;
+  for (int j = 0; j < n; ++j) sum += std::exp(x[j] - m);
+  ref::softmax_ref(x, n);
+  if (round_f16) {
+    for (int j = 0; j < n; ++j) x[j] = round_to_f16(x[j]);
+  }
+  st->max = m;
+  st->sum = sum;
+}
+
+// Scores of n_q queries against one run of keys: s[i * ld + j] for j < run.n.
+void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q, float* s) {
+  const int hd = c.p->head_dim;
+  const float scale = c.p->scale;
+  const KvFormat f = run.format;
+  if (c.path == KernelPath::kSimd && !c.k.pre_rope && (f == KvFormat::kF16 || f == KvFormat::kF32)) {
+    // Dense rows are read in place.
+    if (f == KvFormat::kF16) {
+      cpu::attn_scores(q, size_t(hd), n_q, reinterpret_cast<const f16_t*>(run.rows), run.stride / 2, run.n, hd,
+                       scale, s, kAttentionChunk);
+    } else {
+      cpu::attn_scores(q, size_t(hd), n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4, run.n, hd,
+                       scale, s, kAttentionChunk);
+    }
+    return;
+  }
+  if (c.path == KernelPath::kSimd) {
+    cpu::decode_run(run, w.tile);
+    if (c.k.pre_rope) cpu::rope_rows_table(w.tile, run.n, hd, c.p->rope->key_table());
+    cpu::attn_scores(q, size_t(hd), n_q, w.tile, size_t(hd), run.n, hd, scale, s, kAttentionChunk);
+    return;
+  }
+  ref::decode_run_ref(run, w.tile);
+  for (int j = 0; j < run.n; ++j) {
+    float* kr = w.tile + size_t(j) * hd;
+    if (c.k.pre_rope) c.p->rope->rotate(kr, c.p->rope->offset(j), false);
+    for (int i = 0; i < n_q; ++i) s[size_t(i) * kAttentionChunk + j] = ref::dot_ref(q + size_t(i) * hd, kr, hd) * scale;
   }
 }
 
-constexpr int kBlockTokens = 64;  // K/V tokens dequantized at a time
-constexpr int kQueryChunk = 16;   // query tokens sharing one pass over the dequantized blocks
+// o[i] += sum_j p[i * ld + j] * v_j over one run of values.
+void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, int n_q) {
+  const int hd = c.p->head_dim;
+  const KvFormat f = run.format;
+  if (c.path == KernelPath::kSimd) {
+    if (f == KvFormat::kF16) {
+      cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const f16_t*>(run.rows), run.stride / 2,
+                           run.n, hd, w.o, size_t(hd));
+    } else if (f == KvFormat::kF32) {
+      cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
+                           run.n, hd, w.o, size_t(hd));
+    } else {
+      cpu::decode_run(run, w.tile);
+      cpu::attn_accumulate(p, kAttentionChunk, n_q, w.tile, size_t(hd), run.n, hd, w.o, size_t(hd));
+    }
+    return;
+  }
+  ref::decode_run_ref(run, w.tile);
+  for (int i = 0; i < n_q; ++i) {
+    for (int j = 0; j < run.n; ++j) {
+      ref::axpy_ref(p[size_t(i) * kAttentionChunk + j], w.tile + size_t(j) * hd, w.o + size_t(i) * hd, hd);
+    }
+  }
+}
 
-// Reference path over any cache: one task per (kv head, chunk of query tokens). Each block of
-// K/V is dequantized once per task and used by every query head of the group; each query's
-// result depends only on fixed block boundaries, so decode, prefill and any thread count
-// agree bit for bit.
-Status attend_blocks(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
-                     const float* q, int n_tokens, int pos0, float* out) {
-  if (cache.keys_pre_rope() && !p.rope) return internal_error("pre-RoPE cache without a RoPE table");
-  const int hd = p.head_dim, group = p.n_heads / p.n_kv_heads;
-  const size_t q_row = size_t(p.n_heads) * size_t(hd);
-  const int n_chunks = (n_tokens + kQueryChunk - 1) / kQueryChunk;
-  const KernelPath path = ctx.path();
-  ctx.pool().parallel_for(int64_t(p.n_kv_heads) * n_chunks, [&](int64_t task, int worker) {
-    const int kvh = int(task / n_chunks);
-    const int c0 = int(task % n_chunks) * kQueryChunk;
-    const int c1 = std::min(n_tokens, c0 + kQueryChunk);
-    const int n_q = (c1 - c0) * group;
-    // Scratch: K block, V block, scores, then running max and sum per query head.
-    float* kb = ctx.scratch(worker, size_t(2 * kBlockTokens * hd + kBlockTokens + 2 * n_q));
-    float* vb = kb + kBlockTokens * hd;
-    float* s = vb + kBlockTokens * hd;
-    float* m = s + kBlockTokens;
-    float* l = m + n_q;
-    for (int i = 0; i < n_q; ++i) {
-      m[i] = -INFINITY;
-      l[i] = 0.0f;
+// The state of queries w.qbuf[0, n_q) of KV head h (query i at position pos[i / group]) over
+// chunk ci: w.st and w.o. Depends only on the queries, the chunk and its contents.
+void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos) {
+  const int hd = c.p->head_dim;
+  const int c0 = ci * kAttentionChunk;
+  int last = 0;
+  for (int i = 0; i < n_q; ++i) last = std::max(last, pos[i / c.group]);
+  const int c1 = std::min({c0 + kAttentionChunk, last + 1, c.k.n_tokens});
+  const float* q = w.qbuf;
+  if (c.k.pre_rope) {
+    // q . R(c0 + r + j) k = (R(r)^T R(c0)^T q) . (R(j) k): rotate the query to the chunk start.
+    std::memcpy(w.qc, w.qbuf, size_t(n_q) * hd * sizeof(float));
+    for (int i = 0; i < n_q; ++i) c.p->rope->rotate(w.qc + size_t(i) * hd, &c.chunk_rot[size_t(ci) * c.p->rope->rope_dim()], true);
+  }
+  for_each_run(c.k, h, c0, c1, [&](const KvRun& run, int t) {
+    if (c.k.pre_rope) {
+      std::memcpy(w.qrot, w.qc, size_t(n_q) * hd * sizeof(float));
+      for (int i = 0; i < n_q; ++i) c.p->rope->rotate(w.qrot + size_t(i) * hd, c.p->rope->offset(t - c0), true);
+      q = w.qrot;
     }
-    for (int t = c0; t < c1; ++t) {
-      for (int g = 0; g < group; ++g) {
-        std::memset(out + size_t(t) * q_row + size_t(kvh * group + g) * hd, 0, size_t(hd) * sizeof(float));
-      }
-    }
-    const int kv_end = pos0 + c1;  // keys needed by the last query of the chunk
-    for (int b0 = 0; b0 < kv_end; b0 += kBlockTokens) {
-      const int nb = std::min(kBlockTokens, kv_end - b0);
-      cache.read_block(il, kvh, b0, nb, kb, vb);
-      if (cache.keys_pre_rope()) {
-        for (int j = 0; j < nb; ++j) p.rope->apply(kb + size_t(j) * hd, b0 + j);
-      }
-      for (int t = c0; t < c1; ++t) {
-        const int n_valid = std::min(nb, pos0 + t + 1 - b0);
-        if (n_valid <= 0) continue;
-        for (int g = 0; g < group; ++g) {
-          const int h = kvh * group + g;
-          const int qi = (t - c0) * group + g;
-          const float* qh = q + size_t(t) * q_row + size_t(h) * hd;
-          float* oh = out + size_t(t) * q_row + size_t(h) * hd;
-          scores_rows(path, qh, kb, n_valid, hd, p.scale, s);
-          // Online softmax (FlashAttention): rescale what was accumulated to the new max.
-          float bmax = m[qi];
-          for (int j = 0; j < n_valid; ++j) bmax = std::max(bmax, s[j]);
-          const float corr = std::exp(m[qi] - bmax);
-          float sum = 0.0f;
-          for (int j = 0; j < n_valid; ++j) {
-            s[j] = std::exp(s[j] - bmax);
-            sum += s[j];
-          }
-          l[qi] = l[qi] * corr + sum;
-          m[qi] = bmax;
-          if (corr != 1.0f) {
-            for (int d = 0; d < hd; ++d) oh[d] *= corr;
-          }
-          accumulate_rows(path, s, vb, n_valid, hd, oh);
-        }
-      }
-    }
-    for (int t = c0; t < c1; ++t) {
-      for (int g = 0; g < group; ++g) {
-        const float inv = 1.0f / l[(t - c0) * group + g];
-        float* oh = out + size_t(t) * q_row + size_t(kvh * group + g) * hd;
-        for (int d = 0; d < hd; ++d) oh[d] *= inv;
-      }
-    }
+    score_run(c, w, run, q, n_q, w.s + (t - c0));
   });
-  return ok_status();
+  for (int i = 0; i < n_q; ++i) {
+    float* si = w.s + size_t(i) * kAttentionChunk;
+    const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
+    w.st[i] = SoftState{};
+    if (n_valid > 0) softmax_rows(c.path, si, n_valid, c.v.f16_numerics, &w.st[i]);
+    std::fill(si + std::max(n_valid, 0), si + (c1 - c0), 0.0f);
+  }
+  std::memset(w.o, 0, size_t(n_q) * hd * sizeof(float));
+  for_each_run(c.v, h, c0, c1, [&](const KvRun& run, int t) { accumulate_run(c, w, run, w.s + (t - c0), n_q); });
+}
+
+// Gathers the group's queries of tokens [t0, t0 + n) into w.qbuf.
+int load_queries(const Call& c, Work& w, int h, int t0, int n, int* pos) {
+  const int hd = c.p->head_dim;
+  const int n_q = n * c.group;
+  for (int t = 0; t < n; ++t) {
+    pos[t] = c.pos0 + t0 + t;
+    for (int g = 0; g < c.group; ++g) {
+      const float* src = c.q + size_t(t0 + t) * c.q_row + size_t(h * c.group + g) * hd;
+      float* dst = w.qbuf + size_t(t * c.group + g) * hd;
+      for (int d = 0; d < hd; ++d) dst[d] = c.k.f16_numerics ? round_to_f16(src[d]) : src[d];
+    }
+  }
+  return n_q;
+}
+
+void store_output(const Call& c, const float* o, int h, int t0, int n, float* out) {
+  const int hd = c.p->head_dim;
+  for (int t = 0; t < n; ++t) {
+    for (int g = 0; g < c.group; ++g) {
+      std::memcpy(out + size_t(t0 + t) * c.q_row + size_t(h * c.group + g) * hd,
+                  o + size_t(t * c.group + g) * hd, size_t(hd) * sizeof(float));
+    }
+  }
 }
 
 }  // namespace
 
 Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
               const float* q, int n_tokens, int pos0, float* out) {
-  DenseKvLayerView view;
-  if (!cache.dense_view(il, &view)) return attend_blocks(ctx, p, cache, il, q, n_tokens, pos0, out);
-  KVQ_CHECK(p.n_heads % p.n_kv_heads == 0 && view.head_dim == p.head_dim);
-  KVQ_CHECK(pos0 + n_tokens <= view.n_tokens, "attention past the cached tokens");
-  const int group = p.n_heads / p.n_kv_heads;
-  const KernelPath path = ctx.path();
-  const size_t q_row = size_t(p.n_heads) * size_t(p.head_dim);
-  // One task per (token, head): its output depends only on its own inputs, so any thread count
-  // gives identical results.
-  ctx.pool().parallel_for(int64_t(n_tokens) * p.n_heads, [&](int64_t task, int worker) {
-    const int t = int(task / p.n_heads);
-    const int h = int(task % p.n_heads);
-    const int kvh = h / group;
-    const int n_kv = pos0 + t + 1;
-    float* scores = ctx.scratch(worker, size_t(n_kv) + size_t(p.head_dim));
-    float* q16 = scores + n_kv;
-    const float* qh = q + size_t(t) * q_row + size_t(h) * p.head_dim;
-    float* oh = out + size_t(t) * q_row + size_t(h) * p.head_dim;
-    // An f16 cache is attended in f16 x f16 products: the query and the probabilities are
-    // rounded to f16 as well, exactly as llama.cpp's f16-cache attention does.
-    const bool f16 = view.dtype == DType::kF16;
-    if (f16) {
-      for (int i = 0; i < p.head_dim; ++i) q16[i] = round_to_f16(qh[i]);
-      qh = q16;
-    }
-    if (f16) {
-      dense_scores<f16_t>(view, path, qh, kvh, n_kv, p.scale, scores);
-    } else {
-      dense_scores<float>(view, path, qh, kvh, n_kv, p.scale, scores);
-    }
-    if (path == KernelPath::kRef) {
-      ref::softmax_ref(scores, n_kv);
-      if (f16) {
-        for (int j = 0; j < n_kv; ++j) scores[j] = round_to_f16(scores[j]);
+  KVQ_CHECK(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0);
+  Call c;
+  c.p = &p;
+  cache.views(il, &c.k, &c.v);
+  KVQ_CHECK(pos0 + n_tokens <= c.k.n_tokens && c.k.n_tokens == c.v.n_tokens, "attention past the cached tokens");
+  if (c.k.pre_rope && (!p.rope || p.rope->head_dim() != p.head_dim)) {
+    return internal_error("pre-RoPE cache without a matching Rope");
+  }
+  c.path = ctx.path();
+  c.group = p.n_heads / p.n_kv_heads;
+  c.q_row = size_t(p.n_heads) * size_t(p.head_dim);
+  c.q = q;
+  c.pos0 = pos0;
+  const int hd = p.head_dim;
+  const int n_chunks = (pos0 + n_tokens + kAttentionChunk - 1) / kAttentionChunk;
+  if (c.k.pre_rope) {
+    const int rd = p.rope->rope_dim();
+    c.chunk_rot.resize(size_t(n_chunks) * size_t(rd));
+    for (int ci = 0; ci < n_chunks; ++ci) p.rope->angles(int64_t(ci) * kAttentionChunk, &c.chunk_rot[size_t(ci) * rd]);
+  }
+
+  if (n_tokens <= kQueryBlock && n_chunks > 1) {
+    // Decode: one task per (chunk, KV head), chunk-major so the heads of a chunk run together
+    // (their rows share cache lines); then each head merges its chunks in order.
+    const int n_q = n_tokens * c.group;
+    const size_t state_floats = size_t(n_q) * (size_t(hd) + 2);
+    std::vector<float> states(size_t(n_chunks) * size_t(p.n_kv_heads) * state_floats);
+    ctx.pool().parallel_for(int64_t(n_chunks) * p.n_kv_heads, [&](int64_t task, int worker) {
+      const int ci = int(task / p.n_kv_heads), h = int(task % p.n_kv_heads);
+      Work w = carve(ctx.scratch(worker, work_floats(n_q, hd)), n_q, hd);
+      int pos[kQueryBlock];
+      load_queries(c, w, h, 0, n_tokens, pos);
+      chunk_state(c, w, h, ci, n_q, pos);
+      float* dst = &states[size_t(task) * state_floats];
+      std::memcpy(dst, w.o, size_t(n_q) * hd * sizeof(float));
+      std::memcpy(dst + size_t(n_q) * hd, w.st, size_t(n_q) * sizeof(SoftState));
+    });
+    ctx.pool().parallel_for(p.n_kv_heads, [&](int64_t h, int worker) {
+      Work w = carve(ctx.scratch(worker, work_floats(n_q, hd)), n_q, hd);
+      for (int ci = 0; ci < n_chunks; ++ci) {
+        const float* src = &states[(size_t(ci) * p.n_kv_heads + size_t(h)) * state_floats];
+        const auto* st = reinterpret_cast<const SoftState*>(src + size_t(n_q) * hd);
+        for (int i = 0; i < n_q; ++i) {
+          if (ci == 0) {
+            w.st[i] = SoftState{};
+          }
+          merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
+        }
       }
-    } else {
-      cpu::softmax(scores, n_kv, f16);
+      store_output(c, w.qbuf, int(h), 0, n_tokens, out);
+    });
+    return ok_status();
+  }
+
+  // Prefill: one task per (KV head, block of query tokens); chunks are visited in order and
+  // merged as they come, exactly as the decode path merges them.
+  const int n_blocks = (n_tokens + kQueryBlock - 1) / kQueryBlock;
+  const int max_q = kQueryBlock * c.group;
+  ctx.pool().parallel_for(int64_t(p.n_kv_heads) * n_blocks, [&](int64_t task, int worker) {
+    const int h = int(task / n_blocks), b = int(task % n_blocks);
+    const int t0 = b * kQueryBlock, n = std::min(kQueryBlock, n_tokens - t0);
+    float* base = ctx.scratch(worker, work_floats(max_q, hd) + size_t(max_q) * (size_t(hd) + 2));
+    Work w = carve(base, max_q, hd);
+    float* acc = base + work_floats(max_q, hd);
+    auto* acc_st = reinterpret_cast<SoftState*>(acc + size_t(max_q) * hd);
+    int pos[kQueryBlock];
+    const int n_q = load_queries(c, w, h, t0, n, pos);
+    for (int i = 0; i < n_q; ++i) acc_st[i] = SoftState{};
+    const int last_chunk = pos[n - 1] / kAttentionChunk;
+    for (int ci = 0; ci <= last_chunk; ++ci) {
+      chunk_state(c, w, h, ci, n_q, pos);
+      for (int i = 0; i < n_q; ++i) merge_state(acc_st[i], acc + size_t(i) * hd, w.st[i], w.o + size_t(i) * hd, hd);
     }
-    std::memset(oh, 0, size_t(p.head_dim) * sizeof(float));
-    if (f16) {
-      dense_accumulate<f16_t>(view, path, scores, kvh, n_kv, oh);
-    } else {
-      dense_accumulate<float>(view, path, scores, kvh, n_kv, oh);
-    }
+    store_output(c, acc, h, t0, n, out);
   });
   return ok_status();
 }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Causal grouped-query attention of a batch of queries over a layer of the KV cache. The only
-// module that knows both the cache layouts and the kernels.
+// module that knows both the cache layouts (kv/kv_view.h) and the kernels.
 #pragma once
 
-#include "attention/rope_table.h"
 #include "base/exec_context.h"
+#include "kernels/rope.h"
 #include "kv/kv_cache.h"
 #include "kvq/status.h"
 
@@ -15,17 +15,22 @@ struct AttentionParams {
   int n_kv_heads = 0;
   int head_dim = 0;
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
-  // RoPE for caches that store keys before RoPE (covers every cached position).
-  const RopeTable* rope = nullptr;
+  // RoPE for caches that store keys before RoPE (positions applied here, at attention time).
+  const Rope* rope = nullptr;
 };
+
+// Positions per split-K chunk. Fixed by position, never by thread count: a query's result is
+// the ordered merge of its chunks' softmax states, so it is bit-identical for any thread count
+// and, for batch-invariant caches, between batched prefill and token-by-token decode.
+inline constexpr int kAttentionChunk = 1024;
 
 // q: [n_tokens, n_heads, head_dim], post-RoPE queries for positions pos0 .. pos0+n_tokens-1;
 // the cache layer already holds the keys/values of those positions. Query at position p
 // attends to cache positions 0..p. out: [n_tokens, n_heads, head_dim].
-// Dense f32/f16 caches are read in place by the SIMD kernels; every other cache through the
-// reference block path: 64 tokens of K and V at a time are dequantized into a small scratch
-// (RoPE applied to pre-RoPE keys), with an online softmax, so the cache is never materialized
-// in full precision. Both are deterministic for any thread count and batch split.
+// Every cache format is read in place, a tile of at most 64 tokens of one KV head decoded at
+// a time by the format's kernel and used by every query head of its group; pre-RoPE keys are
+// rotated on the tile. f16 stores keep llama.cpp's f16 x f16 numerics (query and
+// probabilities rounded to f16). With KernelPath::kRef every kernel is its scalar reference.
 Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
               const float* q, int n_tokens, int pos0, float* out);
 

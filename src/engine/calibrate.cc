@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "attention/rope_table.h"
+#include "kernels/rope.h"
 #include "base/rng.h"
 #include "kv/composite_cache.h"
 #include "kv/dense_store.h"
@@ -95,7 +95,7 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
     KVQ_RETURN_IF_ERROR(model.forward(ctx, win, cache, ws, logits.data(), false));
     for (int il = 0; il < c.n_layers; ++il) {
       for (int h = 0; h < c.n_kv_heads; ++h) {
-        cache.read_block(il, h, 0, args.window, kb.data(), vb.data());
+        cache.read(il, h, 0, args.window, kb.data(), vb.data());
         for (int t = 0; t < args.window; ++t) {
           const size_t dst = (size_t(w) * args.window + t) * row + size_t(h) * c.head_dim;
           std::copy_n(&kb[size_t(t) * c.head_dim], c.head_dim, &a.k_[size_t(il)][dst]);
@@ -147,8 +147,10 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
     return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
   }
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
-  RopeTable rope;
-  rope.reserve(args_.window, rope_dim_, rope_base_);
+  // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
+  const Rope rope(head_dim_, rope_dim_, rope_base_);
+  std::vector<float> rope_cs(size_t(args_.window) * size_t(rope_dim_));
+  rope.ggml_angles(0, args_.window, rope_cs.data());
   KvquantParams out;
   std::vector<float> col;
   for (int il = 0; il < n_layers_; ++il) {
@@ -162,7 +164,7 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
     for (size_t i = 0; i < kept.size(); ++i) {
       std::copy_n(&k_[size_t(il)][size_t(kept[i]) * row], row, &keys[i * row]);
       if (!opts.pre_rope) {
-        for (int h = 0; h < n_kv_heads_; ++h) rope.apply(&keys[i * row + size_t(h) * head_dim_], kept[i] % args_.window);
+        rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(kept[i] % args_.window) * size_t(rope_dim_)]);
       }
     }
     KvquantLayerParams lp;

@@ -4,7 +4,6 @@
 #include <cstdlib>
 
 #include "kv/composite_cache.h"
-#include "kv/dense_cache.h"
 #include "kv/dense_store.h"
 #include "kv/ggml_store.h"
 #include "kv/kivi_store.h"
@@ -166,11 +165,6 @@ StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, 
 StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape,
                                               const CacheCalibration& calib) {
   if (shape.n_ctx <= 0) return invalid_argument("the context size must be positive");
-  // Same dense type for K and V: the dense cache and its direct attention kernels.
-  if (spec.k.kind == spec.v.kind && (spec.k.kind == TensorKind::kF32 || spec.k.kind == TensorKind::kF16)) {
-    return std::unique_ptr<KvCache>(
-        new DenseKvCache(shape, spec.k.kind == TensorKind::kF32 ? DType::kF32 : DType::kF16));
-  }
   KVQ_ASSIGN_OR_RETURN(auto k, make_store(spec.k, KvRole::kKey, shape, calib.k));
   KVQ_ASSIGN_OR_RETURN(auto v, make_store(spec.v, KvRole::kValue, shape, calib.v));
   return std::unique_ptr<KvCache>(new CompositeKvCache(std::move(k), std::move(v)));

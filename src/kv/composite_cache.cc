@@ -30,19 +30,19 @@ Status CompositeKvCache::append(int il, int n, const float* k, const float* v) {
   return ok_status();
 }
 
-Status CompositeKvCache::truncate_to(int n) {
+Status CompositeKvCache::truncate(int n) {
   KVQ_RETURN_IF_ERROR(k_->truncate(n));
   return v_->truncate(n);
 }
 
-void CompositeKvCache::read_block(int il, int kvh, int t0, int n, float* k, float* v) const {
+void CompositeKvCache::read(int il, int kvh, int t0, int n, float* k, float* v) const {
   k_->read(il, kvh, t0, n, k);
   v_->read(il, kvh, t0, n, v);
 }
 
 Status CompositeKvCache::end_step() {
-  KVQ_RETURN_IF_ERROR(k_->settle());
-  return v_->settle();
+  KVQ_RETURN_IF_ERROR(k_->end_step());
+  return v_->end_step();
 }
 
 void CompositeKvCache::set_eager(bool eager) {

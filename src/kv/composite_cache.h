@@ -14,14 +14,18 @@ class CompositeKvCache final : public KvCache {
   CompositeKvCache(std::unique_ptr<KvStore> k, std::unique_ptr<KvStore> v);
 
   std::string name() const override;
-  bool keys_pre_rope() const override { return k_->pre_rope(); }
+  bool pre_rope() const override { return k_->pre_rope(); }
   bool batch_invariant() const override { return k_->batch_invariant() && v_->batch_invariant(); }
   Status append(int il, int n_tokens, const float* k, const float* v) override;
   int n_tokens(int il) const override { return k_->n_tokens(il); }
-  Status truncate_to(int n_tokens) override;
+  Status truncate(int n_tokens) override;
   size_t bytes_used() const override { return k_->bytes_used() + v_->bytes_used(); }
   size_t bytes_for(int n_tokens) const override { return k_->bytes_for(n_tokens) + v_->bytes_for(n_tokens); }
-  void read_block(int il, int kvh, int t0, int n, float* k, float* v) const override;
+  void read(int il, int kvh, int t0, int n, float* k, float* v) const override;
+  void views(int il, KvStoreView* k, KvStoreView* v) const override {
+    *k = k_->view(il);
+    *v = v_->view(il);
+  }
   void set_eager(bool eager) override;
   Status end_step() override;
 

@@ -44,3 +44,25 @@ void DenseStore::read(int il, int kvh, int t0, int n, float* out) const {
 }
 
 }  // namespace kvq
+
+namespace kvq {
+
+KvStoreView DenseStore::view(int il) const {
+  const PagedRows& r = rows_[size_t(il)];
+  const KvCacheShape& s = shape();
+  KvStoreView v;
+  v.n_tokens = r.n_tokens();
+  v.pre_rope = pre_rope_;
+  v.f16_numerics = dtype_ == DType::kF16 && !pre_rope_;
+  KvSegment& seg = v.add();
+  seg = f16_rows_segment(0, r.n_tokens(), s.n_kv_heads, s.head_dim, r.pages(), nullptr, r.page_records());
+  if (dtype_ == DType::kF32) {
+    seg.proto.format = KvFormat::kF32;
+    seg.token_stride *= 2;
+    seg.head_stride *= 2;
+    seg.proto.stride = seg.token_stride;
+  }
+  return v;
+}
+
+}  // namespace kvq

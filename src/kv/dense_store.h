@@ -17,6 +17,7 @@ class DenseStore final : public PagedStore {
   bool pre_rope() const override { return pre_rope_; }
   Status append(int il, int n, const float* x) override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
+  KvStoreView view(int il) const override;
 
  private:
   DType dtype_;  // record: [n_kv_heads, head_dim] of dtype_

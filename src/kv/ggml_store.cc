@@ -56,3 +56,23 @@ void GgmlStore::read(int il, int kvh, int t0, int n, float* out) const {
 }
 
 }  // namespace kvq
+
+namespace kvq {
+
+KvStoreView GgmlStore::view(int il) const {
+  const PagedRows& r = rows_[size_t(il)];
+  KvStoreView v;
+  v.n_tokens = r.n_tokens();
+  KvSegment& seg = v.add();
+  seg.n = r.n_tokens();
+  seg.pages = r.pages();
+  seg.page_tokens = r.page_records();
+  seg.token_stride = r.record_bytes();
+  seg.head_stride = head_bytes();
+  seg.proto.format = bits_ == 8 ? KvFormat::kQ8_0 : KvFormat::kQ4_0;
+  seg.proto.head_dim = shape().head_dim;
+  seg.proto.stride = seg.token_stride;
+  return v;
+}
+
+}  // namespace kvq

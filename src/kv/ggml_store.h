@@ -16,6 +16,7 @@ class GgmlStore final : public PagedStore {
   std::string name() const override { return bits_ == 8 ? "q8_0" : "q4_0"; }
   Status append(int il, int n, const float* x) override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
+  KvStoreView view(int il) const override;
 
  private:
   GgmlStore(const KvCacheShape& shape, int bits);

@@ -109,7 +109,7 @@ Status KiviStore::flush(int il, int n) {
   return ok_status();
 }
 
-Status KiviStore::settle_layer(int il) {
+Status KiviStore::end_step_layer(int il) {
   Layer& l = layers_[size_t(il)];
   const int w = int(l.window.size() / shape().row_values());
   if (role_ == KvRole::kKey) {
@@ -121,15 +121,15 @@ Status KiviStore::settle_layer(int il) {
   return ok_status();
 }
 
-Status KiviStore::settle() {
-  for (int il = 0; il < shape().n_layers; ++il) KVQ_RETURN_IF_ERROR(settle_layer(il));
+Status KiviStore::end_step() {
+  for (int il = 0; il < shape().n_layers; ++il) KVQ_RETURN_IF_ERROR(end_step_layer(il));
   return ok_status();
 }
 
 Status KiviStore::append(int il, int n, const float* x) {
   Layer& l = layers_[size_t(il)];
   const size_t row = shape().row_values();
-  KVQ_RETURN_IF_ERROR(settle_layer(il));
+  KVQ_RETURN_IF_ERROR(end_step_layer(il));
   const size_t old = l.window.size();
   l.window.resize(old + size_t(n) * row);
   cpu::convert_f32_to_f16(x, l.window.data() + old, size_t(n) * row);
@@ -222,6 +222,53 @@ size_t KiviStore::bytes_for(int n) const {
   const PagedRows& pr = layers_[0].quant;
   const size_t q = role_ == KvRole::kKey ? pr.bytes_for((nq + group_ - 1) / group_) : pr.bytes_for(nq);
   return (q + size_t(win) * row * sizeof(f16_t)) * layers_.size();
+}
+
+}  // namespace kvq
+
+namespace kvq {
+
+KvStoreView KiviStore::view(int il) const {
+  const Layer& l = layers_[size_t(il)];
+  const int hd = shape().head_dim;
+  const size_t row_bytes = packed_bytes(bits_, size_t(hd));
+  const int nq = quantized_tokens(l);
+  KvStoreView v;
+  v.n_tokens = n_tokens(il);
+  if (nq > 0) {
+    KvSegment& seg = v.add();
+    seg.n = nq;
+    seg.pages = l.quant.pages();
+    KvRun& p = seg.proto;
+    p.head_dim = hd;
+    p.bits = bits_;
+    if (role_ == KvRole::kKey) {
+      // One page per G-token block; per head: G code rows, then fp16 scales [hd], zeros [hd].
+      seg.page_tokens = group_;
+      seg.token_stride = row_bytes;
+      seg.head_stride = key_head_bytes();
+      seg.scales_per_page = true;
+      p.format = KvFormat::kUniformCols;
+      p.stride = row_bytes;
+      p.scales_off = ptrdiff_t(size_t(group_) * row_bytes);
+      p.zeros_off = p.scales_off + 2 * hd;
+    } else {
+      // Per token and head: codes, then fp16 scales [hd / G], zeros [hd / G].
+      seg.page_tokens = l.quant.page_records();
+      seg.token_stride = l.quant.record_bytes();
+      seg.head_stride = value_head_bytes();
+      p.format = KvFormat::kUniformRow;
+      p.stride = seg.token_stride;
+      p.group = group_;
+      p.scales_off = ptrdiff_t(row_bytes);
+      p.zeros_off = p.scales_off + 2 * (hd / group_);
+    }
+  }
+  if (v.n_tokens > nq) {
+    v.add() = f16_rows_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd, nullptr,
+                               reinterpret_cast<const uint8_t*>(l.window.data()), 0);
+  }
+  return v;
 }
 
 }  // namespace kvq

@@ -5,7 +5,7 @@
 //           (R/G groups per channel), so it holds between 0 and R tokens;
 //   values: per token in groups of G channels of one head; the window slides one token at a
 //           time and holds the newest R tokens.
-// Flushing happens in settle(), which the model calls after each step's attention (and
+// Flushing happens in end_step(), which the model calls after each step's attention (and
 // append repeats it first for direct users): exactly KIVI's order. A token's own attention
 // always sees it in fp16, prefill attends the prompt in fp16 (§1.4), and after the prompt
 // T - (T mod R) keys and T - R values are quantized (§1.5). Windows are kept at their exact
@@ -34,11 +34,12 @@ class KiviStore final : public KvStore {
   Status append(int il, int n, const float* x) override;
   int n_tokens(int il) const override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
+  KvStoreView view(int il) const override;
   Status truncate(int n) override;
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;
   void set_eager(bool eager) override { eager_ = eager; }
-  Status settle() override;
+  Status end_step() override;
 
   // Tokens of layer il held in the fp16 window (tests).
   int n_window(int il) const { return int(layers_[size_t(il)].window.size() / shape().row_values()); }
@@ -52,7 +53,7 @@ class KiviStore final : public KvStore {
   // Quantizes the oldest `n` window tokens of layer il (n a multiple of G for keys).
   Status flush(int il, int n);
   // Flushes what KIVI's policy says is due (§1.5 steps 3 and 6).
-  Status settle_layer(int il);
+  Status end_step_layer(int il);
   int quantized_tokens(const Layer& l) const;
   size_t key_head_bytes() const;    // one head of one key block
   size_t value_head_bytes() const;  // one head of one value token

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "kv/kv_view.h"
 #include "kvq/status.h"
 #include "tensor/dtype.h"
 
@@ -24,19 +25,6 @@ struct KvCacheShape {
   size_t row_values() const { return size_t(n_kv_heads) * size_t(head_dim); }
 };
 
-// A dense cache layer as the attention code sees it. Tokens live in pages of page_tokens;
-// page p holds tokens [p * page_tokens, (p + 1) * page_tokens) laid out as
-// K: [n_kv_heads, page_tokens, head_dim] and V: [n_kv_heads, page_tokens, head_dim].
-struct DenseKvLayerView {
-  DType dtype = DType::kF32;
-  int n_tokens = 0;
-  int page_tokens = 0;
-  int n_kv_heads = 0;
-  int head_dim = 0;
-  const void* const* k_pages = nullptr;
-  const void* const* v_pages = nullptr;
-};
-
 class KvCache {
  public:
   explicit KvCache(const KvCacheShape& shape) : shape_(shape) {}
@@ -48,7 +36,7 @@ class KvCache {
   virtual std::string name() const = 0;
   const KvCacheShape& shape() const { return shape_; }
   // True when append() expects keys before RoPE (RoPE is then applied at attention time).
-  virtual bool keys_pre_rope() const { return false; }
+  virtual bool pre_rope() const { return false; }
 
   // Appends n_tokens consecutive tokens to layer il at positions [n_tokens(il), +n_tokens).
   // k, v: [n_tokens, n_kv_heads, head_dim] f32. Errors: kInvalidArgument when the context
@@ -58,9 +46,9 @@ class KvCache {
   virtual int n_tokens(int il) const = 0;
   // Drops every token at position >= n_tokens in all layers. kUnimplemented where a format
   // cannot split its storage there (e.g. inside a KIVI key block).
-  virtual Status truncate_to(int n_tokens) = 0;
+  virtual Status truncate(int n_tokens) = 0;
   // Empties the cache (always possible).
-  void clear() { KVQ_CHECK(truncate_to(0).ok()); }
+  void clear() { KVQ_CHECK(truncate(0).ok()); }
   // Bytes actually allocated now, all layers, including any metadata and windows.
   virtual size_t bytes_used() const = 0;
   // Bytes that holding n_tokens tokens allocates (same accounting as bytes_used).
@@ -74,11 +62,11 @@ class KvCache {
   // Quantize every token on append, with no full-precision window (simulated quantization).
   virtual void set_eager(bool eager) {}
 
-  // Dense caches expose their storage directly for the dense attention kernels.
-  virtual bool dense_view(int il, DenseKvLayerView* view) const { return false; }
-  // Every cache: tokens [t0, t0 + n) of kv head kvh of layer il, dequantized into
-  // k, v: [n, head_dim] f32 (keys before RoPE when keys_pre_rope()). Thread-safe for reads.
-  virtual void read_block(int il, int kvh, int t0, int n, float* k, float* v) const = 0;
+  // Layer il's keys and values as attention reads them, in place (kv/kv_view.h).
+  virtual void views(int il, KvStoreView* k, KvStoreView* v) const = 0;
+  // Reference read: tokens [t0, t0 + n) of kv head kvh of layer il, dequantized into
+  // k, v: [n, head_dim] f32 (keys before RoPE when pre_rope()). Thread-safe for reads.
+  virtual void read(int il, int kvh, int t0, int n, float* k, float* v) const = 0;
 
  private:
   KvCacheShape shape_;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kv/kv_cache.h"
+#include "kv/kv_view.h"
 #include "kvq/status.h"
 
 namespace kvq {
@@ -36,6 +37,8 @@ class KvStore {
   virtual int n_tokens(int il) const = 0;
   // Dequantizes tokens [t0, t0 + n) of kv head kvh of layer il into out: [n, head_dim].
   virtual void read(int il, int kvh, int t0, int n, float* out) const = 0;
+  // Layer il as attention reads it: the store's pages in place (kv_view.h).
+  virtual KvStoreView view(int il) const = 0;
   // Keeps the first n tokens of every layer. kUnimplemented where the format cannot split.
   virtual Status truncate(int n) = 0;
   // Bytes allocated now, and bytes holding n tokens allocates (same accounting).
@@ -43,7 +46,7 @@ class KvStore {
   virtual size_t bytes_for(int n) const = 0;
   // Called once a forward step's attention is done: windowed formats flush what the step
   // filled (KIVI quantizes a full key window and the oldest value right after attention).
-  virtual Status settle() { return ok_status(); }
+  virtual Status end_step() { return ok_status(); }
   // Quantize every token as soon as it is appended, with no full-precision window (the
   // KVQuant paper's simulated quantization). Only windowed formats (KIVI) change.
   virtual void set_eager(bool eager) {}

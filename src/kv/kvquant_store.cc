@@ -218,3 +218,48 @@ size_t KvquantStore::n_outliers() const {
 }
 
 }  // namespace kvq
+
+namespace kvq {
+
+KvStoreView KvquantStore::view(int il) const {
+  const Layer& l = layers_[size_t(il)];
+  const KvCacheShape& s = shape();
+  KvStoreView v;
+  v.n_tokens = n_tokens(il);
+  v.pre_rope = pre_rope();
+  const int n_sink = l.sink.n_tokens(), nq = l.quant.n_tokens();
+  if (n_sink > 0) {
+    v.add() = f16_rows_segment(0, n_sink, s.n_kv_heads, s.head_dim, l.sink.pages(), nullptr, l.sink.page_records());
+  }
+  if (nq > 0) {
+    KvSegment& seg = v.add();
+    seg.t0 = n_sink;
+    seg.n = nq;
+    seg.pages = l.quant.pages();
+    seg.page_tokens = l.quant.page_records();
+    seg.token_stride = l.quant.record_bytes();
+    seg.head_stride = size_t(s.head_dim) * size_t(opts_.bits) / 8;
+    seg.head0_off = norm_bytes();  // values: NormParams, then the codes of the whole vector
+    KvRun& p = seg.proto;
+    p.head_dim = s.head_dim;
+    p.bits = opts_.bits;
+    p.stride = seg.token_stride;
+    p.levels = l.codebook.values.data();
+    if (role_ == KvRole::kKey) {
+      p.format = KvFormat::kCodebookPc;
+      p.ch_half = l.norm.half_f.data();
+      p.ch_zero = l.norm.zero_f.data();
+    } else {
+      p.format = KvFormat::kCodebookRow;
+      p.norm_off = 0;
+    }
+    if (opts_.outliers > 0.0) {
+      p.out_ptr = l.outliers.row_ptr();
+      p.out_idx = l.outliers.idx_data();
+      p.out_val = l.outliers.val_data();
+    }
+  }
+  return v;
+}
+
+}  // namespace kvq

@@ -55,6 +55,7 @@ class KvquantStore final : public KvStore {
   Status append(int il, int n, const float* x) override;
   int n_tokens(int il) const override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
+  KvStoreView view(int il) const override;
   Status truncate(int n) override;
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;

@@ -26,9 +26,13 @@ class PagedRows {
     while (pages_.size() < need) {
       AlignedBuffer<uint8_t> p;
       if (!p.resize(record_bytes_ * page_)) return out_of_memory("cannot allocate KV cache pages");
+      ptrs_.push_back(p.data());
       pages_.push_back(std::move(p));
     }
-    if (n < n_tokens_) pages_.resize(need);
+    if (n < n_tokens_) {
+      pages_.resize(need);
+      ptrs_.resize(need);
+    }
     n_tokens_ = n;
     return ok_status();
   }
@@ -38,6 +42,9 @@ class PagedRows {
   }
   const uint8_t* record(int t) const { return const_cast<PagedRows*>(this)->record(t); }
   size_t bytes() const { return pages_.size() * record_bytes_ * page_; }
+  // Page k holds records [k * page_records(), (k + 1) * page_records()).
+  const uint8_t* const* pages() const { return ptrs_.data(); }
+  int page_records() const { return page_; }
   size_t bytes_for(int n) const {
     return (size_t(n) + page_ - 1) / page_ * record_bytes_ * page_;
   }
@@ -47,6 +54,7 @@ class PagedRows {
   int page_;  // records per page
   int n_tokens_ = 0;
   std::vector<AlignedBuffer<uint8_t>> pages_;
+  std::vector<const uint8_t*> ptrs_;  // pages_[k].data(), for views
 };
 
 }  // namespace kvq

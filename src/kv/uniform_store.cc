@@ -15,6 +15,15 @@ StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape,
     return invalid_argument("int group size g=" + std::to_string(group_size) +
                             " must divide the K/V vector of " + std::to_string(row) + " values");
   }
+  const size_t hd = size_t(shape.head_dim);
+  if (group_size > 0 && hd % size_t(group_size) != 0) {
+    return unimplemented("int group size g=" + std::to_string(group_size) + " spans KV heads (head_dim " +
+                         std::to_string(hd) + "): use a g that divides head_dim, or the whole vector");
+  }
+  if (hd * size_t(bits) % 8 != 0) {
+    return unimplemented("int-" + std::to_string(bits) + " needs head_dim * bits to be a multiple of 8 (head_dim " +
+                         std::to_string(hd) + ")");
+  }
   UniformParams p;
   p.bits = bits;
   p.group_size = group_size;
@@ -74,6 +83,35 @@ void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
       out[size_t(t) * hd + i] = detail::uniform_value(code_at(rec, p_.bits, e), q);
     }
   }
+}
+
+}  // namespace kvq
+
+namespace kvq {
+
+KvStoreView UniformStore::view(int il) const {
+  const PagedRows& r = rows_[size_t(il)];
+  const int hd = shape().head_dim;
+  KvStoreView v;
+  v.n_tokens = r.n_tokens();
+  KvSegment& seg = v.add();
+  seg.n = r.n_tokens();
+  seg.pages = r.pages();
+  seg.page_tokens = r.page_records();
+  seg.token_stride = r.record_bytes();
+  seg.head_stride = packed_bytes(p_.bits, size_t(hd));
+  // Record: codes of the whole vector, then fp16 scales [n_groups], then zeros [n_groups];
+  // head h starts group h * hd / g (group 0 for all heads when the vector is one group).
+  KvRun& p = seg.proto;
+  p.format = KvFormat::kUniformRow;
+  p.head_dim = hd;
+  p.bits = p_.bits;
+  p.stride = seg.token_stride;
+  p.group = p_.group_size > 0 ? p_.group_size : hd;
+  p.scales_off = ptrdiff_t(codes_bytes_);
+  p.zeros_off = ptrdiff_t(codes_bytes_ + 2 * n_groups_);
+  seg.scales_head_step = (p_.group_size > 0 ? ptrdiff_t(2 * hd / p_.group_size) : 0) - ptrdiff_t(seg.head_stride);
+  return v;
 }
 
 }  // namespace kvq

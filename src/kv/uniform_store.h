@@ -19,6 +19,7 @@ class UniformStore final : public PagedStore {
   std::string name() const override;
   Status append(int il, int n, const float* x) override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
+  KvStoreView view(int il) const override;
 
  private:
   UniformStore(const KvCacheShape& shape, UniformParams p);

@@ -69,15 +69,15 @@ void rmsnorm_bwd(const T* x, const T* r, const float* w, const T* dy, T* dx, int
 
 // RoPE (llama.cpp adjacent pairs) and its transpose, on every head of every token.
 template <typename T>
-void rope(const RopeTable& rt, T* x, int n_tok, int n_heads, int hd, bool inverse) {
-  const int half = rt.rope_dim() / 2;
+void rope(const std::vector<float>& cs, int rope_dim, T* x, int n_tok, int n_heads, int hd, bool inverse) {
+  const int half = rope_dim / 2;
   for (int t = 0; t < n_tok; ++t) {
-    const float* c = rt.cos_row(t);
-    const float* s = rt.sin_row(t);
+    const float* row = &cs[size_t(t) * size_t(rope_dim)];
     for (int h = 0; h < n_heads; ++h) {
       T* v = x + (size_t(t) * n_heads + h) * hd;
       for (int i = 0; i < half; ++i) {
-        const T x0 = v[2 * i], x1 = v[2 * i + 1], ci = T(c[i]), si = inverse ? -T(s[i]) : T(s[i]);
+        const T x0 = v[2 * i], x1 = v[2 * i + 1], ci = T(row[2 * i]),
+                si = inverse ? -T(row[2 * i + 1]) : T(row[2 * i + 1]);
         v[2 * i] = x0 * ci - x1 * si;
         v[2 * i + 1] = x0 * si + x1 * ci;
       }
@@ -108,7 +108,7 @@ struct LlamaGradient<T>::State {
   };
   std::vector<Layer> layers;
   std::vector<T> x_out, hf, rf, logits;
-  RopeTable rope;
+  std::vector<float> rope_cs;  // ggml's RoPE angles of the window's positions
   double loss = 0;
 };
 
@@ -147,7 +147,8 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
   const int group = c.n_heads / c.n_kv_heads;
   const T scale = T(1) / T(std::sqrt(float(hd)));
   s.n = n;
-  s.rope.reserve(n, c.rope_dim, c.rope_freq_base);
+  s.rope_cs.resize(size_t(n) * size_t(c.rope_dim));
+  model_.rope().ggml_angles(0, n, s.rope_cs.data());
   s.layers.resize(size_t(c.n_layers));
   std::vector<T> x(size_t(n) * d), tmp(size_t(n) * std::max(d, ff));
   for (int t = 0; t < n; ++t)
@@ -167,8 +168,8 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
     mm(ctx, lw.wv, L.h1.data(), L.v.data(), n);
     if (nudge.layer == il) (nudge.value ? L.v : L.k)[size_t(nudge.token) * kd + nudge.channel] += T(nudge.delta);
     L.k_pre = L.k;
-    rope(s.rope, L.q.data(), n, c.n_heads, hd, false);
-    rope(s.rope, L.k.data(), n, c.n_kv_heads, hd, false);
+    rope(s.rope_cs, c.rope_dim, L.q.data(), n, c.n_heads, hd, false);
+    rope(s.rope_cs, c.rope_dim, L.k.data(), n, c.n_kv_heads, hd, false);
     // Causal softmax attention; P kept for the backward. One task per kv head.
     L.p.assign(size_t(c.n_heads) * n * n, T(0));
     L.o.assign(size_t(n) * qd, T(0));
@@ -321,8 +322,8 @@ StatusOr<KvGradients<T>> LlamaGradient<T>::compute(ExecContext& ctx, std::span<c
       }
     });
     // Back through RoPE: the gradient w.r.t. the key-projection output is before RoPE.
-    rope(s.rope, dq.data(), n, c.n_heads, hd, true);
-    rope(s.rope, dk.data(), n, c.n_kv_heads, hd, true);
+    rope(s.rope_cs, c.rope_dim, dq.data(), n, c.n_heads, hd, true);
+    rope(s.rope_cs, c.rope_dim, dk.data(), n, c.n_kv_heads, hd, true);
     out.k[size_t(il)] = dk;
     out.v[size_t(il)] = dv;
     out.k_act[size_t(il)] = std::move(L.k_pre);

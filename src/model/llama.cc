@@ -26,6 +26,7 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path) 
   auto config = read_model_config(*m->file_);
   if (!config.ok()) return config.status().with_context(path);
   m->config_ = *config;
+  m->rope_ = Rope(m->config_.head_dim, m->config_.rope_dim, m->config_.rope_freq_base);
   auto weights = load_llama_weights(*m->file_, m->config_);
   if (!weights.ok()) return weights.status().with_context(path);
   m->weights_ = std::move(*weights);
@@ -64,18 +65,19 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   for (int t = 0; t < n; ++t) {
     std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
   }
-  ws.rope.reserve(pos0 + n, c.rope_dim, c.rope_freq_base);
+  ws.rope_cs.resize(size_t(n) * size_t(c.rope_dim));
+  rope_.ggml_angles(pos0, n, ws.rope_cs.data());
   const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim)),
-                           &ws.rope};
+                           &rope_};
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& l = weights_->layers[size_t(il)];
     rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
     matmul(ctx, l.wq, ws.xb.data(), ws.q.data(), n);
     matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
     matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
-    rope_rows(ws.rope, ws.q.data(), n, c.n_heads, c.head_dim, pos0);
+    rope_.rotate_rows(ws.q.data(), n, c.n_heads, ws.rope_cs.data());
     // KVQuant caches take keys before RoPE (kvquant.md §2); attention rotates them on read.
-    if (!cache.keys_pre_rope()) rope_rows(ws.rope, ws.k.data(), n, c.n_kv_heads, c.head_dim, pos0);
+    if (!cache.pre_rope()) rope_.rotate_rows(ws.k.data(), n, c.n_kv_heads, ws.rope_cs.data());
     KVQ_RETURN_IF_ERROR(cache.append(il, n, ws.k.data(), ws.v.data()));
     KVQ_RETURN_IF_ERROR(attend(ctx, ap, cache, il, ws.q.data(), n, pos0, ws.att.data()));
     matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);

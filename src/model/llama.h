@@ -7,11 +7,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
-#include "attention/rope_table.h"
 #include "base/aligned_buffer.h"
 #include "base/exec_context.h"
 #include "io/gguf.h"
+#include "kernels/rope.h"
 #include "kv/kv_cache.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -22,7 +23,7 @@ namespace kvq {
 // Activation buffers for one forward call, grown on demand and reused across calls.
 struct ForwardWorkspace {
   AlignedBuffer<float> x, xb, q, k, v, att, hb, hb2;
-  RopeTable rope;  // cos/sin per position, grown to the positions seen
+  std::vector<float> rope_cs;  // RoPE angles of the step's positions [n_tokens][rope_dim]
   int capacity = 0;  // tokens
   bool reserve(int n_tokens, const ModelConfig& c);
 };
@@ -36,6 +37,7 @@ class LlamaModel {
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const LlamaWeights& weights() const { return *weights_; }
   const GgufFile& gguf() const { return *file_; }
+  const Rope& rope() const { return rope_; }
   KvCacheShape kv_shape(int n_ctx) const {
     return {config_.n_layers, config_.n_kv_heads, config_.head_dim, n_ctx};
   }
@@ -52,6 +54,7 @@ class LlamaModel {
   ModelConfig config_;
   std::unique_ptr<LlamaWeights> weights_;
   Tokenizer tokenizer_;
+  Rope rope_;
 };
 
 }  // namespace kvq

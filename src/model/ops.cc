@@ -51,10 +51,4 @@ void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float*
   }
 }
 
-void rope_rows(const RopeTable& rope, float* x, int n_tokens, int n_heads, int head_dim, int pos0) {
-  for (int t = 0; t < n_tokens; ++t) {
-    for (int h = 0; h < n_heads; ++h) rope.apply(x + (size_t(t) * n_heads + h) * head_dim, pos0 + t);
-  }
-}
-
 }  // namespace kvq

@@ -134,42 +134,42 @@ float DotRowPcT(const float* HWY_RESTRICT w, float bias, const uint8_t* HWY_REST
 }
 
 // Exported entry points (bits in {2, 3, 4}).
-void EncodeCodebookRowSimd(const float* x, size_t n, float z, float inv, const float* thr,
+inline void EncodeCodebookRowSimd(const float* x, size_t n, float z, float inv, const float* thr,
                            int bits, uint8_t* codes) {
   if (bits == 2) return EncodeRow<2, false>(x, n, z, inv, nullptr, nullptr, thr, codes);
   if (bits == 3) return EncodeRow<3, false>(x, n, z, inv, nullptr, nullptr, thr, codes);
   return EncodeRow<4, false>(x, n, z, inv, nullptr, nullptr, thr, codes);
 }
 
-void EncodeCodebookRowPcSimd(const float* x, size_t n, const float* zc, const float* invc,
+inline void EncodeCodebookRowPcSimd(const float* x, size_t n, const float* zc, const float* invc,
                              const float* thr, int bits, uint8_t* codes) {
   if (bits == 2) return EncodeRow<2, true>(x, n, 0.0f, 0.0f, zc, invc, thr, codes);
   if (bits == 3) return EncodeRow<3, true>(x, n, 0.0f, 0.0f, zc, invc, thr, codes);
   return EncodeRow<4, true>(x, n, 0.0f, 0.0f, zc, invc, thr, codes);
 }
 
-void DecodeCodebookRowSimd(const uint8_t* codes, size_t n, const float* lut, int bits,
+inline void DecodeCodebookRowSimd(const uint8_t* codes, size_t n, const float* lut, int bits,
                            float* out) {
   if (bits == 2) return DecodeRowT<2>(codes, n, lut, out);
   if (bits == 3) return DecodeRowT<3>(codes, n, lut, out);
   return DecodeRowT<4>(codes, n, lut, out);
 }
 
-void AxpyCodebookRowSimd(const uint8_t* codes, size_t n, const float* alut, int bits,
+inline void AxpyCodebookRowSimd(const uint8_t* codes, size_t n, const float* alut, int bits,
                          float* y) {
   if (bits == 2) return AxpyRowT<2>(codes, n, alut, y);
   if (bits == 3) return AxpyRowT<3>(codes, n, alut, y);
   return AxpyRowT<4>(codes, n, alut, y);
 }
 
-void DecodeCodebookRowPcSimd(const uint8_t* codes, size_t n, const float* values,
+inline void DecodeCodebookRowPcSimd(const uint8_t* codes, size_t n, const float* values,
                              const float* h, const float* z, int bits, float* out) {
   if (bits == 2) return DecodeRowPcT<2>(codes, n, values, h, z, out);
   if (bits == 3) return DecodeRowPcT<3>(codes, n, values, h, z, out);
   return DecodeRowPcT<4>(codes, n, values, h, z, out);
 }
 
-float DotCodebookRowPcSimd(const float* w, float bias, const uint8_t* codes, size_t n,
+inline float DotCodebookRowPcSimd(const float* w, float bias, const uint8_t* codes, size_t n,
                            const float* values, int bits) {
   if (bits == 2) return DotRowPcT<2>(w, bias, codes, n, values);
   if (bits == 3) return DotRowPcT<3>(w, bias, codes, n, values);

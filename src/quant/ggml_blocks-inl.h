@@ -34,7 +34,7 @@ HWY_INLINE hn::Vec<DF> RoundHalfAway(hn::Vec<DF> v) {
   return hn::IfThenElse(up, hn::Add(t, hn::CopySignToAbs(hn::Set(df, 1.0f), v)), t);
 }
 
-void QuantizeRowQ8_0Simd(const float* HWY_RESTRICT x, BlockQ8_0* HWY_RESTRICT y, int64_t k) {
+inline void QuantizeRowQ8_0Simd(const float* HWY_RESTRICT x, BlockQ8_0* HWY_RESTRICT y, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<int8_t, DI> di8;
@@ -51,7 +51,7 @@ void QuantizeRowQ8_0Simd(const float* HWY_RESTRICT x, BlockQ8_0* HWY_RESTRICT y,
   }
 }
 
-void QuantizeRowQ4_0Simd(const float* HWY_RESTRICT x, BlockQ4_0* HWY_RESTRICT y, int64_t k) {
+inline void QuantizeRowQ4_0Simd(const float* HWY_RESTRICT x, BlockQ4_0* HWY_RESTRICT y, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<uint8_t, DI> du8;
@@ -81,7 +81,7 @@ void QuantizeRowQ4_0Simd(const float* HWY_RESTRICT x, BlockQ4_0* HWY_RESTRICT y,
   }
 }
 
-void DequantizeRowQ8_0Simd(const BlockQ8_0* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t k) {
+inline void DequantizeRowQ8_0Simd(const BlockQ8_0* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<int8_t, DI> di8;
@@ -95,7 +95,7 @@ void DequantizeRowQ8_0Simd(const BlockQ8_0* HWY_RESTRICT x, float* HWY_RESTRICT 
   }
 }
 
-void DequantizeRowQ4_0Simd(const BlockQ4_0* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t k) {
+inline void DequantizeRowQ4_0Simd(const BlockQ4_0* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<uint8_t, DI> du8;
@@ -113,7 +113,7 @@ void DequantizeRowQ4_0Simd(const BlockQ4_0* HWY_RESTRICT x, float* HWY_RESTRICT 
   }
 }
 
-float DotQ8_0Simd(const float* HWY_RESTRICT q, const BlockQ8_0* HWY_RESTRICT x, int64_t k) {
+inline float DotQ8_0Simd(const float* HWY_RESTRICT q, const BlockQ8_0* HWY_RESTRICT x, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<int8_t, DI> di8;
@@ -130,7 +130,7 @@ float DotQ8_0Simd(const float* HWY_RESTRICT q, const BlockQ8_0* HWY_RESTRICT x, 
   return hn::GetLane(hn::SumOfLanes(df, total));
 }
 
-float DotQ4_0Simd(const float* HWY_RESTRICT q, const BlockQ4_0* HWY_RESTRICT x, int64_t k) {
+inline float DotQ4_0Simd(const float* HWY_RESTRICT q, const BlockQ4_0* HWY_RESTRICT x, int64_t k) {
   const DF df;
   const DI di;
   const hn::Rebind<uint8_t, DI> du8;

@@ -78,6 +78,10 @@ class SparseRows {
   std::span<const uint16_t> idx(size_t row) const;
   std::span<const f16_t> val(size_t row) const;
   size_t bytes() const { return row_ptr_.size() * 4 + nnz() * 4; }
+  // The CSR arrays, for attention views: row r is [row_ptr()[r], row_ptr()[r + 1]).
+  const uint32_t* row_ptr() const { return row_ptr_.data(); }
+  const uint16_t* idx_data() const { return idx_.data(); }
+  const f16_t* val_data() const { return val_.data(); }
 
  private:
   std::vector<uint32_t> row_ptr_{0};

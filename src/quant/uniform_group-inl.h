@@ -110,7 +110,7 @@ HWY_INLINE void AxpySpan(float a, const uint8_t* HWY_RESTRICT c, size_t n,
   for (; i < n; ++i) y[i] += a * detail::uniform_value(c[i], g);
 }
 
-void QuantizeUniformRowSimd(const float* HWY_RESTRICT x, size_t n, const UniformParams& p,
+inline void QuantizeUniformRowSimd(const float* HWY_RESTRICT x, size_t n, const UniformParams& p,
                             uint8_t* HWY_RESTRICT codes, f16_t* HWY_RESTRICT scales,
                             f16_t* HWY_RESTRICT zeros) {
   const size_t G = p.group_size > 0 ? size_t(p.group_size) : n;
@@ -159,7 +159,7 @@ HWY_INLINE void ForEachCodeSpan(const uint8_t* HWY_RESTRICT codes, const f16_t* 
   }
 }
 
-void DequantizeUniformRowSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
+inline void DequantizeUniformRowSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
                               const f16_t* zeros, size_t n, const UniformParams& p,
                               float* HWY_RESTRICT out) {
   ForEachCodeSpan(codes, scales, zeros, n, p,
@@ -168,7 +168,7 @@ void DequantizeUniformRowSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* sc
                   });
 }
 
-float DotUniformRowSimd(const float* HWY_RESTRICT q, const uint8_t* HWY_RESTRICT codes,
+inline float DotUniformRowSimd(const float* HWY_RESTRICT q, const uint8_t* HWY_RESTRICT codes,
                         const f16_t* scales, const f16_t* zeros, size_t n,
                         const UniformParams& p) {
   const DF df;
@@ -181,7 +181,7 @@ float DotUniformRowSimd(const float* HWY_RESTRICT q, const uint8_t* HWY_RESTRICT
   return hn::GetLane(hn::SumOfLanes(df, acc)) + tail;
 }
 
-void AxpyUniformRowSimd(float a, const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
+inline void AxpyUniformRowSimd(float a, const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
                         const f16_t* zeros, size_t n, const UniformParams& p,
                         float* HWY_RESTRICT y) {
   ForEachCodeSpan(codes, scales, zeros, n, p,
@@ -193,7 +193,7 @@ void AxpyUniformRowSimd(float a, const uint8_t* HWY_RESTRICT codes, const f16_t*
 // Columns are processed in chunks of kCols (a multiple of 8: byte-aligned in packed rows).
 inline constexpr size_t kCols = 256;
 
-void QuantizeUniformColsSimd(const float* HWY_RESTRICT x, size_t n_rows, size_t n_cols,
+inline void QuantizeUniformColsSimd(const float* HWY_RESTRICT x, size_t n_rows, size_t n_cols,
                              size_t ld, int bits, uint8_t* HWY_RESTRICT codes,
                              f16_t* HWY_RESTRICT scales, f16_t* HWY_RESTRICT zeros) {
   const DF df;
@@ -249,7 +249,7 @@ void QuantizeUniformColsSimd(const float* HWY_RESTRICT x, size_t n_rows, size_t 
 }
 
 // out[t][c] = code_tc * s_c + z_c.
-void DequantizeUniformColsSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
+inline void DequantizeUniformColsSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* scales,
                                const f16_t* zeros, size_t n_rows, size_t n_cols, int bits,
                                float* HWY_RESTRICT out, size_t ldo) {
   const DF df;
@@ -277,7 +277,7 @@ void DequantizeUniformColsSimd(const uint8_t* HWY_RESTRICT codes, const f16_t* s
 }
 
 // scores[t] = sum_c (q_c s_c) code_tc + sum_c q_c z_c.
-void DotUniformColsSimd(const float* HWY_RESTRICT q, const uint8_t* HWY_RESTRICT codes,
+inline void DotUniformColsSimd(const float* HWY_RESTRICT q, const uint8_t* HWY_RESTRICT codes,
                         const f16_t* scales, const f16_t* zeros, size_t n_rows, size_t n_cols,
                         int bits, float* HWY_RESTRICT scores) {
   const DF df;

@@ -32,12 +32,12 @@ HWY_INLINE hn::Vec<D> LoadRow(D d, const f16_t* p, size_t i, size_t n) {
 }
 
 template <class D, typename T>
-HWY_INLINE void ScoresImpl(D d, const float* q, const T* k, int n_rows, int head_dim, float scale,
-                           float* scores) {
+HWY_INLINE void ScoresImpl(D d, const float* q, const T* k, size_t ldk, int n_rows, int head_dim,
+                           float scale, float* scores) {
   const size_t n = size_t(head_dim);
   const size_t N = hn::Lanes(d);
   for (int j = 0; j < n_rows; ++j) {
-    const T* kr = k + size_t(j) * n;
+    const T* kr = k + size_t(j) * ldk;
     auto acc = hn::Zero(d);
     for (size_t i = 0; i < n; i += N) acc = hn::MulAdd(LoadRow(d, q, i, n), LoadRow(d, kr, i, n), acc);
     scores[j] = hn::GetLane(hn::SumOfLanes(d, acc)) * scale;
@@ -45,14 +45,14 @@ HWY_INLINE void ScoresImpl(D d, const float* q, const T* k, int n_rows, int head
 }
 
 template <class D, typename T>
-HWY_INLINE void AccumulateImpl(D d, const float* p, const T* v, int n_rows, int head_dim,
+HWY_INLINE void AccumulateImpl(D d, const float* p, const T* v, size_t ldv, int n_rows, int head_dim,
                                float* out) {
   const size_t n = size_t(head_dim);
   const size_t N = hn::Lanes(d);
   for (size_t i = 0; i < n; i += N) {
     auto acc = LoadRow(d, out, i, n);
     for (int j = 0; j < n_rows; ++j) {
-      acc = hn::MulAdd(hn::Set(d, p[j]), LoadRow(d, v + size_t(j) * n, i, n), acc);
+      acc = hn::MulAdd(hn::Set(d, p[j]), LoadRow(d, v + size_t(j) * ldv, i, n), acc);
     }
     if (i + N <= n) {
       hn::StoreU(acc, d, out + i);
@@ -65,23 +65,82 @@ HWY_INLINE void AccumulateImpl(D d, const float* p, const T* v, int n_rows, int 
 }
 
 template <typename T>
-void Scores(const float* q, const T* k, int n_rows, int head_dim, float scale, float* scores) {
+void ScoresT(const float* q, size_t ldq, int n_q, const T* k, size_t ldk, int n_rows, int head_dim,
+             float scale, float* scores, size_t lds) {
   const hn::ScalableTag<float> d;
-  if (size_t(head_dim) >= hn::Lanes(d)) return ScoresImpl(d, q, k, n_rows, head_dim, scale, scores);
-  ScoresImpl(hn::CappedTag<float, 8>(), q, k, n_rows, head_dim, scale, scores);
+  for (int i = 0; i < n_q; ++i) {
+    const float* qi = q + size_t(i) * ldq;
+    float* si = scores + size_t(i) * lds;
+    if (size_t(head_dim) >= hn::Lanes(d)) {
+      ScoresImpl(d, qi, k, ldk, n_rows, head_dim, scale, si);
+    } else {
+      ScoresImpl(hn::CappedTag<float, 8>(), qi, k, ldk, n_rows, head_dim, scale, si);
+    }
+  }
 }
 
 template <typename T>
-void Accumulate(const float* p, const T* v, int n_rows, int head_dim, float* out) {
+void AccumulateT(const float* p, size_t ldp, int n_q, const T* v, size_t ldv, int n_rows,
+                 int head_dim, float* out, size_t ldo) {
   const hn::ScalableTag<float> d;
-  if (size_t(head_dim) >= hn::Lanes(d)) return AccumulateImpl(d, p, v, n_rows, head_dim, out);
-  AccumulateImpl(hn::CappedTag<float, 8>(), p, v, n_rows, head_dim, out);
+  for (int i = 0; i < n_q; ++i) {
+    const float* pi = p + size_t(i) * ldp;
+    float* oi = out + size_t(i) * ldo;
+    if (size_t(head_dim) >= hn::Lanes(d)) {
+      AccumulateImpl(d, pi, v, ldv, n_rows, head_dim, oi);
+    } else {
+      AccumulateImpl(hn::CappedTag<float, 8>(), pi, v, ldv, n_rows, head_dim, oi);
+    }
+  }
 }
 
-void ScoresF32(const float* q, const float* k, int n, int hd, float s, float* o) { Scores(q, k, n, hd, s, o); }
-void ScoresF16(const float* q, const f16_t* k, int n, int hd, float s, float* o) { Scores(q, k, n, hd, s, o); }
-void AccumulateF32(const float* p, const float* v, int n, int hd, float* o) { Accumulate(p, v, n, hd, o); }
-void AccumulateF16(const float* p, const f16_t* v, int n, int hd, float* o) { Accumulate(p, v, n, hd, o); }
+void ScoresF32(const float* q, size_t ldq, int n_q, const float* k, size_t ldk, int n, int hd, float s,
+               float* o, size_t lds) {
+  ScoresT(q, ldq, n_q, k, ldk, n, hd, s, o, lds);
+}
+void ScoresF16(const float* q, size_t ldq, int n_q, const f16_t* k, size_t ldk, int n, int hd, float s,
+               float* o, size_t lds) {
+  ScoresT(q, ldq, n_q, k, ldk, n, hd, s, o, lds);
+}
+void AccumulateF32(const float* p, size_t ldp, int n_q, const float* v, size_t ldv, int n, int hd,
+                   float* o, size_t ldo) {
+  AccumulateT(p, ldp, n_q, v, ldv, n, hd, o, ldo);
+}
+void AccumulateF16(const float* p, size_t ldp, int n_q, const f16_t* v, size_t ldv, int n, int hd,
+                   float* o, size_t ldo) {
+  AccumulateT(p, ldp, n_q, v, ldv, n, hd, o, ldo);
+}
+
+template <class D>
+HWY_INLINE void RopeRowsImpl(D d, float* x, int n_rows, size_t hd, const float* table) {
+  const size_t N = hn::Lanes(d);
+  for (int j = 0; j < n_rows; ++j) {
+    float* r = x + size_t(j) * hd;
+    const float* c = table + size_t(j) * 2 * hd;
+    const float* s = c + hd;
+    for (size_t i = 0; i < hd; i += N) {
+      const auto v = hn::LoadU(d, r + i);
+      hn::StoreU(hn::MulAdd(hn::Reverse2(d, v), hn::LoadU(d, s + i), hn::Mul(v, hn::LoadU(d, c + i))), d, r + i);
+    }
+  }
+}
+
+void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table) {
+  const hn::ScalableTag<float> d;
+  const size_t hd = size_t(head_dim);
+  if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
+  if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
+  if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);
+  for (int j = 0; j < n_rows; ++j) {
+    float* r = x + size_t(j) * hd;
+    const float* c = table + size_t(j) * 2 * hd;
+    for (size_t i = 0; i + 1 < hd; i += 2) {
+      const float x0 = r[i], x1 = r[i + 1];
+      r[i] = x1 * c[hd + i] + x0 * c[i];
+      r[i + 1] = x0 * c[hd + i + 1] + x1 * c[i + 1];
+    }
+  }
+}
 
 void ConvertF32ToF16(const float* x, f16_t* y, size_t n) {
   const hn::ScalableTag<float> d;
@@ -106,7 +165,7 @@ void ConvertF16ToF32(const f16_t* x, float* y, size_t n) {
 // Softmax over x[0, n): vector max, Highway Exp (within a few ulp of expf), float lane sums.
 // Tail elements go through the same vector code via a padded buffer, so every element is
 // computed the same way wherever it sits.
-void Softmax(float* x, int n_int, bool round_f16) {
+void Softmax(float* x, int n_int, bool round_f16, float* max_out, float* sum_out) {
   const hn::ScalableTag<float> d;
   const hn::Rebind<hwy::float16_t, decltype(d)> dh;
   const size_t N = hn::Lanes(d), n = size_t(n_int);
@@ -132,7 +191,10 @@ void Softmax(float* x, int n_int, bool round_f16) {
     vsum = hn::Add(vsum, e);
     for (size_t k = 0; n_full + k < n; ++k) x[n_full + k] = tail[k];
   }
-  const auto inv = hn::Set(d, 1.0f / hn::GetLane(hn::SumOfLanes(d, vsum)));
+  const float total = hn::GetLane(hn::SumOfLanes(d, vsum));
+  if (max_out) *max_out = hn::GetLane(mx);
+  if (sum_out) *sum_out = total;
+  const auto inv = hn::Set(d, 1.0f / total);
   auto finish = [&](auto v) {
     v = hn::Mul(v, inv);
     return round_f16 ? hn::PromoteTo(d, hn::DemoteTo(dh, v)) : v;
@@ -156,23 +218,32 @@ HWY_EXPORT(ScoresF32);
 HWY_EXPORT(ScoresF16);
 HWY_EXPORT(AccumulateF32);
 HWY_EXPORT(AccumulateF16);
+HWY_EXPORT(RopeRowsTable);
 HWY_EXPORT(ConvertF32ToF16);
 HWY_EXPORT(ConvertF16ToF32);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(Softmax);
-void softmax(float* x, int n, bool round_f16) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n, round_f16); }
-
-void attn_scores_f32(const float* q, const float* k, int n, int hd, float s, float* o) {
-  HWY_DYNAMIC_DISPATCH(ScoresF32)(q, k, n, hd, s, o);
+void softmax(float* x, int n, bool round_f16, float* max, float* sum) {
+  HWY_DYNAMIC_DISPATCH(Softmax)(x, n, round_f16, max, sum);
 }
-void attn_scores_f16(const float* q, const f16_t* k, int n, int hd, float s, float* o) {
-  HWY_DYNAMIC_DISPATCH(ScoresF16)(q, k, n, hd, s, o);
+void attn_scores(const float* q, size_t ldq, int n_q, const float* k, size_t ldk, int n, int hd, float s,
+                 float* o, size_t lds) {
+  HWY_DYNAMIC_DISPATCH(ScoresF32)(q, ldq, n_q, k, ldk, n, hd, s, o, lds);
 }
-void attn_accumulate_f32(const float* p, const float* v, int n, int hd, float* o) {
-  HWY_DYNAMIC_DISPATCH(AccumulateF32)(p, v, n, hd, o);
+void attn_scores(const float* q, size_t ldq, int n_q, const f16_t* k, size_t ldk, int n, int hd, float s,
+                 float* o, size_t lds) {
+  HWY_DYNAMIC_DISPATCH(ScoresF16)(q, ldq, n_q, k, ldk, n, hd, s, o, lds);
 }
-void attn_accumulate_f16(const float* p, const f16_t* v, int n, int hd, float* o) {
-  HWY_DYNAMIC_DISPATCH(AccumulateF16)(p, v, n, hd, o);
+void attn_accumulate(const float* p, size_t ldp, int n_q, const float* v, size_t ldv, int n, int hd,
+                     float* o, size_t ldo) {
+  HWY_DYNAMIC_DISPATCH(AccumulateF32)(p, ldp, n_q, v, ldv, n, hd, o, ldo);
+}
+void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t ldv, int n, int hd,
+                     float* o, size_t ldo) {
+  HWY_DYNAMIC_DISPATCH(AccumulateF16)(p, ldp, n_q, v, ldv, n, hd, o, ldo);
+}
+void rope_rows_table(float* x, int n_rows, int head_dim, const float* table) {
+  HWY_DYNAMIC_DISPATCH(RopeRowsTable)(x, n_rows, head_dim, table);
 }
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertF32ToF16)(x, y, n);

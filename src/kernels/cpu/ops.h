@@ -24,18 +24,27 @@ struct MatmulParams {
 // n_tokens / n_rows the call covers, so tiling and threading do not change results.
 void matmul(const MatmulParams& p);
 
-// scores[j] = scale * q . k_j for j < n_rows; k rows are f32 or f16 with stride head_dim.
-void attn_scores_f32(const float* q, const float* k, int n_rows, int head_dim, float scale,
-                     float* scores);
-void attn_scores_f16(const float* q, const f16_t* k, int n_rows, int head_dim, float scale,
-                     float* scores);
-// out[:] += sum_j p[j] * v_j for j < n_rows.
-void attn_accumulate_f32(const float* p, const float* v, int n_rows, int head_dim, float* out);
-void attn_accumulate_f16(const float* p, const f16_t* v, int n_rows, int head_dim, float* out);
+// Attention over K/V rows (f32 or f16, row stride ldk/ldv elements) for n_q queries:
+//   scores[i * lds + j] = scale * q_i . k_j           (q_i = q + i * ldq, j < n_rows)
+//   out[i * ldo + :] += sum_j p[i * ldp + j] * v_j
+// Each (query, row) score and each query's accumulation are computed the same way whatever
+// n_q is, so batching queries never changes results.
+void attn_scores(const float* q, size_t ldq, int n_q, const float* k, size_t ldk, int n_rows,
+                 int head_dim, float scale, float* scores, size_t lds);
+void attn_scores(const float* q, size_t ldq, int n_q, const f16_t* k, size_t ldk, int n_rows,
+                 int head_dim, float scale, float* scores, size_t lds);
+void attn_accumulate(const float* p, size_t ldp, int n_q, const float* v, size_t ldv, int n_rows,
+                     int head_dim, float* out, size_t ldo);
+void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t ldv, int n_rows,
+                     int head_dim, float* out, size_t ldo);
+// Rotates row j of x: [n_rows, head_dim] by row j of table: [n_rows][2][head_dim] (Rope::key_table):
+// x_j = x_j * C_j + swap_pairs(x_j) * S_j. Spec: Rope::rotate with the same offsets.
+void rope_rows_table(float* x, int n_rows, int head_dim, const float* table);
 
 // In-place softmax over x[0, n); round_f16 rounds each probability to f16 (the f16-cache path).
 // Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp.
-void softmax(float* x, int n, bool round_f16);
+// max / sum (optional) receive the row max and the sum of exp(x - max) it normalized by.
+void softmax(float* x, int n, bool round_f16, float* max = nullptr, float* sum = nullptr);
 
 // Converts n floats to f16 (round to nearest even), and back.
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);

@@ -81,8 +81,9 @@ TEST(Kernels, AttentionOpsMatchReference) {
       std::vector<f16_t> k16(k.size());
       for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]);
       std::vector<float> s(static_cast<size_t>(n_rows)), s16(static_cast<size_t>(n_rows));
-      cpu::attn_scores_f32(q.data(), k.data(), n_rows, head_dim, 0.5f, s.data());
-      cpu::attn_scores_f16(q.data(), k16.data(), n_rows, head_dim, 0.5f, s16.data());
+      const size_t hd = size_t(head_dim);
+      cpu::attn_scores(q.data(), hd, 1, k.data(), hd, n_rows, head_dim, 0.5f, s.data(), size_t(n_rows));
+      cpu::attn_scores(q.data(), hd, 1, k16.data(), hd, n_rows, head_dim, 0.5f, s16.data(), size_t(n_rows));
       for (int j = 0; j < n_rows; ++j) {
         const float bound = 1e-5f * abs_dot(q.data(), &k[size_t(j) * head_dim], head_dim) + 1e-30f;
         ASSERT_NEAR(s[j], 0.5f * ref::dot_ref(q.data(), &k[size_t(j) * head_dim], head_dim), bound);
@@ -90,8 +91,8 @@ TEST(Kernels, AttentionOpsMatchReference) {
                     bound);
       }
       std::vector<float> out(static_cast<size_t>(head_dim), 0.25f), out16(out), out_ref(out), out16_ref(out);
-      cpu::attn_accumulate_f32(s.data(), k.data(), n_rows, head_dim, out.data());
-      cpu::attn_accumulate_f16(s.data(), k16.data(), n_rows, head_dim, out16.data());
+      cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k.data(), hd, n_rows, head_dim, out.data(), hd);
+      cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k16.data(), hd, n_rows, head_dim, out16.data(), hd);
       for (int j = 0; j < n_rows; ++j) {
         ref::axpy_ref(s[j], &k[size_t(j) * head_dim], out_ref.data(), head_dim);
         ref::axpy_f16_ref(s[j], &k16[size_t(j) * head_dim], out16_ref.data(), head_dim);

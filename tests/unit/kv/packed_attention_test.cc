@@ -57,8 +57,7 @@ const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32",
 TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
   Rng rng(11);
   const int n = 150;  // odd: crosses blocks of 64 and KIVI windows
-  RopeTable rope;
-  rope.reserve(n, kHd, 10000.0f);
+  const Rope rope(kHd, kHd, 10000.0f);
   for (const char* spec : kSpecs) {
     Built b = build(spec, n);
     ASSERT_TRUE(b.cache);
@@ -79,9 +78,13 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
     std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
     for (int h = 0; h < kHeads; ++h) {
       const int kvh = h / (kHeads / kKvHeads);
-      b.cache->read_block(1, kvh, 0, n, kd.data(), vd.data());
-      if (b.cache->keys_pre_rope()) {
-        for (int t = 0; t < n; ++t) rope.apply(&kd[size_t(t) * kHd], t);
+      b.cache->read(1, kvh, 0, n, kd.data(), vd.data());
+      if (b.cache->pre_rope()) {
+        std::vector<float> cs(kHd);
+        for (int t = 0; t < n; ++t) {
+          rope.angles(t, cs.data());
+          rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
+        }
       }
       for (int i = 0; i < n_q; ++i) {
         const int pos = pos0 + i;

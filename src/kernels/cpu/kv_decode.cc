@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: MIT
+// Highway decoders of every KvFormat over a run of tokens: one dispatch per run, the rows
+// decoded straight from the packed pages into a small f32 tile that the attention kernels use
+// while it is in L1 (the context is never copied). Bit-identical to kernels/ref/kv_decode_ref.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/kv_decode.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/cpu/kv_decode.h"
+#include "quant/codebook-inl.h"
+#include "quant/ggml_blocks-inl.h"
+#include "quant/uniform_group-inl.h"
+
+#ifndef KVQ_KERNELS_KV_DECODE_ONCE
+#define KVQ_KERNELS_KV_DECODE_ONCE
+#include <algorithm>
+#include <cstring>
+
+#include "quant/normalize.h"
+namespace kvq::cpu::detail {
+// Overwrites this head's outliers of token t with their exact values (ref: apply_run_outliers).
+inline void apply_outliers(const KvRun& r, int t, float* o) {
+  const uint16_t* b = r.out_idx + r.out_ptr[t];
+  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
+  const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0));
+  for (; it != e && *it < r.out_ch0 + r.head_dim; ++it) o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
+}
+}  // namespace kvq::cpu::detail
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq {
+namespace HWY_NAMESPACE {
+
+void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
+  const size_t hd = size_t(r.head_dim);
+  switch (r.format) {
+    case KvFormat::kF32:
+      for (int t = 0; t < r.n; ++t) std::memcpy(out + size_t(t) * hd, r.rows + size_t(t) * r.stride, hd * 4);
+      return;
+    case KvFormat::kF16: {
+      const DF df;
+      const hn::Rebind<hwy::float16_t, DF> dh;
+      const size_t N = hn::Lanes(df);
+      for (int t = 0; t < r.n; ++t) {
+        const auto* x = reinterpret_cast<const hwy::float16_t*>(r.rows + size_t(t) * r.stride);
+        float* o = out + size_t(t) * hd;
+        size_t i = 0;
+        for (; i + N <= hd; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, x + i)), df, o + i);
+        for (; i < hd; ++i) o[i] = f16_to_f32(reinterpret_cast<const f16_t*>(x)[i]);
+      }
+      return;
+    }
+    case KvFormat::kQ8_0:
+      for (int t = 0; t < r.n; ++t) {
+        DequantizeRowQ8_0Simd(reinterpret_cast<const BlockQ8_0*>(r.rows + size_t(t) * r.stride),
+                              out + size_t(t) * hd, int64_t(hd));
+      }
+      return;
+    case KvFormat::kQ4_0:
+      for (int t = 0; t < r.n; ++t) {
+        DequantizeRowQ4_0Simd(reinterpret_cast<const BlockQ4_0*>(r.rows + size_t(t) * r.stride),
+                              out + size_t(t) * hd, int64_t(hd));
+      }
+      return;
+    case KvFormat::kUniformRow: {
+      UniformParams p;
+      p.bits = r.bits;
+      p.group_size = r.group >= r.head_dim ? 0 : r.group;
+      p.symmetric = false;
+      for (int t = 0; t < r.n; ++t) {
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        DequantizeUniformRowSimd(row, reinterpret_cast<const f16_t*>(row + r.scales_off),
+                                 reinterpret_cast<const f16_t*>(row + r.zeros_off), hd, p,
+                                 out + size_t(t) * hd);
+      }
+      return;
+    }
+    case KvFormat::kUniformCols:
+      if (r.stride == packed_bytes(r.bits, hd)) {
+        DequantizeUniformColsSimd(r.rows, reinterpret_cast<const f16_t*>(r.rows + r.scales_off),
+                                  reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), size_t(r.n), hd,
+                                  r.bits, out, hd);
+        return;
+      }
+      for (int t = 0; t < r.n; ++t) {
+        DequantizeUniformColsSimd(r.rows + size_t(t) * r.stride,
+                                  reinterpret_cast<const f16_t*>(r.rows + r.scales_off),
+                                  reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), 1, hd, r.bits,
+                                  out + size_t(t) * hd, hd);
+      }
+      return;
+    case KvFormat::kCodebookPc:
+      for (int t = 0; t < r.n; ++t) {
+        float* o = out + size_t(t) * hd;
+        DecodeCodebookRowPcSimd(r.rows + size_t(t) * r.stride, hd, r.levels, r.ch_half, r.ch_zero, r.bits, o);
+        if (r.out_ptr) cpu::detail::apply_outliers(r, t, o);
+      }
+      return;
+    case KvFormat::kCodebookRow: {
+      HWY_ALIGN float lut[16];
+      for (int t = 0; t < r.n; ++t) {
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        NormParams np;
+        std::memcpy(&np, row + r.norm_off, sizeof np);
+        const NormF f = norm_float(np);
+        for (int j = 0; j < 16; ++j) lut[j] = j < (1 << r.bits) ? r.levels[j] * f.half + f.zero : 0.0f;
+        float* o = out + size_t(t) * hd;
+        DecodeCodebookRowSimd(row, hd, lut, r.bits, o);
+        if (r.out_ptr) cpu::detail::apply_outliers(r, t, o);
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvq::cpu {
+HWY_EXPORT(DecodeRun);
+void decode_run(const KvRun& run, float* out) { HWY_DYNAMIC_DISPATCH(DecodeRun)(run, out); }
+}  // namespace kvq::cpu
+#endif

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// A run of consecutive tokens of one KV head, as the cache stores them: the plain view that the
+// attention kernels read packed bytes through. Only attention/ builds runs (from the cache's
+// per-layer views, kv/kv_view.h); kernels know formats, never cache classes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/fp16.h"
+
+namespace kvq {
+
+// Stored row formats. Each has a scalar decoder (kernels/ref) that is its specification.
+enum class KvFormat : uint8_t {
+  kF32,         // float [head_dim]
+  kF16,         // f16 [head_dim]
+  kQ8_0,        // ggml block_q8_0 [head_dim / 32]
+  kQ4_0,        // ggml block_q4_0 [head_dim / 32]
+  kUniformRow,  // int-b / KIVI values: packed codes, f16 scale + zero per group of `group` values
+  kUniformCols, // KIVI keys: rows of one G-token block, one f16 scale + zero per channel
+  kCodebookPc,  // KVQuant keys: codebook level * half_c + zero_c per channel, sparse outliers
+  kCodebookRow, // KVQuant values: codebook level * half + zero per token, sparse outliers
+};
+
+const char* kv_format_name(KvFormat f);
+
+struct KvRun {
+  KvFormat format = KvFormat::kF16;
+  int n = 0;            // tokens
+  int head_dim = 0;
+  int bits = 0;         // code width (packed formats)
+  const uint8_t* rows = nullptr;  // token 0 of the run, this head
+  size_t stride = 0;              // bytes from token t to t + 1
+  // kUniformRow: token t's f16 scales / zeros at rows + t * stride + scales_off / zeros_off.
+  // kUniformCols: the block's per-channel f16 scales / zeros at rows + scales_off / zeros_off.
+  ptrdiff_t scales_off = 0, zeros_off = 0;
+  int group = 0;        // kUniformRow: values per group (one group when >= head_dim)
+  // Codebook formats: decode levels [2^bits]; kCodebookPc: per-channel half-range and zero
+  // [head_dim]; kCodebookRow: token t's NormParams at rows + t * stride + norm_off.
+  const float* levels = nullptr;
+  const float* ch_half = nullptr;
+  const float* ch_zero = nullptr;
+  ptrdiff_t norm_off = 0;
+  // Sparse outliers (codebook formats; null when none): token t's entries are
+  // [out_ptr[t], out_ptr[t + 1]) of out_idx / out_val, ascending indices over the whole K/V
+  // vector; this head owns indices [out_ch0, out_ch0 + head_dim).
+  const uint32_t* out_ptr = nullptr;
+  const uint16_t* out_idx = nullptr;
+  const f16_t* out_val = nullptr;
+  int out_ch0 = 0;
+};
+
+}  // namespace kvq

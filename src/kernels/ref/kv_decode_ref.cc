@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: MIT
+#include "kernels/ref/kv_decode_ref.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/check.h"
+#include "quant/bitpack.h"
+#include "quant/ggml_blocks.h"
+#include "quant/normalize.h"
+#include "quant/uniform_group.h"
+
+namespace kvq {
+
+const char* kv_format_name(KvFormat f) {
+  switch (f) {
+    case KvFormat::kF32: return "f32";
+    case KvFormat::kF16: return "f16";
+    case KvFormat::kQ8_0: return "q8_0";
+    case KvFormat::kQ4_0: return "q4_0";
+    case KvFormat::kUniformRow: return "uniform-row";
+    case KvFormat::kUniformCols: return "uniform-cols";
+    case KvFormat::kCodebookPc: return "codebook-pc";
+    case KvFormat::kCodebookRow: return "codebook-row";
+  }
+  return "?";
+}
+
+namespace ref {
+
+namespace {
+
+// Overwrites the decoded dense values of this head's outliers with the exact sparse values.
+void apply_run_outliers(const KvRun& r, int t, float* o) {
+  if (!r.out_ptr) return;
+  const uint16_t* b = r.out_idx + r.out_ptr[t];
+  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
+  const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0));
+  for (; it != e && *it < r.out_ch0 + r.head_dim; ++it) {
+    o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
+  }
+}
+
+}  // namespace
+
+void decode_run_ref(const KvRun& r, float* out) {
+  const size_t hd = size_t(r.head_dim);
+  for (int t = 0; t < r.n; ++t) {
+    const uint8_t* row = r.rows + size_t(t) * r.stride;
+    float* o = out + size_t(t) * hd;
+    switch (r.format) {
+      case KvFormat::kF32:
+        std::memcpy(o, row, hd * sizeof(float));
+        break;
+      case KvFormat::kF16:
+        for (size_t i = 0; i < hd; ++i) o[i] = f16_to_f32(reinterpret_cast<const f16_t*>(row)[i]);
+        break;
+      case KvFormat::kQ8_0:
+        dequantize_row_q8_0_ref(reinterpret_cast<const BlockQ8_0*>(row), o, int64_t(hd));
+        break;
+      case KvFormat::kQ4_0:
+        dequantize_row_q4_0_ref(reinterpret_cast<const BlockQ4_0*>(row), o, int64_t(hd));
+        break;
+      case KvFormat::kUniformRow: {
+        UniformParams p;
+        p.bits = r.bits;
+        p.group_size = r.group >= r.head_dim ? 0 : r.group;
+        p.symmetric = false;
+        dequantize_uniform_row_ref(row, reinterpret_cast<const f16_t*>(row + r.scales_off),
+                                   reinterpret_cast<const f16_t*>(row + r.zeros_off), hd, p, o);
+        break;
+      }
+      case KvFormat::kUniformCols: {
+        const auto* s = reinterpret_cast<const f16_t*>(r.rows + r.scales_off);
+        const auto* z = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off);
+        for (size_t c = 0; c < hd; ++c) o[c] = float(code_at(row, r.bits, c)) * f16_to_f32(s[c]) + f16_to_f32(z[c]);
+        break;
+      }
+      case KvFormat::kCodebookPc:
+        for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * r.ch_half[i] + r.ch_zero[i];
+        apply_run_outliers(r, t, o);
+        break;
+      case KvFormat::kCodebookRow: {
+        NormParams np;
+        std::memcpy(&np, row + r.norm_off, sizeof np);
+        const NormF f = norm_float(np);
+        for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
+        apply_run_outliers(r, t, o);
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace ref
+}  // namespace kvq

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+#include "kernels/rope.h"
+
+#include <cmath>
+
+#include "base/check.h"
+
+namespace kvq {
+
+Rope::Rope(int head_dim, int rope_dim, float freq_base)
+    : head_dim_(head_dim), rope_dim_(rope_dim), freq_base_(freq_base) {
+  KVQ_CHECK(rope_dim > 0 && rope_dim % 2 == 0 && rope_dim <= head_dim, "bad rope_dim %d", rope_dim);
+  const int half = rope_dim / 2;
+  for (int i = 0; i < half; ++i) inv_freq_.push_back(std::pow(double(freq_base), -2.0 * i / rope_dim));
+  offsets_.resize(size_t(kOffsets) * size_t(rope_dim));
+  for (int j = 0; j < kOffsets; ++j) angles(j, &offsets_[size_t(j) * size_t(rope_dim)]);
+  keys_.assign(size_t(kKeyOffsets) * 2 * size_t(head_dim), 0.0f);
+  for (int j = 0; j < kKeyOffsets; ++j) {
+    float* c = &keys_[size_t(j) * 2 * size_t(head_dim)];
+    float* s = c + head_dim;
+    for (int d = 0; d < head_dim; ++d) c[d] = 1.0f;
+    for (int i = 0; i < half; ++i) {
+      c[2 * i] = c[2 * i + 1] = offset(j)[2 * i];
+      s[2 * i] = -offset(j)[2 * i + 1];
+      s[2 * i + 1] = offset(j)[2 * i + 1];
+    }
+  }
+}
+
+void Rope::ggml_angles(int64_t pos0, int n_tokens, float* cs) const {
+  // Exactly ggml's rope_f32: theta = pos, then theta *= base^(-2/rope_dim) per pair, in float.
+  const float theta_scale = std::pow(freq_base_, -2.0f / float(rope_dim_));
+  for (int t = 0; t < n_tokens; ++t) {
+    float theta = float(pos0 + t);
+    float* row = cs + size_t(t) * size_t(rope_dim_);
+    for (int i = 0; i < rope_dim_ / 2; ++i) {
+      row[2 * i] = std::cos(theta);
+      row[2 * i + 1] = std::sin(theta);
+      theta *= theta_scale;
+    }
+  }
+}
+
+void Rope::rotate_rows(float* x, int n_tokens, int n_heads, const float* cs) const {
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int h = 0; h < n_heads; ++h) {
+      rotate(x + (size_t(t) * size_t(n_heads) + size_t(h)) * size_t(head_dim_),
+             cs + size_t(t) * size_t(rope_dim_), false);
+    }
+  }
+}
+
+void Rope::angles(int64_t pos, float* cs) const {
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  for (size_t i = 0; i < inv_freq_.size(); ++i) {
+    // Reduce in double so positions in the millions keep their low-frequency precision.
+    const double a = std::fmod(double(pos) * inv_freq_[i], kTwoPi);
+    cs[2 * i] = float(std::cos(a));
+    cs[2 * i + 1] = float(std::sin(a));
+  }
+}
+
+void Rope::rotate(float* x, const float* cs, bool transpose) const {
+  for (int i = 0; i < rope_dim_ / 2; ++i) {
+    const float c = cs[2 * i], s = transpose ? -cs[2 * i + 1] : cs[2 * i + 1];
+    const float x0 = x[2 * i], x1 = x[2 * i + 1];
+    x[2 * i] = x0 * c - x1 * s;
+    x[2 * i + 1] = x0 * s + x1 * c;
+  }
+}
+
+}  // namespace kvq

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// Rotary position embedding (llama.cpp "normal" mode: adjacent pairs (x[2i], x[2i+1]) rotate by
+// pos * base^(-2i / rope_dim); dims past rope_dim are left alone). Two uses:
+//  - the model rotates queries and post-RoPE keys with ggml's own angles (float repeated
+//    multiplication, bit-identical to ref::rope_ref), computed per token: no table per position;
+//  - attention rotates pre-RoPE keys (KVQuant §2) by composition, q . R(p) k = (R(b)^T q) . (R(j) k)
+//    with p = b + j: the query is rotated once per block start b, each key by its small offset j.
+//    Offsets come from a fixed table of kOffsets rows; block starts from angles() in double.
+// Memory is fixed by head_dim, never by the context length.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace kvq {
+
+class Rope {
+ public:
+  static constexpr int kOffsets = 1024;  // tabulated offsets j in [0, kOffsets)
+  static constexpr int kKeyOffsets = 64; // offsets expanded for the SIMD key rotation
+
+  Rope() = default;
+  Rope(int head_dim, int rope_dim, float freq_base);
+  int head_dim() const { return head_dim_; }
+  int rope_dim() const { return rope_dim_; }
+  float freq_base() const { return freq_base_; }
+
+  // ggml's angles for positions pos0 .. pos0 + n_tokens - 1 (float angle recurrence):
+  // cs: [n_tokens][rope_dim / 2][2] cos/sin pairs. Computed once per forward step.
+  void ggml_angles(int64_t pos0, int n_tokens, float* cs) const;
+  // x: [n_tokens, n_heads, head_dim], token t rotated in place by the pairs of row t of cs.
+  void rotate_rows(float* x, int n_tokens, int n_heads, const float* cs) const;
+
+  // cos/sin pairs [rope_dim / 2][2] of the angles at pos, computed in double.
+  void angles(int64_t pos, float* cs) const;
+  // The pairs of offset j < kOffsets (same layout as angles()).
+  const float* offset(int j) const { return &offsets_[size_t(j) * size_t(rope_dim_)]; }
+  // Rotates one head vector by the pairs cs: R x, or R^T x when transpose.
+  void rotate(float* x, const float* cs, bool transpose) const;
+  // Offsets j < kKeyOffsets expanded for SIMD: row j is [C | S] over head_dim lanes with
+  // C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...) (1 and 0 past rope_dim), so that
+  // R(j) x = x * C + swap_pairs(x) * S.
+  const float* key_table() const { return keys_.data(); }
+
+ private:
+  int head_dim_ = 0, rope_dim_ = 0;
+  float freq_base_ = 0.0f;
+  std::vector<double> inv_freq_;  // base^(-2i / rope_dim)
+  std::vector<float> offsets_;    // [kOffsets][rope_dim / 2][2]
+  std::vector<float> keys_;       // [kKeyOffsets][2][head_dim]
+};
+
+}  // namespace kvq

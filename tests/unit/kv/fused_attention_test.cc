@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: MIT
+// The fused attention path against its specifications, on every cache format:
+//  - each format's SIMD run decoder is bit-identical to its scalar reference (kernels/ref);
+//  - attention read in place (SIMD and reference kernels) equals plain softmax attention over
+//    the cache dequantized by read(), for head_dim 8, 64, 128, odd lengths and mixed K/V;
+//  - split-K results are bit-identical for any thread count, and batched prefill equals
+//    token-by-token decode for batch-invariant caches, at contexts split into several chunks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "attention/attention.h"
+#include "base/rng.h"
+#include "kernels/cpu/kv_decode.h"
+#include "kernels/ref/kv_decode_ref.h"
+#include "kernels/ref/ops_ref.h"
+#include "kv/cache_spec.h"
+#include "quant/codebook.h"
+
+namespace kvq {
+namespace {
+
+struct HeadShape {
+  int n_heads, n_kv_heads, head_dim;
+};
+
+KvquantParams params_for(const TensorSpec& t, const HeadShape& s, bool keys, int n_layers) {
+  KvquantParams p;
+  for (int il = 0; il < n_layers; ++il) {
+    KvquantLayerParams lp;
+    lp.codebook = make_nf_codebook(t.bits);
+    if (keys) {
+      // Thresholds inside the data's range, so ~1% of keys are outliers.
+      lp.upper.assign(size_t(s.n_kv_heads * s.head_dim), 2.5f);
+      lp.lower.assign(size_t(s.n_kv_heads * s.head_dim), -2.4f);
+    }
+    p.layers.push_back(lp);
+  }
+  return p;
+}
+
+struct Cache {
+  std::unique_ptr<KvCache> cache;
+  KvquantParams k, v;
+};
+
+// Empty when the spec is not available for this head_dim (an explicit kUnimplemented).
+Cache make(const std::string& k_spec, const std::string& v_spec, const HeadShape& s, int n_ctx, int n_layers = 1) {
+  Cache c;
+  const CacheSpec spec = parse_cache_spec(k_spec, v_spec).value();
+  if (spec.k.kind == TensorKind::kKvquant) c.k = params_for(spec.k, s, true, n_layers);
+  if (spec.v.kind == TensorKind::kKvquant) c.v = params_for(spec.v, s, false, n_layers);
+  auto made = make_cache(spec, {n_layers, s.n_kv_heads, s.head_dim, n_ctx}, {&c.k, &c.v});
+  if (!made.ok()) {
+    // Formats this head_dim cannot hold say so (e.g. ggml blocks of 32 at head_dim 8).
+    EXPECT_TRUE(made.status().code() == StatusCode::kUnimplemented ||
+                made.status().code() == StatusCode::kInvalidArgument)
+        << k_spec << "/" << v_spec << ": "
+                                                                 << made.status().to_string();
+    return c;
+  }
+  c.cache = std::move(*made);
+  return c;
+}
+
+std::vector<float> randn(Rng& rng, size_t n, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = scale * float(rng.normal());
+  return v;
+}
+
+// Fills the cache with n tokens: a prefill of about 2/3, then single appends with end_step.
+void fill(KvCache& c, Rng& rng, int n, const HeadShape& s) {
+  const size_t row = size_t(s.n_kv_heads) * size_t(s.head_dim);
+  auto k = randn(rng, size_t(n) * row), v = randn(rng, size_t(n) * row);
+  const int pre = n * 2 / 3;
+  ASSERT_TRUE(c.append(0, pre, k.data(), v.data()).ok());
+  ASSERT_TRUE(c.end_step().ok());
+  for (int t = pre; t < n; ++t) {
+    ASSERT_TRUE(c.append(0, 1, &k[size_t(t) * row], &v[size_t(t) * row]).ok());
+    ASSERT_TRUE(c.end_step().ok());
+  }
+}
+
+const char* const kFormats[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "int2",
+                                "kivi-2:g=32:r=64", "kivi-4:g=16:r=32", "kvquant-3", "kvquant-4:sinks=5",
+                                "kvquant-2:outliers=0:sinks=0", "kvquant-3:prerope=0:qnorm=1"};
+
+TEST(FusedAttention, RunDecodersMatchTheirReferences) {
+  for (int hd : {8, 64, 128}) {
+    const HeadShape s{4, 2, hd};
+    for (const char* f : kFormats) {
+      Rng rng(uint64_t(hd) * 7 + 1);
+      Cache c = make(f, f, s, 300);
+      if (!c.cache) continue;
+      fill(*c.cache, rng, 261, s);
+      KvStoreView views[2];
+      c.cache->views(0, &views[0], &views[1]);
+      for (const KvStoreView& v : views) {
+        for (int si = 0; si < v.n_segments; ++si) {
+          const KvSegment& seg = v.seg[si];
+          for (int h = 0; h < s.n_kv_heads; ++h) {
+            for (int i = 0; i < seg.n;) {
+              const int n = std::min({seg.n - i, seg.page_left(i), 64});
+              const KvRun run = seg.run(h, i, n);
+              std::vector<float> a(size_t(n) * hd), b(a.size());
+              cpu::decode_run(run, a.data());
+              ref::decode_run_ref(run, b.data());
+              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4))
+                  << f << " hd " << hd << " " << kv_format_name(run.format) << " head " << h << " token " << i;
+              i += n;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// out for the last n_q positions against softmax attention over read() (RoPE'd when pre-RoPE).
+void check_against_read(const std::string& k_spec, const std::string& v_spec, const HeadShape& s, int n, int n_q,
+                        KernelPath path) {
+  SCOPED_TRACE(k_spec + " / " + v_spec + " hd " + std::to_string(s.head_dim) + " n " + std::to_string(n) +
+               (path == KernelPath::kRef ? " ref" : " simd"));
+  Rng rng(uint64_t(n) * 31 + uint64_t(s.head_dim));
+  Cache c = make(k_spec, v_spec, s, n);
+  if (!c.cache) return;
+  fill(*c.cache, rng, n, s);
+  const int hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
+  const Rope rope(hd, hd, 10000.0f);
+  auto q = randn(rng, size_t(n_q) * s.n_heads * hd);
+  ExecContext ctx(2, path);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const AttentionParams p{s.n_heads, s.n_kv_heads, hd, scale, &rope};
+  std::vector<float> out(q.size());
+  const int pos0 = n - n_q;
+  ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), n_q, pos0, out.data()).ok());
+  std::vector<float> kd(size_t(n) * hd), vd(kd.size()), ref(hd), cs(hd);
+  // An f16 store is attended as llama.cpp does (kv_view.h): the query is rounded to f16 for
+  // f16 keys, the probabilities for f16 values.
+  const bool f16_k = k_spec == "f16", f16 = f16_k || v_spec == "f16";
+  for (int h = 0; h < s.n_heads; ++h) {
+    c.cache->read(0, h / group, 0, n, kd.data(), vd.data());
+    if (c.cache->pre_rope()) {
+      for (int t = 0; t < n; ++t) {
+        rope.angles(t, cs.data());
+        rope.rotate(&kd[size_t(t) * hd], cs.data(), false);
+      }
+    }
+    for (int i = 0; i < n_q; ++i) {
+      std::vector<float> qh(q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h) * hd),
+                            q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h + 1) * hd));
+      if (f16_k) {
+        for (float& x : qh) x = round_to_f16(x);
+      }
+      ref::attention_head_ref(qh.data(), kd.data(), vd.data(), ref.data(), pos0 + i + 1, hd, scale);
+      const float* got = &out[(size_t(i) * s.n_heads + h) * hd];
+      // f16 rounds the probabilities to f16 on purpose (llama.cpp parity); pre-RoPE keys are
+      // rotated by composed angles (a few ulp from the direct ones).
+      const float tol = f16 ? 2e-3f : c.cache->pre_rope() ? 2e-5f : 1e-5f;
+      for (int d = 0; d < hd; ++d) ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d]))) << "head " << h;
+    }
+  }
+}
+
+TEST(FusedAttention, EveryFormatMatchesAttentionOverRead) {
+  for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
+    for (int hd : {8, 64, 128}) {
+      const HeadShape s{hd == 8 ? 8 : 4, hd == 8 ? 4 : 2, hd};
+      for (const char* f : kFormats) {
+        for (int n : {1, 63, 64, 65, 1000}) check_against_read(f, f, s, n, std::min(n, 3), path);
+      }
+    }
+  }
+}
+
+TEST(FusedAttention, MixedKeyAndValueFormats) {
+  const HeadShape s{8, 2, 64};
+  const std::pair<const char*, const char*> mixes[] = {
+      {"kvquant-3", "kivi-2:g=32:r=64"}, {"q4_0", "f16"}, {"f16", "kvquant-2"}, {"kivi-4:g=32:r=64", "q8_0"},
+      {"int4", "kvquant-4:outliers=0"}, {"f16", "int2:g=16"}, {"kvquant-3:sinks=70", "f32"}};
+  for (const auto& [k, v] : mixes) {
+    for (int n : {65, 1000, 1300}) check_against_read(k, v, s, n, 2, KernelPath::kSimd);
+  }
+}
+
+// Contexts split into several chunks: any thread count gives the same bits, and for
+// batch-invariant caches a batched prefill equals decoding one token at a time.
+TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
+  const HeadShape s{8, 2, 64};
+  const int n = 2 * kAttentionChunk + 77;
+  for (const char* f : {"f16", "q4_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2"}) {
+    SCOPED_TRACE(f);
+    Rng rng(5);
+    Cache c = make(f, f, s, n);
+    ASSERT_TRUE(c.cache);
+    const size_t row = size_t(s.n_kv_heads) * s.head_dim, q_row = size_t(s.n_heads) * s.head_dim;
+    auto k = randn(rng, size_t(n) * row), v = randn(rng, size_t(n) * row), q = randn(rng, size_t(n) * q_row);
+    const Rope rope(s.head_dim, s.head_dim, 10000.0f);
+    const AttentionParams p{s.n_heads, s.n_kv_heads, s.head_dim, 0.125f, &rope};
+    // Prefill: every position in one call (queries in blocks, chunks merged in order).
+    ASSERT_TRUE(c.cache->append(0, n, k.data(), v.data()).ok());
+    std::vector<float> prefill(size_t(n) * q_row);
+    ExecContext ctx2(2);
+    ASSERT_TRUE(attend(ctx2, p, *c.cache, 0, q.data(), n, 0, prefill.data()).ok());
+    // Decode of the last positions with 1, 2 and 3 threads (one task per chunk and head).
+    const int tail = 5;
+    for (int threads : {1, 2, 3}) {
+      ExecContext ctx(threads);
+      std::vector<float> dec(q_row);
+      for (int pos = n - tail; pos < n; ++pos) {
+        ASSERT_TRUE(attend(ctx, p, *c.cache, 0, &q[size_t(pos) * q_row], 1, pos, dec.data()).ok());
+        if (c.cache->batch_invariant()) {
+          ASSERT_EQ(0, std::memcmp(dec.data(), &prefill[size_t(pos) * q_row], q_row * 4))
+              << "decode != prefill at " << pos << ", threads " << threads;
+        }
+      }
+    }
+    // Prefill with other thread counts: the same bits.
+    for (int threads : {1, 3}) {
+      ExecContext ctx(threads);
+      std::vector<float> again(prefill.size());
+      ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), n, 0, again.data()).ok());
+      ASSERT_EQ(0, std::memcmp(again.data(), prefill.data(), again.size() * 4)) << threads << " threads";
+    }
+    // Token-by-token growth: a fresh cache fed one token at a time, attended at each step.
+    if (c.cache->batch_invariant()) {
+      Cache d = make(f, f, s, n);
+      ExecContext ctx(2);
+      std::vector<float> dec(q_row);
+      for (int pos = 0; pos < n; ++pos) {
+        ASSERT_TRUE(d.cache->append(0, 1, &k[size_t(pos) * row], &v[size_t(pos) * row]).ok());
+        if (pos % 97 != 0 && pos < n - 3) continue;
+        ASSERT_TRUE(attend(ctx, p, *d.cache, 0, &q[size_t(pos) * q_row], 1, pos, dec.data()).ok());
+        ASSERT_EQ(0, std::memcmp(dec.data(), &prefill[size_t(pos) * q_row], q_row * 4)) << "position " << pos;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvq
