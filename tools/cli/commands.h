@@ -10,4 +10,5 @@ int cmd_ppl(const std::vector<std::string>& argv);
 int cmd_info(const std::vector<std::string>& argv);
 int cmd_bench(const std::vector<std::string>& argv);
 int cmd_calibrate(const std::vector<std::string>& argv);
+int cmd_synth(const std::vector<std::string>& argv);
 }  // namespace kvq::cli

@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
     "  bench  prefill and decode tokens/s (median of repetitions) for a cache type\n"
     "  calibrate  Fisher-weighted KVQuant calibration file for --calib FILE\n"
+    "  synth  write a LLaMA GGUF of any shape with seeded random weights (speed work)\n"
     "run 'kvq <command> --help' for its flags\n";
 }  // namespace
 
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
   if (cmd == "info") return kvq::cli::cmd_info(args);
   if (cmd == "bench") return kvq::cli::cmd_bench(args);
   if (cmd == "calibrate") return kvq::cli::cmd_calibrate(args);
+  if (cmd == "synth") return kvq::cli::cmd_synth(args);
   std::fprintf(stderr, "kvq: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }
