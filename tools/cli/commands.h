@@ -9,5 +9,6 @@ int cmd_run(const std::vector<std::string>& argv);
 int cmd_ppl(const std::vector<std::string>& argv);
 int cmd_info(const std::vector<std::string>& argv);
 int cmd_bench(const std::vector<std::string>& argv);
+int cmd_bench_attention(const std::vector<std::string>& argv);
 int cmd_calibrate(const std::vector<std::string>& argv);
 }  // namespace kvq::cli
