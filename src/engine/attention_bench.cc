@@ -182,7 +182,7 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
     result.bandwidth_method = bw.method;
     if (opts.log) opts.log("read bandwidth: " + std::to_string(int(bw.gbps * 1000)) + " MB/s");
   }
-  if (!calib.empty() && std::any_of(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.needs_calibration(); })) {
+  if (std::any_of(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.needs_calibration(); })) {
     result.calibration_note = "kvquant parameters (per-channel key thresholds, k-means codebooks, no Fisher "
                               "weighting) fitted on " + std::to_string(opts.calib_windows * opts.calib_window) +
                               " synthetic tokens drawn separately from the timed tokens (same distribution)";
@@ -190,7 +190,7 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
 
   for (size_t si = 0; si < opts.shapes.size(); ++si) {
     const AttentionShape& s = opts.shapes[si];
-    RopeTable rope;
+    RopeTable rope;  // built even when no cache is pre-RoPE: cheap next to filling
     const AttentionParams params = make_attention_params(s, max_depth, &rope);
     std::vector<float> pool_k, pool_v;
     const int pool_tokens = std::min(opts.pool_tokens, max_depth);

@@ -49,8 +49,8 @@ TEST(AttentionBench, RowsCompleteAndConsistent) {
     for (double x : {row.us_per_token, row.gbps, row.read_gbps, row.bandwidth_fraction, row.speedup_vs_f16}) {
       EXPECT_TRUE(std::isfinite(x) && x > 0) << row.cache << " " << x;
     }
-    EXPECT_DOUBLE_EQ(row.gbps, double(row.bytes_read) / (row.us_per_token * 1e-6) / 1e9);
-    EXPECT_DOUBLE_EQ(row.bandwidth_fraction, row.gbps / row.read_gbps);
+    EXPECT_NEAR(row.gbps, double(row.bytes_read) / (row.us_per_token * 1e-6) / 1e9, 1e-9 * row.gbps);
+    EXPECT_NEAR(row.bandwidth_fraction, row.gbps / row.read_gbps, 1e-12);
   }
   EXPECT_EQ(r->rows[0].cache, "f16");
   EXPECT_EQ(r->rows[0].speedup_vs_f16, 1.0);
