@@ -3,7 +3,7 @@
 # downloaded: no FetchContent, no vendored sources.
 set -euo pipefail
 packages=(cmake make g++ clang libclang-rt-14-dev libhwy-dev libgtest-dev libgmock-dev
-          libbenchmark-dev gnuplot-nox)
+          libbenchmark-dev gnuplot-nox nlohmann-json3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -108,6 +108,31 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
   return a;
 }
 
+StatusOr<KvActivations> KvActivations::from_samples(int n_kv_heads, int head_dim, int rope_dim, float rope_base,
+                                                    const CalibrationArgs& args, std::vector<std::vector<float>> k,
+                                                    std::vector<std::vector<float>> v) {
+  if (args.n_windows < 1 || args.window < 2 || args.fisher) {
+    return invalid_argument("sample calibration needs windows of >= 2 tokens and no Fisher weighting");
+  }
+  const size_t n = size_t(args.n_windows) * size_t(args.window) * size_t(n_kv_heads) * size_t(head_dim);
+  if (k.empty() || k.size() != v.size()) return invalid_argument("sample calibration needs K and V for every layer");
+  for (size_t il = 0; il < k.size(); ++il) {
+    if (k[il].size() != n || v[il].size() != n) {
+      return invalid_argument("sample calibration: layer " + std::to_string(il) + " holds the wrong number of values");
+    }
+  }
+  KvActivations a;
+  a.args_ = args;
+  a.n_layers_ = int(k.size());
+  a.n_kv_heads_ = n_kv_heads;
+  a.head_dim_ = head_dim;
+  a.rope_dim_ = rope_dim;
+  a.rope_base_ = rope_base;
+  a.k_ = std::move(k);
+  a.v_ = std::move(v);
+  return a;
+}
+
 namespace {
 
 // The codebook for normalized inliers xhat (k-means for nuq), with Q-Norm when asked.

@@ -40,6 +40,13 @@ class KvActivations {
                                          std::span<const int32_t> tokens, const CalibrationArgs& args,
                                          const std::function<void(int done, int total)>& progress = {});
 
+  // Activations given directly instead of captured from a model (synthetic benchmarks):
+  // k, v per layer hold [args.n_windows * args.window, n_kv_heads * head_dim], keys before
+  // RoPE, each window starting at position 0. Fisher weighting is unavailable.
+  static StatusOr<KvActivations> from_samples(int n_kv_heads, int head_dim, int rope_dim, float rope_base,
+                                              const CalibrationArgs& args, std::vector<std::vector<float>> k,
+                                              std::vector<std::vector<float>> v);
+
   // Parameters for a kvquant key (or value) store with these options; sinks are excluded
   // from every statistic.
   // layer_done, if given, is called after each layer (progress of long calibrations).

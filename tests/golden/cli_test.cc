@@ -135,5 +135,22 @@ TEST(Cli, RunPplInfoAndKlRoundTrip) {
                "--kl-base takes a single --cache");
 }
 
+
+// The attention microbenchmark needs no model: a tiny run prints the table and writes JSON.
+TEST(Cli, BenchAttention) {
+  const std::string json = ::testing::TempDir() + "/attn.json";
+  std::filesystem::remove(json);
+  Result r = kvq("bench attention --shapes llama3-8b --depths 64 --cache q4_0 -r 1 -t 1 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| llama3-8b | 64 | f16 |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| llama3-8b | 64 | q4_0 |"), std::string::npos) << r.output;
+  std::ifstream f(json);
+  const std::string body((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(body.find("\"us_per_token\""), std::string::npos) << body;
+  EXPECT_NE(body.find("\"read_gbps\""), std::string::npos) << body;
+  expect_error("bench attention --shapes gpt2", "unknown shape 'gpt2'");
+  expect_error("bench attention --depths 4k", "--depths expects");
+  expect_error("bench attention --cache q9", "unknown cache type 'q9'");
+}
 }  // namespace
 }  // namespace kvq

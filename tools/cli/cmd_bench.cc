@@ -79,6 +79,9 @@ Status run(const std::vector<std::string>& argv) {
 }
 }  // namespace
 
-int cmd_bench(const std::vector<std::string>& argv) { return report("bench", run(argv)); }
+int cmd_bench(const std::vector<std::string>& argv) {
+  if (!argv.empty() && argv[0] == "attention") return cmd_bench_attention({argv.begin() + 1, argv.end()});
+  return report("bench", run(argv));
+}
 
 }  // namespace kvq::cli

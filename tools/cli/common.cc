@@ -27,8 +27,6 @@ StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a) {
   return LlamaModel::load(a.model);
 }
 
-namespace {
-// MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
 double available_memory() {
   std::ifstream f("/proc/meminfo");
   std::string key;
@@ -39,7 +37,6 @@ double available_memory() {
   }
   return 0.0;
 }
-}  // namespace
 
 Status check_cache_fits(const KvCache& cache, int n_ctx) {
   const double need = double(cache.bytes_for(n_ctx));

@@ -22,6 +22,8 @@ struct CommonArgs {
 void add_common_flags(ArgParser& p, CommonArgs* a);
 StatusOr<KernelPath> parse_kernel_path(const std::string& s);
 StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a);
+// MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
+double available_memory();
 // Fails with a clear message when a cache of n_ctx tokens cannot fit in available memory.
 Status check_cache_fits(const KvCache& cache, int n_ctx);
 StatusOr<std::string> read_text_file(const std::string& path);

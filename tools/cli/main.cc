@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "  ppl    perplexity of a text file (llama.cpp or KVQuant protocol), KL against a saved run\n"
     "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
     "  bench  prefill and decode tokens/s (median of repetitions) for a cache type\n"
+    "  bench attention  decode-attention time per token of one layer, per cache type and depth\n"
     "  calibrate  Fisher-weighted KVQuant calibration file for --calib FILE\n"
     "  synth  write a LLaMA GGUF of any shape with seeded random weights (speed work)\n"
     "run 'kvq <command> --help' for its flags\n";

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: MIT
+#include "engine/attention_bench.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "attention/attention.h"
+#include "base/exec_context.h"
+#include "base/rng.h"
+#include "base/timer.h"
+#include "engine/calibrate.h"
+#include "engine/read_bandwidth.h"
+#include "engine/synthetic_kv.h"
+#include "quant/common.h"
+
+namespace kvq {
+
+namespace {
+
+constexpr float kRopeBase = 10000.0f;
+constexpr int kFillBatch = 256;  // tokens per append, as a prefill chunk would be
+
+// The only place that builds AttentionParams. *rope keeps alive what the params point to (a
+// fixed-size table: RoPE is applied by composition, whatever the depth).
+AttentionParams make_attention_params(const AttentionShape& s, Rope* rope) {
+  *rope = Rope(s.head_dim, s.head_dim, kRopeBase);
+  AttentionParams p;
+  p.n_heads = s.n_heads;
+  p.n_kv_heads = s.n_kv_heads;
+  p.head_dim = s.head_dim;
+  p.scale = 1.0f / std::sqrt(float(s.head_dim));
+  p.rope = rope;
+  return p;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1 << 30));
+  return buf;
+}
+
+Status validate(const AttentionBenchOptions& o) {
+  if (o.shapes.empty() || o.depths.empty() || o.caches.empty()) {
+    return invalid_argument("attention bench needs at least one shape, depth and cache type");
+  }
+  for (const auto& s : o.shapes) {
+    if (s.n_heads < 1 || s.n_kv_heads < 1 || s.head_dim < 2 || s.head_dim % 2 || s.n_heads % s.n_kv_heads) {
+      return invalid_argument("shape '" + s.name + "': heads must be a multiple of KV heads, head_dim even");
+    }
+  }
+  for (int d : o.depths) {
+    if (d < 1) return invalid_argument("depths must be >= 1 token, got " + std::to_string(d));
+  }
+  if (o.n_threads < 1 || o.repetitions < 1 || o.pool_tokens < 1 || o.calib_windows < 1 || o.calib_window < 2) {
+    return invalid_argument("threads, repetitions, pool and calibration sizes must be positive");
+  }
+  return ok_status();
+}
+
+// kvquant parameters for every cache of one shape, fitted on a sample drawn from the same
+// synthetic distribution as the timed tokens but with another seed: calibration data is never
+// the data it is evaluated on.
+StatusOr<std::vector<KvActivations::ForSpec>> calibrate_shape(const AttentionBenchOptions& o,
+                                                              const AttentionShape& s, const SyntheticKv& gen,
+                                                              const std::vector<CacheSpec>& specs) {
+  std::vector<KvActivations::ForSpec> out(specs.size());
+  if (std::none_of(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.needs_calibration(); })) return out;
+  CalibrationArgs ca;
+  ca.n_windows = o.calib_windows;
+  ca.window = o.calib_window;
+  ca.seed = o.seed;
+  std::vector<std::vector<float>> k(1), v(1);
+  gen.sample(ca.n_windows * ca.window, o.seed + 1000, &k[0], &v[0]);
+  KVQ_ASSIGN_OR_RETURN(KvActivations acts, KvActivations::from_samples(s.n_kv_heads, s.head_dim, s.head_dim,
+                                                                       kRopeBase, ca, std::move(k), std::move(v)));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (!specs[i].needs_calibration()) continue;
+    Timer t;
+    KVQ_ASSIGN_OR_RETURN(out[i], acts.for_spec(specs[i]));
+    if (o.log) o.log("calibrated " + specs[i].text + " for " + s.name + " in " + std::to_string(int(t.seconds() * 1000)) + " ms");
+  }
+  return out;
+}
+
+KvCacheShape cache_shape(const AttentionShape& s, int n_ctx) {
+  KvCacheShape c;
+  c.n_layers = 1;
+  c.n_kv_heads = s.n_kv_heads;
+  c.head_dim = s.head_dim;
+  c.n_ctx = n_ctx;
+  return c;
+}
+
+// Median seconds of one decode call (one query token at the last position, whole depth).
+StatusOr<double> time_decode(ExecContext& ctx, const AttentionBenchOptions& o, const AttentionParams& p,
+                             const KvCache& cache, int depth, const float* q, float* out) {
+  Timer t;
+  KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));  // warm-up, sizes the repetitions
+  const double first = std::max(t.seconds(), 1e-7);
+  for (int i = 0; i < p.n_heads * p.head_dim; ++i) {
+    if (!std::isfinite(out[i])) return internal_error("attention over " + cache.name() + " gave a non-finite output");
+  }
+  const int calls = std::clamp(int(std::ceil(o.min_rep_seconds / first)), 1, 1000);
+  std::vector<double> times;
+  for (int r = 0; r < o.repetitions; ++r) {
+    t.reset();
+    for (int c = 0; c < calls; ++c) KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));
+    times.push_back(t.seconds() / calls);
+  }
+  return median(times);
+}
+
+// Fills cache from the pool (cyclically) up to depth tokens and settles windowed caches.
+Status fill_to(const AttentionBenchOptions& o, const std::string& what, KvCache& cache, int depth,
+               const std::vector<float>& pool_k, const std::vector<float>& pool_v, int pool_tokens) {
+  const size_t row = cache.shape().row_values();
+  Timer t;
+  for (int filled = cache.n_tokens(0); filled < depth;) {
+    const int at = filled % pool_tokens;
+    const int n = std::min({kFillBatch, depth - filled, pool_tokens - at});
+    KVQ_RETURN_IF_ERROR(cache.append(0, n, &pool_k[size_t(at) * row], &pool_v[size_t(at) * row]));
+    filled += n;
+    if (o.progress) o.progress(what, filled, depth, t.seconds());
+  }
+  return cache.end_step();
+}
+
+}  // namespace
+
+StatusOr<AttentionShape> attention_shape(std::string_view name) {
+  if (name == "llama7b") return AttentionShape{"llama7b", 32, 32, 128};
+  if (name == "llama3-8b") return AttentionShape{"llama3-8b", 32, 8, 128};
+  return invalid_argument("unknown shape '" + std::string(name) + "' (known: llama7b, llama3-8b)");
+}
+
+StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& opts) {
+  KVQ_RETURN_IF_ERROR(validate(opts));
+  std::vector<CacheSpec> specs = opts.caches;
+  if (std::none_of(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.text == "f16"; })) {
+    KVQ_ASSIGN_OR_RETURN(CacheSpec f16, parse_cache_spec("f16"));
+    specs.insert(specs.begin(), f16);
+  }
+  std::vector<int> depths = opts.depths;
+  std::sort(depths.begin(), depths.end());
+  depths.erase(std::unique(depths.begin(), depths.end()), depths.end());
+  const int max_depth = depths.back();
+
+  // Calibrate and check memory for everything before filling anything, so a run that cannot
+  // fit fails in seconds, not after the smaller depths.
+  std::vector<SyntheticKv> gens;
+  std::vector<std::vector<KvActivations::ForSpec>> calib;
+  for (const auto& s : opts.shapes) {
+    gens.emplace_back(s.n_kv_heads, s.head_dim, opts.seed);
+    KVQ_ASSIGN_OR_RETURN(auto c, calibrate_shape(opts, s, gens.back(), specs));
+    calib.push_back(std::move(c));
+    for (size_t i = 0; i < specs.size(); ++i) {
+      KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(specs[i], cache_shape(s, max_depth), calib.back()[i].calibration()));
+      const double need = double(cache->bytes_for(max_depth));
+      if (opts.available_memory > 0 && need > 0.8 * opts.available_memory) {
+        return out_of_memory(s.name + " with a " + specs[i].text + " cache at " + std::to_string(max_depth) +
+                             " tokens needs " + gib(need) + " per layer but only " + gib(opts.available_memory) +
+                             " of memory is available: lower the depth or drop that cache type");
+      }
+    }
+  }
+
+  ExecContext ctx(opts.n_threads, opts.path);
+  AttentionBenchResult result;
+  result.simd_target = simd_target_name();
+  {
+    KVQ_ASSIGN_OR_RETURN(ReadBandwidth bw, measure_read_bandwidth(ctx.pool(), opts.bandwidth_bytes, opts.bandwidth_passes));
+    result.read_gbps = bw.gbps;
+    result.bandwidth_method = bw.method;
+    if (opts.log) opts.log("read bandwidth: " + std::to_string(int(bw.gbps * 1000)) + " MB/s");
+  }
+  if (std::any_of(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.needs_calibration(); })) {
+    result.calibration_note = "kvquant parameters (per-channel key thresholds, k-means codebooks, no Fisher "
+                              "weighting) fitted on " + std::to_string(opts.calib_windows * opts.calib_window) +
+                              " synthetic tokens drawn separately from the timed tokens (same distribution)";
+  }
+
+  for (size_t si = 0; si < opts.shapes.size(); ++si) {
+    const AttentionShape& s = opts.shapes[si];
+    Rope rope;
+    const AttentionParams params = make_attention_params(s, &rope);
+    std::vector<float> pool_k, pool_v;
+    const int pool_tokens = std::min(opts.pool_tokens, max_depth);
+    gens[si].sample(pool_tokens, opts.seed + 2000, &pool_k, &pool_v);
+    std::vector<float> q(size_t(s.n_heads) * size_t(s.head_dim)), out(q.size());
+    Rng rng(opts.seed + 3000);
+    for (auto& x : q) x = float(rng.normal());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(specs[i], cache_shape(s, max_depth), calib[si][i].calibration()));
+      for (int depth : depths) {
+        const std::string what = "fill " + s.name + " " + specs[i].text;
+        Timer fill;
+        KVQ_RETURN_IF_ERROR(fill_to(opts, what, *cache, depth, pool_k, pool_v, pool_tokens));
+        AttentionBenchRow row;
+        row.fill_seconds = fill.seconds();
+        KVQ_ASSIGN_OR_RETURN(const double sec, time_decode(ctx, opts, params, *cache, depth, q.data(), out.data()));
+        row.shape = s.name;
+        row.depth = depth;
+        row.cache = specs[i].text;
+        row.us_per_token = sec * 1e6;
+        row.bytes_read = cache->bytes_used() / size_t(cache->shape().n_layers);
+        row.gbps = double(row.bytes_read) / sec / 1e9;
+        row.read_gbps = result.read_gbps;
+        row.bandwidth_fraction = row.gbps / result.read_gbps;
+        if (opts.log) {
+          char buf[256];
+          std::snprintf(buf, sizeof buf, "%s %s at %d tokens: filled in %.2f s, %.0f us/token", s.name.c_str(),
+                        row.cache.c_str(), depth, row.fill_seconds, row.us_per_token);
+          opts.log(buf);
+        }
+        result.rows.push_back(row);
+      }
+    }
+  }
+
+  // Speedups against the f16 row of the same shape and depth, then rows in report order.
+  for (auto& r : result.rows) {
+    for (const auto& f : result.rows) {
+      if (f.cache == "f16" && f.shape == r.shape && f.depth == r.depth) r.speedup_vs_f16 = f.us_per_token / r.us_per_token;
+    }
+  }
+  auto shape_index = [&](const std::string& name) {
+    return std::find_if(opts.shapes.begin(), opts.shapes.end(), [&](const auto& s) { return s.name == name; }) -
+           opts.shapes.begin();
+  };
+  std::stable_sort(result.rows.begin(), result.rows.end(), [&](const auto& a, const auto& b) {
+    const auto sa = shape_index(a.shape), sb = shape_index(b.shape);
+    return sa != sb ? sa < sb : a.depth < b.depth;
+  });
+  return result;
+}
+
+}  // namespace kvq
