@@ -21,7 +21,8 @@ namespace kvq {
 
 namespace {
 
-constexpr int kTile = Rope::kKeyOffsets;  // tokens decoded at a time (key offsets tabulated)
+constexpr int kTile = Rope::kKeyOffsets;  // tokens per run (key offsets tabulated)
+constexpr int kSubTile = 16;              // tokens decoded at a time: the f32 tile stays in L1
 constexpr int kQueryBlock = 16;           // query tokens per prefill task
 
 // Softmax state of one query over some keys: out is normalized by sum.
@@ -47,20 +48,36 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
   a.sum = wa + wb;
 }
 
+// Asks for a run's cache lines ahead of use. A head's rows are contiguous within a page, but
+// pages are separate allocations of a few KB: the hardware prefetchers restart on each.
+void prefetch_run(const KvRun& r) {
+  const uint8_t* p = r.rows;
+  const uint8_t* end = r.rows + size_t(r.n) * r.stride;
+  for (; p < end; p += 64) __builtin_prefetch(p);
+}
+
 // Calls fn(run, pos) for the runs of head h covering positions [a, b): at most kTile tokens,
-// never across a page, starting at positions fixed by the segment layout and a.
+// never across a page, starting at positions fixed by the segment layout and a. Each run's
+// successor is prefetched before fn reads it.
 template <class Fn>
 void for_each_run(const KvStoreView& sv, int h, int a, int b, const Fn& fn) {
+  KvRun pending;
+  int pending_t = -1;
   for (int si = 0; si < sv.n_segments; ++si) {
     const KvSegment& s = sv.seg[si];
     const int lo = std::max(a, s.t0), hi = std::min(b, s.t0 + s.n);
     for (int t = lo; t < hi;) {
       const int i = t - s.t0;
       const int n = std::min({hi - t, s.page_left(i), kTile});
-      fn(s.run(h, i, n), t);
+      const KvRun next = s.run(h, i, n);
+      prefetch_run(next);
+      if (pending_t >= 0) fn(pending, pending_t);
+      pending = next;
+      pending_t = t;
       t += n;
     }
   }
+  if (pending_t >= 0) fn(pending, pending_t);
 }
 
 // Everything one attend() call shares across tasks.
@@ -134,9 +151,12 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     return;
   }
   if (c.path == KernelPath::kSimd) {
-    cpu::decode_run(run, w.tile);
-    if (c.k.pre_rope) cpu::rope_rows_table(w.tile, run.n, hd, c.p->rope->key_table());
-    cpu::attn_scores(q, size_t(hd), n_q, w.tile, size_t(hd), run.n, hd, scale, s, kAttentionChunk);
+    for (int j = 0; j < run.n; j += kSubTile) {
+      const int n = std::min(kSubTile, run.n - j);
+      cpu::decode_run(sub_run(run, j, n), w.tile);
+      if (c.k.pre_rope) cpu::rope_rows_table(w.tile, n, hd, c.p->rope->key_table() + size_t(j) * 2 * hd);
+      cpu::attn_scores(q, size_t(hd), n_q, w.tile, size_t(hd), n, hd, scale, s + j, kAttentionChunk);
+    }
     return;
   }
   ref::decode_run_ref(run, w.tile);
@@ -159,8 +179,11 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
     } else {
-      cpu::decode_run(run, w.tile);
-      cpu::attn_accumulate(p, kAttentionChunk, n_q, w.tile, size_t(hd), run.n, hd, w.o, size_t(hd));
+      for (int j = 0; j < run.n; j += kSubTile) {
+        const int n = std::min(kSubTile, run.n - j);
+        cpu::decode_run(sub_run(run, j, n), w.tile);
+        cpu::attn_accumulate(p + j, kAttentionChunk, n_q, w.tile, size_t(hd), n, hd, w.o, size_t(hd));
+      }
     }
     return;
   }

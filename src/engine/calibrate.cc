@@ -6,8 +6,7 @@
 
 #include "kernels/rope.h"
 #include "base/rng.h"
-#include "kv/composite_cache.h"
-#include "kv/dense_store.h"
+#include "kv/cache_spec.h"
 #include "model/backward.h"
 #include "quant/kmeans.h"
 #include "quant/qnorm.h"
@@ -90,8 +89,8 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
       if (progress) progress(w + 1, args.n_windows);
       continue;
     }
-    CompositeKvCache cache(std::make_unique<DenseStore>(shape, DType::kF32, /*pre_rope=*/true),
-                           std::make_unique<DenseStore>(shape, DType::kF32, false));
+    const std::unique_ptr<KvCache> captured = make_dense_cache(shape, DType::kF32, /*keys_pre_rope=*/true);
+    KvCache& cache = *captured;
     KVQ_RETURN_IF_ERROR(model.forward(ctx, win, cache, ws, logits.data(), false));
     for (int il = 0; il < c.n_layers; ++il) {
       for (int h = 0; h < c.n_kv_heads; ++h) {

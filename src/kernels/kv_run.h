@@ -25,6 +25,11 @@ enum class KvFormat : uint8_t {
 
 const char* kv_format_name(KvFormat f);
 
+struct KvRun;
+// Bytes of one token's row of one head, as stored contiguously from KvRun::rows (codes and,
+// where they follow the codes, per-token scales; not outliers or per-block data).
+size_t kv_row_bytes(const KvRun& r);
+
 struct KvRun {
   KvFormat format = KvFormat::kF16;
   int n = 0;            // tokens
@@ -32,12 +37,14 @@ struct KvRun {
   int bits = 0;         // code width (packed formats)
   const uint8_t* rows = nullptr;  // token 0 of the run, this head
   size_t stride = 0;              // bytes from token t to t + 1
-  // kUniformRow: token t's f16 scales / zeros at rows + t * stride + scales_off / zeros_off.
-  // kUniformCols: the block's per-channel f16 scales / zeros at rows + scales_off / zeros_off.
+  // Per-token metadata of token t lives at rows + X_off + t * meta_stride:
+  // kUniformRow: its f16 scales / zeros (one per group); kCodebookRow: its NormParams.
+  // kUniformCols: the block's per-channel f16 scales / zeros (meta_stride 0).
   ptrdiff_t scales_off = 0, zeros_off = 0;
+  size_t meta_stride = 0;
   int group = 0;        // kUniformRow: values per group (one group when >= head_dim)
   // Codebook formats: decode levels [2^bits]; kCodebookPc: per-channel half-range and zero
-  // [head_dim]; kCodebookRow: token t's NormParams at rows + t * stride + norm_off.
+  // [head_dim]; kCodebookRow: token t's NormParams at rows + norm_off + t * meta_stride.
   const float* levels = nullptr;
   const float* ch_half = nullptr;
   const float* ch_zero = nullptr;
@@ -50,5 +57,18 @@ struct KvRun {
   const f16_t* out_val = nullptr;
   int out_ch0 = 0;
 };
+
+// Tokens [j, j + n) of run r, as a run of their own.
+inline KvRun sub_run(const KvRun& r, int j, int n) {
+  KvRun s = r;
+  s.n = n;
+  s.rows = r.rows + size_t(j) * r.stride;
+  const ptrdiff_t moved = ptrdiff_t(size_t(j) * r.meta_stride) - ptrdiff_t(size_t(j) * r.stride);
+  s.scales_off += moved;
+  s.zeros_off += moved;
+  s.norm_off += moved;
+  if (s.out_ptr) s.out_ptr += j;
+  return s;
+}
 
 }  // namespace kvq

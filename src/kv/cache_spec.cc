@@ -170,6 +170,11 @@ StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCac
   return std::unique_ptr<KvCache>(new CompositeKvCache(std::move(k), std::move(v)));
 }
 
+std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype, bool keys_pre_rope) {
+  return std::make_unique<CompositeKvCache>(std::make_unique<DenseStore>(shape, dtype, keys_pre_rope),
+                                            std::make_unique<DenseStore>(shape, dtype, false));
+}
+
 CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
   auto tensor = [](const TensorSpec& t, KvRole role) {
     TensorQuantConfig c;

@@ -54,6 +54,10 @@ struct CacheCalibration {
 StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape,
                                               const CacheCalibration& calib = {});
 
+// A full-precision cache (K and V in dtype, f32 or f16); keys_pre_rope keeps keys before RoPE
+// (calibration captures them so).
+std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype, bool keys_pre_rope);
+
 // The bits-accounting description of a spec (quant/bits_accounting.h), for reports.
 CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape);
 

@@ -15,7 +15,7 @@ StatusOr<std::unique_ptr<KvStore>> GgmlStore::make(const KvCacheShape& shape, in
 }
 
 GgmlStore::GgmlStore(const KvCacheShape& shape, int bits)
-    : PagedStore(shape, size_t(shape.n_kv_heads) * head_bytes(shape, bits)), bits_(bits) {}
+    : PagedStore(shape, head_bytes(shape, bits), 0), bits_(bits) {}
 
 size_t GgmlStore::head_bytes(const KvCacheShape& shape, int bits) {
   return size_t(shape.head_dim) / 32 * (bits == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
@@ -27,10 +27,9 @@ Status GgmlStore::append(int il, int n, const float* x) {
   KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
   const int hd = shape().head_dim;
   for (int t = 0; t < n; ++t) {
-    uint8_t* rec = r.record(t0 + t);
     for (int h = 0; h < shape().n_kv_heads; ++h) {
       const float* src = x + (size_t(t) * shape().n_kv_heads + h) * hd;
-      uint8_t* dst = rec + size_t(h) * head_bytes();
+      uint8_t* dst = r.part(t0 + t, h);
       const Status s = bits_ == 8 ? quantize_row_q8_0(src, reinterpret_cast<BlockQ8_0*>(dst), hd)
                                   : quantize_row_q4_0(src, reinterpret_cast<BlockQ4_0*>(dst), hd);
       if (!s.ok()) {
@@ -46,7 +45,7 @@ void GgmlStore::read(int il, int kvh, int t0, int n, float* out) const {
   const PagedRows& r = rows_[size_t(il)];
   const int hd = shape().head_dim;
   for (int t = 0; t < n; ++t) {
-    const uint8_t* src = r.record(t0 + t) + size_t(kvh) * head_bytes();
+    const uint8_t* src = r.part(t0 + t, kvh);
     if (bits_ == 8) {
       dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src), out + size_t(t) * hd, hd);
     } else {
@@ -67,11 +66,10 @@ KvStoreView GgmlStore::view(int il) const {
   seg.n = r.n_tokens();
   seg.pages = r.pages();
   seg.page_tokens = r.page_records();
-  seg.token_stride = r.record_bytes();
-  seg.head_stride = head_bytes();
+  seg.token_stride = head_bytes();
+  seg.head_stride = r.head_stride();
   seg.proto.format = bits_ == 8 ? KvFormat::kQ8_0 : KvFormat::kQ4_0;
   seg.proto.head_dim = shape().head_dim;
-  seg.proto.stride = seg.token_stride;
   return v;
 }
 

@@ -30,11 +30,12 @@ StatusOr<std::unique_ptr<KvStore>> KiviStore::make(const KvCacheShape& shape, Kv
 
 KiviStore::KiviStore(const KvCacheShape& shape, KvRole role, int bits, int group_size, int residual)
     : KvStore(shape), role_(role), bits_(bits), group_(group_size), residual_(residual) {
-  const size_t rec = size_t(shape.n_kv_heads) *
-                     (role == KvRole::kKey ? key_head_bytes() : value_head_bytes());
   layers_.resize(size_t(shape.n_layers));
   // Keys: one G-token block per page, so allocation follows the tokens held.
-  for (auto& l : layers_) l.quant = PagedRows(rec, role == KvRole::kKey ? 1 : PagedRows::kPageTokens);
+  for (auto& l : layers_) {
+    l.quant = role == KvRole::kKey ? PagedRows(key_head_bytes(), shape.n_kv_heads, 0, 1)
+                                   : PagedRows(value_head_bytes(), shape.n_kv_heads, 0);
+  }
 }
 
 std::string KiviStore::name() const {
@@ -73,9 +74,8 @@ Status KiviStore::flush(int il, int n) {
     const int n_blocks = n / group_;
     KVQ_RETURN_IF_ERROR(l.quant.resize(r0 + n_blocks));
     for (int b = 0; b < n_blocks; ++b) {
-      uint8_t* rec = l.quant.record(r0 + b);
       for (int h = 0; h < n_heads; ++h) {
-        uint8_t* codes = rec + size_t(h) * key_head_bytes();
+        uint8_t* codes = l.quant.part(r0 + b, h);
         auto* scales = reinterpret_cast<f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
         // Block of G tokens x head_dim channels; one min-max group per channel (KIVI §1.2).
         const Status s = quantize_uniform_cols(x.data() + size_t(b) * group_ * row + size_t(h) * hd,
@@ -92,9 +92,8 @@ Status KiviStore::flush(int il, int n) {
     p.bits = bits_;
     p.group_size = group_;
     for (int t = 0; t < n; ++t) {
-      uint8_t* rec = l.quant.record(r0 + t);
       for (int h = 0; h < n_heads; ++h) {
-        uint8_t* codes = rec + size_t(h) * value_head_bytes();
+        uint8_t* codes = l.quant.part(r0 + t, h);
         auto* scales = reinterpret_cast<f16_t*>(codes + packed_bytes(bits_, hd));
         const Status s = quantize_uniform_row(x.data() + size_t(t) * row + size_t(h) * hd, hd, p,
                                               codes, scales, scales + hd / size_t(group_));
@@ -158,7 +157,7 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
     float* o = out + size_t(i) * hd;
     if (role_ == KvRole::kKey && t < nq && t % group_ == 0 && i + group_ <= n) {
       // A whole G-token key block: one vectorized dequantization (codes stored token-major).
-      const uint8_t* codes = l.quant.record(t / group_) + size_t(kvh) * key_head_bytes();
+      const uint8_t* codes = l.quant.part(t / group_, kvh);
       const auto* scales = reinterpret_cast<const f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
       dequantize_uniform_cols(codes, scales, scales + hd, size_t(group_), hd, bits_, o, hd);
       i += group_ - 1;
@@ -169,7 +168,7 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
       continue;
     }
     if (role_ == KvRole::kKey) {
-      const uint8_t* codes = l.quant.record(t / group_) + size_t(kvh) * key_head_bytes();
+      const uint8_t* codes = l.quant.part(t / group_, kvh);
       const auto* scales = reinterpret_cast<const f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
       const uint8_t* row_codes = codes + size_t(t % group_) * packed_bytes(bits_, hd);
       for (size_t c = 0; c < hd; ++c) {
@@ -177,7 +176,7 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
         o[c] = detail::uniform_value(code_at(row_codes, bits_, c), q);
       }
     } else {
-      const uint8_t* codes = l.quant.record(t) + size_t(kvh) * value_head_bytes();
+      const uint8_t* codes = l.quant.part(t, kvh);
       const auto* scales = reinterpret_cast<const f16_t*>(codes + packed_bytes(bits_, hd));
       UniformParams p;
       p.bits = bits_;
@@ -242,30 +241,32 @@ KvStoreView KiviStore::view(int il) const {
     KvRun& p = seg.proto;
     p.head_dim = hd;
     p.bits = bits_;
+    seg.token_stride = row_bytes;
     if (role_ == KvRole::kKey) {
-      // One page per G-token block; per head: G code rows, then fp16 scales [hd], zeros [hd].
+      // One page per G-token block; per head: G code rows, then fp16 scales [hd], zeros [hd]
+      // for the whole block.
       seg.page_tokens = group_;
-      seg.token_stride = row_bytes;
       seg.head_stride = key_head_bytes();
-      seg.scales_per_page = true;
+      seg.meta_off = size_t(group_) * row_bytes;
+      seg.meta_head_step = ptrdiff_t(key_head_bytes());
+      seg.meta_stride = 0;
       p.format = KvFormat::kUniformCols;
-      p.stride = row_bytes;
-      p.scales_off = ptrdiff_t(size_t(group_) * row_bytes);
-      p.zeros_off = p.scales_off + 2 * hd;
+      p.zeros_off = 2 * hd;
     } else {
-      // Per token and head: codes, then fp16 scales [hd / G], zeros [hd / G].
+      // Head-major pages; per token and head: codes, then fp16 scales [hd / G], zeros [hd / G].
       seg.page_tokens = l.quant.page_records();
-      seg.token_stride = l.quant.record_bytes();
-      seg.head_stride = value_head_bytes();
+      seg.token_stride = value_head_bytes();
+      seg.head_stride = l.quant.head_stride();
+      seg.meta_off = row_bytes;
+      seg.meta_head_step = ptrdiff_t(seg.head_stride);
+      seg.meta_stride = seg.token_stride;
       p.format = KvFormat::kUniformRow;
-      p.stride = seg.token_stride;
       p.group = group_;
-      p.scales_off = ptrdiff_t(row_bytes);
-      p.zeros_off = p.scales_off + 2 * (hd / group_);
+      p.zeros_off = 2 * (hd / group_);
     }
   }
   if (v.n_tokens > nq) {
-    v.add() = f16_rows_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd, nullptr,
+    v.add() = f16_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd, nullptr,
                                reinterpret_cast<const uint8_t*>(l.window.data()), 0);
   }
   return v;

@@ -20,27 +20,34 @@ struct KvSegment {
   const uint8_t* const* pages = nullptr;
   const uint8_t* base = nullptr;
   int page_tokens = 0;
-  size_t token_stride = 0;  // bytes from slot s to s + 1 within a head
-  size_t head_stride = 0;   // bytes from head h to h + 1
-  size_t head0_off = 0;     // bytes from a token's record to head 0's data
-  // KvRun template for head 0, slot 0: format, bits, group, levels, scale/zero/norm offsets,
-  // per-channel arrays over the whole K/V vector, outlier arrays over the segment's tokens.
+  // Within a page, head h's row of slot s starts at h * head_stride + s * token_stride, and
+  // its per-token metadata (scales, norms) at meta_off + h * meta_head_step + s * meta_stride
+  // (meta_stride 0: one per page, as KIVI's per-block key scales).
+  size_t token_stride = 0;
+  size_t head_stride = 0;
+  size_t meta_off = 0;
+  ptrdiff_t meta_head_step = 0;
+  size_t meta_stride = 0;
+  // KvRun template: format, bits, group, levels, per-channel arrays over the whole K/V
+  // vector, outlier arrays over the segment's tokens; its scales/zeros/norm offsets are
+  // relative to the metadata of the run's first token.
   KvRun proto;
-  ptrdiff_t scales_head_step = 0;  // extra scale/zero offset per head beyond head_stride
-  bool scales_per_page = false;    // scales sit at a fixed place of the page (KIVI key blocks)
 
   // Tokens [i, i + count) of head h; the range must lie inside one page.
   KvRun run(int h, int i, int count) const {
     const int page = page_tokens > 0 ? i / page_tokens : 0;
     const int slot = page_tokens > 0 ? i % page_tokens : i;
+    const uint8_t* p = pages ? pages[page] : base;
     KvRun r = proto;
     r.n = count;
-    r.rows = (pages ? pages[page] : base) + head0_off + size_t(h) * head_stride + size_t(slot) * token_stride;
-    const ptrdiff_t step = ptrdiff_t(h) * scales_head_step -
-                           (scales_per_page ? ptrdiff_t(slot) * ptrdiff_t(token_stride) : 0);
-    r.scales_off += step;
-    r.zeros_off += step;
-    r.norm_off -= ptrdiff_t(h) * ptrdiff_t(head_stride) + ptrdiff_t(head0_off);
+    r.rows = p + size_t(h) * head_stride + size_t(slot) * token_stride;
+    r.stride = token_stride;
+    r.meta_stride = meta_stride;
+    const ptrdiff_t meta = ptrdiff_t(meta_off) + ptrdiff_t(h) * meta_head_step + ptrdiff_t(slot * meta_stride) -
+                           ptrdiff_t(size_t(h) * head_stride + size_t(slot) * token_stride);
+    r.scales_off += meta;
+    r.zeros_off += meta;
+    r.norm_off += meta;
     const size_t ch = size_t(h) * size_t(proto.head_dim);
     if (r.ch_half) r.ch_half += ch;
     if (r.ch_zero) r.ch_zero += ch;
@@ -63,20 +70,21 @@ struct KvStoreView {
   KvSegment& add() { return seg[n_segments++]; }
 };
 
-// An fp16 segment of token-major rows [n_kv_heads * head_dim] (sinks, windows, dense stores).
-inline KvSegment f16_rows_segment(int t0, int n, int n_kv_heads, int head_dim, const uint8_t* const* pages,
-                                  const uint8_t* base, int page_tokens) {
+// An fp16 segment: token-major rows [n, n_kv_heads * head_dim] at `base` (windows), or
+// head-major pages of page_tokens tokens (sinks, dense stores: PagedRows).
+inline KvSegment f16_segment(int t0, int n, int n_kv_heads, int head_dim, const uint8_t* const* pages,
+                             const uint8_t* base, int page_tokens) {
   KvSegment s;
   s.t0 = t0;
   s.n = n;
   s.pages = pages;
   s.base = base;
   s.page_tokens = page_tokens;
-  s.token_stride = size_t(n_kv_heads) * size_t(head_dim) * 2;
-  s.head_stride = size_t(head_dim) * 2;
+  const size_t row = size_t(head_dim) * 2;
+  s.token_stride = pages ? row : row * size_t(n_kv_heads);
+  s.head_stride = pages ? row * size_t(page_tokens) : row;
   s.proto.format = KvFormat::kF16;
   s.proto.head_dim = head_dim;
-  s.proto.stride = s.token_stride;
   return s;
 }
 

@@ -65,8 +65,9 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, KvRole role, const Kvquant
     : KvStore(shape), role_(role), opts_(opts), codes_bytes_(packed_bytes(opts.bits, shape.row_values())) {
   layers_.resize(size_t(shape.n_layers));
   for (auto& l : layers_) {
-    l.sink = PagedRows(shape.row_values() * sizeof(f16_t), std::max(1, opts.sinks));
-    l.quant = PagedRows(norm_bytes() + codes_bytes_);
+    l.sink = PagedRows(size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
+    // Codes of the whole vector (a part per head), then values' NormParams (the extra bytes).
+    l.quant = PagedRows(size_t(shape.head_dim) * size_t(opts.bits) / 8, shape.n_kv_heads, norm_bytes());
   }
 }
 
@@ -88,6 +89,8 @@ Status KvquantStore::append(int il, int n, const float* x) {
   const size_t row = shape().row_values();
   std::vector<uint16_t> idx(row);
   std::vector<f16_t> val(row);
+  std::vector<uint8_t> rec(l.quant.record_bytes());
+  std::vector<f16_t> sink_row(row);
   const int sink0 = l.sink.n_tokens(), quant0 = l.quant.n_tokens();
   auto rollback = [&](const Status& s) {
     (void)l.sink.resize(sink0);
@@ -104,13 +107,13 @@ Status KvquantStore::append(int il, int n, const float* x) {
       }
       const int s = l.sink.n_tokens();
       KVQ_RETURN_IF_ERROR(l.sink.resize(s + 1));
-      cpu::convert_f32_to_f16(xr, reinterpret_cast<f16_t*>(l.sink.record(s)), row);
+      cpu::convert_f32_to_f16(xr, sink_row.data(), row);
+      l.sink.put(s, reinterpret_cast<const uint8_t*>(sink_row.data()));
       continue;
     }
     const int q = l.quant.n_tokens();
     if (Status st = l.quant.resize(q + 1); !st.ok()) return rollback(st);
-    uint8_t* rec = l.quant.record(q);
-    uint8_t* codes = rec + norm_bytes();
+    uint8_t* codes = rec.data();
     size_t count = 0;
     Status st;
     if (role_ == KvRole::kKey) {
@@ -118,7 +121,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
                ? quantize_dense_sparse_channels(xr, row, l.norm, l.codebook, codes, idx.data(), val.data(), &count)
                : encode_codebook_row_pc(xr, row, l.norm, l.codebook, codes);
     } else {
-      auto* norm = reinterpret_cast<NormParams*>(rec);
+      auto* norm = reinterpret_cast<NormParams*>(rec.data() + codes_bytes_);
       if (opts_.outliers > 0.0) {
         st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, norm, idx.data(),
                                          val.data(), &count);
@@ -131,6 +134,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
       }
     }
     if (!st.ok()) return rollback(st);
+    l.quant.put(q, rec.data());
     // Without dense-and-sparse there is no sparse matrix at all (not even row pointers).
     if (opts_.outliers > 0.0) l.outliers.append_row(idx.data(), val.data(), count);
   }
@@ -146,17 +150,16 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
     const int t = t0 + i;
     float* o = out + size_t(i) * hd;
     if (t < n_sink) {
-      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.sink.record(t)) + lo, o, hd);
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.sink.part(t, kvh)), o, hd);
       continue;
     }
     const int q = t - n_sink;
-    const uint8_t* rec = l.quant.record(q);
-    const uint8_t* codes = rec + norm_bytes() + lo * size_t(opts_.bits) / 8;
+    const uint8_t* codes = l.quant.part(q, kvh);
     if (role_ == KvRole::kKey) {
       decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], l.codebook, o);
     } else {
       NormParams norm;
-      std::memcpy(&norm, rec, sizeof norm);
+      std::memcpy(&norm, l.quant.extra(q), sizeof norm);
       decode_codebook_row(codes, hd, norm, l.codebook, o);
     }
     if (opts_.outliers == 0.0) continue;
@@ -229,7 +232,7 @@ KvStoreView KvquantStore::view(int il) const {
   v.pre_rope = pre_rope();
   const int n_sink = l.sink.n_tokens(), nq = l.quant.n_tokens();
   if (n_sink > 0) {
-    v.add() = f16_rows_segment(0, n_sink, s.n_kv_heads, s.head_dim, l.sink.pages(), nullptr, l.sink.page_records());
+    v.add() = f16_segment(0, n_sink, s.n_kv_heads, s.head_dim, l.sink.pages(), nullptr, l.sink.page_records());
   }
   if (nq > 0) {
     KvSegment& seg = v.add();
@@ -237,13 +240,13 @@ KvStoreView KvquantStore::view(int il) const {
     seg.n = nq;
     seg.pages = l.quant.pages();
     seg.page_tokens = l.quant.page_records();
-    seg.token_stride = l.quant.record_bytes();
-    seg.head_stride = size_t(s.head_dim) * size_t(opts_.bits) / 8;
-    seg.head0_off = norm_bytes();  // values: NormParams, then the codes of the whole vector
+    seg.token_stride = l.quant.part_bytes();
+    seg.head_stride = l.quant.head_stride();
+    seg.meta_off = l.quant.extras_offset();  // values: a NormParams per token for all heads
+    seg.meta_stride = l.quant.extra_bytes();
     KvRun& p = seg.proto;
     p.head_dim = s.head_dim;
     p.bits = opts_.bits;
-    p.stride = seg.token_stride;
     p.levels = l.codebook.values.data();
     if (role_ == KvRole::kKey) {
       p.format = KvFormat::kCodebookPc;
@@ -251,7 +254,6 @@ KvStoreView KvquantStore::view(int il) const {
       p.ch_zero = l.norm.zero_f.data();
     } else {
       p.format = KvFormat::kCodebookRow;
-      p.norm_off = 0;
     }
     if (opts_.outliers > 0.0) {
       p.out_ptr = l.outliers.row_ptr();

@@ -12,8 +12,9 @@ namespace kvq {
 
 class PagedStore : public KvStore {
  public:
-  PagedStore(const KvCacheShape& shape, size_t record_bytes) : KvStore(shape) {
-    for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(record_bytes);
+  // Records of one part per KV head (part_bytes each) plus extra_bytes per token (paged_rows.h).
+  PagedStore(const KvCacheShape& shape, size_t part_bytes, size_t extra_bytes) : KvStore(shape) {
+    for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(part_bytes, shape.n_kv_heads, extra_bytes);
   }
   int n_tokens(int il) const override { return rows_[size_t(il)].n_tokens(); }
   Status truncate(int n) override {

@@ -32,8 +32,8 @@ StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape,
 }
 
 UniformStore::UniformStore(const KvCacheShape& shape, UniformParams p)
-    : PagedStore(shape, packed_bytes(p.bits, shape.row_values()) +
-                            uniform_group_count(shape.row_values(), p.group_size) * 4),
+    : PagedStore(shape, packed_bytes(p.bits, size_t(shape.head_dim)),
+                 uniform_group_count(shape.row_values(), p.group_size) * 4),
       p_(p),
       n_groups_(uniform_group_count(shape.row_values(), p.group_size)),
       codes_bytes_(packed_bytes(p.bits, shape.row_values())) {}
@@ -47,14 +47,17 @@ Status UniformStore::append(int il, int n, const float* x) {
   const int t0 = r.n_tokens();
   KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
   const size_t row = shape().row_values();
+  // Record in token-major order: codes of the whole vector (a part per head, since head_dim *
+  // bits is whole bytes), then the scales and zeros of its groups (the extra bytes).
+  std::vector<uint8_t> rec(r.record_bytes());
   for (int t = 0; t < n; ++t) {
-    uint8_t* rec = r.record(t0 + t);
-    auto* scales = reinterpret_cast<f16_t*>(rec + codes_bytes_);
-    const Status s = quantize_uniform_row(x + size_t(t) * row, row, p_, rec, scales, scales + n_groups_);
+    auto* scales = reinterpret_cast<f16_t*>(rec.data() + codes_bytes_);
+    const Status s = quantize_uniform_row(x + size_t(t) * row, row, p_, rec.data(), scales, scales + n_groups_);
     if (!s.ok()) {
       (void)r.resize(t0);
       return s;
     }
+    r.put(t0 + t, rec.data());
   }
   return ok_status();
 }
@@ -66,8 +69,10 @@ void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
   const size_t off = size_t(kvh) * hd;
   // A head that starts on a byte and a group boundary is one dequantize_uniform_row call.
   const bool aligned = off * size_t(p_.bits) % 8 == 0 && (g_size == row || hd % g_size == 0);
+  std::vector<uint8_t> buf(r.record_bytes());
+  const uint8_t* rec = buf.data();
   for (int t = 0; t < n; ++t) {
-    const uint8_t* rec = r.record(t0 + t);
+    r.get(t0 + t, buf.data());
     const auto* scales = reinterpret_cast<const f16_t*>(rec + codes_bytes_);
     if (aligned) {
       UniformParams hp = p_;
@@ -98,19 +103,19 @@ KvStoreView UniformStore::view(int il) const {
   seg.n = r.n_tokens();
   seg.pages = r.pages();
   seg.page_tokens = r.page_records();
-  seg.token_stride = r.record_bytes();
-  seg.head_stride = packed_bytes(p_.bits, size_t(hd));
-  // Record: codes of the whole vector, then fp16 scales [n_groups], then zeros [n_groups];
-  // head h starts group h * hd / g (group 0 for all heads when the vector is one group).
+  seg.token_stride = r.part_bytes();
+  seg.head_stride = r.head_stride();
+  // Extras per token: fp16 scales [n_groups], then zeros [n_groups]; head h starts at group
+  // h * hd / g (group 0 for all heads when the vector is one group).
+  seg.meta_off = r.extras_offset();
+  seg.meta_stride = r.extra_bytes();
+  seg.meta_head_step = p_.group_size > 0 ? ptrdiff_t(2 * hd / p_.group_size) : 0;
   KvRun& p = seg.proto;
   p.format = KvFormat::kUniformRow;
   p.head_dim = hd;
   p.bits = p_.bits;
-  p.stride = seg.token_stride;
   p.group = p_.group_size > 0 ? p_.group_size : hd;
-  p.scales_off = ptrdiff_t(codes_bytes_);
-  p.zeros_off = ptrdiff_t(codes_bytes_ + 2 * n_groups_);
-  seg.scales_head_step = (p_.group_size > 0 ? ptrdiff_t(2 * hd / p_.group_size) : 0) - ptrdiff_t(seg.head_stride);
+  p.zeros_off = ptrdiff_t(2 * n_groups_);
   return v;
 }
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "model/ops.h"
+#include "model/model_ops.h"
 
 namespace kvq {
 

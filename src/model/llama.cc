@@ -6,7 +6,7 @@
 
 #include "attention/attention.h"
 #include "kernels/ref/ops_ref.h"
-#include "model/ops.h"
+#include "model/model_ops.h"
 
 namespace kvq {
 

@@ -10,7 +10,7 @@
 #include "cli/args.h"
 #include "engine/calibrate.h"
 #include "engine/calibration_file.h"
-#include "kv/cache_spec.h"
+#include "engine/runtime.h"
 #include "model/llama.h"
 
 namespace kvq::cli {

@@ -9,7 +9,7 @@
 #include "cli/cache_setup.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "kernels/cpu/ops.h"
+#include "engine/runtime.h"
 
 namespace kvq::cli {
 
@@ -73,7 +73,7 @@ Status run(const std::vector<std::string>& argv) {
               n_prompt, n_gen);
   std::printf("|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %s | %d | %s (%s) | %.1f | %.1f | %.1f |\n", common.model.c_str(),
-              spec.text.c_str(), common.n_threads, common.kernels.c_str(), cpu::simd_target_name(),
+              spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(),
               median(pp), tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0));
   return ok_status();
 }

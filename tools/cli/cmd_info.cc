@@ -4,9 +4,8 @@
 
 #include "cli/cache_setup.h"
 #include "cli/commands.h"
-#include "quant/bits_accounting.h"
+#include "engine/runtime.h"
 #include "cli/common.h"
-#include "kernels/cpu/ops.h"
 
 namespace kvq::cli {
 
@@ -46,7 +45,7 @@ Status run(const std::vector<std::string>& argv) {
   const KvCacheShape shape = model->kv_shape(n_ctx);
   std::printf("kv cache at -c %d (bits accounting):\n", n_ctx);
   for (const auto& spec : specs) {
-    auto r = account_bits(cache_config(spec, shape), n_ctx);
+    auto r = predict_cache_bits(spec, shape, n_ctx);
     if (!r.ok()) return r.status().with_context(spec.text);
     // Validate the spec against this model (e.g. q4_0 needs head_dim % 32 == 0).
     if (!spec.needs_calibration()) KVQ_RETURN_IF_ERROR(make_cache(spec, shape).status());
@@ -61,7 +60,7 @@ Status run(const std::vector<std::string>& argv) {
     KVQ_ASSIGN_OR_RETURN(CalibrationFile cal, CalibrationFile::load(cache_args.calib, *model));
     std::printf("calibration: %s: %s\n", cache_args.calib.c_str(), cal.describe().c_str());
   }
-  std::printf("simd target: %s\n", cpu::simd_target_name());
+  std::printf("simd target: %s\n", simd_target_name());
   if (show_metadata) {
     for (const auto& kv : model->gguf().kvs()) {
       std::printf("  %.*s = %s\n", int(kv.key.size()), kv.key.data(), gguf_value_to_string(kv.value).c_str());

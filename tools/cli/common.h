@@ -8,7 +8,7 @@
 
 #include "base/exec_context.h"
 #include "cli/args.h"
-#include "kv/cache_spec.h"
+#include "engine/runtime.h"
 #include "model/llama.h"
 
 namespace kvq::cli {

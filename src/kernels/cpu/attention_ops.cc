@@ -206,7 +206,6 @@ void Softmax(float* x, int n_int, bool round_f16, float* max_out, float* sum_out
   }
 }
 
-const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::cpu
@@ -221,7 +220,6 @@ HWY_EXPORT(AccumulateF16);
 HWY_EXPORT(RopeRowsTable);
 HWY_EXPORT(ConvertF32ToF16);
 HWY_EXPORT(ConvertF16ToF32);
-HWY_EXPORT(TargetName);
 HWY_EXPORT(Softmax);
 void softmax(float* x, int n, bool round_f16, float* max, float* sum) {
   HWY_DYNAMIC_DISPATCH(Softmax)(x, n, round_f16, max, sum);
@@ -251,6 +249,5 @@ void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertF16ToF32)(x, y, n);
 }
-const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 }  // namespace kvq::cpu
 #endif

@@ -32,6 +32,56 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
+// Codes [i, i + N) of a packed row as floats (i a multiple of N; 16-code chunks).
+template <int kBits>
+HWY_INLINE hn::Vec<DF> CodesF(const uint8_t* HWY_RESTRICT row, size_t i) {
+  return hn::ConvertTo(DF(), hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk)));
+}
+
+// f16 [n] -> f32 [n], n a multiple of N.
+HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
+  const DF df;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  for (size_t i = 0; i < n; i += hn::Lanes(df)) {
+    hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(x) + i)), df, y + i);
+  }
+}
+
+// KIVI keys: code * s_c + z_c with the block's per-channel scales (exactly the reference's
+// unfused float ops). head_dim a multiple of 16.
+template <int kBits>
+void UniformColsRun(const KvRun& r, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  HWY_ALIGN float sf[512], zf[512];
+  F16Row(reinterpret_cast<const f16_t*>(r.rows + r.scales_off), hd, sf);
+  F16Row(reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), hd, zf);
+  for (int t = 0; t < r.n; ++t) {
+    const uint8_t* row = r.rows + size_t(t) * r.stride;
+    float* o = out + size_t(t) * hd;
+    for (size_t i = 0; i < hd; i += N) {
+      hn::StoreU(hn::Add(hn::Mul(CodesF<kBits>(row, i), hn::Load(df, sf + i)), hn::Load(df, zf + i)), df, o + i);
+    }
+  }
+}
+
+// int-b / KIVI values: code * s_g + z_g per group of `group` values (a multiple of N).
+template <int kBits>
+void UniformRowRun(const KvRun& r, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = size_t(std::min(r.group, r.head_dim));
+  for (int t = 0; t < r.n; ++t) {
+    const uint8_t* row = r.rows + size_t(t) * r.stride;
+    const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
+    const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
+    float* o = out + size_t(t) * hd;
+    for (size_t g0 = 0; g0 < hd; g0 += g) {
+      const auto vs = hn::Set(df, f16_to_f32(sc[g0 / g])), vz = hn::Set(df, f16_to_f32(zc[g0 / g]));
+      for (size_t i = g0; i < g0 + g; i += N) hn::StoreU(hn::Add(hn::Mul(CodesF<kBits>(row, i), vs), vz), df, o + i);
+    }
+  }
+}
+
 void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
   const size_t hd = size_t(r.head_dim);
   switch (r.format) {
@@ -64,19 +114,36 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
       }
       return;
     case KvFormat::kUniformRow: {
+      const size_t g = size_t(std::min(r.group, r.head_dim));
+      if (r.head_dim % 16 == 0 && g % hn::Lanes(DF()) == 0 && g % 16 == 0) {
+        switch (r.bits) {
+          case 2: return UniformRowRun<2>(r, out);
+          case 3: return UniformRowRun<3>(r, out);
+          case 4: return UniformRowRun<4>(r, out);
+          case 8: return UniformRowRun<8>(r, out);
+        }
+      }
       UniformParams p;
       p.bits = r.bits;
       p.group_size = r.group >= r.head_dim ? 0 : r.group;
       p.symmetric = false;
       for (int t = 0; t < r.n; ++t) {
         const uint8_t* row = r.rows + size_t(t) * r.stride;
-        DequantizeUniformRowSimd(row, reinterpret_cast<const f16_t*>(row + r.scales_off),
-                                 reinterpret_cast<const f16_t*>(row + r.zeros_off), hd, p,
+        DequantizeUniformRowSimd(row, reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride),
+                                 reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride), hd, p,
                                  out + size_t(t) * hd);
       }
       return;
     }
     case KvFormat::kUniformCols:
+      if (hd % 16 == 0 && hd <= 512) {
+        switch (r.bits) {
+          case 2: return UniformColsRun<2>(r, out);
+          case 3: return UniformColsRun<3>(r, out);
+          case 4: return UniformColsRun<4>(r, out);
+          case 8: return UniformColsRun<8>(r, out);
+        }
+      }
       if (r.stride == packed_bytes(r.bits, hd)) {
         DequantizeUniformColsSimd(r.rows, reinterpret_cast<const f16_t*>(r.rows + r.scales_off),
                                   reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), size_t(r.n), hd,
@@ -102,7 +169,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
       for (int t = 0; t < r.n; ++t) {
         const uint8_t* row = r.rows + size_t(t) * r.stride;
         NormParams np;
-        std::memcpy(&np, row + r.norm_off, sizeof np);
+        std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
         const NormF f = norm_float(np);
         for (int j = 0; j < 16; ++j) lut[j] = j < (1 << r.bits) ? r.levels[j] * f.half + f.zero : 0.0f;
         float* o = out + size_t(t) * hd;

@@ -50,7 +50,4 @@ void softmax(float* x, int n, bool round_f16, float* max = nullptr, float* sum =
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n);
 
-// Name of the SIMD target chosen at run time, e.g. "AVX3" or "AVX2".
-const char* simd_target_name();
-
 }  // namespace kvq::cpu

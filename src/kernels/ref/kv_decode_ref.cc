@@ -26,6 +26,20 @@ const char* kv_format_name(KvFormat f) {
   return "?";
 }
 
+size_t kv_row_bytes(const KvRun& r) {
+  const size_t hd = size_t(r.head_dim);
+  switch (r.format) {
+    case KvFormat::kF32: return hd * 4;
+    case KvFormat::kF16: return hd * 2;
+    case KvFormat::kQ8_0: return hd / 32 * sizeof(BlockQ8_0);
+    case KvFormat::kQ4_0: return hd / 32 * sizeof(BlockQ4_0);
+    case KvFormat::kUniformRow:
+    case KvFormat::kCodebookPc:
+    case KvFormat::kCodebookRow: return packed_bytes(r.bits, hd);
+  }
+  return 0;
+}
+
 namespace ref {
 
 namespace {
@@ -66,8 +80,8 @@ void decode_run_ref(const KvRun& r, float* out) {
         p.bits = r.bits;
         p.group_size = r.group >= r.head_dim ? 0 : r.group;
         p.symmetric = false;
-        dequantize_uniform_row_ref(row, reinterpret_cast<const f16_t*>(row + r.scales_off),
-                                   reinterpret_cast<const f16_t*>(row + r.zeros_off), hd, p, o);
+        dequantize_uniform_row_ref(row, reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride),
+                                   reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride), hd, p, o);
         break;
       }
       case KvFormat::kUniformCols: {
@@ -82,7 +96,7 @@ void decode_run_ref(const KvRun& r, float* out) {
         break;
       case KvFormat::kCodebookRow: {
         NormParams np;
-        std::memcpy(&np, row + r.norm_off, sizeof np);
+        std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
         const NormF f = norm_float(np);
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
         apply_run_outliers(r, t, o);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "model/ops.h"
+#include "model/model_ops.h"
 
 #include <algorithm>
 
