@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/kv_decode.h"
+#include "kernels/cpu/kv_fused.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/ref/kv_decode_ref.h"
 #include "kernels/ref/ops_ref.h"
@@ -150,6 +151,15 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     }
     return;
   }
+  if (c.path == KernelPath::kSimd && !c.k.pre_rope) {
+    // Formats with a fused kernel are scored from their codes, one query at a time (the same
+    // way whatever n_q is, so prefill and decode agree).
+    bool fused = true;
+    for (int i = 0; i < n_q && fused; ++i) {
+      fused = cpu::score_run_fused(run, q + size_t(i) * hd, scale, s + size_t(i) * kAttentionChunk);
+    }
+    if (fused) return;
+  }
   if (c.path == KernelPath::kSimd) {
     for (int j = 0; j < run.n; j += kSubTile) {
       const int n = std::min(kSubTile, run.n - j);
@@ -178,12 +188,14 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
-    } else {
+    } else if (!cpu::accumulate_run_fused(run, p, w.o)) {  // query 0 tells whether the format fuses
       for (int j = 0; j < run.n; j += kSubTile) {
         const int n = std::min(kSubTile, run.n - j);
         cpu::decode_run(sub_run(run, j, n), w.tile);
         cpu::attn_accumulate(p + j, kAttentionChunk, n_q, w.tile, size_t(hd), n, hd, w.o, size_t(hd));
       }
+    } else {
+      for (int i = 1; i < n_q; ++i) cpu::accumulate_run_fused(run, p + size_t(i) * kAttentionChunk, w.o + size_t(i) * hd);
     }
     return;
   }

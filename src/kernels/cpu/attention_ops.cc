@@ -36,7 +36,24 @@ HWY_INLINE void ScoresImpl(D d, const float* q, const T* k, size_t ldk, int n_ro
                            float scale, float* scores) {
   const size_t n = size_t(head_dim);
   const size_t N = hn::Lanes(d);
-  for (int j = 0; j < n_rows; ++j) {
+  int j = 0;
+  // Four rows at a time: four independent FMA chains, each row summed exactly as alone.
+  for (; j + 4 <= n_rows; j += 4) {
+    const T* k0 = k + size_t(j) * ldk;
+    auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    for (size_t i = 0; i < n; i += N) {
+      const auto qi = LoadRow(d, q, i, n);
+      a0 = hn::MulAdd(qi, LoadRow(d, k0, i, n), a0);
+      a1 = hn::MulAdd(qi, LoadRow(d, k0 + ldk, i, n), a1);
+      a2 = hn::MulAdd(qi, LoadRow(d, k0 + 2 * ldk, i, n), a2);
+      a3 = hn::MulAdd(qi, LoadRow(d, k0 + 3 * ldk, i, n), a3);
+    }
+    scores[j] = hn::GetLane(hn::SumOfLanes(d, a0)) * scale;
+    scores[j + 1] = hn::GetLane(hn::SumOfLanes(d, a1)) * scale;
+    scores[j + 2] = hn::GetLane(hn::SumOfLanes(d, a2)) * scale;
+    scores[j + 3] = hn::GetLane(hn::SumOfLanes(d, a3)) * scale;
+  }
+  for (; j < n_rows; ++j) {
     const T* kr = k + size_t(j) * ldk;
     auto acc = hn::Zero(d);
     for (size_t i = 0; i < n; i += N) acc = hn::MulAdd(LoadRow(d, q, i, n), LoadRow(d, kr, i, n), acc);
