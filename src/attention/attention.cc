@@ -49,36 +49,21 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
   a.sum = wa + wb;
 }
 
-// Asks for a run's cache lines ahead of use. A head's rows are contiguous within a page, but
-// pages are separate allocations of a few KB: the hardware prefetchers restart on each.
-void prefetch_run(const KvRun& r) {
-  const uint8_t* p = r.rows;
-  const uint8_t* end = r.rows + size_t(r.n) * r.stride;
-  for (; p < end; p += 64) __builtin_prefetch(p);
-}
-
 // Calls fn(run, pos) for the runs of head h covering positions [a, b): at most kTile tokens,
-// never across a page, starting at positions fixed by the segment layout and a. Each run's
-// successor is prefetched before fn reads it.
+// never across a page, starting at positions fixed by the segment layout and a. (Software
+// prefetching of the next run was measured slower: a head's rows are contiguous in a page.)
 template <class Fn>
 void for_each_run(const KvStoreView& sv, int h, int a, int b, const Fn& fn) {
-  KvRun pending;
-  int pending_t = -1;
   for (int si = 0; si < sv.n_segments; ++si) {
     const KvSegment& s = sv.seg[si];
     const int lo = std::max(a, s.t0), hi = std::min(b, s.t0 + s.n);
     for (int t = lo; t < hi;) {
       const int i = t - s.t0;
       const int n = std::min({hi - t, s.page_left(i), kTile});
-      const KvRun next = s.run(h, i, n);
-      prefetch_run(next);
-      if (pending_t >= 0) fn(pending, pending_t);
-      pending = next;
-      pending_t = t;
+      fn(s.run(h, i, n), t);
       t += n;
     }
   }
-  if (pending_t >= 0) fn(pending, pending_t);
 }
 
 // Everything one attend() call shares across tasks.
