@@ -136,9 +136,10 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     }
     return;
   }
-  if (c.path == KernelPath::kSimd && !c.k.pre_rope) {
-    // Formats with a fused kernel are scored from their codes, one query at a time (the same
-    // way whatever n_q is, so prefill and decode agree).
+  if (c.path == KernelPath::kSimd && !c.k.pre_rope && c.group == 1) {
+    // Without GQA, formats with a fused kernel are scored from their codes, one query at a
+    // time (the same way whatever n_q is, so prefill and decode agree). With GQA a tile
+    // decoded once serves the whole group.
     bool fused = true;
     for (int i = 0; i < n_q && fused; ++i) {
       fused = cpu::score_run_fused(run, q + size_t(i) * hd, scale, s + size_t(i) * kAttentionChunk);
@@ -173,7 +174,7 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
-    } else if (!cpu::accumulate_run_fused(run, p, w.o)) {  // query 0 tells whether the format fuses
+    } else if (c.group > 1 || !cpu::accumulate_run_fused(run, p, w.o)) {  // query 0 tells whether it fuses
       for (int j = 0; j < run.n; j += kSubTile) {
         const int n = std::min(kSubTile, run.n - j);
         cpu::decode_run(sub_run(run, j, n), w.tile);
