@@ -20,7 +20,8 @@ struct KvqResult {
   std::string output;  // stdout + stderr
 };
 
-inline KvqResult run_kvq(const std::vector<std::string>& args, int timeout_s = 120) {
+// cwd: the directory kvq runs in (empty: this process's).
+inline KvqResult run_kvq(const std::vector<std::string>& args, int timeout_s = 120, const std::string& cwd = "") {
   KvqResult r;
   int pipe_fd[2];
   if (::pipe(pipe_fd) != 0) return r;
@@ -34,6 +35,7 @@ inline KvqResult run_kvq(const std::vector<std::string>& args, int timeout_s = 1
     ::dup2(pipe_fd[1], 2);
     ::close(pipe_fd[0]);
     ::close(pipe_fd[1]);
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
     ::execv(bin.c_str(), argv.data());
     ::_exit(127);
   }
