@@ -52,6 +52,15 @@ class GgufBuilder {
     put<uint64_t>(ti_, offset);
     ++n_tensors_;
   }
+  // Any tensor info: dims, ggml type and offset as given (no checks).
+  void add_tensor(const std::string& name, const std::vector<uint64_t>& ne, uint32_t type, uint64_t offset) {
+    put_str(ti_, name);
+    put<uint32_t>(ti_, uint32_t(ne.size()));
+    for (uint64_t d : ne) put<uint64_t>(ti_, d);
+    put<uint32_t>(ti_, type);
+    put<uint64_t>(ti_, offset);
+    ++n_tensors_;
+  }
   // Header, metadata, tensor infos, padding to 32 and data_bytes of data.
   std::vector<uint8_t> bytes(size_t data_bytes, uint64_t n_tensors_override = ~0ull,
                              uint64_t n_kv_override = ~0ull) const {
