@@ -5,10 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 
 #include "base/printable.h"
@@ -24,19 +23,18 @@ std::string named(std::string_view flag, const std::string& path) {
   return std::string(flag) + " " + printable(path);
 }
 
-// A file name in dir that no other process or call uses: pid, a per-process counter and the
-// clock, retried on a collision (O_EXCL) by the caller.
-std::string unique_name(const std::string& base) {
-  static std::atomic<uint64_t> counter{0};  // uniqueness only: no state anyone reads
-  const uint64_t n = counter.fetch_add(1) ^ uint64_t(::time(nullptr)) << 20;
-  return base + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(n);
+// A temporary name beside base: pid, the clock and the attempt number; a collision (O_EXCL)
+// is retried by the caller with the next attempt.
+std::string temp_name(const std::string& base, int attempt) {
+  const auto ns = std::chrono::steady_clock::now().time_since_epoch().count();
+  return base + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(ns) + "." + std::to_string(attempt);
 }
 
 // Creates target's temporary sibling; returns its descriptor and name.
 StatusOr<int> create_temp(const std::string& target, mode_t mode, std::string* tmp_out,
                           std::string_view flag) {
   for (int attempt = 0; attempt < 100; ++attempt) {
-    const std::string tmp = unique_name(target);
+    const std::string tmp = temp_name(target, attempt);
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd >= 0) {
       *tmp_out = tmp;
