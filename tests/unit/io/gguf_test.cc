@@ -168,7 +168,8 @@ TEST(Gguf, NestedArraysFollowTheSpec) {
   GgufBuilder b;
   b.add_raw("nested", 9, v);
   b.add_u32("after", 7);
-  auto g = parse(b.bytes(0));
+  const auto bytes = b.bytes(0);  // the parsed file points into it
+  auto g = parse(bytes);
   ASSERT_TRUE(g.ok()) << g.status().to_string();
   const GgufValue* n = (*g)->find("nested");
   ASSERT_NE(n, nullptr);
