@@ -12,6 +12,12 @@
 
 namespace kvq {
 
+// The CPUs this process may run on (sched_getaffinity: cgroups/taskset limits included), at
+// least 1. The default thread count.
+int available_cpus();
+
+// Idle threads spin briefly, then park on a futex (std::atomic::wait), so a pool with more
+// threads than CPUs, or sharing its machine, does not burn the CPUs others need.
 class ThreadPool {
  public:
   // n_threads >= 1 counts the caller; n_threads - 1 worker threads are started.
@@ -42,6 +48,7 @@ class ThreadPool {
   void work(int worker);
 
   int n_threads_;
+  int spin_;  // spin iterations before parking (0 when threads outnumber CPUs)
   std::vector<std::thread> threads_;
   // Job description, published by bumping generation_.
   void* ctx_ = nullptr;

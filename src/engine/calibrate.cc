@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "kernels/rope.h"
+#include "base/check.h"
+#include "base/printable.h"
 #include "base/rng.h"
 #include "kv/cache_spec.h"
 #include "model/backward.h"
@@ -26,15 +28,24 @@ StatusOr<CodebookWeighting> parse_weighting(std::string_view s) {
   if (s == "none") return CodebookWeighting::kNone;
   if (s == "fisher") return CodebookWeighting::kFisher;
   if (s == "fisher-s2") return CodebookWeighting::kFisherScale2;
-  return invalid_argument("weighting must be none, fisher or fisher-s2, got '" + std::string(s) + "'");
+  return invalid_argument("weighting must be none, fisher or fisher-s2, got '" + printable(s) + "'");
 }
 
 float percentile_sorted(std::span<const float> s, double p) {
+  KVQ_CHECK(!s.empty(), "percentile of no values");  // callers check for empty columns
   const double pos = p / 100.0 * double(s.size() - 1);
   const size_t lo = size_t(std::floor(pos));
   const size_t hi = std::min(s.size() - 1, lo + 1);
   const double frac = pos - double(lo);
   return float(double(s[lo]) + (double(s[hi]) - double(s[lo])) * frac);
+}
+
+Status check_calibration_sinks(int sinks, int window) {
+  if (sinks >= window) {
+    return invalid_argument("sinks=" + std::to_string(sinks) + " leaves no token of a " + std::to_string(window) +
+                            "-token calibration window to calibrate on: use fewer sinks or a longer window");
+  }
+  return ok_status();
 }
 
 StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaModel& model,
@@ -170,6 +181,8 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
   if (weighting != CodebookWeighting::kNone && !has_fisher()) {
     return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
   }
+  // Sinks are excluded from every statistic: with none left the columns would be empty.
+  KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
   const Rope rope(head_dim_, rope_dim_, rope_base_);
@@ -228,6 +241,7 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
   if (weighting != CodebookWeighting::kNone && !has_fisher()) {
     return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
   }
+  KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   const size_t k = opts.outliers > 0.0 ? outliers_per_side(row, opts.outliers) : 0;
   KvquantParams out;

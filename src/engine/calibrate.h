@@ -86,7 +86,12 @@ StatusOr<KvActivations::ForSpec> make_for_spec(
     const CacheSpec& spec, const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& keys,
     const std::function<StatusOr<KvquantParams>(const KvquantOptions&)>& values);
 
-// numpy.percentile with linear interpolation over sorted values, p in [0, 100].
+// Sinks are excluded from calibration statistics: an error unless some tokens of each window
+// remain (checked before capture by the tools, and again where the statistics are taken).
+Status check_calibration_sinks(int sinks, int window);
+
+// numpy.percentile with linear interpolation over sorted values, p in [0, 100]; sorted must
+// not be empty (a programmer error).
 float percentile_sorted(std::span<const float> sorted, double p);
 
 }  // namespace kvq

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/printable.h"
 #include "io/gguf_writer.h"
 
 #ifndef KVQ_VERSION
@@ -81,6 +82,11 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
 }
 
 Status CalibrationFile::save(const std::string& path) const {
+  KVQ_ASSIGN_OR_RETURN(OutputFile out, OutputFile::prepare(path, "calibration file"));
+  return save(out);
+}
+
+Status CalibrationFile::save(OutputFile& out) const {
   GgufWriter w;
   w.add_string("general.architecture", kArch);
   w.add_u32("kvq.calibration.version", kCalibrationVersion);
@@ -114,13 +120,18 @@ Status CalibrationFile::save(const std::string& path) const {
       add(tensor_name(il, "v_codebook_qnorm", b), l.v_qnorm[size_t(b - 2)]);
     }
   }
-  return w.write_file(path);
+  return w.write_to(out);
 }
 
 StatusOr<CalibrationFile> CalibrationFile::load(const std::string& path, const LlamaModel& model) {
   auto g = GgufFile::open(path);
   if (!g.ok()) return g.status().with_context("calibration file");
-  const GgufFile& f = **g;
+  return from_gguf(**g, path, model);
+}
+
+StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const std::string& raw_path,
+                                                     const LlamaModel& model) {
+  const std::string path = printable(raw_path);
   auto fail = [&](const std::string& m) { return data_loss(path + ": " + m); };
   auto arch = f.get_string("general.architecture");
   if (!arch.ok() || *arch != kArch) return fail("not a kvq calibration file (made by 'kvq calibrate')");
@@ -163,6 +174,12 @@ StatusOr<CalibrationFile> CalibrationFile::load(const std::string& path, const L
   auto prerope = f.get_bool("kvq.calib.prerope");
   auto loss = f.get_f64("kvq.calib.loss");
   if (!outliers.ok() || !prerope.ok() || !loss.ok()) return fail("calibration settings are missing");
+  // Every float setting is checked: a NaN passes any comparison-based check downstream
+  // (fabs(x - NaN) > eps is false).
+  if (!std::isfinite(*outliers) || *outliers < 0.0 || *outliers > 0.5) {
+    return fail("kvq.calib.outliers must be a finite fraction in [0, 0.5]");
+  }
+  if (!std::isfinite(*loss)) return fail("kvq.calib.loss is not finite");
   auto w = parse_weighting(weighting);
   if (!w.ok()) return fail(w.status().message());
   m.outliers = *outliers;
@@ -176,9 +193,9 @@ StatusOr<CalibrationFile> CalibrationFile::load(const std::string& path, const L
   const std::string model_hash = hex64(gguf_tensor_table_hash(model.gguf()));
   if (m.model_arch != mc.arch || n_layers != uint64_t(mc.n_layers) || n_kv != uint64_t(mc.n_kv_heads) ||
       hd != uint64_t(mc.head_dim) || hash != model_hash) {
-    return invalid_argument(path + " was calibrated for another model (" + m.model_arch + ", " +
+    return invalid_argument(path + " was calibrated for another model (" + printable(m.model_arch) + ", " +
                             std::to_string(n_layers) + " layers, " + std::to_string(n_kv) + " KV heads of " +
-                            std::to_string(hd) + ", tensor table " + hash + "), not this one (" + mc.arch + ", " +
+                            std::to_string(hd) + ", tensor table " + printable(hash) + "), not this one (" + mc.arch + ", " +
                             std::to_string(mc.n_layers) + " layers, " + std::to_string(mc.n_kv_heads) +
                             " KV heads of " + std::to_string(mc.head_dim) + ", tensor table " + model_hash + ")");
   }
@@ -200,6 +217,14 @@ StatusOr<CalibrationFile> CalibrationFile::load(const std::string& path, const L
     }
     return ok_status();
   };
+  // 14 tensors per layer, nothing else: an extra tensor (another layer, a typo) means the file
+  // is not what it claims to be.
+  constexpr size_t kTensorsPerLayer = 2 + 3 * 4;
+  if (f.tensors().size() != kTensorsPerLayer * size_t(mc.n_layers)) {
+    return fail("holds " + std::to_string(f.tensors().size()) + " tensors, expected " +
+                std::to_string(kTensorsPerLayer * size_t(mc.n_layers)) + " (" + std::to_string(kTensorsPerLayer) +
+                " per layer)");
+  }
   c.layers_.resize(size_t(mc.n_layers));
   for (int il = 0; il < mc.n_layers; ++il) {
     Layer& l = c.layers_[size_t(il)];
@@ -265,14 +290,14 @@ StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec
 }
 
 std::string CalibrationFile::describe() const {
-  char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "file (kvq %s): %s, %d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, k-means weights %s, "
-                "calibration loss %.4f",
-                meta_.kvq_version.c_str(), meta_.text.c_str(), meta_.n_windows, meta_.window,
-                (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks, int(meta_.pre_rope),
-                weighting_name(meta_.weighting), meta_.loss);
-  return buf;
+  char nums[256];
+  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d", meta_.n_windows,
+                meta_.window, (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks, int(meta_.pre_rope));
+  char loss[64];
+  std::snprintf(loss, sizeof loss, "%.4f", meta_.loss);
+  // The text and version come from the file: escaped, and not cut by a fixed buffer.
+  return "file (kvq " + printable(meta_.kvq_version) + "): " + printable(meta_.text) + ", " + nums +
+         ", k-means weights " + weighting_name(meta_.weighting) + ", calibration loss " + loss;
 }
 
 }  // namespace kvq

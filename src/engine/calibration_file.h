@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "engine/calibrate.h"
+#include "io/gguf.h"
+#include "io/output_file.h"
 #include "model/llama.h"
 
 namespace kvq {
@@ -38,8 +40,14 @@ class CalibrationFile {
                                          const std::function<void(int done, int total)>& progress = {});
   // Errors: kDataLoss for a truncated or foreign file, kUnimplemented for another version,
   // kInvalidArgument when it was made for another model (all named).
+  // Refused as corrupt: duplicate or unexpected tensors (from the GGUF reader and here), a
+  // non-finite or out-of-range setting, inverted thresholds, non-finite values.
   static StatusOr<CalibrationFile> load(const std::string& path, const LlamaModel& model);
-  // Written to a temporary file and renamed: a failure leaves nothing behind.
+  // The same for a parsed container (fuzzing); name is used in messages.
+  static StatusOr<CalibrationFile> from_gguf(const GgufFile& f, const std::string& name, const LlamaModel& model);
+  // Written through out (io/output_file.h): atomically for a regular file.
+  Status save(OutputFile& out) const;
+  // The same for a path checked now (no other files to compare against).
   Status save(const std::string& path) const;
 
   // Parameters for the kvquant parts of spec. Errors say which setting does not match the

@@ -5,19 +5,25 @@
 
 namespace kvq {
 
+StatusOr<std::vector<int32_t>> encode_prompt(const LlamaModel& model, const std::string& prompt, int n_ctx) {
+  const Tokenizer& tok = model.tokenizer();
+  std::vector<int32_t> ids = tok.encode(prompt, tok.add_bos(), true);
+  if (ids.empty()) return invalid_argument("the prompt is empty and the model adds no BOS");
+  if (int64_t(ids.size()) >= n_ctx) {
+    return invalid_argument("the prompt has " + std::to_string(ids.size()) +
+                            " tokens, which does not fit -c " + std::to_string(n_ctx) +
+                            " with room to generate; raise -c");
+  }
+  return ids;
+}
+
 StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCache& cache,
                                  const GenerateArgs& args,
                                  const std::function<void(std::string_view)>& on_piece,
                                  std::vector<int32_t>* tokens_out) {
   const Tokenizer& tok = model.tokenizer();
-  std::vector<int32_t> prompt = tok.encode(args.prompt, tok.add_bos(), true);
-  if (prompt.empty()) return invalid_argument("the prompt is empty and the model adds no BOS");
   const int n_ctx = cache.shape().n_ctx;
-  if (int(prompt.size()) >= n_ctx) {
-    return invalid_argument("the prompt has " + std::to_string(prompt.size()) +
-                            " tokens, which does not fit -c " + std::to_string(n_ctx) +
-                            " with room to generate; raise -c");
-  }
+  KVQ_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, encode_prompt(model, args.prompt, n_ctx));
   if (cache.n_tokens(0) != 0) return invalid_argument("generate needs an empty cache");
   GenerateStats st;
   st.n_prompt = int(prompt.size());

@@ -30,6 +30,10 @@ struct GenerateStats {
 
 // Streams the prompt's pieces and then every generated piece to on_piece. tokens_out, if
 // given, receives prompt and generated ids. The cache must be empty and sized for the run.
+// The prompt's tokens (BOS first when the model adds one); an error unless they leave room to
+// generate in n_ctx. Tools call it before calibrating, so a prompt that cannot fit fails fast.
+StatusOr<std::vector<int32_t>> encode_prompt(const LlamaModel& model, const std::string& prompt, int n_ctx);
+
 StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCache& cache,
                                  const GenerateArgs& args,
                                  const std::function<void(std::string_view)>& on_piece,

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/printable.h"
 #include "base/timer.h"
 #include "engine/logprob_file.h"
+#include "io/gguf.h"
 
 namespace kvq {
 
@@ -27,13 +29,13 @@ void log_softmax(const float* logits, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = logits[i] - lse;
 }
 
-Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplResult* r) {
+Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, const std::string& base_name,
+                         PplResult* r) {
+  // The identity was checked before the run; rows and targets follow from it, so a mismatch
+  // here is a file that lies about its run.
   if (base.n_vocab != cur.n_vocab || base.n_rows() != cur.n_rows() || base.targets != cur.targets) {
-    return invalid_argument(
-        "--kl-base file was made from different tokens, vocabulary or settings (" +
-        std::to_string(base.n_rows()) + " rows of " + std::to_string(base.n_vocab) + " vs " +
-        std::to_string(cur.n_rows()) + " rows of " + std::to_string(cur.n_vocab) +
-        "): rerun both with the same -f, -c, --chunks and --protocol");
+    return data_loss("--kl-base " + printable(base_name) + " records this run's settings but holds other rows (" +
+                     std::to_string(base.n_rows()) + " rows, " + std::to_string(cur.n_rows()) + " now)");
   }
   const size_t nv = cur.n_vocab;
   std::vector<double> kl(size_t(cur.n_rows()));
@@ -44,6 +46,8 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplRes
     const float* pc = &cur.rows[i * nv];
     double k = 0.0;
     for (size_t v = 0; v < nv; ++v) k += std::exp(double(pb[v])) * (double(pb[v]) - double(pc[v]));
+    // max() would turn a NaN into a KL of 0: a non-finite KL is an error, not a result.
+    if (!std::isfinite(k)) return data_loss("KL divergence of row " + std::to_string(i) + " is not finite");
     kl[i] = std::max(0.0, k);
     nll_base -= pb[size_t(cur.targets[i])];
     const double d = double(pb[size_t(cur.targets[i])]) - double(pc[size_t(cur.targets[i])]);
@@ -68,52 +72,47 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, PplRes
 
 }  // namespace
 
-StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
-                                   const CacheSpec& cache_spec, std::span<const int32_t> tokens,
-                                   const PplArgs& args) {
+StatusOr<LogprobFile> perplexity_run_header(const LlamaModel& model, std::span<const int32_t> tokens,
+                                            const PplArgs& args) {
   const int n_ctx = args.n_ctx;
   if (n_ctx < 4) return invalid_argument("-c must be at least 4 for perplexity");
+  if (args.n_chunks == 0 || args.n_chunks < -1) {
+    return invalid_argument("--chunks must be at least 1 (or -1 for all), got " + std::to_string(args.n_chunks));
+  }
   const int64_t available = int64_t(tokens.size()) / n_ctx;
   if (available == 0) {
     return invalid_argument("the text has " + std::to_string(tokens.size()) +
                             " tokens, fewer than one chunk of -c " + std::to_string(n_ctx));
   }
-  const int n_chunks = int(args.n_chunks < 0 ? available : std::min<int64_t>(available, args.n_chunks));
+  LogprobFile h;
+  h.n_chunks = uint32_t(args.n_chunks < 0 ? available : std::min<int64_t>(available, args.n_chunks));
+  h.n_vocab = uint32_t(model.config().n_vocab);
+  h.protocol = uint32_t(args.protocol);
+  h.n_ctx = uint32_t(n_ctx);
+  h.n_tokens = uint64_t(h.n_chunks) * uint64_t(n_ctx);
+  h.model_hash = gguf_content_hash(model.gguf());
+  h.tokens_hash = hash_tokens(tokens.first(size_t(h.n_tokens)));
+  return h;
+}
+
+StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
+                                   const CacheSpec& cache_spec, std::span<const int32_t> tokens,
+                                   const PplArgs& args) {
+  KVQ_ASSIGN_OR_RETURN(LogprobFile rows, perplexity_run_header(model, tokens, args));
+  const int n_ctx = args.n_ctx;
+  const int n_chunks = int(rows.n_chunks);
   const int n_vocab = model.config().n_vocab;
   const int first = args.protocol == PplProtocol::kLlamaCpp ? n_ctx / 2 : 0;
-
-  // The rows to compare against (--kl-base file, or in memory), checked against these settings
-  // before spending time on the run.
-  if (!args.kl_base.empty() && args.base) return invalid_argument("give either a --kl-base file or base rows");
-  LogprobFile base_file;
+  // The rows to compare against must come from the same run: checked before any work.
   const LogprobFile* base = args.base;
-  if (!args.kl_base.empty()) {
-    auto b = read_logprob_file(args.kl_base);
-    if (!b.ok()) return b.status().with_context("--kl-base");
-    base_file = std::move(*b);
-    base = &base_file;
-  }
-  if (base) {
-    const uint64_t want_rows = uint64_t(n_chunks) * uint64_t(n_ctx - 1 - first);
-    if (base->n_vocab != uint32_t(n_vocab) || base->n_ctx != uint32_t(n_ctx) ||
-        base->protocol != uint32_t(args.protocol) || base->n_rows() != want_rows) {
-      return invalid_argument("--kl-base file was made from different tokens, vocabulary or settings (" +
-                              std::to_string(base->n_rows()) + " rows, -c " + std::to_string(base->n_ctx) +
-                              " vs " + std::to_string(want_rows) + " rows, -c " + std::to_string(n_ctx) +
-                              "): rerun both with the same -f, -c, --chunks and --protocol");
-    }
-  }
+  if (base) KVQ_RETURN_IF_ERROR(check_same_run(*base, rows, args.base_name));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(cache_spec, model.kv_shape(n_ctx), args.calibration));
   cache->set_eager(args.mode == PplMode::kSimulated);
   const bool batched = args.mode == PplMode::kSimulated || cache->batch_invariant();
   ForwardWorkspace ws;
   std::vector<float> logits(size_t(n_ctx) * n_vocab);
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
-  const bool keep_rows = !args.save_logits.empty() || base || args.rows_out;
-  LogprobFile rows;
-  rows.n_vocab = uint32_t(n_vocab);
-  rows.protocol = uint32_t(args.protocol);
-  rows.n_ctx = uint32_t(n_ctx);
+  const bool keep_rows = args.save_logits || base || args.rows_out;
   std::vector<float> lp(static_cast<size_t>(n_vocab));
 
   PplResult r;
@@ -155,9 +154,12 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   r.ppl = std::exp(mean);
   // llama-perplexity's uncertainty: PPL * sqrt(var / (n - 1)).
   r.ppl_stderr = r.n_scored > 1 ? r.ppl * std::sqrt(std::max(0.0, var) / double(r.n_scored - 1)) : 0.0;
+  if (!std::isfinite(r.ppl) || !std::isfinite(r.ppl_stderr)) {
+    return data_loss("perplexity is not finite (the model produced NaN or infinite logits)");
+  }
 
-  if (base) KVQ_RETURN_IF_ERROR(compare_with_base(*base, rows, &r));
-  if (!args.save_logits.empty()) KVQ_RETURN_IF_ERROR(write_logprob_file(args.save_logits, rows));
+  if (base) KVQ_RETURN_IF_ERROR(compare_with_base(*base, rows, args.base_name, &r));
+  if (args.save_logits) KVQ_RETURN_IF_ERROR(write_logprob_file(*args.save_logits, rows));
   if (args.rows_out) *args.rows_out = std::move(rows);
   return r;
 }

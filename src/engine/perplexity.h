@@ -40,9 +40,11 @@ struct PplArgs {
   PplProtocol protocol = PplProtocol::kLlamaCpp;
   PplMode mode = PplMode::kDecode;
   CacheCalibration calibration;  // kvquant parameters, when the spec needs them
-  std::string save_logits;  // write scored log-prob rows here (atomically)
-  std::string kl_base;      // compare against rows saved by an earlier run
-  const LogprobFile* base = nullptr;  // compare against these rows (as --kl-base, in memory)
+  OutputFile* save_logits = nullptr;  // write the scored rows here (a prepared output file)
+  // Compare against these rows (read from a --kl-base file, or kept in memory); refused before
+  // the run unless they were made by the same run (check_same_run).
+  const LogprobFile* base = nullptr;
+  std::string base_name = "<memory>";  // for messages
   LogprobFile* rows_out = nullptr;    // receives the scored rows and targets
   // Called with done = 0 once the settings are validated, then after every chunk.
   std::function<void(int done, int total)> progress;
@@ -61,7 +63,14 @@ struct PplResult {
   double delta_ppl_stderr = 0;
 };
 
+// What identifies a run of these settings on these tokens (a LogprobFile without rows), after
+// checking the settings: -c of at least 4, at least one chunk of text, --chunks -1 or >= 1.
+// Cheap: tools call it to check a --kl-base file before any other work.
+StatusOr<LogprobFile> perplexity_run_header(const LlamaModel& model, std::span<const int32_t> tokens,
+                                            const PplArgs& args);
+
 // tokens: the whole text tokenized once with BOS prepended (as llama-perplexity does).
+// A result that is not finite (NaN logits) is an error, never a number.
 StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
                                    const CacheSpec& cache_spec, std::span<const int32_t> tokens,
                                    const PplArgs& args);

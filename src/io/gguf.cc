@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "io/gguf.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstring>
 #include <limits>
+#include <unordered_set>
+
+#include "base/printable.h"
 
 namespace kvq {
 
@@ -115,15 +119,10 @@ Status read_value(Cursor& c, GgufType type, int depth, GgufValue* v) {
     for (auto& s : v->strings) KVQ_RETURN_IF_ERROR(c.read_string(&s, "array string"));
     return ok_status();
   }
+  // GGUF spec: an array of arrays holds each element as an array value without a type tag of
+  // its own (the outer element type says it is an array): element type, count, elements.
   v->arrays.resize(size_t(v->n_elems));
-  for (auto& a : v->arrays) {
-    uint32_t inner = 0;
-    KVQ_RETURN_IF_ERROR(c.read(&inner, "nested array type"));
-    if (inner != uint32_t(GgufType::kArray)) {
-      return data_loss("corrupt metadata: nested array element is not an array");
-    }
-    KVQ_RETURN_IF_ERROR(read_value(c, GgufType::kArray, depth + 1, &a));
-  }
+  for (auto& a : v->arrays) KVQ_RETURN_IF_ERROR(read_value(c, GgufType::kArray, depth + 1, &a));
   return ok_status();
 }
 
@@ -231,17 +230,24 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> 
   if (n_kv > c.remaining() / 12) return c.truncated("metadata (count exceeds file size)");
   if (n_tensors > c.remaining() / 24) return c.truncated("tensor infos (count exceeds file size)");
 
+  // Duplicate keys and tensor names are refused, as llama.cpp's gguf reader does: with
+  // first-wins lookups a second copy would silently hide the first (or be hidden).
+  std::unordered_set<std::string_view> seen;
   g->kvs_.resize(size_t(n_kv));
   for (auto& kv : g->kvs_) {
     KVQ_RETURN_IF_ERROR(c.read_string(&kv.key, "metadata key"));
+    if (!seen.insert(kv.key).second) {
+      return data_loss("corrupt metadata: duplicate key '" + printable(kv.key) + "'");
+    }
     uint32_t type = 0;
     KVQ_RETURN_IF_ERROR(c.read(&type, "metadata type"));
     if (!valid_type(type)) {
-      return data_loss("corrupt metadata: key '" + std::string(kv.key) +
+      return data_loss("corrupt metadata: key '" + printable(kv.key) +
                        "' has unknown type " + std::to_string(type));
     }
     KVQ_RETURN_IF_ERROR(read_value(c, GgufType(type), 0, &kv.value));
   }
+  seen.clear();
 
   if (const GgufValue* a = g->find("general.alignment")) {
     if (a->type != GgufType::kU32 || a->u64 == 0 || (a->u64 & (a->u64 - 1)) != 0) {
@@ -253,10 +259,13 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> 
   g->tensors_.resize(size_t(n_tensors));
   for (auto& t : g->tensors_) {
     KVQ_RETURN_IF_ERROR(c.read_string(&t.name, "tensor name"));
+    if (!seen.insert(t.name).second) {
+      return data_loss("corrupt tensor info: duplicate tensor name '" + printable(t.name) + "'");
+    }
     uint32_t n_dims = 0;
     KVQ_RETURN_IF_ERROR(c.read(&n_dims, "tensor dims"));
     if (n_dims == 0 || n_dims > kMaxDims) {
-      return data_loss("corrupt tensor info: '" + std::string(t.name) + "' has " +
+      return data_loss("corrupt tensor info: '" + printable(t.name) + "' has " +
                        std::to_string(n_dims) + " dimensions");
     }
     t.ne.resize(n_dims);
@@ -264,7 +273,7 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> 
     for (auto& d : t.ne) {
       KVQ_RETURN_IF_ERROR(c.read(&d, "tensor shape"));
       if (d == 0 || mul_overflows(t.n_elems, d, &t.n_elems)) {
-        return data_loss("corrupt tensor info: '" + std::string(t.name) + "' has a bad shape");
+        return data_loss("corrupt tensor info: '" + printable(t.name) + "' has a bad shape");
       }
     }
     KVQ_RETURN_IF_ERROR(c.read(&t.type, "tensor type"));
@@ -276,12 +285,12 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> 
       continue;
     }
     if (t.ne[0] % bi.block_elems != 0) {
-      return data_loss("corrupt tensor info: '" + std::string(t.name) + "' row of " +
+      return data_loss("corrupt tensor info: '" + printable(t.name) + "' row of " +
                        std::to_string(t.ne[0]) + " is not a multiple of the " +
                        ggml_type_name(t.type) + " block size");
     }
     if (mul_overflows(t.n_elems / bi.block_elems, bi.block_bytes, &t.n_bytes)) {
-      return data_loss("corrupt tensor info: '" + std::string(t.name) + "' is too large");
+      return data_loss("corrupt tensor info: '" + printable(t.name) + "' is too large");
     }
   }
 
@@ -290,17 +299,32 @@ StatusOr<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> 
   if (data_start > bytes.size() && n_tensors > 0) return c.truncated("tensor data");
   for (auto& t : g->tensors_) {
     if (t.offset % g->alignment_ != 0) {
-      return data_loss("corrupt tensor info: '" + std::string(t.name) + "' offset " +
+      return data_loss("corrupt tensor info: '" + printable(t.name) + "' offset " +
                        std::to_string(t.offset) + " is not aligned");
     }
     uint64_t end = 0;
     if (__builtin_add_overflow(data_start, t.offset, &end) ||
         __builtin_add_overflow(end, t.n_bytes, &end) || end > bytes.size()) {
-      return data_loss("file is truncated or corrupt: tensor '" + std::string(t.name) +
+      return data_loss("file is truncated or corrupt: tensor '" + printable(t.name) +
                        "' extends past the end of the file (" + std::to_string(bytes.size()) +
                        " bytes)");
     }
     t.data = bytes.data() + data_start + t.offset;
+  }
+  // Tensors may not share bytes (llama.cpp requires each to start where the previous ended,
+  // padded): overlapping data would alias two weights.
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const auto& t : g->tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& a = *by_offset[i - 1];
+    const GgufTensorInfo& b = *by_offset[i];
+    // A tensor of a type without a size table still may not start where another does.
+    if (b.offset < a.offset + a.n_bytes || b.offset == a.offset) {
+      return data_loss("corrupt tensor info: the data of '" + printable(a.name) + "' and '" +
+                       printable(b.name) + "' overlap");
+    }
   }
   return g;
 }
@@ -320,9 +344,9 @@ const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {
 }
 
 namespace {
-Status missing(std::string_view key) { return not_found("metadata key '" + std::string(key) + "' is missing"); }
+Status missing(std::string_view key) { return not_found("metadata key '" + printable(key) + "' is missing"); }
 Status wrong_type(std::string_view key, const GgufValue& v, const char* want) {
-  return invalid_argument("metadata key '" + std::string(key) + "' has type " +
+  return invalid_argument("metadata key '" + printable(key) + "' has type " +
                           gguf_type_name(v.type) + ", expected " + want);
 }
 bool is_unsigned(GgufType t) {
@@ -427,10 +451,29 @@ uint64_t gguf_tensor_table_hash(const GgufFile& file) {
   return h;
 }
 
+uint64_t gguf_content_hash(const GgufFile& file) {
+  uint64_t h = gguf_tensor_table_hash(file);
+  auto mix = [&](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 0x100000001b3ull;
+    }
+  };
+  constexpr uint64_t kSample = 4096;
+  for (const auto& t : file.tensors()) {
+    if (!t.data || t.n_bytes == 0) continue;
+    const uint64_t n = std::min(kSample, t.n_bytes);
+    mix(t.data, size_t(n));
+    mix(t.data + (t.n_bytes - n) / 2, size_t(n));
+    mix(t.data + t.n_bytes - n, size_t(n));
+  }
+  return h;
+}
+
 std::string gguf_value_to_string(const GgufValue& v, size_t max_elems) {
   char buf[64];
   switch (v.type) {
-    case GgufType::kString: return "\"" + std::string(v.str.substr(0, 200)) + "\"";
+    case GgufType::kString: return "\"" + printable(v.str.substr(0, 200)) + "\"";
     case GgufType::kBool: return v.u64 ? "true" : "false";
     case GgufType::kF32: case GgufType::kF64:
       std::snprintf(buf, sizeof buf, "%g", v.f64);
@@ -441,7 +484,7 @@ std::string gguf_value_to_string(const GgufValue& v, size_t max_elems) {
       if (v.elem_type == GgufType::kString) {
         s += " [";
         for (size_t i = 0; i < v.strings.size() && i < max_elems; ++i) {
-          s += (i ? ", \"" : "\"") + std::string(v.strings[i].substr(0, 32)) + "\"";
+          s += (i ? ", \"" : "\"") + printable(v.strings[i].substr(0, 32)) + "\"";
         }
         if (v.strings.size() > max_elems) s += ", ...";
         s += "]";

@@ -111,6 +111,10 @@ class GgufFile {
 // FNV-1a over every tensor's name, type, shape and offset: identifies a model's weights
 // layout (calibration files are bound to it).
 uint64_t gguf_tensor_table_hash(const GgufFile& file);
+// The tensor table hash mixed with sampled tensor data (up to 4 KiB at the start, middle and
+// end of every tensor): tells apart models with the same shapes and names (a fine-tune) at a
+// cost independent of the model size.
+uint64_t gguf_content_hash(const GgufFile& file);
 
 // Renders a value for `kvq info` (arrays abbreviated after `max_elems`).
 std::string gguf_value_to_string(const GgufValue& v, size_t max_elems = 8);

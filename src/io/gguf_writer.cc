@@ -177,21 +177,13 @@ std::vector<uint8_t> GgufWriter::serialize(uint32_t alignment) const {
 }
 
 Status GgufWriter::write_file(const std::string& path) const {
+  KVQ_ASSIGN_OR_RETURN(OutputFile out, OutputFile::prepare(path, "output"));
+  return write_to(out);
+}
+
+Status GgufWriter::write_to(OutputFile& out) const {
   const std::vector<uint8_t> bytes = serialize();
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return invalid_argument("cannot write " + tmp + ": " + std::strerror(errno));
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed) {
-    std::remove(tmp.c_str());
-    return data_loss("writing " + path + " failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return data_loss("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
-  }
-  return ok_status();
+  return out.write(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace kvq

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "io/gguf.h"
+#include "io/output_file.h"
 #include "kvq/status.h"
 
 namespace kvq {
@@ -41,8 +42,10 @@ class GgufWriter {
   std::vector<uint8_t> serialize_header(uint32_t alignment = 32) const;
   // Data bytes of each tensor in order, before padding.
   std::vector<uint64_t> tensor_bytes() const;
-  // Writes to `path` through a temporary file renamed into place, so a failure never leaves a
-  // partial file behind.
+  // Writes through an OutputFile (io/output_file.h): atomically for a regular file, so a
+  // failure never leaves a partial file behind; directly for a device or FIFO.
+  Status write_to(OutputFile& out) const;
+  // The same for a path checked now (no other files to compare against).
   Status write_file(const std::string& path) const;
 
  private:

@@ -9,24 +9,29 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/printable.h"
+#include "io/input_file.h"
+
 namespace kvq {
 
 StatusOr<std::unique_ptr<MappedFile>> MappedFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // The type is checked before opening: open() on a FIFO blocks until a writer appears.
+  KVQ_RETURN_IF_ERROR(check_input_file(path, ""));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    if (err == ENOENT) return not_found("no such file: " + path);
-    return data_loss("cannot open " + path + ": " + std::strerror(err));
+    if (err == ENOENT) return not_found("no such file: " + printable(path));
+    return data_loss("cannot open " + printable(path) + ": " + std::strerror(err));
   }
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    return data_loss("cannot stat " + path + ": " + std::strerror(err));
+    return data_loss("cannot stat " + printable(path) + ": " + std::strerror(err));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return invalid_argument(path + " is not a regular file");
+    return invalid_argument(printable(path) + " is " + file_kind_name(st.st_mode) + ", not a regular file");
   }
   std::unique_ptr<MappedFile> f(new MappedFile());
   f->path_ = path;
@@ -36,7 +41,7 @@ StatusOr<std::unique_ptr<MappedFile>> MappedFile::open(const std::string& path) 
     if (p == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
-      return data_loss("cannot map " + path + ": " + std::strerror(err));
+      return data_loss("cannot map " + printable(path) + ": " + std::strerror(err));
     }
     f->data_ = static_cast<const uint8_t*>(p);
     f->owns_mapping_ = true;

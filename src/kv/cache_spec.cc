@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "kv/cache_spec.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "kv/composite_cache.h"
@@ -84,9 +85,14 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
     return invalid_argument("unknown cache type '" + std::string(base) + "' in '" + std::string(spec) +
                             "' (known: " + kKnown + ")");
   }
+  std::vector<std::string> given;  // an option given twice is an error, not "the last wins"
   for (size_t i = 1; i < parts.size(); ++i) {
     const auto kv = split(parts[i], '=');
     const std::string key(kv[0]);
+    if (std::find(given.begin(), given.end(), key) != given.end()) {
+      return invalid_argument("cache spec '" + std::string(spec) + "': option '" + key + "' is given twice");
+    }
+    given.push_back(key);
     bool known = false;
     for (const auto& a : allowed) known |= a == key;
     if (kv.size() != 2 || !known) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "model/config.h"
 
+#include "base/printable.h"
+
 namespace kvq {
 
 namespace {
@@ -30,7 +32,7 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& f) {
   ModelConfig c;
   KVQ_ASSIGN_OR_RETURN(c.arch, f.get_string("general.architecture"));
   if (c.arch != "llama") {
-    return unimplemented("architecture '" + c.arch + "' is not supported (kvq runs 'llama')");
+    return unimplemented("architecture '" + printable(c.arch) + "' is not supported (kvq runs 'llama')");
   }
   if (auto name = f.get_string("general.name"); name.ok()) c.name = *name;
   const std::string a = c.arch + ".";

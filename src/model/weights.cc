@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "model/weights.h"
 
+#include <cctype>
+#include <cstdlib>
 #include <cstring>
 
 #include "base/fp16.h"
+#include "base/printable.h"
 
 namespace kvq {
 
@@ -37,7 +40,7 @@ class Binder {
     if (found) *found = t != nullptr;
     if (!t) {
       if (optional) return ok_status();
-      return not_found("tensor '" + name + "' is missing");
+      return not_found("tensor '" + printable(name) + "' is missing");
     }
     const std::vector<uint64_t> want =
         rows == 1 ? std::vector<uint64_t>{uint64_t(cols)} : std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)};
@@ -114,7 +117,20 @@ StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
     KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_down.weight", c.n_embd, c.n_ff, &l.w_down));
   }
   for (const auto& t : file.tensors()) {
-    const std::string name(t.name);
+    const std::string name = printable(t.name);
+    // A layer the metadata does not have (llama.cpp refuses these too): the file is not the
+    // model its block_count describes.
+    if (name.starts_with("blk.")) {
+      const size_t dot = name.find('.', 4);
+      const std::string idx = name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4);
+      char* end = nullptr;
+      const unsigned long long il = std::strtoull(idx.c_str(), &end, 10);
+      if (idx.empty() || *end != '\0' || !std::isdigit(static_cast<unsigned char>(idx[0])) ||
+          il >= uint64_t(c.n_layers)) {
+        return data_loss("tensor '" + name + "' names a layer the model does not have (block_count " +
+                         std::to_string(c.n_layers) + ")");
+      }
+    }
     if (name.ends_with("attn_q.bias") || name.ends_with("attn_k.bias") || name.ends_with("attn_v.bias")) {
       return unimplemented("tensor '" + name + "': attention biases are not supported");
     }

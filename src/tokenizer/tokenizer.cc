@@ -3,6 +3,8 @@
 // llama_vocab (src/llama-vocab.cpp, Feb 2025). The merge loop itself is in spm.cc.
 #include "tokenizer/tokenizer.h"
 
+#include "base/printable.h"
+
 #include <algorithm>
 #include <cctype>
 #include <string>
@@ -88,7 +90,7 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
   StatusOr<std::string> model = file.get_string("tokenizer.ggml.model");
   if (!model.ok()) return model.status().with_context("tokenizer");
   if (*model != "llama") {
-    return unimplemented("tokenizer model \"" + *model +
+    return unimplemented("tokenizer model \"" + printable(*model) +
                          "\" is not supported (only \"llama\" SentencePiece vocabularies are)");
   }
   StatusOr<std::vector<std::string_view>> texts = file.get_string_array("tokenizer.ggml.tokens");

@@ -121,6 +121,29 @@ TEST(Calibration, FileRoundTripsAndBadFilesAreRejected) {
   std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(v2.data()), std::streamsize(v2.size()));
   st = CalibrationFile::load(cut, *model).status();
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
+  // Structural corruption (issue 12, item 5), each made by patching one field of the good file.
+  auto patched = [&](const std::string& from, const std::string& to, size_t skip) {
+    auto b = bytes;
+    auto at = std::search(b.begin(), b.end(), from.begin(), from.end());
+    EXPECT_NE(at, b.end()) << from;
+    std::copy(to.begin(), to.end(), at + ptrdiff_t(skip));
+    std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+    return CalibrationFile::load(cut, *model).status();
+  };
+  // A NaN outlier fraction: fabs(x - NaN) > eps is false, so it used to pass every check.
+  const float nan = std::nanf("");
+  st = patched("kvq.calib.outliers", std::string(reinterpret_cast<const char*>(&nan), 4), 18 + 4);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("kvq.calib.outliers"), std::string::npos) << st.message();
+  const float inf = INFINITY;
+  st = patched("kvq.calib.loss", std::string(reinterpret_cast<const char*>(&inf), 4), 14 + 4);
+  EXPECT_NE(st.message().find("kvq.calib.loss is not finite"), std::string::npos) << st.message();
+  // Two tensors of the same name (first wins, silently, before), then one of a layer the
+  // model does not have (the count is checked).
+  st = patched("blk.0.k_lower", "blk.0.k_upper", 0);
+  EXPECT_NE(st.message().find("duplicate tensor name 'blk.0.k_upper'"), std::string::npos) << st.message();
+  st = patched("blk.0.k_lower", "blk.9.k_lower", 0);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
   // A model file is not a calibration file.
   EXPECT_NE(CalibrationFile::load(shared_path("models/stories260K.gguf"), *model).status().message().find(
                 "not a kvq calibration file"),

@@ -120,6 +120,7 @@ struct TinySpec {
   uint32_t weight_type = 0;  // F32
   int bad_shape_layer = -1;
   bool drop_output = false;
+  std::string extra_tensor;  // one more (1-D) tensor with this name
 };
 
 constexpr int kEmbd = 32, kLayers = 2, kHeads = 4, kKvHeads = 2, kFf = 64;  // multiples of 32 so Q8_0 blocks fit
@@ -193,6 +194,7 @@ std::string write_tiny_model(const TinySpec& s, const std::string& name) {
     add(p + "ffn_up.weight", kEmbd, kFf);
     add(p + "ffn_down.weight", kFf, kEmbd);
   }
+  if (!s.extra_tensor.empty()) add(s.extra_tensor, kEmbd, 1);
   const std::string path = ::testing::TempDir() + "/" + name + ".gguf";
   EXPECT_TRUE(w.write_file(path).ok());
   return path;
@@ -218,6 +220,16 @@ TEST(BadModels, ClearErrors) {
   st = LlamaModel::load(write_tiny_model(q4, "q4")).status();
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
   EXPECT_NE(st.message().find("Q4_0"), std::string::npos) << st.message();
+
+  // A layer beyond block_count is a different model than the metadata says (issue 12, item 5);
+  // so is a layer index that is not a number.
+  for (const char* extra : {"blk.2.attn_norm.weight", "blk.99.ffn_up.weight", "blk.x.attn_norm.weight", "blk..w"}) {
+    TinySpec beyond;
+    beyond.extra_tensor = extra;
+    st = LlamaModel::load(write_tiny_model(beyond, "beyond")).status();
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss) << extra;
+    EXPECT_NE(st.message().find("names a layer the model does not have"), std::string::npos) << st.message();
+  }
 
   // Every truncation of a valid model file is a clean error.
   const std::string good = write_tiny_model({}, "good");

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "base/printable.h"
+
 namespace kvq {
 
 void ArgParser::add(std::string names, Kind kind, void* out, double lo, double hi,
@@ -22,6 +24,7 @@ void ArgParser::add(std::string names, Kind kind, void* out, double lo, double h
 }
 
 void ArgParser::add_string(std::string n, std::string* o, std::string h) { add(std::move(n), Kind::kString, o, 0, 0, std::move(h)); }
+void ArgParser::add_path(std::string n, std::string* o, std::string h) { add(std::move(n), Kind::kPath, o, 0, 0, std::move(h)); }
 void ArgParser::add_int(std::string n, int* o, int64_t lo, int64_t hi, std::string h) { add(std::move(n), Kind::kInt, o, double(lo), double(hi), std::move(h)); }
 void ArgParser::add_u64(std::string n, uint64_t* o, std::string h) { add(std::move(n), Kind::kU64, o, 0, 0, std::move(h)); }
 void ArgParser::add_float(std::string n, float* o, double lo, double hi, std::string h) { add(std::move(n), Kind::kFloat, o, lo, hi, std::move(h)); }
@@ -33,6 +36,10 @@ Status ArgParser::set(Flag& f, const std::string& name, const std::string& value
   errno = 0;
   switch (f.kind) {
     case Kind::kString: *static_cast<std::string*>(f.out) = value; break;
+    case Kind::kPath:
+      if (value.empty()) return invalid_argument(bad + "a file name, got ''");
+      *static_cast<std::string*>(f.out) = value;
+      break;
     case Kind::kInt: {
       const long long v = std::strtoll(value.c_str(), &end, 10);
       if (value.empty() || *end != '\0' || errno == ERANGE || double(v) < f.lo || double(v) > f.hi) {
@@ -89,9 +96,9 @@ Status ArgParser::parse(const std::vector<std::string>& args) {
     }
     if (!flag) {
       if (a.empty() || a[0] != '-') {
-        return invalid_argument("unexpected argument '" + a + "' (see kvq " + command_ + " --help)");
+        return invalid_argument("unexpected argument '" + printable(a) + "' (see kvq " + command_ + " --help)");
       }
-      return invalid_argument("unknown flag '" + a + "' (see kvq " + command_ + " --help)");
+      return invalid_argument("unknown flag '" + printable(a) + "' (see kvq " + command_ + " --help)");
     }
     if (flag->kind == Kind::kFlag) {
       if (has_inline) return invalid_argument("flag " + a + " takes no value");

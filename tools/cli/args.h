@@ -16,6 +16,8 @@ class ArgParser {
   explicit ArgParser(std::string command) : command_(std::move(command)) {}
 
   void add_string(std::string names, std::string* out, std::string help);
+  // A file name: like add_string, but an empty value ("-f ''") is an error, not "unset".
+  void add_path(std::string names, std::string* out, std::string help);
   void add_int(std::string names, int* out, int64_t lo, int64_t hi, std::string help);
   void add_u64(std::string names, uint64_t* out, std::string help);
   void add_float(std::string names, float* out, double lo, double hi, std::string help);
@@ -29,7 +31,7 @@ class ArgParser {
   std::string usage() const;
 
  private:
-  enum class Kind { kString, kInt, kU64, kFloat, kFlag };
+  enum class Kind { kString, kPath, kInt, kU64, kFloat, kFlag };
   struct Flag {
     std::vector<std::string> names;
     Kind kind;

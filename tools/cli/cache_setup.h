@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/common.h"
 #include "engine/calibrate.h"
 #include "engine/calibration_file.h"
 #include "engine/runtime.h"
@@ -28,11 +29,17 @@ struct CacheArgs {
 void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list);
 // The specs named on the command line (several only for a --cache list).
 StatusOr<std::vector<CacheSpec>> parse_cache_args(const CacheArgs& a);
+// --calib given for caches none of which use calibration is refused (a calibration file would
+// be ignored, and a corrupt one go unnoticed), as is --calib-text without --calib auto. Adds
+// the calibration inputs (--calib FILE, the --calib auto text) to files.
+Status check_calibration_args(const CacheArgs& a, const std::vector<CacheSpec>& specs,
+                              const std::string& model_path, CommandFiles* files);
 
 // Calibration shared by every spec of a run; created on first need.
 class CalibrationContext {
  public:
-  CalibrationContext(const CacheArgs& args, const std::string& model_path) : args_(args), model_path_(model_path) {}
+  CalibrationContext(const CacheArgs& args, const std::string& model_path, std::string command)
+      : args_(args), model_path_(model_path), command_(std::move(command)) {}
   // Parameters for spec (empty for specs that need none). Logs what it calibrated on.
   StatusOr<KvActivations::ForSpec> for_spec(ExecContext& ctx, const LlamaModel& model, const CacheSpec& spec);
   // "auto: FILE, N x L tokens, seed S", or "" when no calibration was needed.
@@ -40,7 +47,7 @@ class CalibrationContext {
 
  private:
   CacheArgs args_;
-  std::string model_path_;
+  std::string model_path_, command_;
   std::unique_ptr<KvActivations> acts_;
   std::unique_ptr<CalibrationFile> file_;
   CodebookWeighting weighting_ = CodebookWeighting::kNone;

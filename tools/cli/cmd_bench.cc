@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "base/printable.h"
 #include "base/rng.h"
 #include "base/timer.h"
 #include "cli/cache_setup.h"
@@ -38,10 +39,20 @@ Status run(const std::vector<std::string>& argv) {
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   if (specs.size() != 1) return invalid_argument("kvq bench takes one --cache type");
   const CacheSpec& spec = specs[0];
+  if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  CommandFiles files;
+  KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
+  KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  note_thread_count("bench", common);
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   const int n_ctx = n_prompt + n_gen;
+  if (n_ctx > model->config().n_ctx_train) {
+    warn("bench", "-p " + std::to_string(n_prompt) + " + -n " + std::to_string(n_gen) + " = " + std::to_string(n_ctx) +
+                      " tokens exceeds the model's context of " + std::to_string(model->config().n_ctx_train) +
+                      ": speeds there are measured on positions the model was never trained for");
+  }
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model);
+  CalibrationContext calib(cache_args, common.model, "bench");
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
   KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
@@ -72,7 +83,7 @@ Status run(const std::vector<std::string>& argv) {
   std::printf("| model | cache | threads | kernels | pp%d tok/s | tg%d tok/s | cache bytes/token |\n",
               n_prompt, n_gen);
   std::printf("|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %d | %s (%s) | %.1f | %.1f | %.1f |\n", common.model.c_str(),
+  std::printf("| %s | %s | %d | %s (%s) | %.1f | %.1f | %.1f |\n", printable(common.model).c_str(),
               spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(),
               median(pp), tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0));
   return ok_status();

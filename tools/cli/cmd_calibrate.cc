@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "base/printable.h"
 #include "base/timer.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -27,8 +28,8 @@ Status run(const std::vector<std::string>& argv) {
   uint64_t seed = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
-  p.add_string("-f,--file", &text, "calibration text (default: shared TinyStories train text); not the evaluation text");
-  p.add_string("-o,--output", &out, "calibration file to write (required)");
+  p.add_path("-f,--file", &text, "calibration text (default: shared TinyStories train text); not the evaluation text");
+  p.add_path("-o,--output", &out, "calibration file to write (required)");
   p.add_int("--windows", &windows, 1, 100000, "windows of text (default 16)");
   p.add_int("--window", &window, 0, 1 << 20, "tokens per window (default: the model's context)");
   p.add_u64("--seed", &seed, "window placement and k-means seed (default 0)");
@@ -57,26 +58,46 @@ Status run(const std::vector<std::string>& argv) {
     }
     os.emplace_back(o, x);
   }
-  KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  // Every file is checked before any work (the outputs against the inputs and each other).
+  if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  CommandFiles files;
+  KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   if (text.empty()) {
-    text = default_calibration_text(common.model);
+    KVQ_ASSIGN_OR_RETURN(text, find_default_calibration_text(common.model, "-f"));
   }
-  KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text));
+  KVQ_RETURN_IF_ERROR(files.add_input("text file (-f)", text));
+  std::vector<std::pair<std::string, OutputFile>> outputs;
+  for (auto w : ws) {
+    for (const auto& o : os) {
+      const std::string path_out = ws.size() * os.size() == 1 ? out : variant_path(out, weighting_name(w), o.first);
+      KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
+      outputs.emplace_back(path_out, std::move(f));
+    }
+  }
+  note_thread_count("calibrate", common);
+  KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text, "text file (-f)"));
   const auto tokens = model->tokenizer().encode(body, true, true);
   CalibrationArgs ca;
   ca.n_windows = windows;
   ca.window = window > 0 ? window : model->config().n_ctx_train;
+  KVQ_RETURN_IF_ERROR(check_calibration_sinks(sinks, ca.window));
+  if (ca.window > model->config().n_ctx_train) {
+    warn("calibrate", "--window " + std::to_string(ca.window) + " exceeds the model's context of " +
+                          std::to_string(model->config().n_ctx_train) + " tokens: positions beyond it were never trained");
+  }
   ca.seed = seed;
   ca.fisher = false;
   for (auto w : ws) ca.fisher |= w != CodebookWeighting::kNone;
   ExecContext ctx(common.n_threads, path);
   Timer timer;
-  std::fprintf(stderr, "kvq calibrate: %s, %d windows of %d tokens%s\n", text.c_str(), ca.n_windows, ca.window,
+  std::fprintf(stderr, "kvq calibrate: %s, %d windows of %d tokens%s\n", printable(text).c_str(), ca.n_windows, ca.window,
                ca.fisher ? ", Fisher by backpropagation" : "");
   KVQ_ASSIGN_OR_RETURN(KvActivations acts, KvActivations::capture(ctx, *model, tokens, ca, [&](int d, int t) {
                          show_progress("windows (forward + backward)", d, t, timer.seconds());
                        }));
   const double capture_s = timer.seconds();
+  size_t next_out = 0;
   for (auto w : ws) {
     for (const auto& [o_text, o] : os) {
       CalibrationMeta meta;
@@ -89,9 +110,9 @@ Status run(const std::vector<std::string>& argv) {
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {
                              show_progress("codebooks (layer x K/V x bits)", d, t, fit.seconds());
                            }));
-      const std::string path_out = ws.size() * os.size() == 1 ? out : variant_path(out, weighting_name(w), o_text);
-      KVQ_RETURN_IF_ERROR(f.save(path_out));
-      std::printf("wrote %s: %s\n", path_out.c_str(), f.describe().c_str());
+      auto& [path_out, file_out] = outputs[next_out++];
+      KVQ_RETURN_IF_ERROR(f.save(file_out));
+      std::printf("wrote %s: %s\n", printable(path_out).c_str(), f.describe().c_str());
     }
   }
   std::fprintf(stderr, "kvq calibrate: %.1f s (windows %.1f s)\n", timer.seconds(), capture_s);

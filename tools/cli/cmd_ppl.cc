@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: MIT
 // kvq ppl: perplexity of a text file with one cache, or a quality report over several caches
 // (PPL, delta vs f16, KL divergence, top-1 agreement, actual bits per value).
-#include <cstdio>
-#include <cstdlib>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "base/printable.h"
 
 #include "base/timer.h"
 #include "cli/cache_setup.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/plot.h"
 #include "engine/perplexity.h"
 
 namespace kvq::cli {
@@ -39,56 +43,36 @@ void print_table(const std::vector<Row>& rows, const char* mode) {
   }
 }
 
-Status write_json(const std::string& path, const std::vector<Row>& rows, const std::string& header) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) return invalid_argument("cannot write " + tmp);
-    f << "{" << header << ",\n \"results\": [\n";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto& w = rows[i];
-      char buf[768];
-      std::snprintf(buf, sizeof buf,
-                    "  {\"cache\": \"%s\", \"bits_per_value\": %.4f, \"bytes_per_token\": %.2f, \"ppl\": %.6f, "
-                    "\"ppl_stderr\": %.6f, \"delta_ppl\": %.6f, \"delta_ppl_stderr\": %.6f, \"kl_mean\": %.7f, \"kl_p99\": %.7f, "
-                    "\"top1_agreement\": %.6f, \"seconds\": %.2f}%s\n",
-                    w.cache.c_str(), w.bits, w.bytes_per_token, w.r.ppl, w.r.ppl_stderr,
-                    w.r.has_kl ? w.r.delta_ppl : 0.0, w.r.delta_ppl_stderr, w.r.kl_mean, w.r.kl_p99,
-                    w.r.has_kl ? w.r.top1_agreement : 1.0, w.r.seconds, i + 1 < rows.size() ? "," : "");
-      f << buf;
-    }
-    f << " ]\n}\n";
-    if (!f) return data_loss("writing " + path + " failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return data_loss("cannot write " + path);
-  return ok_status();
-}
-
-// dPPL against bits per value, one labelled point per cache, drawn by gnuplot.
-Status write_plot(const std::string& path, const std::vector<Row>& rows, const std::string& title) {
-  const std::string dat = path + ".dat.tmp", gp = path + ".gp.tmp", tmp_png = path + ".tmp";
-  {
-    std::ofstream d(dat);
+// The results as JSON (nlohmann-json: strings escaped, numbers finite, no size limit). Metrics
+// a row does not have (a base run's KL) are null.
+Status write_json(OutputFile& out, const std::vector<Row>& rows, nlohmann::json header) {
+  std::string text;
+  try {
+    nlohmann::json results = nlohmann::json::array();
     for (const auto& w : rows) {
-      if (w.r.has_kl) d << w.bits << " " << w.r.delta_ppl << " \"" << w.cache << "\"\n";
+      nlohmann::json r = {{"cache", w.cache},
+                          {"bits_per_value", w.bits},
+                          {"bytes_per_token", w.bytes_per_token},
+                          {"ppl", w.r.ppl},
+                          {"ppl_stderr", w.r.ppl_stderr},
+                          {"seconds", w.r.seconds}};
+      for (const char* k : {"delta_ppl", "delta_ppl_stderr", "kl_mean", "kl_p99", "top1_agreement"}) r[k] = nullptr;
+      if (w.r.has_kl) {
+        r["delta_ppl"] = w.r.delta_ppl;
+        r["delta_ppl_stderr"] = w.r.delta_ppl_stderr;
+        r["kl_mean"] = w.r.kl_mean;
+        r["kl_p99"] = w.r.kl_p99;
+        r["top1_agreement"] = w.r.top1_agreement;
+      }
+      results.push_back(std::move(r));
     }
-    std::ofstream g(gp);
-    g << "set terminal pngcairo size 1000,650 noenhanced\nset output '" << tmp_png << "'\n"
-      << "set title '" << title << "'\nset xlabel 'bits per value (actual, incl. scales, outliers, windows, sinks)'\n"
-      << "set ylabel 'PPL - PPL(f16)'\nset logscale y\nset grid\nunset key\n"
-      << "plot '" << dat << "' using 1:($2>1e-4?$2:1e-4) with points pt 7 ps 1.5, '' using 1:($2>1e-4?$2:1e-4):3 "
-      << "with labels offset 0,1 font ',8'\n";
+    header["results"] = std::move(results);
+    // Bytes that are not UTF-8 (a path) become U+FFFD instead of an exception.
+    text = header.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  } catch (const std::exception& e) {
+    return internal_error(std::string("--json: ") + e.what());
   }
-  const std::string cmd = "gnuplot '" + gp + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::remove(dat.c_str());
-  std::remove(gp.c_str());
-  if (rc != 0) {
-    std::remove(tmp_png.c_str());
-    return unimplemented("--plot needs gnuplot with the pngcairo terminal (Debian: gnuplot-nox); it failed");
-  }
-  if (std::rename(tmp_png.c_str(), path.c_str()) != 0) return data_loss("cannot write " + path);
-  return ok_status();
+  return out.write(text);
 }
 
 Status run(const std::vector<std::string>& argv) {
@@ -99,15 +83,16 @@ Status run(const std::vector<std::string>& argv) {
   ArgParser p("ppl");
   add_common_flags(p, &common);
   add_cache_flags(p, &cache_args, true);
-  p.add_string("-f,--file", &text_file, "text file to score (required)");
+  p.add_path("-f,--file", &text_file, "text file to score (required)");
   p.add_int("-c,--ctx-size", &args.n_ctx, 4, 1 << 24, "tokens per chunk (default 512)");
   p.add_int("--chunks", &args.n_chunks, -1, 1 << 30, "number of chunks (default: all)");
   p.add_string("--protocol", &protocol, "llamacpp (default; = llama-perplexity) or full (KVQuant paper)");
   p.add_string("--mode", &mode, "decode (default: as deployed, token by token where it matters) or simulated");
-  p.add_string("--save-logits", &args.save_logits, "save scored log-prob rows to FILE (one cache)");
-  p.add_string("--kl-base", &args.kl_base, "report KL divergence, top-1 agreement and dPPL against FILE");
-  p.add_string("--json", &json, "also write the results as JSON to FILE");
-  p.add_string("--plot", &plot, "draw dPPL against bits per value to FILE.png (gnuplot)");
+  std::string save_logits, kl_base;
+  p.add_path("--save-logits", &save_logits, "save scored log-prob rows to FILE (one cache)");
+  p.add_path("--kl-base", &kl_base, "report KL divergence, top-1 agreement and dPPL against FILE (same run settings)");
+  p.add_path("--json", &json, "also write the results as JSON to FILE");
+  p.add_path("--plot", &plot, "draw dPPL against bits per value to FILE.png (gnuplot)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -128,17 +113,37 @@ Status run(const std::vector<std::string>& argv) {
   } else {
     return invalid_argument("--mode must be 'decode' or 'simulated', got '" + mode + "'");
   }
-  if (!args.save_logits.empty() && args.save_logits == args.kl_base) {
-    return invalid_argument("--save-logits and --kl-base name the same file");
+  if (args.n_chunks == 0 || args.n_chunks < -1) {
+    return invalid_argument("--chunks must be at least 1 (or -1 for all), got " + std::to_string(args.n_chunks));
   }
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   const bool report = specs.size() > 1;
-  if (report && !args.save_logits.empty()) return invalid_argument("--save-logits takes a single --cache");
-  if (report && !args.kl_base.empty()) {
+  if (report && !save_logits.empty()) return invalid_argument("--save-logits takes a single --cache");
+  if (report && !kl_base.empty()) {
     return invalid_argument("--kl-base takes a single --cache (a report compares every cache against f16)");
   }
-  KVQ_ASSIGN_OR_RETURN(std::string text, read_text_file(text_file));
+  // Every file is checked before any work: inputs are regular files, outputs can be written
+  // and are none of the inputs.
+  CommandFiles files;
+  if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
+  KVQ_RETURN_IF_ERROR(files.add_input("text file (-f)", text_file));
+  KVQ_RETURN_IF_ERROR(files.add_input("log-prob file (--kl-base)", kl_base));
+  KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  std::optional<OutputFile> logits_out, json_out, plot_out;
+  if (!save_logits.empty()) {
+    KVQ_ASSIGN_OR_RETURN(logits_out, files.add_output("--save-logits", save_logits));
+  }
+  if (!json.empty()) {
+    KVQ_ASSIGN_OR_RETURN(json_out, files.add_output("--json", json));
+  }
+  if (!plot.empty()) {
+    KVQ_RETURN_IF_ERROR(check_gnuplot());
+    KVQ_ASSIGN_OR_RETURN(plot_out, files.add_output("--plot", plot));
+  }
+  note_thread_count("ppl", common);
+  KVQ_ASSIGN_OR_RETURN(std::string text, read_text_file(text_file, "text file (-f)"));
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   for (const auto& spec : specs) {
     // Validates each spec against this model (e.g. q4_0 with head_dim 8) before any work.
@@ -151,11 +156,23 @@ Status run(const std::vector<std::string>& argv) {
   const auto& tok = model->tokenizer();
   const std::vector<int32_t> tokens = tok.encode(text, tok.add_bos(), true);
   if (int64_t(tokens.size()) < args.n_ctx) {
-    return invalid_argument(text_file + " has " + std::to_string(tokens.size()) +
+    return invalid_argument(printable(text_file) + " has " + std::to_string(tokens.size()) +
                             " tokens, fewer than one chunk of -c " + std::to_string(args.n_ctx));
   }
+  // A --kl-base from another run (model, text, -c, chunks, protocol) is refused now, not after it.
+  KVQ_ASSIGN_OR_RETURN(const LogprobFile header, perplexity_run_header(*model, tokens, args));
+  LogprobFile base_file;
+  if (!kl_base.empty()) {
+    auto b = read_logprob_file(kl_base);
+    if (!b.ok()) return b.status().with_context("--kl-base");
+    base_file = std::move(*b);
+    KVQ_RETURN_IF_ERROR(check_same_run(base_file, header, kl_base));
+    args.base = &base_file;
+    args.base_name = kl_base;
+  }
+  if (logits_out) args.save_logits = &*logits_out;
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model);
+  CalibrationContext calib(cache_args, common.model, "ppl");
   const KvCacheShape shape = model->kv_shape(args.n_ctx);
   const double values_per_token = 2.0 * shape.n_layers * double(shape.row_values());
 
@@ -174,6 +191,7 @@ Status run(const std::vector<std::string>& argv) {
     a.calibration = cal.calibration();
     if (report) {
       if (i == 0) a.rows_out = &base_rows; else a.base = &base_rows;
+      a.base_name = "the f16 run";
     }
     Timer timer;
     a.progress = [&](int done, int total) {
@@ -194,7 +212,7 @@ Status run(const std::vector<std::string>& argv) {
     rows.push_back(w);
   }
   std::printf("model: %s\ntext: %s\nprotocol: %s, -c %d, %d chunks, %lld scored tokens, mode %s\n",
-              common.model.c_str(), text_file.c_str(), protocol_name(args.protocol), args.n_ctx,
+              printable(common.model).c_str(), printable(text_file).c_str(), protocol_name(args.protocol), args.n_ctx,
               rows[0].r.n_chunks, (long long)rows[0].r.n_scored, mode_name(args.mode));
   if (!calib.description().empty()) std::printf("calibration: %s\n", calib.description().c_str());
   if (!report) {
@@ -204,22 +222,32 @@ Status run(const std::vector<std::string>& argv) {
     std::printf("PPL = %.4f +/- %.5f\n", w.r.ppl, w.r.ppl_stderr);
     if (w.r.has_kl) {
       std::printf("vs %s: base PPL %.4f, dPPL %+.4f ± %.4f, KL mean %.6f, KL p99 %.6f, top-1 agreement %.2f%%\n",
-                  args.kl_base.c_str(), w.r.base_ppl, w.r.delta_ppl, w.r.delta_ppl_stderr, w.r.kl_mean, w.r.kl_p99,
+                  printable(kl_base).c_str(), w.r.base_ppl, w.r.delta_ppl, w.r.delta_ppl_stderr, w.r.kl_mean, w.r.kl_p99,
                   100.0 * w.r.top1_agreement);
     }
   } else {
     print_table(rows, mode_name(args.mode));
   }
-  char header[1024];
-  std::snprintf(header, sizeof header,
-                "\n \"model\": \"%s\", \"text\": \"%s\", \"protocol\": \"%s\", \"mode\": \"%s\", \"n_ctx\": %d, "
-                "\"chunks\": %d, \"scored_tokens\": %lld, \"calibration\": \"%s\"",
-                common.model.c_str(), text_file.c_str(), protocol_name(args.protocol), mode_name(args.mode),
-                args.n_ctx, rows[0].r.n_chunks, (long long)rows[0].r.n_scored, calib.description().c_str());
-  if (!json.empty()) KVQ_RETURN_IF_ERROR(write_json(json, rows, header));
-  if (!plot.empty()) {
-    KVQ_RETURN_IF_ERROR(write_plot(plot, rows, std::filesystem::path(common.model).filename().string() +
-                                                    ": dPPL vs bits/value (" + mode_name(args.mode) + ")"));
+  if (json_out) {
+    const nlohmann::json header = {{"model", common.model},
+                                   {"text", text_file},
+                                   {"protocol", protocol_name(args.protocol)},
+                                   {"mode", mode_name(args.mode)},
+                                   {"n_ctx", args.n_ctx},
+                                   {"chunks", rows[0].r.n_chunks},
+                                   {"scored_tokens", rows[0].r.n_scored},
+                                   {"calibration", calib.description()}};
+    KVQ_RETURN_IF_ERROR(write_json(*json_out, rows, header));
+  }
+  if (plot_out) {
+    std::vector<PlotPoint> points;
+    for (const auto& w : rows) {
+      if (w.r.has_kl) points.push_back({w.bits, w.r.delta_ppl, w.cache});
+    }
+    const std::string title = std::filesystem::path(common.model).filename().string() + ": dPPL vs bits/value (" +
+                              mode_name(args.mode) + ")";
+    KVQ_RETURN_IF_ERROR(draw_plot(*plot_out, points, title,
+                                  "bits per value (actual, incl. scales, outliers, windows, sinks)", "PPL - PPL(f16)"));
   }
   return ok_status();
 }

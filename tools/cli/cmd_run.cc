@@ -21,7 +21,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   add_common_flags(p, &common);
   add_cache_flags(p, &cache_args, false);
   p.add_string("-p,--prompt", &gen.prompt, "prompt text");
-  p.add_string("-f,--file", &prompt_file, "read the prompt from a file");
+  p.add_path("-f,--file", &prompt_file, "read the prompt from a file");
   p.add_int("-n,--n-predict", &gen.n_predict, -1, 1 << 24, "tokens to generate (default 128; -1: until EOS)");
   p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size in tokens (default: the model's, at most 4096)");
   p.add_float("--temp", &gen.sampling.temp, 0.0, 100.0, "temperature (default 0.8; 0: greedy)");
@@ -34,18 +34,28 @@ Status run(const std::vector<std::string>& argv, bool* help) {
     *help = true;
     return ok_status();
   }
-  if (!prompt_file.empty()) {
-    if (p.seen("-p") || p.seen("--prompt")) return invalid_argument("give either -p or -f, not both");
-    KVQ_ASSIGN_OR_RETURN(gen.prompt, read_text_file(prompt_file));
+  if (!prompt_file.empty() && (p.seen("-p") || p.seen("--prompt"))) {
+    return invalid_argument("give either -p or -f, not both");
   }
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   if (specs.size() != 1) return invalid_argument("kvq run takes one --cache type");
   const CacheSpec& spec = specs[0];
+  if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  CommandFiles files;
+  KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
+  KVQ_RETURN_IF_ERROR(files.add_input("prompt file (-f)", prompt_file));
+  KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  note_thread_count("run", common);
+  if (!prompt_file.empty()) {
+    KVQ_ASSIGN_OR_RETURN(gen.prompt, read_text_file(prompt_file, "prompt file (-f)"));
+  }
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   if (n_ctx == 0) n_ctx = std::min(model->config().n_ctx_train, 4096);
+  // The prompt must fit before any calibration runs.
+  KVQ_RETURN_IF_ERROR(encode_prompt(*model, gen.prompt, n_ctx).status());
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model);
+  CalibrationContext calib(cache_args, common.model, "run");
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
   KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));

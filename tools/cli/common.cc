@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "cli/common.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,11 +9,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/printable.h"
+#include "io/input_file.h"
+
 namespace kvq::cli {
 
 void add_common_flags(ArgParser& p, CommonArgs* a) {
-  p.add_string("-m,--model", &a->model, "GGUF model file (required)");
-  p.add_int("-t,--threads", &a->n_threads, 1, 512, "threads (default: all cores)");
+  p.add_path("-m,--model", &a->model, "GGUF model file (required)");
+  p.add_int("-t,--threads", &a->n_threads, 1, 512, "threads (default: the CPUs this process may use)");
   p.add_string("--kernels", &a->kernels, "simd (default) or ref: scalar reference kernels");
 }
 
@@ -20,6 +24,31 @@ StatusOr<KernelPath> parse_kernel_path(const std::string& s) {
   if (s == "simd") return KernelPath::kSimd;
   if (s == "ref") return KernelPath::kRef;
   return invalid_argument("--kernels must be 'simd' or 'ref', got '" + s + "'");
+}
+
+void note_thread_count(const std::string& command, const CommonArgs& a) {
+  const int cpus = available_cpus();
+  if (a.n_threads > cpus) {
+    std::fprintf(stderr, "kvq %s: note: -t %d is more threads than the %d CPUs this process may use; "
+                 "they will take turns\n", command.c_str(), a.n_threads, cpus);
+  }
+}
+
+Status CommandFiles::add_input(const std::string& flag, const std::string& path) {
+  if (path.empty()) return ok_status();
+  KVQ_RETURN_IF_ERROR(check_input_file(path, flag));
+  files_.push_back({flag, path});
+  return ok_status();
+}
+
+StatusOr<OutputFile> CommandFiles::add_output(const std::string& flag, const std::string& path) {
+  KVQ_ASSIGN_OR_RETURN(OutputFile out, OutputFile::prepare(path, flag, files_));
+  files_.push_back({flag, path});
+  return out;
+}
+
+void warn(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "kvq %s: warning: %s\n", command.c_str(), printable(message).c_str());
 }
 
 StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a) {
@@ -49,13 +78,19 @@ Status check_cache_fits(const KvCache& cache, int n_ctx) {
   return ok_status();
 }
 
-StatusOr<std::string> read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return not_found("cannot open text file " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return data_loss("error reading " + path);
-  return ss.str();
+StatusOr<std::string> read_text_file(const std::string& path, const std::string& what) {
+  return read_input_file(path, what);
+}
+
+StatusOr<std::string> find_default_calibration_text(const std::string& model_path, const std::string& flag) {
+  const std::string text = default_calibration_text(model_path);
+  struct stat st {};
+  if (::stat(text.c_str(), &st) != 0) {
+    return not_found("no " + flag + " given, and the default calibration text " + text +
+                     ", derived from the model's folder (../text/tinystories/train_head.txt next to the "
+                     "model), does not exist: pass " + flag + " FILE");
+  }
+  return text;
 }
 
 std::string default_calibration_text(const std::string& model_path) {
@@ -88,7 +123,8 @@ void show_progress(const char* what, int done, int total, double elapsed) {
 
 int report(const std::string& command, const Status& s) {
   if (s.ok()) return 0;
-  std::fprintf(stderr, "kvq %s: error: %s\n", command.c_str(), s.to_string().c_str());
+  // Escaped as a whole: a byte from a file must not reach the terminal raw or cut the line.
+  std::fprintf(stderr, "kvq %s: error: %s\n", command.c_str(), printable(s.to_string()).c_str());
   return 1;
 }
 

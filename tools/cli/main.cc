@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // kvq: command-line front end; also an example of the library API.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -26,6 +27,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  // A closed pipe or FIFO reader is reported as a write error, not a silent death by SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   const std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "run") return kvq::cli::cmd_run(args);

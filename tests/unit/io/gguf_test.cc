@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gguf_builder.h"
 #include "io/gguf_writer.h"
 
 namespace kvq {
@@ -108,6 +109,85 @@ TEST(Gguf, OpensSharedModels) {
   EXPECT_EQ((*g)->get_string("general.architecture").value(), "llama");
   EXPECT_NE((*g)->find_tensor("token_embd.weight"), nullptr);
   EXPECT_EQ(GgufFile::open("/nonexistent.gguf").status().code(), StatusCode::kNotFound);
+}
+
+
+// Structural corruption llama.cpp's loader refuses is refused here too (issue 12, item 5):
+// with first-wins lookups a duplicate would silently hide (or be hidden by) the other copy.
+TEST(Gguf, RejectsDuplicateKeysAndTensorNamesAndOverlaps) {
+  using testing::GgufBuilder;
+  {
+    GgufBuilder b;
+    b.add_u32("a", 1);
+    b.add_u32("a", 2);
+    const auto st = parse(b.bytes(0)).status();
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find("duplicate key 'a'"), std::string::npos) << st.message();
+  }
+  {
+    GgufBuilder b;
+    b.add_f32_tensor("w", 8, 0);
+    b.add_f32_tensor("w", 8, 32);
+    const auto st = parse(b.bytes(64)).status();
+    EXPECT_NE(st.message().find("duplicate tensor name 'w'"), std::string::npos) << st.message();
+  }
+  {
+    GgufBuilder b;  // 16 floats = 64 bytes at 0, the next starts inside them
+    b.add_f32_tensor("a", 16, 0);
+    b.add_f32_tensor("b", 8, 32);
+    const auto st = parse(b.bytes(96)).status();
+    EXPECT_NE(st.message().find("overlap"), std::string::npos) << st.message();
+  }
+  {
+    GgufBuilder b;  // the same offset twice, listed out of order
+    b.add_f32_tensor("a", 8, 32);
+    b.add_f32_tensor("b", 8, 0);
+    b.add_f32_tensor("c", 8, 32);
+    EXPECT_FALSE(parse(b.bytes(96)).ok());
+  }
+  {
+    GgufBuilder b;  // adjacent, out of order: fine
+    b.add_f32_tensor("a", 8, 32);
+    b.add_f32_tensor("b", 8, 0);
+    EXPECT_TRUE(parse(b.bytes(64)).ok());
+  }
+}
+
+// GGUF spec: an array of arrays stores each element as element type + count + elements, with
+// no type tag of its own (issue 12, item 10: kvq used to expect one).
+TEST(Gguf, NestedArraysFollowTheSpec) {
+  using testing::GgufBuilder;
+  std::vector<uint8_t> v;
+  GgufBuilder::put<uint32_t>(v, 9);  // elements are arrays
+  GgufBuilder::put<uint64_t>(v, 2);
+  for (uint32_t n : {2u, 3u}) {      // [[1, 2], [1, 2, 3]] of u32
+    GgufBuilder::put<uint32_t>(v, 4);
+    GgufBuilder::put<uint64_t>(v, n);
+    for (uint32_t i = 1; i <= n; ++i) GgufBuilder::put<uint32_t>(v, i);
+  }
+  GgufBuilder b;
+  b.add_raw("nested", 9, v);
+  b.add_u32("after", 7);
+  const auto bytes = b.bytes(0);  // the parsed file points into it
+  auto g = parse(bytes);
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  const GgufValue* n = (*g)->find("nested");
+  ASSERT_NE(n, nullptr);
+  ASSERT_EQ(n->arrays.size(), 2u);
+  EXPECT_EQ(n->arrays[1].n_elems, 3u);
+  EXPECT_EQ((*g)->get_u64("after").value(), 7u);  // the reader ended the array where it ends
+}
+
+// Names from the file reach messages escaped: no raw ESC, and a NUL does not cut the message.
+TEST(Gguf, MessagesEscapeFileBytes) {
+  using testing::GgufBuilder;
+  GgufBuilder b;
+  b.add_f32_tensor(std::string("x\x1b[31m\0y", 8), 8, 0);
+  b.add_f32_tensor(std::string("x\x1b[31m\0y", 8), 8, 32);
+  const std::string m = parse(b.bytes(64)).status().message();
+  EXPECT_EQ(m.find('\x1b'), std::string::npos) << m;
+  EXPECT_EQ(m.find('\0'), std::string::npos);
+  EXPECT_NE(m.find("x\\x1b[31m\\x00y'"), std::string::npos) << m;
 }
 
 }  // namespace
