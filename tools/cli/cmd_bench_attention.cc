@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
@@ -44,7 +46,7 @@ void print_markdown(const AttentionBenchResult& r, int n_threads, const std::str
   }
 }
 
-Status write_json(const std::string& path, const AttentionBenchResult& r, int n_threads, const std::string& kernels) {
+Status write_json(OutputFile& out, const AttentionBenchResult& r, int n_threads, const std::string& kernels) {
   nlohmann::json j;
   j["threads"] = n_threads;
   j["kernels"] = kernels;
@@ -66,16 +68,7 @@ Status write_json(const std::string& path, const AttentionBenchResult& r, int n_
                     {"speedup_vs_f16", w.speedup_vs_f16},
                     {"fill_seconds", w.fill_seconds}});
   }
-  // Written beside the target and renamed, so a failed run leaves no partial file.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) return invalid_argument("cannot write " + tmp);
-    f << j.dump(1) << "\n";
-    if (!f) return data_loss("writing " + path + " failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return data_loss("cannot write " + path);
-  return ok_status();
+  return out.write(j.dump(1) + "\n");
 }
 
 Status run(const std::vector<std::string>& argv) {
@@ -97,6 +90,12 @@ Status run(const std::vector<std::string>& argv) {
     return ok_status();
   }
   KVQ_ASSIGN_OR_RETURN(o.path, parse_kernel_path(common.kernels));
+  // The output is checked before the (minutes-long) measurement.
+  CommandFiles files;
+  std::optional<OutputFile> json_out;
+  if (!json.empty()) {
+    KVQ_ASSIGN_OR_RETURN(json_out, files.add_output("--json", json));
+  }
   for (const auto& name : split_spec_list(shapes)) {
     KVQ_ASSIGN_OR_RETURN(AttentionShape s, attention_shape(name));
     o.shapes.push_back(s);
@@ -115,7 +114,7 @@ Status run(const std::vector<std::string>& argv) {
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   KVQ_ASSIGN_OR_RETURN(AttentionBenchResult r, run_attention_bench(o));
   print_markdown(r, o.n_threads, common.kernels);
-  if (!json.empty()) KVQ_RETURN_IF_ERROR(write_json(json, r, o.n_threads, common.kernels));
+  if (json_out) KVQ_RETURN_IF_ERROR(write_json(*json_out, r, o.n_threads, common.kernels));
   return ok_status();
 }
 
