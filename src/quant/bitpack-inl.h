@@ -93,6 +93,13 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
 #endif
 }
 
+// Codes [i, i + N) of a packed row as float lanes (i a multiple of N: lanes never straddle a
+// 16-code chunk).
+template <int kBits>
+HWY_INLINE hn::Vec<DF> UnpackCodesF(const uint8_t* HWY_RESTRICT row, size_t i) {
+  return hn::ConvertTo(DF(), hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk)));
+}
+
 // Stores the low byte of each uint32 lane of v (values < 256) to out.
 HWY_INLINE void StoreU8(hn::Vec<DU> v, uint8_t* HWY_RESTRICT out) {
   const DI di;

@@ -32,12 +32,6 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-// Codes [i, i + N) of a packed row as floats (i a multiple of N; 16-code chunks).
-template <int kBits>
-HWY_INLINE hn::Vec<DF> CodesF(const uint8_t* HWY_RESTRICT row, size_t i) {
-  return hn::ConvertTo(DF(), hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk)));
-}
-
 // f16 [n] -> f32 [n], n a multiple of N.
 HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
   const DF df;
@@ -60,7 +54,7 @@ void UniformColsRun(const KvRun& r, float* HWY_RESTRICT out) {
     const uint8_t* row = r.rows + size_t(t) * r.stride;
     float* o = out + size_t(t) * hd;
     for (size_t i = 0; i < hd; i += N) {
-      hn::StoreU(hn::Add(hn::Mul(CodesF<kBits>(row, i), hn::Load(df, sf + i)), hn::Load(df, zf + i)), df, o + i);
+      hn::StoreU(hn::Add(hn::Mul(UnpackCodesF<kBits>(row, i), hn::Load(df, sf + i)), hn::Load(df, zf + i)), df, o + i);
     }
   }
 }
@@ -77,7 +71,7 @@ void UniformRowRun(const KvRun& r, float* HWY_RESTRICT out) {
     float* o = out + size_t(t) * hd;
     for (size_t g0 = 0; g0 < hd; g0 += g) {
       const auto vs = hn::Set(df, f16_to_f32(sc[g0 / g])), vz = hn::Set(df, f16_to_f32(zc[g0 / g]));
-      for (size_t i = g0; i < g0 + g; i += N) hn::StoreU(hn::Add(hn::Mul(CodesF<kBits>(row, i), vs), vz), df, o + i);
+      for (size_t i = g0; i < g0 + g; i += N) hn::StoreU(hn::Add(hn::Mul(UnpackCodesF<kBits>(row, i), vs), vz), df, o + i);
     }
   }
 }

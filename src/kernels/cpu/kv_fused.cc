@@ -24,11 +24,6 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-template <int kBits>
-HWY_INLINE hn::Vec<DF> CodesAt(const uint8_t* HWY_RESTRICT row, size_t i) {
-  return hn::ConvertTo(DF(), hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk)));
-}
-
 // q4_0 / q8_0: (nibble - 8) or int8 codes of one 32-value block, as N-lane float vectors.
 template <bool kQ4>
 HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
@@ -105,7 +100,7 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float*
   for (int t = 0; t < r.n; ++t) {
     const uint8_t* row = r.rows + size_t(t) * r.stride;
     auto acc = hn::Zero(df);
-    for (size_t i = 0; i < hd; i += N) acc = hn::MulAdd(hn::Load(df, w + i), CodesAt<kBits>(row, i), acc);
+    for (size_t i = 0; i < hd; i += N) acc = hn::MulAdd(hn::Load(df, w + i), UnpackCodesF<kBits>(row, i), acc);
     s[t] = (hn::GetLane(hn::SumOfLanes(df, acc)) + bias) * scale;
   }
 }
@@ -129,7 +124,7 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float* 
     float zpart = 0.0f;
     for (size_t g0 = 0, k = 0; g0 < hd; g0 += g, ++k) {
       auto ga = hn::Zero(df);
-      for (size_t i = g0; i < g0 + g; i += N) ga = hn::MulAdd(hn::LoadU(df, q + i), CodesAt<kBits>(row, i), ga);
+      for (size_t i = g0; i < g0 + g; i += N) ga = hn::MulAdd(hn::LoadU(df, q + i), UnpackCodesF<kBits>(row, i), ga);
       acc = hn::MulAdd(hn::Set(df, f16_to_f32(sc[k])), ga, acc);
       zpart += f16_to_f32(zc[k]) * qsum[k];
     }
@@ -152,7 +147,7 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTR
       const auto a = hn::Set(df, p[t] * f16_to_f32(sc[k]));
       zacc[k] += p[t] * f16_to_f32(zc[k]);
       for (size_t i = k * g; i < (k + 1) * g; i += N) {
-        hn::StoreU(hn::MulAdd(a, CodesAt<kBits>(row, i), hn::LoadU(df, out + i)), df, out + i);
+        hn::StoreU(hn::MulAdd(a, UnpackCodesF<kBits>(row, i), hn::LoadU(df, out + i)), df, out + i);
       }
     }
   }
