@@ -25,10 +25,6 @@ enum class KvFormat : uint8_t {
 
 const char* kv_format_name(KvFormat f);
 
-struct KvRun;
-// Bytes of one token's row of one head, as stored contiguously from KvRun::rows (codes and,
-// where they follow the codes, per-token scales; not outliers or per-block data).
-size_t kv_row_bytes(const KvRun& r);
 
 struct KvRun {
   KvFormat format = KvFormat::kF16;

@@ -4,7 +4,6 @@
 // engine/attention_bench.h; this file parses flags and formats.
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <optional>
 
 #include <nlohmann/json.hpp>

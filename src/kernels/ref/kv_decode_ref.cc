@@ -26,20 +26,6 @@ const char* kv_format_name(KvFormat f) {
   return "?";
 }
 
-size_t kv_row_bytes(const KvRun& r) {
-  const size_t hd = size_t(r.head_dim);
-  switch (r.format) {
-    case KvFormat::kF32: return hd * 4;
-    case KvFormat::kF16: return hd * 2;
-    case KvFormat::kQ8_0: return hd / 32 * sizeof(BlockQ8_0);
-    case KvFormat::kQ4_0: return hd / 32 * sizeof(BlockQ4_0);
-    case KvFormat::kUniformRow:
-    case KvFormat::kCodebookPc:
-    case KvFormat::kCodebookRow: return packed_bytes(r.bits, hd);
-  }
-  return 0;
-}
-
 namespace ref {
 
 namespace {
