@@ -11,6 +11,16 @@
 
 namespace kvq {
 
+size_t gguf_scalar_bytes(GgufType t) {
+  switch (t) {
+    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
+    case GgufType::kU16: case GgufType::kI16: return 2;
+    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
+    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
+    default: return 0;
+  }
+}
+
 namespace {
 
 constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" little-endian
@@ -55,15 +65,6 @@ class Cursor {
   size_t pos_ = 0;
 };
 
-size_t scalar_size(GgufType t) {
-  switch (t) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
-    default: return 0;
-  }
-}
 
 bool valid_type(uint32_t t) { return t <= uint32_t(GgufType::kF64); }
 
@@ -88,7 +89,7 @@ void decode_scalar(GgufType t, const uint8_t* p, GgufValue* v) {
 
 Status read_value(Cursor& c, GgufType type, int depth, GgufValue* v) {
   v->type = type;
-  if (const size_t sz = scalar_size(type)) {
+  if (const size_t sz = gguf_scalar_bytes(type)) {
     if (c.remaining() < sz) return c.truncated("metadata value");
     decode_scalar(type, c.here(), v);
     return c.skip(sz, "metadata value");
@@ -105,7 +106,7 @@ Status read_value(Cursor& c, GgufType type, int depth, GgufValue* v) {
   }
   v->elem_type = GgufType(et);
   KVQ_RETURN_IF_ERROR(c.read(&v->n_elems, "array length"));
-  if (const size_t sz = scalar_size(v->elem_type)) {
+  if (const size_t sz = gguf_scalar_bytes(v->elem_type)) {
     if (v->n_elems > c.remaining() / sz) return c.truncated("array data");
     v->elem_data = c.here();
     return c.skip(v->n_elems * sz, "array data");
@@ -420,12 +421,12 @@ StatusOr<std::vector<float>> GgufFile::get_f32_array(std::string_view key) const
 StatusOr<std::vector<int32_t>> GgufFile::get_i32_array(std::string_view key) const {
   const GgufValue* v = find(key);
   if (!v) return missing(key);
-  if (v->type != GgufType::kArray || scalar_size(v->elem_type) == 0 ||
+  if (v->type != GgufType::kArray || gguf_scalar_bytes(v->elem_type) == 0 ||
       v->elem_type == GgufType::kF32 || v->elem_type == GgufType::kF64) {
     return wrong_type(key, *v, "array of integers");
   }
   std::vector<int32_t> out(size_t(v->n_elems));
-  const size_t sz = scalar_size(v->elem_type);
+  const size_t sz = gguf_scalar_bytes(v->elem_type);
   for (size_t i = 0; i < out.size(); ++i) {
     GgufValue e;
     decode_scalar(v->elem_type, v->elem_data + i * sz, &e);

@@ -21,6 +21,9 @@ enum class GgufType : uint32_t {
   kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
   kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
 };
+
+// Bytes of one value of a fixed-size type; 0 for strings, arrays and unknown types.
+size_t gguf_scalar_bytes(GgufType t);
 const char* gguf_type_name(GgufType t);
 
 // ggml tensor element types (ids as stored in GGUF). Only F32, F16, BF16 and Q8_0 are loadable;

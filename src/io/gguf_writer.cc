@@ -18,15 +18,6 @@ void put_str(std::vector<uint8_t>& out, std::string_view s) {
   put<uint64_t>(out, s.size());
   out.insert(out.end(), s.begin(), s.end());
 }
-size_t scalar_bytes(GgufType t) {
-  switch (t) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
-    default: return 0;
-  }
-}
 
 void put_scalar(std::vector<uint8_t>& out, const GgufValue& v) {
   switch (v.type) {
@@ -58,7 +49,7 @@ void put_array(std::vector<uint8_t>& out, const GgufValue& v) {
       put_array(out, a);
     }
   } else {
-    out.insert(out.end(), v.elem_data, v.elem_data + v.n_elems * scalar_bytes(v.elem_type));
+    out.insert(out.end(), v.elem_data, v.elem_data + v.n_elems * gguf_scalar_bytes(v.elem_type));
   }
 }
 
