@@ -294,15 +294,11 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
     });
     ctx.pool().parallel_for(p.n_kv_heads, [&](int64_t h, int worker) {
       Work w = carve(ctx.scratch(worker, work_floats(n_q, hd)), n_q, hd);
+      std::fill(w.st, w.st + n_q, SoftState{});
       for (int ci = 0; ci < n_chunks; ++ci) {
         const float* src = &states[(size_t(ci) * p.n_kv_heads + size_t(h)) * state_floats];
         const auto* st = reinterpret_cast<const SoftState*>(src + size_t(n_q) * hd);
-        for (int i = 0; i < n_q; ++i) {
-          if (ci == 0) {
-            w.st[i] = SoftState{};
-          }
-          merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
-        }
+        for (int i = 0; i < n_q; ++i) merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
       }
       store_output(c, w.qbuf, int(h), 0, n_tokens, out);
     });

@@ -4,6 +4,7 @@
 // per-layer views, kv/kv_view.h); kernels know formats, never cache classes.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -53,6 +54,16 @@ struct KvRun {
   const f16_t* out_val = nullptr;
   int out_ch0 = 0;
 };
+
+// Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
+// of this head's sparse outliers (KVQuant §3.4). r.out_ptr must be set.
+inline void apply_run_outliers(const KvRun& r, int t, float* o) {
+  const uint16_t* b = r.out_idx + r.out_ptr[t];
+  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
+  for (const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0)); it != e && *it < r.out_ch0 + r.head_dim; ++it) {
+    o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
+  }
+}
 
 // Tokens [j, j + n) of run r, as a run of their own.
 inline KvRun sub_run(const KvRun& r, int j, int n) {

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "hwy/highway.h"
 
@@ -98,6 +99,19 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
 template <int kBits>
 HWY_INLINE hn::Vec<DF> UnpackCodesF(const uint8_t* HWY_RESTRICT row, size_t i) {
   return hn::ConvertTo(DF(), hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk)));
+}
+
+// Calls fn(std::integral_constant<int, bits>) for a packable width (2, 3, 4, 8): one switch for
+// every kernel templated on its code width. False for any other width.
+template <class Fn>
+HWY_INLINE bool WithCodeBits(int bits, const Fn& fn) {
+  switch (bits) {
+    case 2: fn(std::integral_constant<int, 2>()); return true;
+    case 3: fn(std::integral_constant<int, 3>()); return true;
+    case 4: fn(std::integral_constant<int, 4>()); return true;
+    case 8: fn(std::integral_constant<int, 8>()); return true;
+  }
+  return false;
 }
 
 // Stores the low byte of each uint32 lane of v (values < 256) to out.

@@ -17,28 +17,22 @@
 #include <cstring>
 
 #include "quant/normalize.h"
-namespace kvq::cpu::detail {
-// Overwrites this head's outliers of token t with their exact values (ref: apply_run_outliers).
-inline void apply_outliers(const KvRun& r, int t, float* o) {
-  const uint16_t* b = r.out_idx + r.out_ptr[t];
-  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
-  const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0));
-  for (; it != e && *it < r.out_ch0 + r.head_dim; ++it) o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
-}
-}  // namespace kvq::cpu::detail
 #endif
 
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-// f16 [n] -> f32 [n], n a multiple of N.
+// f16 [n] -> f32 [n].
 HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
   const DF df;
   const hn::Rebind<hwy::float16_t, DF> dh;
-  for (size_t i = 0; i < n; i += hn::Lanes(df)) {
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
     hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(x) + i)), df, y + i);
   }
+  for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
 }
 
 // KIVI keys: code * s_c + z_c with the block's per-channel scales (exactly the reference's
@@ -82,19 +76,11 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
     case KvFormat::kF32:
       for (int t = 0; t < r.n; ++t) std::memcpy(out + size_t(t) * hd, r.rows + size_t(t) * r.stride, hd * 4);
       return;
-    case KvFormat::kF16: {
-      const DF df;
-      const hn::Rebind<hwy::float16_t, DF> dh;
-      const size_t N = hn::Lanes(df);
+    case KvFormat::kF16:
       for (int t = 0; t < r.n; ++t) {
-        const auto* x = reinterpret_cast<const hwy::float16_t*>(r.rows + size_t(t) * r.stride);
-        float* o = out + size_t(t) * hd;
-        size_t i = 0;
-        for (; i + N <= hd; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, x + i)), df, o + i);
-        for (; i < hd; ++i) o[i] = f16_to_f32(reinterpret_cast<const f16_t*>(x)[i]);
+        F16Row(reinterpret_cast<const f16_t*>(r.rows + size_t(t) * r.stride), hd, out + size_t(t) * hd);
       }
       return;
-    }
     case KvFormat::kQ8_0:
       for (int t = 0; t < r.n; ++t) {
         DequantizeRowQ8_0Simd(reinterpret_cast<const BlockQ8_0*>(r.rows + size_t(t) * r.stride),
@@ -110,12 +96,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
     case KvFormat::kUniformRow: {
       const size_t g = size_t(std::min(r.group, r.head_dim));
       if (r.head_dim % 16 == 0 && g % hn::Lanes(DF()) == 0 && g % 16 == 0) {
-        switch (r.bits) {
-          case 2: return UniformRowRun<2>(r, out);
-          case 3: return UniformRowRun<3>(r, out);
-          case 4: return UniformRowRun<4>(r, out);
-          case 8: return UniformRowRun<8>(r, out);
-        }
+        if (WithCodeBits(r.bits, [&](auto b) { UniformRowRun<b()>(r, out); })) return;
       }
       UniformParams p;
       p.bits = r.bits;
@@ -131,12 +112,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
     }
     case KvFormat::kUniformCols:
       if (hd % 16 == 0 && hd <= 512) {
-        switch (r.bits) {
-          case 2: return UniformColsRun<2>(r, out);
-          case 3: return UniformColsRun<3>(r, out);
-          case 4: return UniformColsRun<4>(r, out);
-          case 8: return UniformColsRun<8>(r, out);
-        }
+        if (WithCodeBits(r.bits, [&](auto b) { UniformColsRun<b()>(r, out); })) return;
       }
       if (r.stride == packed_bytes(r.bits, hd)) {
         DequantizeUniformColsSimd(r.rows, reinterpret_cast<const f16_t*>(r.rows + r.scales_off),
@@ -155,7 +131,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
       for (int t = 0; t < r.n; ++t) {
         float* o = out + size_t(t) * hd;
         DecodeCodebookRowPcSimd(r.rows + size_t(t) * r.stride, hd, r.levels, r.ch_half, r.ch_zero, r.bits, o);
-        if (r.out_ptr) cpu::detail::apply_outliers(r, t, o);
+        if (r.out_ptr) apply_run_outliers(r, t, o);
       }
       return;
     case KvFormat::kCodebookRow: {
@@ -168,7 +144,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
         for (int j = 0; j < 16; ++j) lut[j] = j < (1 << r.bits) ? r.levels[j] * f.half + f.zero : 0.0f;
         float* o = out + size_t(t) * hd;
         DecodeCodebookRowSimd(row, hd, lut, r.bits, o);
-        if (r.out_ptr) cpu::detail::apply_outliers(r, t, o);
+        if (r.out_ptr) apply_run_outliers(r, t, o);
       }
       return;
     }

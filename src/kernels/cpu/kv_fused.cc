@@ -157,55 +157,32 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTR
   }
 }
 
+// Per-token groups the fused kernels take: whole vectors of lanes and of 16-code chunks.
+HWY_INLINE bool RowGroupsFuse(const KvRun& r) {
+  const size_t g = size_t(std::min(r.group, r.head_dim));
+  return g % 16 == 0 && g % hn::Lanes(DF()) == 0 && size_t(r.head_dim) / g <= 64;
+}
+
 bool ScoreRunFused(const KvRun& r, const float* q, float scale, float* s) {
-  const size_t N = hn::Lanes(DF());
-  const int hd = r.head_dim;
-  if (hd % 16 != 0 || hd > 512) return false;
+  if (r.head_dim % 16 != 0 || r.head_dim > 512) return false;
   switch (r.format) {
     case KvFormat::kQ8_0: GgmlScores<false>(r, q, scale, s); return true;
     case KvFormat::kQ4_0: GgmlScores<true>(r, q, scale, s); return true;
-    case KvFormat::kUniformCols:
-      switch (r.bits) {
-        case 2: ColsScores<2>(r, q, scale, s); return true;
-        case 3: ColsScores<3>(r, q, scale, s); return true;
-        case 4: ColsScores<4>(r, q, scale, s); return true;
-        case 8: ColsScores<8>(r, q, scale, s); return true;
-      }
-      return false;
-    case KvFormat::kUniformRow: {
-      const size_t g = size_t(std::min(r.group, hd));
-      if (g % 16 != 0 || g % N != 0 || size_t(hd) / g > 64) return false;
-      switch (r.bits) {
-        case 2: RowScores<2>(r, q, scale, s); return true;
-        case 3: RowScores<3>(r, q, scale, s); return true;
-        case 4: RowScores<4>(r, q, scale, s); return true;
-        case 8: RowScores<8>(r, q, scale, s); return true;
-      }
-      return false;
-    }
+    case KvFormat::kUniformCols: return WithCodeBits(r.bits, [&](auto b) { ColsScores<b()>(r, q, scale, s); });
+    case KvFormat::kUniformRow:
+      return RowGroupsFuse(r) && WithCodeBits(r.bits, [&](auto b) { RowScores<b()>(r, q, scale, s); });
     default:
       return false;
   }
 }
 
 bool AccumulateRunFused(const KvRun& r, const float* p, float* out) {
-  const size_t N = hn::Lanes(DF());
-  const int hd = r.head_dim;
-  if (hd % 32 != 0 || hd > 512) return false;
+  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
   switch (r.format) {
     case KvFormat::kQ8_0: GgmlAccumulate<false>(r, p, out); return true;
     case KvFormat::kQ4_0: GgmlAccumulate<true>(r, p, out); return true;
-    case KvFormat::kUniformRow: {
-      const size_t g = size_t(std::min(r.group, hd));
-      if (g % 16 != 0 || g % N != 0 || size_t(hd) / g > 64) return false;
-      switch (r.bits) {
-        case 2: RowAccumulate<2>(r, p, out); return true;
-        case 3: RowAccumulate<3>(r, p, out); return true;
-        case 4: RowAccumulate<4>(r, p, out); return true;
-        case 8: RowAccumulate<8>(r, p, out); return true;
-      }
-      return false;
-    }
+    case KvFormat::kUniformRow:
+      return RowGroupsFuse(r) && WithCodeBits(r.bits, [&](auto b) { RowAccumulate<b()>(r, p, out); });
     default:
       return false;
   }

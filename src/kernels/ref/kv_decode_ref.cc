@@ -28,21 +28,6 @@ const char* kv_format_name(KvFormat f) {
 
 namespace ref {
 
-namespace {
-
-// Overwrites the decoded dense values of this head's outliers with the exact sparse values.
-void apply_run_outliers(const KvRun& r, int t, float* o) {
-  if (!r.out_ptr) return;
-  const uint16_t* b = r.out_idx + r.out_ptr[t];
-  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
-  const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0));
-  for (; it != e && *it < r.out_ch0 + r.head_dim; ++it) {
-    o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
-  }
-}
-
-}  // namespace
-
 void decode_run_ref(const KvRun& r, float* out) {
   const size_t hd = size_t(r.head_dim);
   for (int t = 0; t < r.n; ++t) {
@@ -78,14 +63,14 @@ void decode_run_ref(const KvRun& r, float* out) {
       }
       case KvFormat::kCodebookPc:
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * r.ch_half[i] + r.ch_zero[i];
-        apply_run_outliers(r, t, o);
+        if (r.out_ptr) apply_run_outliers(r, t, o);
         break;
       case KvFormat::kCodebookRow: {
         NormParams np;
         std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
         const NormF f = norm_float(np);
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
-        apply_run_outliers(r, t, o);
+        if (r.out_ptr) apply_run_outliers(r, t, o);
         break;
       }
     }
