@@ -57,13 +57,7 @@ KvStoreView DenseStore::view(int il) const {
   v.n_tokens = r.n_tokens();
   v.pre_rope = pre_rope_;
   v.f16_numerics = dtype_ == DType::kF16 && !pre_rope_;
-  KvSegment& seg = v.add();
-  seg = f16_segment(0, r.n_tokens(), s.n_kv_heads, s.head_dim, r.pages(), nullptr, r.page_records());
-  if (dtype_ == DType::kF32) {
-    seg.proto.format = KvFormat::kF32;
-    seg.token_stride *= 2;
-    seg.head_stride *= 2;
-  }
+  v.add() = r.segment(dtype_ == DType::kF32 ? KvFormat::kF32 : KvFormat::kF16, s.head_dim);
   return v;
 }
 

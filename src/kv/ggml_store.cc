@@ -62,14 +62,7 @@ KvStoreView GgmlStore::view(int il) const {
   const PagedRows& r = rows_[size_t(il)];
   KvStoreView v;
   v.n_tokens = r.n_tokens();
-  KvSegment& seg = v.add();
-  seg.n = r.n_tokens();
-  seg.pages = r.pages();
-  seg.page_tokens = r.page_records();
-  seg.token_stride = head_bytes();
-  seg.head_stride = r.head_stride();
-  seg.proto.format = bits_ == 8 ? KvFormat::kQ8_0 : KvFormat::kQ4_0;
-  seg.proto.head_dim = shape().head_dim;
+  v.add() = r.segment(bits_ == 8 ? KvFormat::kQ8_0 : KvFormat::kQ4_0, shape().head_dim);
   return v;
 }
 

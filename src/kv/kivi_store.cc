@@ -266,8 +266,8 @@ KvStoreView KiviStore::view(int il) const {
     }
   }
   if (v.n_tokens > nq) {
-    v.add() = f16_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd, nullptr,
-                               reinterpret_cast<const uint8_t*>(l.window.data()), 0);
+    v.add() = f16_window_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd,
+                                 reinterpret_cast<const uint8_t*>(l.window.data()));
   }
   return v;
 }

@@ -70,19 +70,14 @@ struct KvStoreView {
   KvSegment& add() { return seg[n_segments++]; }
 };
 
-// An fp16 segment: token-major rows [n, n_kv_heads * head_dim] at `base` (windows), or
-// head-major pages of page_tokens tokens (sinks, dense stores: PagedRows).
-inline KvSegment f16_segment(int t0, int n, int n_kv_heads, int head_dim, const uint8_t* const* pages,
-                             const uint8_t* base, int page_tokens) {
+// An fp16 window: token-major rows [n, n_kv_heads * head_dim] at base (KIVI's newest tokens).
+inline KvSegment f16_window_segment(int t0, int n, int n_kv_heads, int head_dim, const uint8_t* base) {
   KvSegment s;
   s.t0 = t0;
   s.n = n;
-  s.pages = pages;
   s.base = base;
-  s.page_tokens = page_tokens;
-  const size_t row = size_t(head_dim) * 2;
-  s.token_stride = pages ? row : row * size_t(n_kv_heads);
-  s.head_stride = pages ? row * size_t(page_tokens) : row;
+  s.token_stride = size_t(head_dim) * 2 * size_t(n_kv_heads);
+  s.head_stride = size_t(head_dim) * 2;
   s.proto.format = KvFormat::kF16;
   s.proto.head_dim = head_dim;
   return s;

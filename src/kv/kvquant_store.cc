@@ -232,28 +232,18 @@ KvStoreView KvquantStore::view(int il) const {
   v.pre_rope = pre_rope();
   const int n_sink = l.sink.n_tokens(), nq = l.quant.n_tokens();
   if (n_sink > 0) {
-    v.add() = f16_segment(0, n_sink, s.n_kv_heads, s.head_dim, l.sink.pages(), nullptr, l.sink.page_records());
+    v.add() = l.sink.segment(KvFormat::kF16, s.head_dim);
   }
   if (nq > 0) {
+    // Values: a NormParams per token for all heads, in the extras.
     KvSegment& seg = v.add();
-    seg.t0 = n_sink;
-    seg.n = nq;
-    seg.pages = l.quant.pages();
-    seg.page_tokens = l.quant.page_records();
-    seg.token_stride = l.quant.part_bytes();
-    seg.head_stride = l.quant.head_stride();
-    seg.meta_off = l.quant.extras_offset();  // values: a NormParams per token for all heads
-    seg.meta_stride = l.quant.extra_bytes();
+    seg = l.quant.segment(role_ == KvRole::kKey ? KvFormat::kCodebookPc : KvFormat::kCodebookRow, s.head_dim, n_sink);
     KvRun& p = seg.proto;
-    p.head_dim = s.head_dim;
     p.bits = opts_.bits;
     p.levels = l.codebook.values.data();
     if (role_ == KvRole::kKey) {
-      p.format = KvFormat::kCodebookPc;
       p.ch_half = l.norm.half_f.data();
       p.ch_zero = l.norm.zero_f.data();
-    } else {
-      p.format = KvFormat::kCodebookRow;
     }
     if (opts_.outliers > 0.0) {
       p.out_ptr = l.outliers.row_ptr();

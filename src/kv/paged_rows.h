@@ -14,6 +14,7 @@
 
 #include "base/aligned_buffer.h"
 #include "base/check.h"
+#include "kv/kv_view.h"
 #include "kvq/status.h"
 
 namespace kvq {
@@ -74,6 +75,22 @@ class PagedRows {
   // extras_offset().
   size_t head_stride() const { return size_t(page_) * part_; }
   size_t extras_offset() const { return size_t(n_parts_) * head_stride(); }
+  // The rows as a view segment starting at position t0: parts as a head's rows, the extras as
+  // per-token metadata (shared by all heads). Stores add their format's constants.
+  KvSegment segment(KvFormat format, int head_dim, int t0 = 0) const {
+    KvSegment s;
+    s.t0 = t0;
+    s.n = n_tokens_;
+    s.pages = pages();
+    s.page_tokens = page_;
+    s.token_stride = part_;
+    s.head_stride = head_stride();
+    s.meta_off = extras_offset();
+    s.meta_stride = extra_;
+    s.proto.format = format;
+    s.proto.head_dim = head_dim;
+    return s;
+  }
 
  private:
   size_t part_ = 0;

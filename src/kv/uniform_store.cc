@@ -100,19 +100,11 @@ KvStoreView UniformStore::view(int il) const {
   KvStoreView v;
   v.n_tokens = r.n_tokens();
   KvSegment& seg = v.add();
-  seg.n = r.n_tokens();
-  seg.pages = r.pages();
-  seg.page_tokens = r.page_records();
-  seg.token_stride = r.part_bytes();
-  seg.head_stride = r.head_stride();
+  seg = r.segment(KvFormat::kUniformRow, hd);
   // Extras per token: fp16 scales [n_groups], then zeros [n_groups]; head h starts at group
   // h * hd / g (group 0 for all heads when the vector is one group).
-  seg.meta_off = r.extras_offset();
-  seg.meta_stride = r.extra_bytes();
   seg.meta_head_step = p_.group_size > 0 ? ptrdiff_t(2 * hd / p_.group_size) : 0;
   KvRun& p = seg.proto;
-  p.format = KvFormat::kUniformRow;
-  p.head_dim = hd;
   p.bits = p_.bits;
   p.group = p_.group_size > 0 ? p_.group_size : hd;
   p.zeros_off = ptrdiff_t(2 * n_groups_);
