@@ -148,20 +148,20 @@ std::vector<std::string> split_spec_list(std::string_view list) {
 namespace {
 
 StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
-                                              const KvquantParams* params) {
+                                              PagePool* pool, const KvquantParams* params) {
   switch (t.kind) {
-    case TensorKind::kF32: return std::unique_ptr<KvStore>(new DenseStore(shape, DType::kF32, false));
-    case TensorKind::kF16: return std::unique_ptr<KvStore>(new DenseStore(shape, DType::kF16, false));
-    case TensorKind::kQ8_0: return GgmlStore::make(shape, 8);
-    case TensorKind::kQ4_0: return GgmlStore::make(shape, 4);
-    case TensorKind::kInt: return UniformStore::make(shape, t.bits, t.group);
-    case TensorKind::kKivi: return KiviStore::make(shape, role, t.bits, t.group, t.residual);
+    case TensorKind::kF32: return std::unique_ptr<KvStore>(new DenseStore(shape, pool, DType::kF32, false));
+    case TensorKind::kF16: return std::unique_ptr<KvStore>(new DenseStore(shape, pool, DType::kF16, false));
+    case TensorKind::kQ8_0: return GgmlStore::make(shape, pool, 8);
+    case TensorKind::kQ4_0: return GgmlStore::make(shape, pool, 4);
+    case TensorKind::kInt: return UniformStore::make(shape, pool, t.bits, t.group);
+    case TensorKind::kKivi: return KiviStore::make(shape, pool, role, t.bits, t.group, t.residual);
     case TensorKind::kKvquant:
       if (!params) {
         return invalid_argument("'" + t.text + "' needs calibration (per-channel key thresholds and "
                                 "codebooks): pass --calib auto or --calib FILE");
       }
-      return KvquantStore::make(shape, role, t.kvquant, *params);
+      return KvquantStore::make(shape, pool, role, t.kvquant, *params);
   }
   return internal_error("unhandled tensor kind");
 }
@@ -169,16 +169,19 @@ StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, 
 }  // namespace
 
 StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape,
-                                              const CacheCalibration& calib) {
+                                              const CacheCalibration& calib, std::shared_ptr<PagePool> pool) {
   if (shape.n_ctx <= 0) return invalid_argument("the context size must be positive");
-  KVQ_ASSIGN_OR_RETURN(auto k, make_store(spec.k, KvRole::kKey, shape, calib.k));
-  KVQ_ASSIGN_OR_RETURN(auto v, make_store(spec.v, KvRole::kValue, shape, calib.v));
-  return std::unique_ptr<KvCache>(new CompositeKvCache(std::move(k), std::move(v)));
+  if (!pool) pool = std::make_shared<PagePool>();
+  KVQ_ASSIGN_OR_RETURN(auto k, make_store(spec.k, KvRole::kKey, shape, pool.get(), calib.k));
+  KVQ_ASSIGN_OR_RETURN(auto v, make_store(spec.v, KvRole::kValue, shape, pool.get(), calib.v));
+  return std::unique_ptr<KvCache>(new CompositeKvCache(std::move(pool), std::move(k), std::move(v)));
 }
 
 std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype, bool keys_pre_rope) {
-  return std::make_unique<CompositeKvCache>(std::make_unique<DenseStore>(shape, dtype, keys_pre_rope),
-                                            std::make_unique<DenseStore>(shape, dtype, false));
+  auto pool = std::make_shared<PagePool>();
+  auto k = std::make_unique<DenseStore>(shape, pool.get(), dtype, keys_pre_rope);
+  auto v = std::make_unique<DenseStore>(shape, pool.get(), dtype, false);
+  return std::make_unique<CompositeKvCache>(std::move(pool), std::move(k), std::move(v));
 }
 
 CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
@@ -202,6 +205,7 @@ CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
         c.per_channel = role == KvRole::kKey;
         c.residual = t.residual;
         c.flush_in_blocks = role == KvRole::kKey;
+        c.window_rows = kivi_window_rows(role == KvRole::kKey, t.residual, t.group);
         break;
       case TensorKind::kKvquant:
         c.scheme = t.kvquant.codebook == CodebookKind::kNf ? KvScheme::kNf : KvScheme::kNuq;

@@ -10,6 +10,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/kvquant_store.h"
+#include "kv/page_pool.h"
 #include "kvq/status.h"
 #include "quant/bits_accounting.h"
 
@@ -51,8 +52,11 @@ struct CacheCalibration {
 
 // Builds an empty cache. Errors: kUnimplemented for a spec the shape cannot use (named),
 // kInvalidArgument when a kvquant cache has no calibration.
+// Storage comes from `pool` when given (caches sharing one budget), else from a pool of the
+// cache's own (kv/page_pool.h).
 StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCacheShape& shape,
-                                              const CacheCalibration& calib = {});
+                                              const CacheCalibration& calib = {},
+                                              std::shared_ptr<PagePool> pool = nullptr);
 
 // A full-precision cache (K and V in dtype, f32 or f16); keys_pre_rope keeps keys before RoPE
 // (calibration captures them so).

@@ -5,8 +5,9 @@
 
 namespace kvq {
 
-CompositeKvCache::CompositeKvCache(std::unique_ptr<KvStore> k, std::unique_ptr<KvStore> v)
-    : KvCache(k->shape()), k_(std::move(k)), v_(std::move(v)) {}
+CompositeKvCache::CompositeKvCache(std::shared_ptr<PagePool> pool, std::unique_ptr<KvStore> k,
+                                   std::unique_ptr<KvStore> v)
+    : KvCache(k->shape()), pool_(std::move(pool)), k_(std::move(k)), v_(std::move(v)) {}
 
 std::string CompositeKvCache::name() const {
   const std::string k = k_->name(), v = v_->name();
@@ -33,6 +34,21 @@ Status CompositeKvCache::append(int il, int n, const float* k, const float* v) {
 Status CompositeKvCache::truncate(int n) {
   KVQ_RETURN_IF_ERROR(k_->truncate(n));
   return v_->truncate(n);
+}
+
+Status CompositeKvCache::shift(int n_keep, int n_drop, const Rope& rope) {
+  const int n = n_tokens(0);
+  for (int il = 1; il < shape().n_layers; ++il) KVQ_CHECK(n_tokens(il) == n);
+  if (n_keep < 0 || n_drop <= 0 || n_keep + n_drop > n) {
+    return invalid_argument("context shift: cannot drop " + std::to_string(n_drop) + " tokens after the first " +
+                            std::to_string(n_keep) + " of " + std::to_string(n));
+  }
+  const bool rerotate = !k_->pre_rope();
+  KVQ_RETURN_IF_ERROR(k_->check_shift(n_keep, n_drop, rerotate));
+  KVQ_RETURN_IF_ERROR(v_->check_shift(n_keep, n_drop, false));
+  k_->shift(n_keep, n_drop, rerotate ? &rope : nullptr);
+  v_->shift(n_keep, n_drop, nullptr);
+  return ok_status();
 }
 
 void CompositeKvCache::read(int il, int kvh, int t0, int n, float* k, float* v) const {

@@ -2,6 +2,7 @@
 // A KV cache made of a key store and a value store (kv_store.h), each in its own format.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 
 #include "kv/kv_cache.h"
@@ -11,7 +12,8 @@ namespace kvq {
 
 class CompositeKvCache final : public KvCache {
  public:
-  CompositeKvCache(std::unique_ptr<KvStore> k, std::unique_ptr<KvStore> v);
+  // k and v take their storage from pool.
+  CompositeKvCache(std::shared_ptr<PagePool> pool, std::unique_ptr<KvStore> k, std::unique_ptr<KvStore> v);
 
   std::string name() const override;
   bool pre_rope() const override { return k_->pre_rope(); }
@@ -19,6 +21,10 @@ class CompositeKvCache final : public KvCache {
   Status append(int il, int n_tokens, const float* k, const float* v) override;
   int n_tokens(int il) const override { return k_->n_tokens(il); }
   Status truncate(int n_tokens) override;
+  Status shift(int n_keep, int n_drop, const Rope& rope) override;
+  int sink_tokens() const override { return std::max(k_->sink_tokens(), v_->sink_tokens()); }
+  // The pool the stores allocate from.
+  const PagePool& pool() const { return *pool_; }
   size_t bytes_used() const override { return k_->bytes_used() + v_->bytes_used(); }
   size_t bytes_for(int n_tokens) const override { return k_->bytes_for(n_tokens) + v_->bytes_for(n_tokens); }
   void read(int il, int kvh, int t0, int n, float* k, float* v) const override;
@@ -33,6 +39,7 @@ class CompositeKvCache final : public KvCache {
   const KvStore& values() const { return *v_; }
 
  private:
+  std::shared_ptr<PagePool> pool_;  // declared first: outlives the stores
   std::unique_ptr<KvStore> k_, v_;
 };
 

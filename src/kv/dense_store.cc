@@ -5,11 +5,12 @@
 
 #include "base/fp16.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/rope.h"
 
 namespace kvq {
 
-DenseStore::DenseStore(const KvCacheShape& shape, DType dtype, bool pre_rope)
-    : PagedStore(shape, size_t(shape.head_dim) * dtype_size(dtype), 0), dtype_(dtype), pre_rope_(pre_rope) {}
+DenseStore::DenseStore(const KvCacheShape& shape, PagePool* pool, DType dtype, bool pre_rope)
+    : PagedStore(shape, pool, size_t(shape.head_dim) * dtype_size(dtype), 0), dtype_(dtype), pre_rope_(pre_rope) {}
 
 std::string DenseStore::name() const {
   return std::string(dtype_name(dtype_)) + (pre_rope_ ? ":prerope=1" : "");
@@ -31,6 +32,30 @@ Status DenseStore::append(int il, int n, const float* x) {
     }
   }
   return ok_status();
+}
+
+void DenseStore::shift(int n_keep, int n_drop, const Rope* rope) {
+  PagedStore::shift(n_keep, n_drop, nullptr);
+  if (!rope) return;
+  // Position p becomes p - n_drop: R(p - d) k = R(d)^T R(p) k (llama.cpp's K-shift, in f32
+  // and rounded back to f16 for an f16 cache).
+  const size_t hd = size_t(shape().head_dim);
+  std::vector<float> cs(size_t(rope->rope_dim())), x(hd);
+  rope->angles(n_drop, cs.data());
+  for (auto& r : rows_) {
+    for (int t = n_keep; t < r.n_tokens(); ++t) {
+      for (int h = 0; h < shape().n_kv_heads; ++h) {
+        uint8_t* p = r.part(t, h);
+        if (dtype_ == DType::kF32) {
+          rope->rotate(reinterpret_cast<float*>(p), cs.data(), true);
+        } else {
+          cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(p), x.data(), hd);
+          rope->rotate(x.data(), cs.data(), true);
+          cpu::convert_f32_to_f16(x.data(), reinterpret_cast<f16_t*>(p), hd);
+        }
+      }
+    }
+  }
 }
 
 void DenseStore::read(int il, int kvh, int t0, int n, float* out) const {

@@ -5,17 +5,17 @@
 
 namespace kvq {
 
-StatusOr<std::unique_ptr<KvStore>> GgmlStore::make(const KvCacheShape& shape, int bits) {
+StatusOr<std::unique_ptr<KvStore>> GgmlStore::make(const KvCacheShape& shape, PagePool* pool, int bits) {
   if (shape.head_dim % 32 != 0) {
     return unimplemented(std::string(bits == 8 ? "q8_0" : "q4_0") +
                          " needs head_dim to be a multiple of 32 (blocks of 32 along head_dim, "
                          "as llama.cpp); this model has head_dim " + std::to_string(shape.head_dim));
   }
-  return std::unique_ptr<KvStore>(new GgmlStore(shape, bits));
+  return std::unique_ptr<KvStore>(new GgmlStore(shape, pool, bits));
 }
 
-GgmlStore::GgmlStore(const KvCacheShape& shape, int bits)
-    : PagedStore(shape, head_bytes(shape, bits), 0), bits_(bits) {}
+GgmlStore::GgmlStore(const KvCacheShape& shape, PagePool* pool, int bits)
+    : PagedStore(shape, pool, head_bytes(shape, bits), 0), bits_(bits) {}
 
 size_t GgmlStore::head_bytes(const KvCacheShape& shape, int bits) {
   return size_t(shape.head_dim) / 32 * (bits == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));

@@ -12,14 +12,14 @@ namespace kvq {
 class GgmlStore final : public PagedStore {
  public:
   // Errors: kUnimplemented when head_dim is not a multiple of 32.
-  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, int bits);
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, PagePool* pool, int bits);
   std::string name() const override { return bits_ == 8 ? "q8_0" : "q4_0"; }
   Status append(int il, int n, const float* x) override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
   KvStoreView view(int il) const override;
 
  private:
-  GgmlStore(const KvCacheShape& shape, int bits);
+  GgmlStore(const KvCacheShape& shape, PagePool* pool, int bits);
   // Blocks of one head of one token; a record holds n_kv_heads of them.
   static size_t head_bytes(const KvCacheShape& shape, int bits);
   size_t head_bytes() const { return head_bytes(shape(), bits_); }

@@ -6,12 +6,13 @@
 #include <cstring>
 
 #include "kernels/cpu/ops.h"
+#include "quant/bits_accounting.h"
 #include "quant/uniform_group.h"
 #include "quant/uniform_group_math.h"
 
 namespace kvq {
 
-StatusOr<std::unique_ptr<KvStore>> KiviStore::make(const KvCacheShape& shape, KvRole role,
+StatusOr<std::unique_ptr<KvStore>> KiviStore::make(const KvCacheShape& shape, PagePool* pool, KvRole role,
                                                    int bits, int group_size, int residual) {
   if (!is_packable_bits(bits)) return invalid_argument("kivi supports 2, 3, 4 and 8 bits");
   if (group_size <= 0) return invalid_argument("kivi group size g must be positive");
@@ -25,16 +26,18 @@ StatusOr<std::unique_ptr<KvStore>> KiviStore::make(const KvCacheShape& shape, Kv
                          " (a group never spans heads); pass a smaller g, e.g. g=" +
                          std::to_string(std::min(shape.head_dim, group_size)));
   }
-  return std::unique_ptr<KvStore>(new KiviStore(shape, role, bits, group_size, residual));
+  return std::unique_ptr<KvStore>(new KiviStore(shape, pool, role, bits, group_size, residual));
 }
 
-KiviStore::KiviStore(const KvCacheShape& shape, KvRole role, int bits, int group_size, int residual)
-    : KvStore(shape), role_(role), bits_(bits), group_(group_size), residual_(residual) {
+KiviStore::KiviStore(const KvCacheShape& shape, PagePool* pool, KvRole role, int bits, int group_size,
+                     int residual)
+    : KvStore(shape, pool), role_(role), bits_(bits), group_(group_size), residual_(residual) {
   layers_.resize(size_t(shape.n_layers));
   // Keys: one G-token block per page, so allocation follows the tokens held.
   for (auto& l : layers_) {
-    l.quant = role == KvRole::kKey ? PagedRows(key_head_bytes(), shape.n_kv_heads, 0, 1)
-                                   : PagedRows(value_head_bytes(), shape.n_kv_heads, 0);
+    l.quant = role == KvRole::kKey ? PagedRows(pool, key_head_bytes(), shape.n_kv_heads, 0, 1)
+                                   : PagedRows(pool, value_head_bytes(), shape.n_kv_heads, 0);
+    l.window = RowRing(pool, shape.row_values() * sizeof(f16_t));
   }
 }
 
@@ -54,13 +57,15 @@ size_t KiviStore::value_head_bytes() const {
   return packed_bytes(bits_, hd) + 4 * (hd / size_t(group_));
 }
 
+int KiviStore::window_rows() const { return kivi_window_rows(role_ == KvRole::kKey, residual_, group_); }
+
 int KiviStore::quantized_tokens(const Layer& l) const {
   return role_ == KvRole::kKey ? l.quant.n_tokens() * group_ : l.quant.n_tokens();
 }
 
 int KiviStore::n_tokens(int il) const {
   const Layer& l = layers_[size_t(il)];
-  return quantized_tokens(l) + int(l.window.size() / shape().row_values());
+  return quantized_tokens(l) + l.window.size();
 }
 
 Status KiviStore::flush(int il, int n) {
@@ -68,7 +73,9 @@ Status KiviStore::flush(int il, int n) {
   const size_t row = shape().row_values(), hd = size_t(shape().head_dim);
   const int n_heads = shape().n_kv_heads;
   std::vector<float> x(size_t(n) * row);
-  cpu::convert_f16_to_f32(l.window.data(), x.data(), x.size());
+  for (int t = 0; t < n; ++t) {
+    cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.window.row(t)), x.data() + size_t(t) * row, row);
+  }
   const int r0 = l.quant.n_tokens();
   if (role_ == KvRole::kKey) {
     const int n_blocks = n / group_;
@@ -104,19 +111,23 @@ Status KiviStore::flush(int il, int n) {
       }
     }
   }
-  l.window.erase(l.window.begin(), l.window.begin() + ptrdiff_t(size_t(n) * row));
+  l.window.pop_front(n);
   return ok_status();
 }
 
 Status KiviStore::end_step_layer(int il) {
   Layer& l = layers_[size_t(il)];
-  const int w = int(l.window.size() / shape().row_values());
+  const int w = l.window.size();
   if (role_ == KvRole::kKey) {
     if (residual_ > 0 && w >= residual_) KVQ_RETURN_IF_ERROR(flush(il, w / residual_ * residual_));
   } else if (w > residual_) {
     KVQ_RETURN_IF_ERROR(flush(il, w - residual_));
   }
-  if (l.window.capacity() != l.window.size()) l.window.shrink_to_fit();
+  // After a prefill chunk, back to the steady window (a smaller block: cannot fail for lack of
+  // budget, but may for lack of memory, which leaves the larger one).
+  if (l.window.capacity() > window_rows() && l.window.size() <= window_rows()) {
+    (void)l.window.reallocate(window_rows());
+  }
   return ok_status();
 }
 
@@ -129,19 +140,18 @@ Status KiviStore::append(int il, int n, const float* x) {
   Layer& l = layers_[size_t(il)];
   const size_t row = shape().row_values();
   KVQ_RETURN_IF_ERROR(end_step_layer(il));
-  const size_t old = l.window.size();
-  l.window.resize(old + size_t(n) * row);
-  cpu::convert_f32_to_f16(x, l.window.data() + old, size_t(n) * row);
   for (size_t i = 0; i < size_t(n) * row; ++i) {
-    if (!std::isfinite(x[i])) {
-      l.window.resize(old);
-      return invalid_argument("kivi: non-finite K/V value");
-    }
+    if (!std::isfinite(x[i])) return invalid_argument("kivi: non-finite K/V value");
+  }
+  const int old = l.window.size();
+  KVQ_RETURN_IF_ERROR(l.window.push(n, window_rows()));
+  for (int t = 0; t < n; ++t) {
+    cpu::convert_f32_to_f16(x + size_t(t) * row, reinterpret_cast<f16_t*>(l.window.row(old + t)), row);
   }
   if (eager_ || residual_ == 0) {
     // Simulated quantization: everything quantized now (keys in whole G-token groups; a
     // trailing partial group stays fp16 until it fills).
-    const int now = int(l.window.size() / row);
+    const int now = l.window.size();
     const int q = role_ == KvRole::kKey ? now / group_ * group_ : now;
     if (q > 0) KVQ_RETURN_IF_ERROR(flush(il, q));
   }
@@ -150,7 +160,7 @@ Status KiviStore::append(int il, int n, const float* x) {
 
 void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
   const Layer& l = layers_[size_t(il)];
-  const size_t hd = size_t(shape().head_dim), row = shape().row_values();
+  const size_t hd = size_t(shape().head_dim);
   const int nq = quantized_tokens(l);
   for (int i = 0; i < n; ++i) {
     const int t = t0 + i;
@@ -164,7 +174,7 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
       continue;
     }
     if (t >= nq) {
-      cpu::convert_f16_to_f32(l.window.data() + size_t(t - nq) * row + size_t(kvh) * hd, o, hd);
+      cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.window.row(t - nq)) + size_t(kvh) * hd, o, hd);
       continue;
     }
     if (role_ == KvRole::kKey) {
@@ -187,18 +197,17 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
 }
 
 Status KiviStore::truncate(int n) {
-  const size_t row = shape().row_values();
   for (size_t il = 0; il < layers_.size(); ++il) {
     Layer& l = layers_[il];
     const int nq = quantized_tokens(l);
     if (n >= nq) {
-      l.window.resize(std::min(l.window.size(), size_t(n - nq) * row));
+      l.window.truncate(n - nq);
     } else if (n == 0) {
       KVQ_RETURN_IF_ERROR(l.quant.resize(0));
-      l.window.clear();
+      l.window.truncate(0);
     } else if (role_ == KvRole::kValue) {
       KVQ_RETURN_IF_ERROR(l.quant.resize(n));
-      l.window.clear();
+      l.window.truncate(0);
     } else {
       return unimplemented("truncating a kivi key cache inside its quantized blocks (to " +
                            std::to_string(n) + " of " + std::to_string(nq) + " quantized tokens)");
@@ -207,20 +216,37 @@ Status KiviStore::truncate(int n) {
   return ok_status();
 }
 
+Status KiviStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
+  if (role_ == KvRole::kValue) return ok_status();
+  return unimplemented("context shift with kivi keys: they are stored after RoPE and quantized per channel in "
+                       "blocks of " + std::to_string(group_) + " tokens, so moving them would re-quantize them; "
+                       "use kvquant keys (stored before RoPE) or f16 keys");
+}
+
+void KiviStore::shift(int n_keep, int n_drop, const Rope* rope) {
+  for (auto& l : layers_) {
+    const int nq = l.quant.n_tokens();  // values: one record per token
+    const int in_quant = std::clamp(nq - n_keep, 0, n_drop);
+    if (in_quant > 0) l.quant.erase(n_keep, in_quant);
+    if (n_drop > in_quant) l.window.erase(std::max(0, n_keep - nq), n_drop - in_quant);
+  }
+}
+
 size_t KiviStore::bytes_used() const {
   size_t b = 0;
-  for (const auto& l : layers_) b += l.quant.bytes() + l.window.capacity() * sizeof(f16_t);
+  for (const auto& l : layers_) b += l.quant.bytes() + l.window.bytes();
   return b;
 }
 
 size_t KiviStore::bytes_for(int n) const {
-  // Steady state of decoding n tokens: keys keep up to R in fp16 (count R for sizing), values R.
+  // Steady state of decoding n tokens: the window's ring of window_rows(); keys keep up to R
+  // in fp16 (count R for sizing), values R.
   const size_t row = shape().row_values();
-  const int win = std::min(n, residual_);
-  const int nq = n - win;
+  const int nq = n - std::min(n, residual_);
   const PagedRows& pr = layers_[0].quant;
   const size_t q = role_ == KvRole::kKey ? pr.bytes_for((nq + group_ - 1) / group_) : pr.bytes_for(nq);
-  return (q + size_t(win) * row * sizeof(f16_t)) * layers_.size();
+  const size_t w = n > 0 ? size_t(window_rows()) * row * sizeof(f16_t) : 0;
+  return (q + w) * layers_.size();
 }
 
 }  // namespace kvq
@@ -265,9 +291,10 @@ KvStoreView KiviStore::view(int il) const {
       p.zeros_off = 2 * (hd / group_);
     }
   }
-  if (v.n_tokens > nq) {
-    v.add() = f16_window_segment(nq, v.n_tokens - nq, shape().n_kv_heads, hd,
-                                 reinterpret_cast<const uint8_t*>(l.window.data()));
+  const uint8_t* base[2];
+  int count[2];
+  for (int k = 0, t0 = nq, n = l.window.pieces(base, count); k < n; t0 += count[k++]) {
+    v.add() = f16_window_segment(t0, count[k], shape().n_kv_heads, hd, base[k]);
   }
   return v;
 }

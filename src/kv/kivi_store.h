@@ -8,8 +8,9 @@
 // Flushing happens in end_step(), which the model calls after each step's attention (and
 // append repeats it first for direct users): exactly KIVI's order. A token's own attention
 // always sees it in fp16, prefill attends the prompt in fp16 (§1.4), and after the prompt
-// T - (T mod R) keys and T - R values are quantized (§1.5). Windows are kept at their exact
-// size, so bytes_used() is what the bits accounting predicts.
+// T - (T mod R) keys and T - R values are quantized (§1.5). The window is a ring of the rows
+// one decode step needs (keys max(R, G), values R + 1); a prefill chunk grows it and the end
+// of its step shrinks it back, so bytes_used() is what bytes_for() predicts.
 // Keys are stored after RoPE, as KIVI does.
 #pragma once
 
@@ -18,6 +19,7 @@
 #include "base/fp16.h"
 #include "kv/kv_store.h"
 #include "kv/paged_rows.h"
+#include "kv/row_ring.h"
 
 namespace kvq {
 
@@ -25,7 +27,7 @@ class KiviStore final : public KvStore {
  public:
   // Errors: bits not 2/4 (3 and 8 also accepted), G not dividing head_dim (values) or R not a
   // multiple of G.
-  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, KvRole role, int bits,
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, PagePool* pool, KvRole role, int bits,
                                                  int group_size, int residual);
   std::string name() const override;
   // Values with no window are quantized token by token; keys never are (a G-token group
@@ -36,19 +38,22 @@ class KiviStore final : public KvStore {
   void read(int il, int kvh, int t0, int n, float* out) const override;
   KvStoreView view(int il) const override;
   Status truncate(int n) override;
+  // Values only (keys are stored after RoPE and quantized: refused).
+  Status check_shift(int n_keep, int n_drop, bool rerotate) const override;
+  void shift(int n_keep, int n_drop, const Rope* rope) override;
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;
   void set_eager(bool eager) override { eager_ = eager; }
   Status end_step() override;
 
   // Tokens of layer il held in the fp16 window (tests).
-  int n_window(int il) const { return int(layers_[size_t(il)].window.size() / shape().row_values()); }
+  int n_window(int il) const { return layers_[size_t(il)].window.size(); }
 
  private:
-  KiviStore(const KvCacheShape& shape, KvRole role, int bits, int group_size, int residual);
+  KiviStore(const KvCacheShape& shape, PagePool* pool, KvRole role, int bits, int group_size, int residual);
   struct Layer {
     PagedRows quant;             // keys: one record per G-token block; values: one per token
-    std::vector<f16_t> window;   // [n_window, n_kv_heads, head_dim]
+    RowRing window;              // rows [n_kv_heads, head_dim] f16, oldest first
   };
   // Quantizes the oldest `n` window tokens of layer il (n a multiple of G for keys).
   Status flush(int il, int n);
@@ -57,6 +62,7 @@ class KiviStore final : public KvStore {
   int quantized_tokens(const Layer& l) const;
   size_t key_head_bytes() const;    // one head of one key block
   size_t value_head_bytes() const;  // one head of one value token
+  int window_rows() const;          // the window's steady capacity
 
   KvRole role_;
   int bits_, group_, residual_;

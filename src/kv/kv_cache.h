@@ -16,6 +16,8 @@
 
 namespace kvq {
 
+class Rope;
+
 struct KvCacheShape {
   int n_layers = 0;
   int n_kv_heads = 0;
@@ -47,6 +49,14 @@ class KvCache {
   // Drops every token at position >= n_tokens in all layers. kUnimplemented where a format
   // cannot split its storage there (e.g. inside a KIVI key block).
   virtual Status truncate(int n_tokens) = 0;
+  // Context shift: removes tokens [n_keep, n_keep + n_drop) from every layer; later tokens
+  // move down n_drop positions. Keys stored before RoPE need nothing more (positions are
+  // applied at attention time); keys stored after RoPE are re-rotated with `rope` where that is
+  // exact enough (f32, f16, as llama.cpp does), and quantized post-RoPE keys are refused
+  // (kUnimplemented: it would re-quantize them). Errors change nothing.
+  virtual Status shift(int n_keep, int n_drop, const Rope& rope) = 0;
+  // Tokens at the start that a context shift should keep (KVQuant's fp16 sinks; 0 if none).
+  virtual int sink_tokens() const { return 0; }
   // Empties the cache (always possible).
   void clear() { KVQ_CHECK(truncate(0).ok()); }
   // Bytes actually allocated now, all layers, including any metadata and windows.

@@ -10,15 +10,19 @@
 
 #include "kv/kv_cache.h"
 #include "kv/kv_view.h"
+#include "kv/page_pool.h"
 #include "kvq/status.h"
 
 namespace kvq {
+
+class Rope;
 
 enum class KvRole { kKey, kValue };
 
 class KvStore {
  public:
-  explicit KvStore(const KvCacheShape& shape) : shape_(shape) {}
+  // Storage comes from pool (page_pool.h), which must outlive the store.
+  KvStore(const KvCacheShape& shape, PagePool* pool) : shape_(shape), pool_(pool) {}
   virtual ~KvStore() = default;
   KvStore(const KvStore&) = delete;
   KvStore& operator=(const KvStore&) = delete;
@@ -41,6 +45,14 @@ class KvStore {
   virtual KvStoreView view(int il) const = 0;
   // Keeps the first n tokens of every layer. kUnimplemented where the format cannot split.
   virtual Status truncate(int n) = 0;
+  // Context shift (KvCache::shift) in two halves, so a cache changes both stores or neither:
+  // whether tokens [n_keep, n_keep + n_drop) of every layer can be removed (rerotate: the
+  // keys are stored after RoPE and must move to their new positions), then the removal itself,
+  // which cannot fail once checked and allocates nothing. rope is null unless rerotate.
+  virtual Status check_shift(int n_keep, int n_drop, bool rerotate) const = 0;
+  virtual void shift(int n_keep, int n_drop, const Rope* rope) = 0;
+  // Tokens at the start kept in full precision whatever the format (KVQuant's sinks).
+  virtual int sink_tokens() const { return 0; }
   // Bytes allocated now, and bytes holding n tokens allocates (same accounting).
   virtual size_t bytes_used() const = 0;
   virtual size_t bytes_for(int n) const = 0;
@@ -51,8 +63,12 @@ class KvStore {
   // KVQuant paper's simulated quantization). Only windowed formats (KIVI) change.
   virtual void set_eager(bool eager) {}
 
+ protected:
+  PagePool* pool() const { return pool_; }
+
  private:
   KvCacheShape shape_;
+  PagePool* pool_;
 };
 
 }  // namespace kvq

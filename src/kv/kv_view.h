@@ -12,6 +12,14 @@
 
 namespace kvq {
 
+// One page's sparse outliers (kv/paged_outliers.h): row s of the page is
+// [ptr[s], ptr[s + 1]) of idx / val.
+struct OutlierPage {
+  const uint32_t* ptr = nullptr;
+  const uint16_t* idx = nullptr;
+  const f16_t* val = nullptr;
+};
+
 struct KvSegment {
   int t0 = 0;  // first position
   int n = 0;   // tokens
@@ -29,9 +37,11 @@ struct KvSegment {
   ptrdiff_t meta_head_step = 0;
   size_t meta_stride = 0;
   // KvRun template: format, bits, group, levels, per-channel arrays over the whole K/V
-  // vector, outlier arrays over the segment's tokens; its scales/zeros/norm offsets are
-  // relative to the metadata of the run's first token.
+  // vector; its scales/zeros/norm offsets are relative to the metadata of the run's first
+  // token.
   KvRun proto;
+  // Sparse outliers per page (null: none), paged like the rows.
+  const OutlierPage* out_pages = nullptr;
 
   // Tokens [i, i + count) of head h; the range must lie inside one page.
   KvRun run(int h, int i, int count) const {
@@ -52,7 +62,12 @@ struct KvSegment {
     if (r.ch_half) r.ch_half += ch;
     if (r.ch_zero) r.ch_zero += ch;
     r.out_ch0 = int(ch);
-    if (r.out_ptr) r.out_ptr += i;
+    if (out_pages) {
+      const OutlierPage& o = out_pages[page];
+      r.out_ptr = o.ptr + slot;
+      r.out_idx = o.idx;
+      r.out_val = o.val;
+    }
     return r;
   }
   // Tokens of the page that holds token i, from i on.

@@ -20,7 +20,7 @@ const char* codebook_kind_name(CodebookKind k) {
   return "?";
 }
 
-StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape, KvRole role,
+StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape, PagePool* pool, KvRole role,
                                                       const KvquantOptions& opts,
                                                       const KvquantParams& params) {
   if (opts.bits < 2 || opts.bits > 4) return invalid_argument("kvquant supports 2, 3 and 4 bits");
@@ -34,7 +34,7 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
     return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
                             " layers, the model " + std::to_string(shape.n_layers));
   }
-  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, role, opts));
+  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, pool, role, opts));
   const size_t row = shape.row_values(), hd = size_t(shape.head_dim);
   for (size_t il = 0; il < s->layers_.size(); ++il) {
     const KvquantLayerParams& p = params.layers[il];
@@ -61,13 +61,14 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
   return std::unique_ptr<KvStore>(std::move(s));
 }
 
-KvquantStore::KvquantStore(const KvCacheShape& shape, KvRole role, const KvquantOptions& opts)
-    : KvStore(shape), role_(role), opts_(opts), codes_bytes_(packed_bytes(opts.bits, shape.row_values())) {
+KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts)
+    : KvStore(shape, pool), role_(role), opts_(opts), codes_bytes_(packed_bytes(opts.bits, shape.row_values())) {
   layers_.resize(size_t(shape.n_layers));
   for (auto& l : layers_) {
-    l.sink = PagedRows(size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
+    l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
     // Codes of the whole vector (a part per head), then values' NormParams (the extra bytes).
-    l.quant = PagedRows(size_t(shape.head_dim) * size_t(opts.bits) / 8, shape.n_kv_heads, norm_bytes());
+    l.quant = PagedRows(pool, size_t(shape.head_dim) * size_t(opts.bits) / 8, shape.n_kv_heads, norm_bytes());
+    l.outliers = PagedOutliers(pool, l.quant.page_records());
   }
 }
 
@@ -136,7 +137,9 @@ Status KvquantStore::append(int il, int n, const float* x) {
     if (!st.ok()) return rollback(st);
     l.quant.put(q, rec.data());
     // Without dense-and-sparse there is no sparse matrix at all (not even row pointers).
-    if (opts_.outliers > 0.0) l.outliers.append_row(idx.data(), val.data(), count);
+    if (opts_.outliers > 0.0) {
+      if (Status os = l.outliers.append_row(idx.data(), val.data(), count); !os.ok()) return rollback(os);
+    }
   }
   return ok_status();
 }
@@ -185,6 +188,30 @@ Status KvquantStore::truncate(int n) {
   return ok_status();
 }
 
+Status KvquantStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
+  if (rerotate) {
+    return unimplemented("context shift with kvquant keys stored after RoPE (prerope=0): they would be "
+                         "re-quantized; keep the default prerope=1, which needs no re-rotation");
+  }
+  const int page = PagedRows::kPageTokens;
+  const int sinks = layers_[0].sink.n_tokens();
+  if (n_keep != sinks || n_drop % page != 0) {
+    return unimplemented("kvquant shifts its context a page at a time after its sink tokens: keep " +
+                         std::to_string(sinks) + " tokens and drop a multiple of " + std::to_string(page) +
+                         " (asked: keep " + std::to_string(n_keep) + ", drop " + std::to_string(n_drop) + ")");
+  }
+  return ok_status();
+}
+
+// Whole pages of records and their outliers leave the page tables; no record moves, and
+// pre-RoPE keys take their new positions at attention time (§2).
+void KvquantStore::shift(int n_keep, int n_drop, const Rope* rope) {
+  for (auto& l : layers_) {
+    l.quant.erase(0, n_drop);
+    if (opts_.outliers > 0.0) l.outliers.drop_front_pages(size_t(n_drop));
+  }
+}
+
 // Per layer, fixed: the codebook (2^b fp32 levels) and, for keys, fp16 zero + half-range per
 // channel, as bits accounting counts them.
 size_t KvquantStore::per_layer_bytes() const {
@@ -209,7 +236,14 @@ size_t KvquantStore::bytes_for(int n) const {
   const size_t row = shape().row_values();
   const size_t per_side = role_ == KvRole::kValue ? outliers_per_side(row, opts_.outliers)
                                                   : size_t(double(row) * opts_.outliers / 2.0 + 0.5);
-  const size_t sparse = opts_.outliers > 0.0 ? (size_t(nq) + 1) * 4 + size_t(nq) * 2 * per_side * 4 : 0;
+  // Per page of outliers: page_tokens + 1 row pointers, then the outliers of its tokens.
+  size_t sparse = 0;
+  if (opts_.outliers > 0.0) {
+    const int page = PagedRows::kPageTokens;
+    for (int t = 0; t < nq; t += page) {
+      sparse += PagedOutliers::page_bytes(page, size_t(std::min(page, nq - t)) * 2 * per_side);
+    }
+  }
   const Layer& l = layers_[0];
   return (l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + per_layer_bytes()) * layers_.size();
 }
@@ -245,11 +279,7 @@ KvStoreView KvquantStore::view(int il) const {
       p.ch_half = l.norm.half_f.data();
       p.ch_zero = l.norm.zero_f.data();
     }
-    if (opts_.outliers > 0.0) {
-      p.out_ptr = l.outliers.row_ptr();
-      p.out_idx = l.outliers.idx_data();
-      p.out_val = l.outliers.val_data();
-    }
+    if (opts_.outliers > 0.0) seg.out_pages = l.outliers.pages();
   }
   return v;
 }

@@ -13,6 +13,7 @@
 
 #include "base/fp16.h"
 #include "kv/kv_store.h"
+#include "kv/paged_outliers.h"
 #include "kv/paged_rows.h"
 #include "quant/codebook.h"
 #include "quant/normalize.h"
@@ -47,7 +48,7 @@ class KvquantStore final : public KvStore {
  public:
   // params must hold one layer per model layer (and thresholds for keys). Errors name what
   // does not fit.
-  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, KvRole role,
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, PagePool* pool, KvRole role,
                                                  const KvquantOptions& opts,
                                                  const KvquantParams& params);
   std::string name() const override;
@@ -57,6 +58,11 @@ class KvquantStore final : public KvStore {
   void read(int il, int kvh, int t0, int n, float* out) const override;
   KvStoreView view(int il) const override;
   Status truncate(int n) override;
+  // Drops whole pages after the sinks: n_keep must be the sinks held, n_drop a multiple of the
+  // page size. Keys stored after RoPE (prerope=0) are refused.
+  Status check_shift(int n_keep, int n_drop, bool rerotate) const override;
+  void shift(int n_keep, int n_drop, const Rope* rope) override;
+  int sink_tokens() const override { return opts_.sinks; }
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;
 
@@ -64,14 +70,14 @@ class KvquantStore final : public KvStore {
   size_t n_outliers() const;
 
  private:
-  KvquantStore(const KvCacheShape& shape, KvRole role, const KvquantOptions& opts);
+  KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts);
   struct Layer {
     Codebook codebook;
     ChannelNorm norm;                    // keys: the whole row
     std::vector<ChannelNorm> head_norms; // keys: one per kv head
     PagedRows sink;                      // fp16 rows of the first opts_.sinks tokens
-    PagedRows quant;                     // values: NormParams then codes; keys: codes
-    SparseRows outliers;
+    PagedRows quant;                     // values: codes then NormParams; keys: codes
+    PagedOutliers outliers;              // paged like quant
   };
   size_t norm_bytes() const { return role_ == KvRole::kValue ? sizeof(NormParams) : 0; }
   size_t per_layer_bytes() const;

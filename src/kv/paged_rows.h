@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Fixed-size per-token records in pages of page_records tokens allocated on demand, per layer:
-// the storage behind every per-token format. bytes() is what is allocated.
+// Fixed-size per-token records in pages of page_records tokens taken from the cache's
+// PagePool on demand, per layer: the storage behind every per-token format. The page table
+// is a vector of page pointers, so dropping whole pages (context shift) moves no records.
+// bytes() is what the pages cost the pool.
 //
 // A record is n_parts parts of part_bytes (one per KV head) then extra_bytes of per-token data
 // (e.g. the scales of a whole-vector group). Pages are head-major:
@@ -12,49 +14,74 @@
 #include <cstring>
 #include <vector>
 
-#include "base/aligned_buffer.h"
 #include "base/check.h"
 #include "kv/kv_view.h"
+#include "kv/page_pool.h"
 #include "kvq/status.h"
+#include "quant/bits_accounting.h"
 
 namespace kvq {
 
 class PagedRows {
  public:
-  static constexpr int kPageTokens = 64;
+  static constexpr int kPageTokens = kKvPageTokens;
 
   PagedRows() = default;
-  PagedRows(size_t part_bytes, int n_parts, size_t extra_bytes, int page_records = kPageTokens)
-      : part_(part_bytes), n_parts_(n_parts), extra_(extra_bytes), page_(page_records) {}
+  PagedRows(PagePool* pool, size_t part_bytes, int n_parts, size_t extra_bytes, int page_records = kPageTokens)
+      : pool_(pool), part_(part_bytes), n_parts_(n_parts), extra_(extra_bytes), page_(page_records) {}
   size_t record_bytes() const { return size_t(n_parts_) * part_ + extra_; }
+  size_t page_bytes() const { return record_bytes() * size_t(page_); }
   size_t part_bytes() const { return part_; }
   size_t extra_bytes() const { return extra_; }
   int n_tokens() const { return n_tokens_; }
-  // Grows to n tokens (new records zeroed). kOutOfMemory leaves the rows unchanged.
+  // Grows or shrinks to n tokens (pages no longer needed go back to the pool; records of a new
+  // page are zeroed). kOutOfMemory leaves the rows unchanged.
   Status resize(int n) {
-    const size_t need = (size_t(n) + page_ - 1) / page_;
+    const size_t need = (size_t(n) + size_t(page_) - 1) / size_t(page_);
+    const size_t had = pages_.size();
     while (pages_.size() < need) {
-      AlignedBuffer<uint8_t> p;
-      if (!p.resize(record_bytes() * page_)) return out_of_memory("cannot allocate KV cache pages");
+      PoolBlock p(pool_, page_bytes());
+      if (!p.ok()) {
+        pages_.resize(had);
+        ptrs_.resize(had);
+        return out_of_memory("cannot allocate a KV cache page of " + std::to_string(page_bytes()) +
+                             " bytes (" + std::to_string(pool_->bytes_in_use()) + " bytes in use)");
+      }
       ptrs_.push_back(p.data());
       pages_.push_back(std::move(p));
     }
-    if (n < n_tokens_) {
-      pages_.resize(need);
-      ptrs_.resize(need);
-    }
+    pages_.resize(need);
+    ptrs_.resize(need);
     n_tokens_ = n;
     return ok_status();
+  }
+  // Removes records [t0, t0 + n), moving the later ones down. Whole pages (t0 and n multiples
+  // of page_records) are dropped from the page table without touching a record.
+  void erase(int t0, int n) {
+    KVQ_CHECK(t0 >= 0 && n >= 0 && t0 + n <= n_tokens_);
+    if (n == 0) return;
+    if (t0 % page_ == 0 && n % page_ == 0) {
+      const auto first = ptrdiff_t(t0 / page_), last = ptrdiff_t((t0 + n + page_ - 1) / page_);
+      pages_.erase(pages_.begin() + first, pages_.begin() + std::min(last, ptrdiff_t(pages_.size())));
+      ptrs_.erase(ptrs_.begin() + first, ptrs_.begin() + std::min(last, ptrdiff_t(ptrs_.size())));
+      n_tokens_ -= n;
+      return;
+    }
+    for (int t = t0; t + n < n_tokens_; ++t) {
+      for (int h = 0; h < n_parts_; ++h) std::memcpy(part(t, h), part(t + n, h), part_);
+      if (extra_) std::memcpy(extra(t), extra(t + n), extra_);
+    }
+    KVQ_CHECK(resize(n_tokens_ - n).ok());  // shrinking never allocates
   }
   // Part h (KV head h) of token t, and its per-token extra bytes.
   uint8_t* part(int t, int h) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_ && h >= 0 && h < n_parts_);
-    return pages_[size_t(t / page_)].data() + (size_t(h) * page_ + size_t(t % page_)) * part_;
+    return ptrs_[size_t(t / page_)] + (size_t(h) * page_ + size_t(t % page_)) * part_;
   }
   const uint8_t* part(int t, int h) const { return const_cast<PagedRows*>(this)->part(t, h); }
   uint8_t* extra(int t) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_);
-    return pages_[size_t(t / page_)].data() + extras_offset() + size_t(t % page_) * extra_;
+    return ptrs_[size_t(t / page_)] + extras_offset() + size_t(t % page_) * extra_;
   }
   const uint8_t* extra(int t) const { return const_cast<PagedRows*>(this)->extra(t); }
   // Token t's record in token-major order [parts][extra], scattered to / gathered from its page.
@@ -66,10 +93,10 @@ class PagedRows {
     for (int h = 0; h < n_parts_; ++h) std::memcpy(rec + size_t(h) * part_, part(t, h), part_);
     if (extra_) std::memcpy(rec + size_t(n_parts_) * part_, extra(t), extra_);
   }
-  size_t bytes() const { return pages_.size() * record_bytes() * page_; }
-  size_t bytes_for(int n) const { return (size_t(n) + page_ - 1) / page_ * record_bytes() * page_; }
+  size_t bytes() const { return pages_.size() * page_bytes(); }
+  size_t bytes_for(int n) const { return (size_t(n) + size_t(page_) - 1) / size_t(page_) * page_bytes(); }
   // Page k holds records [k * page_records(), (k + 1) * page_records()).
-  const uint8_t* const* pages() const { return ptrs_.data(); }
+  uint8_t* const* pages() const { return ptrs_.data(); }
   int page_records() const { return page_; }
   // Byte offsets within a page: head h's rows start at h * head_stride(); the extras at
   // extras_offset().
@@ -93,13 +120,14 @@ class PagedRows {
   }
 
  private:
+  PagePool* pool_ = nullptr;
   size_t part_ = 0;
   int n_parts_ = 1;
   size_t extra_ = 0;
   int page_ = kPageTokens;  // records per page
   int n_tokens_ = 0;
-  std::vector<AlignedBuffer<uint8_t>> pages_;
-  std::vector<const uint8_t*> ptrs_;  // pages_[k].data(), for views
+  std::vector<PoolBlock> pages_;
+  std::vector<uint8_t*> ptrs_;  // pages_[k].data(), for views
 };
 
 }  // namespace kvq

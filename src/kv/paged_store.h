@@ -13,8 +13,9 @@ namespace kvq {
 class PagedStore : public KvStore {
  public:
   // Records of one part per KV head (part_bytes each) plus extra_bytes per token (paged_rows.h).
-  PagedStore(const KvCacheShape& shape, size_t part_bytes, size_t extra_bytes) : KvStore(shape) {
-    for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(part_bytes, shape.n_kv_heads, extra_bytes);
+  PagedStore(const KvCacheShape& shape, PagePool* pool, size_t part_bytes, size_t extra_bytes)
+      : KvStore(shape, pool) {
+    for (int il = 0; il < shape.n_layers; ++il) rows_.emplace_back(pool, part_bytes, shape.n_kv_heads, extra_bytes);
   }
   int n_tokens(int il) const override { return rows_[size_t(il)].n_tokens(); }
   Status truncate(int n) override {
@@ -22,6 +23,17 @@ class PagedStore : public KvStore {
       if (r.n_tokens() > n) KVQ_RETURN_IF_ERROR(r.resize(n));
     }
     return ok_status();
+  }
+  // Erasing records needs nothing of the format; keys stored after RoPE in a quantized format
+  // cannot be re-rotated without re-quantizing them (DenseStore overrides).
+  Status check_shift(int n_keep, int n_drop, bool rerotate) const override {
+    if (!rerotate) return ok_status();
+    return unimplemented("context shift with " + name() +
+                         " keys: they are stored after RoPE and quantized, so moving them to new positions "
+                         "would re-quantize them; use keys stored before RoPE (kvquant) or f16/f32 keys");
+  }
+  void shift(int n_keep, int n_drop, const Rope* rope) override {
+    for (auto& r : rows_) r.erase(n_keep, n_drop);
   }
   size_t bytes_used() const override {
     size_t b = 0;

@@ -7,7 +7,7 @@
 
 namespace kvq {
 
-StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape, int bits,
+StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape, PagePool* pool, int bits,
                                                       int group_size) {
   if (!is_packable_bits(bits)) return invalid_argument("int-b supports 2, 3, 4 and 8 bits");
   const size_t row = shape.row_values();
@@ -28,11 +28,11 @@ StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape,
   p.bits = bits;
   p.group_size = group_size;
   p.symmetric = false;
-  return std::unique_ptr<KvStore>(new UniformStore(shape, p));
+  return std::unique_ptr<KvStore>(new UniformStore(shape, pool, p));
 }
 
-UniformStore::UniformStore(const KvCacheShape& shape, UniformParams p)
-    : PagedStore(shape, packed_bytes(p.bits, size_t(shape.head_dim)),
+UniformStore::UniformStore(const KvCacheShape& shape, PagePool* pool, UniformParams p)
+    : PagedStore(shape, pool, packed_bytes(p.bits, size_t(shape.head_dim)),
                  uniform_group_count(shape.row_values(), p.group_size) * 4),
       p_(p),
       n_groups_(uniform_group_count(shape.row_values(), p.group_size)),

@@ -14,7 +14,7 @@ namespace kvq {
 class UniformStore final : public PagedStore {
  public:
   // group_size 0: the whole vector. Errors: bad bits, a group that does not divide the vector.
-  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, int bits,
+  static StatusOr<std::unique_ptr<KvStore>> make(const KvCacheShape& shape, PagePool* pool, int bits,
                                                  int group_size);
   std::string name() const override;
   Status append(int il, int n, const float* x) override;
@@ -22,7 +22,7 @@ class UniformStore final : public PagedStore {
   KvStoreView view(int il) const override;
 
  private:
-  UniformStore(const KvCacheShape& shape, UniformParams p);
+  UniformStore(const KvCacheShape& shape, PagePool* pool, UniformParams p);
   UniformParams p_;
   size_t n_groups_, codes_bytes_;  // record: codes, then fp16 scales, then fp16 zeros
 };

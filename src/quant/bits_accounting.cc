@@ -50,7 +50,8 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
     n_q = t.flush_in_blocks ? n_eff / t.residual * t.residual : std::max<int64_t>(n_eff - t.residual, 0);
   }
   if (t.scheme == KvScheme::kUniform && t.per_channel) n_q = n_q / t.group_size * t.group_size;
-  b.fp16_window = double(n_eff - n_q) * d_kv * 2 * L;
+  const int64_t window = t.window_rows > 0 && n > 0 ? std::max<int64_t>(t.window_rows, n_eff - n_q) : n_eff - n_q;
+  b.fp16_window = double(window) * d_kv * 2 * L;
   const double nq = double(n_q);
   switch (t.scheme) {
     case KvScheme::kF16:
@@ -90,7 +91,8 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         }
         b.outlier_values = nq * per_token * 2 * L;
         b.outlier_indices = nq * per_token * 2 * L;
-        b.outlier_pointers = (nq + 1) * 4 * L;
+        const double pages = double((n_q + kKvPageTokens - 1) / kKvPageTokens);
+        b.outlier_pointers = (nq + pages) * 4 * L;
       }
       break;
     }
@@ -160,6 +162,8 @@ CacheConfig kivi_config(int n_layers, int n_kv_heads, int head_dim, int bits, in
   c.k.bits = c.v.bits = bits;
   c.k.group_size = c.v.group_size = group_size;
   c.k.residual = c.v.residual = residual;
+  c.k.window_rows = kivi_window_rows(true, residual, group_size);
+  c.v.window_rows = kivi_window_rows(false, residual, group_size);
   c.k.per_channel = true;
   c.k.flush_in_blocks = true;
   return c;

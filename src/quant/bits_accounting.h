@@ -7,10 +7,12 @@
 //          vector for codebook formats), fp16 scales / zero points per group or vector,
 //   codebook formats: per-layer fp16 zero + half-range per channel (keys, offline), fp32
 //          codebook, optional Q-Norm (2 floats), per-token NormParams (values, online),
-//   outliers (SparseRows): fp16 value + uint16 index per outlier and a uint32 row pointer per
-//          token (+1), which is the paper's accounting (App M),
-//   fp16 windows: KIVI's residual R (keys flushed in blocks of R, values sliding) and the
-//          attention-sink tokens (first n_sink tokens of K and V in fp16).
+//   outliers: fp16 value + uint16 index per outlier and a uint32 row pointer per token, which
+//          is the paper's accounting (App M), plus one more pointer per page of kKvPageTokens
+//          (the cache keeps them per page, kv/paged_outliers.h),
+//   fp16 windows: KIVI's ring of recent tokens as allocated (kivi_window_rows: keys flushed in
+//          blocks of R, values sliding) and the attention-sink tokens (first n_sink tokens of K
+//          and V in fp16).
 // Key outliers with offline thresholds are data dependent: the expected count is fraction * d_kv
 // per token unless a measured average is given.
 #pragma once
@@ -21,6 +23,15 @@
 #include "quant/common.h"
 
 namespace kvq {
+
+// Tokens per page of every paged KV store (kv/paged_rows.h).
+inline constexpr int kKvPageTokens = 64;
+
+// Rows of KIVI's fp16 window ring: keys hold up to R tokens before a flush (G with no window),
+// values R plus the step's token.
+inline int kivi_window_rows(bool keys, int residual, int group_size) {
+  return keys ? (residual > group_size ? residual : group_size) : residual + 1;
+}
 
 enum class KvScheme { kF16, kUniform, kNuq, kNf, kQ8_0, kQ4_0 };
 
@@ -41,6 +52,8 @@ struct TensorQuantConfig {
   // quantized R tokens at a time (KIVI keys), else it slides one token at a time (values).
   int residual = 0;
   bool flush_in_blocks = false;
+  // Rows of the fp16 window ring allocated once a token is held (kivi_window_rows; 0: none).
+  int window_rows = 0;
 };
 
 struct CacheConfig {

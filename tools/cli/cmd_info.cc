@@ -48,32 +48,19 @@ Status run(const std::vector<std::string>& argv) {
               c.n_ctx_train, c.rope_dim, double(c.rope_freq_base), double(c.rms_eps),
               model->weights().output_tied ? "tied to token_embd" : "separate");
   // Memory per cache type, from the bits accounting (quant/bits_accounting.h), which counts
-  // codes, scales, zero points, outliers (expected fraction), windows and sinks. Caches with
-  // fp16 windows (KIVI) cost more per value while a window fills than just after it flushed:
-  // the figure shown is the peak over the last window cycle up to -c tokens, which is what a
-  // run that fills the context holds (kvq ppl reports the cache after n_ctx - 1 tokens).
+  // what a cache holding -c tokens allocates: codes, scales, zero points, outliers (expected
+  // fraction), pages, window rings and sinks. Allocation never shrinks as tokens are added
+  // (KIVI's window is a ring of fixed capacity), so this is the run's peak.
   const KvCacheShape shape = model->kv_shape(n_ctx);
-  std::printf("kv cache up to -c %d (bits accounting; peak over the last fp16-window cycle):\n", n_ctx);
+  std::printf("kv cache holding -c %d tokens (bits accounting, as allocated):\n", n_ctx);
   for (const auto& spec : specs) {
     const CacheConfig config = cache_config(spec, shape);
     auto r = account_bits(config, n_ctx);
     if (!r.ok()) return r.status().with_context(spec.text);
     // Validate the spec against this model (e.g. q4_0 needs head_dim % 32 == 0).
     if (!spec.needs_calibration()) KVQ_RETURN_IF_ERROR(make_cache(spec, shape).status());
-    const int cycle = std::max({config.k.residual, config.v.residual, 1});
-    BitsReport peak = *r;
-    for (int n = std::max(1, n_ctx - cycle); n < n_ctx; ++n) {
-      auto rn = account_bits(config, n);
-      if (rn.ok() && rn->bits_per_value() > peak.bits_per_value()) peak = *rn;
-    }
-    std::printf("  %-40s %10.1f bytes/token  %6.3f bits/value  %s", spec.text.c_str(),
-                peak.total_bytes() / double(peak.n_tokens), peak.bits_per_value(),
-                format_bytes(r->total_bytes()).c_str());
-    if (peak.n_tokens != n_ctx) {
-      std::printf("  (peak at %lld tokens; %.3f bits/value at %d, just after a window flush)",
-                  (long long)peak.n_tokens, r->bits_per_value(), n_ctx);
-    }
-    std::printf("\n");
+    std::printf("  %-40s %10.1f bytes/token  %6.3f bits/value  %s\n", spec.text.c_str(),
+                r->total_bytes() / double(n_ctx), r->bits_per_value(), format_bytes(r->total_bytes()).c_str());
     if (specs.size() == 1) {
       std::string detail = r->to_string();
       std::printf("%s\n", detail.c_str());

@@ -14,6 +14,11 @@
 namespace kvq {
 namespace {
 
+PagePool* test_pool() {
+  static PagePool pool;
+  return &pool;
+}
+
 constexpr KvCacheShape kShape{2, 2, 64, 512};  // n_layers, n_kv_heads, head_dim, n_ctx
 
 std::vector<float> laplace_rows(int n, size_t row, uint64_t seed, float outlier_scale = 0.0f) {
@@ -78,7 +83,7 @@ TEST(KvquantStore, OutliersReduceErrorOnHeavyTails) {
       o.codebook = CodebookKind::kNf;
       o.sinks = 0;
       o.outliers = with ? 0.02 : 0.0;
-      auto s = KvquantStore::make(kShape, role, o, params_for(x, n, 3, o.outliers, role));
+      auto s = KvquantStore::make(kShape, test_pool(), role, o, params_for(x, n, 3, o.outliers, role));
       ASSERT_TRUE(s.ok()) << s.status().to_string();
       ASSERT_TRUE((*s)->append(0, n, x.data()).ok());
       mse[with] = read_mse(**s, 0, x, n);
@@ -94,7 +99,7 @@ namespace kvq {
 namespace {
 
 std::unique_ptr<KvStore> kivi(KvRole role, int r) {
-  auto s = KiviStore::make(kShape, role, 2, 8, r);
+  auto s = KiviStore::make(kShape, test_pool(), role, 2, 8, r);
   EXPECT_TRUE(s.ok()) << s.status().to_string();
   return std::move(*s);
 }
@@ -174,7 +179,7 @@ TEST(KvquantStore, SinksAreExactFp16) {
   o.sinks = 3;
   o.codebook = CodebookKind::kNf;
   for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
-    auto s = KvquantStore::make(kShape, role, o, params_for(x, n, 2, o.outliers, role)).value();
+    auto s = KvquantStore::make(kShape, test_pool(), role, o, params_for(x, n, 2, o.outliers, role)).value();
     ASSERT_TRUE(s->append(0, 2, x.data()).ok());
     ASSERT_TRUE(s->append(0, n - 2, &x[2 * kShape.row_values()]).ok());
     std::vector<float> out(size_t(n) * kShape.head_dim);
@@ -198,7 +203,7 @@ TEST(KvquantStore, ExactValueOutlierCounts) {
   o.bits = 3;
   o.sinks = 1;
   o.outliers = 0.05;
-  auto s = KvquantStore::make(kShape, KvRole::kValue, o, params_for(x, n, 3, 0, KvRole::kValue)).value();
+  auto s = KvquantStore::make(kShape, test_pool(), KvRole::kValue, o, params_for(x, n, 3, 0, KvRole::kValue)).value();
   ASSERT_TRUE(s->append(0, n, x.data()).ok());
   const size_t k = outliers_per_side(kShape.row_values(), 0.05);
   EXPECT_EQ(static_cast<KvquantStore*>(s.get())->n_outliers(), size_t(n - 1) * 2 * k);

@@ -20,18 +20,21 @@ TEST(BitsAccounting, F16IsSixteenBits) {
 // KIVI §1.6: b + 32/G bits for the quantized part, plus the fp16 residual windows.
 TEST(BitsAccounting, KiviMatchesHandCount) {
   const CacheConfig c = kivi_config(kL, kH, kD, 2, 32, 128);
-  // n = 4096: keys flushed in blocks of 128 -> all quantized (3 bits); values keep 128 fp16.
+  // n = 4096: keys flushed in blocks of 128 -> all quantized (3 bits), their window ring of
+  // 128 fp16 rows still allocated; values: 3968 quantized and a ring of 129 rows (128 + the
+  // step's token).
   auto r = account_bits(c, 4096).value();
-  EXPECT_NEAR(r.k_bits_per_value(), 3.0, 1e-12);
-  EXPECT_NEAR(r.v_bits_per_value(), (3968 * 3.0 + 128 * 16.0) / 4096, 1e-12);
-  // n = 4095: keys have 4095 - 3968 = 127 fp16 tokens.
+  EXPECT_NEAR(r.k_bits_per_value(), (4096 * 3.0 + 128 * 16.0) / 4096, 1e-12);
+  EXPECT_NEAR(r.v_bits_per_value(), (3968 * 3.0 + 129 * 16.0) / 4096, 1e-12);
+  // n = 4095: keys have 3968 quantized and 127 in the ring of 128.
   r = account_bits(c, 4095).value();
-  EXPECT_NEAR(r.k_bits_per_value(), (3968 * 3.0 + 127 * 16.0) / 4095, 1e-12);
+  EXPECT_NEAR(r.k_bits_per_value(), (3968 * 3.0 + 128 * 16.0) / 4095, 1e-12);
   // KVQuant's accounting of KIVI-2-gs32-r128 at 32K: 3.05 bits.
   r = account_bits(c, 32768).value();
   EXPECT_NEAR(r.bits_per_value(), 3.05, 0.03);
-  // KIVI-4 g32: 5 bits in the quantized part.
-  EXPECT_NEAR(account_bits(kivi_config(kL, kH, kD, 4, 32, 0), 1 << 20).value().bits_per_value(), 5.0, 1e-9);
+  // KIVI-4 g32: 5 bits in the quantized part, plus the rings of G = 32 key rows and 1 value row.
+  EXPECT_NEAR(account_bits(kivi_config(kL, kH, kD, 4, 32, 0), 1 << 20).value().bits_per_value(),
+              5.0 + (32 + 1) * 16.0 / 2 / (1 << 20), 1e-9);
 }
 
 // KVQuant App M / Table 18: nuq-b-1% costs b + 0.32..0.35 bits at 128K tokens.

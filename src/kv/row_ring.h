@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+// A ring of fixed-size rows in one PagePool block: KIVI's fp16 window of recent tokens. Rows
+// are pushed at the back and flushed from the front without moving the others, and the block
+// is only reallocated when a step needs more rows than it holds (a prefill chunk), so decode
+// never allocates. Contiguous pieces (at most two) are what attention reads.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/check.h"
+#include "kv/page_pool.h"
+#include "kvq/status.h"
+
+namespace kvq {
+
+class RowRing {
+ public:
+  RowRing() = default;
+  RowRing(PagePool* pool, size_t row_bytes) : pool_(pool), row_(row_bytes) {}
+
+  int size() const { return n_; }
+  int capacity() const { return cap_; }
+  size_t bytes() const { return block_.cost(); }
+  // Row i from the front (oldest first).
+  uint8_t* row(int i) {
+    KVQ_DCHECK(i >= 0 && i < n_);
+    return block_.data() + size_t((head_ + i) % cap_) * row_;
+  }
+  const uint8_t* row(int i) const { return const_cast<RowRing*>(this)->row(i); }
+  // Moves the rows to a block of exactly cap rows (>= size()). kOutOfMemory changes nothing.
+  Status reallocate(int cap) {
+    KVQ_CHECK(cap >= n_);
+    if (cap == cap_) return ok_status();
+    PoolBlock b;
+    if (cap > 0) {
+      b = PoolBlock(pool_, size_t(cap) * row_);
+      if (!b.ok()) return out_of_memory("cannot allocate a KV cache window of " + std::to_string(cap) + " rows");
+      for (int i = 0; i < n_; ++i) std::memcpy(b.data() + size_t(i) * row_, row(i), row_);
+    }
+    block_ = std::move(b);
+    cap_ = cap;
+    head_ = 0;
+    return ok_status();
+  }
+  // Adds n rows at the back (contents unspecified), growing to at least min_cap rows.
+  Status push(int n, int min_cap) {
+    if (n_ + n > cap_) KVQ_RETURN_IF_ERROR(reallocate(std::max(n_ + n, min_cap)));
+    n_ += n;
+    return ok_status();
+  }
+  void pop_front(int n) {
+    KVQ_CHECK(n >= 0 && n <= n_);
+    if (cap_ > 0) head_ = (head_ + n) % cap_;
+    n_ -= n;
+  }
+  void truncate(int n) { n_ = std::min(n_, n); }
+  // Removes rows [i0, i0 + n), moving the later ones down.
+  void erase(int i0, int n) {
+    KVQ_CHECK(i0 >= 0 && n >= 0 && i0 + n <= n_);
+    for (int i = i0; i + n < n_; ++i) std::memcpy(row(i), row(i + n), row_);
+    n_ -= n;
+  }
+  // The rows as at most two contiguous pieces, oldest first: piece k is count[k] rows at base[k].
+  int pieces(const uint8_t* base[2], int count[2]) const {
+    if (n_ == 0) return 0;
+    const int first = std::min(n_, cap_ - head_);
+    base[0] = block_.data() + size_t(head_) * row_;
+    count[0] = first;
+    if (first == n_) return 1;
+    base[1] = block_.data();
+    count[1] = n_ - first;
+    return 2;
+  }
+
+ private:
+  PagePool* pool_ = nullptr;
+  size_t row_ = 0;
+  PoolBlock block_;
+  int cap_ = 0, head_ = 0, n_ = 0;
+};
+
+}  // namespace kvq
