@@ -13,42 +13,17 @@
 #include "kv/kvquant_store.h"
 #include "quant/bits_accounting.h"
 #include "quant/codebook.h"
+#include "test_caches.h"
 
 namespace kvq {
 namespace {
 
-// GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
-constexpr int kHeads = 8, kKvHeads = 2, kHd = 64, kLayers = 3;
-
-KvquantParams dummy_params(int bits, bool keys) {
-  KvquantParams p;
-  for (int il = 0; il < kLayers; ++il) {
-    KvquantLayerParams lp;
-    lp.codebook = make_nf_codebook(bits);
-    if (keys) {
-      lp.upper.assign(size_t(kKvHeads * kHd), 2.5f);
-      lp.lower.assign(size_t(kKvHeads * kHd), -2.0f);
-    }
-    p.layers.push_back(lp);
-  }
-  return p;
-}
-
-struct Built {
-  std::unique_ptr<KvCache> cache;
-  KvquantParams k, v;
-};
-
-Built build(const std::string& spec_text, int n_ctx) {
-  Built b;
-  const CacheSpec spec = parse_cache_spec(spec_text).value();
-  if (spec.k.kind == TensorKind::kKvquant) b.k = dummy_params(spec.k.bits, true);
-  if (spec.v.kind == TensorKind::kKvquant) b.v = dummy_params(spec.v.bits, false);
-  auto c = make_cache(spec, {kLayers, kKvHeads, kHd, n_ctx}, {&b.k, &b.v});
-  EXPECT_TRUE(c.ok()) << spec_text << ": " << c.status().to_string();
-  if (c.ok()) b.cache = std::move(*c);
-  return b;
-}
+using test::build;
+using test::Built;
+using test::kHd;
+using test::kHeads;
+using test::kKvHeads;
+using test::kLayers;
 
 const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "kivi-2:g=32:r=64",
                               "kivi-4:g=16:r=32", "kvquant-3", "kvquant-2:outliers=0:sinks=0",

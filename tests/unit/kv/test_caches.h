@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+// Caches of every spec at one small GQA shape, with stand-in KVQuant calibration, for the kv
+// tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "kv/cache_spec.h"
+#include "quant/codebook.h"
+
+namespace kvq {
+namespace test {
+
+// GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
+constexpr int kHeads = 8, kKvHeads = 2, kHd = 64, kLayers = 3;
+
+inline KvquantParams dummy_params(int bits, bool keys) {
+  KvquantParams p;
+  for (int il = 0; il < kLayers; ++il) {
+    KvquantLayerParams lp;
+    lp.codebook = make_nf_codebook(bits);
+    if (keys) {
+      lp.upper.assign(size_t(kKvHeads * kHd), 2.5f);
+      lp.lower.assign(size_t(kKvHeads * kHd), -2.0f);
+    }
+    p.layers.push_back(lp);
+  }
+  return p;
+}
+
+struct Built {
+  std::unique_ptr<KvCache> cache;
+  KvquantParams k, v;
+};
+
+// spec_text: one spec, or "K=spec,V=spec". Storage from `pool` when given (kv/page_pool.h).
+inline Built build(const std::string& spec_text, int n_ctx, std::shared_ptr<PagePool> pool = nullptr) {
+  Built b;
+  const size_t comma = spec_text.find(",V=");
+  const CacheSpec spec = spec_text.rfind("K=", 0) == 0 && comma != std::string::npos
+                             ? parse_cache_spec(spec_text.substr(2, comma - 2), spec_text.substr(comma + 3)).value()
+                             : parse_cache_spec(spec_text).value();
+  if (spec.k.kind == TensorKind::kKvquant) b.k = dummy_params(spec.k.bits, true);
+  if (spec.v.kind == TensorKind::kKvquant) b.v = dummy_params(spec.v.bits, false);
+  auto c = make_cache(spec, {kLayers, kKvHeads, kHd, n_ctx}, {&b.k, &b.v}, std::move(pool));
+  EXPECT_TRUE(c.ok()) << spec_text << ": " << c.status().to_string();
+  if (c.ok()) b.cache = std::move(*c);
+  return b;
+}
+
+}  // namespace test
+}  // namespace kvq
