@@ -18,17 +18,24 @@ Status run(const std::vector<std::string>& argv) {
   CacheArgs cache_args;
   int n_ctx = 0;
   bool show_metadata = false;
+  std::string budget_text;
   ArgParser p("info");
   add_common_flags(p, &common);
   add_cache_flags(p, &cache_args, true);
   p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size to size the cache for (default: the model's)");
   p.add_flag("--metadata", &show_metadata, "also list every GGUF metadata key");
+  p.add_string("--kv-budget", &budget_text,
+               "also print the largest context each cache holds in this much memory (e.g. 20GiB)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
     return ok_status();
   }
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
+  uint64_t budget = 0;
+  if (!budget_text.empty()) {
+    KVQ_ASSIGN_OR_RETURN(budget, parse_bytes(budget_text, "--kv-budget"));
+  }
   if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
@@ -59,8 +66,23 @@ Status run(const std::vector<std::string>& argv) {
     if (!r.ok()) return r.status().with_context(spec.text);
     // Validate the spec against this model (e.g. q4_0 needs head_dim % 32 == 0).
     if (!spec.needs_calibration()) KVQ_RETURN_IF_ERROR(make_cache(spec, shape).status());
-    std::printf("  %-40s %10.1f bytes/token  %6.3f bits/value  %s\n", spec.text.c_str(),
+    std::printf("  %-40s %10.1f bytes/token  %6.3f bits/value  %s", spec.text.c_str(),
                 r->total_bytes() / double(n_ctx), r->bits_per_value(), format_bytes(r->total_bytes()).c_str());
+    if (budget > 0) {
+      // Allocation grows with the tokens held: the largest n whose cache fits, by bisection.
+      int64_t lo = 0, hi = int64_t(1) << 40;
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        auto rm = account_bits(config, mid);
+        if (rm.ok() && rm->total_bytes() <= double(budget)) {
+          lo = mid;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      std::printf("  holds %lld tokens in %s", (long long)lo, format_bytes(double(budget)).c_str());
+    }
+    std::printf("\n");
     if (specs.size() == 1) {
       std::string detail = r->to_string();
       std::printf("%s\n", detail.c_str());

@@ -99,6 +99,28 @@ std::string default_calibration_text(const std::string& model_path) {
       .string();
 }
 
+StatusOr<uint64_t> parse_bytes(const std::string& text, const std::string& what) {
+  const auto bad = [&] {
+    return invalid_argument(what + " expects a size such as 20GiB, 512MiB or 4e9 bytes, not '" + printable(text) + "'");
+  };
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str()) return bad();
+  std::string unit(end);
+  for (auto& ch : unit) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  static const std::pair<const char*, double> kUnits[] = {
+      {"", 1},           {"b", 1},          {"k", 1024.0},     {"kib", 1024.0},   {"kb", 1e3},
+      {"m", 1048576.0},  {"mib", 1048576.0}, {"mb", 1e6},      {"g", 1073741824.0}, {"gib", 1073741824.0},
+      {"gb", 1e9},       {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12}};
+  for (const auto& [name, scale] : kUnits) {
+    if (unit != name) continue;
+    const double bytes = v * scale;
+    if (!(bytes >= 1) || bytes > 1.8e19) return bad();
+    return uint64_t(bytes);
+  }
+  return bad();
+}
+
 std::string format_bytes(double b) {
   char buf[64];
   if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));

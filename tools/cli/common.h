@@ -53,6 +53,9 @@ StatusOr<std::string> find_default_calibration_text(const std::string& model_pat
 // A warning line on stderr ("kvq <command>: warning: ...").
 void warn(const std::string& command, const std::string& message);
 std::string format_bytes(double bytes);
+// "20GiB", "512MiB", "4GB", "1e9": a byte count (binary and decimal suffixes, case-insensitive);
+// what names it in errors (a flag).
+StatusOr<uint64_t> parse_bytes(const std::string& text, const std::string& what);
 // Redraws a one-line progress bar on stderr (a plain line per 10% when stderr is not a tty).
 void show_progress(const char* what, int done, int total, double elapsed_s);
 
