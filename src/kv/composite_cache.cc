@@ -43,12 +43,16 @@ Status CompositeKvCache::shift(int n_keep, int n_drop, const Rope& rope) {
     return invalid_argument("context shift: cannot drop " + std::to_string(n_drop) + " tokens after the first " +
                             std::to_string(n_keep) + " of " + std::to_string(n));
   }
+  KVQ_RETURN_IF_ERROR(check_shift(n_keep, n_drop));
   const bool rerotate = !k_->pre_rope();
-  KVQ_RETURN_IF_ERROR(k_->check_shift(n_keep, n_drop, rerotate));
-  KVQ_RETURN_IF_ERROR(v_->check_shift(n_keep, n_drop, false));
   k_->shift(n_keep, n_drop, rerotate ? &rope : nullptr);
   v_->shift(n_keep, n_drop, nullptr);
   return ok_status();
+}
+
+Status CompositeKvCache::check_shift(int n_keep, int n_drop) const {
+  KVQ_RETURN_IF_ERROR(k_->check_shift(n_keep, n_drop, !k_->pre_rope()));
+  return v_->check_shift(n_keep, n_drop, false);
 }
 
 void CompositeKvCache::read(int il, int kvh, int t0, int n, float* k, float* v) const {

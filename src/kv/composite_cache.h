@@ -22,6 +22,7 @@ class CompositeKvCache final : public KvCache {
   int n_tokens(int il) const override { return k_->n_tokens(il); }
   Status truncate(int n_tokens) override;
   Status shift(int n_keep, int n_drop, const Rope& rope) override;
+  Status check_shift(int n_keep, int n_drop) const override;
   int sink_tokens() const override { return std::max(k_->sink_tokens(), v_->sink_tokens()); }
   // The pool the stores allocate from.
   const PagePool& pool() const { return *pool_; }

@@ -55,6 +55,9 @@ class KvCache {
   // exact enough (f32, f16, as llama.cpp does), and quantized post-RoPE keys are refused
   // (kUnimplemented: it would re-quantize them). Errors change nothing.
   virtual Status shift(int n_keep, int n_drop, const Rope& rope) = 0;
+  // Whether this cache's formats can shift that way at all (whatever it holds now): tools
+  // check it before a long run.
+  virtual Status check_shift(int n_keep, int n_drop) const = 0;
   // Tokens at the start that a context shift should keep (KVQuant's fp16 sinks; 0 if none).
   virtual int sink_tokens() const { return 0; }
   // Empties the cache (always possible).

@@ -194,7 +194,7 @@ Status KvquantStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
                          "re-quantized; keep the default prerope=1, which needs no re-rotation");
   }
   const int page = PagedRows::kPageTokens;
-  const int sinks = layers_[0].sink.n_tokens();
+  const int sinks = opts_.sinks;
   if (n_keep != sinks || n_drop % page != 0) {
     return unimplemented("kvquant shifts its context a page at a time after its sink tokens: keep " +
                          std::to_string(sinks) + " tokens and drop a multiple of " + std::to_string(page) +
