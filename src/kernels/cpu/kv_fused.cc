@@ -4,7 +4,9 @@
 //   q . x' = sum_blocks d_b (q . codes_b)          (ggml blocks)
 //   q . x' = sum_c (q_c s_c) code_c + q . z        (KIVI keys; w = q * s once per block)
 //   q . x' = sum_c s_g (q . codes_g) + z_g sum(q_g) (per-token groups)
-// and accumulation out += (p s) code + p z. Specification: decode_run_ref, then dot / axpy;
+// and accumulation out += (p s) code + p z; KVQuant values (codebook rows) accumulate
+//   out += (p half) level[code] + p zero,  then  out[i] += p (exact_i - dense_i) per outlier.
+// Specification: decode_run_ref, then dot / axpy;
 // results agree within float reassociation (tested against attention over read()).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused.cc"
@@ -12,12 +14,15 @@
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_fused.h"
 #include "quant/bitpack-inl.h"
+#include "quant/codebook-inl.h"
 #include "quant/ggml_blocks.h"
 
 #ifndef KVQ_KERNELS_KV_FUSED_ONCE
 #define KVQ_KERNELS_KV_FUSED_ONCE
 #include <algorithm>
 #include <cstring>
+
+#include "quant/normalize.h"
 #endif
 
 HWY_BEFORE_NAMESPACE();
@@ -157,6 +162,39 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTR
   }
 }
 
+// KVQuant values: a 2^bits table scaled by p_t half_t per token feeds the codebook axpy; the
+// zero points are summed once; sparse outliers correct their dense value.
+template <int kBits>
+void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  HWY_ALIGN float alut[16] = {};
+  float zsum = 0.0f;
+  for (int t = 0; t < r.n; ++t) {
+    if (p[t] == 0.0f) continue;
+    const uint8_t* row = r.rows + size_t(t) * r.stride;
+    NormParams np;
+    std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
+    const NormF f = norm_float(np);
+    const float a = p[t] * f.half;
+    for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
+    zsum += p[t] * f.zero;
+    AxpyRowT<kBits>(row, hd, alut, out);
+    if (!r.out_ptr) continue;
+    const uint16_t* b = r.out_idx + r.out_ptr[t];
+    const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
+    for (const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0)); it != e && *it < r.out_ch0 + r.head_dim; ++it) {
+      const size_t c = size_t(*it - r.out_ch0);
+      const float dense = r.levels[code_at(row, kBits, c)] * f.half + f.zero;
+      out[c] += p[t] * (f16_to_f32(r.out_val[it - r.out_idx]) - dense);
+    }
+  }
+  const auto z = hn::Set(df, zsum);
+  size_t i = 0;
+  for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, out + i), z), df, out + i);
+  for (; i < hd; ++i) out[i] += zsum;
+}
+
 // Per-token groups the fused kernels take: whole vectors of lanes and of 16-code chunks.
 HWY_INLINE bool RowGroupsFuse(const KvRun& r) {
   const size_t g = size_t(std::min(r.group, r.head_dim));
@@ -183,6 +221,13 @@ bool AccumulateRunFused(const KvRun& r, const float* p, float* out) {
     case KvFormat::kQ4_0: GgmlAccumulate<true>(r, p, out); return true;
     case KvFormat::kUniformRow:
       return RowGroupsFuse(r) && WithCodeBits(r.bits, [&](auto b) { RowAccumulate<b()>(r, p, out); });
+    case KvFormat::kCodebookRow:
+      switch (r.bits) {
+        case 2: CodebookRowAccumulate<2>(r, p, out); return true;
+        case 3: CodebookRowAccumulate<3>(r, p, out); return true;
+        case 4: CodebookRowAccumulate<4>(r, p, out); return true;
+      }
+      return false;
     default:
       return false;
   }

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+// Decode attention (one query token, one layer) over each cache format at LLaMA-7B's head
+// shape without GQA (8 of its 32 heads of 128), on one thread: a steady, small workload for
+// instruction counts (valgrind --tool=callgrind --toggle-collect='kvq::attend*') and for
+// comparing kernels. The end-to-end figures are `kvq bench attention` and `kvq bench`.
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <vector>
+
+#include "attention/attention.h"
+#include "base/rng.h"
+#include "kernels/rope.h"
+#include "kv/cache_spec.h"
+#include "quant/codebook.h"
+
+namespace kvq {
+namespace {
+
+constexpr int kHeads = 8, kHd = 128;
+const char* const kSpecs[] = {"f16", "q4_0", "kivi-2", "kvquant-2", "kvquant-3"};
+
+KvquantParams params(int bits, bool keys) {
+  KvquantParams p;
+  KvquantLayerParams lp;
+  lp.codebook = make_nf_codebook(bits);
+  if (keys) {
+    lp.upper.assign(size_t(kHeads * kHd), 2.5f);
+    lp.lower.assign(size_t(kHeads * kHd), -2.4f);
+  }
+  p.layers.push_back(lp);
+  return p;
+}
+
+// args: spec index, context tokens
+void BM_AttendDecode(benchmark::State& st) {
+  const std::string spec_text = kSpecs[st.range(0)];
+  const int n = int(st.range(1));
+  const CacheSpec spec = parse_cache_spec(spec_text).value();
+  const bool kvquant = spec.k.kind == TensorKind::kKvquant;
+  const KvquantParams kp = kvquant ? params(spec.k.bits, true) : KvquantParams{};
+  const KvquantParams vp = kvquant ? params(spec.v.bits, false) : KvquantParams{};
+  auto cache = make_cache(spec, {1, kHeads, kHd, n}, {&kp, &vp}).value();
+  Rng rng(7);
+  const size_t row = size_t(kHeads) * kHd;
+  std::vector<float> k(row * 256), v(k.size()), q(row), out(row);
+  for (auto& x : k) x = float(rng.normal());
+  for (auto& x : v) x = float(rng.normal());
+  for (auto& x : q) x = float(rng.normal());
+  for (int t = 0; t < n; t += 256) {
+    if (!cache->append(0, std::min(256, n - t), k.data(), v.data()).ok() || !cache->end_step().ok()) {
+      st.SkipWithError("append failed");
+      return;
+    }
+  }
+  const Rope rope(kHd, kHd, 10000.0f);
+  const AttentionParams p{kHeads, kHeads, kHd, 0.088f, &rope};
+  ExecContext ctx(1);
+  for (auto _ : st) {
+    if (!attend(ctx, p, *cache, 0, q.data(), 1, n - 1, out.data()).ok()) st.SkipWithError("attend failed");
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetLabel(spec_text);
+  st.counters["values/s"] =
+      benchmark::Counter(2.0 * n * double(row), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttendDecode)->ArgsProduct({{0, 1, 2, 3, 4}, {4096}})->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace kvq
+
+BENCHMARK_MAIN();
