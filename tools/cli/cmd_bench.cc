@@ -133,6 +133,10 @@ Status run(const std::vector<std::string>& argv) {
     // Back to depth: the replayed tokens are kept across repetitions unless the cache cannot
     // drop tokens there (KIVI keys inside a quantized block); then it is refilled.
     if (r == 0 || !cache->truncate(depth).ok()) {
+      if (r == 1 && depth > 0) {
+        std::fprintf(stderr, "kvq bench: note: %s cannot drop tokens back to -d %d; the depth is refilled "
+                     "(untimed) before each repetition\n", cache->name().c_str(), depth);
+      }
       cache->clear();
       if (depth > 0) KVQ_RETURN_IF_ERROR(fill_to_depth(*model, *window, *cache, depth, batch, r == 0));
     }
