@@ -151,6 +151,9 @@ TEST(Prefill, FailedStepLeavesEveryLayerAtItsLength) {
   ExecContext ctx(2);
   const int nv = f.model->config().n_vocab;
   const std::span<const int32_t> head(f.text.data(), 40), tail(f.text.data() + 40, 24);
+  auto expect_every_layer_at = [](const KvCache& cache, int n, const char* spec) {
+    for (int il = 0; il < cache.shape().n_layers; ++il) EXPECT_EQ(cache.n_tokens(il), n) << spec << " layer " << il;
+  };
   for (const char* spec : {"f16", "q4_0", "kivi-2:g=8:r=16"}) {
     FailingCache cache(new_cache(spec, kTokens));
     ForwardWorkspace ws;
@@ -158,14 +161,14 @@ TEST(Prefill, FailedStepLeavesEveryLayerAtItsLength) {
     ASSERT_TRUE(f.model->forward(ctx, head, cache, ws, logits.data(), false).ok());
     cache.fail_append_layer = 2;
     EXPECT_EQ(f.model->forward(ctx, tail, cache, ws, logits.data(), false).code(), StatusCode::kOutOfMemory);
-    for (int il = 0; il < f.model->config().n_layers; ++il) EXPECT_EQ(cache.n_tokens(il), 40) << spec << " layer " << il;
+    expect_every_layer_at(cache, 40, spec);
     cache.fail_append_layer = -1;
     // A failed end_step is undone too where the format can drop the tokens again (KIVI keys
     // cannot once this step's flush has quantized them: the error says so).
     if (cache.batch_invariant()) {
       cache.fail_end_step = true;
       EXPECT_EQ(f.model->forward(ctx, tail, cache, ws, logits.data(), false).code(), StatusCode::kOutOfMemory);
-      for (int il = 0; il < f.model->config().n_layers; ++il) EXPECT_EQ(cache.n_tokens(il), 40) << spec << " layer " << il;
+      expect_every_layer_at(cache, 40, spec);
       cache.fail_end_step = false;
     }
     // The cache goes on as if the failed steps never happened.

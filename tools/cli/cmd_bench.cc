@@ -84,7 +84,8 @@ Status run(const std::vector<std::string>& argv) {
   p.add_int("-d,--depth", &depth, 0, 1 << 28,
             "first fill the cache with N tokens (default 0): activations of one prefilled window of --text "
             "replayed at new positions, not a prefill; speed and memory only");
-  p.add_path("--text", &depth_text, "text whose window -d replays (default: ../text/long/war_and_peace.txt next to the model's folder)");
+  p.add_path("--text", &depth_text,
+             "text whose window -d replays (default: ../text/long/war_and_peace.txt next to the model's folder)");
   add_batch_flag(p, &batch);
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
