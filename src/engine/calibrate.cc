@@ -77,7 +77,6 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
   const KvCacheShape shape = model.kv_shape(args.window);
   Rng rng(args.seed);
   ForwardWorkspace ws;
-  std::vector<float> logits(size_t(c.n_vocab));
   std::vector<float> kb(size_t(args.window) * c.head_dim), vb(kb.size());
   for (int w = 0; w < args.n_windows; ++w) {
     // Seeded window starts; each window is fed as [BOS] + text, as the model was trained.
@@ -102,7 +101,7 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
     }
     const std::unique_ptr<KvCache> captured = make_dense_cache(shape, DType::kF32, /*keys_pre_rope=*/true);
     KvCache& cache = *captured;
-    KVQ_RETURN_IF_ERROR(model.forward(ctx, win, cache, ws, logits.data(), false));
+    KVQ_RETURN_IF_ERROR(prefill(ctx, model, win, cache, ws, nullptr, false, args.batch));
     for (int il = 0; il < c.n_layers; ++il) {
       for (int h = 0; h < c.n_kv_heads; ++h) {
         cache.read(il, h, 0, args.window, kb.data(), vb.data());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/exec_context.h"
+#include "engine/prefill.h"
 #include "kv/cache_spec.h"
 #include "model/llama.h"
 
@@ -20,6 +21,9 @@ namespace kvq {
 struct CalibrationArgs {
   int n_windows = 8;
   int window = 512;  // tokens per window (BOS first), at most the model's context
+  // Tokens per forward step when capturing without Fisher (engine/prefill.h); a backward
+  // pass takes the whole window.
+  int batch = kDefaultBatch;
   uint64_t seed = 0;
   // Also compute Fisher information (squared loss gradients of every K/V activation, §4.1)
   // by a backward pass per window.
@@ -68,6 +72,11 @@ class KvActivations {
 
   const CalibrationArgs& args() const { return args_; }
   int n_tokens() const { return args_.n_windows * args_.window; }
+  int n_layers() const { return n_layers_; }
+  // Layer il's captured keys (before RoPE) and values: [n_tokens(), n_kv_heads * head_dim],
+  // window w at rows [w * window, +window). Owned by this object.
+  std::span<const float> keys(int il) const { return k_[size_t(il)]; }
+  std::span<const float> values(int il) const { return v_[size_t(il)]; }
 
  private:
   CalibrationArgs args_;

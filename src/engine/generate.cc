@@ -35,7 +35,7 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
   ForwardWorkspace ws;
   Sampler sampler(args.sampling);
   Timer timer;
-  KVQ_RETURN_IF_ERROR(model.forward(ctx, prompt, cache, ws, logits.data(), false));
+  KVQ_RETURN_IF_ERROR(prefill(ctx, model, prompt, cache, ws, logits.data(), false, args.batch));
   st.prefill_seconds = timer.seconds();
   timer.reset();
   for (int i = 0; args.n_predict < 0 || i < args.n_predict; ++i) {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Text generation: prefill the prompt in one batch, then decode one token at a time.
+// Text generation: prefill the prompt in steps of at most `batch` tokens (engine/prefill.h),
+// then decode one token at a time.
 #pragma once
 
 #include <functional>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "base/exec_context.h"
+#include "engine/prefill.h"
 #include "engine/sampler.h"
 #include "kv/kv_cache.h"
 #include "model/llama.h"
@@ -17,6 +19,7 @@ namespace kvq {
 struct GenerateArgs {
   std::string prompt;
   int n_predict = 128;  // < 0: until EOS or the context is full
+  int batch = kDefaultBatch;  // prompt tokens per forward step
   SamplingArgs sampling;
 };
 

@@ -125,7 +125,7 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
     if (args.protocol == PplProtocol::kLlamaCpp) chunk[0] = model.tokenizer().bos_id();
     cache->clear();
     if (batched) {
-      KVQ_RETURN_IF_ERROR(model.forward(ctx, chunk, *cache, ws, logits.data(), true));
+      KVQ_RETURN_IF_ERROR(prefill(ctx, model, chunk, *cache, ws, logits.data(), true, args.batch));
     } else {
       for (int i = 0; i < n_ctx - 1; ++i) {
         KVQ_RETURN_IF_ERROR(model.forward(ctx, std::span<const int32_t>(&chunk[size_t(i)], 1), *cache,

@@ -10,6 +10,7 @@
 
 #include "base/exec_context.h"
 #include "engine/logprob_file.h"
+#include "engine/prefill.h"
 #include "kv/cache_spec.h"
 #include "model/llama.h"
 
@@ -39,6 +40,10 @@ struct PplArgs {
   int n_chunks = -1;  // -1: as many as the tokens allow
   PplProtocol protocol = PplProtocol::kLlamaCpp;
   PplMode mode = PplMode::kDecode;
+  // Tokens per forward step of a batched chunk (engine/prefill.h). Results do not depend on it
+  // for batch-invariant caches; simulated KIVI keeps a step's trailing partial key group in
+  // fp16 for that step, so there a batch that is a multiple of g gives the unsplit result.
+  int batch = kDefaultBatch;
   CacheCalibration calibration;  // kvquant parameters, when the spec needs them
   OutputFile* save_logits = nullptr;  // write the scored rows here (a prepared output file)
   // Compare against these rows (read from a --kl-base file, or kept in memory); refused before

@@ -41,23 +41,36 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path) 
   return m;
 }
 
+Status undo_step(KvCache& cache, int n_tokens, const Status& error) {
+  const Status undo = cache.truncate(n_tokens);
+  if (undo.ok()) return error;
+  return Status(error.code(), error.message() + " (and the cache could not drop this step's tokens: " +
+                                  undo.message() + ")");
+}
+
+Status LlamaModel::check_step(std::span<const int32_t> tokens, const KvCache& cache) const {
+  if (tokens.empty()) return invalid_argument("forward called with no tokens");
+  const int64_t pos0 = cache.n_tokens(0), n = int64_t(tokens.size());
+  if (pos0 + n > cache.shape().n_ctx) {
+    return invalid_argument("the context is full: " + std::to_string(pos0) + " + " + std::to_string(n) +
+                            " tokens exceed -c " + std::to_string(cache.shape().n_ctx));
+  }
+  for (int32_t id : tokens) {
+    if (id < 0 || id >= config_.n_vocab) {
+      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                              std::to_string(config_.n_vocab));
+    }
+  }
+  return ok_status();
+}
+
 Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
                            ForwardWorkspace& ws, float* logits, bool all_logits) const {
   const ModelConfig& c = config_;
+  // Everything that can be checked is checked before the cache is touched.
+  KVQ_RETURN_IF_ERROR(check_step(tokens, cache));
   const int n = int(tokens.size());
-  if (n == 0) return invalid_argument("forward called with no tokens");
   const int pos0 = cache.n_tokens(0);
-  if (pos0 + n > cache.shape().n_ctx) {
-    return invalid_argument("the context is full: " + std::to_string(pos0) + " + " +
-                            std::to_string(n) + " tokens exceed -c " +
-                            std::to_string(cache.shape().n_ctx));
-  }
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= c.n_vocab) {
-      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                              std::to_string(c.n_vocab));
-    }
-  }
   if (!ws.reserve(n, c)) return out_of_memory("cannot allocate activations for " + std::to_string(n) + " tokens");
 
   const size_t d = size_t(c.n_embd);
@@ -65,6 +78,21 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   for (int t = 0; t < n; ++t) {
     std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
   }
+  // A failure at layer il > 0 leaves layers 0..il-1 one step longer: undone.
+  const Status s = run_layers(ctx, n, pos0, cache, ws);
+  if (!s.ok()) return undo_step(cache, pos0, s);
+  if (!logits) return ok_status();
+  const int first = all_logits ? 0 : n - 1;
+  const int n_out = n - first;
+  rmsnorm_rows(ctx, x + size_t(first) * d, weights_->output_norm, ws.xb.data(), n_out, c.rms_eps);
+  matmul(ctx, weights_->output, ws.xb.data(), logits, n_out);
+  return ok_status();
+}
+
+Status LlamaModel::run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache, ForwardWorkspace& ws) const {
+  const ModelConfig& c = config_;
+  const size_t d = size_t(c.n_embd);
+  float* x = ws.x.data();
   ws.rope_cs.resize(size_t(n) * size_t(c.rope_dim));
   rope_.ggml_angles(pos0, n, ws.rope_cs.data());
   const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim)),
@@ -90,12 +118,7 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
     matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
   }
-  KVQ_RETURN_IF_ERROR(cache.end_step());
-  const int first = all_logits ? 0 : n - 1;
-  const int n_out = n - first;
-  rmsnorm_rows(ctx, x + size_t(first) * d, weights_->output_norm, ws.xb.data(), n_out, c.rms_eps);
-  matmul(ctx, weights_->output, ws.xb.data(), logits, n_out);
-  return ok_status();
+  return cache.end_step();
 }
 
 }  // namespace kvq

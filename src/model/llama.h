@@ -28,6 +28,11 @@ struct ForwardWorkspace {
   bool reserve(int n_tokens, const ModelConfig& c);
 };
 
+// For a step that failed after appending to some layers: truncates cache back to n_tokens,
+// its length before the step, so that every layer has the same length again, and returns
+// error (saying so when the cache could not drop the step's tokens).
+Status undo_step(KvCache& cache, int n_tokens, const Status& error);
+
 class LlamaModel {
  public:
   // Loads a GGUF file: config, weights and tokenizer. Errors name the file and the problem.
@@ -42,14 +47,25 @@ class LlamaModel {
     return {config_.n_layers, config_.n_kv_heads, config_.head_dim, n_ctx};
   }
 
+  // Checks that tokens can run as one step on cache: at least one token, every id inside the
+  // vocabulary, room for them in the cache's n_ctx. Callers that split a sequence into several
+  // steps (engine/prefill.h) check the whole sequence first, so no step fails half-way.
+  Status check_step(std::span<const int32_t> tokens, const KvCache& cache) const;
+
   // Runs tokens at positions [cache.n_tokens(0), +tokens.size()) and appends their K/V.
-  // logits: [tokens.size(), n_vocab] when all_logits, else [1, n_vocab] for the last token.
-  // Errors: kInvalidArgument for an out-of-range token id or a full context (the cache is
-  // left unchanged); anything the cache's append returns.
+  // logits: [tokens.size(), n_vocab] when all_logits, else [1, n_vocab] for the last token;
+  // null skips the output head (a prefill chunk whose logits nobody reads).
+  // All or nothing: on any error the cache is left at its length before the call, in every
+  // layer. Errors: kInvalidArgument (check_step), kOutOfMemory for the activations, anything
+  // the cache's append or end_step or attention returns.
   Status forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
                  ForwardWorkspace& ws, float* logits, bool all_logits) const;
 
  private:
+  // The decoder layers over ws.x for n tokens at positions [pos0, +n), appending to cache,
+  // then cache.end_step(). The first error is returned as is; forward() restores the cache.
+  Status run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache, ForwardWorkspace& ws) const;
+
   std::unique_ptr<GgufFile> file_;
   ModelConfig config_;
   std::unique_ptr<LlamaWeights> weights_;

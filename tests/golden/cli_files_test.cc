@@ -148,6 +148,7 @@ TEST_F(CliFiles, EveryInputFlagMustBeARegularFile) {
     expect_refused({"run", "-m", s.path, "-p", "hi"}, s.needle);
     expect_refused({"info", "-m", s.path}, s.needle);
     expect_refused({"bench", "-m", s.path}, s.needle);
+    expect_refused({"bench", "-m", model(), "-d", "8", "--text", s.path}, s.needle);
     expect_refused({"run", "-m", model(), "-f", s.path}, s.needle);
     expect_refused({"ppl", "-m", s.path, "-f", text()}, s.needle);
     expect_refused({"ppl", "-m", model(), "-f", s.path}, s.needle);

@@ -135,6 +135,34 @@ TEST(Cli, RunPplInfoAndKlRoundTrip) {
                "--kl-base takes a single --cache");
 }
 
+// -b splits prefills; bench -d fills the cache with replayed activations before measuring.
+TEST(Cli, BatchSizeAndBenchDepth) {
+  expect_error("run -m " + kModel + " -p hi -b 0", "flag -b expects an integer in [1,");
+  expect_error("bench -m " + kModel + " --text " + kText, "--text is used only with -d");
+  Result r = kvq("run -m " + kModel + " -p \"Once upon a time\" -n 20 --temp 0 -b 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Once upon a time, there was a little girl named Lily."), std::string::npos) << r.output;
+  // -c beyond the model's context (stories260K: 2048) warns and runs.
+  r = kvq("run -m " + kModel + " -p hi -n 2 -c 5000");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: -c 5000 exceeds the model's context of"), std::string::npos) << r.output;
+  r = kvq("bench -m " + kModel + " -d 300 -p 8 -n 4 -r 1 -b 64 --text " + kText);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("tokens of replayed activations"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| f16 | "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" | 300 | "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peak RSS"), std::string::npos) << r.output;
+  // The default text (War and Peace beside the models); KIVI refills the depth each repetition.
+  r = kvq("bench -m " + kModel + " -d 700 -p 4 -n 40 -r 2 --cache kivi-2:g=8:r=16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(" | 700 | "), std::string::npos) << r.output;
+  // The cache for the whole run is checked before anything is filled.
+  r = kvq("bench -m " + shared_path("models/tinystories-l6-d256-h64.gguf") + " -d 200000000 --cache f32");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("-d 200000000 + -p 128 + -n 128: 200000256 tokens of f32 KV cache need"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("of memory is available"), std::string::npos) << r.output;
+}
 
 // The attention microbenchmark needs no model: a tiny run prints the table and writes JSON.
 TEST(Cli, BenchAttention) {

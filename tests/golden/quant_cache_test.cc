@@ -8,57 +8,33 @@
 
 #include "engine/calibrate.h"
 #include "engine/perplexity.h"
-#include "shared_data.h"
+#include "model_fixture.h"
 
 namespace kvq {
 namespace {
 
-using testing::read_text;
-using testing::shared_path;
-
-struct Fixture {
-  std::unique_ptr<LlamaModel> model;
-  std::vector<int32_t> text;
-  std::unique_ptr<KvActivations> acts;
-};
+using Fixture = testing::ModelFixture;
 
 Fixture& fixture() {
-  static Fixture f = [] {
-    Fixture x;
-    auto m = LlamaModel::load(shared_path("models/stories260K.gguf"));
-    EXPECT_TRUE(m.ok()) << m.status().to_string();
-    x.model = std::move(*m);
-    x.text = x.model->tokenizer().encode(read_text("text/tinystories/validation_head.txt"), true, true);
-    const auto calib = x.model->tokenizer().encode(read_text("text/tinystories/train_head.txt"), true, true);
-    ExecContext ctx(2);
-    CalibrationArgs ca;
-    ca.n_windows = 4;
-    ca.window = 256;
-    auto a = KvActivations::capture(ctx, *x.model, calib, ca);
-    EXPECT_TRUE(a.ok()) << a.status().to_string();
-    x.acts = std::make_unique<KvActivations>(std::move(*a));
-    return x;
-  }();
+  static Fixture f = testing::load_model_fixture("models/stories260K.gguf", std::string::npos, 4, 256);
   return f;
 }
 
 std::vector<float> run_logits(const char* spec_text, bool one_by_one, int n, bool eager = false) {
   Fixture& f = fixture();
-  const CacheSpec spec = parse_cache_spec(spec_text).value();
-  auto cal = f.acts->for_spec(spec);
-  EXPECT_TRUE(cal.ok()) << cal.status().to_string();
-  auto cache = make_cache(spec, f.model->kv_shape(n), cal->calibration());
-  EXPECT_TRUE(cache.ok()) << spec_text << ": " << cache.status().to_string();
-  (*cache)->set_eager(eager);
+  auto cache = f.new_cache(spec_text, n);
+  EXPECT_TRUE(cache);
+  if (!cache) return {};
+  cache->set_eager(eager);
   ExecContext ctx(2);
   ForwardWorkspace ws;
   const int nv = f.model->config().n_vocab;
   std::vector<float> out(size_t(n) * nv);
   std::span<const int32_t> toks(f.text.data(), size_t(n));
   if (one_by_one) {
-    for (int t = 0; t < n; ++t) EXPECT_TRUE(f.model->forward(ctx, toks.subspan(size_t(t), 1), **cache, ws, &out[size_t(t) * nv], false).ok());
+    for (int t = 0; t < n; ++t) EXPECT_TRUE(f.model->forward(ctx, toks.subspan(size_t(t), 1), *cache, ws, &out[size_t(t) * nv], false).ok());
   } else {
-    EXPECT_TRUE(f.model->forward(ctx, toks, **cache, ws, out.data(), true).ok());
+    EXPECT_TRUE(f.model->forward(ctx, toks, *cache, ws, out.data(), true).ok());
   }
   return out;
 }
@@ -68,10 +44,8 @@ std::vector<float> run_logits(const char* spec_text, bool one_by_one, int n, boo
 TEST(QuantCache, DecodeEqualsBatchedWhereBatchInvariant) {
   for (const char* spec : {"int3", "int8", "kvquant-3", "kvquant-2:qnorm=1:codebook=nf", "kvquant-4:prerope=0",
                            "kivi-2:g=8:r=0"}) {
-    const CacheSpec s = parse_cache_spec(spec).value();
     // kivi keys are never batch-invariant; values with r=0 are. Check what the cache says.
-    auto cache = make_cache(s, fixture().model->kv_shape(8), fixture().acts->for_spec(s)->calibration()).value();
-    if (!cache->batch_invariant()) continue;
+    if (!fixture().new_cache(spec, 8)->batch_invariant()) continue;
     EXPECT_EQ(run_logits(spec, true, 150), run_logits(spec, false, 150)) << spec;
   }
 }

@@ -61,7 +61,7 @@ Status check_calibration_args(const CacheArgs& a, const std::vector<CacheSpec>& 
   if (!needed || a.calib.empty()) return ok_status();
   if (a.calib != "auto") return files->add_input("calibration file (--calib)", a.calib);
   if (!a.calib_text.empty()) return files->add_input("calibration text (--calib-text)", a.calib_text);
-  KVQ_ASSIGN_OR_RETURN(std::string text, find_default_calibration_text(model_path, "--calib-text"));
+  KVQ_ASSIGN_OR_RETURN(std::string text, find_shared_text(model_path, kCalibrationText, "--calib-text"));
   return files->add_input("default calibration text", text);
 }
 
@@ -87,19 +87,17 @@ StatusOr<KvActivations::ForSpec> CalibrationContext::for_spec(ExecContext& ctx, 
   if (!acts_) {
     std::string text = args_.calib_text;
     if (text.empty()) {
-    KVQ_ASSIGN_OR_RETURN(text, find_default_calibration_text(model_path_, "--calib-text"));
-  }
+      KVQ_ASSIGN_OR_RETURN(text, find_shared_text(model_path_, kCalibrationText, "--calib-text"));
+    }
     KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text, "calibration text"));
     const auto tokens = model.tokenizer().encode(body, true, true);
     KVQ_ASSIGN_OR_RETURN(weighting_, parse_weighting(args_.calib_weighting));
-    if (window > model.config().n_ctx_train) {
-      warn(command_, "--calib-window " + std::to_string(window) + " exceeds the model's context of " +
-                         std::to_string(model.config().n_ctx_train) + " tokens: positions beyond it were never trained");
-    }
+    warn_beyond_training(command_, model, window, "--calib-window " + std::to_string(window));
     CalibrationArgs ca;
     ca.fisher = weighting_ != CodebookWeighting::kNone;
     ca.n_windows = args_.calib_windows;
     ca.window = window;
+    ca.batch = batch_;
     Timer timer;
     std::fprintf(stderr, "calibrating on %s: %d windows of %d tokens\n", printable(text).c_str(), ca.n_windows, ca.window);
     KVQ_ASSIGN_OR_RETURN(KvActivations acts,

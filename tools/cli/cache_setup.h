@@ -38,8 +38,9 @@ Status check_calibration_args(const CacheArgs& a, const std::vector<CacheSpec>& 
 // Calibration shared by every spec of a run; created on first need.
 class CalibrationContext {
  public:
-  CalibrationContext(const CacheArgs& args, const std::string& model_path, std::string command)
-      : args_(args), model_path_(model_path), command_(std::move(command)) {}
+  // batch: tokens per forward step of the --calib auto capture (-b).
+  CalibrationContext(const CacheArgs& args, const std::string& model_path, std::string command, int batch)
+      : args_(args), model_path_(model_path), command_(std::move(command)), batch_(batch) {}
   // Parameters for spec (empty for specs that need none). Logs what it calibrated on.
   StatusOr<KvActivations::ForSpec> for_spec(ExecContext& ctx, const LlamaModel& model, const CacheSpec& spec);
   // "auto: FILE, N x L tokens, seed S", or "" when no calibration was needed.
@@ -48,6 +49,7 @@ class CalibrationContext {
  private:
   CacheArgs args_;
   std::string model_path_, command_;
+  int batch_;
   std::unique_ptr<KvActivations> acts_;
   std::unique_ptr<CalibrationFile> file_;
   CodebookWeighting weighting_ = CodebookWeighting::kNone;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // kvq bench: prefill and decode throughput (median of repeats) with a chosen cache, as a
-// markdown table row, llama-bench style.
+// markdown table row, llama-bench style. -d N first fills the cache with N tokens of replayed
+// activations (engine/kv_replay.h), so both are measured at depth N without the quadratic
+// prefill that reaching it would take.
 #include <algorithm>
 #include <cstdio>
 
@@ -10,31 +12,87 @@
 #include "cli/cache_setup.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "engine/kv_replay.h"
+#include "engine/prefill.h"
 #include "engine/runtime.h"
 
 namespace kvq::cli {
 
 namespace {
+
+// Bytes of --text tokenized to find the replayed window: enough for any window, and the
+// whole of a long book would take seconds to tokenize for nothing.
+constexpr size_t kDepthTextBytes = 256 * 1024;
+// The replayed window: a real prefill of this many tokens (at most the model's context).
+constexpr int kDepthWindow = 512;
+constexpr double kProgressSeconds = 3.0;
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
+// The keys and values of one window of text, prefilled for real (BOS first, at a seeded place
+// in the text's first kDepthTextBytes), that -d replays.
+StatusOr<KvActivations> capture_depth_window(ExecContext& ctx, const LlamaModel& model, const std::string& path,
+                                             int batch) {
+  KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(path, "depth text (--text)"));
+  if (body.size() > kDepthTextBytes) {
+    const size_t line_end = body.rfind('\n', kDepthTextBytes);
+    body.resize(line_end == std::string::npos ? kDepthTextBytes : line_end + 1);
+  }
+  const std::vector<int32_t> tokens = model.tokenizer().encode(body, true, true);
+  CalibrationArgs ca;
+  ca.n_windows = 1;
+  ca.window = std::min(kDepthWindow, model.config().n_ctx_train);
+  ca.batch = batch;
+  auto acts = KvActivations::capture(ctx, model, tokens, ca);
+  if (!acts.ok()) return acts.status().with_context("--text " + printable(path));
+  return acts;
+}
+
+// Fills cache from its length up to depth, with a progress line every few seconds.
+Status fill_to_depth(const LlamaModel& model, const KvActivations& window, KvCache& cache, int depth, int batch,
+                     bool verbose) {
+  Timer timer;
+  double last = 0;
+  const int from = cache.n_tokens(0);
+  KVQ_RETURN_IF_ERROR(replay_fill(model, window, cache, depth, batch, [&](int filled) {
+    if (!verbose || timer.seconds() - last < kProgressSeconds) return;
+    last = timer.seconds();
+    std::fprintf(stderr, "kvq bench: filled %d/%d tokens, %.0f tok/s\n", filled, depth, (filled - from) / last);
+  }));
+  if (verbose) {
+    std::fprintf(stderr, "kvq bench: -d %d: %d tokens of replayed activations (a %d-token window, not a prefill) "
+                 "in %.1f s, %.0f tok/s\n", depth, depth - from, window.args().window, timer.seconds(),
+                 (depth - from) / std::max(1e-9, timer.seconds()));
+  }
+  return ok_status();
+}
+
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   CacheArgs cache_args;
-  int n_prompt = 128, n_gen = 128, reps = 3;
+  int n_prompt = 128, n_gen = 128, reps = 3, depth = 0, batch = kDefaultBatch;
+  std::string depth_text;
   ArgParser p("bench");
   add_common_flags(p, &common);
   add_cache_flags(p, &cache_args, false);
-  p.add_int("-p,--n-prompt", &n_prompt, 1, 1 << 20, "prompt tokens to prefill (default 128)");
+  p.add_int("-p,--n-prompt", &n_prompt, 1, 1 << 20, "prompt tokens to prefill, after the -d tokens (default 128)");
   p.add_int("-n,--n-gen", &n_gen, 0, 1 << 20, "tokens to decode after the prompt (default 128)");
   p.add_int("-r,--repetitions", &reps, 1, 1000, "repetitions; the median is reported (default 3)");
+  p.add_int("-d,--depth", &depth, 0, 1 << 28,
+            "first fill the cache with N tokens (default 0): activations of one prefilled window of --text "
+            "replayed at new positions, not a prefill; speed and memory only");
+  p.add_path("--text", &depth_text,
+             "text whose window -d replays (default: ../text/long/war_and_peace.txt next to the model's folder)");
+  add_batch_flag(p, &batch);
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
     return ok_status();
   }
+  if (!depth_text.empty() && depth == 0) return invalid_argument("--text is used only with -d N (N > 0)");
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   if (specs.size() != 1) return invalid_argument("kvq bench takes one --cache type");
@@ -43,49 +101,67 @@ Status run(const std::vector<std::string>& argv) {
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  if (depth > 0 && depth_text.empty()) {
+    KVQ_ASSIGN_OR_RETURN(depth_text, find_shared_text(common.model, kLongText, "--text"));
+  }
+  KVQ_RETURN_IF_ERROR(files.add_input("depth text (--text)", depth_text));
   note_thread_count("bench", common);
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
-  const int n_ctx = n_prompt + n_gen;
-  if (n_ctx > model->config().n_ctx_train) {
-    warn("bench", "-p " + std::to_string(n_prompt) + " + -n " + std::to_string(n_gen) + " = " + std::to_string(n_ctx) +
-                      " tokens exceeds the model's context of " + std::to_string(model->config().n_ctx_train) +
-                      ": speeds there are measured on positions the model was never trained for");
-  }
+  const int n_ctx = depth + n_prompt + n_gen;  // at most 2^28 + 2^21
+  const std::string tokens_what = (depth > 0 ? "-d " + std::to_string(depth) + " + " : std::string()) + "-p " +
+                                  std::to_string(n_prompt) + " + -n " + std::to_string(n_gen);
+  warn_beyond_training("bench", *model, n_ctx, tokens_what + " = " + std::to_string(n_ctx) + " tokens");
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model, "bench");
+  CalibrationContext calib(cache_args, common.model, "bench", batch);
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
-  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
+  // Refused before the window is captured or any token stored.
+  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx, tokens_what));
+  std::unique_ptr<KvActivations> window;
+  if (depth > 0) {
+    KVQ_ASSIGN_OR_RETURN(KvActivations w, capture_depth_window(ctx, *model, depth_text, batch));
+    window = std::make_unique<KvActivations>(std::move(w));
+  }
   const int n_vocab = model->config().n_vocab;
   Rng rng(1234);
   std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
   for (auto& t : prompt) t = int32_t(rng.below(uint64_t(n_vocab)));
-  prompt[0] = model->tokenizer().bos_id();
+  if (depth == 0) prompt[0] = model->tokenizer().bos_id();  // at depth the prompt continues a text
   std::vector<float> logits(static_cast<size_t>(n_vocab));
   ForwardWorkspace ws;
   std::vector<double> pp, tg;
   for (int r = 0; r <= reps; ++r) {  // repetition 0 warms up and is not counted
-    cache->clear();
+    // Back to depth: the replayed tokens are kept across repetitions unless the cache cannot
+    // drop tokens there (KIVI keys inside a quantized block); then it is refilled.
+    if (r == 0 || !cache->truncate(depth).ok()) {
+      if (r == 1 && depth > 0) {
+        std::fprintf(stderr, "kvq bench: note: %s cannot drop tokens back to -d %d; the depth is refilled "
+                     "(untimed) before each repetition\n", cache->name().c_str(), depth);
+      }
+      cache->clear();
+      if (depth > 0) KVQ_RETURN_IF_ERROR(fill_to_depth(*model, *window, *cache, depth, batch, r == 0));
+    }
     Timer t;
-    KVQ_RETURN_IF_ERROR(model->forward(ctx, prompt, *cache, ws, logits.data(), false));
-    const double prefill = t.seconds();
+    KVQ_RETURN_IF_ERROR(prefill(ctx, *model, prompt, *cache, ws, logits.data(), false, batch));
+    const double prefill_s = t.seconds();
     t.reset();
     for (int i = 0; i < n_gen; ++i) {
       const int32_t next[1] = {int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin())};
       KVQ_RETURN_IF_ERROR(model->forward(ctx, next, *cache, ws, logits.data(), false));
     }
-    const double decode = t.seconds();
+    const double decode_s = t.seconds();
     if (r == 0) continue;
-    pp.push_back(n_prompt / prefill);
-    if (n_gen > 0) tg.push_back(n_gen / decode);
+    pp.push_back(n_prompt / prefill_s);
+    if (n_gen > 0) tg.push_back(n_gen / decode_s);
   }
   const size_t bytes = cache->bytes_used();
-  std::printf("| model | cache | threads | kernels | pp%d tok/s | tg%d tok/s | cache bytes/token |\n",
+  std::printf("| model | cache | threads | kernels | depth | pp%d tok/s | tg%d tok/s | cache bytes/token | cache | peak RSS |\n",
               n_prompt, n_gen);
-  std::printf("|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %d | %s (%s) | %.1f | %.1f | %.1f |\n", printable(common.model).c_str(),
-              spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(),
-              median(pp), tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0));
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s | %d | %s (%s) | %d | %.1f | %.1f | %.1f | %s | %s |\n", printable(common.model).c_str(),
+              spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(), depth, median(pp),
+              tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0), format_bytes(double(bytes)).c_str(),
+              format_bytes(peak_rss_bytes()).c_str());
   return ok_status();
 }
 }  // namespace

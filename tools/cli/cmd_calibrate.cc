@@ -24,10 +24,11 @@ std::string variant_path(const std::string& out, const std::string& weighting, c
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
-  int windows = 16, window = 0, sinks = 1, prerope = 1;
+  int windows = 16, window = 0, sinks = 1, prerope = 1, batch = kDefaultBatch;
   uint64_t seed = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
+  add_batch_flag(p, &batch);
   p.add_path("-f,--file", &text, "calibration text (default: shared TinyStories train text); not the evaluation text");
   p.add_path("-o,--output", &out, "calibration file to write (required)");
   p.add_int("--windows", &windows, 1, 100000, "windows of text (default 16)");
@@ -63,7 +64,7 @@ Status run(const std::vector<std::string>& argv) {
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   if (text.empty()) {
-    KVQ_ASSIGN_OR_RETURN(text, find_default_calibration_text(common.model, "-f"));
+    KVQ_ASSIGN_OR_RETURN(text, find_shared_text(common.model, kCalibrationText, "-f"));
   }
   KVQ_RETURN_IF_ERROR(files.add_input("text file (-f)", text));
   std::vector<std::pair<std::string, OutputFile>> outputs;
@@ -82,11 +83,9 @@ Status run(const std::vector<std::string>& argv) {
   ca.n_windows = windows;
   ca.window = window > 0 ? window : model->config().n_ctx_train;
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(sinks, ca.window));
-  if (ca.window > model->config().n_ctx_train) {
-    warn("calibrate", "--window " + std::to_string(ca.window) + " exceeds the model's context of " +
-                          std::to_string(model->config().n_ctx_train) + " tokens: positions beyond it were never trained");
-  }
+  warn_beyond_training("calibrate", *model, ca.window, "--window " + std::to_string(ca.window));
   ca.seed = seed;
+  ca.batch = batch;  // used by the plain capture only: a Fisher pass backpropagates the whole window
   ca.fisher = false;
   for (auto w : ws) ca.fisher |= w != CodebookWeighting::kNone;
   ExecContext ctx(common.n_threads, path);

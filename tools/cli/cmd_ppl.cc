@@ -85,6 +85,7 @@ Status run(const std::vector<std::string>& argv) {
   add_cache_flags(p, &cache_args, true);
   p.add_path("-f,--file", &text_file, "text file to score (required)");
   p.add_int("-c,--ctx-size", &args.n_ctx, 4, 1 << 24, "tokens per chunk (default 512)");
+  add_batch_flag(p, &args.batch);
   p.add_int("--chunks", &args.n_chunks, -1, 1 << 30, "number of chunks (default: all)");
   p.add_string("--protocol", &protocol, "llamacpp (default; = llama-perplexity) or full (KVQuant paper)");
   p.add_string("--mode", &mode, "decode (default: as deployed, token by token where it matters) or simulated");
@@ -151,7 +152,7 @@ Status run(const std::vector<std::string>& argv) {
     if (probe_spec.k.kind == TensorKind::kKvquant) probe_spec.k = parse_tensor_spec("f16").value();
     if (probe_spec.v.kind == TensorKind::kKvquant) probe_spec.v = parse_tensor_spec("f16").value();
     KVQ_ASSIGN_OR_RETURN(auto probe, make_cache(probe_spec, model->kv_shape(args.n_ctx)));
-    KVQ_RETURN_IF_ERROR(check_cache_fits(*probe, args.n_ctx));
+    KVQ_RETURN_IF_ERROR(check_cache_fits(*probe, args.n_ctx, "-c " + std::to_string(args.n_ctx)));
   }
   const auto& tok = model->tokenizer();
   const std::vector<int32_t> tokens = tok.encode(text, tok.add_bos(), true);
@@ -159,6 +160,7 @@ Status run(const std::vector<std::string>& argv) {
     return invalid_argument(printable(text_file) + " has " + std::to_string(tokens.size()) +
                             " tokens, fewer than one chunk of -c " + std::to_string(args.n_ctx));
   }
+  warn_beyond_training("ppl", *model, args.n_ctx, "-c " + std::to_string(args.n_ctx));
   // A --kl-base from another run (model, text, -c, chunks, protocol) is refused now, not after it.
   KVQ_ASSIGN_OR_RETURN(const LogprobFile header, perplexity_run_header(*model, tokens, args));
   LogprobFile base_file;
@@ -172,7 +174,7 @@ Status run(const std::vector<std::string>& argv) {
   }
   if (logits_out) args.save_logits = &*logits_out;
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model, "ppl");
+  CalibrationContext calib(cache_args, common.model, "ppl", args.batch);
   const KvCacheShape shape = model->kv_shape(args.n_ctx);
   const double values_per_token = 2.0 * shape.n_layers * double(shape.row_values());
 

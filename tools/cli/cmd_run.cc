@@ -23,7 +23,9 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   p.add_string("-p,--prompt", &gen.prompt, "prompt text");
   p.add_path("-f,--file", &prompt_file, "read the prompt from a file");
   p.add_int("-n,--n-predict", &gen.n_predict, -1, 1 << 24, "tokens to generate (default 128; -1: until EOS)");
-  p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size in tokens (default: the model's, at most 4096)");
+  p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24,
+            "context size in tokens (default: the model's, at most 4096; more than the model's warns)");
+  add_batch_flag(p, &gen.batch);
   p.add_float("--temp", &gen.sampling.temp, 0.0, 100.0, "temperature (default 0.8; 0: greedy)");
   p.add_int("--top-k", &gen.sampling.top_k, 0, 1 << 24, "top-k (default 40; 0: off)");
   p.add_float("--top-p", &gen.sampling.top_p, 0.0, 1.0, "top-p (default 0.95; 1: off)");
@@ -55,10 +57,11 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   // The prompt must fit before any calibration runs.
   KVQ_RETURN_IF_ERROR(encode_prompt(*model, gen.prompt, n_ctx).status());
   ExecContext ctx(common.n_threads, path);
-  CalibrationContext calib(cache_args, common.model, "run");
+  CalibrationContext calib(cache_args, common.model, "run", gen.batch);
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
-  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx));
+  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx, "-c " + std::to_string(n_ctx)));
+  warn_beyond_training("run", *model, n_ctx, "-c " + std::to_string(n_ctx));
 
   auto on_piece = [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "cli/common.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,12 @@ void add_common_flags(ArgParser& p, CommonArgs* a) {
   p.add_path("-m,--model", &a->model, "GGUF model file (required)");
   p.add_int("-t,--threads", &a->n_threads, 1, 512, "threads (default: the CPUs this process may use)");
   p.add_string("--kernels", &a->kernels, "simd (default) or ref: scalar reference kernels");
+}
+
+void add_batch_flag(ArgParser& p, int* batch) {
+  p.add_int("-b,--batch-size", batch, 1, 1 << 24,
+            "prompt tokens per forward step (default 512): bounds activation memory; the same results "
+            "for every cache but KIVI's windows, which flush after each step");
 }
 
 StatusOr<KernelPath> parse_kernel_path(const std::string& s) {
@@ -67,13 +74,28 @@ double available_memory() {
   return 0.0;
 }
 
-Status check_cache_fits(const KvCache& cache, int n_ctx) {
-  const double need = double(cache.bytes_for(n_ctx));
+double peak_rss_bytes() {
+  struct rusage ru {};
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0.0;
+  return double(ru.ru_maxrss) * 1024.0;  // Linux reports KiB
+}
+
+void warn_beyond_training(const std::string& command, const LlamaModel& model, int64_t n_tokens,
+                          const std::string& what) {
+  const int trained = model.config().n_ctx_train;
+  if (n_tokens <= trained) return;
+  warn(command, what + " exceeds the model's context of " + std::to_string(trained) +
+                    " tokens: positions beyond it were never trained");
+}
+
+Status check_cache_fits(const KvCache& cache, int n_tokens, const std::string& what) {
+  const double need = double(cache.bytes_for(n_tokens));
   const double avail = available_memory();
+  // 10% is left for the weights, activations and everything else of the process.
   if (avail > 0 && need > 0.9 * avail) {
-    return out_of_memory("-c " + std::to_string(n_ctx) + " needs " + format_bytes(need) +
-                         " of " + cache.name() + " KV cache but only " + format_bytes(avail) +
-                         " of memory is available: lower -c or use a smaller cache type");
+    return out_of_memory(what + ": " + std::to_string(n_tokens) + " tokens of " + cache.name() + " KV cache need " +
+                         format_bytes(need) + ", but only " + format_bytes(avail) +
+                         " of memory is available (MemAvailable): use fewer tokens or a smaller cache type");
   }
   return ok_status();
 }
@@ -82,21 +104,19 @@ StatusOr<std::string> read_text_file(const std::string& path, const std::string&
   return read_input_file(path, what);
 }
 
-StatusOr<std::string> find_default_calibration_text(const std::string& model_path, const std::string& flag) {
-  const std::string text = default_calibration_text(model_path);
+StatusOr<std::string> find_shared_text(const std::string& model_path, const std::string& rel, const std::string& flag) {
+  const std::string text = shared_text_beside_model(model_path, rel);
   struct stat st {};
   if (::stat(text.c_str(), &st) != 0) {
-    return not_found("no " + flag + " given, and the default calibration text " + text +
-                     ", derived from the model's folder (../text/tinystories/train_head.txt next to the "
-                     "model), does not exist: pass " + flag + " FILE");
+    return not_found("no " + flag + " given, and the default text " + text +
+                     ", derived from the model's folder (../text/" + rel + " next to the model), does not exist: pass " +
+                     flag + " FILE");
   }
   return text;
 }
 
-std::string default_calibration_text(const std::string& model_path) {
-  return (std::filesystem::path(model_path).parent_path() / "../text/tinystories/train_head.txt")
-      .lexically_normal()
-      .string();
+std::string shared_text_beside_model(const std::string& model_path, const std::string& rel) {
+  return (std::filesystem::path(model_path).parent_path() / "../text" / rel).lexically_normal().string();
 }
 
 StatusOr<uint64_t> parse_bytes(const std::string& text, const std::string& what) {

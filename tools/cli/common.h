@@ -22,12 +22,20 @@ struct CommonArgs {
 };
 
 void add_common_flags(ArgParser& p, CommonArgs* a);
+// -b/--batch-size: prompt tokens per forward step (engine/prefill.h), at least 1.
+void add_batch_flag(ArgParser& p, int* batch);
 StatusOr<KernelPath> parse_kernel_path(const std::string& s);
 // Prints a note (not an error) when -t asks for more threads than the CPUs the process may use.
 void note_thread_count(const std::string& command, const CommonArgs& a);
 StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a);
 // MemAvailable from /proc/meminfo in bytes, or 0 when unknown.
 double available_memory();
+// The process's peak resident set (getrusage ru_maxrss) in bytes.
+double peak_rss_bytes();
+// Warns (never refuses, as llama.cpp does) when n_tokens positions go beyond the context the
+// model was trained for; what names them in the message ("-c 8192").
+void warn_beyond_training(const std::string& command, const LlamaModel& model, int64_t n_tokens,
+                          const std::string& what);
 
 // Every file a command names, checked before any computation: inputs must be regular files;
 // outputs are prepared (io/output_file.h) and compared with the inputs and each other.
@@ -41,15 +49,21 @@ class CommandFiles {
  private:
   std::vector<NamedPath> files_;
 };
-// Fails with a clear message when a cache of n_ctx tokens cannot fit in available memory.
-Status check_cache_fits(const KvCache& cache, int n_ctx);
+// Fails, before the cache's storage is allocated (pages come on demand), when n_tokens of it
+// cannot fit in the memory available; the message states the bytes needed and available.
+// what names the tokens in it ("-c 4096", "-d 100000 + -p 128 + -n 128").
+Status check_cache_fits(const KvCache& cache, int n_tokens, const std::string& what);
 // A regular file's bytes; what names it in errors (a flag).
 StatusOr<std::string> read_text_file(const std::string& path, const std::string& what = "text file");
-// The calibration text used when none is given: the shared TinyStories train text, found
-// relative to the model's folder (../text/tinystories/train_head.txt next to ../models).
-std::string default_calibration_text(const std::string& model_path);
-// That default, or an error saying it was derived from the model's folder and is missing.
-StatusOr<std::string> find_default_calibration_text(const std::string& model_path, const std::string& flag);
+// Default texts of the shared folder, relative to its text/ folder: the calibration text
+// (TinyStories train) and the long text that kvq bench -d replays (War and Peace).
+inline constexpr char kCalibrationText[] = "tinystories/train_head.txt";
+inline constexpr char kLongText[] = "long/war_and_peace.txt";
+// A shared text found relative to the model's folder: ../text/REL next to ../models.
+std::string shared_text_beside_model(const std::string& model_path, const std::string& rel);
+// That path, or an error saying it was derived from the model's folder, is missing, and that
+// flag names another text.
+StatusOr<std::string> find_shared_text(const std::string& model_path, const std::string& rel, const std::string& flag);
 // A warning line on stderr ("kvq <command>: warning: ...").
 void warn(const std::string& command, const std::string& message);
 std::string format_bytes(double bytes);
