@@ -131,6 +131,8 @@ class FailingCache final : public KvCache {
   }
   int n_tokens(int il) const override { return inner_->n_tokens(il); }
   Status truncate(int n) override { return inner_->truncate(n); }
+  Status shift(int n_keep, int n_drop, const Rope& rope) override { return inner_->shift(n_keep, n_drop, rope); }
+  Status check_shift(int n_keep, int n_drop) const override { return inner_->check_shift(n_keep, n_drop); }
   size_t bytes_used() const override { return inner_->bytes_used(); }
   size_t bytes_for(int n) const override { return inner_->bytes_for(n); }
   bool batch_invariant() const override { return inner_->batch_invariant(); }
