@@ -2,6 +2,7 @@
 #include "engine/generate.h"
 
 #include "base/timer.h"
+#include "quant/bits_accounting.h"
 
 namespace kvq {
 
@@ -25,7 +26,18 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
   const int n_ctx = cache.shape().n_ctx;
   KVQ_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, encode_prompt(model, args.prompt, n_ctx));
   if (cache.n_tokens(0) != 0) return invalid_argument("generate needs an empty cache");
+  // Context shift keeps the first n_keep tokens and drops a page at a time after them.
+  const int n_keep = args.n_keep >= 0 ? args.n_keep : std::max(cache.sink_tokens(), tok.add_bos() ? 1 : 0);
+  if (args.context_shift) {
+    if (n_keep + kKvPageTokens >= n_ctx) {
+      return invalid_argument("context shift keeps " + std::to_string(n_keep) + " tokens and drops " +
+                              std::to_string(kKvPageTokens) + " at a time, which needs -c above " +
+                              std::to_string(n_keep + kKvPageTokens) + " (it is " + std::to_string(n_ctx) + ")");
+    }
+    KVQ_RETURN_IF_ERROR(cache.check_shift(n_keep, kKvPageTokens).with_context("--context-shift"));
+  }
   GenerateStats st;
+  st.n_keep = n_keep;
   st.n_prompt = int(prompt.size());
   for (int32_t id : prompt) on_piece(tok.token_to_piece(id));
   if (tokens_out) *tokens_out = prompt;
@@ -46,8 +58,13 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
     ++st.n_generated;
     if (args.n_predict >= 0 && i + 1 == args.n_predict) break;
     if (cache.n_tokens(0) >= n_ctx) {
-      st.context_full = true;
-      break;
+      if (!args.context_shift) {
+        st.context_full = true;
+        break;
+      }
+      KVQ_RETURN_IF_ERROR(cache.shift(n_keep, kKvPageTokens, model.rope()));
+      ++st.n_shifts;
+      st.n_dropped += kKvPageTokens;
     }
     const int32_t one[1] = {next};
     KVQ_RETURN_IF_ERROR(model.forward(ctx, one, cache, ws, logits.data(), false));

@@ -21,6 +21,10 @@ struct GenerateArgs {
   int n_predict = 128;  // < 0: until EOS or the context is full
   int batch = kDefaultBatch;  // prompt tokens per forward step
   SamplingArgs sampling;
+  // When the context fills while generating, drop the oldest tokens after the first n_keep a
+  // page (kKvPageTokens) at a time and go on (KvCache::shift), instead of stopping.
+  bool context_shift = false;
+  int n_keep = -1;  // -1: the cache's sink tokens, at least the BOS
 };
 
 struct GenerateStats {
@@ -29,6 +33,9 @@ struct GenerateStats {
   double prefill_seconds = 0;
   double decode_seconds = 0;
   bool context_full = false;
+  int n_shifts = 0;   // context shifts
+  int n_dropped = 0;  // tokens they dropped, all after the first n_keep
+  int n_keep = 0;
 };
 
 // Streams the prompt's pieces and then every generated piece to on_piece. tokens_out, if

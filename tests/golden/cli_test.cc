@@ -164,6 +164,25 @@ TEST(Cli, BatchSizeAndBenchDepth) {
   EXPECT_NE(r.output.find("of memory is available"), std::string::npos) << r.output;
 }
 
+// Generation past a full context: pre-RoPE KVQuant keys and f16 keys shift (a page at a time,
+// keeping the sinks / BOS); quantized post-RoPE keys are refused before anything runs.
+TEST(Cli, ContextShift) {
+  for (const std::string cache : {"f16", "kvquant-2 --calib auto"}) {
+    Result r = kvq("run -m " + kModel + " -p \"Once upon a time\" -c 128 -n 300 --temp 0 --context-shift --cache " + cache);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("context shifted 3 times (192 tokens dropped after the first 1)"), std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("decode: 300 tokens"), std::string::npos) << r.output;
+  }
+  Result r = kvq("run -m " + kModel + " -p hi -c 128 -n 300 --temp 0");
+  EXPECT_NE(r.output.find("stopped: the context of 128 tokens is full"), std::string::npos) << r.output;
+  const std::string testbed = shared_path("models/tinystories-l6-d256-h64.gguf");
+  expect_error("run -m " + testbed + " -p hi -c 256 --context-shift --cache q4_0",
+               "--context-shift: context shift with q4_0 keys: they are stored after RoPE and quantized");
+  expect_error("run -m " + testbed + " -p hi -c 256 --context-shift --cache kivi-2", "context shift with kivi keys");
+  expect_error("run -m " + kModel + " -p hi -c 64 --context-shift", "needs -c above 65");
+}
+
 // The attention microbenchmark needs no model: a tiny run prints the table and writes JSON.
 TEST(Cli, BenchAttention) {
   const std::string json = ::testing::TempDir() + "/attn.json";

@@ -30,6 +30,11 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   p.add_int("--top-k", &gen.sampling.top_k, 0, 1 << 24, "top-k (default 40; 0: off)");
   p.add_float("--top-p", &gen.sampling.top_p, 0.0, 1.0, "top-p (default 0.95; 1: off)");
   p.add_u64("-s,--seed", &gen.sampling.seed, "sampling seed (default 42)");
+  p.add_flag("--context-shift", &gen.context_shift,
+             "when the context fills, drop the oldest tokens (a page of 64 at a time, after --keep) and go on; "
+             "needs keys stored before RoPE (kvquant) or f16/f32 keys");
+  p.add_int("--keep", &gen.n_keep, -1, 1 << 24,
+            "tokens kept at the start through a context shift (default -1: the cache's sinks, at least the BOS)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -71,6 +76,10 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   std::fputc('\n', stdout);
   std::fflush(stdout);
   if (st.context_full) std::fprintf(stderr, "kvq run: stopped: the context of %d tokens is full\n", n_ctx);
+  if (st.n_shifts > 0) {
+    std::fprintf(stderr, "kvq run: context shifted %d times (%d tokens dropped after the first %d)\n", st.n_shifts,
+                 st.n_dropped, st.n_keep);
+  }
   const int n_cached = cache->n_tokens(0);
   std::fprintf(stderr,
                "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); "
