@@ -9,15 +9,16 @@
 namespace kvq {
 
 uint8_t* PagePool::acquire(size_t bytes) {
-  if (bytes == 0 || bytes > SIZE_MAX - kAlign) return nullptr;
+  if (bytes == 0) return nullptr;
   const size_t b = bytes;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (b > budget_ - in_use_) return nullptr;
     in_use_ += b;  // reserved before the allocation, so concurrent callers respect the budget
   }
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kAlign, (b + kAlign - 1) / kAlign * kAlign));
-  if (p) std::memset(p, 0, (b + kAlign - 1) / kAlign * kAlign);
+  // calloc: malloc's 16-byte alignment (every kernel loads cache rows unaligned) and its
+  // smallest per-block overhead; pages of a long context are many small blocks.
+  auto* p = static_cast<uint8_t*>(std::calloc(1, b));
   std::lock_guard<std::mutex> lock(mu_);
   if (!p) {
     in_use_ -= b;

@@ -2,8 +2,8 @@
 // The allocator behind a KV cache's storage. Every block a cache holds — its pages of
 // records, the per-page outlier blocks of KVQuant, the fp16 window ring of KIVI — comes from
 // one PagePool, which counts what is allocated (the capacity of every block it handed out, as
-// asked for: the 64-byte alignment rounding and malloc's own headers, below this granularity,
-// are not counted) and refuses what would exceed its byte budget. A cache
+// asked for: malloc's own headers, about 16 bytes a block, are not counted) and refuses what
+// would exceed its byte budget. A cache
 // owns its pool by default; the caches of many sequences (a server) can share one, so one
 // budget bounds them all. Thread-safe: sequences may append concurrently.
 #pragma once
@@ -19,13 +19,12 @@ namespace kvq {
 class PagePool {
  public:
   static constexpr size_t kUnlimited = SIZE_MAX;
-  static constexpr size_t kAlign = 64;
 
   explicit PagePool(size_t budget_bytes = kUnlimited) : budget_(budget_bytes) {}
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
-  // A zeroed, aligned block, or nullptr when it would take the pool past its budget or the
+  // A zeroed block (16-byte aligned), or nullptr when it would take the pool past its budget or the
   // system has no memory left.
   uint8_t* acquire(size_t bytes);
   void release(uint8_t* p, size_t bytes);

@@ -8,101 +8,113 @@
 
 namespace kvq {
 
-bool PagedOutliers::reallocate(size_t p, size_t cap) {
-  Page& pg = pages_[p];
-  PoolBlock b(pool_, block_size(page_, cap));
-  if (!b.ok()) return false;
-  if (pg.block.ok()) {
-    const uint32_t* rp = row_ptr(p);
-    const size_t rows = std::min(n_rows_ - p * size_t(page_), size_t(page_));
-    const size_t n = rp[rows];
-    std::memcpy(b.data(), rp, (rows + 1) * 4);
-    std::memcpy(b.data() + idx_offset(page_), pg.block.data() + idx_offset(page_), n * 2);
-    std::memcpy(b.data() + val_offset(page_, cap), pg.block.data() + val_offset(page_, pg.cap), n * 2);
-  }
-  pg.block = std::move(b);
-  pg.cap = cap;
-  update_ref(p);
-  return true;
+PagedOutliers& PagedOutliers::operator=(PagedOutliers&& o) noexcept {
+  std::swap(pool_, o.pool_);
+  std::swap(page_, o.page_);
+  std::swap(n_rows_, o.n_rows_);
+  std::swap(nnz_, o.nnz_);
+  std::swap(bytes_, o.bytes_);
+  std::swap(pages_, o.pages_);
+  return *this;
 }
 
-void PagedOutliers::update_ref(size_t p) {
-  const Page& pg = pages_[p];
-  refs_[p] = {reinterpret_cast<const uint32_t*>(pg.block.data()),
-              reinterpret_cast<const uint16_t*>(pg.block.data() + idx_offset(page_)),
-              reinterpret_cast<const f16_t*>(pg.block.data() + val_offset(page_, pg.cap))};
+uint32_t PagedOutliers::cap(size_t p) const {
+  uint32_t c;
+  std::memcpy(&c, pages_[p], 4);
+  return c;
+}
+
+size_t PagedOutliers::rows_in(size_t p) const { return std::min(n_rows_ - p * size_t(page_), size_t(page_)); }
+
+void PagedOutliers::release(size_t p) {
+  const size_t b = OutlierPage::block_bytes(page_, cap(p));
+  pool_->release(pages_[p], b);
+  bytes_ -= b;
+}
+
+bool PagedOutliers::reallocate(size_t p, size_t new_cap) {
+  const size_t b = OutlierPage::block_bytes(page_, new_cap);
+  uint8_t* blk = pool_->acquire(b);
+  if (!blk) return false;
+  const auto c32 = uint32_t(new_cap);
+  std::memcpy(blk, &c32, 4);
+  if (pages_[p]) {
+    const size_t rows = rows_in(p), old_cap = cap(p);
+    const size_t n = row_ptr(p)[rows];
+    std::memcpy(blk + 4, pages_[p] + 4, (rows + 1) * 4);
+    std::memcpy(blk + OutlierPage::idx_offset(page_), pages_[p] + OutlierPage::idx_offset(page_), n * 2);
+    std::memcpy(blk + OutlierPage::val_offset(page_, new_cap), pages_[p] + OutlierPage::val_offset(page_, old_cap), n * 2);
+    release(p);
+  }
+  pages_[p] = blk;
+  bytes_ += b;
+  return true;
 }
 
 Status PagedOutliers::append_row(const uint16_t* idx, const f16_t* val, size_t count) {
   const size_t p = n_rows_ / size_t(page_), slot = n_rows_ % size_t(page_);
   if (slot == 0) {
-    pages_.emplace_back();
-    refs_.emplace_back();
+    pages_.push_back(nullptr);
     if (!reallocate(p, std::max<size_t>(count, 32))) {
       pages_.pop_back();
-      refs_.pop_back();
       return out_of_memory("cannot allocate a KV cache outlier page");
     }
   }
   const size_t have = row_ptr(p)[slot];
-  if (have + count > pages_[p].cap && !reallocate(p, std::max(have + count, pages_[p].cap * 2))) {
+  if (have + count > cap(p) && !reallocate(p, std::max(have + count, size_t(cap(p)) * 2))) {
     if (slot == 0) {
+      release(p);
       pages_.pop_back();
-      refs_.pop_back();
     }
     return out_of_memory("cannot grow a KV cache outlier page");
   }
-  Page& pg = pages_[p];
-  std::memcpy(pg.block.data() + idx_offset(page_) + have * 2, idx, count * 2);
-  std::memcpy(pg.block.data() + val_offset(page_, pg.cap) + have * 2, val, count * 2);
+  uint8_t* blk = pages_[p];
+  std::memcpy(blk + OutlierPage::idx_offset(page_) + have * 2, idx, count * 2);
+  std::memcpy(blk + OutlierPage::val_offset(page_, cap(p)) + have * 2, val, count * 2);
   row_ptr(p)[slot + 1] = uint32_t(have + count);
   ++n_rows_;
   nnz_ += count;
   // A full page is shrunk to its exact size (the pool then holds what the paper counts).
-  if (slot + 1 == size_t(page_) && pg.cap > have + count) (void)reallocate(p, have + count);
+  if (slot + 1 == size_t(page_) && cap(p) > have + count) (void)reallocate(p, have + count);
   return ok_status();
 }
 
 void PagedOutliers::truncate(size_t n_rows) {
   if (n_rows >= n_rows_) return;
   const size_t keep_pages = (n_rows + size_t(page_) - 1) / size_t(page_);
-  for (size_t p = keep_pages; p < pages_.size(); ++p) nnz_ -= row_ptr(p)[std::min(n_rows_ - p * page_, size_t(page_))];
+  for (size_t p = keep_pages; p < pages_.size(); ++p) {
+    nnz_ -= row_ptr(p)[rows_in(p)];
+    release(p);
+  }
   if (keep_pages > 0) {
     const size_t p = keep_pages - 1;
-    const size_t rows_before = std::min(n_rows_ - p * page_, size_t(page_));
-    const size_t rows_after = n_rows - p * page_;
-    nnz_ -= row_ptr(p)[rows_before] - row_ptr(p)[rows_after];
+    nnz_ -= row_ptr(p)[rows_in(p)] - row_ptr(p)[n_rows - p * size_t(page_)];
   }
   pages_.resize(keep_pages);
-  refs_.resize(keep_pages);
   n_rows_ = n_rows;
 }
 
 void PagedOutliers::drop_front_pages(size_t n) {
   KVQ_CHECK(n % size_t(page_) == 0 && n <= n_rows_);
   const size_t np = n / size_t(page_);
-  for (size_t p = 0; p < np; ++p) nnz_ -= row_ptr(p)[size_t(page_)];
+  for (size_t p = 0; p < np; ++p) {
+    nnz_ -= row_ptr(p)[size_t(page_)];
+    release(p);
+  }
   pages_.erase(pages_.begin(), pages_.begin() + ptrdiff_t(np));
-  refs_.erase(refs_.begin(), refs_.begin() + ptrdiff_t(np));
   n_rows_ -= n;
 }
 
 std::span<const uint16_t> PagedOutliers::idx(size_t row) const {
-  const size_t p = row / size_t(page_), s = row % size_t(page_);
-  const uint32_t* rp = refs_[p].ptr;
-  return {refs_[p].idx + rp[s], rp[s + 1] - rp[s]};
+  const OutlierPage o = OutlierPage::of(pages_[row / size_t(page_)], page_);
+  const size_t s = row % size_t(page_);
+  return {o.idx + o.ptr[s], o.ptr[s + 1] - o.ptr[s]};
 }
 
 std::span<const f16_t> PagedOutliers::val(size_t row) const {
-  const size_t p = row / size_t(page_), s = row % size_t(page_);
-  const uint32_t* rp = refs_[p].ptr;
-  return {refs_[p].val + rp[s], rp[s + 1] - rp[s]};
-}
-
-size_t PagedOutliers::bytes() const {
-  size_t b = 0;
-  for (const auto& pg : pages_) b += pg.block.cost();
-  return b;
+  const OutlierPage o = OutlierPage::of(pages_[row / size_t(page_)], page_);
+  const size_t s = row % size_t(page_);
+  return {o.val + o.ptr[s], o.ptr[s + 1] - o.ptr[s]};
 }
 
 }  // namespace kvq

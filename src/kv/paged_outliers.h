@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // KVQuant's sparse outliers (§3.4: fp16 value + uint16 index, CSR by token) kept per page of
-// the store's records, each page one block of the cache's PagePool:
-//   [row_ptr: uint32 (page_tokens + 1)] [idx: uint16 cap] [val: f16 cap]  (no padding)
-// so context shift drops a page's outliers with its records, and bytes() is what the blocks
-// cost. The newest page grows by doubling; a page that fills is shrunk to its exact size, so
-// a long context holds exactly what the paper counts plus one uint32 per page.
+// the store's records, each page one block of the cache's PagePool laid out as OutlierPage
+// (kv_view.h): its capacity, the page's row pointers, then indices and values. Context shift
+// drops a page's outliers with its records, and bytes() is what the blocks cost. The newest
+// page grows by doubling; a page that fills is shrunk to its exact size, so a long context
+// holds what the paper counts plus two uint32 per page.
 #pragma once
 
 #include <cstddef>
@@ -23,6 +23,11 @@ class PagedOutliers {
  public:
   PagedOutliers() = default;
   PagedOutliers(PagePool* pool, int page_tokens) : pool_(pool), page_(page_tokens) {}
+  PagedOutliers(PagedOutliers&& o) noexcept { *this = std::move(o); }
+  PagedOutliers& operator=(PagedOutliers&& o) noexcept;
+  PagedOutliers(const PagedOutliers&) = delete;
+  PagedOutliers& operator=(const PagedOutliers&) = delete;
+  ~PagedOutliers() { truncate(0); }
 
   // Appends one row (token). kOutOfMemory leaves the rows unchanged.
   Status append_row(const uint16_t* idx, const f16_t* val, size_t count);
@@ -34,31 +39,25 @@ class PagedOutliers {
   size_t nnz() const { return nnz_; }
   std::span<const uint16_t> idx(size_t row) const;
   std::span<const f16_t> val(size_t row) const;
-  size_t bytes() const;
-  // Bytes a page holding `nnz` outliers costs once full.
-  static size_t page_bytes(int page_tokens, size_t nnz) { return block_size(page_tokens, nnz); }
-  // Per page, the CSR arrays for views (row pointers relative to the page's arrays).
-  const OutlierPage* pages() const { return refs_.data(); }
+  size_t bytes() const { return bytes_; }
+  // Bytes a full page holding `nnz` outliers costs.
+  static size_t page_bytes(int page_tokens, size_t nnz) { return OutlierPage::block_bytes(page_tokens, nnz); }
+  // The pages' blocks, for views.
+  const uint8_t* const* pages() const { return pages_.data(); }
 
  private:
-  struct Page {
-    PoolBlock block;
-    size_t cap = 0;  // outliers the block holds
-  };
-  static size_t idx_offset(int page_tokens) { return (size_t(page_tokens) + 1) * 4; }
-  static size_t val_offset(int page_tokens, size_t cap) { return idx_offset(page_tokens) + cap * 2; }
-  static size_t block_size(int page_tokens, size_t cap) { return val_offset(page_tokens, cap) + cap * 2; }
-  uint32_t* row_ptr(size_t p) { return reinterpret_cast<uint32_t*>(pages_[p].block.data()); }
-  const uint32_t* row_ptr(size_t p) const { return reinterpret_cast<const uint32_t*>(pages_[p].block.data()); }
+  uint32_t cap(size_t p) const;
+  uint32_t* row_ptr(size_t p) { return reinterpret_cast<uint32_t*>(pages_[p] + 4); }
+  const uint32_t* row_ptr(size_t p) const { return reinterpret_cast<const uint32_t*>(pages_[p] + 4); }
+  size_t rows_in(size_t p) const;
   // Moves page p into a block of capacity cap (>= its outliers). False when the pool refuses.
   bool reallocate(size_t p, size_t cap);
-  void update_ref(size_t p);
+  void release(size_t p);
 
   PagePool* pool_ = nullptr;
   int page_ = 64;
-  size_t n_rows_ = 0, nnz_ = 0;
-  std::vector<Page> pages_;
-  std::vector<OutlierPage> refs_;
+  size_t n_rows_ = 0, nnz_ = 0, bytes_ = 0;
+  std::vector<uint8_t*> pages_;  // OutlierPage blocks (null while a new page is being made)
 };
 
 }  // namespace kvq

@@ -29,6 +29,20 @@ class PagedRows {
   PagedRows() = default;
   PagedRows(PagePool* pool, size_t part_bytes, int n_parts, size_t extra_bytes, int page_records = kPageTokens)
       : pool_(pool), part_(part_bytes), n_parts_(n_parts), extra_(extra_bytes), page_(page_records) {}
+  PagedRows(PagedRows&& o) noexcept { *this = std::move(o); }
+  PagedRows& operator=(PagedRows&& o) noexcept {
+    std::swap(pool_, o.pool_);
+    std::swap(part_, o.part_);
+    std::swap(n_parts_, o.n_parts_);
+    std::swap(extra_, o.extra_);
+    std::swap(page_, o.page_);
+    std::swap(n_tokens_, o.n_tokens_);
+    std::swap(pages_, o.pages_);
+    return *this;
+  }
+  PagedRows(const PagedRows&) = delete;
+  PagedRows& operator=(const PagedRows&) = delete;
+  ~PagedRows() { release_from(0); }
   size_t record_bytes() const { return size_t(n_parts_) * part_ + extra_; }
   size_t page_bytes() const { return record_bytes() * size_t(page_); }
   size_t part_bytes() const { return part_; }
@@ -40,18 +54,15 @@ class PagedRows {
     const size_t need = (size_t(n) + size_t(page_) - 1) / size_t(page_);
     const size_t had = pages_.size();
     while (pages_.size() < need) {
-      PoolBlock p(pool_, page_bytes());
-      if (!p.ok()) {
-        pages_.resize(had);
-        ptrs_.resize(had);
+      uint8_t* p = pool_->acquire(page_bytes());
+      if (!p) {
+        release_from(had);
         return out_of_memory("cannot allocate a KV cache page of " + std::to_string(page_bytes()) +
                              " bytes (" + std::to_string(pool_->bytes_in_use()) + " bytes in use)");
       }
-      ptrs_.push_back(p.data());
-      pages_.push_back(std::move(p));
+      pages_.push_back(p);
     }
-    pages_.resize(need);
-    ptrs_.resize(need);
+    release_from(need);
     n_tokens_ = n;
     return ok_status();
   }
@@ -61,9 +72,9 @@ class PagedRows {
     KVQ_CHECK(t0 >= 0 && n >= 0 && t0 + n <= n_tokens_);
     if (n == 0) return;
     if (t0 % page_ == 0 && n % page_ == 0) {
-      const auto first = ptrdiff_t(t0 / page_), last = ptrdiff_t((t0 + n + page_ - 1) / page_);
-      pages_.erase(pages_.begin() + first, pages_.begin() + std::min(last, ptrdiff_t(pages_.size())));
-      ptrs_.erase(ptrs_.begin() + first, ptrs_.begin() + std::min(last, ptrdiff_t(ptrs_.size())));
+      const auto first = ptrdiff_t(t0 / page_), last = std::min(ptrdiff_t((t0 + n + page_ - 1) / page_), ptrdiff_t(pages_.size()));
+      for (ptrdiff_t k = first; k < last; ++k) pool_->release(pages_[size_t(k)], page_bytes());
+      pages_.erase(pages_.begin() + first, pages_.begin() + last);
       n_tokens_ -= n;
       return;
     }
@@ -76,12 +87,12 @@ class PagedRows {
   // Part h (KV head h) of token t, and its per-token extra bytes.
   uint8_t* part(int t, int h) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_ && h >= 0 && h < n_parts_);
-    return ptrs_[size_t(t / page_)] + (size_t(h) * page_ + size_t(t % page_)) * part_;
+    return pages_[size_t(t / page_)] + (size_t(h) * page_ + size_t(t % page_)) * part_;
   }
   const uint8_t* part(int t, int h) const { return const_cast<PagedRows*>(this)->part(t, h); }
   uint8_t* extra(int t) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_);
-    return ptrs_[size_t(t / page_)] + extras_offset() + size_t(t % page_) * extra_;
+    return pages_[size_t(t / page_)] + extras_offset() + size_t(t % page_) * extra_;
   }
   const uint8_t* extra(int t) const { return const_cast<PagedRows*>(this)->extra(t); }
   // Token t's record in token-major order [parts][extra], scattered to / gathered from its page.
@@ -96,7 +107,7 @@ class PagedRows {
   size_t bytes() const { return pages_.size() * page_bytes(); }
   size_t bytes_for(int n) const { return (size_t(n) + size_t(page_) - 1) / size_t(page_) * page_bytes(); }
   // Page k holds records [k * page_records(), (k + 1) * page_records()).
-  uint8_t* const* pages() const { return ptrs_.data(); }
+  uint8_t* const* pages() const { return pages_.data(); }
   int page_records() const { return page_; }
   // Byte offsets within a page: head h's rows start at h * head_stride(); the extras at
   // extras_offset().
@@ -120,14 +131,19 @@ class PagedRows {
   }
 
  private:
+  // Hands pages [k, end) back to the pool.
+  void release_from(size_t k) {
+    for (size_t i = k; i < pages_.size(); ++i) pool_->release(pages_[i], page_bytes());
+    if (k < pages_.size()) pages_.resize(k);
+  }
+
   PagePool* pool_ = nullptr;
   size_t part_ = 0;
   int n_parts_ = 1;
   size_t extra_ = 0;
   int page_ = kPageTokens;  // records per page
   int n_tokens_ = 0;
-  std::vector<PoolBlock> pages_;
-  std::vector<uint8_t*> ptrs_;  // pages_[k].data(), for views
+  std::vector<uint8_t*> pages_;  // blocks of page_bytes() from pool_
 };
 
 }  // namespace kvq

@@ -14,7 +14,7 @@ namespace {
 Status check_tensor(const TensorQuantConfig& t, int head_dim, int d_kv) {
   switch (t.scheme) {
     case KvScheme::kF16:
-      if (t.bits != 16) return invalid_argument("f16 scheme needs bits = 16");
+      if (t.bits != 16 && t.bits != 32) return invalid_argument("full-precision scheme needs bits = 16 or 32");
       break;
     case KvScheme::kUniform:
       if (!is_packable_bits(t.bits)) return invalid_argument("uniform: bits must be 2, 3, 4 or 8");
@@ -54,8 +54,8 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
   b.fp16_window = double(window) * d_kv * 2 * L;
   const double nq = double(n_q);
   switch (t.scheme) {
-    case KvScheme::kF16:
-      b.codes = nq * d_kv * 2 * L;
+    case KvScheme::kF16:  // f16, or f32 with bits = 32
+      b.codes = nq * d_kv * (t.bits / 8) * L;
       break;
     case KvScheme::kUniform: {
       if (t.per_channel) {
@@ -92,7 +92,7 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         b.outlier_values = nq * per_token * 2 * L;
         b.outlier_indices = nq * per_token * 2 * L;
         const double pages = double((n_q + kKvPageTokens - 1) / kKvPageTokens);
-        b.outlier_pointers = (nq + pages) * 4 * L;
+        b.outlier_pointers = (nq + 2 * pages) * 4 * L;  // + per page: one more pointer, its capacity
       }
       break;
     }

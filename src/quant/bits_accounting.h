@@ -8,8 +8,9 @@
 //   codebook formats: per-layer fp16 zero + half-range per channel (keys, offline), fp32
 //          codebook, optional Q-Norm (2 floats), per-token NormParams (values, online),
 //   outliers: fp16 value + uint16 index per outlier and a uint32 row pointer per token, which
-//          is the paper's accounting (App M), plus one more pointer per page of kKvPageTokens
-//          (the cache keeps them per page, kv/paged_outliers.h),
+//          is the paper's accounting (App M), plus two uint32 per page of kKvPageTokens (one
+//          more pointer and the page's capacity: the cache keeps them per page,
+//          kv/paged_outliers.h),
 //   fp16 windows: KIVI's ring of recent tokens as allocated (kivi_window_rows: keys flushed in
 //          blocks of R, values sliding) and the attention-sink tokens (first n_sink tokens of K
 //          and V in fp16).
@@ -33,6 +34,7 @@ inline int kivi_window_rows(bool keys, int residual, int group_size) {
   return keys ? (residual > group_size ? residual : group_size) : residual + 1;
 }
 
+// kF16: full precision, 16 or 32 bits.
 enum class KvScheme { kF16, kUniform, kNuq, kNf, kQ8_0, kQ4_0 };
 
 struct TensorQuantConfig {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -162,6 +163,34 @@ TEST(Cli, BatchSizeAndBenchDepth) {
   EXPECT_NE(r.output.find("-d 200000000 + -p 128 + -n 128: 200000256 tokens of f32 KV cache need"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("of memory is available"), std::string::npos) << r.output;
+}
+
+// kvq info's prediction is what the process really grows by: a cache filled to 400K tokens
+// (-d replays activations) against peak RSS over the process before the fill (model, window,
+// freed memory handed back). The cache allocates exactly the prediction (tested in kv/); RSS
+// adds malloc's headers and the decode workspace. Under AddressSanitizer RSS also holds its
+// shadow memory (1/8 of the heap) and quarantine, so the bound is looser there.
+TEST(Cli, PeakRssGrowthMatchesThePrediction) {
+#if defined(__SANITIZE_ADDRESS__)
+  const double tolerance = 25.0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  const double tolerance = 25.0;
+#else
+  const double tolerance = 5.0;
+#endif
+#else
+  const double tolerance = 5.0;
+#endif
+  const std::string testbed = shared_path("models/tinystories-l6-d256-h64.gguf");
+  for (const std::string cache : {"q4_0", "kivi-2"}) {
+    Result r = kvq("bench -m " + testbed + " -d 400000 -p 1 -n 2 -r 1 -t 2 --cache " + cache);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const size_t at = r.output.find("% of the prediction)");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    const double off = std::stod(r.output.substr(r.output.rfind('(', at) + 1));
+    EXPECT_LT(std::fabs(off), tolerance) << cache << ": " << r.output;
+  }
 }
 
 // Generation past a full context: pre-RoPE KVQuant keys and f16 keys shift (a page at a time,

@@ -130,6 +130,9 @@ Status run(const std::vector<std::string>& argv) {
   std::vector<float> logits(static_cast<size_t>(n_vocab));
   ForwardWorkspace ws;
   std::vector<double> pp, tg;
+  // The process before any token is stored (model, calibration, the depth window), with freed
+  // memory handed back: what the run adds is the cache and a workspace bounded by -b.
+  const double rss_base = settled_rss_bytes();
   for (int r = 0; r <= reps; ++r) {  // repetition 0 warms up and is not counted
     // Back to depth: the replayed tokens are kept across repetitions unless the cache cannot
     // drop tokens there (KIVI keys inside a quantized block); then it is refilled.
@@ -162,6 +165,14 @@ Status run(const std::vector<std::string>& argv) {
               spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(), depth, median(pp),
               tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0), format_bytes(double(bytes)).c_str(),
               format_bytes(peak_rss_bytes()).c_str());
+  // The prediction kvq info makes for this many tokens, against what the process really grew by.
+  const int held = cache->n_tokens(0);
+  KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held));
+  const double grew = peak_rss_bytes() - rss_base;
+  std::printf("memory: KV cache %.0f bytes allocated for %d tokens, %.0f predicted (kvq info -c %d); peak RSS grew "
+              "%.0f bytes while it filled (%+.1f%% of the prediction)\n",
+              double(bytes), held, predicted.total_bytes(), held, grew,
+              100.0 * (grew - predicted.total_bytes()) / std::max(1.0, predicted.total_bytes()));
   return ok_status();
 }
 }  // namespace

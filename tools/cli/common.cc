@@ -2,6 +2,7 @@
 #include "cli/common.h"
 
 #include <sys/resource.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +73,14 @@ double available_memory() {
     if (key == "MemAvailable:") return kb * 1024.0;
   }
   return 0.0;
+}
+
+double settled_rss_bytes() {
+  malloc_trim(0);
+  std::ifstream f("/proc/self/statm");
+  double size = 0, resident = 0;
+  if (!(f >> size >> resident)) return 0.0;
+  return resident * double(sysconf(_SC_PAGESIZE));
 }
 
 double peak_rss_bytes() {

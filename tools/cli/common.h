@@ -32,6 +32,9 @@ StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a);
 double available_memory();
 // The process's peak resident set (getrusage ru_maxrss) in bytes.
 double peak_rss_bytes();
+// The process's resident set now, after handing freed heap memory back to the system
+// (malloc_trim), so that what is allocated next shows as growth.
+double settled_rss_bytes();
 // Warns (never refuses, as llama.cpp does) when n_tokens positions go beyond the context the
 // model was trained for; what names them in the message ("-c 8192").
 void warn_beyond_training(const std::string& command, const LlamaModel& model, int64_t n_tokens,
