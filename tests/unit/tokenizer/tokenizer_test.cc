@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "io/gguf_writer.h"
+#include "tokenizer_test_util.h"
 
 namespace kvq {
 namespace {
@@ -22,50 +23,12 @@ namespace {
 const std::string kShared = KVQ_SHARED_DIR;
 const std::string kGolden = kShared + "/golden/tokenizer/";
 
-// Whole file, bytes as they are. A missing file fails the calling test (never a skip).
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    ADD_FAILURE() << "missing shared file " << path;
-    return {};
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// "[1, 15043, ...]" as written by llama-tokenize --ids.
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> ids;
-  for (size_t i = 0; i < s.size();) {
-    if (s[i] >= '0' && s[i] <= '9') {
-      size_t end = i;
-      ids.push_back(int32_t(std::stol(s.substr(i), &end)));
-      i += end;
-    } else {
-      ++i;
-    }
-  }
-  return ids;
-}
-
 // Loaded once per vocabulary; a load failure aborts the test with the reason.
 const Tokenizer* load(const std::string& model) {
   static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
   auto& slot = cache[model];
   if (!slot) {
-    const std::string path = kShared + "/models/" + model + ".gguf";
-    auto file = GgufFile::open(path);
-    if (!file.ok()) {
-      ADD_FAILURE() << path << ": " << file.status().to_string();
-      return nullptr;
-    }
-    auto tok = Tokenizer::from_gguf(**file);
-    if (!tok.ok()) {
-      ADD_FAILURE() << path << ": " << tok.status().to_string();
-      return nullptr;
-    }
-    slot = std::make_unique<Tokenizer>(std::move(*tok));
+    slot = load_tokenizer(kShared + "/models/" + model + ".gguf");
   }
   return slot.get();
 }
@@ -251,11 +214,7 @@ StatusOr<Tokenizer> build(const VocabSpec& spec, void (*extra)(GgufWriter&) = nu
   if (spec.write_scores) w.add_f32_array("tokenizer.ggml.scores", spec.scores);
   if (spec.write_types) w.add_i32_array("tokenizer.ggml.token_type", spec.types);
   if (extra) extra(w);
-  // Tokenizer copies everything it keeps, so the bytes may die with this function.
-  const std::vector<uint8_t> bytes = w.serialize();
-  auto file = GgufFile::parse(MappedFile::from_memory(bytes));
-  if (!file.ok()) return file.status();
-  return Tokenizer::from_gguf(**file);
+  return tokenizer_from_writer(w);
 }
 
 TEST(TokenizerSmall, HigherScoreMergesFirst) {
@@ -310,8 +269,8 @@ TEST(TokenizerSmall, Errors) {
         << tok.status().to_string();
   };
   VocabSpec s;
-  s.model = "gpt2";
-  expect_error(s, StatusCode::kUnimplemented, "gpt2");
+  s.model = "bert";
+  expect_error(s, StatusCode::kUnimplemented, "bert");
   s = {};
   s.write_model = false;
   expect_error(s, StatusCode::kNotFound, "tokenizer.ggml.model");
