@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/printable.h"
+#include "tokenizer/pair_merge.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode_class.h"
 
@@ -39,30 +41,6 @@ constexpr std::array<int16_t, kCptLimit> make_cpt_to_byte() {
   return map;
 }
 constexpr std::array<int16_t, kCptLimit> kCptToByte = make_cpt_to_byte();
-
-struct Symbol {
-  int32_t prev, next;
-  uint32_t offset;  // into the word
-  uint32_t n;       // bytes; 0 once merged into its left neighbour
-};
-
-struct Bigram {
-  int32_t rank;
-  int32_t left, right;
-  uint32_t size;  // bytes of left + right when queued; a mismatch at pop time means stale
-};
-
-// std::priority_queue order of llm_bigram_bpe::comparator: lowest rank first, then the leftmost
-// pair. Entries equal under it are identical or stale, so heap tie order cannot matter.
-bool lower_priority(const Bigram& l, const Bigram& r) {
-  return l.rank > r.rank || (l.rank == r.rank && l.left > r.left);
-}
-
-// unicode_len_utf8 of the lead byte (the word is valid UTF-8 by construction).
-uint32_t utf8_len(uint8_t lead) {
-  static constexpr uint8_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-  return kLen[lead >> 4];
-}
 
 }  // namespace
 
@@ -150,51 +128,19 @@ void Tokenizer::bpe_encode_word(std::string_view word, std::vector<int32_t>* out
       return;
     }
   }
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
-  for (uint32_t offs = 0; offs < word.size();) {
-    const uint32_t n = std::min<uint32_t>(utf8_len(uint8_t(word[offs])), word.size() - offs);
-    const int32_t index = int32_t(symbols.size());
-    symbols.push_back({index - 1, offs + n == word.size() ? -1 : index + 1, offs, n});
-    offs += n;
-  }
-
-  std::vector<Bigram> queue;
+  std::vector<detail::MergeSymbol> symbols = detail::utf8_symbols(word);
+  // llm_bigram_bpe: the pair must be a merge; lower ranks merge first.
   std::string key;
-  // Rank of merging the two symbols, or -1.
-  auto rank_of = [&](int32_t left, int32_t right) {
-    key.assign(word.substr(symbols[left].offset, symbols[left].n));
-    key.push_back(' ');
-    key.append(word.substr(symbols[right].offset, symbols[right].n));
-    auto it = merge_ranks_.find(key);
-    return it == merge_ranks_.end() ? -1 : it->second;
-  };
-  auto try_add_bigram = [&](int32_t left, int32_t right) {
-    if (left < 0 || right < 0) return;
-    const int32_t rank = rank_of(left, right);
-    if (rank < 0) return;
-    queue.push_back({rank, left, right, symbols[left].n + symbols[right].n});
-    std::push_heap(queue.begin(), queue.end(), lower_priority);
-  };
-  for (int32_t i = 1; i < int32_t(symbols.size()); ++i) try_add_bigram(i - 1, i);
+  detail::merge_pairs<int64_t>(
+      symbols, [&](const detail::MergeSymbol& l, const detail::MergeSymbol& r) {
+        key.assign(word.substr(l.offset, l.n));
+        key.push_back(' ');
+        key.append(word.substr(r.offset, r.n));
+        auto it = merge_ranks_.find(key);
+        return it == merge_ranks_.end() ? std::nullopt : std::optional<int64_t>(-it->second);
+      });
 
-  while (!queue.empty()) {
-    std::pop_heap(queue.begin(), queue.end(), lower_priority);
-    const Bigram bigram = queue.back();
-    queue.pop_back();
-    Symbol& left = symbols[bigram.left];
-    Symbol& right = symbols[bigram.right];
-    // Symbols only grow, so the joined text is unchanged exactly when the size is.
-    if (left.n == 0 || right.n == 0 || left.n + right.n != bigram.size) continue;
-    left.n += right.n;
-    right.n = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = bigram.left;
-    try_add_bigram(left.prev, bigram.left);
-    try_add_bigram(bigram.left, left.next);
-  }
-
-  for (int32_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
+  for (int64_t i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
     const std::string_view piece = word.substr(symbols[i].offset, symbols[i].n);
     if (const int32_t id = find_token(piece); id >= 0) {
       out->push_back(id);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -58,6 +59,48 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
     return nullptr;
   }
   return std::make_unique<Tokenizer>(std::move(*tok));
+}
+
+// Ids equal to llama.cpp's, reporting the first mismatch (not thousands of them).
+inline void expect_same_ids(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                            const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i], want[i]) << what << ": first mismatch at token " << i;
+  }
+}
+
+// One llama-tokenize golden: a vocabulary, a text and whether special tokens were parsed.
+struct GoldenCase {
+  const char* vocab;
+  const char* text;
+  bool parse_special;
+};
+
+// "<vocab>.<text>[.no-parse-special].ids.txt", the golden's file name.
+inline std::string golden_ids_name(const GoldenCase& c) {
+  return std::string(c.vocab) + "." + c.text + (c.parse_special ? "" : ".no-parse-special") +
+         ".ids.txt";
+}
+
+// A GoogleTest parameter name: "<vocab>_<text>[_no_parse_special]", '_' for what is not a
+// letter or digit.
+inline std::string golden_case_name(const testing::TestParamInfo<GoldenCase>& info) {
+  const GoldenCase& c = info.param;
+  std::string name =
+      std::string(c.vocab) + "_" + c.text + (c.parse_special ? "" : "_no_parse_special");
+  for (char& c : name) {
+    if (!isalnum(uint8_t(c))) c = '_';
+  }
+  return name;
+}
+
+// A load that must fail with `code` and a message containing `needle`.
+inline void expect_load_error(const StatusOr<Tokenizer>& tok, StatusCode code,
+                              const std::string& needle) {
+  ASSERT_FALSE(tok.ok()) << needle;
+  EXPECT_EQ(tok.status().code(), code) << tok.status().to_string();
+  EXPECT_NE(tok.status().message().find(needle), std::string::npos) << tok.status().to_string();
 }
 
 // A tokenizer from an in-memory GGUF. Tokenizer copies everything it keeps, so the bytes may
