@@ -259,6 +259,13 @@ TEST_F(SynthTest, BpeVocabModelsLoadAndRun) {
     EXPECT_NE(run.second.find("Hello world"), std::string::npos) << run.second;
     auto info = kvq("info -m " + o.output);
     EXPECT_EQ(info.first, 0) << info.second;
+    // The vocabulary file itself: its tokenizer loads, and there is nothing to run.
+    auto vocab = kvq("info -m " + o.vocab_from);
+    EXPECT_EQ(vocab.first, 1) << vocab.second;
+    EXPECT_NE(vocab.second.find("is a vocabulary-only GGUF (its \"gpt2\" tokenizer of " +
+                                std::to_string(n_vocab) + " tokens loads"),
+              std::string::npos)
+        << vocab.second;
   }
 }
 
