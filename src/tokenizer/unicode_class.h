@@ -15,6 +15,11 @@ namespace kvq {
 // controls, unassigned), which \p{L}/\p{N}/\p{P} do not match.
 enum class CharClass : uint8_t { kOther, kLetter, kNumber, kPunct, kSpace };
 
+// The table comes from Python's unicodedata (Unicode 14.0 on Debian 12), the newest UCD on the
+// build machines; llama.cpp's (Feb 2025) is Unicode 15.1, so letters and digits first assigned
+// in 15.0/15.1 (CJK Extensions H and I, Kawi, Nag Mundari, ...) are kOther here and may split
+// differently from llama.cpp. Every fixture text predates them.
+//
 // Class of `cpt`; code points past U+10FFFF are kOther. Thread-safe (constant tables).
 CharClass char_class(uint32_t cpt);
 
