@@ -164,6 +164,8 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
           .with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(read_optional_bool(file, "tokenizer.ggml.add_bos_token", &tok.add_bos_)
                           .with_context("tokenizer"));
+  KVQ_RETURN_IF_ERROR(read_optional_bool(file, "tokenizer.ggml.add_eos_token", &tok.add_eos_)
+                          .with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(
       read_optional_bool(file, "tokenizer.ggml.add_space_prefix", &tok.add_space_prefix_)
           .with_context("tokenizer"));

@@ -32,7 +32,8 @@ enum class TokenType : int32_t {
 class Tokenizer {
  public:
   // Reads tokenizer.ggml.{model,tokens,scores,token_type,bos_token_id,eos_token_id,
-  // unknown_token_id,eot_token_id,eom_token_id,add_bos_token,add_space_prefix} and general.name
+  // unknown_token_id,eot_token_id,eom_token_id,add_bos_token,add_eos_token,add_space_prefix}
+  // and general.name
   // (Phi-3 strip rules); for "gpt2" also tokenizer.ggml.{pre,merges} (scores optional, defaults
   // BOS = EOS = 11 and no BOS added, except for the Llama-3 pre-tokenizer, as llama.cpp).
   // Errors name the missing or bad key. Stricter than llama.cpp: special ids out of range
@@ -65,6 +66,9 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   bool add_bos() const { return add_bos_; }
+  // tokenizer.ggml.add_eos_token (default false): llama_tokenize with add_special appends EOS.
+  // encode() never does; a caller that wants llama.cpp's behaviour appends eos_id() itself.
+  bool add_eos() const { return add_eos_; }
   // True for ids that end generation (EOS and other end-of-generation control tokens).
   bool is_eog(int32_t id) const {
     return id == eos_id_ || std::find(eog_ids_.begin(), eog_ids_.end(), id) != eog_ids_.end();
@@ -104,6 +108,7 @@ class Tokenizer {
   bool bpe_ = false;                  // tokenizer.ggml.model "gpt2"
   int32_t bos_id_ = 1, eos_id_ = 2, unk_id_ = 0;  // unk -1: none (byte-level BPE)
   bool add_bos_ = true;
+  bool add_eos_ = false;
   bool add_space_prefix_ = true;
   // CONTROL, USER_DEFINED and UNKNOWN tokens, longest text first (llama.cpp's
   // cache_special_tokens, same std::sort so equal lengths tie the same way).

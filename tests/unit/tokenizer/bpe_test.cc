@@ -227,6 +227,7 @@ struct BpeSpec {
   std::string pre = "gpt-2";
   bool write_merges = true;
   uint32_t bos = 7;
+  int add_bos = -1, add_eos = -1;  // -1: key absent
 };
 
 StatusOr<Tokenizer> build(const BpeSpec& spec) {
@@ -238,6 +239,8 @@ StatusOr<Tokenizer> build(const BpeSpec& spec) {
   if (spec.write_merges) w.add_string_array("tokenizer.ggml.merges", spec.merges);
   w.add_u32("tokenizer.ggml.bos_token_id", spec.bos);
   w.add_u32("tokenizer.ggml.eos_token_id", 7);
+  if (spec.add_bos >= 0) w.add_bool("tokenizer.ggml.add_bos_token", spec.add_bos);
+  if (spec.add_eos >= 0) w.add_bool("tokenizer.ggml.add_eos_token", spec.add_eos);
   return tokenizer_from_writer(w);
 }
 
@@ -266,6 +269,29 @@ TEST(BpeSmall, SpecialTokens) {
   EXPECT_TRUE(tok->is_eog(7));
   EXPECT_EQ(tok->token_to_piece(7), "");
   EXPECT_EQ(tok->token_to_piece(8), "<u>");
+}
+
+// BOS defaults by pre-tokenizer (Llama-3 adds one), and the GGUF flags override the defaults.
+TEST(BpeSmall, BosAndEosFlags) {
+  BpeSpec spec;
+  auto tok = build(spec);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  EXPECT_FALSE(tok->add_bos());
+  EXPECT_FALSE(tok->add_eos());
+  spec.pre = "llama-bpe";
+  tok = build(spec);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  EXPECT_TRUE(tok->add_bos());
+  spec.add_bos = 0, spec.add_eos = 1;
+  tok = build(spec);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  EXPECT_FALSE(tok->add_bos());
+  EXPECT_TRUE(tok->add_eos());
+  spec = {};
+  spec.pre = "";  // absent or empty: llama.cpp's default pre-tokenizer
+  tok = build(spec);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  EXPECT_EQ(tok->encode("ab c", false, true), (std::vector<int32_t>{4, 3, 2}));
 }
 
 TEST(BpeSmall, Errors) {
