@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Vocabulary loading, special-token partitioning and detokenization, after llama.cpp's
-// llama_vocab (src/llama-vocab.cpp, Feb 2025). The merge loop itself is in spm.cc.
+// llama_vocab (src/llama-vocab.cpp, Feb 2025). The merge loops are in spm.cc and bpe.cc.
 #include "tokenizer/tokenizer.h"
 
 #include "base/printable.h"
@@ -57,10 +57,11 @@ int hex_value(char c) {
   return -1;
 }
 
-// Optional special-token id: absent keeps `*id`; present must name a token.
+// Optional special-token id: absent keeps `*id` (a valid id, or -1 for none); present must
+// name a token.
 Status read_token_id(const GgufFile& f, std::string_view key, int32_t n_vocab, int32_t* id) {
   if (!f.find(key)) {
-    if (*id >= 0 && *id < n_vocab) return ok_status();
+    if (*id >= -1 && *id < n_vocab) return ok_status();
     return invalid_argument(std::string(key) + " is absent and its default id " +
                             std::to_string(*id) + " is out of range for a vocabulary of " +
                             std::to_string(n_vocab) + " tokens");
@@ -89,15 +90,21 @@ Status read_optional_bool(const GgufFile& f, std::string_view key, bool* value) 
 StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
   StatusOr<std::string> model = file.get_string("tokenizer.ggml.model");
   if (!model.ok()) return model.status().with_context("tokenizer");
-  if (*model != "llama") {
+  if (*model != "llama" && *model != "gpt2") {
     return unimplemented("tokenizer model \"" + printable(*model) +
-                         "\" is not supported (only \"llama\" SentencePiece vocabularies are)");
+                         "\" is not supported (only \"llama\" SentencePiece and \"gpt2\" "
+                         "byte-level BPE vocabularies are)");
   }
+  const bool bpe = *model == "gpt2";
   StatusOr<std::vector<std::string_view>> texts = file.get_string_array("tokenizer.ggml.tokens");
   if (!texts.ok()) return texts.status().with_context("tokenizer");
-  StatusOr<std::vector<float>> scores = file.get_f32_array("tokenizer.ggml.scores");
-  if (!scores.ok()) return scores.status().with_context("tokenizer");
   const size_t n = texts->size();
+  // Byte-level BPE ranks merges, not tokens: scores are optional there.
+  StatusOr<std::vector<float>> scores = std::vector<float>(n, 0.0f);
+  if (!bpe || file.find("tokenizer.ggml.scores")) {
+    scores = file.get_f32_array("tokenizer.ggml.scores");
+  }
+  if (!scores.ok()) return scores.status().with_context("tokenizer");
   if (n == 0) return invalid_argument("tokenizer: tokenizer.ggml.tokens is empty");
   if (n > size_t(INT32_MAX)) return invalid_argument("tokenizer: too many tokens");
   if (scores->size() != n) {
@@ -135,7 +142,7 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
                               std::to_string(i) + " have the same text \"" + text + "\"");
     }
     const uint32_t attr = attr_of_type(types[i]);
-    if (attr & kAttrByte) {
+    if ((attr & kAttrByte) && !bpe) {
       // token_to_byte reads the two characters after "<0x".
       if (text.size() < 5) {
         return invalid_argument("tokenizer: byte token " + std::to_string(i) + " \"" + text +
@@ -147,6 +154,7 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     tok.tokens_.push_back(std::move(text));
   }
 
+  if (bpe) KVQ_RETURN_IF_ERROR(tok.load_bpe(file).with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(read_token_id(file, "tokenizer.ggml.bos_token_id", n_vocab, &tok.bos_id_)
                           .with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(read_token_id(file, "tokenizer.ggml.eos_token_id", n_vocab, &tok.eos_id_)
@@ -155,6 +163,8 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
       read_token_id(file, "tokenizer.ggml.unknown_token_id", n_vocab, &tok.unk_id_)
           .with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(read_optional_bool(file, "tokenizer.ggml.add_bos_token", &tok.add_bos_)
+                          .with_context("tokenizer"));
+  KVQ_RETURN_IF_ERROR(read_optional_bool(file, "tokenizer.ggml.add_eos_token", &tok.add_eos_)
                           .with_context("tokenizer"));
   KVQ_RETURN_IF_ERROR(
       read_optional_bool(file, "tokenizer.ggml.add_space_prefix", &tok.add_space_prefix_)
@@ -166,9 +176,9 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     tok.eog_ids_.push_back(id);
   }
 
-  std::fill(std::begin(tok.barrier_), std::end(tok.barrier_), true);
+  std::fill(std::begin(tok.barrier_), std::end(tok.barrier_), !bpe);
   for (const std::string& text : tok.tokens_) {
-    if (text.size() < 2) continue;
+    if (bpe || text.size() < 2) continue;
     for (char c : text) {
       if (uint8_t(c) < 128) tok.barrier_[uint8_t(c)] = false;
     }
@@ -228,6 +238,9 @@ StatusOr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     if (attr & (kAttrControl | kAttrUnknown)) continue;
     if (attr & kAttrUserDefined) {
       piece = text;
+    } else if (bpe) {
+      // llama.cpp prints nothing for byte-level BPE's unused, byte and undefined tokens.
+      if (attr & kAttrNormal) piece = bpe_piece(text);
     } else if (attr & kAttrNormal) {
       for (size_t p = 0; p < text.size();) {
         if (text.compare(p, kSpaceEscape.size(), kSpaceEscape) == 0) {
@@ -303,6 +316,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
     if (f.token >= 0) {
       out.push_back(f.token);
       prev_special = true;
+      continue;
+    }
+    if (bpe_) {
+      // llama.cpp adds no space prefix in byte-level BPE (the pre-tokenizer keeps spaces).
+      bpe_encode(text.substr(f.offset, f.length), &out);
       continue;
     }
     escaped.clear();

@@ -2,30 +2,18 @@
 // libFuzzer target: arbitrary bytes through encode/decode of the stories260K vocabulary, with
 // and without special-token parsing. Every id must be in range and decode must not crash.
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string_view>
 
+#include "fuzz_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
 
 const kvq::Tokenizer& tokenizer() {
-  static const std::unique_ptr<kvq::Tokenizer> tok = [] {
-    const std::string path = std::string(KVQ_SHARED_DIR) + "/models/stories260K.gguf";
-    auto file = kvq::GgufFile::open(path);
-    if (!file.ok()) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), file.status().to_string().c_str());
-      std::abort();
-    }
-    auto t = kvq::Tokenizer::from_gguf(**file);
-    if (!t.ok()) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), t.status().to_string().c_str());
-      std::abort();
-    }
-    return std::make_unique<kvq::Tokenizer>(std::move(*t));
-  }();
+  static const std::unique_ptr<kvq::Tokenizer> tok =
+      kvq::load_tokenizer_or_abort("models/stories260K.gguf");
   return *tok;
 }
 

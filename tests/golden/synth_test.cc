@@ -237,5 +237,37 @@ TEST_F(SynthTest, Cli) {
   EXPECT_NE(kvq("--help").second.find("synth"), std::string::npos);
 }
 
+// The byte-level BPE vocabularies of the fixtures have no weights; synth makes runnable models of
+// them, so the Llama-3 and Qwen2 tokenizers load through the model and `kvq run` / `kvq info`.
+TEST_F(SynthTest, BpeVocabModelsLoadAndRun) {
+  const std::pair<const char*, int> vocabs[] = {{"llama-bpe", 128256}, {"qwen2", 151936}};
+  for (const auto& [name, n_vocab] : vocabs) {
+    SCOPED_TRACE(name);
+    SynthOptions o = tiny(shared_path(std::string("fixtures/bpe/vocab/ggml-vocab-") + name + ".gguf"),
+                          std::string(name) + ".gguf");
+    o.type = "q8_0";
+    auto r = synth_model(o);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->n_vocab, n_vocab);
+    expect_loads_and_runs(o, n_vocab);
+    auto m = LlamaModel::load(o.output);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    EXPECT_EQ((*m)->tokenizer().model(), "gpt2");
+    // The prompt prints back through the BPE pieces (Llama-3's BOS prints nothing).
+    auto run = kvq("run -m " + o.output + " -p 'Hello world' -n 3 --temp 0 -t 2");
+    EXPECT_EQ(run.first, 0) << run.second;
+    EXPECT_NE(run.second.find("Hello world"), std::string::npos) << run.second;
+    auto info = kvq("info -m " + o.output);
+    EXPECT_EQ(info.first, 0) << info.second;
+    // The vocabulary file itself: its tokenizer loads, and there is nothing to run.
+    auto vocab = kvq("info -m " + o.vocab_from);
+    EXPECT_EQ(vocab.first, 1) << vocab.second;
+    EXPECT_NE(vocab.second.find("is a vocabulary-only GGUF (its \"gpt2\" tokenizer of " +
+                                std::to_string(n_vocab) + " tokens loads"),
+              std::string::npos)
+        << vocab.second;
+  }
+}
+
 }  // namespace
 }  // namespace kvq

@@ -61,7 +61,21 @@ void warn(const std::string& command, const std::string& message) {
 
 StatusOr<std::unique_ptr<LlamaModel>> load_model(const CommonArgs& a) {
   if (a.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
-  return LlamaModel::load(a.model);
+  auto model = LlamaModel::load(a.model);
+  if (model.ok()) return model;
+  // A vocabulary-only GGUF (llama.cpp's ggml-vocab-*.gguf) has a tokenizer and no tensors: say
+  // so, and whether its tokenizer loads, rather than name the first missing tensor.
+  auto file = GgufFile::open(a.model);
+  if (!file.ok() || !(*file)->tensors().empty() || !(*file)->find("tokenizer.ggml.model")) {
+    return model;
+  }
+  auto tok = Tokenizer::from_gguf(**file);
+  if (!tok.ok()) return tok.status().with_context(a.model + " (a vocabulary-only GGUF)");
+  return invalid_argument(a.model + " is a vocabulary-only GGUF (its \"" +
+                          std::string(tok->model()) + "\" tokenizer of " +
+                          std::to_string(tok->n_vocab()) +
+                          " tokens loads, but there are no weights to run); kvq synth "
+                          "--vocab-from makes a random-weight model with that tokenizer");
 }
 
 double available_memory() {
