@@ -63,7 +63,7 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   const size_t d = size_t(c.n_embd);
   float* x = ws.x.data();
   for (int t = 0; t < n; ++t) {
-    std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
+    weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(t) * d, ctx.path());
   }
   ws.rope_cs.resize(size_t(n) * size_t(c.rope_dim));
   rope_.ggml_angles(pos0, n, ws.rope_cs.data());

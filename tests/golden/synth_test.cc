@@ -142,7 +142,8 @@ TEST_F(SynthTest, WeightsHaveTheDocumentedScale) {
   ASSERT_TRUE(m.ok());
   auto rms = [](const Matrix& w) {
     double s = 0;
-    for (int i = 0; i < w.rows * w.cols; ++i) s += double(w.data[i]) * w.data[i];
+    const float* data = w.f32();
+    for (int i = 0; i < w.rows * w.cols; ++i) s += double(data[i]) * data[i];
     return std::sqrt(s / (double(w.rows) * w.cols));
   };
   const LlamaWeights& w = (*m)->weights();

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+// Constants shared by the ggml weight block formats (ggml-common.h): the K-quant super-block
+// size, the 6-bit packed scale/min pairs of Q4_K and Q5_K, and the IQ4 non-linear codebook.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace kvq {
+
+inline constexpr int kQK_K = 256;     // elements per K-quant super-block
+inline constexpr int kKScaleSize = 12;  // bytes of Q4_K/Q5_K's eight 6-bit scales and mins
+
+// Scale and min of sub-block j (0..7) from Q4_K/Q5_K's 12 packed bytes: j < 4 keep the low
+// 6 bits of bytes j and j + 4; j >= 4 take a nibble of byte j + 4 and the top 2 bits of
+// bytes j - 4 (scale) and j (min).
+inline void k_scale_min(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// IQ4_NL / IQ4_XS: a 4-bit index selects one of these 16 signed levels (ggml kvalues_iq4nl).
+inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
+// The same levels as floats, for SIMD lookups.
+inline constexpr std::array<float, 16> kIq4nlLevels = [] {
+  std::array<float, 16> a{};
+  for (int i = 0; i < 16; ++i) a[std::size_t(i)] = float(kIq4nlValues[i]);
+  return a;
+}();
+
+}  // namespace kvq
