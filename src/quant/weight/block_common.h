@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/fp16.h"
+
 namespace kvq {
 
 inline constexpr int kQK_K = 256;     // elements per K-quant super-block
@@ -22,6 +24,20 @@ inline void k_scale_min(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   } else {
     *d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
     *m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// Q4_K/Q5_K: calls fn(c, d1, m1, d2, m2) for the block's 4 chunks of 64 weights; the first 32
+// weights of chunk c are x = d1 * q - m1, the next 32 x = d2 * q - m2 (sub-blocks 2c, 2c + 1).
+template <typename Fn>
+inline void for_each_k_chunk(f16_t d16, f16_t dmin16, const uint8_t* scales, Fn&& fn) {
+  const float d = f16_to_f32(d16), dmin = f16_to_f32(dmin16);
+  for (int c = 0; c < 4; ++c) {
+    uint8_t sc, m;
+    k_scale_min(2 * c, scales, &sc, &m);
+    const float d1 = d * float(sc), m1 = dmin * float(m);
+    k_scale_min(2 * c + 1, scales, &sc, &m);
+    fn(c, d1, m1, d * float(sc), dmin * float(m));
   }
 }
 

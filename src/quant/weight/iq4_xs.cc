@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// IQ4_XS: scalar reference and Highway dequantizer (bit-identical).
+// IQ4_XS: scalar reference and Highway dequantizer (bit-identical), over one walk of the
+// block (iq4_xs.h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "quant/weight/iq4_xs.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -13,18 +14,14 @@ namespace HWY_NAMESPACE {
 
 void DequantizeRowIQ4XS(const BlockIQ4_XS* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t k) {
   const size_t N = hn::Lanes(DF());
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    for (int b = 0; b < 8; ++b, y += 32) {
-      const int ls = ((x[i].scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x[i].scales_h >> (2 * b)) & 3) << 4);
-      const float dl = d * float(ls - 32);
-      const uint8_t* qs = x[i].qs + 16 * b;
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_iq4_xs_sub_block(x[i], [&](int b, const uint8_t* qs, float dl) {
       for (size_t j = 0; j < 16; j += N) {
         const auto v = LoadBytes(qs + j);
-        StoreScaled(Iq4nlLevels(LowNibbles(v)), dl, y + j);
-        StoreScaled(Iq4nlLevels(HighNibbles(v)), dl, y + 16 + j);
+        StoreScaled(Iq4nlLevels(LowNibbles(v)), dl, y + 32 * b + j);
+        StoreScaled(Iq4nlLevels(HighNibbles(v)), dl, y + 32 * b + 16 + j);
       }
-    }
+    });
   }
 }
 
@@ -38,17 +35,13 @@ namespace kvq {
 HWY_EXPORT(DequantizeRowIQ4XS);
 
 void dequantize_row_iq4_xs_ref(const BlockIQ4_XS* x, float* y, int64_t k) {
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    for (int b = 0; b < 8; ++b, y += 32) {
-      const int ls = ((x[i].scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x[i].scales_h >> (2 * b)) & 3) << 4);
-      const float dl = d * float(ls - 32);
-      const uint8_t* qs = x[i].qs + 16 * b;
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_iq4_xs_sub_block(x[i], [&](int b, const uint8_t* qs, float dl) {
       for (int j = 0; j < 16; ++j) {
-        y[j] = dl * float(kIq4nlValues[qs[j] & 0xF]);
-        y[j + 16] = dl * float(kIq4nlValues[qs[j] >> 4]);
+        y[32 * b + j] = dl * float(kIq4nlValues[qs[j] & 0xF]);
+        y[32 * b + 16 + j] = dl * float(kIq4nlValues[qs[j] >> 4]);
       }
-    }
+    });
   }
 }
 

@@ -23,6 +23,18 @@ struct BlockIQ4_XS {
 };
 static_assert(sizeof(BlockIQ4_XS) == 136, "ggml block_iq4_xs is 136 bytes");
 
+// Calls fn(b, qs, dl) for the block's 8 sub-blocks of 32 weights in order: weight j of
+// sub-block b is dl * kIq4nlValues[nibble], the low nibble of qs[j] for j < 16, else the high
+// nibble of qs[j - 16].
+template <typename Fn>
+inline void for_each_iq4_xs_sub_block(const BlockIQ4_XS& x, Fn&& fn) {
+  const float d = f16_to_f32(x.d);
+  for (int b = 0; b < 8; ++b) {
+    const int ls = ((x.scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x.scales_h >> (2 * b)) & 3) << 4);
+    fn(b, x.qs + 16 * b, d * float(ls - 32));
+  }
+}
+
 // k must be a multiple of 256.
 void dequantize_row_iq4_xs_ref(const BlockIQ4_XS* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -24,6 +24,17 @@ struct BlockQ2_K {
 };
 static_assert(sizeof(BlockQ2_K) == 84, "ggml block_q2_K is 84 bytes");
 
+// Calls fn(g, q, shift, dl, ml) for the block's 16 groups of 16 weights in order:
+// weight l of group g is dl * ((q[l] >> shift) & 3) - ml.
+template <typename Fn>
+inline void for_each_q2_k_group(const BlockQ2_K& b, Fn&& fn) {
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+  for (int g = 0; g < 16; ++g) {
+    const uint8_t sc = b.scales[g];
+    fn(g, b.qs + 32 * (g / 8) + 16 * (g % 2), 2 * ((g % 8) / 2), d * float(sc & 0xF), dmin * float(sc >> 4));
+  }
+}
+
 // k must be a multiple of 256.
 void dequantize_row_q2_k_ref(const BlockQ2_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

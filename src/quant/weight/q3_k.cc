@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Q3_K: scalar reference and Highway dequantizer (bit-identical).
+// Q3_K: scalar reference and Highway dequantizer (bit-identical), over one walk of the
+// block (q3_k.h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "quant/weight/q3_k.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -15,27 +16,15 @@ void DequantizeRowQ3K(const BlockQ3_K* HWY_RESTRICT x, float* HWY_RESTRICT y, in
   const DU du;
   const DI di;
   const size_t N = hn::Lanes(DF());
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    int8_t scales[16];
-    unpack_q3_k_scales(x[i].scales, scales);
-    const uint8_t* q = x[i].qs;
-    int is = 0;
-    uint32_t m = 1;
-    for (int h = 0; h < 2; ++h, q += 32) {
-      for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
-        for (int half = 0; half < 2; ++half, y += 16) {
-          const float dl = d * float(scales[is++]);
-          for (size_t l = 0; l < 16; l += N) {
-            const size_t j = 16 * size_t(half) + l;
-            const auto low = hn::And(hn::ShiftRightSame(LoadBytes(q + j), shift), hn::Set(du, 3u));
-            const auto no_high = hn::Eq(hn::And(LoadBytes(x[i].hmask + j), hn::Set(du, m)), hn::Zero(du));
-            const auto v = hn::Sub(hn::BitCast(di, low), hn::BitCast(di, hn::IfThenElseZero(no_high, hn::Set(du, 4u))));
-            StoreScaled(ToFloat(v), dl, y + l);
-          }
-        }
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_q3_k_group(x[i], [&](int g, const uint8_t* q, const uint8_t* hm, int shift, uint8_t m, float dl) {
+      for (size_t l = 0; l < 16; l += N) {
+        const auto low = hn::And(hn::ShiftRightSame(LoadBytes(q + l), shift), hn::Set(du, 3u));
+        const auto no_high = hn::Eq(hn::And(LoadBytes(hm + l), hn::Set(du, uint32_t(m))), hn::Zero(du));
+        const auto v = hn::Sub(hn::BitCast(di, low), hn::BitCast(di, hn::IfThenElseZero(no_high, hn::Set(du, 4u))));
+        StoreScaled(ToFloat(v), dl, y + 16 * g + l);
       }
-    }
+    });
   }
 }
 
@@ -57,25 +46,10 @@ void unpack_q3_k_scales(const uint8_t packed[12], int8_t scales[16]) {
 }
 
 void dequantize_row_q3_k_ref(const BlockQ3_K* x, float* y, int64_t k) {
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    int8_t scales[16];
-    unpack_q3_k_scales(x[i].scales, scales);
-    const uint8_t* q = x[i].qs;
-    int is = 0;
-    uint8_t m = 1;
-    for (int h = 0; h < 2; ++h, q += 32) {
-      for (int shift = 0; shift < 8; shift += 2, m = uint8_t(m << 1)) {
-        for (int half = 0; half < 2; ++half) {
-          const float dl = d * float(scales[is++]);
-          for (int l = 0; l < 16; ++l) {
-            const int j = 16 * half + l;
-            const int v = ((q[j] >> shift) & 3) - ((x[i].hmask[j] & m) ? 0 : 4);
-            *y++ = dl * float(v);
-          }
-        }
-      }
-    }
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_q3_k_group(x[i], [&](int g, const uint8_t* q, const uint8_t* hm, int shift, uint8_t m, float dl) {
+      for (int l = 0; l < 16; ++l) y[16 * g + l] = dl * float(((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
+    });
   }
 }
 

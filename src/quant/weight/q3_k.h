@@ -27,6 +27,20 @@ static_assert(sizeof(BlockQ3_K) == 110, "ggml block_q3_K is 110 bytes");
 // The 16 scales of a block, unpacked to their signed values (scale - 32).
 void unpack_q3_k_scales(const uint8_t packed[12], int8_t scales[16]);
 
+// Calls fn(g, q, hm, shift, m, dl) for the block's 16 groups of 16 weights in order: weight l
+// of group g is dl * (((q[l] >> shift) & 3) - (hm[l] & m ? 0 : 4)).
+template <typename Fn>
+inline void for_each_q3_k_group(const BlockQ3_K& b, Fn&& fn) {
+  const float d = f16_to_f32(b.d);
+  int8_t scales[16];
+  unpack_q3_k_scales(b.scales, scales);
+  for (int g = 0; g < 16; ++g) {
+    const int p = (g % 8) / 2;  // bit pair within the low bits; 4 * (g / 8) + p is the hmask bit
+    fn(g, b.qs + 32 * (g / 8) + 16 * (g % 2), b.hmask + 16 * (g % 2), 2 * p, uint8_t(1u << (4 * (g / 8) + p)),
+       d * float(scales[g]));
+  }
+}
+
 // k must be a multiple of 256.
 void dequantize_row_q3_k_ref(const BlockQ3_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Q6_K: scalar reference and Highway dequantizer (bit-identical).
+// Q6_K: scalar reference and Highway dequantizer (bit-identical), over one walk of the
+// block (q6_k.h).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "quant/weight/q6_k.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -15,22 +16,16 @@ void DequantizeRowQ6K(const BlockQ6_K* HWY_RESTRICT x, float* HWY_RESTRICT y, in
   const DU du;
   const DI di;
   const size_t N = hn::Lanes(DF());
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    for (int h = 0; h < 2; ++h, y += 128) {
-      const uint8_t* ql = x[i].ql + 64 * h;
-      const uint8_t* qh = x[i].qh + 32 * h;
-      const int8_t* sc = x[i].scales + 8 * h;
-      for (int p = 0; p < 4; ++p) {
-        for (size_t l = 0; l < 32; l += N) {
-          const auto low = LoadBytes(ql + l + 32 * size_t(p & 1));
-          const auto nib = p < 2 ? LowNibbles(low) : HighNibbles(low);
-          const auto top = hn::And(hn::ShiftRightSame(LoadBytes(qh + l), 2 * p), hn::Set(du, 3u));
-          const auto q = hn::Sub(hn::BitCast(di, hn::Or(nib, hn::ShiftLeft<4>(top))), hn::Set(di, 32));
-          StoreScaled(ToFloat(q), d * float(sc[2 * p + int(l / 16)]), y + 32 * p + l);
-        }
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_q6_k_group(x[i], [&](int g, const uint8_t* ql, bool high, const uint8_t* qh, int shift, float dl) {
+      for (size_t l = 0; l < 16; l += N) {
+        const auto low = LoadBytes(ql + l);
+        const auto nib = high ? HighNibbles(low) : LowNibbles(low);
+        const auto top = hn::And(hn::ShiftRightSame(LoadBytes(qh + l), shift), hn::Set(du, 3u));
+        const auto q = hn::Sub(hn::BitCast(di, hn::Or(nib, hn::ShiftLeft<4>(top))), hn::Set(di, 32));
+        StoreScaled(ToFloat(q), dl, y + 16 * g + l);
       }
-    }
+    });
   }
 }
 
@@ -44,21 +39,13 @@ namespace kvq {
 HWY_EXPORT(DequantizeRowQ6K);
 
 void dequantize_row_q6_k_ref(const BlockQ6_K* x, float* y, int64_t k) {
-  for (int64_t i = 0; i < k / kQK_K; ++i) {
-    const float d = f16_to_f32(x[i].d);
-    for (int h = 0; h < 2; ++h, y += 128) {
-      const uint8_t* ql = x[i].ql + 64 * h;
-      const uint8_t* qh = x[i].qh + 32 * h;
-      const int8_t* sc = x[i].scales + 8 * h;
-      for (int p = 0; p < 4; ++p) {
-        for (int l = 0; l < 32; ++l) {
-          const uint8_t low = ql[l + 32 * (p & 1)];
-          const int nib = p < 2 ? (low & 0xF) : (low >> 4);
-          const int q = (nib | (((qh[l] >> (2 * p)) & 3) << 4)) - 32;
-          y[32 * p + l] = d * float(sc[2 * p + l / 16]) * float(q);
-        }
+  for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {
+    for_each_q6_k_group(x[i], [&](int g, const uint8_t* ql, bool high, const uint8_t* qh, int shift, float dl) {
+      for (int l = 0; l < 16; ++l) {
+        const int nib = high ? (ql[l] >> 4) : (ql[l] & 0xF);
+        y[16 * g + l] = dl * float((nib | (((qh[l] >> shift) & 3) << 4)) - 32);
       }
-    }
+    });
   }
 }
 

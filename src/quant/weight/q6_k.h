@@ -24,6 +24,18 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210, "ggml block_q6_K is 210 bytes");
 
+// Calls fn(g, ql, high, qh, shift, dl) for the block's 16 groups of 16 weights in order:
+// weight l of group g is dl * ((nibble | ((qh[l] >> shift) & 3) << 4) - 32), the nibble the
+// high or low one of ql[l].
+template <typename Fn>
+inline void for_each_q6_k_group(const BlockQ6_K& b, Fn&& fn) {
+  const float d = f16_to_f32(b.d);
+  for (int g = 0; g < 16; ++g) {
+    const int h = g / 8, p = (g % 8) / 2, l0 = 16 * (g % 2);
+    fn(g, b.ql + 64 * h + 32 * (p & 1) + l0, p >= 2, b.qh + 32 * h + l0, 2 * p, d * float(b.scales[g]));
+  }
+}
+
 // k must be a multiple of 256.
 void dequantize_row_q6_k_ref(const BlockQ6_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.
