@@ -18,6 +18,7 @@
 #include "quant/weight/q5_k.h"
 #include "quant/weight/q6_k.h"
 #include "quant/weight/q8_k.h"
+#include "quant/weight/vec_dot.h"
 
 namespace kvq {
 
@@ -72,36 +73,58 @@ void round_through(const float* x, float* y, int64_t n) {
   }
 }
 
-struct ActivationRounding {
-  RoundActivationsFn fn;
-  int block;
+bool quantize_q8_0(const float* x, uint8_t* blocks, int64_t n) {
+  return quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(blocks), n).ok();  // checks finiteness
+}
+
+bool quantize_q8_k(const float* x, uint8_t* blocks, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+  }
+  quantize_row_q8_k_ref(x, reinterpret_cast<BlockQ8_K*>(blocks), n);
+  return true;
+}
+
+struct ActivationFormat {
+  RoundActivationsFn round;
+  int block, block_bytes;
+  QuantizeActivationsFn quantize;
 };
-constexpr ActivationRounding kQ8_0Act{round_through<BlockQ8_0, kQK8_0, quantize_row_q8_0_ref, dequantize_row_q8_0_ref>,
-                                      kQK8_0};
-constexpr ActivationRounding kQ8_KAct{round_through<BlockQ8_K, kQK_K, quantize_row_q8_k_ref, dequantize_row_q8_k_ref>,
-                                      kQK_K};
+constexpr ActivationFormat kQ8_0Act{round_through<BlockQ8_0, kQK8_0, quantize_row_q8_0_ref, dequantize_row_q8_0_ref>,
+                                    kQK8_0, int(sizeof(BlockQ8_0)), quantize_q8_0};
+constexpr ActivationFormat kQ8_KAct{round_through<BlockQ8_K, kQK_K, quantize_row_q8_k_ref, dequantize_row_q8_k_ref>,
+                                    kQK_K, int(sizeof(BlockQ8_K)), quantize_q8_k};
+
+template <typename Block, typename ActBlock, float (*kFn)(const Block*, const ActBlock*, int64_t, KernelPath)>
+float vec_dot(const uint8_t* w, const uint8_t* a, int64_t n, KernelPath path) {
+  return kFn(reinterpret_cast<const Block*>(w), reinterpret_cast<const ActBlock*>(a), n, path);
+}
 
 // A type's entry from its reference and its KernelPath-dispatched dequantizer.
 template <typename Block, void (*kRef)(const Block*, float*, int64_t),
           void (*kFn)(const Block*, float*, int64_t, KernelPath)>
-constexpr WeightFormat blocks(GgmlType t, ActivationRounding act) {
-  return {t, typed<Block, kRef>, typed_simd<Block, kFn>, act.fn, act.block};
+constexpr WeightFormat blocks(GgmlType t, ActivationFormat act, VecDotFn dot = nullptr) {
+  return {t, typed<Block, kRef>, typed_simd<Block, kFn>, act.round, act.block, act.block_bytes, act.quantize, dot};
 }
 
 constexpr WeightFormat kFormats[] = {
-    {GgmlType::kF32, f32_row, f32_row, nullptr, 1},
-    {GgmlType::kF16, f16_row_ref, f16_row_simd, nullptr, 1},
-    {GgmlType::kBF16, bf16_row, bf16_row, nullptr, 1},
-    blocks<BlockQ8_0, dequantize_row_q8_0_ref, dequantize_row_q8_0>(GgmlType::kQ8_0, kQ8_0Act),
-    blocks<BlockQ4_0, dequantize_row_q4_0_ref, dequantize_row_q4_0>(GgmlType::kQ4_0, kQ8_0Act),
+    {GgmlType::kF32, f32_row, f32_row, nullptr, 1, 0, nullptr, nullptr},
+    {GgmlType::kF16, f16_row_ref, f16_row_simd, nullptr, 1, 0, nullptr, nullptr},
+    {GgmlType::kBF16, bf16_row, bf16_row, nullptr, 1, 0, nullptr, nullptr},
+    blocks<BlockQ8_0, dequantize_row_q8_0_ref, dequantize_row_q8_0>(GgmlType::kQ8_0, kQ8_0Act,
+                                                                     vec_dot<BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0>),
+    blocks<BlockQ4_0, dequantize_row_q4_0_ref, dequantize_row_q4_0>(GgmlType::kQ4_0, kQ8_0Act,
+                                                                     vec_dot<BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0>),
     blocks<BlockQ4_1, dequantize_row_q4_1_ref, dequantize_row_q4_1>(GgmlType::kQ4_1, kQ8_0Act),
     blocks<BlockQ5_0, dequantize_row_q5_0_ref, dequantize_row_q5_0>(GgmlType::kQ5_0, kQ8_0Act),
     blocks<BlockQ5_1, dequantize_row_q5_1_ref, dequantize_row_q5_1>(GgmlType::kQ5_1, kQ8_0Act),
     blocks<BlockQ2_K, dequantize_row_q2_k_ref, dequantize_row_q2_k>(GgmlType::kQ2_K, kQ8_KAct),
     blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k>(GgmlType::kQ3_K, kQ8_KAct),
-    blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k>(GgmlType::kQ4_K, kQ8_KAct),
+    blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k>(GgmlType::kQ4_K, kQ8_KAct,
+                                                                     vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>),
     blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k>(GgmlType::kQ5_K, kQ8_KAct),
-    blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k>(GgmlType::kQ6_K, kQ8_KAct),
+    blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k>(GgmlType::kQ6_K, kQ8_KAct,
+                                                                     vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>),
     blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl>(GgmlType::kIQ4_NL, kQ8_0Act),
     blocks<BlockIQ4_XS, dequantize_row_iq4_xs_ref, dequantize_row_iq4_xs>(GgmlType::kIQ4_XS, kQ8_KAct),
 };

@@ -19,6 +19,11 @@ using DequantizeRowFn = void (*)(const uint8_t* src, float* dst, int64_t n);
 // Q5_0, IQ4_NL; Q8_1 (same values as Q8_0) for Q4_1, Q5_1; Q8_K for the K-quants and IQ4_XS.
 // A block holding a non-finite value is copied unchanged, so NaN still reaches the logits.
 using RoundActivationsFn = void (*)(const float* x, float* y, int64_t n);
+// The integer path of a type, as ggml's vec_dot: quantizes n activations to the blocks of that
+// activation format (false when x holds a non-finite value), and the dot of a packed weight
+// row with such a row.
+using QuantizeActivationsFn = bool (*)(const float* x, uint8_t* blocks, int64_t n);
+using VecDotFn = float (*)(const uint8_t* w_row, const uint8_t* act_blocks, int64_t n, KernelPath path);
 
 struct WeightFormat {
   GgmlType type;
@@ -30,6 +35,12 @@ struct WeightFormat {
   RoundActivationsFn round_activations;
   // The activation block length round_activations works on (32 or 256; 1 without it).
   int activation_block;
+  // Bytes of one activation block (34 for Q8_0, 292 for Q8_K).
+  int activation_block_bytes;
+  QuantizeActivationsFn quantize_activations;
+  // nullptr: the matmul multiplies round_activations(x) with dequantized rows in f32 instead,
+  // which equals vec_dot up to float rounding.
+  VecDotFn vec_dot;
   DequantizeRowFn dequantize(KernelPath p) const {
     return p == KernelPath::kRef ? dequantize_ref : dequantize_simd;
   }
