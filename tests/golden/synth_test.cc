@@ -117,7 +117,7 @@ TEST_F(SynthTest, SpmVocabModelLoadsWithTheRequestedConfig) {
 }
 
 TEST_F(SynthTest, EveryTypeFromStoriesVocabLoadsAndRuns) {
-  for (const char* type : {"f32", "f16", "bf16", "q8_0"}) {
+  for (const char* type : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}) {
     SCOPED_TRACE(type);
     SynthOptions o = tiny(kStories, std::string(type) + ".gguf");
     o.type = type;

@@ -7,6 +7,9 @@
 #include "quant/weight/block_common-inl.h"
 #include "quant/weight/q4_1.h"
 
+#include <algorithm>
+#include <cmath>
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
@@ -31,6 +34,24 @@ HWY_AFTER_NAMESPACE();
 namespace kvq {
 
 HWY_EXPORT(DequantizeRowQ41);
+
+void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t k) {
+  for (int64_t i = 0; i < k / 32; ++i, x += 32) {
+    float min = x[0], max = x[0];
+    for (int j = 1; j < 32; ++j) {
+      min = std::min(min, x[j]);
+      max = std::max(max, x[j]);
+    }
+    const float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
+    y[i].d = f32_to_f16(d);
+    y[i].m = f32_to_f16(min);
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t lo = uint8_t(std::min(15, int(int8_t((x[j] - min) * id + 0.5f))));
+      const uint8_t hi = uint8_t(std::min(15, int(int8_t((x[j + 16] - min) * id + 0.5f))));
+      y[i].qs[j] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
 
 void dequantize_row_q4_1_ref(const BlockQ4_1* x, float* y, int64_t k) {
   for (int64_t i = 0; i < k / 32; ++i, y += 32) {

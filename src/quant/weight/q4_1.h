@@ -18,6 +18,8 @@ struct BlockQ4_1 {
 };
 static_assert(sizeof(BlockQ4_1) == 20, "ggml block_q4_1 is 20 bytes");
 
+// ggml's quantize_row_q4_1_ref: d = (max - min) / 15, m = min, nibble = min(15, (int8_t)((x - min) / d + 0.5)).
+void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t k);
 // k must be a multiple of 32.
 void dequantize_row_q4_1_ref(const BlockQ4_1* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

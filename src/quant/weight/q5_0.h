@@ -19,6 +19,9 @@ struct BlockQ5_0 {
 };
 static_assert(sizeof(BlockQ5_0) == 22, "ggml block_q5_0 is 22 bytes");
 
+// ggml's quantize_row_q5_0_ref: d = max / -16 (max: the signed value of largest magnitude, first
+// on ties), q = min(31, (int8_t)(x / d + 16.5)).
+void quantize_row_q5_0_ref(const float* x, BlockQ5_0* y, int64_t k);
 // k must be a multiple of 32.
 void dequantize_row_q5_0_ref(const BlockQ5_0* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -19,6 +19,8 @@ struct BlockQ5_1 {
 };
 static_assert(sizeof(BlockQ5_1) == 24, "ggml block_q5_1 is 24 bytes");
 
+// ggml's quantize_row_q5_1_ref: d = (max - min) / 31, m = min, q = (uint8_t)((x - min) / d + 0.5).
+void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, int64_t k);
 // k must be a multiple of 32.
 void dequantize_row_q5_1_ref(const BlockQ5_1* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -6,6 +6,7 @@
 // across thread counts).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include "quant/weight/q3_k.h"
 #include "quant/weight/q4_1.h"
 #include "quant/weight/q4_k.h"
+#include "quant/weight/q5_0.h"
 #include "quant/weight/q5_1.h"
 #include "quant/weight/q5_k.h"
 #include "quant/weight/q6_k.h"
@@ -103,7 +105,7 @@ TEST_P(WeightFormatTest, SimdMatchesReference) {
           ASSERT_TRUE(test::same_bits(got[size_t(i)], ref[size_t(r) * cols + i])) << "row " << r << " col " << i;
       }
     });
-    for (int n_tokens : {1, 3, 70}) {
+    for (int n_tokens : {1, 3, 70, 131}) {
       Rng rng(uint64_t(n_tokens) + 5);
       std::vector<float> x(size_t(n_tokens) * cols);
       for (auto& v : x) v = rng.uniform(-1.0f, 1.0f);
@@ -113,7 +115,7 @@ TEST_P(WeightFormatTest, SimdMatchesReference) {
         ASSERT_NE(xr, x);
       }
       std::vector<float> y1(size_t(n_tokens) * rows), y2(y1.size()), yr(y1.size());
-      ExecContext one(1), two(2), scalar(2, KernelPath::kRef);
+      ExecContext one(1), two(2), scalar(1, KernelPath::kRef);
       matmul(one, w, x.data(), y1.data(), n_tokens);
       matmul(two, w, x.data(), y2.data(), n_tokens);
       matmul(scalar, w, x.data(), yr.data(), n_tokens);
@@ -139,6 +141,35 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, WeightFormatTest, ::testing::ValuesIn(kCases)
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return ggml_type_name(uint32_t(i.param.type));
                          });
+
+// The reference quantizers `kvq synth` writes with: a round trip through the blocks is within
+// half a step (plus the fp16 rounding of the scale and minimum).
+TEST(WeightFormat, ReferenceQuantizersRoundTrip) {
+  constexpr int kN = 32 * 7;
+  Rng rng(3);
+  std::vector<float> x(kN), y(kN);
+  for (auto& v : x) v = rng.uniform(-2.0f, 1.5f);
+  auto check = [&](const char* name, float levels) {
+    for (int b = 0; b < kN / 32; ++b) {
+      float lo = x[32 * b], hi = x[32 * b];
+      for (int j = 0; j < 32; ++j) lo = std::min(lo, x[32 * b + j]), hi = std::max(hi, x[32 * b + j]);
+      const float step = (hi - lo) / levels;
+      for (int j = 0; j < 32; ++j) ASSERT_NEAR(y[32 * b + j], x[32 * b + j], 0.5f * step + 4e-3f * (hi - lo)) << name;
+    }
+  };
+  std::vector<BlockQ4_1> q41(kN / 32);
+  quantize_row_q4_1_ref(x.data(), q41.data(), kN);
+  dequantize_row_q4_1_ref(q41.data(), y.data(), kN);
+  check("q4_1", 15);
+  std::vector<BlockQ5_1> q51(kN / 32);
+  quantize_row_q5_1_ref(x.data(), q51.data(), kN);
+  dequantize_row_q5_1_ref(q51.data(), y.data(), kN);
+  check("q5_1", 31);
+  std::vector<BlockQ5_0> q50(kN / 32);
+  quantize_row_q5_0_ref(x.data(), q50.data(), kN);
+  dequantize_row_q5_0_ref(q50.data(), y.data(), kN);
+  check("q5_0", 15.5f);  // symmetric: 32 steps of max/16 over [-max, max)
+}
 
 // Activation rounding keeps non-finite values, so NaN still reaches the logits.
 TEST(WeightFormat, RoundingKeepsNonFiniteBlocks) {
