@@ -27,6 +27,35 @@ inline void k_scale_min(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   }
 }
 
+// Quantizer helpers (ggml's reference quantizers).
+// The smallest and largest of x[0, n).
+inline void block_min_max(const float* x, int n, float* min, float* max) {
+  *min = *max = x[0];
+  for (int j = 1; j < n; ++j) {
+    *min = x[j] < *min ? x[j] : *min;
+    *max = x[j] > *max ? x[j] : *max;
+  }
+}
+// The value of largest magnitude in x[0, n), signed; the first one on ties; 0 for all zeros.
+inline float block_signed_absmax(const float* x, int n) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j) {
+    const float a = x[j] < 0 ? -x[j] : x[j];
+    if (amax < a) {
+      amax = a;
+      max = x[j];
+    }
+  }
+  return max;
+}
+// Q5_0/Q5_1: element j's code q0 and element j + 16's code q1 into the low nibbles of qs[j] and
+// the fifth bits j and j + 16 of qh.
+inline void put_q5_codes(int j, int q0, int q1, uint8_t* qs, uint32_t* qh) {
+  qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+  *qh |= uint32_t((q0 & 0x10) >> 4) << j;
+  *qh |= uint32_t((q1 & 0x10) >> 4) << (j + 16);
+}
+
 // Q4_K/Q5_K: calls fn(c, d1, m1, d2, m2) for the block's 4 chunks of 64 weights; the first 32
 // weights of chunk c are x = d1 * q - m1, the next 32 x = d2 * q - m2 (sub-blocks 2c, 2c + 1).
 template <typename Fn>

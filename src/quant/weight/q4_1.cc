@@ -37,11 +37,8 @@ HWY_EXPORT(DequantizeRowQ41);
 
 void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, int64_t k) {
   for (int64_t i = 0; i < k / 32; ++i, x += 32) {
-    float min = x[0], max = x[0];
-    for (int j = 1; j < 32; ++j) {
-      min = std::min(min, x[j]);
-      max = std::max(max, x[j]);
-    }
+    float min, max;
+    block_min_max(x, 32, &min, &max);
     const float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
     y[i].m = f32_to_f16(min);

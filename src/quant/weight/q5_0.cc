@@ -39,22 +39,13 @@ HWY_EXPORT(DequantizeRowQ50);
 
 void quantize_row_q5_0_ref(const float* x, BlockQ5_0* y, int64_t k) {
   for (int64_t i = 0; i < k / 32; ++i, x += 32) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j) {
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    const float d = max / -16, id = d ? 1.0f / d : 0.0f;
+    const float d = block_signed_absmax(x, 32) / -16, id = d ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
     uint32_t qh = 0;
     for (int j = 0; j < 16; ++j) {
       const int q0 = std::min(31, int(int8_t(x[j] * id + 16.5f)));
       const int q1 = std::min(31, int(int8_t(x[j + 16] * id + 16.5f)));
-      y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-      qh |= uint32_t((q0 & 0x10) >> 4) << j;
-      qh |= uint32_t((q1 & 0x10) >> 4) << (j + 16);
+      put_q5_codes(j, q0, q1, y[i].qs, &qh);
     }
     std::memcpy(y[i].qh, &qh, 4);
   }

@@ -39,11 +39,8 @@ HWY_EXPORT(DequantizeRowQ51);
 
 void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, int64_t k) {
   for (int64_t i = 0; i < k / 32; ++i, x += 32) {
-    float min = x[0], max = x[0];
-    for (int j = 1; j < 32; ++j) {
-      min = std::min(min, x[j]);
-      max = std::max(max, x[j]);
-    }
+    float min, max;
+    block_min_max(x, 32, &min, &max);
     const float d = (max - min) / 31, id = d ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
     y[i].m = f32_to_f16(min);
@@ -51,9 +48,7 @@ void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, int64_t k) {
     for (int j = 0; j < 16; ++j) {
       const int q0 = int(uint8_t((x[j] - min) * id + 0.5f));
       const int q1 = int(uint8_t((x[j + 16] - min) * id + 0.5f));
-      y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
-      qh |= uint32_t((q0 & 0x10) >> 4) << j;
-      qh |= uint32_t((q1 & 0x10) >> 4) << (j + 16);
+      put_q5_codes(j, q0, q1, y[i].qs, &qh);
     }
     std::memcpy(y[i].qh, &qh, 4);
   }

@@ -8,14 +8,8 @@ namespace kvq {
 
 void quantize_row_q8_k_ref(const float* x, BlockQ8_K* y, int64_t k) {
   for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < kQK_K; ++j) {
-      if (std::fabs(x[j]) > amax) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    if (amax == 0) {
+    const float max = block_signed_absmax(x, kQK_K);
+    if (max == 0) {
       y[i] = {};
       continue;
     }
