@@ -5,6 +5,9 @@
 
 #include "base/fp16.h"
 #include "quant/ggml_blocks.h"
+#include "quant/weight/q4_1.h"
+#include "quant/weight/q5_0.h"
+#include "quant/weight/q5_1.h"
 
 namespace kvq {
 
@@ -26,17 +29,24 @@ void encode_bf16(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
-// ggml's reference quantizer, so the bytes match what llama-quantize would write.
-void encode_q8_0(const float* x, int64_t n, uint8_t* out) {
-  quantize_row_q8_0_ref(x, reinterpret_cast<BlockQ8_0*>(out), n);
+// ggml's reference quantizers for blocks of 32, so the bytes match what llama-quantize writes
+// (without an importance matrix).
+template <typename Block, void (*kQuantize)(const float*, Block*, int64_t)>
+void encode_blocks(const float* x, int64_t n, uint8_t* out) {
+  kQuantize(x, reinterpret_cast<Block*>(out), n);
 }
 
-// file_type values are llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_Q8_0 / MOSTLY_BF16.
+// file_type values are llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_Q8_0 / MOSTLY_BF16 /
+// MOSTLY_Q4_0 / MOSTLY_Q4_1 / MOSTLY_Q5_0 / MOSTLY_Q5_1.
 constexpr WeightType kTypes[] = {
     {"f32", GgmlType::kF32, 0, encode_f32},
     {"f16", GgmlType::kF16, 1, encode_f16},
     {"bf16", GgmlType::kBF16, 32, encode_bf16},
-    {"q8_0", GgmlType::kQ8_0, 7, encode_q8_0},
+    {"q8_0", GgmlType::kQ8_0, 7, encode_blocks<BlockQ8_0, quantize_row_q8_0_ref>},
+    {"q4_0", GgmlType::kQ4_0, 2, encode_blocks<BlockQ4_0, quantize_row_q4_0_ref>},
+    {"q4_1", GgmlType::kQ4_1, 3, encode_blocks<BlockQ4_1, quantize_row_q4_1_ref>},
+    {"q5_0", GgmlType::kQ5_0, 8, encode_blocks<BlockQ5_0, quantize_row_q5_0_ref>},
+    {"q5_1", GgmlType::kQ5_1, 9, encode_blocks<BlockQ5_1, quantize_row_q5_1_ref>},
 };
 
 }  // namespace

@@ -26,8 +26,8 @@ enum class GgufType : uint32_t {
 size_t gguf_scalar_bytes(GgufType t);
 const char* gguf_type_name(GgufType t);
 
-// ggml tensor element types (ids as stored in GGUF). Only F32, F16, BF16 and Q8_0 are loadable;
-// the others are named so that errors can say what the file holds.
+// ggml tensor element types (ids as stored in GGUF). model/weight_format.h lists the ones kvq
+// computes with; the others are named so that errors can say what the file holds.
 enum class GgmlType : uint32_t {
   kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ8_1 = 9,
   kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kQ8_K = 15, kIQ2_XXS = 16,

@@ -20,10 +20,12 @@ const Matrix& layer_weight(const LayerWeights& l, int j) {
 // y[t, :] = w . x[t, :]
 void mm(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n) { matmul(ctx, w, x, y, n); }
 void mm(ExecContext&, const Matrix& w, const double* x, double* y, int n) {
-  for (int t = 0; t < n; ++t) {
-    for (int r = 0; r < w.rows; ++r) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int r = 0; r < w.rows; ++r) {
+    w.dequantize_row(r, row.data(), KernelPath::kRef);
+    for (int t = 0; t < n; ++t) {
       double s = 0;
-      for (int i = 0; i < w.cols; ++i) s += x[size_t(t) * w.cols + i] * double(w.data[size_t(r) * w.cols + i]);
+      for (int i = 0; i < w.cols; ++i) s += x[size_t(t) * w.cols + i] * double(row[size_t(i)]);
       y[size_t(t) * w.rows + r] = s;
     }
   }
@@ -33,11 +35,13 @@ void mm_t(ExecContext& ctx, const Matrix&, const Matrix& wt, const float* dy, fl
   matmul(ctx, wt, dy, dx, n);
 }
 void mm_t(ExecContext&, const Matrix& w, const Matrix&, const double* dy, double* dx, int n) {
-  for (int t = 0; t < n; ++t) {
-    for (int i = 0; i < w.cols; ++i) {
-      double s = 0;
-      for (int r = 0; r < w.rows; ++r) s += dy[size_t(t) * w.rows + r] * double(w.data[size_t(r) * w.cols + i]);
-      dx[size_t(t) * w.cols + i] = s;
+  std::fill(dx, dx + size_t(n) * w.cols, 0.0);
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int r = 0; r < w.rows; ++r) {
+    w.dequantize_row(r, row.data(), KernelPath::kRef);
+    for (int t = 0; t < n; ++t) {
+      const double g = dy[size_t(t) * w.rows + r];
+      for (int i = 0; i < w.cols; ++i) dx[size_t(t) * w.cols + i] += g * double(row[size_t(i)]);
     }
   }
 }
@@ -117,11 +121,15 @@ LlamaGradient<T>::LlamaGradient(const LlamaModel& model) : model_(model) {
   if constexpr (std::is_same_v<T, float>) {
     // Transposed weights once, so dX = dY . W runs on the SIMD matmul.
     const LlamaWeights& w = model.weights();
+    std::vector<float> row;
     auto add = [&](const Matrix& m) {
       AlignedBuffer<float> b(size_t(m.rows) * size_t(m.cols));
-      for (int r = 0; r < m.rows; ++r)
-        for (int c = 0; c < m.cols; ++c) b[size_t(c) * m.rows + r] = m.data[size_t(r) * m.cols + c];
-      wt_.push_back({b.data(), m.cols, m.rows});
+      row.resize(size_t(m.cols));
+      for (int r = 0; r < m.rows; ++r) {
+        m.dequantize_row(r, row.data());
+        for (int c = 0; c < m.cols; ++c) b[size_t(c) * m.rows + r] = row[size_t(c)];
+      }
+      wt_.push_back(f32_matrix(b.data(), m.cols, m.rows));
       transposed_.push_back(std::move(b));
     };
     for (const auto& l : w.layers)
@@ -151,15 +159,18 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
   model_.rope().ggml_angles(0, n, s.rope_cs.data());
   s.layers.resize(size_t(c.n_layers));
   std::vector<T> x(size_t(n) * d), tmp(size_t(n) * std::max(d, ff));
-  for (int t = 0; t < n; ++t)
-    for (int i = 0; i < d; ++i) x[size_t(t) * d + i] = T(w.token_embd.data[size_t(tokens[size_t(t)]) * d + i]);
+  std::vector<float> emb(static_cast<size_t>(d));
+  for (int t = 0; t < n; ++t) {
+    w.token_embd.dequantize_row(tokens[size_t(t)], emb.data(), KernelPath::kRef);
+    for (int i = 0; i < d; ++i) x[size_t(t) * d + i] = T(emb[size_t(i)]);
+  }
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& lw = w.layers[size_t(il)];
     auto& L = s.layers[size_t(il)];
     L.x_in = x;
     L.h1.resize(size_t(n) * d);
     L.r1.resize(size_t(n));
-    rmsnorm_fwd(x.data(), lw.attn_norm.data, L.h1.data(), L.r1.data(), n, d, c.rms_eps);
+    rmsnorm_fwd(x.data(), lw.attn_norm.f32(), L.h1.data(), L.r1.data(), n, d, c.rms_eps);
     L.q.resize(size_t(n) * qd);
     L.k.resize(size_t(n) * kd);
     L.v.resize(size_t(n) * kd);
@@ -202,7 +213,7 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
     L.x_mid = x;
     L.h2.resize(size_t(n) * d);
     L.r2.resize(size_t(n));
-    rmsnorm_fwd(x.data(), lw.ffn_norm.data, L.h2.data(), L.r2.data(), n, d, c.rms_eps);
+    rmsnorm_fwd(x.data(), lw.ffn_norm.f32(), L.h2.data(), L.r2.data(), n, d, c.rms_eps);
     L.g.resize(size_t(n) * ff);
     L.u.resize(size_t(n) * ff);
     mm(ctx, lw.w_gate, L.h2.data(), L.g.data(), n);
@@ -215,7 +226,7 @@ Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> toke
   s.x_out = x;
   s.hf.resize(size_t(n) * d);
   s.rf.resize(size_t(n));
-  rmsnorm_fwd(x.data(), w.output_norm.data, s.hf.data(), s.rf.data(), n, d, c.rms_eps);
+  rmsnorm_fwd(x.data(), w.output_norm.f32(), s.hf.data(), s.rf.data(), n, d, c.rms_eps);
   s.logits.resize(size_t(n) * c.n_vocab);
   mm(ctx, w.output, s.hf.data(), s.logits.data(), n);
   double loss = 0;
@@ -266,7 +277,7 @@ StatusOr<KvGradients<T>> LlamaGradient<T>::compute(ExecContext& ctx, std::span<c
   }
   std::vector<T> dh(size_t(n) * std::max(d, ff)), dx(size_t(n) * d, T(0));
   mm_t(ctx, w.output, wt_.empty() ? Matrix{} : wt_.back(), dlogits.data(), dh.data(), n);
-  rmsnorm_bwd(s.x_out.data(), s.rf.data(), w.output_norm.data, dh.data(), dx.data(), n, d);
+  rmsnorm_bwd(s.x_out.data(), s.rf.data(), w.output_norm.f32(), dh.data(), dx.data(), n, d);
 
   std::vector<T> da(size_t(n) * ff), dg(size_t(n) * ff), du(size_t(n) * ff), tmp(size_t(n) * d);
   std::vector<T> dq(size_t(n) * qd), dk(size_t(n) * kd), dv(size_t(n) * kd), d_o(size_t(n) * qd);
@@ -283,7 +294,7 @@ StatusOr<KvGradients<T>> LlamaGradient<T>::compute(ExecContext& ctx, std::span<c
     mm_t(ctx, lw.w_gate, wt(il, 4), dg.data(), dh.data(), n);
     mm_t(ctx, lw.w_up, wt(il, 5), du.data(), tmp.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) dh[i] += tmp[i];
-    rmsnorm_bwd(L.x_mid.data(), L.r2.data(), lw.ffn_norm.data, dh.data(), dx.data(), n, d);  // dx is now d x_mid
+    rmsnorm_bwd(L.x_mid.data(), L.r2.data(), lw.ffn_norm.f32(), dh.data(), dx.data(), n, d);  // dx is now d x_mid
     // Attention: x_mid = x_in + W_o o.
     mm_t(ctx, lw.wo, wt(il, 3), dx.data(), d_o.data(), n);
     std::fill(dq.begin(), dq.end(), T(0));
@@ -333,7 +344,7 @@ StatusOr<KvGradients<T>> LlamaGradient<T>::compute(ExecContext& ctx, std::span<c
     for (size_t i = 0; i < size_t(n) * d; ++i) dh[i] += tmp[i];
     mm_t(ctx, lw.wv, wt(il, 2), dv.data(), tmp.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) dh[i] += tmp[i];
-    rmsnorm_bwd(L.x_in.data(), L.r1.data(), lw.attn_norm.data, dh.data(), dx.data(), n, d);  // dx is now d x_in
+    rmsnorm_bwd(L.x_in.data(), L.r1.data(), lw.attn_norm.f32(), dh.data(), dx.data(), n, d);  // dx is now d x_in
   }
   return out;
 }

@@ -76,7 +76,7 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   const size_t d = size_t(c.n_embd);
   float* x = ws.x.data();
   for (int t = 0; t < n; ++t) {
-    std::memcpy(x + size_t(t) * d, weights_->token_embd.data + size_t(tokens[size_t(t)]) * d, d * 4);
+    weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(t) * d, ctx.path());
   }
   // A failure at layer il > 0 leaves layers 0..il-1 one step longer: undone.
   const Status s = run_layers(ctx, n, pos0, cache, ws);

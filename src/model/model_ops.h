@@ -9,7 +9,12 @@
 
 namespace kvq {
 
-// y[t, :] = w . x[t, :]   x: [n_tokens, w.cols], y: [n_tokens, w.rows]
+// y[t, :] = w . x[t, :]   x: [n_tokens, w.cols], y: [n_tokens, w.rows]. Reads w in its packed
+// format. Each output is the f32 kernel's dot of x, rounded by the format's round_activations
+// when it has one (llama.cpp's numerics), with the row dequantized exactly as dequantize_row
+// does; for up to 3 tokens, types with an integer path (vec_dot: Q8_0, Q4_0, Q4_K, Q6_K) take
+// it instead, equal up to float rounding. Independent of the thread count; for those types a
+// one-token step and a batch agree to float rounding, not bit for bit.
 void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens);
 // y[t, :] = rmsnorm(x[t, :]) * weight   x, y: [n_tokens, n]
 void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float* y, int n_tokens,

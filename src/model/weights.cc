@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "base/fp16.h"
 #include "base/printable.h"
 
 namespace kvq {
@@ -16,17 +15,6 @@ std::string shape_str(const std::vector<uint64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
-}
-
-// ggml block_q8_0: fp16 scale d, then 32 int8 quants; value = d * q.
-void dequantize_q8_0(const uint8_t* src, float* dst, size_t n) {
-  for (size_t b = 0; b < n / 32; ++b) {
-    const uint8_t* blk = src + b * 34;
-    f16_t d16;
-    std::memcpy(&d16, blk, 2);
-    const float d = f16_to_f32(d16);
-    for (int i = 0; i < 32; ++i) dst[b * 32 + i] = d * float(int8_t(blk[2 + i]));
-  }
 }
 
 class Binder {
@@ -48,37 +36,28 @@ class Binder {
       return invalid_argument("tensor '" + name + "' has shape " + shape_str(t->shape()) +
                               " but the model metadata implies " + shape_str(want));
     }
+    const WeightFormat* fmt = find_weight_format(t->type);
+    if (!fmt) {
+      return unimplemented("tensor '" + name + "' has type " + ggml_type_name(t->type) +
+                           "; kvq computes with " + weight_format_names() + " weights");
+    }
+    if (fmt->type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
+      return data_loss("tensor '" + name + "' data is misaligned");
+    }
     const size_t n = size_t(rows) * size_t(cols);
     m->rows = rows;
     m->cols = cols;
+    m->format = fmt;
+    m->data = t->data;
+    m->row_bytes = size_t(t->n_bytes / uint64_t(rows));
     w_->n_params += n;
-    switch (GgmlType(t->type)) {
-      case GgmlType::kF32:
-        if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
-          return data_loss("tensor '" + name + "' data is misaligned");
-        }
-        m->data = reinterpret_cast<const float*>(t->data);
-        return ok_status();
-      case GgmlType::kF16:
-      case GgmlType::kBF16:
-      case GgmlType::kQ8_0: break;
-      default:
-        return unimplemented("tensor '" + name + "' has type " + ggml_type_name(t->type) +
-                             "; kvq loads F32, F16, BF16 and Q8_0 weights");
-    }
+    w_->mapped_bytes += size_t(t->n_bytes);
+    if (rows > 1 || fmt->type == GgmlType::kF32) return ok_status();
+    // A norm vector in another format: n_embd floats, converted once so rmsnorm reads f32.
     AlignedBuffer<float> buf;
     if (!buf.resize(n)) return out_of_memory("cannot allocate f32 copy of '" + name + "'");
-    if (GgmlType(t->type) == GgmlType::kQ8_0) {
-      dequantize_q8_0(t->data, buf.data(), n);
-    } else {
-      const bool bf = GgmlType(t->type) == GgmlType::kBF16;
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, t->data + 2 * i, 2);
-        buf[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-    }
-    m->data = buf.data();
+    m->dequantize_row(0, buf.data(), KernelPath::kRef);
+    *m = f32_matrix(buf.data(), 1, cols);
     w_->converted.push_back(std::move(buf));
     return ok_status();
   }
@@ -89,6 +68,11 @@ class Binder {
 };
 
 }  // namespace
+
+Matrix f32_matrix(const float* data, int rows, int cols) {
+  return {reinterpret_cast<const uint8_t*>(data), find_weight_format(uint32_t(GgmlType::kF32)), rows,
+          cols, size_t(cols) * sizeof(float)};
+}
 
 StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
                                                            const ModelConfig& c) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// LLaMA weights bound by canonical GGUF tensor names. F32 tensors are used in place from the
-// mapping; F16, BF16 and Q8_0 tensors are converted to f32 once at load (documented trade-off:
-// simple, exact kernels over one weight type, at 2-4x the memory of the file for those types).
+// LLaMA weights bound by canonical GGUF tensor names. Matrices stay in their file format and
+// are read in place from the mapping (model_ops' matmul dequantizes rows as it goes); only the
+// 1-D norm vectors of a non-F32 file are converted to f32 at load (n_embd floats each).
 #pragma once
 
 #include <memory>
@@ -9,18 +9,39 @@
 #include <vector>
 
 #include "base/aligned_buffer.h"
+#include "base/check.h"
+#include "base/kernel_path.h"
 #include "io/gguf.h"
 #include "kvq/status.h"
 #include "model/config.h"
+#include "model/weight_format.h"
 
 namespace kvq {
 
-// Row-major [rows, cols] f32 matrix (a vector has rows == 1).
+// Row-major [rows, cols] matrix of packed rows in a ggml weight format (a vector has
+// rows == 1). Row r is the row_bytes at data + r * row_bytes: F32 floats, or the type's blocks.
 struct Matrix {
-  const float* data = nullptr;
+  const uint8_t* data = nullptr;
+  const WeightFormat* format = nullptr;
   int rows = 0;
   int cols = 0;
+  size_t row_bytes = 0;
+
+  GgmlType type() const { return format->type; }
+  const uint8_t* row(int r) const { return data + size_t(r) * row_bytes; }
+  // The f32 data of an F32 matrix (norm vectors are always F32 after loading).
+  const float* f32() const {
+    KVQ_CHECK(format->type == GgmlType::kF32, "f32() on a %s matrix", ggml_type_name(uint32_t(format->type)).c_str());
+    return reinterpret_cast<const float*>(data);
+  }
+  // Dequantizes row r into out[0, cols).
+  void dequantize_row(int r, float* out, KernelPath path = KernelPath::kSimd) const {
+    format->dequantize(path)(row(r), out, cols);
+  }
 };
+
+// A view of f32 data the caller keeps alive, as a Matrix.
+Matrix f32_matrix(const float* data, int rows, int cols);
 
 struct LayerWeights {
   Matrix attn_norm;  // [n_embd]
@@ -40,12 +61,13 @@ struct LlamaWeights {
   Matrix output;       // [n_vocab, n_embd]; token_embd when the file has no output.weight
   bool output_tied = false;
   std::vector<LayerWeights> layers;
-  std::vector<AlignedBuffer<float>> converted;  // owns f32 copies of non-F32 tensors
+  std::vector<AlignedBuffer<float>> converted;  // owns f32 copies of non-F32 norm vectors
   size_t n_params = 0;
+  size_t mapped_bytes = 0;  // bytes of the file's tensors the weights read in place
 };
 
 // Binds every tensor, checking its shape against the config and its type against the
-// supported set (F32, F16, BF16, Q8_0); errors name the tensor and what is wrong.
+// supported set (weight_format_names()); errors name the tensor and what is wrong.
 StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
                                                            const ModelConfig& config);
 

@@ -173,8 +173,9 @@ std::string write_tiny_model(const TinySpec& s, const std::string& name) {
         bytes.push_back(uint8_t(dh >> 8));
         for (int i = 0; i < 32; ++i) bytes.push_back(uint8_t(int8_t(std::lround(v[b * 32 + i] * id))));
       }
-    } else {  // any other type: correct byte size for a 32-element block type of 18 bytes
-      bytes.resize(v.size() / 32 * 18);
+    } else {  // any other type: zero blocks of the right byte size
+      const GgmlBlockInfo bi = ggml_block_info(type);
+      bytes.resize(v.size() / bi.block_elems * bi.block_bytes);
     }
     w.add_tensor(n, ne, type, bytes);
   };
@@ -215,11 +216,14 @@ TEST(BadModels, ClearErrors) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("blk.1.attn_k.weight"), std::string::npos) << st.message();
 
-  TinySpec q4;
-  q4.weight_type = 2;  // Q4_0
-  st = LlamaModel::load(write_tiny_model(q4, "q4")).status();
+  // A type kvq does not compute with (Q8_1 exists only for activations): the error names the
+  // type and the tensor.
+  TinySpec q8_1;
+  q8_1.weight_type = 9;
+  st = LlamaModel::load(write_tiny_model(q8_1, "q8_1")).status();
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
-  EXPECT_NE(st.message().find("Q4_0"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("Q8_1"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("token_embd.weight"), std::string::npos) << st.message();
 
   // A layer beyond block_count is a different model than the metadata says (issue 12, item 5);
   // so is a layer index that is not a number.

@@ -117,7 +117,7 @@ TEST_F(SynthTest, SpmVocabModelLoadsWithTheRequestedConfig) {
 }
 
 TEST_F(SynthTest, EveryTypeFromStoriesVocabLoadsAndRuns) {
-  for (const char* type : {"f32", "f16", "bf16", "q8_0"}) {
+  for (const char* type : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}) {
     SCOPED_TRACE(type);
     SynthOptions o = tiny(kStories, std::string(type) + ".gguf");
     o.type = type;
@@ -142,7 +142,8 @@ TEST_F(SynthTest, WeightsHaveTheDocumentedScale) {
   ASSERT_TRUE(m.ok());
   auto rms = [](const Matrix& w) {
     double s = 0;
-    for (int i = 0; i < w.rows * w.cols; ++i) s += double(w.data[i]) * w.data[i];
+    const float* data = w.f32();
+    for (int i = 0; i < w.rows * w.cols; ++i) s += double(data[i]) * data[i];
     return std::sqrt(s / (double(w.rows) * w.cols));
   };
   const LlamaWeights& w = (*m)->weights();

@@ -2,6 +2,8 @@
 // kvq info: model metadata, parameter count, KV cache bytes per token and memory for -c.
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "base/printable.h"
 
@@ -47,8 +49,14 @@ Status run(const std::vector<std::string>& argv) {
               c.name.empty() ? "" : ", ", printable(c.name).c_str());
   std::printf("gguf: version %u, %zu tensors, %zu metadata keys\n", model->gguf().version(),
               model->gguf().tensors().size(), model->gguf().kvs().size());
-  std::printf("params: %zu (%s as f32)\n", model->weights().n_params,
-              format_bytes(4.0 * double(model->weights().n_params)).c_str());
+  // Weights are read in place from the mapping, so the file's tensor bytes are what they cost.
+  std::map<std::string, int> type_counts;
+  for (const auto& t : model->gguf().tensors()) ++type_counts[ggml_type_name(t.type)];
+  std::string types;
+  for (const auto& [name, count] : type_counts) types += (types.empty() ? "" : ", ") + name + " x" + std::to_string(count);
+  std::printf("params: %zu; weights: %s mapped in place (%s as f32); tensor types: %s\n",
+              model->weights().n_params, format_bytes(double(model->weights().mapped_bytes)).c_str(),
+              format_bytes(4.0 * double(model->weights().n_params)).c_str(), types.c_str());
   std::printf("n_vocab %d, n_embd %d, n_layers %d, n_heads %d, n_kv_heads %d, head_dim %d, n_ff %d\n",
               c.n_vocab, c.n_embd, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ff);
   std::printf("context_length %d, rope_dim %d, rope_freq_base %g, rms_eps %g, output %s\n",

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+#include "model/weight_format.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "base/fp16.h"
+#include "kernels/cpu/ops.h"
+#include "quant/ggml_blocks.h"
+#include "quant/weight/iq4_nl.h"
+#include "quant/weight/iq4_xs.h"
+#include "quant/weight/q2_k.h"
+#include "quant/weight/q3_k.h"
+#include "quant/weight/q4_1.h"
+#include "quant/weight/q4_k.h"
+#include "quant/weight/q5_0.h"
+#include "quant/weight/q5_1.h"
+#include "quant/weight/q5_k.h"
+#include "quant/weight/q6_k.h"
+#include "quant/weight/q8_k.h"
+#include "quant/weight/vec_dot.h"
+
+namespace kvq {
+
+namespace {
+
+void f32_row(const uint8_t* s, float* d, int64_t n) { std::memcpy(d, s, size_t(n) * 4); }
+
+void f16_row_ref(const uint8_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    f16_t h;
+    std::memcpy(&h, s + 2 * i, 2);
+    d[i] = f16_to_f32(h);
+  }
+}
+void f16_row_simd(const uint8_t* s, float* d, int64_t n) {
+  cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(s), d, size_t(n));
+}
+
+void bf16_row(const uint8_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    bf16_t h;
+    std::memcpy(&h, s + 2 * i, 2);
+    d[i] = bf16_to_f32(h);
+  }
+}
+
+// Adapts a typed row dequantizer (Block*, float*, k) to DequantizeRowFn.
+template <typename Block, void (*kFn)(const Block*, float*, int64_t)>
+void typed(const uint8_t* s, float* d, int64_t n) {
+  kFn(reinterpret_cast<const Block*>(s), d, n);
+}
+
+template <typename Block, void (*kFn)(const Block*, float*, int64_t, KernelPath)>
+void typed_simd(const uint8_t* s, float* d, int64_t n) {
+  kFn(reinterpret_cast<const Block*>(s), d, n, KernelPath::kSimd);
+}
+
+// x rounded through an activation block format (quantize then dequantize, block by block).
+template <typename Block, int kN, void (*kQuantize)(const float*, Block*, int64_t),
+          void (*kDequantize)(const Block*, float*, int64_t)>
+void round_through(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += kN) {
+    bool finite = true;
+    for (int j = 0; j < kN; ++j) finite &= std::isfinite(x[i + j]);
+    if (!finite) {
+      std::memcpy(y + i, x + i, sizeof(float) * kN);
+      continue;
+    }
+    Block b;
+    kQuantize(x + i, &b, kN);
+    kDequantize(&b, y + i, kN);
+  }
+}
+
+bool quantize_q8_0(const float* x, uint8_t* blocks, int64_t n) {
+  return quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(blocks), n).ok();  // checks finiteness
+}
+
+bool quantize_q8_k(const float* x, uint8_t* blocks, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+  }
+  quantize_row_q8_k_ref(x, reinterpret_cast<BlockQ8_K*>(blocks), n);
+  return true;
+}
+
+struct ActivationFormat {
+  RoundActivationsFn round;
+  int block, block_bytes;
+  QuantizeActivationsFn quantize;
+};
+constexpr ActivationFormat kQ8_0Act{round_through<BlockQ8_0, kQK8_0, quantize_row_q8_0_ref, dequantize_row_q8_0_ref>,
+                                    kQK8_0, int(sizeof(BlockQ8_0)), quantize_q8_0};
+constexpr ActivationFormat kQ8_KAct{round_through<BlockQ8_K, kQK_K, quantize_row_q8_k_ref, dequantize_row_q8_k_ref>,
+                                    kQK_K, int(sizeof(BlockQ8_K)), quantize_q8_k};
+
+template <typename Block, typename ActBlock, float (*kFn)(const Block*, const ActBlock*, int64_t, KernelPath)>
+float vec_dot(const uint8_t* w, const uint8_t* a, int64_t n, KernelPath path) {
+  return kFn(reinterpret_cast<const Block*>(w), reinterpret_cast<const ActBlock*>(a), n, path);
+}
+
+// A type's entry from its reference and its KernelPath-dispatched dequantizer.
+template <typename Block, void (*kRef)(const Block*, float*, int64_t),
+          void (*kFn)(const Block*, float*, int64_t, KernelPath)>
+constexpr WeightFormat blocks(GgmlType t, ActivationFormat act, VecDotFn dot = nullptr) {
+  return {t, typed<Block, kRef>, typed_simd<Block, kFn>, act.round, act.block, act.block_bytes, act.quantize, dot};
+}
+
+constexpr WeightFormat kFormats[] = {
+    {GgmlType::kF32, f32_row, f32_row, nullptr, 1, 0, nullptr, nullptr},
+    {GgmlType::kF16, f16_row_ref, f16_row_simd, nullptr, 1, 0, nullptr, nullptr},
+    {GgmlType::kBF16, bf16_row, bf16_row, nullptr, 1, 0, nullptr, nullptr},
+    blocks<BlockQ8_0, dequantize_row_q8_0_ref, dequantize_row_q8_0>(GgmlType::kQ8_0, kQ8_0Act,
+                                                                     vec_dot<BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0>),
+    blocks<BlockQ4_0, dequantize_row_q4_0_ref, dequantize_row_q4_0>(GgmlType::kQ4_0, kQ8_0Act,
+                                                                     vec_dot<BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0>),
+    blocks<BlockQ4_1, dequantize_row_q4_1_ref, dequantize_row_q4_1>(GgmlType::kQ4_1, kQ8_0Act),
+    blocks<BlockQ5_0, dequantize_row_q5_0_ref, dequantize_row_q5_0>(GgmlType::kQ5_0, kQ8_0Act),
+    blocks<BlockQ5_1, dequantize_row_q5_1_ref, dequantize_row_q5_1>(GgmlType::kQ5_1, kQ8_0Act),
+    blocks<BlockQ2_K, dequantize_row_q2_k_ref, dequantize_row_q2_k>(GgmlType::kQ2_K, kQ8_KAct),
+    blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k>(GgmlType::kQ3_K, kQ8_KAct),
+    blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k>(GgmlType::kQ4_K, kQ8_KAct,
+                                                                     vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>),
+    blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k>(GgmlType::kQ5_K, kQ8_KAct),
+    blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k>(GgmlType::kQ6_K, kQ8_KAct,
+                                                                     vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>),
+    blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl>(GgmlType::kIQ4_NL, kQ8_0Act),
+    blocks<BlockIQ4_XS, dequantize_row_iq4_xs_ref, dequantize_row_iq4_xs>(GgmlType::kIQ4_XS, kQ8_KAct),
+};
+
+}  // namespace
+
+const WeightFormat* find_weight_format(uint32_t type) {
+  for (const auto& f : kFormats) {
+    if (uint32_t(f.type) == type) return &f;
+  }
+  return nullptr;
+}
+
+std::string weight_format_names() {
+  std::string s;
+  for (const auto& f : kFormats) s += (s.empty() ? "" : ", ") + ggml_type_name(uint32_t(f.type));
+  return s;
+}
+
+}  // namespace kvq

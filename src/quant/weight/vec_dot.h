@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+// Dot products of packed weight rows with activation rows quantized to Q8 blocks, as ggml's
+// vec_dot does: an exact int32 sum per block (per sub-block for the K-quants, times its integer
+// scale), then one float multiply-add per block. The references add the blocks in order; the
+// Highway versions keep the float sums in vector lanes and reduce once per row (as ggml's
+// kernels do), so they differ from the references only by float rounding.
+// n (the row length) must be a multiple of the weight block (32 or 256).
+#pragma once
+
+#include <cstdint>
+
+#include "base/kernel_path.h"
+#include "quant/ggml_blocks.h"
+#include "quant/weight/q4_k.h"
+#include "quant/weight/q6_k.h"
+#include "quant/weight/q8_k.h"
+
+namespace kvq {
+
+// Q8_0 and Q4_0 weights with Q8_0 activations: sum_b d_w d_a sum_j q_w q_a.
+float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n);
+float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n);
+// K-quant weights with Q8_K activations; Q4_K's minimums use the activation's 16-sums.
+float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n);
+float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n);
+
+float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
+
+}  // namespace kvq
