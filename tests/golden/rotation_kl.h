@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,5 +62,21 @@ class RotationKl {
   PplArgs args_;
   LogprobFile base_;
 };
+
+// A cache (K and V spec) and the KL against f16 it is held to.
+struct KlCase {
+  const char *k, *v;
+  double kl;
+};
+
+// Runs every case; each KL must be at most factor * its case's kl.
+inline void expect_kl_within(RotationKl& runs, std::initializer_list<KlCase> cases, double factor) {
+  for (const KlCase& c : cases) {
+    const PplResult r = runs.run(c.k, c.v);
+    ASSERT_TRUE(r.has_kl) << c.k << " / " << c.v;
+    std::printf("%-40s %-28s KL %.5f (bound %.5f)\n", c.k, c.v, r.kl_mean, factor * c.kl);
+    EXPECT_LE(r.kl_mean, factor * c.kl) << c.k << " / " << c.v;
+  }
+}
 
 }  // namespace kvq::testing
