@@ -138,6 +138,8 @@ StatusOr<CacheSpec> parse_cache_spec(std::string_view k_spec, std::string_view v
   CacheSpec s;
   KVQ_ASSIGN_OR_RETURN(s.k, parse_tensor_spec(k_spec));
   KVQ_ASSIGN_OR_RETURN(s.v, parse_tensor_spec(v_spec));
+  // Refused here, before any calibration, rather than when the cache is built.
+  if (s.k.rot && s.k.kind == TensorKind::kKvquant && s.k.kvquant.pre_rope) return pre_rope_rotation_error(s.k.text);
   s.text = k_spec == v_spec ? std::string(k_spec) : "K=" + std::string(k_spec) + ",V=" + std::string(v_spec);
   return s;
 }

@@ -8,20 +8,22 @@
 
 namespace kvq {
 
+Status pre_rope_rotation_error(const std::string& spec) {
+  return invalid_argument("'" + spec + "' as keys: keys stored before RoPE cannot be rotated (RoPE is applied "
+                          "between the cache and the query, so the rotation cannot move onto the query): add "
+                          "prerope=0, or rotate only the values (--cache-v SPEC:rot=1)");
+}
+
 StatusOr<std::unique_ptr<KvStore>> RotatedStore::make(std::unique_ptr<KvStore> inner, KvRole role) {
   const int hd = inner->shape().head_dim;
-  std::string spec = "'";
-  spec += inner->name();
-  spec += ":rot=1': ";
   if (!hadamard_size_ok(hd)) {
+    std::string spec = "'";
+    spec += inner->name();
+    spec += ":rot=1': ";
     return invalid_argument(spec + "the Hadamard rotation needs head_dim a power of two, this model's is " +
                             std::to_string(hd));
   }
-  if (role == KvRole::kKey && inner->pre_rope()) {
-    return invalid_argument(spec + "keys stored before RoPE cannot be rotated (RoPE is applied between the "
-                            "cache and the query, so the rotation cannot move onto the query): add prerope=0, "
-                            "or rotate only the values (--cache-v SPEC:rot=1)");
-  }
+  if (role == KvRole::kKey && inner->pre_rope()) return pre_rope_rotation_error(inner->name() + ":rot=1");
   return std::unique_ptr<KvStore>(new RotatedStore(std::move(inner)));
 }
 

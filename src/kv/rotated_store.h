@@ -14,6 +14,9 @@
 
 namespace kvq {
 
+// The error for rot=1 on keys stored before RoPE (spec: the store's spec text).
+Status pre_rope_rotation_error(const std::string& spec);
+
 class RotatedStore final : public KvStore {
  public:
   // Errors: head_dim not a power of two; keys stored before RoPE (RoPE sits between the cache

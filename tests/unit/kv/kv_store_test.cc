@@ -250,7 +250,7 @@ TEST(CacheSpec, RotationNeedsAPowerOfTwoAndPostRopeKeys) {
     lp.lower.assign(kShape.row_values(), -2.0f);
     kp.layers.push_back(lp);
   }
-  const auto pre = make_cache(parse_cache_spec("kvquant-3:rot=1").value(), kShape, {&kp, &vp}).status();
+  const auto pre = parse_cache_spec("kvquant-3:rot=1").status();
   EXPECT_NE(pre.message().find("before RoPE"), std::string::npos) << pre.message();
   EXPECT_TRUE(make_cache(parse_cache_spec("kvquant-3", "kvquant-3:rot=1").value(), kShape, {&kp, &vp}).ok());
   auto post = make_cache(parse_cache_spec("kvquant-3:prerope=0:rot=1").value(), kShape, {&kp, &vp});
