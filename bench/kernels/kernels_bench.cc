@@ -8,6 +8,7 @@
 
 #include "base/rng.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/ref/hadamard_ref.h"
 #include "kernels/ref/ops_ref.h"
 
 namespace kvq {
@@ -60,6 +61,21 @@ void BM_AttentionF16(benchmark::State& st) {
   st.SetBytesProcessed(int64_t(st.iterations()) * 2 * int64_t(k.size()) * 2);
 }
 BENCHMARK(BM_AttentionF16)->Arg(1024)->Arg(16384);
+
+// What a rotated cache (rot=1) adds per decode step: the transform of one head vector (the
+// query, or an output back), next to BM_AttentionF16's attention of one head over n tokens.
+// arg: head_dim
+void BM_HadamardRow(benchmark::State& st) {
+  const int hd = int(st.range(0));
+  auto x = rnd(size_t(hd));
+  std::vector<float> signs(static_cast<size_t>(hd));
+  hadamard_signs(hd, signs.data());
+  for (auto _ : st) {
+    cpu::hadamard_rows(x.data(), 1, hd, signs.data(), false);
+    benchmark::DoNotOptimize(x.data());
+  }
+}
+BENCHMARK(BM_HadamardRow)->Arg(64)->Arg(128);
 
 void BM_Memcpy(benchmark::State& st) {
   const size_t n = size_t(st.range(0));

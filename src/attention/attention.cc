@@ -14,6 +14,7 @@
 #include "kernels/cpu/kv_decode.h"
 #include "kernels/cpu/kv_fused.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/ref/hadamard_ref.h"
 #include "kernels/ref/kv_decode_ref.h"
 #include "kernels/ref/ops_ref.h"
 #include "kv/kv_view.h"
@@ -76,7 +77,14 @@ struct Call {
   const float* q;
   int pos0;
   std::vector<float> chunk_rot;  // pre-RoPE: angles of each chunk start [n_chunks][rope_dim]
+  std::vector<float> signs;      // rotated K or V: the Hadamard signs [hd]
 };
+
+// x: [n_rows, hd] to (forward) or from the rotated basis of a rot=1 store.
+void rotate_rows(const Call& c, float* x, int n_rows, bool inverse) {
+  if (c.path == KernelPath::kSimd) return cpu::hadamard_rows(x, n_rows, c.p->head_dim, c.signs.data(), inverse);
+  ref::hadamard_rows_ref(x, n_rows, c.p->head_dim, c.signs.data(), inverse);
+}
 
 // The per-worker buffers of one task.
 struct Work {
@@ -238,11 +246,16 @@ int load_queries(const Call& c, Work& w, int h, int t0, int n, int* pos) {
       for (int d = 0; d < hd; ++d) dst[d] = c.k.f16_numerics ? round_to_f16(src[d]) : src[d];
     }
   }
+  // Keys stored as R k: q . k = (R q) . (R k), one transform per query (not per key).
+  if (c.k.rotated) rotate_rows(c, w.qbuf, n_q, false);
   return n_q;
 }
 
-void store_output(const Call& c, const float* o, int h, int t0, int n, float* out) {
+// o: the merged outputs, [n * group, hd] (rotated back in place for rot=1 values).
+void store_output(const Call& c, float* o, int h, int t0, int n, float* out) {
   const int hd = c.p->head_dim;
+  // Values stored as R v: sum_t p_t R v_t = R sum_t p_t v_t, so one R^T per query head.
+  if (c.v.rotated) rotate_rows(c, o, n * c.group, true);
   for (int t = 0; t < n; ++t) {
     for (int g = 0; g < c.group; ++g) {
       std::memcpy(out + size_t(t0 + t) * c.q_row + size_t(h * c.group + g) * hd,
@@ -262,6 +275,11 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
   KVQ_CHECK(pos0 + n_tokens <= c.k.n_tokens && c.k.n_tokens == c.v.n_tokens, "attention past the cached tokens");
   if (c.k.pre_rope && (!p.rope || p.rope->head_dim() != p.head_dim)) {
     return internal_error("pre-RoPE cache without a matching Rope");
+  }
+  if (c.k.pre_rope && c.k.rotated) return internal_error("rotated keys stored before RoPE");
+  if (c.k.rotated || c.v.rotated) {
+    c.signs.resize(size_t(p.head_dim));
+    hadamard_signs(p.head_dim, c.signs.data());
   }
   c.path = ctx.path();
   c.group = p.n_heads / p.n_kv_heads;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/ref/hadamard_ref.h"
 #include "kernels/rope.h"
 #include "base/check.h"
 #include "base/printable.h"
@@ -144,6 +145,34 @@ StatusOr<KvActivations> KvActivations::from_samples(int n_kv_heads, int head_dim
 
 namespace {
 
+// What RotatedStore::make refuses, refused before any fitting.
+Status check_calibration_rotation(const KvquantOptions& opts, int head_dim, bool keys) {
+  if (!opts.rotate) return ok_status();
+  if (!hadamard_size_ok(head_dim)) {
+    return invalid_argument("rot=1 needs head_dim a power of two, this model's is " + std::to_string(head_dim));
+  }
+  if (keys && opts.pre_rope) return invalid_argument("rot=1 keys must be stored after RoPE (prerope=0)");
+  return ok_status();
+}
+
+// Rows [n_rows, n_kv_heads * head_dim] of a rot=1 store as it stores them (kv/rotated_store.h).
+// Codebooks are fitted on what is quantized, so calibration rotates its activations too.
+void rotate_calibration_rows(float* x, size_t n_rows, int n_kv_heads, int head_dim) {
+  std::vector<float> signs(static_cast<size_t>(head_dim));
+  hadamard_signs(head_dim, signs.data());
+  ref::hadamard_rows_ref(x, int(n_rows) * n_kv_heads, head_dim, signs.data(), false);
+}
+
+// The Fisher weight of element c of a rotated row from the squared gradients g^2 of the
+// unrotated one (f: the row). Capture keeps gradients squared, so (R g)_c^2 is not known; over
+// the random signs of R its mean is the head's mean of g^2, which is what we use.
+float rotated_fisher(const float* f, size_t c, int head_dim) {
+  const size_t h0 = c - c % size_t(head_dim);
+  double sum = 0;
+  for (size_t i = h0; i < h0 + size_t(head_dim); ++i) sum += f[i];
+  return float(sum / head_dim);
+}
+
 // The codebook for normalized inliers xhat (k-means for nuq), with Q-Norm when asked.
 // Also fits Q-Norm for the codebook into *qn (applied to the result only when opts.qnorm).
 StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<float>& xhat,
@@ -182,6 +211,7 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
   }
   // Sinks are excluded from every statistic: with none left the columns would be empty.
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
+  KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, true));
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
   const Rope rope(head_dim_, rope_dim_, rope_base_);
@@ -203,6 +233,7 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
         rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(kept[i] % args_.window) * size_t(rope_dim_)]);
       }
     }
+    if (opts.rotate) rotate_calibration_rows(keys.data(), kept.size(), n_kv_heads_, head_dim_);
     KvquantLayerParams lp;
     lp.upper.resize(row);
     lp.lower.resize(row);
@@ -224,7 +255,8 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
         if (std::fabs(x) > 1.0f) continue;
         xhat.push_back(x);
         if (weighting == CodebookWeighting::kNone) continue;
-        const float f = fk_[size_t(il)][size_t(kept[i]) * row + c];
+        const float* fr = &fk_[size_t(il)][size_t(kept[i]) * row];
+        const float f = opts.rotate ? rotated_fisher(fr, c, head_dim_) : fr[c];
         wts.push_back(weighting == CodebookWeighting::kFisher ? f : f * norm.half_f[c] * norm.half_f[c]);
       }
     }
@@ -241,16 +273,23 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
     return invalid_argument("Fisher-weighted codebooks need activations captured with fisher");
   }
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
+  KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, false));
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   const size_t k = opts.outliers > 0.0 ? outliers_per_side(row, opts.outliers) : 0;
   KvquantParams out;
-  std::vector<float> sorted(row);
+  std::vector<float> sorted(row), rotated;
   for (int il = 0; il < n_layers_; ++il) {
+    const std::vector<float>* values = &v_[size_t(il)];
+    if (opts.rotate) {
+      rotated = *values;
+      rotate_calibration_rows(rotated.data(), rotated.size() / row, n_kv_heads_, head_dim_);
+      values = &rotated;
+    }
     std::vector<float> xhat, wts;
     for (int w = 0; w < args_.n_windows; ++w) {
       for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) {
         const size_t base = (size_t(w) * args_.window + t) * row;
-        const float* x = &v_[size_t(il)][base];
+        const float* x = &(*values)[base];
         // Online per-token range (§3): the (k+1)-th largest and smallest values.
         std::copy_n(x, row, sorted.begin());
         std::sort(sorted.begin(), sorted.end());
@@ -261,7 +300,7 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
           if (std::fabs(xh) > 1.0f) continue;
           xhat.push_back(xh);
           if (weighting == CodebookWeighting::kNone) continue;
-          const float f = fv_[size_t(il)][base + i];
+          const float f = opts.rotate ? rotated_fisher(&fv_[size_t(il)][base], i, head_dim_) : fv_[size_t(il)][base + i];
           wts.push_back(weighting == CodebookWeighting::kFisher ? f : f * nf.half * nf.half);
         }
       }

@@ -62,7 +62,9 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
     o.sinks = meta.sinks;
     o.pre_rope = meta.pre_rope;
     o.codebook = CodebookKind::kNuq;
+    o.rotate = meta.rot && !meta.pre_rope;
     KVQ_ASSIGN_OR_RETURN(KvquantParams k, acts.key_params(o, meta.weighting, tick));
+    o.rotate = meta.rot;
     KVQ_ASSIGN_OR_RETURN(KvquantParams v, acts.value_params(o, meta.weighting, tick));
     const size_t n = size_t(1) << bits, b = size_t(bits - 2);
     for (int il = 0; il < c.n_layers; ++il) {
@@ -103,6 +105,7 @@ Status CalibrationFile::save(OutputFile& out) const {
   w.add_f32("kvq.calib.outliers", float(meta_.outliers));
   w.add_u32("kvq.calib.sinks", uint32_t(meta_.sinks));
   w.add_bool("kvq.calib.prerope", meta_.pre_rope);
+  w.add_bool("kvq.calib.rot", meta_.rot);
   w.add_string("kvq.calib.weighting", weighting_name(meta_.weighting));
   w.add_f32("kvq.calib.loss", float(meta_.loss));
   auto add = [&](const std::string& name, const std::vector<float>& v) {
@@ -184,6 +187,11 @@ StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const st
   if (!w.ok()) return fail(w.status().message());
   m.outliers = *outliers;
   m.pre_rope = *prerope;
+  if (f.find("kvq.calib.rot")) {
+    auto rot = f.get_bool("kvq.calib.rot");
+    if (!rot.ok()) return fail("kvq.calib.rot is not a bool");
+    m.rot = *rot;
+  }
   m.loss = *loss;
   m.weighting = *w;
   m.n_windows = int(std::min<uint64_t>(windows, 1u << 30));
@@ -255,6 +263,9 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
   }
   if (keys && o.pre_rope != meta_.pre_rope) return mismatch(std::string("prerope=") + (meta_.pre_rope ? "1" : "0"));
   if (o.sinks != meta_.sinks) return mismatch("sinks=" + std::to_string(meta_.sinks));
+  if (o.rotate != (meta_.rot && (!keys || !meta_.pre_rope))) {
+    return mismatch(std::string(keys ? "keys" : "values") + (o.rotate ? " not rotated (rot=0)" : " rotated (rot=1)"));
+  }
   if (o.codebook != CodebookKind::kNuq && o.qnorm) {
     return unimplemented("qnorm with codebook=" + std::string(codebook_kind_name(o.codebook)) +
                          " needs its own Q-Norm fit: use --calib auto");
@@ -291,8 +302,9 @@ StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec
 
 std::string CalibrationFile::describe() const {
   char nums[256];
-  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d", meta_.n_windows,
-                meta_.window, (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks, int(meta_.pre_rope));
+  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, rot %d",
+                meta_.n_windows, meta_.window, (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks,
+                int(meta_.pre_rope), int(meta_.rot));
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.4f", meta_.loss);
   // The text and version come from the file: escaped, and not cut by a fixed buffer.

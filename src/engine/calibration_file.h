@@ -28,6 +28,9 @@ struct CalibrationMeta {
   double outliers = 0.01, loss = 0;
   int sinks = 1;
   bool pre_rope = true;
+  // Fitted on rows in the Hadamard basis (kv/rotated_store.h): the values, and the keys when
+  // they are stored after RoPE (pre-RoPE keys cannot be rotated). Absent in older files: false.
+  bool rot = false;
   CodebookWeighting weighting = CodebookWeighting::kFisherScale2;
 };
 

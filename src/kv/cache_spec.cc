@@ -8,6 +8,7 @@
 #include "kv/dense_store.h"
 #include "kv/ggml_store.h"
 #include "kv/kivi_store.h"
+#include "kv/rotated_store.h"
 #include "kv/uniform_store.h"
 
 namespace kvq {
@@ -15,8 +16,9 @@ namespace kvq {
 namespace {
 
 constexpr const char* kKnown =
-    "f32, f16, q8_0, q4_0, int2|int3|int4|int8[:g=N], kivi-2|kivi-4[:g=N][:r=N], "
-    "kvquant-2|kvquant-3|kvquant-4[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1]";
+    "f32, f16, q8_0|q4_0[:rot=0|1], int2|int3|int4|int8[:g=N][:rot=0|1], kivi-2|kivi-4[:g=N][:r=N][:rot=0|1], "
+    "kvquant-2|kvquant-3|kvquant-4[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1]"
+    "[:rot=0|1]";
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
@@ -67,20 +69,21 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
   } else if (base == "q8_0" || base == "q4_0") {
     t.kind = base == "q8_0" ? TensorKind::kQ8_0 : TensorKind::kQ4_0;
     t.bits = base == "q8_0" ? 8 : 4;
+    allowed = {"rot"};
   } else if (base == "int2" || base == "int3" || base == "int4" || base == "int8") {
     t.kind = TensorKind::kInt;
     t.bits = base[3] - '0';
-    allowed = {"g"};
+    allowed = {"g", "rot"};
   } else if (base == "kivi-2" || base == "kivi-4") {
     t.kind = TensorKind::kKivi;
     t.bits = base[5] - '0';
     t.group = 32;
-    allowed = {"g", "r"};
+    allowed = {"g", "r", "rot"};
   } else if (base == "kvquant-2" || base == "kvquant-3" || base == "kvquant-4") {
     t.kind = TensorKind::kKvquant;
     t.bits = base[8] - '0';
     t.kvquant.bits = t.bits;
-    allowed = {"outliers", "sinks", "qnorm", "codebook", "prerope"};
+    allowed = {"outliers", "sinks", "qnorm", "codebook", "prerope", "rot"};
   } else {
     return invalid_argument("unknown cache type '" + std::string(base) + "' in '" + std::string(spec) +
                             "' (known: " + kKnown + ")");
@@ -114,9 +117,9 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
     } else if (key == "sinks") {
       KVQ_ASSIGN_OR_RETURN(long n, parse_int(spec, key, v, 0, 1 << 20));
       t.kvquant.sinks = int(n);
-    } else if (key == "qnorm" || key == "prerope") {
+    } else if (key == "qnorm" || key == "prerope" || key == "rot") {
       KVQ_ASSIGN_OR_RETURN(long b, parse_int(spec, key, v, 0, 1));
-      (key == "qnorm" ? t.kvquant.qnorm : t.kvquant.pre_rope) = b != 0;
+      (key == "qnorm" ? t.kvquant.qnorm : key == "prerope" ? t.kvquant.pre_rope : t.rot) = b != 0;
     } else if (key == "codebook") {
       if (v == "nuq") t.kvquant.codebook = CodebookKind::kNuq;
       else if (v == "nf") t.kvquant.codebook = CodebookKind::kNf;
@@ -125,6 +128,8 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
                                    " (known: nuq, nf, uniform)");
     }
   }
+  // Calibration fits a kvquant store's thresholds and codebooks on rotated rows.
+  t.kvquant.rotate = t.rot;
   t.text = std::string(spec);
   return t;
 }
@@ -133,6 +138,8 @@ StatusOr<CacheSpec> parse_cache_spec(std::string_view k_spec, std::string_view v
   CacheSpec s;
   KVQ_ASSIGN_OR_RETURN(s.k, parse_tensor_spec(k_spec));
   KVQ_ASSIGN_OR_RETURN(s.v, parse_tensor_spec(v_spec));
+  // Refused here, before any calibration, rather than when the cache is built.
+  if (s.k.rot && s.k.kind == TensorKind::kKvquant && s.k.kvquant.pre_rope) return pre_rope_rotation_error(s.k.text);
   s.text = k_spec == v_spec ? std::string(k_spec) : "K=" + std::string(k_spec) + ",V=" + std::string(v_spec);
   return s;
 }
@@ -147,7 +154,7 @@ std::vector<std::string> split_spec_list(std::string_view list) {
 
 namespace {
 
-StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
+StatusOr<std::unique_ptr<KvStore>> make_plain_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
                                               PagePool* pool, const KvquantParams* params) {
   switch (t.kind) {
     case TensorKind::kF32: return std::unique_ptr<KvStore>(new DenseStore(shape, pool, DType::kF32, false));
@@ -164,6 +171,13 @@ StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, 
       return KvquantStore::make(shape, pool, role, t.kvquant, *params);
   }
   return internal_error("unhandled tensor kind");
+}
+
+StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
+                                              PagePool* pool, const KvquantParams* params) {
+  KVQ_ASSIGN_OR_RETURN(auto store, make_plain_store(t, role, shape, pool, params));
+  if (!t.rot) return store;
+  return RotatedStore::make(std::move(store), role);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ struct TensorSpec {
   int group = 0;        // int: 0 = whole vector; kivi: G
   int residual = 128;   // kivi: R
   KvquantOptions kvquant;
+  bool rot = false;     // rows stored in the randomized Hadamard basis (kv/rotated_store.h)
   std::string text;     // canonical spec string
 };
 

@@ -91,6 +91,9 @@ struct KvStoreView {
   // An f16 store attended as llama.cpp does: f16 x f16 products, so the query (keys) or the
   // probabilities (values) are rounded to f16 too. What makes f16 caches match its goldens.
   bool f16_numerics = false;
+  // Rows stored in the randomized Hadamard basis (kernels/ref/hadamard_ref.h): attention
+  // rotates the query (keys) or rotates its output back (values).
+  bool rotated = false;
   int n_segments = 0;
   KvSegment seg[3];
   KvSegment& add() { return seg[n_segments++]; }

@@ -32,6 +32,8 @@ struct KvquantOptions {
   bool qnorm = false;
   CodebookKind codebook = CodebookKind::kNuq;
   bool pre_rope = true;  // keys only
+  // Rows stored rotated (the spec's rot=1, kv/rotated_store.h): what calibration fits on.
+  bool rotate = false;
 };
 
 // Calibrated parameters for one of K/V, per layer.

@@ -24,7 +24,7 @@ std::unique_ptr<LlamaModel> load(const char* name) {
   return std::move(*m);
 }
 
-StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads) {
+StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false) {
   const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
   CalibrationArgs ca;
   ca.n_windows = 3;
@@ -35,6 +35,7 @@ StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads) {
   KVQ_ASSIGN_OR_RETURN(KvActivations acts, KvActivations::capture(ctx, model, toks, ca));
   CalibrationMeta meta;
   meta.text = "train_head.txt (first 200 kB)";
+  meta.rot = rot;
   return CalibrationFile::build(acts, model, meta);
 }
 
@@ -73,6 +74,28 @@ TEST(Calibration, DeterministicAndThreadCountIndependent) {
   ASSERT_TRUE(a->save(pa).ok());
   ASSERT_TRUE(b->save(pb).ok());
   EXPECT_EQ(file_bytes(pa), file_bytes(pb));
+}
+
+// `kvq calibrate --rot 1`: values fitted on rotated rows (pre-RoPE keys are never rotated); the
+// file says so and serves rotated value specs only.
+TEST(Calibration, RotatedFileServesRotatedValues) {
+  auto model = load("stories260K.gguf");  // head_dim 8: a power of two
+  auto rot = calibrate(*model, 2, true), plain = calibrate(*model, 2);
+  ASSERT_TRUE(rot.ok() && plain.ok()) << rot.status().to_string();
+  const std::string path = ::testing::TempDir() + "/rot.kvqc";
+  ASSERT_TRUE(rot->save(path).ok());
+  auto back = CalibrationFile::load(path, *model);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_TRUE(back->meta().rot);
+  const CacheSpec rv = parse_cache_spec("kvquant-3", "kvquant-3:rot=1").value();
+  auto p = back->for_spec(rv);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  auto q = plain->for_spec(parse_cache_spec("kvquant-3").value()).value();
+  EXPECT_EQ(p->k->layers[0].upper, q.k->layers[0].upper);  // keys as without rotation
+  EXPECT_NE(p->v->layers[0].codebook.values, q.v->layers[0].codebook.values);
+  const auto st = back->for_spec(parse_cache_spec("kvquant-3").value()).status();
+  EXPECT_NE(st.message().find("rot=1"), std::string::npos) << st.message();
+  EXPECT_FALSE(plain->for_spec(rv).ok());
 }
 
 TEST(Calibration, FileRoundTripsAndBadFilesAreRejected) {

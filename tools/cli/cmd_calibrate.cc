@@ -24,7 +24,7 @@ std::string variant_path(const std::string& out, const std::string& weighting, c
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
-  int windows = 16, window = 0, sinks = 1, prerope = 1, batch = kDefaultBatch;
+  int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, batch = kDefaultBatch;
   uint64_t seed = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
@@ -38,6 +38,7 @@ Status run(const std::vector<std::string>& argv) {
   p.add_string("--outliers", &outliers, "outlier fraction the thresholds are set for (default 0.01); a comma list writes one file each");
   p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
   p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
+  p.add_int("--rot", &rot, 0, 1, "fit on Hadamard-rotated rows, for caches with rot=1: values, and keys with --prerope 0 (default 0)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -104,6 +105,7 @@ Status run(const std::vector<std::string>& argv) {
       meta.outliers = o;
       meta.sinks = sinks;
       meta.pre_rope = prerope != 0;
+      meta.rot = rot != 0;
       meta.weighting = w;
       Timer fit;
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {

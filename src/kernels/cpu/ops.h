@@ -46,6 +46,11 @@ void rope_rows_table(float* x, int n_rows, int head_dim, const float* table);
 // max / sum (optional) receive the row max and the sum of exp(x - max) it normalized by.
 void softmax(float* x, int n, bool round_f16, float* max = nullptr, float* sum = nullptr);
 
+// The randomized Hadamard transform of the n_rows head vectors x: [n_rows, head_dim] in place,
+// forward or inverse (kernels/ref/hadamard_ref.h, which it matches exactly); head_dim a power
+// of two, signs from hadamard_signs.
+void hadamard_rows(float* x, int n_rows, int head_dim, const float* signs, bool inverse);
+
 // Converts n floats to f16 (round to nearest even), and back.
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n);

@@ -86,7 +86,8 @@ void fill(KvCache& c, Rng& rng, int n, const HeadShape& s) {
 
 const char* const kFormats[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "int2",
                                 "kivi-2:g=32:r=64", "kivi-4:g=16:r=32", "kvquant-3", "kvquant-4:sinks=5",
-                                "kvquant-2:outliers=0:sinks=0", "kvquant-3:prerope=0:qnorm=1"};
+                                "kvquant-2:outliers=0:sinks=0", "kvquant-3:prerope=0:qnorm=1",
+                                "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1"};
 
 TEST(FusedAttention, RunDecodersMatchTheirReferences) {
   for (int hd : {8, 64, 128}) {
@@ -183,9 +184,20 @@ TEST(FusedAttention, MixedKeyAndValueFormats) {
   const HeadShape s{8, 2, 64};
   const std::pair<const char*, const char*> mixes[] = {
       {"kvquant-3", "kivi-2:g=32:r=64"}, {"q4_0", "f16"}, {"f16", "kvquant-2"}, {"kivi-4:g=32:r=64", "q8_0"},
-      {"int4", "kvquant-4:outliers=0"}, {"f16", "int2:g=16"}, {"kvquant-3:sinks=70", "f32"}};
+      {"int4", "kvquant-4:outliers=0"}, {"f16", "int2:g=16"}, {"kvquant-3:sinks=70", "f32"},
+      {"kvquant-3", "kvquant-3:rot=1"}, {"int4:rot=1", "kivi-2:g=32:r=64:rot=1"}, {"f16", "q8_0:rot=1"}};
   for (const auto& [k, v] : mixes) {
     for (int n : {65, 1000, 1300}) check_against_read(k, v, s, n, 2, KernelPath::kSimd);
+  }
+}
+
+// Without GQA the packed formats are scored and accumulated by the fused kernels from their
+// codes; a rotated store goes through them unchanged (only the query and output turn).
+TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
+  const HeadShape s{2, 2, 64};
+  for (const char* f : {"q4_0:rot=1", "int3:rot=1", "int4:g=32:rot=1", "kivi-2:g=32:r=64:rot=1",
+                        "kivi-4:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1"}) {
+    for (int n : {65, 1300}) check_against_read(f, f, s, n, 2, KernelPath::kSimd);
   }
 }
 
@@ -194,7 +206,8 @@ TEST(FusedAttention, MixedKeyAndValueFormats) {
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   const HeadShape s{8, 2, 64};
   const int n = 2 * kAttentionChunk + 77;
-  for (const char* f : {"f16", "q4_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2"}) {
+  for (const char* f : {"f16", "q4_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2", "int3:rot=1",
+                        "kivi-2:rot=1"}) {
     SCOPED_TRACE(f);
     Rng rng(5);
     Cache c = make(f, f, s, n);

@@ -218,7 +218,8 @@ TEST(CacheSpec, BadSpecsNameTheProblem) {
                         Case{"kivi-2:g=0", "g=0"}, Case{"kivi-2:x=1", "bad option 'x=1'"},
                         Case{"kvquant-3:outliers=2", "outliers=2"}, Case{"kvquant-3:codebook=zz", "codebook=zz"},
                         Case{"int3:g", "bad option 'g'"}, Case{"f16:g=2", "options: none"},
-                        Case{"", "unknown cache type ''"}}) {
+                        Case{"", "unknown cache type ''"}, Case{"f16:rot=1", "options: none"},
+                        Case{"int3:rot=2", "rot=2"}}) {
     auto s = parse_cache_spec(c.spec);
     ASSERT_FALSE(s.ok()) << c.spec;
     EXPECT_NE(s.status().message().find(c.needle), std::string::npos) << s.status().message();
@@ -232,6 +233,31 @@ TEST(CacheSpec, BadSpecsNameTheProblem) {
   const auto st = make_cache(parse_cache_spec("kvquant-3").value(), kShape).status();
   EXPECT_NE(st.message().find("--calib auto"), std::string::npos) << st.message();
   EXPECT_TRUE(parse_cache_spec("kvquant-2:outliers=0:sinks=0:qnorm=1:codebook=nf:prerope=0").ok());
+}
+
+TEST(CacheSpec, RotationNeedsAPowerOfTwoAndPostRopeKeys) {
+  const KvCacheShape hd48{2, 2, 48, 64};
+  const auto odd = make_cache(parse_cache_spec("int4:rot=1").value(), hd48).status();
+  EXPECT_EQ(odd.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(odd.message().find("power of two"), std::string::npos) << odd.message();
+  // KVQuant keys are pre-RoPE by default: the rotation cannot reach the query there.
+  KvquantParams kp, vp;
+  for (int il = 0; il < kShape.n_layers; ++il) {
+    KvquantLayerParams lp;
+    lp.codebook = make_nf_codebook(3);
+    vp.layers.push_back(lp);
+    lp.upper.assign(kShape.row_values(), 2.0f);
+    lp.lower.assign(kShape.row_values(), -2.0f);
+    kp.layers.push_back(lp);
+  }
+  const auto pre = parse_cache_spec("kvquant-3:rot=1").status();
+  EXPECT_NE(pre.message().find("before RoPE"), std::string::npos) << pre.message();
+  EXPECT_TRUE(make_cache(parse_cache_spec("kvquant-3", "kvquant-3:rot=1").value(), kShape, {&kp, &vp}).ok());
+  auto post = make_cache(parse_cache_spec("kvquant-3:prerope=0:rot=1").value(), kShape, {&kp, &vp});
+  ASSERT_TRUE(post.ok()) << post.status().to_string();
+  EXPECT_NE((*post)->name().find(":prerope=0:rot=1,V="), std::string::npos) << (*post)->name();
+  // Rotated post-RoPE keys cannot be moved to new positions.
+  EXPECT_FALSE(make_cache(parse_cache_spec("q8_0:rot=1").value(), kShape).value()->check_shift(0, 1).ok());
 }
 
 }  // namespace

@@ -27,7 +27,10 @@ using test::kLayers;
 
 const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "kivi-2:g=32:r=64",
                               "kivi-4:g=16:r=32", "kvquant-3", "kvquant-2:outliers=0:sinks=0",
-                              "kvquant-4:prerope=0:qnorm=1"};
+                              "kvquant-4:prerope=0:qnorm=1",
+                              // Rotated (kv/rotated_store.h): read() rotates back, attention does not.
+                              "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-4:prerope=0:rot=1",
+                              "K=kvquant-3,V=kvquant-3:rot=1"};
 
 TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
   Rng rng(11);
@@ -81,7 +84,7 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
   Rng rng(12);
   const size_t row = size_t(kKvHeads * kHd);
   for (const char* spec_text : {"f16", "q8_0", "q4_0", "int3", "int4:g=32", "kvquant-3", "kvquant-2:outliers=0:sinks=0",
-                                "kivi-2:g=32:r=128"}) {
+                                "kivi-2:g=32:r=128", "int3:rot=1", "kivi-2:g=32:r=128:rot=1"}) {
     // One sink token plus 4 full pages for kvquant-3 (sinks=1), 4 pages otherwise.
     const int n = std::string(spec_text) == "kvquant-3" ? 257 : 256;
     Built b = build(spec_text, n);
