@@ -161,7 +161,8 @@ Status run(const std::vector<std::string>& argv) {
   std::printf("| model | cache | threads | kernels | depth | pp%d tok/s | tg%d tok/s | cache bytes/token | cache | peak RSS |\n",
               n_prompt, n_gen);
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %d | %s (%s) | %d | %.1f | %.1f | %.1f | %s | %s |\n", printable(common.model).c_str(),
+  // Three significant digits: decode at millions of tokens runs below one token per second.
+  std::printf("| %s | %s | %d | %s (%s) | %d | %.3g | %.3g | %.1f | %s | %s |\n", printable(common.model).c_str(),
               spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(), depth, median(pp),
               tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0), format_bytes(double(bytes)).c_str(),
               format_bytes(peak_rss_bytes()).c_str());
