@@ -69,8 +69,10 @@ Status PagedOutliers::append_row(const uint16_t* idx, const f16_t* val, size_t c
     return out_of_memory("cannot grow a KV cache outlier page");
   }
   uint8_t* blk = pages_[p];
-  std::memcpy(blk + OutlierPage::idx_offset(page_) + have * 2, idx, count * 2);
-  std::memcpy(blk + OutlierPage::val_offset(page_, cap(p)) + have * 2, val, count * 2);
+  if (count > 0) {  // idx / val may be null then
+    std::memcpy(blk + OutlierPage::idx_offset(page_) + have * 2, idx, count * 2);
+    std::memcpy(blk + OutlierPage::val_offset(page_, cap(p)) + have * 2, val, count * 2);
+  }
   row_ptr(p)[slot + 1] = uint32_t(have + count);
   ++n_rows_;
   nnz_ += count;
