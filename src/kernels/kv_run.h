@@ -55,14 +55,21 @@ struct KvRun {
   int out_ch0 = 0;
 };
 
-// Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
-// of this head's sparse outliers (KVQuant §3.4). r.out_ptr must be set.
-inline void apply_run_outliers(const KvRun& r, int t, float* o) {
+// Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
+// token t of run r (KVQuant §3.4). r.out_ptr must be set.
+template <class Fn>
+inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn) {
   const uint16_t* b = r.out_idx + r.out_ptr[t];
   const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
   for (const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0)); it != e && *it < r.out_ch0 + r.head_dim; ++it) {
-    o[*it - r.out_ch0] = f16_to_f32(r.out_val[it - r.out_idx]);
+    fn(size_t(*it - r.out_ch0), f16_to_f32(r.out_val[it - r.out_idx]));
   }
+}
+
+// Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
+// of this head's sparse outliers.
+inline void apply_run_outliers(const KvRun& r, int t, float* o) {
+  for_each_run_outlier(r, t, [&](size_t c, float v) { o[c] = v; });
 }
 
 // Tokens [j, j + n) of run r, as a run of their own.

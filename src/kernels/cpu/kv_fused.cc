@@ -181,13 +181,9 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
     zsum += p[t] * f.zero;
     AxpyRowT<kBits>(row, hd, alut, out);
     if (!r.out_ptr) continue;
-    const uint16_t* b = r.out_idx + r.out_ptr[t];
-    const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
-    for (const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0)); it != e && *it < r.out_ch0 + r.head_dim; ++it) {
-      const size_t c = size_t(*it - r.out_ch0);
-      const float dense = r.levels[code_at(row, kBits, c)] * f.half + f.zero;
-      out[c] += p[t] * (f16_to_f32(r.out_val[it - r.out_idx]) - dense);
-    }
+    for_each_run_outlier(r, t, [&](size_t c, float v) {
+      out[c] += p[t] * (v - (r.levels[code_at(row, kBits, c)] * f.half + f.zero));
+    });
   }
   const auto z = hn::Set(df, zsum);
   size_t i = 0;
