@@ -2,7 +2,7 @@
 # Installs the Debian packages kvq needs, only those that are missing. Nothing else is
 # downloaded: no FetchContent, no vendored sources.
 set -euo pipefail
-packages=(cmake make g++ clang libclang-rt-14-dev libhwy-dev libgtest-dev libgmock-dev nlohmann-json3-dev
+packages=(cmake make g++ clang libclang-rt-14-dev libhwy-dev libgtest-dev libgmock-dev nlohmann-json3-dev libcpp-httplib-dev
           libbenchmark-dev gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do

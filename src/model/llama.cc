@@ -15,7 +15,8 @@ bool ForwardWorkspace::reserve(int n, const ModelConfig& c) {
   const size_t t = size_t(n);
   const bool ok = x.resize(t * c.n_embd) && xb.resize(t * c.n_embd) && q.resize(t * c.q_dim()) &&
                   k.resize(t * c.kv_dim()) && v.resize(t * c.kv_dim()) &&
-                  att.resize(t * c.q_dim()) && hb.resize(t * c.n_ff) && hb2.resize(t * c.n_ff);
+                  att.resize(t * c.q_dim()) && hb.resize(t * c.n_ff) && hb2.resize(t * c.n_ff) &&
+                  out.resize(t * c.n_vocab);
   capacity = ok ? n : 0;
   return ok;
 }
@@ -79,7 +80,8 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
     weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(t) * d, ctx.path());
   }
   // A failure at layer il > 0 leaves layers 0..il-1 one step longer: undone.
-  const Status s = run_layers(ctx, n, pos0, cache, ws);
+  const Segment seg{0, n, pos0, &cache};
+  const Status s = run_layers(ctx, std::span<const Segment>(&seg, 1), ws, nullptr);
   if (!s.ok()) return undo_step(cache, pos0, s);
   if (!logits) return ok_status();
   const int first = all_logits ? 0 : n - 1;
@@ -89,14 +91,75 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
   return ok_status();
 }
 
-Status LlamaModel::run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache, ForwardWorkspace& ws) const {
+Status LlamaModel::forward_batch(ExecContext& ctx, std::span<const BatchSeq> seqs, ForwardWorkspace& ws,
+                                 int* failed) const {
   const ModelConfig& c = config_;
+  if (failed) *failed = -1;
+  if (seqs.empty()) return invalid_argument("forward_batch called with no sequences");
+  std::vector<Segment> segs(seqs.size());
+  int rows = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const BatchSeq& s = seqs[i];
+    Status st = s.cache ? check_step(s.tokens, *s.cache) : invalid_argument("sequence without a cache");
+    for (size_t j = 0; st.ok() && j < i; ++j) {
+      if (seqs[j].cache == s.cache) st = invalid_argument("two sequences of one step share a cache");
+    }
+    if (!st.ok()) {
+      if (failed) *failed = int(i);
+      return st;
+    }
+    segs[i] = {rows, int(s.tokens.size()), s.cache->n_tokens(0), s.cache};
+    rows += segs[i].n;
+  }
+  if (!ws.reserve(rows, c)) {
+    return out_of_memory("cannot allocate activations for " + std::to_string(rows) + " tokens");
+  }
   const size_t d = size_t(c.n_embd);
   float* x = ws.x.data();
-  ws.rope_cs.resize(size_t(n) * size_t(c.rope_dim));
-  rope_.ggml_angles(pos0, n, ws.rope_cs.data());
+  for (const Segment& g : segs) {
+    const std::span<const int32_t> tokens = seqs[size_t(&g - segs.data())].tokens;
+    for (int t = 0; t < g.n; ++t) {
+      weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(g.row0 + t) * d, ctx.path());
+    }
+  }
+  const Status s = run_layers(ctx, segs, ws, failed);
+  if (!s.ok()) {
+    Status first = s;
+    for (const Segment& g : segs) first = undo_step(*g.cache, g.pos0, first);
+    return first;
+  }
+  // The output head over the last row of every sequence that wants logits, as one matmul.
+  int n_out = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!seqs[i].logits) continue;
+    rmsnorm_rows(ctx, x + size_t(segs[i].row0 + segs[i].n - 1) * d, weights_->output_norm,
+                 ws.xb.data() + size_t(n_out++) * d, 1, c.rms_eps);
+  }
+  if (n_out == 0) return ok_status();
+  matmul(ctx, weights_->output, ws.xb.data(), ws.out.data(), n_out);
+  const size_t nv = size_t(c.n_vocab);
+  for (size_t i = 0, r = 0; i < seqs.size(); ++i) {
+    if (seqs[i].logits) std::memcpy(seqs[i].logits, ws.out.data() + (r++) * nv, nv * sizeof(float));
+  }
+  return ok_status();
+}
+
+Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, ForwardWorkspace& ws,
+                              int* failed) const {
+  const ModelConfig& c = config_;
+  const size_t d = size_t(c.n_embd);
+  const size_t rd = size_t(c.rope_dim);
+  const int n = segs.back().row0 + segs.back().n;
+  float* x = ws.x.data();
+  ws.rope_cs.resize(size_t(n) * rd);
+  for (const Segment& g : segs) rope_.ggml_angles(g.pos0, g.n, ws.rope_cs.data() + size_t(g.row0) * rd);
   const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim)),
                            &rope_};
+  const size_t qd = size_t(c.q_dim()), kd = size_t(c.kv_dim());
+  auto fail = [&](const Segment& g, Status s) {
+    if (failed) *failed = int(&g - segs.data());
+    return s;
+  };
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& l = weights_->layers[size_t(il)];
     rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
@@ -104,10 +167,17 @@ Status LlamaModel::run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache,
     matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
     matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
     rope_.rotate_rows(ws.q.data(), n, c.n_heads, ws.rope_cs.data());
-    // KVQuant caches take keys before RoPE (kvquant.md §2); attention rotates them on read.
-    if (!cache.pre_rope()) rope_.rotate_rows(ws.k.data(), n, c.n_kv_heads, ws.rope_cs.data());
-    KVQ_RETURN_IF_ERROR(cache.append(il, n, ws.k.data(), ws.v.data()));
-    KVQ_RETURN_IF_ERROR(attend(ctx, ap, cache, il, ws.q.data(), n, pos0, ws.att.data()));
+    for (const Segment& g : segs) {
+      float* k = ws.k.data() + size_t(g.row0) * kd;
+      const float* cs = ws.rope_cs.data() + size_t(g.row0) * rd;
+      // KVQuant caches take keys before RoPE (kvquant.md §2); attention rotates them on read.
+      if (!g.cache->pre_rope()) rope_.rotate_rows(k, g.n, c.n_kv_heads, cs);
+      Status s = g.cache->append(il, g.n, k, ws.v.data() + size_t(g.row0) * kd);
+      if (!s.ok()) return fail(g, s);
+      s = attend(ctx, ap, *g.cache, il, ws.q.data() + size_t(g.row0) * qd, g.n, g.pos0,
+                 ws.att.data() + size_t(g.row0) * qd);
+      if (!s.ok()) return fail(g, s);
+    }
     matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
 
@@ -118,7 +188,11 @@ Status LlamaModel::run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache,
     matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
   }
-  return cache.end_step();
+  for (const Segment& g : segs) {
+    const Status s = g.cache->end_step();
+    if (!s.ok()) return fail(g, s);
+  }
+  return ok_status();
 }
 
 }  // namespace kvq

@@ -23,6 +23,7 @@ namespace kvq {
 // Activation buffers for one forward call, grown on demand and reused across calls.
 struct ForwardWorkspace {
   AlignedBuffer<float> x, xb, q, k, v, att, hb, hb2;
+  AlignedBuffer<float> out;    // forward_batch's logits [n_seqs, n_vocab] before they are handed out
   std::vector<float> rope_cs;  // RoPE angles of the step's positions [n_tokens][rope_dim]
   int capacity = 0;  // tokens
   bool reserve(int n_tokens, const ModelConfig& c);
@@ -32,6 +33,13 @@ struct ForwardWorkspace {
 // its length before the step, so that every layer has the same length again, and returns
 // error (saying so when the cache could not drop the step's tokens).
 Status undo_step(KvCache& cache, int n_tokens, const Status& error);
+
+// One sequence's part of a batched step (LlamaModel::forward_batch).
+struct BatchSeq {
+  std::span<const int32_t> tokens;  // run at positions [cache->n_tokens(0), +tokens.size())
+  KvCache* cache = nullptr;         // this sequence's own cache; no two entries share one
+  float* logits = nullptr;          // [n_vocab] for the last token, or null to skip the head
+};
 
 class LlamaModel {
  public:
@@ -61,10 +69,26 @@ class LlamaModel {
   Status forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
                  ForwardWorkspace& ws, float* logits, bool all_logits) const;
 
+  // Several sequences as one step (continuous batching): their rows are stacked so every
+  // weight matrix is read once per step for all of them; attention runs per sequence over its
+  // own cache. Each sequence's result equals forward() on it alone up to the matmul's
+  // rounding for that batch size (the same as batched prefill against one-token steps).
+  // All or nothing: on any error every cache is left at its length before the call and
+  // *failed (when given) names the sequence the error came from (-1: none in particular).
+  Status forward_batch(ExecContext& ctx, std::span<const BatchSeq> seqs, ForwardWorkspace& ws,
+                       int* failed = nullptr) const;
+
  private:
-  // The decoder layers over ws.x for n tokens at positions [pos0, +n), appending to cache,
-  // then cache.end_step(). The first error is returned as is; forward() restores the cache.
-  Status run_layers(ExecContext& ctx, int n, int pos0, KvCache& cache, ForwardWorkspace& ws) const;
+  // A run of rows of ws.x: one sequence's tokens at positions [pos0, +n) of its cache.
+  struct Segment {
+    int row0 = 0, n = 0, pos0 = 0;
+    KvCache* cache = nullptr;
+  };
+  // The decoder layers over ws.x for every segment, appending to their caches, then each
+  // cache's end_step(). The first error is returned as is with *failed set to its segment;
+  // the caller restores the caches.
+  Status run_layers(ExecContext& ctx, std::span<const Segment> segs, ForwardWorkspace& ws,
+                    int* failed) const;
 
   std::unique_ptr<GgufFile> file_;
   ModelConfig config_;

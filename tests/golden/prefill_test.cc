@@ -246,5 +246,69 @@ TEST(Replay, StoresWhatAPrefillOfTheWindowStores) {
   EXPECT_EQ(replay_fill(*f.model, *acts, *deep, 3 * kWindow + 1, 50).code(), StatusCode::kInvalidArgument);
 }
 
+
+// Continuous batching: three sequences at different depths, with different caches, stepped
+// together. Each one's logits and stored K/V equal those of the same sequence run alone (the
+// testbed's F32 matmul gives each row the same sums for any number of rows).
+TEST(ForwardBatch, EachSequenceMatchesItsOwnForward) {
+  ModelFixture& f = fixture();
+  ASSERT_TRUE(f.model && f.acts);
+  const int nv = f.model->config().n_vocab;
+  const char* specs[] = {"f16", "q4_0", "kvquant-3"};
+  const int prompt[] = {5, 40, 17};  // prompt tokens of each sequence before the joint steps
+  std::vector<std::unique_ptr<KvCache>> alone, joint;
+  ExecContext ctx(2);
+  ForwardWorkspace ws, ws_joint;
+  std::vector<float> a(nv), b(size_t(3) * nv);
+  for (int i = 0; i < 3; ++i) {
+    alone.push_back(new_cache(specs[i], 128));
+    joint.push_back(new_cache(specs[i], 128));
+    const std::span<const int32_t> p(f.text.data() + 10 * i, size_t(prompt[i]));
+    ASSERT_TRUE(f.model->forward(ctx, p, *alone[size_t(i)], ws, nullptr, false).ok());
+    ASSERT_TRUE(f.model->forward(ctx, p, *joint[size_t(i)], ws, nullptr, false).ok());
+  }
+  for (int step = 0; step < 6; ++step) {
+    // Step 3 also feeds the second sequence four tokens at once (a prefill chunk joining).
+    std::vector<BatchSeq> batch;
+    std::vector<std::vector<int32_t>> toks(3);
+    for (int i = 0; i < 3; ++i) {
+      const int n = (step == 3 && i == 1) ? 4 : 1;
+      const int at = 10 * i + joint[size_t(i)]->n_tokens(0);
+      toks[size_t(i)].assign(f.text.begin() + at, f.text.begin() + at + n);
+      batch.push_back({toks[size_t(i)], joint[size_t(i)].get(), b.data() + size_t(i) * nv});
+    }
+    ASSERT_TRUE(f.model->forward_batch(ctx, batch, ws_joint).ok());
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(f.model->forward(ctx, toks[size_t(i)], *alone[size_t(i)], ws, a.data(), false).ok());
+      EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin() + size_t(i) * nv)) << specs[i] << " step " << step;
+    }
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(cache_contents(*joint[size_t(i)]), cache_contents(*alone[size_t(i)])) << specs[i];
+}
+
+TEST(ForwardBatch, AFailingSequenceLeavesEveryCacheAsItWas) {
+  ModelFixture& f = fixture();
+  ASSERT_TRUE(f.model && f.acts);
+  auto roomy = new_cache("q8_0", 64), full = new_cache("f16", 4);
+  ExecContext ctx(1);
+  ForwardWorkspace ws;
+  const std::span<const int32_t> three(f.text.data(), 3);
+  ASSERT_TRUE(f.model->forward(ctx, three, *roomy, ws, nullptr, false).ok());
+  ASSERT_TRUE(f.model->forward(ctx, three, *full, ws, nullptr, false).ok());
+  const std::vector<float> before = cache_contents(*roomy);
+  const std::vector<BatchSeq> batch{{three.subspan(0, 1), roomy.get(), nullptr}, {three.subspan(0, 2), full.get(), nullptr}};
+  int failed = -2;
+  const Status s = f.model->forward_batch(ctx, batch, ws, &failed);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_EQ(failed, 1);
+  EXPECT_EQ(roomy->n_tokens(0), 3);
+  EXPECT_EQ(full->n_tokens(0), 3);
+  EXPECT_EQ(cache_contents(*roomy), before);
+  const std::vector<BatchSeq> shared{{three.subspan(0, 1), roomy.get(), nullptr}, {three.subspan(0, 1), roomy.get(), nullptr}};
+  EXPECT_FALSE(f.model->forward_batch(ctx, shared, ws, &failed).ok());
+  EXPECT_EQ(failed, 1);
+  EXPECT_EQ(roomy->n_tokens(0), 3);
+}
+
 }  // namespace
 }  // namespace kvq
