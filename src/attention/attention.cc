@@ -128,6 +128,9 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
   st->sum = sum;
 }
 
+// Formats whose fused kernels unpack each row once for all the queries of a GQA group.
+bool unpacks_once(KvFormat f) { return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow; }
+
 // Scores of n_q queries against one run of keys: s[i * ld + j] for j < run.n.
 void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q, float* s) {
   const int hd = c.p->head_dim;
@@ -144,15 +147,11 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     }
     return;
   }
-  if (c.path == KernelPath::kSimd && !c.k.pre_rope && c.group == 1) {
-    // Without GQA, formats with a fused kernel are scored from their codes, one query at a
-    // time (the same way whatever n_q is, so prefill and decode agree). With GQA a tile
-    // decoded once serves the whole group.
-    bool fused = true;
-    for (int i = 0; i < n_q && fused; ++i) {
-      fused = cpu::score_run_fused(run, q + size_t(i) * hd, scale, s + size_t(i) * kAttentionChunk);
-    }
-    if (fused) return;
+  if (c.path == KernelPath::kSimd && !c.k.pre_rope && (c.group == 1 || unpacks_once(f))) {
+    // Fused kernels score from the codes, each query the same way whatever n_q is (so prefill
+    // and decode agree). With GQA only the formats that unpack a row once for the whole group
+    // take them; for the others a tile decoded once serves the group.
+    if (cpu::score_run_fused(run, q, n_q, scale, s, kAttentionChunk)) return;
   }
   if (c.path == KernelPath::kSimd) {
     for (int j = 0; j < run.n; j += kSubTile) {
@@ -182,14 +181,12 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
-    } else if (c.group > 1 || !cpu::accumulate_run_fused(run, p, w.o)) {  // query 0 tells whether it fuses
+    } else if ((c.group > 1 && !unpacks_once(f)) || !cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
       for (int j = 0; j < run.n; j += kSubTile) {
         const int n = std::min(kSubTile, run.n - j);
         cpu::decode_run(sub_run(run, j, n), w.tile);
         cpu::attn_accumulate(p + j, kAttentionChunk, n_q, w.tile, size_t(hd), n, hd, w.o, size_t(hd));
       }
-    } else {
-      for (int i = 1; i < n_q; ++i) cpu::accumulate_run_fused(run, p + size_t(i) * kAttentionChunk, w.o + size_t(i) * hd);
     }
     return;
   }

@@ -52,6 +52,14 @@ alignas(64) inline constexpr UnpackTable kUnpack2 = make_unpack_table(2);
 alignas(64) inline constexpr UnpackTable kUnpack3 = make_unpack_table(3);
 alignas(64) inline constexpr UnpackTable kUnpack4 = make_unpack_table(4);
 
+// One stored f16 as float, with the target's conversion instruction (F16C on x86) instead of
+// base/fp16.h's portable bit manipulation; exact either way.
+HWY_INLINE float F16ToF32(const void* HWY_RESTRICT p) {
+  const hn::CappedTag<float, 1> d1;
+  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(hn::Rebind<hwy::float16_t, decltype(d1)>(),
+                                                   static_cast<const hwy::float16_t*>(p))));
+}
+
 // Codes [lane0, lane0 + Lanes(du)) of the 16-code chunk starting at `chunk` (2*kBits bytes).
 template <int kBits>
 HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lane0) {

@@ -7,6 +7,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_decode.h"
+#include "kernels/cpu/kv_run-inl.h"
 #include "quant/codebook-inl.h"
 #include "quant/ggml_blocks-inl.h"
 #include "quant/uniform_group-inl.h"
@@ -32,7 +33,7 @@ HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRIC
   for (; i + N <= n; i += N) {
     hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(x) + i)), df, y + i);
   }
-  for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
+  for (; i < n; ++i) y[i] = F16ToF32(x + i);
 }
 
 // KIVI keys: code * s_c + z_c with the block's per-channel scales (exactly the reference's
@@ -64,7 +65,7 @@ void UniformRowRun(const KvRun& r, float* HWY_RESTRICT out) {
     const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
     float* o = out + size_t(t) * hd;
     for (size_t g0 = 0; g0 < hd; g0 += g) {
-      const auto vs = hn::Set(df, f16_to_f32(sc[g0 / g])), vz = hn::Set(df, f16_to_f32(zc[g0 / g]));
+      const auto vs = hn::Set(df, F16ToF32(sc + g0 / g)), vz = hn::Set(df, F16ToF32(zc + g0 / g));
       for (size_t i = g0; i < g0 + g; i += N) hn::StoreU(hn::Add(hn::Mul(UnpackCodesF<kBits>(row, i), vs), vz), df, o + i);
     }
   }
@@ -138,9 +139,7 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
       HWY_ALIGN float lut[16];
       for (int t = 0; t < r.n; ++t) {
         const uint8_t* row = r.rows + size_t(t) * r.stride;
-        NormParams np;
-        std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
-        const NormF f = norm_float(np);
+        const NormF f = RunNorm(r, t);
         for (int j = 0; j < 16; ++j) lut[j] = j < (1 << r.bits) ? r.levels[j] * f.half + f.zero : 0.0f;
         float* o = out + size_t(t) * hd;
         DecodeCodebookRowSimd(row, hd, lut, r.bits, o);

@@ -2,8 +2,8 @@
 // Fused attention kernels over packed runs for one or two queries (decode without GQA sharing):
 // scores and value accumulation straight from the codes, no f32 tile. Scores use
 //   q . x' = sum_blocks d_b (q . codes_b)          (ggml blocks)
-//   q . x' = sum_c (q_c s_c) code_c + q . z        (KIVI keys; w = q * s once per block)
-//   q . x' = sum_c s_g (q . codes_g) + z_g sum(q_g) (per-token groups)
+//   q . x' = sum_c (q_c s_c) code_c + q . z        (KIVI keys; w = q * s once per run)
+//   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (per-token groups)
 // and accumulation out += (p s) code + p z; KVQuant values (codebook rows) accumulate
 //   out += (p half) level[code] + p zero,  then  out[i] += p (exact_i - dense_i) per outlier.
 // Specification: decode_run_ref, then dot / axpy;
@@ -13,6 +13,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_fused.h"
+#include "kernels/cpu/kv_run-inl.h"
 #include "quant/bitpack-inl.h"
 #include "quant/codebook-inl.h"
 #include "quant/ggml_blocks.h"
@@ -57,9 +58,7 @@ void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float*
       const uint8_t* bp = row + b * blk;
       auto ba = hn::Zero(df);
       for (size_t j = 0; j < 32; j += N) ba = hn::MulAdd(hn::LoadU(df, q + b * 32 + j), BlockCodes<kQ4>(bp, j), ba);
-      f16_t d;
-      std::memcpy(&d, bp, 2);
-      acc = hn::MulAdd(hn::Set(df, f16_to_f32(d)), ba, acc);
+      acc = hn::MulAdd(hn::Set(df, F16ToF32(bp)), ba, acc);
     }
     s[t] = hn::GetLane(hn::SumOfLanes(df, acc)) * scale;
   }
@@ -75,9 +74,7 @@ void GgmlAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_REST
     const uint8_t* row = r.rows + size_t(t) * r.stride;
     for (size_t b = 0; b < hd / 32; ++b) {
       const uint8_t* bp = row + b * blk;
-      f16_t d;
-      std::memcpy(&d, bp, 2);
-      const auto a = hn::Set(df, p[t] * f16_to_f32(d));
+      const auto a = hn::Set(df, p[t] * F16ToF32(bp));
       for (size_t j = 0; j < 32; j += N) {
         float* o = out + b * 32 + j;
         hn::StoreU(hn::MulAdd(a, BlockCodes<kQ4>(bp, j), hn::LoadU(df, o)), df, o);
@@ -86,80 +83,219 @@ void GgmlAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_REST
   }
 }
 
-// KIVI keys: one G-token block, per-channel scale s_c and zero z_c.
-template <int kBits>
-void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float* HWY_RESTRICT s) {
-  const DF df;
-  const hn::Rebind<hwy::float16_t, DF> dh;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
-  HWY_ALIGN float w[512];
-  const auto* sc = reinterpret_cast<const hwy::float16_t*>(r.rows + r.scales_off);
-  const auto* zc = reinterpret_cast<const hwy::float16_t*>(r.rows + r.zeros_off);
-  auto vb = hn::Zero(df);
-  for (size_t i = 0; i < hd; i += N) {
-    const auto qi = hn::LoadU(df, q + i);
-    hn::Store(hn::Mul(qi, hn::PromoteTo(df, hn::LoadU(dh, sc + i))), df, w + i);
-    vb = hn::MulAdd(qi, hn::PromoteTo(df, hn::LoadU(dh, zc + i)), vb);
-  }
-  const float bias = hn::GetLane(hn::SumOfLanes(df, vb));
-  for (int t = 0; t < r.n; ++t) {
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    auto acc = hn::Zero(df);
-    for (size_t i = 0; i < hd; i += N) acc = hn::MulAdd(hn::Load(df, w + i), UnpackCodesF<kBits>(row, i), acc);
-    s[t] = (hn::GetLane(hn::SumOfLanes(df, acc)) + bias) * scale;
-  }
+// Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N
+// lanes of whole bytes, and lane b shifted right by k * bits and masked is code
+// (8 / bits) * b + k of the block, its "class" k. The per-channel float operands (the weighted
+// queries, the accumulators) are permuted once per call into this class order, so N codes cost
+// a shift, a mask and a convert instead of a byte shuffle and a variable shift per lane, and the
+// codes are unpacked once for every query of a GQA group.
+using DF8 = hn::CappedTag<float, 8>;
+using DU8 = hn::RebindToUnsigned<DF8>;
+constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in registers
+
+// dst[0, n) = the f16 values at src (n a multiple of 8).
+HWY_INLINE void PromoteF16(const uint8_t* HWY_RESTRICT src, size_t n, float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const hn::Rebind<hwy::float16_t, DF8> dh;
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(src);
+  for (size_t i = 0; i < n; i += hn::Lanes(df)) hn::Store(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, dst + i);
 }
 
-// Per-token groups (int-b, KIVI values): scale s_g and zero z_g per group of g values.
+// Position in class order of each channel c < hd: pos[c].
 template <int kBits>
-void RowScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float* HWY_RESTRICT s) {
-  const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = size_t(std::min(r.group, r.head_dim));
-  HWY_ALIGN float qsum[64];
-  for (size_t g0 = 0, k = 0; g0 < hd; g0 += g, ++k) {
-    float sum = 0.0f;
-    for (size_t i = g0; i < g0 + g; ++i) sum += q[i];
-    qsum[k] = sum;
-  }
-  for (int t = 0; t < r.n; ++t) {
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
-    const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
-    auto acc = hn::Zero(df);
-    float zpart = 0.0f;
-    for (size_t g0 = 0, k = 0; g0 < hd; g0 += g, ++k) {
-      auto ga = hn::Zero(df);
-      for (size_t i = g0; i < g0 + g; i += N) ga = hn::MulAdd(hn::LoadU(df, q + i), UnpackCodesF<kBits>(row, i), ga);
-      acc = hn::MulAdd(hn::Set(df, f16_to_f32(sc[k])), ga, acc);
-      zpart += f16_to_f32(zc[k]) * qsum[k];
+void ClassOrder(size_t hd, uint16_t* HWY_RESTRICT pos) {
+  constexpr size_t kPer = 8 / kBits;
+  const size_t N = hn::Lanes(DF8());
+  for (size_t c0 = 0, i = 0; c0 < hd; c0 += N * kPer) {
+    for (size_t k = 0; k < kPer; ++k) {
+      for (size_t b = 0; b < N; ++b) pos[c0 + b * kPer + k] = uint16_t(i++);
     }
-    s[t] = (hn::GetLane(hn::SumOfLanes(df, acc)) + zpart) * scale;
   }
 }
 
+// Class k of the N bytes at `bytes`, as float codes.
+template <int kBits, int kK>
+HWY_INLINE hn::Vec<DF8> ClassCodes(hn::Vec<DU8> b) {
+  const DF8 df;
+  const DU8 du;
+  auto x = b;
+  if constexpr (kK > 0) x = hn::ShiftRight<kK * kBits>(x);
+  if constexpr (kK + 1 < 8 / kBits) x = hn::And(x, hn::Set(du, (1u << kBits) - 1u));
+  return hn::ConvertTo(df, hn::BitCast(hn::RebindToSigned<DF8>(), x));
+}
+
+// Calls fn(k, codes of class k) for each class of the N bytes at `bytes`.
+template <int kBits, class Fn>
+HWY_INLINE void ForEachClass(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
+  const DU8 du;
+  const auto b = hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, DU8>(), bytes));
+  fn(0, ClassCodes<kBits, 0>(b));
+  if constexpr (kBits <= 4) fn(1, ClassCodes<kBits, 1>(b));
+  if constexpr (kBits <= 2) {
+    fn(2, ClassCodes<kBits, 2>(b));
+    fn(3, ClassCodes<kBits, 3>(b));
+  }
+}
+
+// Whether a uniform run's codes split into whole N-byte blocks, each inside one group.
 template <int kBits>
-void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
-  const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = size_t(std::min(r.group, r.head_dim));
-  HWY_ALIGN float zacc[64] = {};
-  const size_t n_groups = hd / g;
-  for (int t = 0; t < r.n; ++t) {
-    if (p[t] == 0.0f) continue;
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
-    const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
-    for (size_t k = 0; k < n_groups; ++k) {
-      const auto a = hn::Set(df, p[t] * f16_to_f32(sc[k]));
-      zacc[k] += p[t] * f16_to_f32(zc[k]);
-      for (size_t i = k * g; i < (k + 1) * g; i += N) {
-        hn::StoreU(hn::MulAdd(a, UnpackCodesF<kBits>(row, i), hn::LoadU(df, out + i)), df, out + i);
+bool ClassBlocksFit(const KvRun& r) {
+  const size_t N = hn::Lanes(DF8()), hd = size_t(r.head_dim);
+  if (kBits == 3 || hd > 512 || hd * kBits % (8 * N) != 0) return false;
+  if (r.format != KvFormat::kUniformRow) return true;
+  const size_t g = std::min(size_t(r.group), hd);
+  return hd % g == 0 && g * kBits % (8 * N) == 0 && hd / g <= 64;
+}
+
+// Calls run_q(std::integral_constant<int, kQ>(), i0) over queries [0, n_q) in passes of at
+// most kMaxQ. Each query's arithmetic is the same in every pass size.
+template <class Fn>
+HWY_INLINE void ForQueryPasses(int n_q, const Fn& run_q) {
+  int i = 0;
+  for (; i + 4 <= n_q; i += 4) run_q(std::integral_constant<int, 4>(), i);
+  for (; i + 2 <= n_q; i += 2) run_q(std::integral_constant<int, 2>(), i);
+  for (; i < n_q; ++i) run_q(std::integral_constant<int, 1>(), i);
+}
+
+// KIVI keys: one G-token block, per-channel scale s_c and zero z_c:
+// q . x'_t = sum_c (q_c s_c) code_tc + q . z, with w = q * s permuted into class order.
+template <int kBits>
+void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale, float* HWY_RESTRICT s,
+                size_t lds) {
+  const DF8 df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), row_blocks = hd * kBits / (8 * N);
+  HWY_ALIGN float w[kMaxQ][512];
+  float bias[kMaxQ];
+  uint16_t pos[512];
+  ClassOrder<kBits>(hd, pos);
+  HWY_ALIGN float sf[512], zf[512];
+  PromoteF16(r.rows + r.scales_off, hd, sf);
+  PromoteF16(r.rows + r.zeros_off, hd, zf);
+  ForQueryPasses(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    for (int i = 0; i < kQ; ++i) {
+      const float* qi = q + size_t(i0 + i) * hd;
+      float b = 0.0f;
+      for (size_t c = 0; c < hd; ++c) {
+        w[i][pos[c]] = qi[c] * sf[c];
+        b += qi[c] * zf[c];
+      }
+      bias[i] = b;
+    }
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      hn::Vec<DF8> acc[kQ];
+      for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
+      for (size_t blk = 0; blk < row_blocks; ++blk) {
+        ForEachClass<kBits>(row + blk * N, [&](int k, hn::Vec<DF8> codes) {
+          const size_t off = (blk * (8 / kBits) + size_t(k)) * N;
+          for (int i = 0; i < kQ; ++i) acc[i] = hn::MulAdd(hn::Load(df, w[i] + off), codes, acc[i]);
+        });
+      }
+      for (int i = 0; i < kQ; ++i) s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, acc[i])) + bias[i]) * scale;
+    }
+  });
+}
+
+// Per-token groups (int-b, KIVI values): scale s_g and zero z_g per group of g values:
+// q . x'_t = sum_g s_g (q_g . codes_g) + z_g sum(q_g).
+template <int kBits>
+void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale, float* HWY_RESTRICT s,
+               size_t lds) {
+  const DF8 df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd);
+  const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N);
+  HWY_ALIGN float qp[kMaxQ][512];
+  float qsum[kMaxQ][64];
+  uint16_t pos[512];
+  ClassOrder<kBits>(hd, pos);
+  ForQueryPasses(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    for (int i = 0; i < kQ; ++i) {
+      const float* qi = q + size_t(i0 + i) * hd;
+      for (size_t c = 0; c < hd; ++c) qp[i][pos[c]] = qi[c];
+      for (size_t k = 0; k < n_groups; ++k) {
+        float sum = 0.0f;
+        for (size_t c = k * g; c < (k + 1) * g; ++c) sum += qi[c];
+        qsum[i][k] = sum;
       }
     }
-  }
-  for (size_t k = 0; k < n_groups; ++k) {
-    const auto z = hn::Set(df, zacc[k]);
-    for (size_t i = k * g; i < (k + 1) * g; i += N) hn::StoreU(hn::Add(hn::LoadU(df, out + i), z), df, out + i);
-  }
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
+      const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
+      hn::Vec<DF8> acc[kQ];
+      float zpart[kQ] = {};
+      for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
+      for (size_t k = 0; k < n_groups; ++k) {
+        hn::Vec<DF8> ga[kQ];
+        for (int i = 0; i < kQ; ++i) ga[i] = hn::Zero(df);
+        for (size_t blk = k * group_blocks; blk < (k + 1) * group_blocks; ++blk) {
+          ForEachClass<kBits>(row + blk * N, [&](int c, hn::Vec<DF8> codes) {
+            const size_t off = (blk * (8 / kBits) + size_t(c)) * N;
+            for (int i = 0; i < kQ; ++i) ga[i] = hn::MulAdd(hn::Load(df, qp[i] + off), codes, ga[i]);
+          });
+        }
+        const auto sk = hn::Set(df, F16ToF32(sc + k));
+        const float zk = F16ToF32(zc + k);
+        for (int i = 0; i < kQ; ++i) {
+          acc[i] = hn::MulAdd(sk, ga[i], acc[i]);
+          zpart[i] += zk * qsum[i][k];
+        }
+      }
+      for (int i = 0; i < kQ; ++i) s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, acc[i])) + zpart[i]) * scale;
+    }
+  });
+}
+
+// out_i += sum_t p_it (s_tg code_t + z_tg): the code terms accumulate in class order and are
+// permuted back once per run; the zero terms are summed per group.
+template <int kBits>
+void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
+  const DF8 df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd);
+  const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N);
+  HWY_ALIGN float acc[kMaxQ][512];
+  float zacc[kMaxQ][64];
+  uint16_t pos[512];
+  ClassOrder<kBits>(hd, pos);
+  ForQueryPasses(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    for (int i = 0; i < kQ; ++i) {
+      std::fill(acc[i], acc[i] + hd, 0.0f);
+      std::fill(zacc[i], zacc[i] + n_groups, 0.0f);
+    }
+    for (int t = 0; t < r.n; ++t) {
+      float pt[kQ];
+      bool any = false;
+      for (int i = 0; i < kQ; ++i) {
+        pt[i] = p[size_t(i0 + i) * ldp + size_t(t)];
+        any |= pt[i] != 0.0f;
+      }
+      if (!any) continue;
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
+      const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
+      for (size_t k = 0; k < n_groups; ++k) {
+        const float sk = F16ToF32(sc + k), zk = F16ToF32(zc + k);
+        hn::Vec<DF8> a[kQ];
+        for (int i = 0; i < kQ; ++i) {
+          a[i] = hn::Set(df, pt[i] * sk);
+          zacc[i][k] += pt[i] * zk;
+        }
+        for (size_t blk = k * group_blocks; blk < (k + 1) * group_blocks; ++blk) {
+          ForEachClass<kBits>(row + blk * N, [&](int c, hn::Vec<DF8> codes) {
+            const size_t off = (blk * (8 / kBits) + size_t(c)) * N;
+            for (int i = 0; i < kQ; ++i) hn::Store(hn::MulAdd(a[i], codes, hn::Load(df, acc[i] + off)), df, acc[i] + off);
+          });
+        }
+      }
+    }
+    for (int i = 0; i < kQ; ++i) {
+      float* o = out + size_t(i0 + i) * hd;
+      for (size_t c = 0; c < hd; ++c) o[c] += acc[i][pos[c]] + zacc[i][c / g];
+    }
+  });
 }
 
 // KVQuant values: a 2^bits table scaled by p_t half_t per token feeds the codebook axpy; the
@@ -173,9 +309,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
   for (int t = 0; t < r.n; ++t) {
     if (p[t] == 0.0f) continue;
     const uint8_t* row = r.rows + size_t(t) * r.stride;
-    NormParams np;
-    std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
-    const NormF f = norm_float(np);
+    const NormF f = RunNorm(r, t);
     const float a = p[t] * f.half;
     for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
     zsum += p[t] * f.zero;
@@ -191,39 +325,63 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
   for (; i < hd; ++i) out[i] += zsum;
 }
 
-// Per-token groups the fused kernels take: whole vectors of lanes and of 16-code chunks.
-HWY_INLINE bool RowGroupsFuse(const KvRun& r) {
-  const size_t g = size_t(std::min(r.group, r.head_dim));
-  return g % 16 == 0 && g % hn::Lanes(DF()) == 0 && size_t(r.head_dim) / g <= 64;
-}
-
-bool ScoreRunFused(const KvRun& r, const float* q, float scale, float* s) {
+bool ScoreRunFused(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
   if (r.head_dim % 16 != 0 || r.head_dim > 512) return false;
+  const size_t hd = size_t(r.head_dim);
   switch (r.format) {
-    case KvFormat::kQ8_0: GgmlScores<false>(r, q, scale, s); return true;
-    case KvFormat::kQ4_0: GgmlScores<true>(r, q, scale, s); return true;
-    case KvFormat::kUniformCols: return WithCodeBits(r.bits, [&](auto b) { ColsScores<b()>(r, q, scale, s); });
-    case KvFormat::kUniformRow:
-      return RowGroupsFuse(r) && WithCodeBits(r.bits, [&](auto b) { RowScores<b()>(r, q, scale, s); });
+    case KvFormat::kQ8_0:
+      for (int i = 0; i < n_q; ++i) GgmlScores<false>(r, q + size_t(i) * hd, scale, s + size_t(i) * lds);
+      return true;
+    case KvFormat::kQ4_0:
+      for (int i = 0; i < n_q; ++i) GgmlScores<true>(r, q + size_t(i) * hd, scale, s + size_t(i) * lds);
+      return true;
+    case KvFormat::kUniformCols:
+    case KvFormat::kUniformRow: {
+      bool fused = false;
+      WithCodeBits(r.bits, [&](auto b) {
+        if (!ClassBlocksFit<b()>(r)) return;
+        fused = true;
+        if (r.format == KvFormat::kUniformCols) return ColsScores<b()>(r, q, n_q, scale, s, lds);
+        RowScores<b()>(r, q, n_q, scale, s, lds);
+      });
+      return fused;
+    }
     default:
       return false;
   }
 }
 
-bool AccumulateRunFused(const KvRun& r, const float* p, float* out) {
+bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
   if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
+  const size_t hd = size_t(r.head_dim);
   switch (r.format) {
-    case KvFormat::kQ8_0: GgmlAccumulate<false>(r, p, out); return true;
-    case KvFormat::kQ4_0: GgmlAccumulate<true>(r, p, out); return true;
-    case KvFormat::kUniformRow:
-      return RowGroupsFuse(r) && WithCodeBits(r.bits, [&](auto b) { RowAccumulate<b()>(r, p, out); });
-    case KvFormat::kCodebookRow:
+    case KvFormat::kQ8_0:
+      for (int i = 0; i < n_q; ++i) GgmlAccumulate<false>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      return true;
+    case KvFormat::kQ4_0:
+      for (int i = 0; i < n_q; ++i) GgmlAccumulate<true>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      return true;
+    case KvFormat::kUniformRow: {
+      bool fused = false;
+      WithCodeBits(r.bits, [&](auto b) {
+        if (!ClassBlocksFit<b()>(r)) return;
+        fused = true;
+        RowAccumulate<b()>(r, p, n_q, ldp, out);
+      });
+      return fused;
+    }
+    case KvFormat::kCodebookRow: {
+      auto each = [&](auto kernel) {
+        for (int i = 0; i < n_q; ++i) kernel(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+        return true;
+      };
       switch (r.bits) {
-        case 2: CodebookRowAccumulate<2>(r, p, out); return true;
-        case 3: CodebookRowAccumulate<3>(r, p, out); return true;
-        case 4: CodebookRowAccumulate<4>(r, p, out); return true;
+        case 2: return each(CodebookRowAccumulate<2>);
+        case 3: return each(CodebookRowAccumulate<3>);
+        case 4: return each(CodebookRowAccumulate<4>);
       }
       return false;
+    }
     default:
       return false;
   }
@@ -237,11 +395,11 @@ HWY_AFTER_NAMESPACE();
 namespace kvq::cpu {
 HWY_EXPORT(ScoreRunFused);
 HWY_EXPORT(AccumulateRunFused);
-bool score_run_fused(const KvRun& run, const float* q, float scale, float* scores) {
-  return HWY_DYNAMIC_DISPATCH(ScoreRunFused)(run, q, scale, scores);
+bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld) {
+  return HWY_DYNAMIC_DISPATCH(ScoreRunFused)(run, q, n_q, scale, scores, ld);
 }
-bool accumulate_run_fused(const KvRun& run, const float* p, float* out) {
-  return HWY_DYNAMIC_DISPATCH(AccumulateRunFused)(run, p, out);
+bool accumulate_run_fused(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
+  return HWY_DYNAMIC_DISPATCH(AccumulateRunFused)(run, p, n_q, ld, out);
 }
 }  // namespace kvq::cpu
 #endif

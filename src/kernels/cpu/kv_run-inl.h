@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+// Highway helpers over a KvRun shared by the run decoders (kv_decode.cc) and the fused kernels
+// (kv_fused.cc). Per-target include guard, as Highway requires.
+#if defined(KVQ_KERNELS_KV_RUN_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVQ_KERNELS_KV_RUN_INL_H_
+#undef KVQ_KERNELS_KV_RUN_INL_H_
+#else
+#define KVQ_KERNELS_KV_RUN_INL_H_
+#endif
+
+#include <cstddef>
+
+#include "hwy/highway.h"
+#include "kernels/kv_run.h"
+#include "quant/bitpack-inl.h"
+#include "quant/normalize.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq {
+namespace HWY_NAMESPACE {
+
+// Zero and half-range of token t of a codebook-row run (KvRun::norm_off), converted with the
+// target's f16 instruction and without norm_float's reciprocal, which no decoder uses.
+HWY_INLINE NormF RunNorm(const KvRun& r, int t) {
+  const uint8_t* np = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+  NormF f{};
+  f.zero = F16ToF32(np + offsetof(NormParams, zero));
+  f.half = F16ToF32(np + offsetof(NormParams, half_range));
+  return f;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq
+HWY_AFTER_NAMESPACE();
+
+#endif  // KVQ_KERNELS_KV_RUN_INL_H_
