@@ -153,6 +153,10 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     // take them; for the others a tile decoded once serves the group.
     if (cpu::score_run_fused(run, q, n_q, scale, s, kAttentionChunk)) return;
   }
+  if (c.path == KernelPath::kSimd && c.k.pre_rope &&
+      cpu::score_run_rope_fused(run, q, n_q, c.p->rope->key_table(), scale, s, kAttentionChunk)) {
+    return;  // decoded, rotated and dotted in registers, once for every query of the group
+  }
   if (c.path == KernelPath::kSimd) {
     for (int j = 0; j < run.n; j += kSubTile) {
       const int n = std::min(kSubTile, run.n - j);

@@ -4,7 +4,6 @@
 // per-layer views, kv/kv_view.h); kernels know formats, never cache classes.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -56,20 +55,22 @@ struct KvRun {
 };
 
 // Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
-// token t of run r (KVQuant §3.4). r.out_ptr must be set.
-template <class Fn>
-inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn) {
-  const uint16_t* b = r.out_idx + r.out_ptr[t];
-  const uint16_t* e = r.out_idx + r.out_ptr[t + 1];
-  for (const uint16_t* it = std::lower_bound(b, e, uint16_t(r.out_ch0)); it != e && *it < r.out_ch0 + r.head_dim; ++it) {
-    fn(size_t(*it - r.out_ch0), f16_to_f32(r.out_val[it - r.out_idx]));
-  }
+// token t of run r (KVQuant §3.4). r.out_ptr must be set. A token has about 1% of its whole
+// K/V vector as outliers, so a linear walk to the head's range beats a binary search; cvt
+// converts the stored f16 (the SIMD kernels pass the target's conversion instruction).
+template <class Fn, class Cvt = float (*)(f16_t)>
+inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn, const Cvt& cvt = f16_to_f32) {
+  const uint32_t end = r.out_ptr[t + 1];
+  uint32_t e = r.out_ptr[t];
+  while (e != end && r.out_idx[e] < r.out_ch0) ++e;
+  for (; e != end && r.out_idx[e] < r.out_ch0 + r.head_dim; ++e) fn(size_t(r.out_idx[e] - r.out_ch0), cvt(r.out_val[e]));
 }
 
 // Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
 // of this head's sparse outliers.
-inline void apply_run_outliers(const KvRun& r, int t, float* o) {
-  for_each_run_outlier(r, t, [&](size_t c, float v) { o[c] = v; });
+template <class Cvt = float (*)(f16_t)>
+inline void apply_run_outliers(const KvRun& r, int t, float* o, const Cvt& cvt = f16_to_f32) {
+  for_each_run_outlier(r, t, [&](size_t c, float v) { o[c] = v; }, cvt);
 }
 
 // Tokens [j, j + n) of run r, as a run of their own.

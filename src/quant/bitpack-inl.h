@@ -8,6 +8,7 @@
 #define KVQ_QUANT_BITPACK_INL_H_
 #endif
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -48,6 +49,20 @@ constexpr UnpackTable make_unpack_table(int bits) {
   }
   return t;
 }
+// First bit of code i of a 16-code chunk.
+template <int kBits>
+struct CodeBits {
+  uint32_t bit[16];
+};
+template <int kBits>
+constexpr CodeBits<kBits> make_code_bits() {
+  CodeBits<kBits> t{};
+  for (int i = 0; i < 16; ++i) t.bit[i] = uint32_t(kBits * i);
+  return t;
+}
+template <int kBits>
+alignas(64) inline constexpr CodeBits<kBits> kCodeBit = make_code_bits<kBits>();
+
 alignas(64) inline constexpr UnpackTable kUnpack2 = make_unpack_table(2);
 alignas(64) inline constexpr UnpackTable kUnpack3 = make_unpack_table(3);
 alignas(64) inline constexpr UnpackTable kUnpack4 = make_unpack_table(4);
@@ -74,6 +89,15 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
   if constexpr (kBits == 8) {
     const hn::Rebind<uint8_t, DU> du8;
     return hn::PromoteTo(du, hn::LoadU(du8, chunk + lane0));
+  } else if constexpr (kBits * hn::MaxLanes(DU()) <= 32 && hn::MaxLanes(DU()) >= 4) {
+    // The lanes' kBits * N bits fit one 32-bit word of the chunk: broadcast it and shift each
+    // lane to its code (3 ops per N codes). The word starts at the byte holding code lane0,
+    // moved back so that it stays inside the chunk's 2 * kBits bytes.
+    const size_t byte = std::min(size_t(kBits) * lane0 / 8, size_t(2 * kBits - 4));
+    uint32_t w;
+    std::memcpy(&w, chunk + byte, 4);
+    const auto shift = hn::Sub(hn::LoadU(du, kCodeBit<kBits>.bit + lane0), hn::Set(du, uint32_t(8 * byte)));
+    return hn::And(hn::Set(du, w) >> shift, hn::Set(du, (1u << kBits) - 1u));
   } else {
     const hn::Repartition<uint8_t, DU> du8;
     const hn::Repartition<uint64_t, DU> du64;

@@ -298,6 +298,68 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   });
 }
 
+// KVQuant keys stored before RoPE (kvquant.md §2), scored without a tile: each row is decoded
+// (level * half_c + zero_c), rotated by its offset j in the run with the key table
+// (R(j) k = k * C_j + swap_pairs(k) * S_j, kernels/rope.h) and dotted in registers, once for
+// all the queries of a pass; each sparse outlier then corrects the score by
+// (exact - dense) * (R(j)^T q)_c = (exact - dense) * (q_c C_jc + q_c' S_jc'), c' = c ^ 1.
+// q: the queries already rotated to the run's first position.
+template <int kBits>
+void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const float* HWY_RESTRICT table,
+                          float scale, float* HWY_RESTRICT s, size_t lds) {
+  const DF df;
+  const DI di;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  const float* h = r.ch_half;
+  const float* z = r.ch_zero;
+  ForQueryPasses(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    const float* qs = q + size_t(i0) * hd;
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      const float* C = table + size_t(t) * 2 * hd;
+      const float* S = C + hd;
+      hn::Vec<DF> acc[kQ];
+      for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
+      for (size_t c0 = 0; c0 < hd; c0 += kChunk) {
+        for (size_t l = 0; l < kChunk; l += N) {
+          const size_t i = c0 + l;
+          const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + c0 / kChunk * 2 * kBits, l));
+          const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), hn::LoadU(df, h + i), hn::LoadU(df, z + i));
+          const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
+          for (int j = 0; j < kQ; ++j) acc[j] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[j]);
+        }
+      }
+      for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] = hn::GetLane(hn::SumOfLanes(df, acc[j])) * scale;
+    }
+    // Outliers in a pass of their own, so that the row loop above keeps its registers.
+    if (!r.out_ptr) return;
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      const float* C = table + size_t(t) * 2 * hd;
+      const float* S = C + hd;
+      for_each_run_outlier(r, t, [&](size_t c, float exact) {
+        const float d = (exact - (r.levels[code_at(row, kBits, c)] * h[c] + z[c])) * scale;
+        for (int j = 0; j < kQ; ++j) {
+          const float* qj = qs + size_t(j) * hd;
+          s[size_t(i0 + j) * lds + size_t(t)] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
+        }
+      }, F16At);
+    }
+  });
+}
+
+bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* table, float scale, float* s,
+                       size_t lds) {
+  if (r.format != KvFormat::kCodebookPc || r.head_dim % 16 != 0 || r.head_dim > 512) return false;
+  switch (r.bits) {
+    case 2: CodebookPcRopeScores<2>(r, q, n_q, table, scale, s, lds); return true;
+    case 3: CodebookPcRopeScores<3>(r, q, n_q, table, scale, s, lds); return true;
+    case 4: CodebookPcRopeScores<4>(r, q, n_q, table, scale, s, lds); return true;
+  }
+  return false;
+}
+
 // KVQuant values: a 2^bits table scaled by p_t half_t per token feeds the codebook axpy; the
 // zero points are summed once; sparse outliers correct their dense value.
 template <int kBits>
@@ -314,10 +376,15 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
     for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
     zsum += p[t] * f.zero;
     AxpyRowT<kBits>(row, hd, alut, out);
-    if (!r.out_ptr) continue;
+  }
+  // Outliers in a pass of their own, so that the row loop above keeps its registers.
+  for (int t = 0; r.out_ptr && t < r.n; ++t) {
+    if (p[t] == 0.0f) continue;
+    const uint8_t* row = r.rows + size_t(t) * r.stride;
+    const NormF f = RunNorm(r, t);
     for_each_run_outlier(r, t, [&](size_t c, float v) {
       out[c] += p[t] * (v - (r.levels[code_at(row, kBits, c)] * f.half + f.zero));
-    });
+    }, F16At);
   }
   const auto z = hn::Set(df, zsum);
   size_t i = 0;
@@ -395,6 +462,11 @@ HWY_AFTER_NAMESPACE();
 namespace kvq::cpu {
 HWY_EXPORT(ScoreRunFused);
 HWY_EXPORT(AccumulateRunFused);
+HWY_EXPORT(ScoreRunRopeFused);
+bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
+                          float* scores, size_t ld) {
+  return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, key_table, scale, scores, ld);
+}
 bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunFused)(run, q, n_q, scale, scores, ld);
 }

@@ -19,6 +19,10 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
+// A stored f16 as float (F16ToF32 by value), for the outlier walks of kernels/kv_run.h.
+// Not HWY_INLINE: the outlier walks that take it are templates compiled outside the target.
+inline float F16At(f16_t h) { return F16ToF32(&h); }
+
 // Zero and half-range of token t of a codebook-row run (KvRun::norm_off), converted with the
 // target's f16 instruction and without norm_float's reciprocal, which no decoder uses.
 HWY_INLINE NormF RunNorm(const KvRun& r, int t) {
