@@ -148,12 +148,16 @@ bool ClassBlocksFit(const KvRun& r) {
 }
 
 // Calls run_q(std::integral_constant<int, kQ>(), i0) over queries [0, n_q) in passes of at
-// most kMaxQ. Each query's arithmetic is the same in every pass size.
-template <class Fn>
+// most kMax (a power of two). Each query's arithmetic is the same in every pass size.
+template <size_t kMax = kMaxQ, class Fn>
 HWY_INLINE void ForQueryPasses(int n_q, const Fn& run_q) {
   int i = 0;
-  for (; i + 4 <= n_q; i += 4) run_q(std::integral_constant<int, 4>(), i);
-  for (; i + 2 <= n_q; i += 2) run_q(std::integral_constant<int, 2>(), i);
+  if constexpr (kMax >= 4) {
+    for (; i + 4 <= n_q; i += 4) run_q(std::integral_constant<int, 4>(), i);
+  }
+  if constexpr (kMax >= 2) {
+    for (; i + 2 <= n_q; i += 2) run_q(std::integral_constant<int, 2>(), i);
+  }
   for (; i < n_q; ++i) run_q(std::integral_constant<int, 1>(), i);
 }
 
@@ -248,46 +252,60 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
   });
 }
 
-// out_i += sum_t p_it (s_tg code_t + z_tg): the code terms accumulate in class order and are
-// permuted back once per run; the zero terms are summed per group.
+// out_i += sum_t p_it (s_tg code_t + z_tg). Per block of N code bytes, the run's tokens stream
+// by while the block's class sums (kPer per query) stay in registers; they are added to a
+// class-ordered accumulator and permuted back once per run. Zero terms are summed per group.
 template <int kBits>
 void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
   const DF8 df;
+  constexpr size_t kPer = 8 / kBits;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd);
-  const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N);
+  const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N), row_blocks = hd * kBits / (8 * N);
+  const int tc = int(std::max<size_t>(1, 1024 / n_groups));  // tokens per sub-run: w fits below
   HWY_ALIGN float acc[kMaxQ][512];
   float zacc[kMaxQ][64];
+  float w[kMaxQ][1024];  // p_it * s_tg of a sub-run's tokens, [t][g]
   uint16_t pos[512];
   ClassOrder<kBits>(hd, pos);
-  ForQueryPasses(n_q, [&](auto kq, int i0) {
+  // At most 8 class sums in registers.
+  ForQueryPasses<std::min<size_t>(kMaxQ, 8 / kPer)>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       std::fill(acc[i], acc[i] + hd, 0.0f);
       std::fill(zacc[i], zacc[i] + n_groups, 0.0f);
     }
-    for (int t = 0; t < r.n; ++t) {
-      float pt[kQ];
-      bool any = false;
-      for (int i = 0; i < kQ; ++i) {
-        pt[i] = p[size_t(i0 + i) * ldp + size_t(t)];
-        any |= pt[i] != 0.0f;
-      }
-      if (!any) continue;
-      const uint8_t* row = r.rows + size_t(t) * r.stride;
-      const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off + size_t(t) * r.meta_stride);
-      const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off + size_t(t) * r.meta_stride);
-      for (size_t k = 0; k < n_groups; ++k) {
-        const float sk = F16ToF32(sc + k), zk = F16ToF32(zc + k);
-        hn::Vec<DF8> a[kQ];
-        for (int i = 0; i < kQ; ++i) {
-          a[i] = hn::Set(df, pt[i] * sk);
-          zacc[i][k] += pt[i] * zk;
+    for (int t0 = 0; t0 < r.n; t0 += tc) {
+      const int t1 = std::min(r.n, t0 + tc);
+      for (int t = t0; t < t1; ++t) {
+        const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+        for (size_t k = 0; k < n_groups; ++k) {
+          const float sk = F16ToF32(meta + r.scales_off + 2 * k), zk = F16ToF32(meta + r.zeros_off + 2 * k);
+          for (int i = 0; i < kQ; ++i) {
+            const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+            // A zero weight skips the token whatever its scale (an infinite one included).
+            w[i][size_t(t - t0) * n_groups + k] = pt == 0.0f ? 0.0f : pt * sk;
+            if (pt != 0.0f) zacc[i][k] += pt * zk;
+          }
         }
-        for (size_t blk = k * group_blocks; blk < (k + 1) * group_blocks; ++blk) {
-          ForEachClass<kBits>(row + blk * N, [&](int c, hn::Vec<DF8> codes) {
-            const size_t off = (blk * (8 / kBits) + size_t(c)) * N;
-            for (int i = 0; i < kQ; ++i) hn::Store(hn::MulAdd(a[i], codes, hn::Load(df, acc[i] + off)), df, acc[i] + off);
+      }
+      for (size_t blk = 0; blk < row_blocks; ++blk) {
+        const size_t k = blk / group_blocks;
+        hn::Vec<DF8> a[kQ][kPer];
+        for (int i = 0; i < kQ; ++i) {
+          for (size_t c = 0; c < kPer; ++c) a[i][c] = hn::Zero(df);
+        }
+        for (int t = t0; t < t1; ++t) {
+          hn::Vec<DF8> wt[kQ];
+          for (int i = 0; i < kQ; ++i) wt[i] = hn::Set(df, w[i][size_t(t - t0) * n_groups + k]);
+          ForEachClass<kBits>(r.rows + size_t(t) * r.stride + blk * N, [&](int c, hn::Vec<DF8> codes) {
+            for (int i = 0; i < kQ; ++i) a[i][c] = hn::MulAdd(wt[i], codes, a[i][c]);
           });
+        }
+        for (int i = 0; i < kQ; ++i) {
+          for (size_t c = 0; c < kPer; ++c) {
+            float* dst = acc[i] + (blk * kPer + c) * N;
+            hn::Store(hn::Add(hn::Load(df, dst), a[i][c]), df, dst);
+          }
         }
       }
     }
@@ -366,16 +384,47 @@ template <int kBits>
 void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
   const DF df;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
-  HWY_ALIGN float alut[16] = {};
   float zsum = 0.0f;
-  for (int t = 0; t < r.n; ++t) {
-    if (p[t] == 0.0f) continue;
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    const NormF f = RunNorm(r, t);
-    const float a = p[t] * f.half;
-    for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
-    zsum += p[t] * f.zero;
-    AxpyRowT<kBits>(row, hd, alut, out);
+  if (hn::MaxLanes(df) >= (1u << kBits) && r.n <= 64 && hd % kChunk == 0) {
+    // The table fits one register: per token it is scaled there (a_t * levels) and looked up
+    // by a lane permute; the channels go in passes of kV vectors whose sums stay in registers
+    // while the run's tokens stream by.
+    constexpr size_t kV = 8;
+    float a[64];
+    for (int t = 0; t < r.n; ++t) {
+      a[t] = 0.0f;
+      if (p[t] == 0.0f) continue;
+      const NormF f = RunNorm(r, t);
+      a[t] = p[t] * f.half;
+      zsum += p[t] * f.zero;
+    }
+    const auto levels = hn::LoadU(df, r.levels);
+    for (size_t c0 = 0; c0 < hd; c0 += kV * N) {
+      const size_t nv = std::min(kV, (hd - c0) / N);
+      hn::Vec<DF> acc[kV];
+      for (size_t v = 0; v < kV; ++v) acc[v] = hn::Zero(df);
+      for (int t = 0; t < r.n; ++t) {
+        if (a[t] == 0.0f) continue;
+        const auto table = hn::Mul(hn::Set(df, a[t]), levels);
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        for (size_t v = 0; v < nv; ++v) {
+          const size_t i = c0 + v * N;
+          const auto idx = hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk));
+          acc[v] = hn::Add(acc[v], hn::TableLookupLanes(table, hn::IndicesFromVec(df, idx)));
+        }
+      }
+      for (size_t v = 0; v < nv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, out + c0 + v * N), acc[v]), df, out + c0 + v * N);
+    }
+  } else {
+    HWY_ALIGN float alut[16] = {};
+    for (int t = 0; t < r.n; ++t) {
+      if (p[t] == 0.0f) continue;
+      const NormF f = RunNorm(r, t);
+      const float a = p[t] * f.half;
+      for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
+      zsum += p[t] * f.zero;
+      AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, out);
+    }
   }
   // Outliers in a pass of their own, so that the row loop above keeps its registers.
   for (int t = 0; r.out_ptr && t < r.n; ++t) {
