@@ -36,13 +36,14 @@ struct ArchInfo {
   FfnActivation ffn_act;
   bool embd_scale_sqrt;  // x *= sqrt(n_embd) after the embedding lookup
   bool scale_queries;
+  bool sliding_window;   // attention.sliding_window is used (llama.cpp ignores it for llama)
 };
 
 constexpr ArchInfo kArchs[] = {
-    {"llama", RopeMode::kNormal, FfnActivation::kSilu, false, false},
-    {"qwen2", RopeMode::kNeox, FfnActivation::kSilu, false, false},
-    {"phi3", RopeMode::kNeox, FfnActivation::kSilu, false, true},
-    {"gemma", RopeMode::kNeox, FfnActivation::kGelu, true, true},
+    {"llama", RopeMode::kNormal, FfnActivation::kSilu, false, false, false},
+    {"qwen2", RopeMode::kNeox, FfnActivation::kSilu, false, false, false},
+    {"phi3", RopeMode::kNeox, FfnActivation::kSilu, false, true, true},
+    {"gemma", RopeMode::kNeox, FfnActivation::kGelu, true, true, false},
 };
 
 }  // namespace
@@ -114,7 +115,7 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& f) {
                            "') is not supported");
     }
   }
-  if (f.find(a + "attention.sliding_window")) {
+  if (arch->sliding_window && f.find(a + "attention.sliding_window")) {
     KVQ_ASSIGN_OR_RETURN(c.n_swa, get_int(f, a + "attention.sliding_window", 0, 1 << 30));
   }
   if (arch->embd_scale_sqrt) c.embd_scale = std::sqrt(float(c.n_embd));

@@ -40,7 +40,7 @@ struct ModelConfig {
   // Gemma: llama.cpp's graph does so; with an f16 cache the query is rounded after scaling).
   bool scale_queries = false;
   // Sliding-window attention (0: none): a query attends to keys less than n_swa positions
-  // back. kvq does not mask, so steps past n_swa positions are refused (LlamaModel::check_step).
+  // back (Phi-3's attention.sliding_window; every layer, as llama.cpp's phi3 graph does).
   int n_swa = 0;
 
 

@@ -57,12 +57,6 @@ Status LlamaModel::check_step(std::span<const int32_t> tokens, const KvCache& ca
     return invalid_argument("the context is full: " + std::to_string(pos0) + " + " + std::to_string(n) +
                             " tokens exceed -c " + std::to_string(cache.shape().n_ctx));
   }
-  if (config_.n_swa > 0 && pos0 + n > config_.n_swa) {
-    // Positions past the window would need keys masked that kvq's attention does not mask.
-    return unimplemented("sliding-window attention: " + config_.arch + " attends over a window of " +
-                         std::to_string(config_.n_swa) + " tokens, and kvq runs at most that many (-c " +
-                         std::to_string(config_.n_swa) + ")");
-  }
   for (int32_t id : tokens) {
     if (id < 0 || id >= config_.n_vocab) {
       return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary of " +
@@ -164,7 +158,7 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
   ws.rope_cs.resize(size_t(n) * rd);
   for (const Segment& g : segs) rope_.ggml_angles(g.pos0, g.n, ws.rope_cs.data() + size_t(g.row0) * rd);
   const float kq_scale = 1.0f / std::sqrt(float(c.head_dim));
-  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, c.scale_queries ? 1.0f : kq_scale, &rope_};
+  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, c.scale_queries ? 1.0f : kq_scale, &rope_, c.n_swa};
   const size_t qd = size_t(c.q_dim()), kd = size_t(c.kv_dim());
   auto fail = [&](const Segment& g, Status s) {
     if (failed) *failed = int(&g - segs.data());

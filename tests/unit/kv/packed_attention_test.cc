@@ -128,6 +128,50 @@ TEST(PackedAttention, PreRopeKeysFollowEveryRopeMode) {
   }
 }
 
+// A sliding window (Phi-3): the query at p attends to (p - window, p] only, in the decode and
+// prefill paths, for windows inside one chunk, across a chunk start, and past a whole chunk.
+TEST(PackedAttention, SlidingWindowAttendsToTheLastKeysOnly) {
+  const Rope rope(kHd, kHd, 10000.0f, RopeMode::kNeox);
+  Rng rng(14);
+  const int n = kAttentionChunk + 76;
+  for (const char* spec : {"f32", "kvquant-3"}) {
+    Built b = build(spec, n);
+    ASSERT_TRUE(b.cache);
+    const size_t row = size_t(kKvHeads * kHd);
+    std::vector<float> k(size_t(n) * row), v(k.size()), q(size_t(n) * kHeads * kHd);
+    for (auto& x : k) x = float(rng.normal());
+    for (auto& x : v) x = float(rng.normal());
+    for (auto& x : q) x = float(rng.normal());
+    ASSERT_TRUE(b.cache->append(0, n, k.data(), v.data()).ok());
+    std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd), cs(kHd);
+    for (int window : {40, 300, 1100}) {
+      for (int n_q : {3, 20}) {
+        const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope, window};
+        const int pos0 = n - n_q;
+        ExecContext ctx(2);
+        std::vector<float> out(size_t(n_q) * kHeads * kHd);
+        ASSERT_TRUE(attend(ctx, p, *b.cache, 0, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
+        for (int h = 0; h < kHeads; ++h) {
+          b.cache->read(0, h / (kHeads / kKvHeads), 0, n, kd.data(), vd.data());
+          for (int t = 0; b.cache->pre_rope() && t < n; ++t) {
+            rope.angles(t, cs.data());
+            rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
+          }
+          for (int i = 0; i < n_q; ++i) {
+            const int pos = pos0 + i, lo = std::max(0, pos - window + 1);
+            ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], &kd[size_t(lo) * kHd], &vd[size_t(lo) * kHd],
+                                    ref.data(), pos + 1 - lo, kHd, 0.125f);
+            const float* got = &out[(size_t(i) * kHeads + h) * kHd];
+            for (int d = 0; d < kHd; ++d) {
+              ASSERT_NEAR(got[d], ref[d], 2e-5f * (1.0f + std::fabs(ref[d]))) << spec << " window " << window << " n_q " << n_q;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // The rotation itself against its definition: neox pairs (i, i + rope_dim/2), freq factors
 // dividing the angle, dims past rope_dim untouched; ggml's float angles close to the double ones.
 TEST(Rope, NeoxPairsFreqFactorsAndPartialRotary) {
