@@ -57,6 +57,24 @@ std::string golden(const std::string& name) { return "fixtures/arch/golden/" + n
 
 class ArchGolden : public ::testing::TestWithParam<const char*> {};
 
+// What `kvq run -p kPrompt -n 32 --temp 0` prints (prompt and continuation), with an f16
+// cache; *ids receives the prompt's and the generated tokens.
+std::string greedy_text(const LlamaModel& model, std::vector<int32_t>* ids) {
+  auto cache = make_cache(parse_cache_spec("f16").value(), model.kv_shape(256));
+  EXPECT_TRUE(cache.ok());
+  if (!cache.ok()) return {};
+  ExecContext ctx(2);
+  GenerateArgs args;
+  args.prompt = kPrompt;
+  args.n_predict = kGreedyTokens;
+  args.sampling.temp = 0.0f;
+  std::string out;
+  auto st = generate(ctx, model, **cache, args, [&](std::string_view s) { out += s; }, ids);
+  EXPECT_TRUE(st.ok()) << st.status().to_string();
+  if (st.ok()) EXPECT_EQ(st->n_generated, kGreedyTokens);
+  return out;
+}
+
 // kvq's greedy generation prints what llama-cli printed (prompt and 32 tokens, as bytes) and
 // takes the greedy_trace's token ids, up to a near-tie that kvq's rounding decides the other
 // way; teacher-forced on llama.cpp's path, kvq picks its token wherever the gap is clear.
@@ -85,17 +103,8 @@ TEST_P(ArchGolden, GreedyTextMatchesLlamaCli) {
       ASSERT_TRUE((*model)->forward(ctx, std::span<const int32_t>(&gen[s], 1), **cache, ws, logits.data(), false).ok());
     }
   }
-  auto cache = make_cache(parse_cache_spec("f16").value(), (*model)->kv_shape(256));
-  ASSERT_TRUE(cache.ok());
-  GenerateArgs args;
-  args.prompt = kPrompt;
-  args.n_predict = kGreedyTokens;
-  args.sampling.temp = 0.0f;
-  std::string out;
   std::vector<int32_t> ids;
-  auto st = generate(ctx, **model, **cache, args, [&](std::string_view s) { out += s; }, &ids);
-  ASSERT_TRUE(st.ok()) << st.status().to_string();
-  EXPECT_EQ(st->n_generated, kGreedyTokens);
+  const std::string out = greedy_text(**model, &ids);
   ASSERT_EQ(ids.size(), prompt.size() + gen.size());
   EXPECT_TRUE(std::equal(prompt.begin(), prompt.end(), ids.begin())) << "prompt tokenization";
   size_t same = 0;
@@ -137,20 +146,14 @@ TEST_P(ArchGolden, PerplexityAndTopKMatchLlamaCpp) {
 
   ExecContext ctx(2);
   LogprobFile rows;
-  PplArgs args;
-  args.n_ctx = g.n_ctx;
-  args.n_chunks = g.n_chunk;
-  args.rows_out = &rows;
-  auto r = run_perplexity(ctx, **model, parse_cache_spec("f16").value(), tokens, args);
+  auto r = testing::llamacpp_ppl_rows(ctx, **model, tokens, g.n_ctx, g.n_chunk, &rows);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   ASSERT_EQ(rows.rows.size(), g.records.size() * size_t(n_vocab));
   const auto c = compare_topk(g, rows.rows.data(), n_vocab, kTop1Gap);
   // kvq's own noise floor: the scalar kernels against the SIMD ones on the same rows.
   ExecContext ref_ctx(2, KernelPath::kRef);
   LogprobFile ref_rows;
-  PplArgs ref_args = args;
-  ref_args.rows_out = &ref_rows;
-  auto ref_r = run_perplexity(ref_ctx, **model, parse_cache_spec("f16").value(), tokens, ref_args);
+  auto ref_r = testing::llamacpp_ppl_rows(ref_ctx, **model, tokens, g.n_ctx, g.n_chunk, &ref_rows);
   ASSERT_TRUE(ref_r.ok()) << ref_r.status().to_string();
   double own_mean = 0, own_max = 0;
   for (size_t i = 0; i < g.records.size(); ++i) {
@@ -233,15 +236,7 @@ TEST_P(ArchGolden, CliRunAndPpl) {
   const std::string name = GetParam();
   auto model = LlamaModel::load(model_path(name));
   ASSERT_TRUE(model.ok()) << model.status().to_string();
-  auto cache = make_cache(parse_cache_spec("f16").value(), (*model)->kv_shape(256));
-  ASSERT_TRUE(cache.ok());
-  ExecContext ctx(2);
-  GenerateArgs args;
-  args.prompt = kPrompt;
-  args.n_predict = kGreedyTokens;
-  args.sampling.temp = 0.0f;
-  std::string out;
-  ASSERT_TRUE(generate(ctx, **model, **cache, args, [&](std::string_view s) { out += s; }, nullptr).ok());
+  const std::string out = greedy_text(**model, nullptr);
   auto r = testing::run_kvq({"run", "-m", model_path(name), "-p", kPrompt, "-n", "32", "--temp", "0", "-t", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(out), std::string::npos) << r.output;

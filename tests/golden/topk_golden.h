@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/perplexity.h"
+#include "kv/cache_spec.h"
 #include "shared_data.h"
 
 namespace kvq::testing {
@@ -93,6 +95,17 @@ inline TopKComparison compare_topk(const TopKGolden& g, const float* rows, int n
   if (!g.records.empty()) c.mean_next /= double(g.records.size());
   if (n_topk) c.mean_topk /= double(n_topk);
   return c;
+}
+
+// llama-perplexity's protocol on tokens with an f16 cache (the goldens' settings): the PPL,
+// and in *rows the log-prob rows of the scored positions, in the records' order.
+inline StatusOr<PplResult> llamacpp_ppl_rows(ExecContext& ctx, const LlamaModel& model, std::span<const int32_t> tokens,
+                                             int n_ctx, int n_chunks, LogprobFile* rows) {
+  PplArgs args;
+  args.n_ctx = n_ctx;
+  args.n_chunks = n_chunks;
+  args.rows_out = rows;
+  return run_perplexity(ctx, model, parse_cache_spec("f16").value(), tokens, args);
 }
 
 }  // namespace kvq::testing

@@ -76,11 +76,7 @@ TEST_P(WeightTypeGolden, PerplexityAndTop1MatchLlamaCpp) {
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   ExecContext ctx(2);
   LogprobFile rows;
-  PplArgs args;
-  args.n_ctx = kCtx;
-  args.n_chunks = kChunks;
-  args.rows_out = &rows;
-  auto r = run_perplexity(ctx, **model, parse_cache_spec("f16").value(), tokens, args);
+  auto r = testing::llamacpp_ppl_rows(ctx, **model, tokens, kCtx, kChunks, &rows);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   const int n_vocab = (*model)->config().n_vocab;
   ASSERT_EQ(rows.rows.size(), size_t(kChunks) * (kCtx / 2 - 1) * size_t(n_vocab));

@@ -165,27 +165,21 @@ void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table, int p
     const size_t half = size_t(pair_stride);
     if (half % hn::Lanes(d) == 0) return RopeRowsNeoxImpl(d, x, n_rows, hd, half, table);
     if (half % 4 == 0) return RopeRowsNeoxImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, half, table);
-    for (int j = 0; j < n_rows; ++j) {
-      float* r = x + size_t(j) * hd;
-      const float* c = table + size_t(j) * 2 * hd;
-      for (size_t i = 0; i < half; ++i) {
-        const float x0 = r[i], x1 = r[i + half];
-        r[i] = x1 * c[hd + i] + x0 * c[i];
-        r[i + half] = x0 * c[hd + i + half] + x1 * c[i + half];
-      }
-    }
-    return;
+  } else {
+    if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
+    if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
+    if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);
   }
-  if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
-  if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
-  if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);
+  // Odd sizes: pair p is (a, a + stride), a = 2p for adjacent pairs, p for neox halves.
+  const size_t stride = size_t(pair_stride), n_pairs = stride == 1 ? hd / 2 : stride;
   for (int j = 0; j < n_rows; ++j) {
     float* r = x + size_t(j) * hd;
     const float* c = table + size_t(j) * 2 * hd;
-    for (size_t i = 0; i + 1 < hd; i += 2) {
-      const float x0 = r[i], x1 = r[i + 1];
-      r[i] = x1 * c[hd + i] + x0 * c[i];
-      r[i + 1] = x0 * c[hd + i + 1] + x1 * c[i + 1];
+    for (size_t p = 0; p < n_pairs; ++p) {
+      const size_t a = stride == 1 ? 2 * p : p, b = a + stride;
+      const float x0 = r[a], x1 = r[b];
+      r[a] = x1 * c[hd + a] + x0 * c[a];
+      r[b] = x0 * c[hd + b] + x1 * c[b];
     }
   }
 }

@@ -32,6 +32,34 @@ const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32",
                               "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-4:prerope=0:rot=1",
                               "K=kvquant-3,V=kvquant-3:rot=1"};
 
+// Random keys, values and queries for positions [0, n), the keys and values appended to layer
+// il of cache in one step.
+struct RandomKvq {
+  std::vector<float> k, v, q;
+};
+RandomKvq append_random(Rng& rng, KvCache& cache, int il, int n) {
+  RandomKvq r;
+  r.k.resize(size_t(n) * kKvHeads * kHd);
+  r.v.resize(r.k.size());
+  r.q.resize(size_t(n) * kHeads * kHd);
+  for (auto* x : {&r.k, &r.v, &r.q})
+    for (auto& e : *x) e = float(rng.normal());
+  EXPECT_TRUE(cache.append(il, n, r.k.data(), r.v.data()).ok());
+  return r;
+}
+
+// KV head kvh of layer il for positions [0, n), dequantized, keys rotated to their positions
+// when the cache stores them before RoPE: what a reference attention reads.
+void read_keys_at_positions(const KvCache& cache, const Rope& rope, int il, int kvh, int n, float* kd, float* vd) {
+  cache.read(il, kvh, 0, n, kd, vd);
+  if (!cache.pre_rope()) return;
+  std::vector<float> cs(kHd);
+  for (int t = 0; t < n; ++t) {
+    rope.angles(t, cs.data());
+    rope.rotate(kd + size_t(t) * kHd, cs.data(), false);
+  }
+}
+
 TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
   Rng rng(11);
   const int n = 150;  // odd: crosses blocks of 64 and KIVI windows
@@ -55,15 +83,7 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
     // Reference: dequantize everything, RoPE pre-RoPE keys, plain softmax attention.
     std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
     for (int h = 0; h < kHeads; ++h) {
-      const int kvh = h / (kHeads / kKvHeads);
-      b.cache->read(1, kvh, 0, n, kd.data(), vd.data());
-      if (b.cache->pre_rope()) {
-        std::vector<float> cs(kHd);
-        for (int t = 0; t < n; ++t) {
-          rope.angles(t, cs.data());
-          rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
-        }
-      }
+      read_keys_at_positions(*b.cache, rope, 1, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
       for (int i = 0; i < n_q; ++i) {
         const int pos = pos0 + i;
         ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
@@ -93,25 +113,16 @@ TEST(PackedAttention, PreRopeKeysFollowEveryRopeMode) {
     for (const char* spec : {"kvquant-3", "kvquant-2:outliers=0:sinks=0"}) {
       Built b = build(spec, n);
       ASSERT_TRUE(b.cache && b.cache->pre_rope());
-      const size_t row = size_t(kKvHeads * kHd);
-      std::vector<float> k(size_t(n) * row), v(k.size()), q(size_t(n) * kHeads * kHd);
-      for (auto& x : k) x = float(rng.normal());
-      for (auto& x : v) x = float(rng.normal());
-      for (auto& x : q) x = float(rng.normal());
-      ASSERT_TRUE(b.cache->append(0, n, k.data(), v.data()).ok());
+      const std::vector<float> q = append_random(rng, *b.cache, 0, n).q;
       const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope};
       const int n_q = 3, pos0 = n - n_q;
-      std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd), cs(kHd);
+      std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
       for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
         ExecContext ctx(2, path);
         std::vector<float> out(size_t(n_q) * kHeads * kHd);
         ASSERT_TRUE(attend(ctx, p, *b.cache, 0, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
         for (int h = 0; h < kHeads; ++h) {
-          b.cache->read(0, h / (kHeads / kKvHeads), 0, n, kd.data(), vd.data());
-          for (int t = 0; t < n; ++t) {
-            rope.angles(t, cs.data());
-            rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
-          }
+          read_keys_at_positions(*b.cache, rope, 0, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
           for (int i = 0; i < n_q; ++i) {
             const int pos = pos0 + i;
             ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
@@ -137,13 +148,8 @@ TEST(PackedAttention, SlidingWindowAttendsToTheLastKeysOnly) {
   for (const char* spec : {"f32", "kvquant-3"}) {
     Built b = build(spec, n);
     ASSERT_TRUE(b.cache);
-    const size_t row = size_t(kKvHeads * kHd);
-    std::vector<float> k(size_t(n) * row), v(k.size()), q(size_t(n) * kHeads * kHd);
-    for (auto& x : k) x = float(rng.normal());
-    for (auto& x : v) x = float(rng.normal());
-    for (auto& x : q) x = float(rng.normal());
-    ASSERT_TRUE(b.cache->append(0, n, k.data(), v.data()).ok());
-    std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd), cs(kHd);
+    const std::vector<float> q = append_random(rng, *b.cache, 0, n).q;
+    std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
     for (int window : {40, 300, 1100}) {
       for (int n_q : {3, 20}) {
         const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope, window};
@@ -152,11 +158,7 @@ TEST(PackedAttention, SlidingWindowAttendsToTheLastKeysOnly) {
         std::vector<float> out(size_t(n_q) * kHeads * kHd);
         ASSERT_TRUE(attend(ctx, p, *b.cache, 0, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
         for (int h = 0; h < kHeads; ++h) {
-          b.cache->read(0, h / (kHeads / kKvHeads), 0, n, kd.data(), vd.data());
-          for (int t = 0; b.cache->pre_rope() && t < n; ++t) {
-            rope.angles(t, cs.data());
-            rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
-          }
+          read_keys_at_positions(*b.cache, rope, 0, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
           for (int i = 0; i < n_q; ++i) {
             const int pos = pos0 + i, lo = std::max(0, pos - window + 1);
             ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], &kd[size_t(lo) * kHd], &vd[size_t(lo) * kHd],
