@@ -71,7 +71,9 @@ std::string greedy_text(const LlamaModel& model, std::vector<int32_t>* ids) {
   std::string out;
   auto st = generate(ctx, model, **cache, args, [&](std::string_view s) { out += s; }, ids);
   EXPECT_TRUE(st.ok()) << st.status().to_string();
-  if (st.ok()) EXPECT_EQ(st->n_generated, kGreedyTokens);
+  if (st.ok()) {
+    EXPECT_EQ(st->n_generated, kGreedyTokens);
+  }
   return out;
 }
 
@@ -231,7 +233,7 @@ TEST_P(ArchGolden, PreRopeKeysMatchPostRope) {
 }
 
 // `kvq run` prints what generate() prints (GreedyTextMatchesLlamaCli holds that against
-// llama-cli), and `kvq ppl` gives llama-perplexity's PPL, from the command line.
+// llama-cli), `kvq ppl` gives llama-perplexity's PPL, and `kvq info` describes the model.
 TEST_P(ArchGolden, CliRunAndPpl) {
   const std::string name = GetParam();
   auto model = LlamaModel::load(model_path(name));
@@ -248,6 +250,9 @@ TEST_P(ArchGolden, CliRunAndPpl) {
   const double ppl = std::strtod(r.output.c_str() + at + 6, nullptr);
   const auto meta = nlohmann::json::parse(read_text(golden(name) + ".wiki20k.c128.topk.json"), nullptr, false);
   EXPECT_NEAR(ppl / meta["llamacpp_ppl"].get<double>(), 1.0, kPplRelTol) << r.output;
+  r = testing::run_kvq({"info", "-m", model_path(name)});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(" + (*model)->config().arch + ", " + name + ")"), std::string::npos) << r.output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ArchGolden, ::testing::ValuesIn(kArchModels),
