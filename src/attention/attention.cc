@@ -158,7 +158,9 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     for (int j = 0; j < run.n; j += kSubTile) {
       const int n = std::min(kSubTile, run.n - j);
       cpu::decode_run(sub_run(run, j, n), w.tile);
-      if (c.k.pre_rope) cpu::rope_rows_table(w.tile, n, hd, c.p->rope->key_table() + size_t(j) * 2 * hd, c.p->rope->pair_stride());
+      if (c.k.pre_rope) {
+        cpu::rope_rows_table(w.tile, n, hd, c.p->rope->key_table() + size_t(j) * 2 * hd, c.p->rope->pair_stride());
+      }
       cpu::attn_scores(q, size_t(hd), n_q, w.tile, size_t(hd), n, hd, scale, s + j, kAttentionChunk);
     }
     return;

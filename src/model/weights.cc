@@ -85,7 +85,9 @@ StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
   if (freqs.present()) {
     w->rope_freqs.assign(freqs.f32(), freqs.f32() + freqs.cols);
     for (float f : w->rope_freqs) {
-      if (!(f > 0.0f && std::isfinite(f))) return data_loss("tensor 'rope_freqs.weight' has a factor that is not positive and finite");
+      if (!(f > 0.0f && std::isfinite(f))) {
+        return data_loss("tensor 'rope_freqs.weight' has a factor that is not positive and finite");
+      }
     }
   }
   if (c.arch == "phi3") KVQ_RETURN_IF_ERROR(check_phi3_tensors(file));

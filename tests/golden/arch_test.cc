@@ -161,7 +161,8 @@ TEST_P(ArchGolden, PerplexityAndTopKMatchLlamaCpp) {
   for (size_t i = 0; i < g.records.size(); ++i) {
     const auto& rec = g.records[i];
     const size_t at = i * size_t(n_vocab) + size_t(rec.next_id);
-    const double e = std::fabs(double(std::max(rows.rows[at], rec.floor_logprob)) - std::max(ref_rows.rows[at], rec.floor_logprob));
+    const double e = std::fabs(double(std::max(rows.rows[at], rec.floor_logprob)) -
+                               double(std::max(ref_rows.rows[at], rec.floor_logprob)));
     own_mean += e / double(g.records.size());
     own_max = std::max(own_max, e);
   }

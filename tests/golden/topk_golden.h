@@ -83,7 +83,8 @@ inline TopKComparison compare_topk(const TopKGolden& g, const float* rows, int n
     c.mean_next += e;
     c.max_next = std::max(c.max_next, e);
     for (int j = 0; j < g.k; ++j) {
-      const double ej = std::fabs(double(std::max(ours[r.top_id[size_t(j)]], r.floor_logprob)) - r.top_logprob[size_t(j)]);
+      const float o = std::max(ours[r.top_id[size_t(j)]], r.floor_logprob);
+      const double ej = std::fabs(double(o) - double(r.top_logprob[size_t(j)]));
       c.mean_topk += ej;
       c.max_topk = std::max(c.max_topk, ej);
       ++n_topk;

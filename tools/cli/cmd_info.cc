@@ -66,7 +66,8 @@ Status run(const std::vector<std::string>& argv) {
   std::string extra;
   auto add = [&](const std::string& s) { extra += (extra.empty() ? "" : ", ") + s; };
   if (c.rope_mode == RopeMode::kNeox) add("rope neox (halves)");
-  if (!model->weights().rope_freqs.empty()) add("rope_freqs (" + std::to_string(model->weights().rope_freqs.size()) + " factors)");
+  const size_t n_freqs = model->weights().rope_freqs.size();
+  if (n_freqs > 0) add("rope_freqs (" + std::to_string(n_freqs) + " factors)");
   if (!model->weights().layers.empty() && model->weights().layers[0].bq.present()) add("q/k/v biases");
   if (c.ffn_act == FfnActivation::kGelu) add("GeGLU");
   if (c.embd_scale != 1.0f) add("embedding x " + std::to_string(c.embd_scale));

@@ -165,7 +165,8 @@ TEST(PackedAttention, SlidingWindowAttendsToTheLastKeysOnly) {
                                     ref.data(), pos + 1 - lo, kHd, 0.125f);
             const float* got = &out[(size_t(i) * kHeads + h) * kHd];
             for (int d = 0; d < kHd; ++d) {
-              ASSERT_NEAR(got[d], ref[d], 2e-5f * (1.0f + std::fabs(ref[d]))) << spec << " window " << window << " n_q " << n_q;
+              ASSERT_NEAR(got[d], ref[d], 2e-5f * (1.0f + std::fabs(ref[d])))
+                  << spec << " window " << window << " n_q " << n_q;
             }
           }
         }
