@@ -161,7 +161,9 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     for (int j = 0; j < run.n; j += kSubTile) {
       const int n = std::min(kSubTile, run.n - j);
       cpu::decode_run(sub_run(run, j, n), w.tile);
-      if (c.k.pre_rope) cpu::rope_rows_table(w.tile, n, hd, c.p->rope->key_table() + size_t(j) * 2 * hd);
+      if (c.k.pre_rope) {
+        cpu::rope_rows_table(w.tile, n, hd, c.p->rope->key_table() + size_t(j) * 2 * hd, c.p->rope->pair_stride());
+      }
       cpu::attn_scores(q, size_t(hd), n_q, w.tile, size_t(hd), n, hd, scale, s + j, kAttentionChunk);
     }
     return;
@@ -202,6 +204,13 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
   }
 }
 
+// The first key of chunk c0 (relative to it, at most n_valid) inside the window of the query
+// at position pos: keys more than window - 1 positions back are masked, as in llama.cpp.
+int window_start(const Call& c, int pos, int c0, int n_valid) {
+  if (c.p->window <= 0) return 0;
+  return std::clamp(pos - c.p->window + 1 - c0, 0, n_valid);
+}
+
 // The state of queries w.qbuf[0, n_q) of KV head h (query i at position pos[i / group]) over
 // chunk ci: w.st and w.o. Depends only on the queries, the chunk and its contents.
 void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos) {
@@ -210,6 +219,16 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
   int last = 0;
   for (int i = 0; i < n_q; ++i) last = std::max(last, pos[i / c.group]);
   const int c1 = std::min({c0 + kAttentionChunk, last + 1, c.k.n_tokens});
+  bool any = false;  // a chunk wholly before every query's window is not read at all
+  for (int i = 0; i < n_q && !any; ++i) {
+    const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
+    any = window_start(c, pos[i / c.group], c0, n_valid) < n_valid;
+  }
+  if (!any) {
+    std::fill(w.st, w.st + n_q, SoftState{});
+    std::memset(w.o, 0, size_t(n_q) * hd * sizeof(float));
+    return;
+  }
   const float* q = w.qbuf;
   if (c.k.pre_rope) {
     // q . R(c0 + r + j) k = (R(r)^T R(c0)^T q) . (R(j) k): rotate the query to the chunk start.
@@ -227,9 +246,11 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
   for (int i = 0; i < n_q; ++i) {
     float* si = w.s + size_t(i) * kAttentionChunk;
     const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
+    const int first = window_start(c, pos[i / c.group], c0, n_valid);
     w.st[i] = SoftState{};
-    if (n_valid > 0) softmax_rows(c.path, si, n_valid, c.v.f16_numerics, &w.st[i]);
-    std::fill(si + std::max(n_valid, 0), si + (c1 - c0), 0.0f);
+    if (n_valid > first) softmax_rows(c.path, si + first, n_valid - first, c.v.f16_numerics, &w.st[i]);
+    std::fill(si, si + first, 0.0f);
+    std::fill(si + std::max(n_valid, first), si + (c1 - c0), 0.0f);
   }
   std::memset(w.o, 0, size_t(n_q) * hd * sizeof(float));
   for_each_run(c.v, h, c0, c1, [&](const KvRun& run, int t) { accumulate_run(c, w, run, w.s + (t - c0), n_q); });

@@ -17,6 +17,9 @@ struct AttentionParams {
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
   // RoPE for caches that store keys before RoPE (positions applied here, at attention time).
   const Rope* rope = nullptr;
+  // Sliding window (0: none): the query at position p attends to positions (p - window, p],
+  // as llama.cpp masks for n_swa (Phi-3).
+  int window = 0;
 };
 
 // Positions per split-K chunk. Fixed by position, never by thread count: a query's result is
@@ -26,7 +29,7 @@ inline constexpr int kAttentionChunk = 1024;
 
 // q: [n_tokens, n_heads, head_dim], post-RoPE queries for positions pos0 .. pos0+n_tokens-1;
 // the cache layer already holds the keys/values of those positions. Query at position p
-// attends to cache positions 0..p. out: [n_tokens, n_heads, head_dim].
+// attends to cache positions 0..p (the last p.window of them with a window). out: [n_tokens, n_heads, head_dim].
 // Every cache format is read in place, a tile of at most 64 tokens of one KV head decoded at
 // a time by the format's kernel and used by every query head of its group; pre-RoPE keys are
 // rotated on the tile. f16 stores keep llama.cpp's f16 x f16 numerics (query and

@@ -64,8 +64,7 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
   a.n_layers_ = c.n_layers;
   a.n_kv_heads_ = c.n_kv_heads;
   a.head_dim_ = c.head_dim;
-  a.rope_dim_ = c.rope_dim;
-  a.rope_base_ = c.rope_freq_base;
+  a.rope_ = model.rope();  // the model's RoPE (mode, freq factors) for prerope=0 keys
   const size_t row = size_t(c.kv_dim());
   a.k_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
   a.v_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
@@ -74,7 +73,10 @@ StatusOr<KvActivations> KvActivations::capture(ExecContext& ctx, const LlamaMode
     a.fv_.assign(size_t(c.n_layers), std::vector<float>(size_t(a.n_tokens()) * row));
   }
   std::unique_ptr<LlamaGradient<float>> grad;
-  if (args.fisher) grad = std::make_unique<LlamaGradient<float>>(model);
+  if (args.fisher) {
+    KVQ_RETURN_IF_ERROR(check_gradient_support(model));
+    grad = std::make_unique<LlamaGradient<float>>(model);
+  }
   const KvCacheShape shape = model.kv_shape(args.window);
   Rng rng(args.seed);
   ForwardWorkspace ws;
@@ -136,8 +138,7 @@ StatusOr<KvActivations> KvActivations::from_samples(int n_kv_heads, int head_dim
   a.n_layers_ = int(k.size());
   a.n_kv_heads_ = n_kv_heads;
   a.head_dim_ = head_dim;
-  a.rope_dim_ = rope_dim;
-  a.rope_base_ = rope_base;
+  a.rope_ = Rope(head_dim, rope_dim, rope_base);
   a.k_ = std::move(k);
   a.v_ = std::move(v);
   return a;
@@ -214,8 +215,9 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
   KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, true));
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
-  const Rope rope(head_dim_, rope_dim_, rope_base_);
-  std::vector<float> rope_cs(size_t(args_.window) * size_t(rope_dim_));
+  const Rope& rope = rope_;
+  const int rope_dim = rope.rope_dim();
+  std::vector<float> rope_cs(size_t(args_.window) * size_t(rope_dim));
   rope.ggml_angles(0, args_.window, rope_cs.data());
   KvquantParams out;
   std::vector<float> col;
@@ -230,7 +232,7 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
     for (size_t i = 0; i < kept.size(); ++i) {
       std::copy_n(&k_[size_t(il)][size_t(kept[i]) * row], row, &keys[i * row]);
       if (!opts.pre_rope) {
-        rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(kept[i] % args_.window) * size_t(rope_dim_)]);
+        rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(kept[i] % args_.window) * size_t(rope_dim)]);
       }
     }
     if (opts.rotate) rotate_calibration_rows(keys.data(), kept.size(), n_kv_heads_, head_dim_);

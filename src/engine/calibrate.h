@@ -80,8 +80,8 @@ class KvActivations {
 
  private:
   CalibrationArgs args_;
-  int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0, rope_dim_ = 0;
-  float rope_base_ = 0;
+  int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0;
+  Rope rope_;
   std::vector<std::vector<float>> k_, v_;    // per layer: [n_windows * window, n_kv_heads * head_dim]
   std::vector<std::vector<float>> fk_, fv_;  // Fisher of the same elements (empty without fisher)
   double loss_ = 0;

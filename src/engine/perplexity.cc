@@ -122,7 +122,9 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   if (args.progress) args.progress(0, n_chunks);
   for (int c = 0; c < n_chunks; ++c) {
     std::copy_n(tokens.begin() + int64_t(c) * n_ctx, n_ctx, chunk.begin());
-    if (args.protocol == PplProtocol::kLlamaCpp) chunk[0] = model.tokenizer().bos_id();
+    // llama-perplexity puts BOS at each chunk's start only for vocabularies that add one
+    // (Qwen2's does not).
+    if (args.protocol == PplProtocol::kLlamaCpp && model.tokenizer().add_bos()) chunk[0] = model.tokenizer().bos_id();
     cache->clear();
     if (batched) {
       KVQ_RETURN_IF_ERROR(prefill(ctx, model, chunk, *cache, ws, logits.data(), true, args.batch));

@@ -17,8 +17,8 @@
 namespace kvq {
 
 enum class PplProtocol {
-  // llama-perplexity: chunks of n_ctx tokens, BOS replaces each chunk's first token, only the
-  // second half of each chunk is scored.
+  // llama-perplexity: chunks of n_ctx tokens, BOS replaces each chunk's first token (when the
+  // vocabulary adds BOS), only the second half of each chunk is scored.
   kLlamaCpp,
   // KVQuant paper (§8): non-overlapping windows of n_ctx tokens, every next token scored.
   kFull,

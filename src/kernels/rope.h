@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Rotary position embedding (llama.cpp "normal" mode: adjacent pairs (x[2i], x[2i+1]) rotate by
-// pos * base^(-2i / rope_dim); dims past rope_dim are left alone). Two uses:
+// Rotary position embedding as ggml_rope_ext computes it without YaRN: pair i rotates by
+// pos * base^(-2i / rope_dim) / freq_factor[i] (freq factors: Llama-3.1's rope_freqs tensor,
+// 1 without one). The pair is (x[2i], x[2i+1]) in llama.cpp's "normal" mode (LLaMA) and
+// (x[i], x[i + rope_dim/2]) in its "neox" mode (Qwen2, Phi-3, Gemma); dims past rope_dim are
+// left alone (partial rotary). Two uses:
 //  - the model rotates queries and post-RoPE keys with ggml's own angles (float repeated
 //    multiplication, bit-identical to ref::rope_ref), computed per token: no table per position;
 //  - attention rotates pre-RoPE keys (KVQuant §2) by composition, q . R(p) k = (R(b)^T q) . (R(j) k)
@@ -15,16 +18,23 @@
 
 namespace kvq {
 
+enum class RopeMode { kNormal, kNeox };
+
 class Rope {
  public:
   static constexpr int kOffsets = 1024;  // tabulated offsets j in [0, kOffsets)
   static constexpr int kKeyOffsets = 64; // offsets expanded for the SIMD key rotation
 
   Rope() = default;
-  Rope(int head_dim, int rope_dim, float freq_base);
+  // freq_factors: empty, or rope_dim / 2 positive divisors of the pairs' angles.
+  Rope(int head_dim, int rope_dim, float freq_base, RopeMode mode = RopeMode::kNormal,
+       std::vector<float> freq_factors = {});
   int head_dim() const { return head_dim_; }
   int rope_dim() const { return rope_dim_; }
   float freq_base() const { return freq_base_; }
+  RopeMode mode() const { return mode_; }
+  // The distance between the two dims of a pair: 1 (normal) or rope_dim / 2 (neox).
+  int pair_stride() const { return mode_ == RopeMode::kNeox ? rope_dim_ / 2 : 1; }
 
   // ggml's angles for positions pos0 .. pos0 + n_tokens - 1 (float angle recurrence):
   // cs: [n_tokens][rope_dim / 2][2] cos/sin pairs. Computed once per forward step.
@@ -38,15 +48,18 @@ class Rope {
   const float* offset(int j) const { return &offsets_[size_t(j) * size_t(rope_dim_)]; }
   // Rotates one head vector by the pairs cs: R x, or R^T x when transpose.
   void rotate(float* x, const float* cs, bool transpose) const;
-  // Offsets j < kKeyOffsets expanded for SIMD: row j is [C | S] over head_dim lanes with
-  // C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...) (1 and 0 past rope_dim), so that
-  // R(j) x = x * C + swap_pairs(x) * S.
+  // Offsets j < kKeyOffsets expanded for SIMD: row j is [C | S] over head_dim lanes such that
+  // R(j) x = x * C + partner(x) * S, partner swapping the two dims of each pair: in normal mode
+  // C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...); in neox mode C = (c0, c1, ..., c0,
+  // c1, ...), S = (-s0, -s1, ..., s0, s1, ...); 1 and 0 past rope_dim.
   const float* key_table() const { return keys_.data(); }
 
  private:
   int head_dim_ = 0, rope_dim_ = 0;
   float freq_base_ = 0.0f;
-  std::vector<double> inv_freq_;  // base^(-2i / rope_dim)
+  RopeMode mode_ = RopeMode::kNormal;
+  std::vector<float> freq_factors_;  // empty or [rope_dim / 2]
+  std::vector<double> inv_freq_;  // base^(-2i / rope_dim) / freq_factor[i]
   std::vector<float> offsets_;    // [kOffsets][rope_dim / 2][2]
   std::vector<float> keys_;       // [kKeyOffsets][2][head_dim]
 };

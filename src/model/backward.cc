@@ -141,11 +141,25 @@ LlamaGradient<T>::LlamaGradient(const LlamaModel& model) : model_(model) {
 template <typename T>
 LlamaGradient<T>::~LlamaGradient() = default;
 
+Status check_gradient_support(const LlamaModel& model) {
+  const ModelConfig& c = model.config();
+  bool biases = false;
+  for (const LayerWeights& l : model.weights().layers) {
+    biases = biases || l.bq.present() || l.bk.present() || l.bv.present() || l.bo.present();
+  }
+  if (c.rope_mode != RopeMode::kNormal || c.ffn_act != FfnActivation::kSilu || c.embd_scale != 1.0f || biases) {
+    return unimplemented("gradients (Fisher-weighted KVQuant calibration) are implemented for the llama graph "
+                         "only, not for this '" + c.arch + "' model; --calib auto calibrates without them");
+  }
+  return ok_status();
+}
+
 template <typename T>
 Status LlamaGradient<T>::forward(ExecContext& ctx, std::span<const int32_t> tokens, const ProjectionNudge& nudge,
                                  State& s) {
   const ModelConfig& c = model_.config();
   const LlamaWeights& w = model_.weights();
+  KVQ_RETURN_IF_ERROR(check_gradient_support(model_));
   const int n = int(tokens.size());
   if (n < 2) return invalid_argument("a gradient window needs at least 2 tokens");
   for (int32_t id : tokens) {

@@ -32,6 +32,11 @@ struct KvGradients {
   std::vector<std::vector<T>> k_act, v_act;
 };
 
+// The gradient follows the llama graph only: normal-mode RoPE (with or without freq factors),
+// SwiGLU, no biases, no embedding scale. Other models get kUnimplemented naming the
+// architecture (Fisher-weighted calibration is then unavailable; --calib auto still works).
+Status check_gradient_support(const LlamaModel& model);
+
 template <typename T>
 class LlamaGradient {
  public:

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "model/config.h"
 
+#include <cmath>
+
 #include "base/printable.h"
 
 namespace kvq {
@@ -26,14 +28,46 @@ StatusOr<int> get_int_or(const GgufFile& f, const std::string& key, int64_t lo, 
   return get_int(f, key, lo, hi);
 }
 
+// What an architecture's llama.cpp graph does differently from LLaMA's, as data. Tensor names
+// and fused tensors are bound in model/weights.cc (model/arch_phi3.cc for Phi-3).
+struct ArchInfo {
+  const char* name;
+  RopeMode rope_mode;
+  FfnActivation ffn_act;
+  bool embd_scale_sqrt;  // x *= sqrt(n_embd) after the embedding lookup
+  bool scale_queries;
+  bool sliding_window;   // attention.sliding_window is used (llama.cpp ignores it for llama)
+};
+
+constexpr ArchInfo kArchs[] = {
+    {"llama", RopeMode::kNormal, FfnActivation::kSilu, false, false, false},
+    {"qwen2", RopeMode::kNeox, FfnActivation::kSilu, false, false, false},
+    {"phi3", RopeMode::kNeox, FfnActivation::kSilu, false, true, true},
+    {"gemma", RopeMode::kNeox, FfnActivation::kGelu, true, true, false},
+};
+
 }  // namespace
+
+std::string supported_architectures() {
+  std::string r;
+  for (const ArchInfo& a : kArchs) r += (r.empty() ? "" : ", ") + std::string(a.name);
+  return r;
+}
 
 StatusOr<ModelConfig> read_model_config(const GgufFile& f) {
   ModelConfig c;
   KVQ_ASSIGN_OR_RETURN(c.arch, f.get_string("general.architecture"));
-  if (c.arch != "llama") {
-    return unimplemented("architecture '" + printable(c.arch) + "' is not supported (kvq runs 'llama')");
+  const ArchInfo* arch = nullptr;
+  for (const ArchInfo& a : kArchs) {
+    if (c.arch == a.name) arch = &a;
   }
+  if (!arch) {
+    return unimplemented("architecture '" + printable(c.arch) + "' is not supported (kvq runs " +
+                         supported_architectures() + ")");
+  }
+  c.rope_mode = arch->rope_mode;
+  c.ffn_act = arch->ffn_act;
+  c.scale_queries = arch->scale_queries;
   if (auto name = f.get_string("general.name"); name.ok()) c.name = *name;
   const std::string a = c.arch + ".";
   KVQ_ASSIGN_OR_RETURN(c.n_embd, get_int(f, a + "embedding_length", 1, kMaxDim));
@@ -73,11 +107,18 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& f) {
     c.rms_eps = float(e);
   }
   if (f.find(a + "rope.scaling.type")) {
+    // Llama-3.1's scaling has no type key: convert_hf_to_gguf writes its per-pair frequency
+    // factors as the rope_freqs tensor, which the weights bind.
     auto t = f.get_string(a + "rope.scaling.type");
     if (!t.ok() || (*t != "none" && !t->empty())) {
-      return unimplemented("RoPE scaling (" + a + "rope.scaling.type) is not supported");
+      return unimplemented("RoPE scaling (" + a + "rope.scaling.type = '" + (t.ok() ? printable(*t) : "?") +
+                           "') is not supported");
     }
   }
+  if (arch->sliding_window && f.find(a + "attention.sliding_window")) {
+    KVQ_ASSIGN_OR_RETURN(c.n_swa, get_int(f, a + "attention.sliding_window", 0, 1 << 30));
+  }
+  if (arch->embd_scale_sqrt) c.embd_scale = std::sqrt(float(c.n_embd));
   if (const GgufTensorInfo* e = f.find_tensor("token_embd.weight")) {
     if (e->ne.size() != 2 || e->ne[1] > uint64_t(kMaxDim) * 16) {
       return invalid_argument("token_embd.weight has an unexpected shape");

@@ -27,10 +27,11 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::load(const std::string& path) 
   auto config = read_model_config(*m->file_);
   if (!config.ok()) return config.status().with_context(path);
   m->config_ = *config;
-  m->rope_ = Rope(m->config_.head_dim, m->config_.rope_dim, m->config_.rope_freq_base);
   auto weights = load_llama_weights(*m->file_, m->config_);
   if (!weights.ok()) return weights.status().with_context(path);
   m->weights_ = std::move(*weights);
+  m->rope_ = Rope(m->config_.head_dim, m->config_.rope_dim, m->config_.rope_freq_base, m->config_.rope_mode,
+                  m->weights_->rope_freqs);
   auto tok = Tokenizer::from_gguf(*m->file_);
   if (!tok.ok()) return tok.status().with_context(path);
   m->tokenizer_ = std::move(*tok);
@@ -65,6 +66,16 @@ Status LlamaModel::check_step(std::span<const int32_t> tokens, const KvCache& ca
   return ok_status();
 }
 
+void LlamaModel::embed(ExecContext& ctx, std::span<const int32_t> tokens, float* x) const {
+  const size_t d = size_t(config_.n_embd);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    weights_->token_embd.dequantize_row(tokens[t], x + t * d, ctx.path());
+    if (config_.embd_scale != 1.0f) {
+      for (size_t i = 0; i < d; ++i) x[t * d + i] *= config_.embd_scale;
+    }
+  }
+}
+
 Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, KvCache& cache,
                            ForwardWorkspace& ws, float* logits, bool all_logits) const {
   const ModelConfig& c = config_;
@@ -76,9 +87,7 @@ Status LlamaModel::forward(ExecContext& ctx, std::span<const int32_t> tokens, Kv
 
   const size_t d = size_t(c.n_embd);
   float* x = ws.x.data();
-  for (int t = 0; t < n; ++t) {
-    weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(t) * d, ctx.path());
-  }
+  embed(ctx, tokens, x);
   // A failure at layer il > 0 leaves layers 0..il-1 one step longer: undone.
   const Segment seg{0, n, pos0, &cache};
   const Status s = run_layers(ctx, std::span<const Segment>(&seg, 1), ws, nullptr);
@@ -116,12 +125,7 @@ Status LlamaModel::forward_batch(ExecContext& ctx, std::span<const BatchSeq> seq
   }
   const size_t d = size_t(c.n_embd);
   float* x = ws.x.data();
-  for (const Segment& g : segs) {
-    const std::span<const int32_t> tokens = seqs[size_t(&g - segs.data())].tokens;
-    for (int t = 0; t < g.n; ++t) {
-      weights_->token_embd.dequantize_row(tokens[size_t(t)], x + size_t(g.row0 + t) * d, ctx.path());
-    }
-  }
+  for (const Segment& g : segs) embed(ctx, seqs[size_t(&g - segs.data())].tokens, x + size_t(g.row0) * d);
   const Status s = run_layers(ctx, segs, ws, failed);
   if (!s.ok()) {
     Status first = s;
@@ -153,8 +157,8 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
   float* x = ws.x.data();
   ws.rope_cs.resize(size_t(n) * rd);
   for (const Segment& g : segs) rope_.ggml_angles(g.pos0, g.n, ws.rope_cs.data() + size_t(g.row0) * rd);
-  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 1.0f / std::sqrt(float(c.head_dim)),
-                           &rope_};
+  const float kq_scale = 1.0f / std::sqrt(float(c.head_dim));
+  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, c.scale_queries ? 1.0f : kq_scale, &rope_, c.n_swa};
   const size_t qd = size_t(c.q_dim()), kd = size_t(c.kv_dim());
   auto fail = [&](const Segment& g, Status s) {
     if (failed) *failed = int(&g - segs.data());
@@ -166,7 +170,13 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
     matmul(ctx, l.wq, ws.xb.data(), ws.q.data(), n);
     matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
     matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
+    add_bias_rows(l.bq, ws.q.data(), n);
+    add_bias_rows(l.bk, ws.k.data(), n);
+    add_bias_rows(l.bv, ws.v.data(), n);
     rope_.rotate_rows(ws.q.data(), n, c.n_heads, ws.rope_cs.data());
+    if (c.scale_queries) {
+      for (size_t i = 0; i < size_t(n) * qd; ++i) ws.q[i] *= kq_scale;
+    }
     for (const Segment& g : segs) {
       float* k = ws.k.data() + size_t(g.row0) * kd;
       const float* cs = ws.rope_cs.data() + size_t(g.row0) * rd;
@@ -179,12 +189,18 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
       if (!s.ok()) return fail(g, s);
     }
     matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);
+    add_bias_rows(l.bo, ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
 
     rmsnorm_rows(ctx, x, l.ffn_norm, ws.xb.data(), n, c.rms_eps);
     matmul(ctx, l.w_gate, ws.xb.data(), ws.hb.data(), n);
     matmul(ctx, l.w_up, ws.xb.data(), ws.hb2.data(), n);
-    for (size_t i = 0; i < size_t(n) * size_t(c.n_ff); ++i) ws.hb[i] = ref::silu(ws.hb[i]) * ws.hb2[i];
+    const size_t nf = size_t(n) * size_t(c.n_ff);
+    if (c.ffn_act == FfnActivation::kGelu) {
+      for (size_t i = 0; i < nf; ++i) ws.hb[i] = ref::gelu_ggml(ws.hb[i]) * ws.hb2[i];
+    } else {
+      for (size_t i = 0; i < nf; ++i) ws.hb[i] = ref::silu(ws.hb[i]) * ws.hb2[i];
+    }
     matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
   }

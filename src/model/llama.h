@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
-// The LLaMA decoder (GGUF architecture "llama"): RMSNorm, RoPE (llama.cpp's adjacent-pair
-// mode), grouped-query attention over a KvCache, SwiGLU FFN, output head (tied to token_embd
-// when the file has no output.weight). Batched prefill and single-token decode share one path.
+// The pre-norm decoder of the GGUF architectures llama, qwen2, phi3 and gemma: RMSNorm, RoPE
+// (llama.cpp's normal or neox pairs, optional frequency factors), optional Q/K/V/O biases,
+// grouped-query attention over a KvCache, SwiGLU or GeGLU FFN, output head (tied to
+// token_embd when the file has no output.weight). What differs between the architectures is
+// data (ModelConfig, optional tensors), not code paths: one layer loop runs them all.
+// Batched prefill and single-token decode share one path.
 #pragma once
 
 #include <memory>
@@ -84,6 +87,8 @@ class LlamaModel {
     int row0 = 0, n = 0, pos0 = 0;
     KvCache* cache = nullptr;
   };
+  // ws.x rows for tokens: the embedding rows, times config_.embd_scale.
+  void embed(ExecContext& ctx, std::span<const int32_t> tokens, float* x) const;
   // The decoder layers over ws.x for every segment, appending to their caches, then each
   // cache's end_step(). The first error is returned as is with *failed set to its segment;
   // the caller restores the caches.

@@ -97,6 +97,15 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   });
 }
 
+void add_bias_rows(const Matrix& bias, float* y, int n_tokens) {
+  if (!bias.present()) return;
+  const float* b = bias.f32();
+  const size_t n = size_t(bias.cols);
+  for (size_t t = 0; t < size_t(n_tokens); ++t) {
+    for (size_t i = 0; i < n; ++i) y[t * n + i] += b[i];
+  }
+}
+
 void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float* y, int n_tokens,
                   float eps) {
   const int n = weight.cols;

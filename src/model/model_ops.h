@@ -16,6 +16,9 @@ namespace kvq {
 // it instead, equal up to float rounding. Independent of the thread count; for those types a
 // one-token step and a batch agree to float rounding, not bit for bit.
 void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens);
+// y[t, :] += bias for each of the n_tokens rows of y (bias.cols wide); nothing when the bias
+// is absent.
+void add_bias_rows(const Matrix& bias, float* y, int n_tokens);
 // y[t, :] = rmsnorm(x[t, :]) * weight   x, y: [n_tokens, n]
 void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float* y, int n_tokens,
                   float eps);

@@ -2,10 +2,13 @@
 #include "model/weights.h"
 
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
 #include "base/printable.h"
+#include "model/arch_phi3.h"
+#include "model/tensor_binder.h"
 
 namespace kvq {
 
@@ -17,57 +20,49 @@ std::string shape_str(const std::vector<uint64_t>& s) {
   return r + "]";
 }
 
-class Binder {
- public:
-  Binder(const GgufFile& f, LlamaWeights* w) : f_(f), w_(w) {}
-
-  // Binds tensor `name` expecting shape [rows, cols] (outermost first); cols only for vectors.
-  Status bind(const std::string& name, int rows, int cols, Matrix* m, bool optional = false,
-              bool* found = nullptr) {
-    const GgufTensorInfo* t = f_.find_tensor(name);
-    if (found) *found = t != nullptr;
-    if (!t) {
-      if (optional) return ok_status();
-      return not_found("tensor '" + printable(name) + "' is missing");
-    }
-    const std::vector<uint64_t> want =
-        rows == 1 ? std::vector<uint64_t>{uint64_t(cols)} : std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)};
-    if (t->shape() != want) {
-      return invalid_argument("tensor '" + name + "' has shape " + shape_str(t->shape()) +
-                              " but the model metadata implies " + shape_str(want));
-    }
-    const WeightFormat* fmt = find_weight_format(t->type);
-    if (!fmt) {
-      return unimplemented("tensor '" + name + "' has type " + ggml_type_name(t->type) +
-                           "; kvq computes with " + weight_format_names() + " weights");
-    }
-    if (fmt->type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
-      return data_loss("tensor '" + name + "' data is misaligned");
-    }
-    const size_t n = size_t(rows) * size_t(cols);
-    m->rows = rows;
-    m->cols = cols;
-    m->format = fmt;
-    m->data = t->data;
-    m->row_bytes = size_t(t->n_bytes / uint64_t(rows));
-    w_->n_params += n;
-    w_->mapped_bytes += size_t(t->n_bytes);
-    if (rows > 1 || fmt->type == GgmlType::kF32) return ok_status();
-    // A norm vector in another format: n_embd floats, converted once so rmsnorm reads f32.
-    AlignedBuffer<float> buf;
-    if (!buf.resize(n)) return out_of_memory("cannot allocate f32 copy of '" + name + "'");
-    m->dequantize_row(0, buf.data(), KernelPath::kRef);
-    *m = f32_matrix(buf.data(), 1, cols);
-    w_->converted.push_back(std::move(buf));
-    return ok_status();
-  }
-
- private:
-  const GgufFile& f_;
-  LlamaWeights* w_;
-};
-
 }  // namespace
+
+Status TensorBinder::bind(const std::string& name, int rows, int cols, Matrix* m, bool optional) {
+  const GgufTensorInfo* t = f_.find_tensor(name);
+  if (!t) {
+    if (optional) {
+      *m = Matrix{};
+      return ok_status();
+    }
+    return not_found("tensor '" + printable(name) + "' is missing");
+  }
+  const std::vector<uint64_t> want =
+      rows == 1 ? std::vector<uint64_t>{uint64_t(cols)} : std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)};
+  if (t->shape() != want) {
+    return invalid_argument("tensor '" + name + "' has shape " + shape_str(t->shape()) +
+                            " but the model metadata implies " + shape_str(want));
+  }
+  const WeightFormat* fmt = find_weight_format(t->type);
+  if (!fmt) {
+    return unimplemented("tensor '" + name + "' has type " + ggml_type_name(t->type) +
+                         "; kvq computes with " + weight_format_names() + " weights");
+  }
+  if (fmt->type == GgmlType::kF32 && reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
+    return data_loss("tensor '" + name + "' data is misaligned");
+  }
+  const size_t n = size_t(rows) * size_t(cols);
+  bound_.insert(name);
+  m->rows = rows;
+  m->cols = cols;
+  m->format = fmt;
+  m->data = t->data;
+  m->row_bytes = size_t(t->n_bytes / uint64_t(rows));
+  w_->n_params += n;
+  w_->mapped_bytes += size_t(t->n_bytes);
+  if (rows > 1 || fmt->type == GgmlType::kF32) return ok_status();
+  // A norm vector in another format: n_embd floats, converted once so rmsnorm reads f32.
+  AlignedBuffer<float> buf;
+  if (!buf.resize(n)) return out_of_memory("cannot allocate f32 copy of '" + name + "'");
+  m->dequantize_row(0, buf.data(), KernelPath::kRef);
+  *m = f32_matrix(buf.data(), 1, cols);
+  w_->converted.push_back(std::move(buf));
+  return ok_status();
+}
 
 Matrix f32_matrix(const float* data, int rows, int cols) {
   return {reinterpret_cast<const uint8_t*>(data), find_weight_format(uint32_t(GgmlType::kF32)), rows,
@@ -77,28 +72,47 @@ Matrix f32_matrix(const float* data, int rows, int cols) {
 StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
                                                            const ModelConfig& c) {
   auto w = std::make_unique<LlamaWeights>();
-  Binder b(file, w.get());
+  TensorBinder b(file, w.get());
   KVQ_RETURN_IF_ERROR(b.bind("token_embd.weight", c.n_vocab, c.n_embd, &w->token_embd));
   KVQ_RETURN_IF_ERROR(b.bind("output_norm.weight", 1, c.n_embd, &w->output_norm));
-  bool has_output = false;
-  KVQ_RETURN_IF_ERROR(b.bind("output.weight", c.n_vocab, c.n_embd, &w->output, true, &has_output));
-  if (!has_output) {
+  KVQ_RETURN_IF_ERROR(b.bind("output.weight", c.n_vocab, c.n_embd, &w->output, true));
+  if (!w->output.present()) {
     w->output = w->token_embd;
     w->output_tied = true;
   }
+  Matrix freqs;
+  KVQ_RETURN_IF_ERROR(b.bind("rope_freqs.weight", 1, c.rope_dim / 2, &freqs, true));
+  if (freqs.present()) {
+    w->rope_freqs.assign(freqs.f32(), freqs.f32() + freqs.cols);
+    for (float f : w->rope_freqs) {
+      if (!(f > 0.0f && std::isfinite(f))) {
+        return data_loss("tensor 'rope_freqs.weight' has a factor that is not positive and finite");
+      }
+    }
+  }
+  if (c.arch == "phi3") KVQ_RETURN_IF_ERROR(check_phi3_tensors(file));
   w->layers.resize(size_t(c.n_layers));
   for (int il = 0; il < c.n_layers; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
     LayerWeights& l = w->layers[size_t(il)];
     KVQ_RETURN_IF_ERROR(b.bind(p + "attn_norm.weight", 1, c.n_embd, &l.attn_norm));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_q.weight", c.q_dim(), c.n_embd, &l.wq));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_k.weight", c.kv_dim(), c.n_embd, &l.wk));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_v.weight", c.kv_dim(), c.n_embd, &l.wv));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_output.weight", c.n_embd, c.q_dim(), &l.wo));
     KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_norm.weight", 1, c.n_embd, &l.ffn_norm));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_gate.weight", c.n_ff, c.n_embd, &l.w_gate));
-    KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_up.weight", c.n_ff, c.n_embd, &l.w_up));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_output.weight", c.n_embd, c.q_dim(), &l.wo));
     KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_down.weight", c.n_embd, c.n_ff, &l.w_down));
+    if (c.arch == "phi3") {
+      KVQ_RETURN_IF_ERROR(bind_phi3_fused(b, c, p, &l));
+    } else {
+      KVQ_RETURN_IF_ERROR(b.bind(p + "attn_q.weight", c.q_dim(), c.n_embd, &l.wq));
+      KVQ_RETURN_IF_ERROR(b.bind(p + "attn_k.weight", c.kv_dim(), c.n_embd, &l.wk));
+      KVQ_RETURN_IF_ERROR(b.bind(p + "attn_v.weight", c.kv_dim(), c.n_embd, &l.wv));
+      KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_gate.weight", c.n_ff, c.n_embd, &l.w_gate));
+      KVQ_RETURN_IF_ERROR(b.bind(p + "ffn_up.weight", c.n_ff, c.n_embd, &l.w_up));
+    }
+    // Biases are optional in every architecture, as in llama.cpp (Qwen2 has Q/K/V biases).
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_q.bias", 1, c.q_dim(), &l.bq, true));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_k.bias", 1, c.kv_dim(), &l.bk, true));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_v.bias", 1, c.kv_dim(), &l.bv, true));
+    KVQ_RETURN_IF_ERROR(b.bind(p + "attn_output.bias", 1, c.n_embd, &l.bo, true));
   }
   for (const auto& t : file.tensors()) {
     const std::string name = printable(t.name);
@@ -115,11 +129,10 @@ StatusOr<std::unique_ptr<LlamaWeights>> load_llama_weights(const GgufFile& file,
                          std::to_string(c.n_layers) + ")");
       }
     }
-    if (name.ends_with("attn_q.bias") || name.ends_with("attn_k.bias") || name.ends_with("attn_v.bias")) {
-      return unimplemented("tensor '" + name + "': attention biases are not supported");
-    }
-    if (name == "rope_freqs.weight") {
-      return unimplemented("tensor 'rope_freqs.weight': per-dimension RoPE frequencies are not supported");
+    // Anything else kvq would silently not compute with (norm biases, FFN biases, ...).
+    if (!b.was_bound(name)) {
+      return unimplemented("tensor '" + name + "' of a '" + printable(c.arch) +
+                           "' model is not used by kvq's graph of that architecture");
     }
   }
   return w;

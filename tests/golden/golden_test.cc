@@ -10,6 +10,7 @@
 #include "engine/generate.h"
 #include "engine/perplexity.h"
 #include "shared_data.h"
+#include "topk_golden.h"
 
 namespace kvq {
 namespace {
@@ -60,11 +61,7 @@ TEST_P(GoldenTest, PerplexityRowsMatchLlamaCpp) {
 
   ExecContext ctx(2);
   LogprobFile scored_rows;
-  PplArgs args;
-  args.n_ctx = g.n_ctx;
-  args.n_chunks = g.n_chunks;
-  args.rows_out = &scored_rows;
-  auto r = run_perplexity(ctx, **model, parse_cache_spec("f16").value(), tokens, args);
+  auto r = testing::llamacpp_ppl_rows(ctx, **model, tokens, g.n_ctx, g.n_chunks, &scored_rows);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_NEAR(r->ppl, g.ppl, 1e-3);
   const std::vector<float>& rows = scored_rows.rows;

@@ -209,6 +209,14 @@ TEST(BadModels, ClearErrors) {
   auto st = LlamaModel::load(write_tiny_model(gpt2, "gpt2")).status();
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
   EXPECT_NE(st.message().find("gpt2"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("llama, qwen2, phi3, gemma"), std::string::npos) << st.message();
+
+  // A tensor the architecture's graph does not use would be silently ignored: refused, named.
+  TinySpec unused;
+  unused.extra_tensor = "blk.0.ffn_norm.bias";
+  st = LlamaModel::load(write_tiny_model(unused, "unused")).status();
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
+  EXPECT_NE(st.message().find("blk.0.ffn_norm.bias"), std::string::npos) << st.message();
 
   TinySpec shape;
   shape.bad_shape_layer = 1;

@@ -23,17 +23,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 
 #include "engine/perplexity.h"
 #include "kv/cache_spec.h"
 #include "shared_data.h"
+#include "topk_golden.h"
 
 namespace kvq {
 namespace {
 
+using testing::compare_topk;
 using testing::read_binary;
 using testing::read_text;
+using testing::read_topk_golden;
 using testing::shared_path;
 
 constexpr int kCtx = 1024, kChunks = 10, kRecordChunks = 2, kTopK = 4;
@@ -51,14 +53,6 @@ std::string model_path(const std::string& type) {
   return shared_path(type == "F32" ? "models/tinystories-l6-d256-h64.gguf" : "fixtures/quant/models/" + stem(type) + ".gguf");
 }
 
-struct TopKRecord {
-  int32_t next_id;
-  float next_logprob, floor_logprob;
-  int32_t top_id[kTopK];
-  float top_logprob[kTopK];
-};
-static_assert(sizeof(TopKRecord) == 12 + 8 * kTopK);
-
 class WeightTypeGolden : public ::testing::TestWithParam<const char*> {};
 using WeightTypeGreedy = WeightTypeGolden;
 
@@ -68,12 +62,10 @@ TEST_P(WeightTypeGolden, PerplexityAndTop1MatchLlamaCpp) {
   const auto meta = nlohmann::json::parse(read_text(golden + ".json"), nullptr, false);
   ASSERT_FALSE(meta.is_discarded()) << golden << ".json";
   const double want_ppl = meta["llamacpp_ppl_10_chunks"].get<double>();
-  const auto bytes = read_binary<uint8_t>(golden + ".bin");
+  const auto g = read_topk_golden(golden + ".bin");
   const size_t n_records = size_t(kRecordChunks) * (kCtx / 2 - 1);
-  ASSERT_EQ(bytes.size(), 8 + 6 * 4 + n_records * sizeof(TopKRecord));
-  ASSERT_EQ(std::memcmp(bytes.data(), "KVQTOPK2", 8), 0);
-  std::vector<TopKRecord> records(n_records);
-  std::memcpy(records.data(), bytes.data() + 32, n_records * sizeof(TopKRecord));
+  ASSERT_EQ(g.records.size(), n_records);
+  ASSERT_EQ(g.k, kTopK);
   // The shared golden's 10 chunks; the fixture's first2chunks file is their first 2048 tokens.
   const auto tokens = read_binary<int32_t>("golden/tinystories-l6-d256-h64.tinystories.c1024.tokens.i32");
   ASSERT_EQ(tokens.size(), size_t(kCtx) * kChunks);
@@ -84,37 +76,20 @@ TEST_P(WeightTypeGolden, PerplexityAndTop1MatchLlamaCpp) {
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   ExecContext ctx(2);
   LogprobFile rows;
-  PplArgs args;
-  args.n_ctx = kCtx;
-  args.n_chunks = kChunks;
-  args.rows_out = &rows;
-  auto r = run_perplexity(ctx, **model, parse_cache_spec("f16").value(), tokens, args);
+  auto r = testing::llamacpp_ppl_rows(ctx, **model, tokens, kCtx, kChunks, &rows);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   const int n_vocab = (*model)->config().n_vocab;
   ASSERT_EQ(rows.rows.size(), size_t(kChunks) * (kCtx / 2 - 1) * size_t(n_vocab));
 
-  double sum_next = 0, max_next = 0, max_flip_gap = 0;
-  int n_checked = 0, n_flips = 0;
-  for (size_t i = 0; i < n_records; ++i) {
-    const TopKRecord& g = records[i];
-    const float* ours = &rows.rows[i * size_t(n_vocab)];
-    if (int(std::max_element(ours, ours + n_vocab) - ours) != g.top_id[0])
-      max_flip_gap = std::max(max_flip_gap, double(g.top_logprob[0] - g.top_logprob[1]));
-    const double e = std::fabs(double(std::max(ours[g.next_id], g.floor_logprob)) - g.next_logprob);
-    sum_next += e;
-    max_next = std::max(max_next, e);
-    if (g.top_logprob[0] - g.top_logprob[1] < kTop1Gap) continue;
-    ++n_checked;
-    n_flips += int(std::max_element(ours, ours + n_vocab) - ours) != g.top_id[0];
-  }
+  const auto cmp = compare_topk(g, rows.rows.data(), n_vocab, kTop1Gap);
   const double rel = r->ppl / want_ppl - 1;
   std::printf("[ golden ] %s: PPL %.4f (llama.cpp %.4f, %+.3f%%); |d log p(next)| mean %.1e, max %.1e nat; "
               "top-1 %d/%d agree; largest top-2 gap of a flip %.3f\n", type.c_str(), r->ppl, want_ppl, 100 * rel,
-              sum_next / double(n_records), max_next, n_checked - n_flips, n_checked, max_flip_gap);
+              cmp.mean_next, cmp.max_next, cmp.n_checked - cmp.n_flips, cmp.n_checked, cmp.max_flip_gap);
   EXPECT_LE(std::fabs(rel), kPplRelTol);
-  EXPECT_LE(sum_next / double(n_records), kNextTolMean);
-  EXPECT_LE(max_next, kNextTolMax);
-  EXPECT_EQ(n_flips, 0) << "top-1 disagreements where llama.cpp's top-2 gap exceeds " << kTop1Gap << " nat";
+  EXPECT_LE(cmp.mean_next, kNextTolMean);
+  EXPECT_LE(cmp.max_next, kNextTolMax);
+  EXPECT_EQ(cmp.n_flips, 0) << "top-1 disagreements where llama.cpp's top-2 gap exceeds " << kTop1Gap << " nat";
 }
 
 // llama-cli's greedy path, teacher-forced as greedy_trace ran it: the prompt in one batch,

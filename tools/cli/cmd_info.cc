@@ -62,6 +62,17 @@ Status run(const std::vector<std::string>& argv) {
   std::printf("context_length %d, rope_dim %d, rope_freq_base %g, rms_eps %g, output %s\n",
               c.n_ctx_train, c.rope_dim, double(c.rope_freq_base), double(c.rms_eps),
               model->weights().output_tied ? "tied to token_embd" : "separate");
+  // What the architecture's graph does beyond LLaMA's (model/config.cc), when anything.
+  std::string extra;
+  auto add = [&](const std::string& s) { extra += (extra.empty() ? "" : ", ") + s; };
+  if (c.rope_mode == RopeMode::kNeox) add("rope neox (halves)");
+  const size_t n_freqs = model->weights().rope_freqs.size();
+  if (n_freqs > 0) add("rope_freqs (" + std::to_string(n_freqs) + " factors)");
+  if (!model->weights().layers.empty() && model->weights().layers[0].bq.present()) add("q/k/v biases");
+  if (c.ffn_act == FfnActivation::kGelu) add("GeGLU");
+  if (c.embd_scale != 1.0f) add("embedding x " + std::to_string(c.embd_scale));
+  if (c.n_swa > 0) add("sliding window " + std::to_string(c.n_swa));
+  if (!extra.empty()) std::printf("%s: %s\n", c.arch.c_str(), extra.c_str());
   // Memory per cache type, from the bits accounting (quant/bits_accounting.h), which counts
   // what a cache holding -c tokens allocates: codes, scales, zero points, outliers (expected
   // fraction), pages, window rings and sinks. Allocation never shrinks as tokens are added

@@ -142,19 +142,44 @@ HWY_INLINE void RopeRowsImpl(D d, float* x, int n_rows, size_t hd, const float* 
   }
 }
 
-void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table) {
-  const hn::ScalableTag<float> d;
-  const size_t hd = size_t(head_dim);
-  if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
-  if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
-  if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);
+// Neox pairs (i, i + half): both halves are loaded once and rotated into each other.
+template <class D>
+HWY_INLINE void RopeRowsNeoxImpl(D d, float* x, int n_rows, size_t hd, size_t half, const float* table) {
+  const size_t N = hn::Lanes(d);
   for (int j = 0; j < n_rows; ++j) {
     float* r = x + size_t(j) * hd;
     const float* c = table + size_t(j) * 2 * hd;
-    for (size_t i = 0; i + 1 < hd; i += 2) {
-      const float x0 = r[i], x1 = r[i + 1];
-      r[i] = x1 * c[hd + i] + x0 * c[i];
-      r[i + 1] = x0 * c[hd + i + 1] + x1 * c[i + 1];
+    const float* s = c + hd;
+    for (size_t i = 0; i < half; i += N) {
+      const auto a = hn::LoadU(d, r + i), b = hn::LoadU(d, r + i + half);
+      hn::StoreU(hn::MulAdd(b, hn::LoadU(d, s + i), hn::Mul(a, hn::LoadU(d, c + i))), d, r + i);
+      hn::StoreU(hn::MulAdd(a, hn::LoadU(d, s + i + half), hn::Mul(b, hn::LoadU(d, c + i + half))), d, r + i + half);
+    }
+  }
+}
+
+void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table, int pair_stride) {
+  const hn::ScalableTag<float> d;
+  const size_t hd = size_t(head_dim);
+  if (pair_stride > 1) {
+    const size_t half = size_t(pair_stride);
+    if (half % hn::Lanes(d) == 0) return RopeRowsNeoxImpl(d, x, n_rows, hd, half, table);
+    if (half % 4 == 0) return RopeRowsNeoxImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, half, table);
+  } else {
+    if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
+    if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
+    if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);
+  }
+  // Odd sizes: pair p is (a, a + stride), a = 2p for adjacent pairs, p for neox halves.
+  const size_t stride = size_t(pair_stride), n_pairs = stride == 1 ? hd / 2 : stride;
+  for (int j = 0; j < n_rows; ++j) {
+    float* r = x + size_t(j) * hd;
+    const float* c = table + size_t(j) * 2 * hd;
+    for (size_t p = 0; p < n_pairs; ++p) {
+      const size_t a = stride == 1 ? 2 * p : p, b = a + stride;
+      const float x0 = r[a], x1 = r[b];
+      r[a] = x1 * c[hd + a] + x0 * c[a];
+      r[b] = x0 * c[hd + b] + x1 * c[b];
     }
   }
 }
@@ -257,8 +282,8 @@ void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t
                      float* o, size_t ldo) {
   HWY_DYNAMIC_DISPATCH(AccumulateF16)(p, ldp, n_q, v, ldv, n, hd, o, ldo);
 }
-void rope_rows_table(float* x, int n_rows, int head_dim, const float* table) {
-  HWY_DYNAMIC_DISPATCH(RopeRowsTable)(x, n_rows, head_dim, table);
+void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int pair_stride) {
+  HWY_DYNAMIC_DISPATCH(RopeRowsTable)(x, n_rows, head_dim, table, pair_stride);
 }
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertF32ToF16)(x, y, n);

@@ -38,8 +38,9 @@ void attn_accumulate(const float* p, size_t ldp, int n_q, const float* v, size_t
 void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t ldv, int n_rows,
                      int head_dim, float* out, size_t ldo);
 // Rotates row j of x: [n_rows, head_dim] by row j of table: [n_rows][2][head_dim] (Rope::key_table):
-// x_j = x_j * C_j + swap_pairs(x_j) * S_j. Spec: Rope::rotate with the same offsets.
-void rope_rows_table(float* x, int n_rows, int head_dim, const float* table);
+// x_j = x_j * C_j + partner(x_j) * S_j, the partner of a dim the other dim of its pair
+// (Rope::pair_stride: 1 adjacent, else the neox half). Spec: Rope::rotate with the same offsets.
+void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int pair_stride = 1);
 
 // In-place softmax over x[0, n); round_f16 rounds each probability to f16 (the f16-cache path).
 // Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp.

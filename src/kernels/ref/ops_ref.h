@@ -3,6 +3,7 @@
 // Plain pointers and sizes only; shapes outermost-first.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -35,5 +36,15 @@ void attention_head_ref(const float* q, const float* k, const float* v, float* o
                         int head_dim, float scale);
 
 inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+// GELU, tanh form, as ggml computes it on CPU: the input rounded to f16, the f32 formula on
+// it, the result rounded to f16 (ggml's 64K-entry f16 table holds exactly that), with inputs
+// beyond +-10 passed through or zeroed as ggml does.
+inline float gelu_ggml(float x) {
+  if (x <= -10.0f) return 0.0f;
+  if (x >= 10.0f) return x;
+  const float h = round_to_f16(x);
+  constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f, kCoefA = 0.044715f;
+  return round_to_f16(0.5f * h * (1.0f + std::tanh(kSqrt2OverPi * h * (1.0f + kCoefA * h * h))));
+}
 
 }  // namespace kvq::ref

@@ -32,6 +32,34 @@ const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32",
                               "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-4:prerope=0:rot=1",
                               "K=kvquant-3,V=kvquant-3:rot=1"};
 
+// Random keys, values and queries for positions [0, n), the keys and values appended to layer
+// il of cache in one step.
+struct RandomKvq {
+  std::vector<float> k, v, q;
+};
+RandomKvq append_random(Rng& rng, KvCache& cache, int il, int n) {
+  RandomKvq r;
+  r.k.resize(size_t(n) * kKvHeads * kHd);
+  r.v.resize(r.k.size());
+  r.q.resize(size_t(n) * kHeads * kHd);
+  for (auto* x : {&r.k, &r.v, &r.q})
+    for (auto& e : *x) e = float(rng.normal());
+  EXPECT_TRUE(cache.append(il, n, r.k.data(), r.v.data()).ok());
+  return r;
+}
+
+// KV head kvh of layer il for positions [0, n), dequantized, keys rotated to their positions
+// when the cache stores them before RoPE: what a reference attention reads.
+void read_keys_at_positions(const KvCache& cache, const Rope& rope, int il, int kvh, int n, float* kd, float* vd) {
+  cache.read(il, kvh, 0, n, kd, vd);
+  if (!cache.pre_rope()) return;
+  std::vector<float> cs(kHd);
+  for (int t = 0; t < n; ++t) {
+    rope.angles(t, cs.data());
+    rope.rotate(kd + size_t(t) * kHd, cs.data(), false);
+  }
+}
+
 TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
   Rng rng(11);
   const int n = 150;  // odd: crosses blocks of 64 and KIVI windows
@@ -55,15 +83,7 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
     // Reference: dequantize everything, RoPE pre-RoPE keys, plain softmax attention.
     std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
     for (int h = 0; h < kHeads; ++h) {
-      const int kvh = h / (kHeads / kKvHeads);
-      b.cache->read(1, kvh, 0, n, kd.data(), vd.data());
-      if (b.cache->pre_rope()) {
-        std::vector<float> cs(kHd);
-        for (int t = 0; t < n; ++t) {
-          rope.angles(t, cs.data());
-          rope.rotate(&kd[size_t(t) * kHd], cs.data(), false);
-        }
-      }
+      read_keys_at_positions(*b.cache, rope, 1, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
       for (int i = 0; i < n_q; ++i) {
         const int pos = pos0 + i;
         ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
@@ -75,6 +95,112 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
       }
     }
   }
+}
+
+// Keys stored before RoPE are rotated at attention time exactly as the model would rotate
+// them (Rope::angles + Rope::rotate) for every RoPE the architectures use: neox pairs
+// (Qwen2, Phi-3, Gemma), Llama-3.1's freq factors, partial rotary; on the SIMD key table and
+// the scalar path, across an attention chunk (runs composed from the chunk start).
+TEST(PackedAttention, PreRopeKeysFollowEveryRopeMode) {
+  std::vector<float> ff(kHd / 2);
+  for (size_t i = 0; i < ff.size(); ++i) ff[i] = 1.0f + float(i % 5);
+  const Rope ropes[] = {Rope(kHd, kHd, 10000.0f, RopeMode::kNeox), Rope(kHd, kHd, 500000.0f, RopeMode::kNormal, ff),
+                        Rope(kHd, kHd, 1e6f, RopeMode::kNeox, ff), Rope(kHd, kHd / 2, 10000.0f, RopeMode::kNeox),
+                        Rope(kHd, kHd / 2, 10000.0f, RopeMode::kNormal)};
+  Rng rng(13);
+  const int n = kAttentionChunk + 76;
+  for (const Rope& rope : ropes) {
+    for (const char* spec : {"kvquant-3", "kvquant-2:outliers=0:sinks=0"}) {
+      Built b = build(spec, n);
+      ASSERT_TRUE(b.cache && b.cache->pre_rope());
+      const std::vector<float> q = append_random(rng, *b.cache, 0, n).q;
+      const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope};
+      const int n_q = 3, pos0 = n - n_q;
+      std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
+      for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
+        ExecContext ctx(2, path);
+        std::vector<float> out(size_t(n_q) * kHeads * kHd);
+        ASSERT_TRUE(attend(ctx, p, *b.cache, 0, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
+        for (int h = 0; h < kHeads; ++h) {
+          read_keys_at_positions(*b.cache, rope, 0, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
+          for (int i = 0; i < n_q; ++i) {
+            const int pos = pos0 + i;
+            ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
+                                    kHd, 0.125f);
+            const float* got = &out[(size_t(i) * kHeads + h) * kHd];
+            for (int d = 0; d < kHd; ++d) {
+              ASSERT_NEAR(got[d], ref[d], 2e-5f * (1.0f + std::fabs(ref[d])))
+                  << spec << " rope_dim " << rope.rope_dim() << " stride " << rope.pair_stride();
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A sliding window (Phi-3): the query at p attends to (p - window, p] only, in the decode and
+// prefill paths, for windows inside one chunk, across a chunk start, and past a whole chunk.
+TEST(PackedAttention, SlidingWindowAttendsToTheLastKeysOnly) {
+  const Rope rope(kHd, kHd, 10000.0f, RopeMode::kNeox);
+  Rng rng(14);
+  const int n = kAttentionChunk + 76;
+  for (const char* spec : {"f32", "kvquant-3"}) {
+    Built b = build(spec, n);
+    ASSERT_TRUE(b.cache);
+    const std::vector<float> q = append_random(rng, *b.cache, 0, n).q;
+    std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
+    for (int window : {40, 300, 1100}) {
+      for (int n_q : {3, 20}) {
+        const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope, window};
+        const int pos0 = n - n_q;
+        ExecContext ctx(2);
+        std::vector<float> out(size_t(n_q) * kHeads * kHd);
+        ASSERT_TRUE(attend(ctx, p, *b.cache, 0, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
+        for (int h = 0; h < kHeads; ++h) {
+          read_keys_at_positions(*b.cache, rope, 0, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
+          for (int i = 0; i < n_q; ++i) {
+            const int pos = pos0 + i, lo = std::max(0, pos - window + 1);
+            ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], &kd[size_t(lo) * kHd], &vd[size_t(lo) * kHd],
+                                    ref.data(), pos + 1 - lo, kHd, 0.125f);
+            const float* got = &out[(size_t(i) * kHeads + h) * kHd];
+            for (int d = 0; d < kHd; ++d) {
+              ASSERT_NEAR(got[d], ref[d], 2e-5f * (1.0f + std::fabs(ref[d])))
+                  << spec << " window " << window << " n_q " << n_q;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The rotation itself against its definition: neox pairs (i, i + rope_dim/2), freq factors
+// dividing the angle, dims past rope_dim untouched; ggml's float angles close to the double ones.
+TEST(Rope, NeoxPairsFreqFactorsAndPartialRotary) {
+  const std::vector<float> ff = {1.0f, 2.0f, 4.0f, 8.0f};
+  const Rope full(8, 8, 100.0f, RopeMode::kNeox, ff), part(8, 4, 100.0f, RopeMode::kNeox);
+  const int pos = 5;
+  float cs[8], g[8];
+  full.angles(pos, cs);
+  full.ggml_angles(pos, 1, g);
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(cs[i], g[i], 1e-6f);
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  full.rotate(x, cs, false);
+  for (int i = 0; i < 4; ++i) {
+    const double a = pos * std::pow(100.0, -2.0 * i / 8) / ff[size_t(i)];
+    EXPECT_NEAR(x[i], (i + 1) * std::cos(a) - (i + 5) * std::sin(a), 1e-5);
+    EXPECT_NEAR(x[i + 4], (i + 1) * std::sin(a) + (i + 5) * std::cos(a), 1e-5);
+  }
+  float y[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  part.angles(pos, cs);
+  part.rotate(y, cs, false);
+  for (int i = 0; i < 2; ++i) {
+    const double a = pos * std::pow(100.0, -2.0 * i / 4);
+    EXPECT_NEAR(y[i], (i + 1) * std::cos(a) - (i + 3) * std::sin(a), 1e-5);
+    EXPECT_NEAR(y[i + 2], (i + 1) * std::sin(a) + (i + 3) * std::cos(a), 1e-5);
+  }
+  for (int i = 4; i < 8; ++i) EXPECT_EQ(y[i], float(i + 1));
 }
 
 // bytes_used is what is allocated; the bits accounting predicts it from the configuration.
