@@ -153,7 +153,8 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     // take them; for the others a tile decoded once serves the group.
     if (cpu::score_run_fused(run, q, n_q, scale, s, kAttentionChunk)) return;
   }
-  if (c.path == KernelPath::kSimd && c.k.pre_rope &&
+  // The fused kernel rotates adjacent pairs; neox halves take the tile below.
+  if (c.path == KernelPath::kSimd && c.k.pre_rope && c.p->rope->pair_stride() == 1 &&
       cpu::score_run_rope_fused(run, q, n_q, c.p->rope->key_table(), scale, s, kAttentionChunk)) {
     return;  // decoded, rotated and dotted in registers, once for every query of the group
   }

@@ -16,7 +16,8 @@ namespace kvq::cpu {
 bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
 // Keys stored before RoPE (KVQuant codebook keys): scores[i * ld + t] = scale * q_i . R(t) x'_t,
 // R(t) the rotation of row t of key_table (Rope::key_table(): offsets within the run, t <
-// Rope::kKeyOffsets), q: [n_q][head_dim] rotated to the run's first position.
+// Rope::kKeyOffsets) in adjacent-pair mode (Rope::pair_stride() == 1), q: [n_q][head_dim]
+// rotated to the run's first position.
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
                           float* scores, size_t ld);
 // out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim].
