@@ -13,6 +13,7 @@
 #include "engine/prefill.h"
 #include "engine/session.h"
 #include "model_fixture.h"
+#include "run_kvq.h"
 
 namespace kvq {
 namespace {
@@ -261,6 +262,87 @@ TEST(Session, PrefixReuseKeepsWhatTheFormatCanCut) {
   EXPECT_EQ(keep_session_prefix(*k2, session, diverging, &note), 0);
   EXPECT_NE(note.find("cannot be cut there: prefilling from scratch"), std::string::npos) << note;
   EXPECT_EQ(k2->n_tokens(0), 0);
+}
+
+// kvq run --prompt-cache, llama.cpp's way: a first run saves its prompt, a second with the
+// prompt extended restores it, prefills only the new tokens and generates what a run without
+// the cache generates.
+std::string generated(const testing::KvqResult& r, const std::string& prompt) {
+  const size_t at = r.output.find(prompt);
+  if (at == std::string::npos) return "<no output>\n" + r.output;
+  return r.output.substr(at, r.output.find('\n', at) - at);
+}
+
+TEST(SessionCli, PromptCacheReusesThePrefixAndGeneratesTheSame) {
+  const std::string model = testing::shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string first = "Once upon a time, there was a little girl named Lily.";
+  const std::string second = first + " She went to the park with her mom and saw a big dog.";  // 16, 34 tokens
+  for (const char* spec : {"f16", "q4_0", "kivi-2", "kvquant-3"}) {
+    SCOPED_TRACE(spec);
+    const std::string file = temp_path(std::string("cli_") + spec + ".kvqs");
+    std::remove(file.c_str());
+    std::vector<std::string> base = {"run", "-m", model, "-n", "24", "--temp", "0", "--cache", spec};
+    if (std::string(spec).rfind("kvquant", 0) == 0) {
+      base.insert(base.end(), {"--calib", "auto", "--calib-windows", "1", "--calib-window", "64"});
+    }
+    auto with = [&](std::vector<std::string> extra) {
+      std::vector<std::string> a = base;
+      a.insert(a.end(), extra.begin(), extra.end());
+      return testing::run_kvq(a);
+    };
+    const auto plain = with({"-p", second});
+    ASSERT_EQ(plain.exit_code, 0) << plain.output;
+    const auto r1 = with({"-p", first, "--prompt-cache", file});
+    ASSERT_EQ(r1.exit_code, 0) << r1.output;
+    EXPECT_NE(r1.output.find("does not exist: a new session is saved there"), std::string::npos) << r1.output;
+    EXPECT_NE(r1.output.find("kvq run: saved 16 tokens to"), std::string::npos) << r1.output;
+    const auto r2 = with({"-p", second, "--prompt-cache", file});
+    ASSERT_EQ(r2.exit_code, 0) << r2.output;
+    EXPECT_NE(r2.output.find("kvq run: restored 16 tokens from"), std::string::npos) << r2.output;
+    EXPECT_NE(r2.output.find("kept 16 of 16 restored tokens"), std::string::npos) << r2.output;
+    EXPECT_EQ(generated(r2, second), generated(plain, second));
+    // Read-only: restores, never writes; -all saves the prompt and the output.
+    const auto size_before = file_bytes(file).size();
+    const auto r3 = with({"-p", second, "--prompt-cache", file, "--prompt-cache-ro"});
+    ASSERT_EQ(r3.exit_code, 0) << r3.output;
+    EXPECT_EQ(generated(r3, second), generated(plain, second));
+    EXPECT_EQ(r3.output.find("saved"), std::string::npos) << r3.output;
+    EXPECT_EQ(file_bytes(file).size(), size_before);
+    const auto r4 = with({"-p", second, "--prompt-cache", file, "--prompt-cache-all"});
+    ASSERT_EQ(r4.exit_code, 0) << r4.output;
+    EXPECT_EQ(generated(r4, second), generated(plain, second));
+    // The same prompt again: its last token is evaluated again; then 24 tokens are generated,
+    // of which the last is never fed to the cache.
+    EXPECT_NE(r4.output.find("kept 33 of 34"), std::string::npos) << r4.output;
+    EXPECT_NE(r4.output.find("kvq run: saved 57 tokens"), std::string::npos) << r4.output;
+  }
+}
+
+TEST(SessionCli, BadFilesAreClearErrors) {
+  const std::string model = testing::shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string file = temp_path("cli_bad.kvqs");
+  std::remove(file.c_str());
+  auto run = [&](const char* cache, const char* prompt) {
+    return testing::run_kvq({"run", "-m", model, "-n", "4", "--temp", "0", "--cache", cache, "-p", prompt,
+                             "--prompt-cache", file});
+  };
+  ASSERT_EQ(run("f16", "Once upon a time").exit_code, 0);
+  const auto other = run("q8_0", "Once upon a time");
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.output.find("cache 'f16' in the file, 'q8_0' now"), std::string::npos) << other.output;
+  std::vector<uint8_t> b = file_bytes(file);
+  b.resize(b.size() / 2);
+  std::ofstream(file, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  const auto cut = run("f16", "Once upon a time");
+  EXPECT_NE(cut.exit_code, 0);
+  EXPECT_NE(cut.output.find("is truncated or corrupt"), std::string::npos) << cut.output;
+  EXPECT_EQ(file_bytes(file).size(), b.size());  // a failed run leaves the file as it was
+  std::ofstream(file, std::ios::trunc) << "not a session";
+  const auto junk = run("f16", "Once upon a time");
+  EXPECT_NE(junk.exit_code, 0);
+  EXPECT_NE(junk.output.find("is not a kvq session file"), std::string::npos) << junk.output;
+  const auto flags = testing::run_kvq({"run", "-m", model, "-p", "x", "--prompt-cache-ro"});
+  EXPECT_NE(flags.output.find("need --prompt-cache FILE"), std::string::npos) << flags.output;
 }
 
 }  // namespace

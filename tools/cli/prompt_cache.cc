@@ -75,23 +75,29 @@ Status PromptCache::restore(const LlamaModel& model, KvCache& cache, std::span<c
 
 Status PromptCache::finish(const LlamaModel& model, const KvCache& cache, const std::vector<int32_t>& tokens,
                            const GenerateStats& st) {
-  if (!out_ || !a_.all) return ok_status();
-  // The tokens the cache holds: a context shift dropped n_dropped after the first n_keep, and
-  // the last generated token was never fed back.
+  if (out_ && a_.all) {
+    KVQ_RETURN_IF_ERROR(save(model, cache, held_tokens(tokens, st, cache.n_tokens(0))));
+  }
+  if (!saved_.empty()) std::fputs(saved_.c_str(), stderr);
+  return ok_status();
+}
+
+std::vector<int32_t> PromptCache::held_tokens(const std::vector<int32_t>& tokens, const GenerateStats& st, int n_held) {
   std::vector<int32_t> held = tokens;
   if (st.n_dropped > 0 && size_t(st.n_keep + st.n_dropped) <= held.size()) {
     held.erase(held.begin() + st.n_keep, held.begin() + st.n_keep + st.n_dropped);
   }
-  held.resize(std::min(held.size(), size_t(cache.n_tokens(0))));
-  return save(model, cache, held);
+  held.resize(std::min(held.size(), size_t(n_held)));
+  return held;
 }
 
 Status PromptCache::save(const LlamaModel& model, const KvCache& cache, std::span<const int32_t> tokens) {
   Timer timer;
   auto bytes = save_session(*out_, model, cache, tokens);
   if (!bytes.ok()) return bytes.status().with_context("--prompt-cache");
-  std::fprintf(stderr, "kvq run: saved %zu tokens to %s (%.2f MiB) in %.1f ms\n", tokens.size(),
-               printable(a_.path).c_str(), mib(double(*bytes)), 1e3 * timer.seconds());
+  char size_time[64];
+  std::snprintf(size_time, sizeof size_time, "(%.2f MiB) in %.1f ms\n", mib(double(*bytes)), 1e3 * timer.seconds());
+  saved_ = "kvq run: saved " + std::to_string(tokens.size()) + " tokens to " + printable(a_.path) + " " + size_time;
   return ok_status();
 }
 

@@ -33,15 +33,20 @@ class PromptCache {
   // keeps the prefix shared with prompt: sets gen->n_cached; sets gen->after_prompt to save
   // unless --prompt-cache-all or -ro. Errors: the file's (load_session).
   Status restore(const LlamaModel& model, KvCache& cache, std::span<const int32_t> prompt, GenerateArgs* gen);
-  // After generation: with --prompt-cache-all, saves what the cache holds. tokens: the prompt
-  // and the generated ids (generate's tokens_out).
+  // After generation: with --prompt-cache-all, saves what the cache holds (tokens: the prompt
+  // and the generated ids, generate's tokens_out); prints the line saying what was saved (kept
+  // until now so that it does not cut the generated text on a terminal).
   Status finish(const LlamaModel& model, const KvCache& cache, const std::vector<int32_t>& tokens,
                 const GenerateStats& st);
 
  private:
   Status save(const LlamaModel& model, const KvCache& cache, std::span<const int32_t> tokens);
+  // The tokens the cache holds after generation: a context shift dropped st.n_dropped after
+  // the first st.n_keep, and the last generated token was never fed back (n_held).
+  static std::vector<int32_t> held_tokens(const std::vector<int32_t>& tokens, const GenerateStats& st, int n_held);
   PromptCacheArgs a_;
   bool exists_ = false;
+  std::string saved_;  // the line save() prints
   std::optional<OutputFile> out_;
 };
 
