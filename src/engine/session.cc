@@ -46,8 +46,13 @@ Status check_binding(const SessionHeader& f, const std::string& f_spec, const Se
     diff += what + " " + a + " in the file, " + b + " now";
   };
   auto num = [](uint64_t v) { return std::to_string(v); };
+  auto quoted = [](std::string s) {
+    s.insert(s.begin(), '\'');
+    s.push_back('\'');
+    return s;
+  };
   if (f.model_hash != now.model_hash) add("model (content hash)", hex(f.model_hash), hex(now.model_hash));
-  if (f_spec != now_spec) add("cache", "'" + printable(f_spec) + "'", "'" + now_spec + "'");
+  if (f_spec != now_spec) add("cache", quoted(printable(f_spec)), quoted(now_spec));
   if (f.n_layers != now.n_layers || f.n_kv_heads != now.n_kv_heads || f.head_dim != now.head_dim) {
     add("shape (layers x KV heads x head_dim)", num(f.n_layers) + "x" + num(f.n_kv_heads) + "x" + num(f.head_dim),
         num(now.n_layers) + "x" + num(now.n_kv_heads) + "x" + num(now.head_dim));

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/check.h"
 #include "kv/kv_view.h"
@@ -96,5 +97,9 @@ class KvCache {
  private:
   KvCacheShape shape_;
 };
+
+// Every value the cache holds as read() returns it: per layer, per KV head, that head's keys
+// [n_tokens, head_dim] then its values (for comparing caches bit for bit: tests, checks).
+std::vector<float> read_all(const KvCache& cache);
 
 }  // namespace kvq

@@ -47,18 +47,8 @@ std::unique_ptr<KvCache> new_cache(const std::string& text, bool perturb = false
 }
 
 std::vector<float> contents(const KvCache& c) {
-  const KvCacheShape& s = c.shape();
-  const int n = c.n_tokens(0);
-  std::vector<float> out, k(size_t(n) * s.head_dim), v(k.size());
-  for (int il = 0; il < s.n_layers; ++il) {
-    EXPECT_EQ(c.n_tokens(il), n);
-    for (int h = 0; h < s.n_kv_heads; ++h) {
-      c.read(il, h, 0, n, k.data(), v.data());
-      out.insert(out.end(), k.begin(), k.end());
-      out.insert(out.end(), v.begin(), v.end());
-    }
-  }
-  return out;
+  for (int il = 1; il < c.shape().n_layers; ++il) EXPECT_EQ(c.n_tokens(il), c.n_tokens(0));
+  return read_all(c);
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
