@@ -7,10 +7,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "attention/attention.h"
+#include "base/exec_context.h"
+#include "base/hash.h"
+#include "kernels/rope.h"
 #include "engine/session.h"
 #include "kv/cache_spec.h"
 #include "quant/codebook.h"
@@ -51,9 +57,10 @@ Fixture& fixture() {
       auto spec = s.rfind("K=", 0) == 0 ? kvq::parse_cache_spec(s.substr(2, comma - 2), s.substr(comma + 3))
                                         : kvq::parse_cache_spec(s);
       if (!spec.ok()) std::abort();
-      x->params.push_back(params(spec->k.bits, true));
+      const bool kq = spec->k.kind == kvq::TensorKind::kKvquant, vq = spec->v.kind == kvq::TensorKind::kKvquant;
+      x->params.push_back(kq ? params(spec->k.bits, true) : kvq::KvquantParams{});
       const kvq::KvquantParams* k = &x->params.back();
-      x->params.push_back(params(spec->v.bits, false));
+      x->params.push_back(vq ? params(spec->v.bits, false) : kvq::KvquantParams{});
       const kvq::KvquantParams* v = &x->params.back();
       auto c = kvq::make_cache(*spec, kShape, {k, v});
       if (!c.ok()) std::abort();
@@ -88,11 +95,11 @@ bool fill(kvq::KvCache& c, int n, int step) {
 void write_seeds(const std::string& dir) {
   Fixture& f = fixture();
   for (size_t i = 0; i < f.caches.size(); ++i) {
-    for (int n : {3, 70}) {
+    for (int n : {3, 50}) {
       kvq::KvCache& c = *f.caches[i];
       c.clear();
       if (!fill(c, n, 24)) std::abort();
-      std::vector<int32_t> tokens(size_t(n));
+      std::vector<int32_t> tokens(static_cast<size_t>(n));
       for (int t = 0; t < n; ++t) tokens[size_t(t)] = t % int(kBinding.n_vocab);
       std::string bytes;
       kvq::ByteWriter w = kvq::ByteWriter::to_string(&bytes);
@@ -102,6 +109,58 @@ void write_seeds(const std::string& dir) {
       if (!out || std::fwrite(bytes.data(), 1, bytes.size(), out) != bytes.size() || std::fclose(out) != 0) std::abort();
       c.clear();
     }
+  }
+}
+
+kvq::ExecContext& ctx() {
+  static kvq::ExecContext* c = new kvq::ExecContext(1);
+  return *c;
+}
+const kvq::Rope& rope() {
+  static const kvq::Rope* r = new kvq::Rope(kShape.head_dim, kShape.head_dim, 10000.f);
+  return *r;
+}
+kvq::AttentionParams attention_params() {
+  kvq::AttentionParams p;
+  p.n_heads = 2;
+  p.n_kv_heads = kShape.n_kv_heads;
+  p.head_dim = kShape.head_dim;
+  p.scale = 0.17f;
+  p.rope = &rope();
+  return p;
+}
+std::vector<float>& query() {
+  static auto* q = new std::vector<float>(2 * kShape.head_dim, 0.25f);
+  return *q;
+}
+std::vector<float>& out() {
+  static auto* o = new std::vector<float>(2 * kShape.head_dim);
+  return *o;
+}
+
+// One input into every cache.
+void load_everywhere(std::span<const uint8_t> bytes) {
+  for (auto& cache : fixture().caches) {
+    kvq::KvCache& c = *cache;
+    const size_t empty = c.bytes_used();
+    auto tokens = kvq::parse_session(bytes, "fuzz", kBinding, c);
+    if (!tokens.ok()) {
+      if (c.n_tokens(0) != 0 || c.bytes_used() != empty) std::abort();
+      continue;
+    }
+    const int n = int(tokens->size());
+    std::vector<float> k(size_t(n) * kShape.head_dim), v(k.size());
+    for (int il = 0; il < kShape.n_layers; ++il) {
+      if (c.n_tokens(il) != n) std::abort();
+      for (int h = 0; h < kShape.n_kv_heads; ++h) c.read(il, h, 0, n, k.data(), v.data());
+      // The attention kernels read the restored pages, outliers and windows in place.
+      if (n > 0 && !kvq::attend(ctx(), attention_params(), c, il, query().data(), 1, n - 1, out().data()).ok()) {
+        std::abort();
+      }
+    }
+    // The restored state goes on: windows flush, pages and outlier pages grow.
+    if (n + 20 <= kShape.n_ctx) (void)fill(c, 20, 7);
+    c.clear();
   }
 }
 
@@ -116,23 +175,16 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  for (auto& cache : fixture().caches) {
-    kvq::KvCache& c = *cache;
-    const size_t empty = c.bytes_used();
-    auto tokens = kvq::parse_session({data, size}, "fuzz", kBinding, c);
-    if (!tokens.ok()) {
-      if (c.n_tokens(0) != 0 || c.bytes_used() != empty) std::abort();
-      continue;
-    }
-    const int n = int(tokens->size());
-    std::vector<float> k(size_t(n) * kShape.head_dim), v(k.size());
-    for (int il = 0; il < kShape.n_layers; ++il) {
-      if (c.n_tokens(il) != n) std::abort();
-      for (int h = 0; h < kShape.n_kv_heads; ++h) c.read(il, h, 0, n, k.data(), v.data());
-    }
-    // The restored state goes on: windows flush, pages and outlier pages grow.
-    if (n + 20 <= kShape.n_ctx) (void)fill(c, 20, 7);
-    c.clear();
+  load_everywhere({data, size});
+  // Almost every mutation breaks the checksum; the same bytes with it recomputed reach the
+  // header binding and every store's validation.
+  if (size >= sizeof(kvq::SessionHeader) + 8) {
+    std::vector<uint8_t> fixed(data, data + size);
+    kvq::Checksum64 sum;
+    sum.update(fixed.data(), size - 8);
+    const uint64_t h = sum.value();
+    std::memcpy(fixed.data() + size - 8, &h, 8);
+    load_everywhere(fixed);
   }
   return 0;
 }
