@@ -49,7 +49,8 @@ Status run(const std::vector<std::string>& argv) {
   std::string text, file;
   ArgParser p("bench session");
   add_common_flags(p, &common);
-  add_cache_flags(p, &cache_args, true);
+  add_cache_flags(p, &cache_args, true,
+                  std::string("KV cache types, comma-separated (default ") + kDefaultCaches + "; docs/CACHE_SPEC.md)");
   p.add_int("-p,--n-prompt", &n_tokens, 1, 1 << 20, "tokens to prefill, save and restore (default 1024)");
   p.add_int("-r,--repetitions", &reps, 1, 1000, "repetitions; medians are reported (default 3)");
   p.add_path("--text", &text, "text to prefill (default: ../text/long/war_and_peace.txt next to the model's folder)");
@@ -63,6 +64,12 @@ Status run(const std::vector<std::string>& argv) {
   KVQ_ASSIGN_OR_RETURN(KernelPath path, parse_kernel_path(common.kernels));
   KVQ_ASSIGN_OR_RETURN(std::vector<CacheSpec> specs, parse_cache_args(cache_args));
   if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
+  for (const CacheSpec& spec : specs) {
+    if (spec.needs_calibration() && cache_args.calib.empty()) {
+      return invalid_argument("'" + spec.text + "' needs calibration: pass --calib auto or --calib FILE, or list "
+                              "only other caches in --cache");
+    }
+  }
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
