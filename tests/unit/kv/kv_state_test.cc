@@ -174,5 +174,36 @@ TEST(KvState, BadOutlierIndicesAreRefused) {
   EXPECT_EQ(b.cache->bytes_used(), empty);
 }
 
+// A pool that refuses part way through a restore: kOutOfMemory, the cache as it was, and
+// every page the restore took handed back.
+TEST(KvState, PoolBudgetRefusalChangesNothingAndLeaksNothing) {
+  for (const char* spec : {"f16", "kivi-2:g=8:r=16", "kvquant-3", "K=kvquant-2,V=kivi-4"}) {
+    SCOPED_TRACE(spec);
+    auto a = build(spec, kCtx);
+    fill(*a.cache, 150, 50, 5);
+    const std::string s = state_of(*a.cache);
+    auto probe_pool = std::make_shared<PagePool>();
+    auto probe = build(spec, kCtx, probe_pool);
+    const size_t fixed = probe_pool->bytes_in_use();
+    ASSERT_TRUE(restore(*probe.cache, s, 150).ok());
+    const size_t needed = probe_pool->bytes_in_use() - fixed;
+    auto ten_pool = std::make_shared<PagePool>();
+    auto ten = build(spec, kCtx, ten_pool);
+    fill(*ten.cache, 10, 10, 6);
+    for (size_t frac : {1, 2, 3}) {
+      // Room for the 10 tokens the target holds and a part of what the restore needs.
+      auto pool = std::make_shared<PagePool>(ten_pool->bytes_in_use() + needed * frac / 4);
+      auto b = build(spec, kCtx, pool);
+      fill(*b.cache, 10, 10, 6);
+      const auto before = contents(*b.cache);
+      const size_t in_use = pool->bytes_in_use();
+      const Status st = restore(*b.cache, s, 150);
+      EXPECT_EQ(st.code(), StatusCode::kOutOfMemory) << st.to_string();
+      EXPECT_EQ(pool->bytes_in_use(), in_use);
+      EXPECT_TRUE(same_bits(contents(*b.cache), before));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvq
