@@ -3,7 +3,7 @@
 #   1. Release build, every ctest test except the long `quality` label;
 #   2. clang ASan+UBSan build of the same suite;
 #   3. libFuzzer runs (GGUF reader byte-level and structure-aware, tokenizer, flag parser, cache
-#      specs, calibration files, log-prob files) under ASan/UBSan, ~20 s each.
+#      specs, calibration files, log-prob files, session files) under ASan/UBSan, ~20 s each.
 # Exits non-zero on the first failure. KVQ_FUZZ_SECONDS overrides the fuzzing time per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +23,12 @@ CC=clang CXX=clang++ cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo 
 cmake --build build/asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 secs=${KVQ_FUZZ_SECONDS:-20}
-for f in gguf gguf_struct tokenizer bpe_tokenizer args cache_spec calib logprob; do
+for f in gguf gguf_struct tokenizer bpe_tokenizer args cache_spec calib logprob session; do
   corpus=$(mktemp -d)
   [ -d tests/fuzz/corpus/$f ] && cp tests/fuzz/corpus/$f/* "$corpus"/
   echo "-- fuzzing $f for ${secs}s"
   len=4096
-  case $f in calib|logprob) len=16384 ;; esac  # their seeds (real files) are larger
+  case $f in calib|logprob) len=16384 ;; session) len=32768 ;; esac  # their seeds (real files) are larger
   build/asan/bin/${f}_fuzz -max_total_time="$secs" -max_len=$len -print_final_stats=1 "$corpus" 2>&1 | tail -3
   rm -rf "$corpus"
 done

@@ -25,7 +25,11 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
   const Tokenizer& tok = model.tokenizer();
   const int n_ctx = cache.shape().n_ctx;
   KVQ_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, encode_prompt(model, args.prompt, n_ctx));
-  if (cache.n_tokens(0) != 0) return invalid_argument("generate needs an empty cache");
+  if (args.n_cached < 0 || size_t(args.n_cached) >= prompt.size() || cache.n_tokens(0) != args.n_cached) {
+    return invalid_argument("generate needs a cache holding the prompt's first " + std::to_string(args.n_cached) +
+                            " tokens, fewer than its " + std::to_string(prompt.size()) + "; it holds " +
+                            std::to_string(cache.n_tokens(0)));
+  }
   // Context shift keeps the first n_keep tokens and drops a page at a time after them.
   const int n_keep = args.n_keep >= 0 ? args.n_keep : std::max(cache.sink_tokens(), tok.add_bos() ? 1 : 0);
   if (args.context_shift) {
@@ -38,7 +42,7 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
   }
   GenerateStats st;
   st.n_keep = n_keep;
-  st.n_prompt = int(prompt.size());
+  st.n_prompt = int(prompt.size()) - args.n_cached;
   for (int32_t id : prompt) on_piece(tok.token_to_piece(id));
   if (tokens_out) *tokens_out = prompt;
 
@@ -47,8 +51,10 @@ StatusOr<GenerateStats> generate(ExecContext& ctx, const LlamaModel& model, KvCa
   ForwardWorkspace ws;
   Sampler sampler(args.sampling);
   Timer timer;
-  KVQ_RETURN_IF_ERROR(prefill(ctx, model, prompt, cache, ws, logits.data(), false, args.batch));
+  KVQ_RETURN_IF_ERROR(prefill(ctx, model, std::span<const int32_t>(prompt).subspan(size_t(args.n_cached)), cache, ws,
+                              logits.data(), false, args.batch));
   st.prefill_seconds = timer.seconds();
+  if (args.after_prompt) KVQ_RETURN_IF_ERROR(args.after_prompt(prompt));
   timer.reset();
   for (int i = 0; args.n_predict < 0 || i < args.n_predict; ++i) {
     const int32_t next = sampler.sample(logits.data(), n_vocab);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,10 +26,16 @@ struct GenerateArgs {
   // page (kKvPageTokens) at a time and go on (KvCache::shift), instead of stopping.
   bool context_shift = false;
   int n_keep = -1;  // -1: the cache's sink tokens, at least the BOS
+  // The cache already holds the prompt's first n_cached tokens (a restored session,
+  // engine/session.h), fewer than the prompt has: only the rest is prefilled.
+  int n_cached = 0;
+  // Called once the prompt is in the cache, with its tokens (llama.cpp saves --prompt-cache
+  // there); an error stops the generation.
+  std::function<Status(std::span<const int32_t> prompt)> after_prompt;
 };
 
 struct GenerateStats {
-  int n_prompt = 0;
+  int n_prompt = 0;  // prefilled (the prompt's tokens after the n_cached ones)
   int n_generated = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
@@ -39,7 +46,8 @@ struct GenerateStats {
 };
 
 // Streams the prompt's pieces and then every generated piece to on_piece. tokens_out, if
-// given, receives prompt and generated ids. The cache must be empty and sized for the run.
+// given, receives prompt and generated ids. The cache must hold args.n_cached tokens (0: be
+// empty) and be sized for the run.
 // The prompt's tokens (BOS first when the model adds one); an error unless they leave room to
 // generate in n_ctx. Tools call it before calibrating, so a prompt that cannot fit fails fast.
 StatusOr<std::vector<int32_t>> encode_prompt(const LlamaModel& model, const std::string& prompt, int n_ctx);

@@ -2,6 +2,8 @@
 #include "kv/composite_cache.h"
 
 #include "base/check.h"
+#include "base/hash.h"
+#include "io/byte_stream.h"
 
 namespace kvq {
 
@@ -63,6 +65,28 @@ void CompositeKvCache::read(int il, int kvh, int t0, int n, float* k, float* v) 
 Status CompositeKvCache::end_step() {
   KVQ_RETURN_IF_ERROR(k_->end_step());
   return v_->end_step();
+}
+
+void CompositeKvCache::write_state(ByteWriter& w) const {
+  k_->write_state(w);
+  v_->write_state(w);
+}
+
+Status CompositeKvCache::read_state(ByteReader& r, int n) {
+  if (n < 0 || n > shape().n_ctx) {
+    return invalid_argument(std::to_string(n) + " tokens do not fit this cache of " + std::to_string(shape().n_ctx));
+  }
+  KVQ_ASSIGN_OR_RETURN(auto k, k_->read_state(r, n));
+  KVQ_ASSIGN_OR_RETURN(auto v, v_->read_state(r, n));
+  if (r.left() != 0) return r.corrupt(std::to_string(r.left()) + " bytes after the cache's state");
+  k_->install_state(std::move(k));
+  v_->install_state(std::move(v));
+  return ok_status();
+}
+
+uint64_t CompositeKvCache::calibration_hash() const {
+  const uint64_t h[2] = {k_->calibration_hash(), v_->calibration_hash()};
+  return h[0] == 0 && h[1] == 0 ? 0 : fnv1a(h, sizeof h);
 }
 
 void CompositeKvCache::set_eager(bool eager) {

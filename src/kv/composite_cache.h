@@ -35,6 +35,10 @@ class CompositeKvCache final : public KvCache {
   }
   void set_eager(bool eager) override;
   Status end_step() override;
+  // The key store's state, then the value store's.
+  void write_state(ByteWriter& w) const override;
+  Status read_state(ByteReader& r, int n_tokens) override;
+  uint64_t calibration_hash() const override;
 
   const KvStore& keys() const { return *k_; }
   const KvStore& values() const { return *v_; }

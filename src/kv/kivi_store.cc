@@ -249,6 +249,39 @@ size_t KiviStore::bytes_for(int n) const {
   return (q + w) * layers_.size();
 }
 
+struct KiviStore::State : KvStoreState {
+  std::vector<Layer> layers;
+};
+
+void KiviStore::write_state(ByteWriter& w) const {
+  for (const auto& l : layers_) {
+    l.quant.write(w);
+    l.window.write(w);
+  }
+}
+
+StatusOr<std::unique_ptr<KvStoreState>> KiviStore::read_state(ByteReader& r, int n) const {
+  auto st = std::make_unique<State>();
+  const bool keys = role_ == KvRole::kKey;
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const std::string what = name() + " layer " + std::to_string(il);
+    Layer l;
+    l.quant = layers_[il].quant.like();
+    l.window = RowRing(pool(), shape().row_values() * sizeof(f16_t));
+    KVQ_RETURN_IF_ERROR(l.quant.read(r, 0, keys ? n / group_ : n, what + (keys ? " key blocks" : " values")));
+    const int in_window = n - quantized_tokens(l);
+    KVQ_RETURN_IF_ERROR(l.window.read(r, in_window, std::max(shape().n_ctx, window_rows()), what + " window"));
+    st->layers.push_back(std::move(l));
+  }
+  return std::unique_ptr<KvStoreState>(std::move(st));
+}
+
+void KiviStore::install_state(std::unique_ptr<KvStoreState> state) {
+  auto* st = dynamic_cast<State*>(state.get());
+  KVQ_CHECK(st && st->layers.size() == layers_.size());
+  layers_ = std::move(st->layers);
+}
+
 }  // namespace kvq
 
 namespace kvq {

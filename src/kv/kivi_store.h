@@ -45,6 +45,10 @@ class KiviStore final : public KvStore {
   size_t bytes_for(int n) const override;
   void set_eager(bool eager) override { eager_ = eager; }
   Status end_step() override;
+  // Per layer: the quantized rows (PagedRows::write), then the window ring (RowRing::write).
+  void write_state(ByteWriter& w) const override;
+  StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const override;
+  void install_state(std::unique_ptr<KvStoreState> state) override;
 
   // Tokens of layer il held in the fp16 window (tests).
   int n_window(int il) const { return layers_[size_t(il)].window.size(); }
@@ -55,6 +59,7 @@ class KiviStore final : public KvStore {
     PagedRows quant;             // keys: one record per G-token block; values: one per token
     RowRing window;              // rows [n_kv_heads, head_dim] f16, oldest first
   };
+  struct State;
   // Quantizes the oldest `n` window tokens of layer il (n a multiple of G for keys).
   Status flush(int il, int n);
   // Flushes what KIVI's policy says is due (§1.5 steps 3 and 6).

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/check.h"
 #include "kv/kv_view.h"
@@ -16,6 +17,8 @@
 
 namespace kvq {
 
+class ByteReader;
+class ByteWriter;
 class Rope;
 
 struct KvCacheShape {
@@ -81,8 +84,22 @@ class KvCache {
   // k, v: [n, head_dim] f32 (keys before RoPE when pre_rope()). Thread-safe for reads.
   virtual void read(int il, int kvh, int t0, int n, float* k, float* v) const = 0;
 
+  // Sessions (engine/session.h): the whole contents as they are in memory, every layer the
+  // same length (docs/FILE_FORMAT.md).
+  virtual void write_state(ByteWriter& w) const = 0;
+  // Reads what write_state wrote for a cache of this spec and shape holding n_tokens tokens,
+  // to the end of r (bytes left over are an error): all of it is read and validated before any of it is installed, so an error (kDataLoss
+  // naming what is wrong, kOutOfMemory) changes nothing.
+  virtual Status read_state(ByteReader& r, int n_tokens) = 0;
+  // Identifies the calibrated parameters the cache was built with (0: it uses none).
+  virtual uint64_t calibration_hash() const { return 0; }
+
  private:
   KvCacheShape shape_;
 };
+
+// Every value the cache holds as read() returns it: per layer, per KV head, that head's keys
+// [n_tokens, head_dim] then its values (for comparing caches bit for bit: tests, checks).
+std::vector<float> read_all(const KvCache& cache);
 
 }  // namespace kvq

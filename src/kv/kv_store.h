@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -15,9 +16,17 @@
 
 namespace kvq {
 
+class ByteReader;
+class ByteWriter;
 class Rope;
 
 enum class KvRole { kKey, kValue };
+
+// A store's contents read from a session file (KvStore::read_state): validated and allocated,
+// not yet installed. Each store defines its own.
+struct KvStoreState {
+  virtual ~KvStoreState() = default;
+};
 
 class KvStore {
  public:
@@ -62,6 +71,21 @@ class KvStore {
   // Quantize every token as soon as it is appended, with no full-precision window (the
   // KVQuant paper's simulated quantization). Only windowed formats (KIVI) change.
   virtual void set_eager(bool eager) {}
+
+  // Sessions (engine/session.h, docs/FILE_FORMAT.md): every layer's contents as they are in
+  // memory (pages, outliers, windows, sinks; not the calibrated parameters, which
+  // calibration_hash() identifies).
+  virtual void write_state(ByteWriter& w) const = 0;
+  // Reads what write_state wrote for a store of this spec and shape holding n_tokens tokens in
+  // every layer, validated (every count against the shape and n_tokens, sizes, outlier indices),
+  // with storage from this store's pool. Changes nothing: kDataLoss names what is wrong,
+  // kOutOfMemory when the pool refuses.
+  virtual StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const = 0;
+  // Replaces the contents with what read_state returned (allocates nothing, cannot fail).
+  virtual void install_state(std::unique_ptr<KvStoreState> state) = 0;
+  // Identifies the calibrated parameters the store was built with (a hash of the codebooks
+  // and thresholds); 0 for formats that use none.
+  virtual uint64_t calibration_hash() const { return 0; }
 
  protected:
   PagePool* pool() const { return pool_; }

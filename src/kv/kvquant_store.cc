@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/hash.h"
 #include "kernels/cpu/ops.h"
 #include "quant/bitpack.h"
 
@@ -252,6 +253,62 @@ size_t KvquantStore::n_outliers() const {
   size_t n = 0;
   for (const auto& l : layers_) n += l.outliers.nnz();
   return n;
+}
+
+struct KvquantStore::State : KvStoreState {
+  struct Parts {
+    PagedRows sink, quant;
+    PagedOutliers outliers;
+  };
+  std::vector<Parts> layers;
+};
+
+void KvquantStore::write_state(ByteWriter& w) const {
+  for (const auto& l : layers_) {
+    l.sink.write(w);
+    l.quant.write(w);
+    if (opts_.outliers > 0.0) l.outliers.write(w);
+  }
+}
+
+StatusOr<std::unique_ptr<KvStoreState>> KvquantStore::read_state(ByteReader& r, int n) const {
+  auto st = std::make_unique<State>();
+  // Every token goes to the sinks until they are full (shifts and truncation keep that).
+  const int n_sink = std::min(n, opts_.sinks);
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer& l = layers_[il];
+    const std::string what = name() + " layer " + std::to_string(il);
+    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records())};
+    KVQ_RETURN_IF_ERROR(p.sink.read(r, n_sink, n_sink, what + " sinks"));
+    KVQ_RETURN_IF_ERROR(p.quant.read(r, n - n_sink, n - n_sink, what + " rows"));
+    if (opts_.outliers > 0.0) {
+      KVQ_RETURN_IF_ERROR(p.outliers.read(r, size_t(n - n_sink), shape().row_values(), what + " outliers"));
+    }
+    st->layers.push_back(std::move(p));
+  }
+  return std::unique_ptr<KvStoreState>(std::move(st));
+}
+
+void KvquantStore::install_state(std::unique_ptr<KvStoreState> state) {
+  auto* st = dynamic_cast<State*>(state.get());
+  KVQ_CHECK(st && st->layers.size() == layers_.size());
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    layers_[il].sink = std::move(st->layers[il].sink);
+    layers_[il].quant = std::move(st->layers[il].quant);
+    layers_[il].outliers = std::move(st->layers[il].outliers);
+  }
+}
+
+uint64_t KvquantStore::calibration_hash() const {
+  uint64_t h = kFnvOffset;
+  for (const auto& l : layers_) {
+    h = fnv1a(l.codebook.values.data(), sizeof l.codebook.values, h);
+    h = fnv1a(l.codebook.thresholds.data(), sizeof l.codebook.thresholds, h);
+    for (const auto* v : {&l.norm.upper, &l.norm.lower, &l.norm.zero_f, &l.norm.half_f}) {
+      h = fnv1a(v->data(), v->size() * sizeof(float), h);
+    }
+  }
+  return h;
 }
 
 }  // namespace kvq

@@ -67,6 +67,13 @@ class KvquantStore final : public KvStore {
   int sink_tokens() const override { return opts_.sinks; }
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;
+  // Per layer: the sink rows, the quantized rows (PagedRows::write), then the outlier pages
+  // when outliers > 0 (PagedOutliers::write).
+  void write_state(ByteWriter& w) const override;
+  StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const override;
+  void install_state(std::unique_ptr<KvStoreState> state) override;
+  // The codebooks' levels and boundaries and, for keys, the per-channel thresholds.
+  uint64_t calibration_hash() const override;
 
   // Outliers stored so far over all layers (accounting checks).
   size_t n_outliers() const;
@@ -81,6 +88,7 @@ class KvquantStore final : public KvStore {
     PagedRows quant;                     // values: codes then NormParams; keys: codes
     PagedOutliers outliers;              // paged like quant
   };
+  struct State;
   size_t norm_bytes() const { return role_ == KvRole::kValue ? sizeof(NormParams) : 0; }
   size_t per_layer_bytes() const;
 

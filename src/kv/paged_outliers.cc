@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "base/check.h"
 
@@ -105,6 +106,55 @@ void PagedOutliers::drop_front_pages(size_t n) {
   }
   pages_.erase(pages_.begin(), pages_.begin() + ptrdiff_t(np));
   n_rows_ -= n;
+}
+
+void PagedOutliers::write(ByteWriter& w) const {
+  for (size_t p = 0; p < pages_.size(); ++p) w.write(pages_[p], OutlierPage::block_bytes(page_, cap(p)));
+}
+
+Status PagedOutliers::read(ByteReader& r, size_t n_rows, size_t row_values, std::string_view what) {
+  KVQ_CHECK(n_rows_ == 0 && pages_.empty());
+  const std::string name(what);
+  for (size_t p = 0; p * size_t(page_) < n_rows; ++p) {
+    const size_t rows = std::min(n_rows - p * size_t(page_), size_t(page_));
+    uint32_t c = 0;
+    KVQ_RETURN_IF_ERROR(r.get(&c, what));
+    if (c > size_t(page_) * row_values) {
+      return r.corrupt(name + ": page " + std::to_string(p) + " claims room for " + std::to_string(c) +
+                       " outliers, more than its " + std::to_string(page_) + " rows of " + std::to_string(row_values) +
+                       " values hold");
+    }
+    const size_t b = OutlierPage::block_bytes(page_, c);
+    if (b - 4 > r.left()) return r.take(b - 4, what).status();
+    uint8_t* blk = pool_->acquire(b);
+    if (!blk) return out_of_memory("cannot allocate a KV cache outlier page of " + std::to_string(b) + " bytes");
+    std::memcpy(blk, &c, 4);
+    if (Status s = r.read(blk + 4, b - 4, what); !s.ok()) {
+      pool_->release(blk, b);
+      return s;
+    }
+    const OutlierPage o = OutlierPage::of(blk, page_);
+    std::string bad;
+    if (o.ptr[0] != 0 || o.ptr[rows] > c) bad = "row pointers outside the page's " + std::to_string(c) + " outliers";
+    for (size_t s = 0; s < rows && bad.empty(); ++s) {
+      if (o.ptr[s + 1] < o.ptr[s]) bad = "row pointers descend at row " + std::to_string(s);
+      for (uint32_t k = o.ptr[s]; k < o.ptr[s + 1] && bad.empty(); ++k) {
+        if (o.idx[k] >= row_values || (k > o.ptr[s] && o.idx[k] <= o.idx[k - 1])) {
+          bad = "row " + std::to_string(s) + " has outlier index " + std::to_string(o.idx[k]) +
+                " out of order or beyond the row's " + std::to_string(row_values) + " values";
+        }
+      }
+    }
+    if (!bad.empty()) {
+      pool_->release(blk, b);
+      return r.corrupt(name + ": outlier page " + std::to_string(p) + ": " + bad);
+    }
+    pages_.push_back(blk);
+    bytes_ += b;
+    n_rows_ += rows;
+    nnz_ += o.ptr[rows];
+  }
+  return ok_status();
 }
 
 std::span<const uint16_t> PagedOutliers::idx(size_t row) const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/fp16.h"
+#include "io/byte_stream.h"
 #include "kv/kv_view.h"
 #include "kv/page_pool.h"
 #include "kvq/status.h"
@@ -42,6 +43,12 @@ class PagedOutliers {
   size_t bytes() const { return bytes_; }
   // Bytes a full page holding `nnz` outliers costs.
   static size_t page_bytes(int page_tokens, size_t nnz) { return OutlierPage::block_bytes(page_tokens, nnz); }
+  // Sessions (engine/session.h): every page's block as in memory.
+  void write(ByteWriter& w) const;
+  // Reads what write() wrote into these (empty) outliers, for n_rows rows of row_values values:
+  // every capacity bounded, row pointers ascending within the capacity, indices strictly
+  // ascending below row_values (what the kernels' lower_bound relies on).
+  Status read(ByteReader& r, size_t n_rows, size_t row_values, std::string_view what);
   // The pages' blocks, for views.
   const uint8_t* const* pages() const { return pages_.data(); }
 

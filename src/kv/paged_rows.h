@@ -10,11 +10,14 @@
 // so the rows of one KV head are contiguous within a page: attention streams them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "base/check.h"
+#include "io/byte_stream.h"
 #include "kv/kv_view.h"
 #include "kv/page_pool.h"
 #include "kvq/status.h"
@@ -105,6 +108,24 @@ class PagedRows {
     if (extra_) std::memcpy(rec + size_t(n_parts_) * part_, extra(t), extra_);
   }
   size_t bytes() const { return pages_.size() * page_bytes(); }
+  // Sessions (engine/session.h): the record count (uint64), then every page as in memory.
+  void write(ByteWriter& w) const {
+    w.put(uint64_t(n_tokens_));
+    for (const uint8_t* p : pages_) w.write(p, page_bytes());
+  }
+  // Empty rows of the same layout and pool.
+  PagedRows like() const { return PagedRows(pool_, part_, n_parts_, extra_, page_); }
+  // Reads what write() wrote into these (empty) rows: a count in [lo, hi], checked, and the
+  // file's bytes for its pages checked, before any page is allocated.
+  Status read(ByteReader& r, int lo, int hi, std::string_view what) {
+    KVQ_CHECK(n_tokens_ == 0 && pages_.empty());
+    KVQ_ASSIGN_OR_RETURN(const uint64_t n, r.count(uint64_t(std::max(lo, 0)), uint64_t(std::max(hi, 0)), what));
+    const size_t need = size_t(bytes_for(int(n)));
+    if (need > r.left()) return r.take(need, what).status();
+    KVQ_RETURN_IF_ERROR(resize(int(n)));
+    for (uint8_t* p : pages_) KVQ_RETURN_IF_ERROR(r.read(p, page_bytes(), what));
+    return ok_status();
+  }
   size_t bytes_for(int n) const { return (size_t(n) + size_t(page_) - 1) / size_t(page_) * page_bytes(); }
   // Page k holds records [k * page_records(), (k + 1) * page_records()).
   uint8_t* const* pages() const { return pages_.data(); }

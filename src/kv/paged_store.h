@@ -3,6 +3,8 @@
 // per-layer PagedRows plus the bookkeeping every such store shares.
 #pragma once
 
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "kv/kv_store.h"
@@ -41,9 +43,31 @@ class PagedStore : public KvStore {
     return b;
   }
   size_t bytes_for(int n) const override { return rows_[0].bytes_for(n) * rows_.size(); }
+  // Per layer: the rows (PagedRows::write).
+  void write_state(ByteWriter& w) const override {
+    for (const auto& r : rows_) r.write(w);
+  }
+  StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const override {
+    auto st = std::make_unique<State>();
+    for (size_t il = 0; il < rows_.size(); ++il) {
+      st->rows.push_back(rows_[il].like());
+      KVQ_RETURN_IF_ERROR(st->rows.back().read(r, n_tokens, n_tokens, name() + " layer " + std::to_string(il) + " rows"));
+    }
+    return std::unique_ptr<KvStoreState>(std::move(st));
+  }
+  void install_state(std::unique_ptr<KvStoreState> state) override {
+    auto* st = dynamic_cast<State*>(state.get());
+    KVQ_CHECK(st && st->rows.size() == rows_.size());
+    rows_ = std::move(st->rows);
+  }
 
  protected:
   std::vector<PagedRows> rows_;  // per layer, one record per token
+
+ private:
+  struct State : KvStoreState {
+    std::vector<PagedRows> rows;
+  };
 };
 
 }  // namespace kvq

@@ -39,6 +39,13 @@ class RotatedStore final : public KvStore {
   size_t bytes_for(int n) const override { return inner_->bytes_for(n); }
   Status end_step() override { return inner_->end_step(); }
   void set_eager(bool eager) override { inner_->set_eager(eager); }
+  // The inner store's contents, as they are (rotated).
+  void write_state(ByteWriter& w) const override { inner_->write_state(w); }
+  StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const override {
+    return inner_->read_state(r, n_tokens);
+  }
+  void install_state(std::unique_ptr<KvStoreState> state) override { inner_->install_state(std::move(state)); }
+  uint64_t calibration_hash() const override { return inner_->calibration_hash(); }
 
  private:
   explicit RotatedStore(std::unique_ptr<KvStore> inner);

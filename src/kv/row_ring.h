@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 #include "base/check.h"
+#include "io/byte_stream.h"
 #include "kv/page_pool.h"
 #include "kvq/status.h"
 
@@ -61,6 +64,32 @@ class RowRing {
     for (int i = i0; i + n < n_; ++i) std::memcpy(row(i), row(i + n), row_);
     n_ -= n;
   }
+  // Sessions (engine/session.h): capacity, head and size (uint32 each), then the whole block
+  // as in memory, so a restored ring costs what it did and keeps its rows where they were.
+  void write(ByteWriter& w) const {
+    const uint32_t hdr[3] = {uint32_t(cap_), uint32_t(head_), uint32_t(n_)};
+    w.write(hdr, sizeof hdr);
+    if (cap_ > 0) w.write(block_.data(), size_t(cap_) * row_);
+  }
+  // Reads what write() wrote into this (empty) ring: exactly n rows, capacity at most max_cap.
+  Status read(ByteReader& r, int n, int max_cap, std::string_view what) {
+    KVQ_CHECK(cap_ == 0 && n_ == 0);
+    uint32_t hdr[3];
+    KVQ_RETURN_IF_ERROR(r.read(hdr, sizeof hdr, what));
+    const uint32_t cap = hdr[0], head = hdr[1], size = hdr[2];
+    if (cap > uint32_t(max_cap) || size != uint32_t(n) || size > cap || (cap > 0 ? head >= cap : head != 0)) {
+      return r.corrupt(std::string(what) + ": a window of " + std::to_string(size) + " rows (head " +
+                       std::to_string(head) + ", capacity " + std::to_string(cap) + ") where " + std::to_string(n) +
+                       " rows and a capacity of at most " + std::to_string(max_cap) + " fit");
+    }
+    if (size_t(cap) * row_ > r.left()) return r.take(size_t(cap) * row_, what).status();
+    KVQ_RETURN_IF_ERROR(reallocate(int(cap)));
+    KVQ_RETURN_IF_ERROR(r.read(block_.data(), size_t(cap) * row_, what));
+    head_ = int(head);
+    n_ = int(size);
+    return ok_status();
+  }
+
   // The rows as at most two contiguous pieces, oldest first: piece k is count[k] rows at base[k].
   int pieces(const uint8_t* base[2], int count[2]) const {
     if (n_ == 0) return 0;

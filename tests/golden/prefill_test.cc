@@ -142,6 +142,8 @@ class FailingCache final : public KvCache {
   }
   void views(int il, KvStoreView* k, KvStoreView* v) const override { inner_->views(il, k, v); }
   void read(int il, int kvh, int t0, int n, float* k, float* v) const override { inner_->read(il, kvh, t0, n, k, v); }
+  void write_state(ByteWriter& w) const override { inner_->write_state(w); }
+  Status read_state(ByteReader& r, int n) override { return inner_->read_state(r, n); }
 
  private:
   std::unique_ptr<KvCache> inner_;

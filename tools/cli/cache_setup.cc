@@ -11,9 +11,10 @@
 
 namespace kvq::cli {
 
-void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list) {
+void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list, const std::string& cache_help) {
   p.add_string("--cache", &a->cache,
-               allow_list ? "KV cache type, or a comma-separated list for a quality report (default f16; docs/CACHE_SPEC.md)"
+               !cache_help.empty() ? cache_help
+               : allow_list ? "KV cache type, or a comma-separated list for a quality report (default f16; docs/CACHE_SPEC.md)"
                           : "KV cache type (default f16; docs/CACHE_SPEC.md)");
   p.add_string("--cache-k", &a->cache_k, "key cache type (overrides --cache for keys)");
   p.add_string("--cache-v", &a->cache_v, "value cache type (overrides --cache for values)");

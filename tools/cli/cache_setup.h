@@ -26,7 +26,8 @@ struct CacheArgs {
   std::string calib_weighting = "none";  // auto: none, fisher or fisher-s2
 };
 
-void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list);
+// cache_help replaces --cache's help text when given.
+void add_cache_flags(ArgParser& p, CacheArgs* a, bool allow_list, const std::string& cache_help = "");
 // The specs named on the command line (several only for a --cache list).
 StatusOr<std::vector<CacheSpec>> parse_cache_args(const CacheArgs& a);
 // --calib given for caches none of which use calibration is refused (a calibration file would

@@ -180,6 +180,7 @@ Status run(const std::vector<std::string>& argv) {
 
 int cmd_bench(const std::vector<std::string>& argv) {
   if (!argv.empty() && argv[0] == "attention") return cmd_bench_attention({argv.begin() + 1, argv.end()});
+  if (!argv.empty() && argv[0] == "session") return cmd_bench_session({argv.begin() + 1, argv.end()});
   return report("bench", run(argv));
 }
 

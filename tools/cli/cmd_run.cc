@@ -4,6 +4,7 @@
 
 #include "cli/cache_setup.h"
 #include "cli/commands.h"
+#include "cli/prompt_cache.h"
 #include "cli/common.h"
 #include "engine/generate.h"
 #include "engine/runtime.h"
@@ -15,6 +16,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   CommonArgs common;
   CacheArgs cache_args;
   GenerateArgs gen;
+  PromptCacheArgs pc_args;
   std::string prompt_file;
   int n_ctx = 0;
   ArgParser p("run");
@@ -35,6 +37,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
              "needs keys stored before RoPE (kvquant) or f16/f32 keys");
   p.add_int("--keep", &gen.n_keep, -1, 1 << 24,
             "tokens kept at the start through a context shift (default -1: the cache's sinks, at least the BOS)");
+  add_prompt_cache_flags(p, &pc_args);
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -53,6 +56,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   KVQ_RETURN_IF_ERROR(files.add_input("prompt file (-f)", prompt_file));
   KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  KVQ_ASSIGN_OR_RETURN(PromptCache prompt_cache, PromptCache::prepare(pc_args, &files));
   note_thread_count("run", common);
   if (!prompt_file.empty()) {
     KVQ_ASSIGN_OR_RETURN(gen.prompt, read_text_file(prompt_file, "prompt file (-f)"));
@@ -60,7 +64,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   if (n_ctx == 0) n_ctx = std::min(model->config().n_ctx_train, 4096);
   // The prompt must fit before any calibration runs.
-  KVQ_RETURN_IF_ERROR(encode_prompt(*model, gen.prompt, n_ctx).status());
+  KVQ_ASSIGN_OR_RETURN(const std::vector<int32_t> prompt, encode_prompt(*model, gen.prompt, n_ctx));
   ExecContext ctx(common.n_threads, path);
   CalibrationContext calib(cache_args, common.model, "run", gen.batch);
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
@@ -72,7 +76,9 @@ Status run(const std::vector<std::string>& argv, bool* help) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
   };
-  KVQ_ASSIGN_OR_RETURN(GenerateStats st, generate(ctx, *model, *cache, gen, on_piece));
+  KVQ_RETURN_IF_ERROR(prompt_cache.restore(*model, *cache, prompt, &gen));
+  std::vector<int32_t> tokens;
+  KVQ_ASSIGN_OR_RETURN(GenerateStats st, generate(ctx, *model, *cache, gen, on_piece, &tokens));
   std::fputc('\n', stdout);
   std::fflush(stdout);
   if (st.context_full) std::fprintf(stderr, "kvq run: stopped: the context of %d tokens is full\n", n_ctx);
@@ -80,6 +86,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
     std::fprintf(stderr, "kvq run: context shifted %d times (%d tokens dropped after the first %d)\n", st.n_shifts,
                  st.n_dropped, st.n_keep);
   }
+  KVQ_RETURN_IF_ERROR(prompt_cache.finish(*model, *cache, tokens, st));
   const int n_cached = cache->n_tokens(0);
   std::fprintf(stderr,
                "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); "

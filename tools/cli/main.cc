@@ -17,6 +17,7 @@ constexpr const char* kUsage =
     "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
     "  bench  prefill and decode tokens/s (median of repetitions) for a cache type\n"
     "  bench attention  decode-attention time per token of one layer, per cache type and depth\n"
+    "  bench session  session save and restore (--prompt-cache) against prefill, per cache type\n"
     "  calibrate  Fisher-weighted KVQuant calibration file for --calib FILE\n"
     "  synth  write a LLaMA GGUF of any shape with seeded random weights (speed work)\n"
     "run 'kvq <command> --help' for its flags\n";
