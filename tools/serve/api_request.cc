@@ -35,7 +35,10 @@ std::optional<ApiError> get_int(const json& j, const char* key, int64_t lo, int6
   if (!j.contains(key) || j[key].is_null()) return std::nullopt;
   const json& v = j[key];
   if (!v.is_number_integer()) return type_error(key, "an integer");
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(hi) : (v.get<int64_t>() < lo || v.get<int64_t>() > hi)) {
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<uint64_t>() <= uint64_t(hi) && int64_t(v.get<uint64_t>()) >= lo
+                            : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  if (!in_range) {
     return bad_request("invalid_value", "'" + std::string(key) + "' must be between " + std::to_string(lo) + " and " +
                                             std::to_string(hi) + ", got " + v.dump());
   }
