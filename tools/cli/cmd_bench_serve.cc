@@ -38,7 +38,8 @@ Status bench_serve(const std::vector<std::string>& argv) {
   add_common_flags(p, &common);
   add_cache_flags(p, &cache_args, true);
   p.add_string("--kv-budget", &kv_budget, "KV bytes for all sequences (default 1GiB; 'unlimited')");
-  p.add_int("--clients", &n_clients, 1, 1 << 20, "concurrent requests, all submitted at once (default 64)");
+  p.add_int("--clients", &n_clients, 0, 1 << 20,
+            "concurrent requests, all submitted at once (default 64; 0: only the capacity, nothing runs)");
   p.add_int("-p,--n-prompt", &n_prompt, 1, 1 << 20, "prompt tokens per sequence (default 32)");
   p.add_int("-c,--seq-len", &n_seq, 2, 1 << 24, "tokens per sequence, prompt + generated (default 1024)");
   p.add_int("-np,--parallel", &so.max_seqs, 1, 1 << 20, "sequences decoding at once at most (default 4096)");
@@ -71,7 +72,7 @@ Status bench_serve(const std::vector<std::string>& argv) {
   if (!json_out) {
     std::printf("kv budget %s, %d clients, %d+%d tokens each, %d threads\n", kv_budget.c_str(), n_clients, n_prompt,
                 n_seq - n_prompt, common.n_threads);
-    std::printf("%-12s %9s %8s %11s %9s %9s %9s %9s %8s\n", "cache", "admitted", "bits/v", "decode t/s", "ttft p50",
+    std::printf("%-12s %8s %9s %8s %11s %9s %9s %9s %9s %8s\n", "cache", "capacity", "admitted", "bits/v", "decode t/s", "ttft p50",
                 "ttft p99", "tpot p50", "tpot p99", "wall s");
   }
   for (const CacheSpec& spec : specs) {
@@ -79,6 +80,15 @@ Status bench_serve(const std::vector<std::string>& argv) {
     KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
     so.calib = cal.calibration();
     KVQ_ASSIGN_OR_RETURN(auto sched, Scheduler::create(*model, ctx, so));
+    // Sequences of n_seq tokens the budget holds at once, by the scheduler's reservations.
+    const size_t per_seq = sched->reservation_bytes(n_seq);
+    const long capacity = so.kv_budget == PagePool::kUnlimited
+                              ? -1
+                              : long((so.kv_budget - sched->step_headroom()) / std::max<size_t>(1, per_seq));
+    // Bits per value as allocated for one whole sequence (the live figure counts partly
+    // filled pages).
+    KVQ_ASSIGN_OR_RETURN(BitsReport br, predict_cache_bits(spec, model->kv_shape(n_seq), n_seq));
+    const double bits = br.bits_per_value();
     std::vector<std::shared_ptr<SeqChannel>> chs;
     Timer wall;
     for (int i = 0; i < n_clients; ++i) {
@@ -93,14 +103,7 @@ Status bench_serve(const std::vector<std::string>& argv) {
       chs.push_back(res.channel);
     }
     int peak_active = 0;
-    double bits = 0;
-    while (sched->step()) {
-      const SchedulerMetrics m = sched->metrics();
-      if (m.n_active >= peak_active) {
-        peak_active = m.n_active;
-        bits = std::max(bits, m.kv_bits_per_value);
-      }
-    }
+    while (sched->step()) peak_active = std::max(peak_active, sched->metrics().n_active);
     const double secs = wall.seconds();
     std::vector<double> ttft, tpot;
     int64_t generated = 0;
@@ -116,13 +119,14 @@ Status bench_serve(const std::vector<std::string>& argv) {
     }
     const double tps = double(generated) / secs;
     if (json_out) {
-      std::printf("{\"cache\":\"%s\",\"kv_budget\":%zu,\"clients\":%d,\"admitted\":%d,\"bits_per_value\":%.3f,"
+      std::printf("{\"cache\":\"%s\",\"kv_budget\":%zu,\"clients\":%d,\"capacity\":%ld,\"admitted\":%d,\"bits_per_value\":%.3f,"
                   "\"decode_tokens_per_s\":%.1f,\"ttft_p50_s\":%.4f,\"ttft_p99_s\":%.4f,\"tpot_p50_s\":%.5f,"
                   "\"tpot_p99_s\":%.5f,\"wall_s\":%.2f}\n",
-                  spec.text.c_str(), so.kv_budget, n_clients, peak_active, bits, tps, percentile(ttft, 50),
+                  spec.text.c_str(), so.kv_budget, n_clients, capacity, peak_active, bits, tps, percentile(ttft, 50),
                   percentile(ttft, 99), percentile(tpot, 50), percentile(tpot, 99), secs);
     } else {
-      std::printf("%-12s %9d %8.2f %11.1f %8.3fs %8.3fs %7.2fms %7.2fms %8.1f\n", spec.text.c_str(), peak_active,
+      std::printf("%-12s %8ld %9d %8.2f %11.1f %8.3fs %8.3fs %7.2fms %7.2fms %8.1f\n", spec.text.c_str(), capacity,
+                  peak_active,
                   bits, tps, percentile(ttft, 50), percentile(ttft, 99), 1e3 * percentile(tpot, 50),
                   1e3 * percentile(tpot, 99), secs);
     }

@@ -3,7 +3,7 @@
 //
 // Admission is by reservation: a request is admitted only when the bytes its cache can ever
 // allocate — KvCache::bytes_for(prompt + max_tokens) at the server's cache type, plus a
-// sixteenth for KIVI and KVQuant (reservation_bytes()) — fit in the
+// margin measured for KIVI and KVQuant (reservation_bytes()) — fit in the
 // budget beside everything already reserved, so an admitted sequence never runs out of pages
 // half-way; requests that do not fit yet wait in a bounded FIFO queue. The pool's own byte
 // budget (kv/page_pool.h) is the hard cap behind the reservations.
@@ -82,7 +82,7 @@ class Scheduler {
 
   SubmitResult submit(SeqRequest req);
   // The bytes a request of n_tokens (prompt + max_tokens) reserves: bytes_for(n_tokens), plus a
-  // sixteenth where the format allocates somewhat beyond that prediction (KIVI, KVQuant).
+  // margin where the format allocates somewhat beyond that prediction (KIVI 1/16, KVQuant 1/32).
   size_t reservation_bytes(int n_tokens) const;
   // Bytes of the budget kept for a step's transient growth (KIVI's window during a prefill
   // chunk); reservations share the rest.
