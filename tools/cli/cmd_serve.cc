@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -69,6 +70,10 @@ Status serve(const std::vector<std::string>& argv) {
   warn_beyond_training("serve", *model, so.n_ctx, "-c " + std::to_string(so.n_ctx));
   // Signals go to one thread that waits for them; every other thread (the ExecContext's
   // workers, httplib's) inherits them blocked, so the mask is set before any is created.
+  // A shell starting us in the background sets SIGINT to ignored, and an ignored signal is
+  // discarded even while blocked: restore the default so sigtimedwait receives it.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
