@@ -134,7 +134,7 @@ got=$(curl -s -o /dev/null -w '%{http_code}' "$M/health")
 
 echo "== clients leaving mid-stream"
 for i in 1 2 3; do
-  curl -s -N --max-time 1 -H "Authorization: Bearer $KEY" "${J[@]}" \
+  curl -s -N --max-time 2 -H "Authorization: Bearer $KEY" "${J[@]}" \
     -d '{"prompt": "Once upon a time", "max_tokens": 500, "stream": true, "temperature": 1}' \
     "$M/v1/completions" > "$TMP/left$i" &
   CLIENTS+=($!)
