@@ -3,7 +3,7 @@
 # downloaded: no FetchContent, no vendored sources.
 set -euo pipefail
 packages=(cmake make g++ clang libclang-rt-14-dev libhwy-dev libgtest-dev libgmock-dev nlohmann-json3-dev libcpp-httplib-dev
-          libbenchmark-dev gnuplot-nox)
+          libbenchmark-dev gnuplot-nox pkg-config nodejs npm)  # node, npm: the server test (tests/server; it also needs curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then
-#   1. Release build, every ctest test except the long `quality` label;
+#   1. Release build, every ctest test except the long `quality` label (the `server` label
+#      needs the pinned openai npm client, installed here with npm ci: a failed install stops);
 #   2. clang ASan+UBSan build of the same suite;
 #   3. libFuzzer runs (GGUF reader byte-level and structure-aware, tokenizer, flag parser, cache
 #      specs, calibration files, log-prob files, session files) under ASan/UBSan, ~20 s each.
@@ -11,6 +12,9 @@ cd "$(dirname "$0")/.."
 shared=../shared
 [ -d "$shared/models" ] || { echo "kvq: missing $shared (the shared/ folder must sit beside this repo)" >&2; exit 1; }
 jobs=$(nproc)
+
+echo "== openai npm client for the server test (pinned by tests/server/package-lock.json)"
+(cd tests/server && npm ci --ignore-scripts --no-audit --no-fund)
 
 echo "== Release build and tests"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -13,4 +13,6 @@ int cmd_bench_attention(const std::vector<std::string>& argv);
 int cmd_bench_session(const std::vector<std::string>& argv);
 int cmd_calibrate(const std::vector<std::string>& argv);
 int cmd_synth(const std::vector<std::string>& argv);
+int cmd_serve(const std::vector<std::string>& argv);
+int cmd_bench_serve(const std::vector<std::string>& argv);
 }  // namespace kvq::cli

@@ -19,6 +19,8 @@ constexpr const char* kUsage =
     "  bench attention  decode-attention time per token of one layer, per cache type and depth\n"
     "  bench session  session save and restore (--prompt-cache) against prefill, per cache type\n"
     "  calibrate  Fisher-weighted KVQuant calibration file for --calib FILE\n"
+    "  serve  OpenAI-compatible HTTP server: many sequences batched over one KV budget\n"
+    "  bench-serve  concurrent streaming clients against the serving engine, per cache type\n"
     "  synth  write a LLaMA GGUF of any shape with seeded random weights (speed work)\n"
     "run 'kvq <command> --help' for its flags\n";
 }  // namespace
@@ -38,6 +40,8 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return kvq::cli::cmd_bench(args);
   if (cmd == "calibrate") return kvq::cli::cmd_calibrate(args);
   if (cmd == "synth") return kvq::cli::cmd_synth(args);
+  if (cmd == "serve") return kvq::cli::cmd_serve(args);
+  if (cmd == "bench-serve") return kvq::cli::cmd_bench_serve(args);
   std::fprintf(stderr, "kvq: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }
