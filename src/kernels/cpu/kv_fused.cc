@@ -161,6 +161,18 @@ HWY_INLINE void ForQueryPasses(int n_q, const Fn& run_q) {
   for (; i < n_q; ++i) run_q(std::integral_constant<int, 1>(), i);
 }
 
+// Independent accumulator chains per query, so that a row's FMAs do not wait on each other's
+// latency (a single chain bounds a 128-value row to ~64 cycles): 4 in all across a pass.
+template <int kQ>
+inline constexpr size_t kChains = kQ >= 4 ? 1 : 4 / size_t(kQ);
+
+template <class V, size_t kN>
+HWY_INLINE V SumChains(const V (&a)[kN]) {
+  V sum = a[0];
+  for (size_t i = 1; i < kN; ++i) sum = hn::Add(sum, a[i]);
+  return sum;
+}
+
 // KIVI keys: one G-token block, per-channel scale s_c and zero z_c:
 // q . x'_t = sum_c (q_c s_c) code_tc + q . z, with w = q * s permuted into class order.
 template <int kBits>
@@ -188,15 +200,22 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
     }
     for (int t = 0; t < r.n; ++t) {
       const uint8_t* row = r.rows + size_t(t) * r.stride;
-      hn::Vec<DF8> acc[kQ];
-      for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
+      hn::Vec<DF8> acc[kQ][kChains<kQ>];
+      for (int i = 0; i < kQ; ++i) {
+        for (auto& a : acc[i]) a = hn::Zero(df);
+      }
       for (size_t blk = 0; blk < row_blocks; ++blk) {
         ForEachClass<kBits>(row + blk * N, [&](int k, hn::Vec<DF8> codes) {
-          const size_t off = (blk * (8 / kBits) + size_t(k)) * N;
-          for (int i = 0; i < kQ; ++i) acc[i] = hn::MulAdd(hn::Load(df, w[i] + off), codes, acc[i]);
+          const size_t v = blk * (8 / kBits) + size_t(k), off = v * N;
+          for (int i = 0; i < kQ; ++i) {
+            auto& a = acc[i][v % kChains<kQ>];
+            a = hn::MulAdd(hn::Load(df, w[i] + off), codes, a);
+          }
         });
       }
-      for (int i = 0; i < kQ; ++i) s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, acc[i])) + bias[i]) * scale;
+      for (int i = 0; i < kQ; ++i) {
+        s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, SumChains(acc[i]))) + bias[i]) * scale;
+      }
     }
   });
 }
@@ -232,18 +251,23 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
       float zpart[kQ] = {};
       for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
       for (size_t k = 0; k < n_groups; ++k) {
-        hn::Vec<DF8> ga[kQ];
-        for (int i = 0; i < kQ; ++i) ga[i] = hn::Zero(df);
+        hn::Vec<DF8> ga[kQ][kChains<kQ>];
+        for (int i = 0; i < kQ; ++i) {
+          for (auto& a : ga[i]) a = hn::Zero(df);
+        }
         for (size_t blk = k * group_blocks; blk < (k + 1) * group_blocks; ++blk) {
           ForEachClass<kBits>(row + blk * N, [&](int c, hn::Vec<DF8> codes) {
-            const size_t off = (blk * (8 / kBits) + size_t(c)) * N;
-            for (int i = 0; i < kQ; ++i) ga[i] = hn::MulAdd(hn::Load(df, qp[i] + off), codes, ga[i]);
+            const size_t v = blk * (8 / kBits) + size_t(c), off = v * N;
+            for (int i = 0; i < kQ; ++i) {
+              auto& a = ga[i][v % kChains<kQ>];
+              a = hn::MulAdd(hn::Load(df, qp[i] + off), codes, a);
+            }
           });
         }
         const auto sk = hn::Set(df, F16ToF32(sc + k));
         const float zk = F16ToF32(zc + k);
         for (int i = 0; i < kQ; ++i) {
-          acc[i] = hn::MulAdd(sk, ga[i], acc[i]);
+          acc[i] = hn::MulAdd(sk, SumChains(ga[i]), acc[i]);
           zpart[i] += zk * qsum[i][k];
         }
       }
@@ -337,18 +361,23 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
       const uint8_t* row = r.rows + size_t(t) * r.stride;
       const float* C = table + size_t(t) * 2 * hd;
       const float* S = C + hd;
-      hn::Vec<DF> acc[kQ];
-      for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
+      hn::Vec<DF> acc[kQ][kChains<kQ>];
+      for (int j = 0; j < kQ; ++j) {
+        for (auto& a : acc[j]) a = hn::Zero(df);
+      }
       for (size_t c0 = 0; c0 < hd; c0 += kChunk) {
         for (size_t l = 0; l < kChunk; l += N) {
           const size_t i = c0 + l;
           const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + c0 / kChunk * 2 * kBits, l));
           const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), hn::LoadU(df, h + i), hn::LoadU(df, z + i));
           const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
-          for (int j = 0; j < kQ; ++j) acc[j] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[j]);
+          for (int j = 0; j < kQ; ++j) {
+            auto& a = acc[j][i / N % kChains<kQ>];
+            a = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, a);
+          }
         }
       }
-      for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] = hn::GetLane(hn::SumOfLanes(df, acc[j])) * scale;
+      for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] = hn::GetLane(hn::SumOfLanes(df, SumChains(acc[j]))) * scale;
     }
     // Outliers in a pass of their own, so that the row loop above keeps its registers.
     if (!r.out_ptr) return;
