@@ -162,9 +162,12 @@ HWY_INLINE void ForQueryPasses(int n_q, const Fn& run_q) {
 }
 
 // Independent accumulator chains per query, so that a row's FMAs do not wait on each other's
-// latency (a single chain bounds a 128-value row to ~64 cycles): 4 in all across a pass.
-template <int kQ>
-inline constexpr size_t kChains = kQ >= 4 ? 1 : 4 / size_t(kQ);
+// latency (a single chain bounds a 128-value row to ~64 cycles). The count is the same for
+// every pass size, so a query's sums do not depend on how many queries share its pass (prefill
+// and decode agree); score passes take at most kScoreQ queries so that kScoreQ * kChains
+// accumulators fit the registers.
+inline constexpr size_t kChains = 2;
+inline constexpr size_t kScoreQ = 4;
 
 template <class V, size_t kN>
 HWY_INLINE V SumChains(const V (&a)[kN]) {
@@ -187,7 +190,7 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
   HWY_ALIGN float sf[512], zf[512];
   PromoteF16(r.rows + r.scales_off, hd, sf);
   PromoteF16(r.rows + r.zeros_off, hd, zf);
-  ForQueryPasses(n_q, [&](auto kq, int i0) {
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       const float* qi = q + size_t(i0 + i) * hd;
@@ -200,7 +203,7 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
     }
     for (int t = 0; t < r.n; ++t) {
       const uint8_t* row = r.rows + size_t(t) * r.stride;
-      hn::Vec<DF8> acc[kQ][kChains<kQ>];
+      hn::Vec<DF8> acc[kQ][kChains];
       for (int i = 0; i < kQ; ++i) {
         for (auto& a : acc[i]) a = hn::Zero(df);
       }
@@ -208,7 +211,7 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
         ForEachClass<kBits>(row + blk * N, [&](int k, hn::Vec<DF8> codes) {
           const size_t v = blk * (8 / kBits) + size_t(k), off = v * N;
           for (int i = 0; i < kQ; ++i) {
-            auto& a = acc[i][v % kChains<kQ>];
+            auto& a = acc[i][v % kChains];
             a = hn::MulAdd(hn::Load(df, w[i] + off), codes, a);
           }
         });
@@ -232,7 +235,7 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
   float qsum[kMaxQ][64];
   uint16_t pos[512];
   ClassOrder<kBits>(hd, pos);
-  ForQueryPasses(n_q, [&](auto kq, int i0) {
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       const float* qi = q + size_t(i0 + i) * hd;
@@ -251,7 +254,7 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
       float zpart[kQ] = {};
       for (int i = 0; i < kQ; ++i) acc[i] = hn::Zero(df);
       for (size_t k = 0; k < n_groups; ++k) {
-        hn::Vec<DF8> ga[kQ][kChains<kQ>];
+        hn::Vec<DF8> ga[kQ][kChains];
         for (int i = 0; i < kQ; ++i) {
           for (auto& a : ga[i]) a = hn::Zero(df);
         }
@@ -259,7 +262,7 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
           ForEachClass<kBits>(row + blk * N, [&](int c, hn::Vec<DF8> codes) {
             const size_t v = blk * (8 / kBits) + size_t(c), off = v * N;
             for (int i = 0; i < kQ; ++i) {
-              auto& a = ga[i][v % kChains<kQ>];
+              auto& a = ga[i][v % kChains];
               a = hn::MulAdd(hn::Load(df, qp[i] + off), codes, a);
             }
           });
@@ -354,14 +357,14 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
   const float* h = r.ch_half;
   const float* z = r.ch_zero;
-  ForQueryPasses(n_q, [&](auto kq, int i0) {
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
     for (int t = 0; t < r.n; ++t) {
       const uint8_t* row = r.rows + size_t(t) * r.stride;
       const float* C = table + size_t(t) * 2 * hd;
       const float* S = C + hd;
-      hn::Vec<DF> acc[kQ][kChains<kQ>];
+      hn::Vec<DF> acc[kQ][kChains];
       for (int j = 0; j < kQ; ++j) {
         for (auto& a : acc[j]) a = hn::Zero(df);
       }
@@ -372,7 +375,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
           const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), hn::LoadU(df, h + i), hn::LoadU(df, z + i));
           const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
           for (int j = 0; j < kQ; ++j) {
-            auto& a = acc[j][i / N % kChains<kQ>];
+            auto& a = acc[j][i / N % kChains];
             a = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, a);
           }
         }
