@@ -203,12 +203,15 @@ TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
 
 // Contexts split into several chunks: any thread count gives the same bits, and for
 // batch-invariant caches a batched prefill equals decoding one token at a time.
+// Group sizes 4 and 3: the fused kernels take a GQA group's queries in passes (decode: the
+// group; prefill: 16 tokens of it), so a group of 3 runs decode as passes of 2 + 1 and prefill
+// as passes of 4: each query's arithmetic must not depend on its pass.
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
-  const HeadShape s{8, 2, 64};
   const int n = 2 * kAttentionChunk + 77;
+  for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}})
   for (const char* f : {"f16", "q4_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2", "int3:rot=1",
-                        "kivi-2:rot=1"}) {
-    SCOPED_TRACE(f);
+                        "kivi-2:rot=1", "int4"}) {
+    SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
     Rng rng(5);
     Cache c = make(f, f, s, n);
     ASSERT_TRUE(c.cache);
