@@ -137,7 +137,10 @@ Status PagedOutliers::read(ByteReader& r, size_t n_rows, size_t row_values, std:
     std::string bad;
     if (o.ptr[0] != 0 || o.ptr[rows] > c) bad = "row pointers outside the page's " + std::to_string(c) + " outliers";
     for (size_t s = 0; s < rows && bad.empty(); ++s) {
+      // Each pointer is checked before the row's entries are read: a later one may be in range
+      // while this one points past the page's outliers.
       if (o.ptr[s + 1] < o.ptr[s]) bad = "row pointers descend at row " + std::to_string(s);
+      if (o.ptr[s + 1] > c) bad = "row " + std::to_string(s) + " points past the page's " + std::to_string(c) + " outliers";
       for (uint32_t k = o.ptr[s]; k < o.ptr[s + 1] && bad.empty(); ++k) {
         if (o.idx[k] >= row_values || (k > o.ptr[s] && o.idx[k] <= o.idx[k - 1])) {
           bad = "row " + std::to_string(s) + " has outlier index " + std::to_string(o.idx[k]) +
