@@ -24,18 +24,6 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-// f16 [n] -> f32 [n].
-HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
-  const DF df;
-  const hn::Rebind<hwy::float16_t, DF> dh;
-  const size_t N = hn::Lanes(df);
-  size_t i = 0;
-  for (; i + N <= n; i += N) {
-    hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(x) + i)), df, y + i);
-  }
-  for (; i < n; ++i) y[i] = F16ToF32(x + i);
-}
-
 // KIVI keys: code * s_c + z_c with the block's per-channel scales (exactly the reference's
 // unfused float ops). head_dim a multiple of 16.
 template <int kBits>

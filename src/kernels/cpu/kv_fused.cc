@@ -93,14 +93,6 @@ using DF8 = hn::CappedTag<float, 8>;
 using DU8 = hn::RebindToUnsigned<DF8>;
 constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in registers
 
-// dst[0, n) = the f16 values at src (n a multiple of 8).
-HWY_INLINE void PromoteF16(const uint8_t* HWY_RESTRICT src, size_t n, float* HWY_RESTRICT dst) {
-  const DF8 df;
-  const hn::Rebind<hwy::float16_t, DF8> dh;
-  const auto* h = reinterpret_cast<const hwy::float16_t*>(src);
-  for (size_t i = 0; i < n; i += hn::Lanes(df)) hn::Store(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, dst + i);
-}
-
 // Position in class order of each channel c < hd: pos[c].
 template <int kBits>
 void ClassOrder(size_t hd, uint16_t* HWY_RESTRICT pos) {
@@ -188,8 +180,8 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
   uint16_t pos[512];
   ClassOrder<kBits>(hd, pos);
   HWY_ALIGN float sf[512], zf[512];
-  PromoteF16(r.rows + r.scales_off, hd, sf);
-  PromoteF16(r.rows + r.zeros_off, hd, zf);
+  F16Row(reinterpret_cast<const f16_t*>(r.rows + r.scales_off), hd, sf);
+  F16Row(reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), hd, zf);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {

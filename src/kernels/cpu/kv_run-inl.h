@@ -23,6 +23,18 @@ namespace HWY_NAMESPACE {
 // Not HWY_INLINE: the outlier walks that take it are templates compiled outside the target.
 inline float F16At(f16_t h) { return F16ToF32(&h); }
 
+// f16 [n] -> f32 [n].
+HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
+  const DF df;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(x) + i)), df, y + i);
+  }
+  for (; i < n; ++i) y[i] = F16ToF32(x + i);
+}
+
 // Zero and half-range of token t of a codebook-row run (KvRun::norm_off), converted with the
 // target's f16 instruction and without norm_float's reciprocal, which no decoder uses.
 HWY_INLINE NormF RunNorm(const KvRun& r, int t) {
