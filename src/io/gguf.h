@@ -86,6 +86,8 @@ class GgufFile {
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   const std::string& path() const { return file_->path(); }
+  // Makes every byte of the file resident (MappedFile::page_in).
+  void page_in() const { file_->page_in(); }
   const std::vector<GgufKv>& kvs() const { return kvs_; }
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
 

@@ -26,6 +26,9 @@ class MappedFile {
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  // Reads one byte of every page, so the whole file is resident (in the page cache and this
+  // process's RSS) before a measurement that must not count its page-in.
+  void page_in() const;
 
  private:
   MappedFile() = default;

@@ -131,8 +131,12 @@ Status run(const std::vector<std::string>& argv) {
   ForwardWorkspace ws;
   std::vector<double> pp, tg;
   // The process before any token is stored (model, calibration, the depth window), with freed
-  // memory handed back: what the run adds is the cache and a workspace bounded by -b.
+  // memory handed back and every page of the weights resident (the window's capture does not
+  // read the output matrix; the first decode would page it in and count it as cache): what the
+  // run adds is the cache and a workspace bounded by -b and by attention's scratch.
+  model->gguf().page_in();
   const double rss_base = settled_rss_bytes();
+  double rss_filled = 0;  // after the depth is filled, before any step: the cache alone
   for (int r = 0; r <= reps; ++r) {  // repetition 0 warms up and is not counted
     // Back to depth: the replayed tokens are kept across repetitions unless the cache cannot
     // drop tokens there (KIVI keys inside a quantized block); then it is refilled.
@@ -143,6 +147,7 @@ Status run(const std::vector<std::string>& argv) {
       }
       cache->clear();
       if (depth > 0) KVQ_RETURN_IF_ERROR(fill_to_depth(*model, *window, *cache, depth, batch, r == 0));
+      if (r == 0) rss_filled = settled_rss_bytes();
     }
     Timer t;
     KVQ_RETURN_IF_ERROR(prefill(ctx, *model, prompt, *cache, ws, logits.data(), false, batch));
@@ -169,11 +174,16 @@ Status run(const std::vector<std::string>& argv) {
   // The prediction kvq info makes for this many tokens, against what the process really grew by.
   const int held = cache->n_tokens(0);
   KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held));
-  const double grew = peak_rss_bytes() - rss_base;
-  std::printf("memory: KV cache %.0f bytes allocated for %d tokens, %.0f predicted (kvq info -c %d); peak RSS grew "
-              "%.0f bytes while it filled (%+.1f%% of the prediction)\n",
+  // Without -d the cache is filled by the timed steps: measured after them (their workspace is
+  // freed by then, the cache holds the most it did).
+  if (depth == 0) rss_filled = settled_rss_bytes();
+  const double grew = rss_filled - rss_base;
+  std::printf("memory: KV cache %.0f bytes allocated for %d tokens, %.0f predicted (kvq info -c %d); RSS grew "
+              "%.0f bytes while it filled (%+.1f%% of the prediction); peak RSS grew %.0f bytes over the run "
+              "(the cache, steps of -b %d tokens and attention's scratch; the weights were resident before)\n",
               double(bytes), held, predicted.total_bytes(), held, grew,
-              100.0 * (grew - predicted.total_bytes()) / std::max(1.0, predicted.total_bytes()));
+              100.0 * (grew - predicted.total_bytes()) / std::max(1.0, predicted.total_bytes()),
+              peak_rss_bytes() - rss_base, batch);
   return ok_status();
 }
 }  // namespace
