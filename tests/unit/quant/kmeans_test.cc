@@ -103,8 +103,9 @@ TEST(KMeans, EmptyClustersAreReseeded) {
 }
 
 // Tens of millions of samples is the calibration scale (16 x 2048 tokens x 4096 channels / 8);
-// 4M here keeps the suite fast, and the time is printed.
-TEST(KMeans, LargeInputIsFast) {
+// 4M here keeps the suite fast. The time is printed, not asserted: BM_KMeans in
+// bench/quant/quant_bench.cc measures it.
+TEST(KMeans, LargeInputConverges) {
   const auto x = test::make_data(test::Dist::kGaussian, 4'000'000, 12, 0.3f);
   auto w = test::make_data(test::Dist::kGaussian, x.size(), 13);
   for (auto& v : w) v = v * v;
@@ -114,7 +115,6 @@ TEST(KMeans, LargeInputIsFast) {
   ASSERT_TRUE(r.ok());
   expect_valid(*r, 16);
   std::printf("kmeans_1d: 4M weighted samples, k = 16: %.3f s, %d iterations\n", s, r->iterations);
-  EXPECT_LT(s, 10.0);
 }
 
 }  // namespace

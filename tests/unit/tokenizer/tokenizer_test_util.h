@@ -107,16 +107,16 @@ inline void expect_load_error(const StatusOr<Tokenizer>& tok, StatusCode code,
 
 // The whole 2.1 MB TinyStories head in one call, with a BOS: under 5 s, and decoding gives
 // `prefix` + the text back.
-inline void expect_large_input_fast(const Tokenizer& tok, const std::string& prefix) {
+// The whole input in one call round-trips. The time is printed, not asserted: speed lives in
+// bench/tokenizer (a quadratic regression would still hit the test's ctest timeout).
+inline void expect_large_input_round_trips(const Tokenizer& tok, const std::string& prefix) {
   const std::string text = read_bytes(std::string(KVQ_SHARED_DIR) +
                                       "/text/tinystories/train_head.txt");
   ASSERT_GT(text.size(), 2'000'000u);
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = tok.encode(text, true, true);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  testing::Test::RecordProperty("encode_seconds", std::to_string(s));
   std::printf("encoded %zu bytes into %zu tokens in %.3f s\n", text.size(), ids.size(), s);
-  EXPECT_LT(s, 5.0);
   EXPECT_EQ(tok.decode(ids), prefix + text);
 }
 
