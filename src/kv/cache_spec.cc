@@ -15,11 +15,6 @@ namespace kvq {
 
 namespace {
 
-constexpr const char* kKnown =
-    "f32, f16, q8_0|q4_0[:rot=0|1], int2|int3|int4|int8[:g=N][:rot=0|1], kivi-2|kivi-4[:g=N][:r=N][:rot=0|1], "
-    "kvquant-2|kvquant-3|kvquant-4[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1]"
-    "[:rot=0|1]";
-
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
   size_t start = 0;
@@ -60,34 +55,17 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
   const auto parts = split(spec, ':');
   const std::string_view base = parts[0];
   TensorSpec t;
-  std::vector<std::string> allowed;
-  if (base == "f32") {
-    t.kind = TensorKind::kF32;
-    t.bits = 32;
-  } else if (base == "f16") {
-    t.kind = TensorKind::kF16;
-  } else if (base == "q8_0" || base == "q4_0") {
-    t.kind = base == "q8_0" ? TensorKind::kQ8_0 : TensorKind::kQ4_0;
-    t.bits = base == "q8_0" ? 8 : 4;
-    allowed = {"rot"};
-  } else if (base == "int2" || base == "int3" || base == "int4" || base == "int8") {
-    t.kind = TensorKind::kInt;
-    t.bits = base[3] - '0';
-    allowed = {"g", "rot"};
-  } else if (base == "kivi-2" || base == "kivi-4") {
-    t.kind = TensorKind::kKivi;
-    t.bits = base[5] - '0';
-    t.group = 32;
-    allowed = {"g", "r", "rot"};
-  } else if (base == "kvquant-2" || base == "kvquant-3" || base == "kvquant-4") {
-    t.kind = TensorKind::kKvquant;
-    t.bits = base[8] - '0';
-    t.kvquant.bits = t.bits;
-    allowed = {"outliers", "sinks", "qnorm", "codebook", "prerope", "rot"};
-  } else {
+  const CacheScheme* scheme = find_cache_scheme(base, &t.bits);
+  if (!scheme) {
     return invalid_argument("unknown cache type '" + std::string(base) + "' in '" + std::string(spec) +
-                            "' (known: " + kKnown + ")");
+                            "' (known: " + known_cache_schemes() + ")");
   }
+  t.kind = scheme->kind;
+  t.group = scheme->group;
+  t.residual = scheme->residual;
+  t.kvquant.bits = t.bits;
+  std::vector<std::string_view> allowed;
+  if (!scheme->options.empty()) allowed = split(scheme->options, ',');
   std::vector<std::string> given;  // an option given twice is an error, not "the last wins"
   for (size_t i = 1; i < parts.size(); ++i) {
     const auto kv = split(parts[i], '=');
@@ -100,7 +78,7 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
     for (const auto& a : allowed) known |= a == key;
     if (kv.size() != 2 || !known) {
       std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
       return invalid_argument("cache spec '" + std::string(spec) + "': bad option '" + std::string(parts[i]) +
                               "' for " + std::string(base) + " (options: " + (list.empty() ? "none" : list) +
                               ", written key=value)");
@@ -154,28 +132,9 @@ std::vector<std::string> split_spec_list(std::string_view list) {
 
 namespace {
 
-StatusOr<std::unique_ptr<KvStore>> make_plain_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
-                                              PagePool* pool, const KvquantParams* params) {
-  switch (t.kind) {
-    case TensorKind::kF32: return std::unique_ptr<KvStore>(new DenseStore(shape, pool, DType::kF32, false));
-    case TensorKind::kF16: return std::unique_ptr<KvStore>(new DenseStore(shape, pool, DType::kF16, false));
-    case TensorKind::kQ8_0: return GgmlStore::make(shape, pool, 8);
-    case TensorKind::kQ4_0: return GgmlStore::make(shape, pool, 4);
-    case TensorKind::kInt: return UniformStore::make(shape, pool, t.bits, t.group);
-    case TensorKind::kKivi: return KiviStore::make(shape, pool, role, t.bits, t.group, t.residual);
-    case TensorKind::kKvquant:
-      if (!params) {
-        return invalid_argument("'" + t.text + "' needs calibration (per-channel key thresholds and "
-                                "codebooks): pass --calib auto or --calib FILE");
-      }
-      return KvquantStore::make(shape, pool, role, t.kvquant, *params);
-  }
-  return internal_error("unhandled tensor kind");
-}
-
 StatusOr<std::unique_ptr<KvStore>> make_store(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
                                               PagePool* pool, const KvquantParams* params) {
-  KVQ_ASSIGN_OR_RETURN(auto store, make_plain_store(t, role, shape, pool, params));
+  KVQ_ASSIGN_OR_RETURN(auto store, cache_scheme(t.kind).make(t, role, shape, pool, params));
   if (!t.rot) return store;
   return RotatedStore::make(std::move(store), role);
 }
@@ -199,44 +158,12 @@ std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype
 }
 
 CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
-  auto tensor = [](const TensorSpec& t, KvRole role) {
-    TensorQuantConfig c;
-    switch (t.kind) {
-      case TensorKind::kF32: c.scheme = KvScheme::kF16; c.bits = 32; break;
-      case TensorKind::kF16: c.scheme = KvScheme::kF16; c.bits = 16; break;
-      case TensorKind::kQ8_0: c.scheme = KvScheme::kQ8_0; c.bits = 8; break;
-      case TensorKind::kQ4_0: c.scheme = KvScheme::kQ4_0; c.bits = 4; break;
-      case TensorKind::kInt:
-        c.scheme = KvScheme::kUniform;
-        c.bits = t.bits;
-        c.group_size = t.group;
-        c.whole_vector = true;
-        break;
-      case TensorKind::kKivi:
-        c.scheme = KvScheme::kUniform;
-        c.bits = t.bits;
-        c.group_size = t.group;
-        c.per_channel = role == KvRole::kKey;
-        c.residual = t.residual;
-        c.flush_in_blocks = role == KvRole::kKey;
-        c.window_rows = kivi_window_rows(role == KvRole::kKey, t.residual, t.group);
-        break;
-      case TensorKind::kKvquant:
-        c.scheme = t.kvquant.codebook == CodebookKind::kNf ? KvScheme::kNf : KvScheme::kNuq;
-        c.bits = t.bits;
-        c.per_channel = role == KvRole::kKey;
-        c.outlier_fraction = t.kvquant.outliers;
-        c.qnorm = t.kvquant.qnorm;
-        break;
-    }
-    return c;
-  };
   CacheConfig c;
   c.n_layers = shape.n_layers;
   c.n_kv_heads = shape.n_kv_heads;
   c.head_dim = shape.head_dim;
-  c.k = tensor(spec.k, KvRole::kKey);
-  c.v = tensor(spec.v, KvRole::kValue);
+  c.k = cache_scheme(spec.k.kind).account(spec.k, KvRole::kKey);
+  c.v = cache_scheme(spec.v.kind).account(spec.v, KvRole::kValue);
   if (spec.k.kind == TensorKind::kKvquant || spec.v.kind == TensorKind::kKvquant) {
     c.n_sink = spec.k.kind == TensorKind::kKvquant ? spec.k.kvquant.sinks : spec.v.kvquant.sinks;
   }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Cache spec strings parsed into a validated config, and the factory that builds a cache from
-// it. docs/CACHE_SPEC.md documents the grammar:  NAME[:OPTION=VALUE]...
+// it, both driven by the scheme table (kv/cache_scheme.h). docs/CACHE_SPEC.md documents the
+// grammar:  NAME[:OPTION=VALUE]...
 #pragma once
 
 #include <memory>
@@ -8,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kv/cache_scheme.h"
 #include "kv/kv_cache.h"
 #include "kv/kvquant_store.h"
 #include "kv/page_pool.h"
@@ -16,14 +18,12 @@
 
 namespace kvq {
 
-enum class TensorKind { kF32, kF16, kQ8_0, kQ4_0, kInt, kKivi, kKvquant };
-
 // How one of K/V is stored.
 struct TensorSpec {
   TensorKind kind = TensorKind::kF16;
   int bits = 16;
-  int group = 0;        // int: 0 = whole vector; kivi: G
-  int residual = 128;   // kivi: R
+  int group = 0;        // int: 0 = whole vector; kivi: G (defaults: the scheme table)
+  int residual = 0;     // kivi: R
   KvquantOptions kvquant;
   bool rot = false;     // rows stored in the randomized Hadamard basis (kv/rotated_store.h)
   std::string text;     // canonical spec string
@@ -32,9 +32,7 @@ struct TensorSpec {
 struct CacheSpec {
   TensorSpec k, v;
   std::string text;  // "kivi-2" or "K=kvquant-3,V=f16"
-  bool needs_calibration() const {
-    return k.kind == TensorKind::kKvquant || v.kind == TensorKind::kKvquant;
-  }
+  bool needs_calibration() const { return cache_scheme(k.kind).calibrated || cache_scheme(v.kind).calibrated; }
 };
 
 // Errors name the bad part of the spec and list what is known.

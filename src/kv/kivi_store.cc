@@ -239,12 +239,15 @@ size_t KiviStore::bytes_used() const {
 }
 
 size_t KiviStore::bytes_for(int n) const {
-  // Steady state of decoding n tokens: the window's ring of window_rows(); keys keep up to R
-  // in fp16 (count R for sizing), values R.
+  // What n tokens hold after a step (the bits accounting's rule, quant/bits_accounting.cc):
+  // keys are quantized R at a time (G at a time without a window, or when eager), values all
+  // but the newest R; the window's ring is window_rows() once a token is held.
   const size_t row = shape().row_values();
-  const int nq = n - std::min(n, residual_);
+  const bool all = eager_ || residual_ == 0;
+  const int block = role_ == KvRole::kKey ? (all ? group_ : residual_) : 1;
+  const int nq = role_ == KvRole::kKey ? n / block * block : n - (all ? 0 : std::min(n, residual_));
   const PagedRows& pr = layers_[0].quant;
-  const size_t q = role_ == KvRole::kKey ? pr.bytes_for((nq + group_ - 1) / group_) : pr.bytes_for(nq);
+  const size_t q = role_ == KvRole::kKey ? pr.bytes_for(nq / group_) : pr.bytes_for(nq);
   const size_t w = n > 0 ? size_t(window_rows()) * row * sizeof(f16_t) : 0;
   return (q + w) * layers_.size();
 }

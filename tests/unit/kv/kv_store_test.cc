@@ -235,6 +235,46 @@ TEST(CacheSpec, BadSpecsNameTheProblem) {
   EXPECT_TRUE(parse_cache_spec("kvquant-2:outliers=0:sinks=0:qnorm=1:codebook=nf:prerope=0").ok());
 }
 
+// The scheme table is the one source of the grammar, the factory and the accounting: every
+// name it lists parses to its row and bit width with the row's defaults, is listed in the
+// error text of an unknown type, and builds a cache whose allocation the accounting predicts.
+TEST(CacheScheme, EveryNameParsesBuildsAndIsAccounted) {
+  const std::string known = known_cache_schemes();
+  int n_names = 0;
+  for (const CacheScheme& scheme : cache_schemes()) {
+    EXPECT_EQ(&cache_scheme(scheme.kind), &scheme);
+    for (const SchemeName& n : scheme.names) {
+      if (n.name.empty()) continue;
+      ++n_names;
+      const std::string name(n.name);
+      EXPECT_NE(known.find(name), std::string::npos) << name;
+      auto spec = parse_cache_spec(name);
+      ASSERT_TRUE(spec.ok()) << name << ": " << spec.status().to_string();
+      EXPECT_EQ(spec->k.kind, scheme.kind) << name;
+      EXPECT_EQ(spec->k.bits, n.bits) << name;
+      EXPECT_EQ(spec->k.group, scheme.group) << name;
+      EXPECT_EQ(spec->k.residual, scheme.residual) << name;
+      EXPECT_EQ(spec->needs_calibration(), scheme.calibrated) << name;
+      if (scheme.calibrated) continue;  // built with calibration in the store tests
+      auto cache = make_cache(*spec, kShape);
+      ASSERT_TRUE(cache.ok()) << name << ": " << cache.status().to_string();
+      const int n_tok = 320;  // whole pages: account_bits counts tokens, a store its pages
+      std::vector<float> x(size_t(n_tok) * kShape.row_values());
+      Rng rng(7);
+      for (auto& v : x) v = float(rng.normal());
+      for (int il = 0; il < kShape.n_layers; ++il) {
+        ASSERT_TRUE((*cache)->append(il, n_tok, x.data(), x.data()).ok()) << name;
+      }
+      ASSERT_TRUE((*cache)->end_step().ok()) << name;
+      auto bits = account_bits(cache_config(*spec, kShape), n_tok);
+      ASSERT_TRUE(bits.ok()) << name << ": " << bits.status().to_string();
+      EXPECT_NEAR(double((*cache)->bytes_used()), bits->total_bytes(), 1e-6 * bits->total_bytes()) << name;
+      EXPECT_EQ((*cache)->bytes_used(), (*cache)->bytes_for(n_tok)) << name;
+    }
+  }
+  EXPECT_EQ(n_names, 13);
+}
+
 TEST(CacheSpec, RotationNeedsAPowerOfTwoAndPostRopeKeys) {
   const KvCacheShape hd48{2, 2, 48, 64};
   const auto odd = make_cache(parse_cache_spec("int4:rot=1").value(), hd48).status();
