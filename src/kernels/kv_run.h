@@ -56,12 +56,16 @@ struct KvRun {
 
 // Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
 // token t of run r (KVQuant §3.4). r.out_ptr must be set. A token has about 1% of its whole
-// K/V vector as outliers, so a linear walk to the head's range beats a binary search; cvt
-// converts the stored f16 (the SIMD kernels pass the target's conversion instruction).
+// K/V vector as outliers (41 at LLaMA-7B's 4096), sorted by channel: the head's range is
+// reached by a walk that skips 8 entries at a time while the 8th is still below it (then one
+// at a time), with predictable branches, which beats both a plain walk (20 steps on average)
+// and a binary search (mispredicted); cvt converts the stored f16 (the SIMD kernels pass the
+// target's conversion instruction).
 template <class Fn, class Cvt = float (*)(f16_t)>
 inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn, const Cvt& cvt = f16_to_f32) {
   const uint32_t end = r.out_ptr[t + 1];
   uint32_t e = r.out_ptr[t];
+  while (end - e >= 8 && r.out_idx[e + 7] < r.out_ch0) e += 8;
   while (e != end && r.out_idx[e] < r.out_ch0) ++e;
   for (; e != end && r.out_idx[e] < r.out_ch0 + r.head_dim; ++e) fn(size_t(r.out_idx[e] - r.out_ch0), cvt(r.out_val[e]));
 }
