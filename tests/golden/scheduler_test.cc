@@ -326,6 +326,21 @@ TEST(Scheduler, SlotChoiceAndPrefixReuse) {
   EXPECT_EQ(run_one(**s, r), alone(p1, 12, n_ctx));
   EXPECT_EQ((*s)->metrics().prompt_tokens_reused, reused0);
 
+  // A request waiting for its busy id_slot does not hold up the one behind it.
+  r = request(m, kPrompts[4], 30, n_ctx);
+  r.id_slot = 2;
+  auto first = (*s)->submit(r);
+  r.id_slot = 2;
+  auto pinned = (*s)->submit(r);
+  r.id_slot = -1;
+  auto any = (*s)->submit(r);
+  ASSERT_TRUE(first.channel && pinned.channel && any.channel);
+  ASSERT_TRUE((*s)->step());
+  EXPECT_EQ((*s)->metrics().n_active, 2);  // first (slot 2) and any (another slot)
+  EXPECT_EQ((*s)->metrics().n_queued, 1);  // pinned waits for slot 2
+  d = drain(**s, {first.channel, pinned.channel, any.channel});
+  for (const auto& x : d) EXPECT_EQ(x.text, alone(kPrompts[4], 30, n_ctx));
+
   r.id_slot = 3;
   EXPECT_EQ((*s)->submit(r).error, SubmitError::kInvalid);
   expect_only_idle_caches(**s);

@@ -153,17 +153,24 @@ SubmitResult Scheduler::submit(SeqRequest req) {
 
 void Scheduler::admit_locked() {
   const size_t usable = opts_.kv_budget == PagePool::kUnlimited ? PagePool::kUnlimited : opts_.kv_budget - headroom_;
-  while (!queue_.empty()) {
-    Seq& s = *queue_.front();
+  size_t i = 0;
+  while (i < queue_.size()) {
+    Seq& s = *queue_[i];
+    auto drop = [&] { queue_.erase(queue_.begin() + std::ptrdiff_t(i)); };
     if (s.ch->cancelled()) {
       s.ch->finish(FinishReason::kCancelled, ok_status(), s.n_prompt(), 0);
       ++m_.requests_cancelled;
-      queue_.pop_front();
+      drop();
       continue;
     }
-    // FIFO: a large request (or one waiting for its id_slot) at the head waits rather than
-    // being overtaken forever.
+    // A request waiting for its busy id_slot lets the ones behind it pass (as llama-server
+    // defers it). Otherwise FIFO: a large request waits for room rather than being overtaken
+    // forever, and with no free slot nothing behind it could run either.
     const int slot = choose_slot_locked(s.req);
+    if (slot < 0 && s.req.id_slot >= 0) {
+      ++i;
+      continue;
+    }
     if (slot < 0) break;
     if (s.reserved > usable - reserved_) break;
     // Idle caches give way to reservations. The chosen slot's cache becomes this sequence's,
@@ -175,7 +182,7 @@ void Scheduler::admit_locked() {
       if (!cache.ok()) {
         s.ch->finish(FinishReason::kError, cache.status(), s.n_prompt(), 0);
         ++m_.requests_failed;
-        queue_.pop_front();
+        drop();
         continue;
       }
       sl.cache = std::move(*cache);
@@ -191,8 +198,8 @@ void Scheduler::admit_locked() {
     m_.prompt_tokens_reused += kept;
     s.logits.resize(size_t(model_.config().n_vocab));
     reserved_ += s.reserved;
-    active_.push_back(std::move(queue_.front()));
-    queue_.pop_front();
+    active_.push_back(std::move(queue_[i]));
+    drop();
   }
 }
 

@@ -17,7 +17,7 @@
 // cache and the tokens it holds stay in the slot, idle. A new request goes to the free slot
 // whose tokens share the longest prefix with its prompt (or to its id_slot) and prefills only
 // the rest (keep_session_prefix's rule: short of the prompt's last token, where the format can
-// cut). Idle caches live in the same pool but are not reserved: admission drops them, least
+// cut); a request waiting for its busy id_slot lets the queue behind it pass. Idle caches live in the same pool but are not reserved: admission drops them, least
 // recently used first, whenever the reservations need their bytes, so an idle cache never
 // makes a request wait or be refused. save_slot / restore_slot / erase_slot work on an idle
 // slot from the caller's thread while the model thread goes on (the slot is locked meanwhile).
