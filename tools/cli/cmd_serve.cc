@@ -37,7 +37,10 @@ Status serve(const std::vector<std::string>& argv) {
   p.add_int("--port", &port, 0, 65535, "port (default 8080; 0: any free port, printed)");
   p.add_int("-c,--ctx-size", &so.n_ctx, 0, 1 << 24,
             "context of each sequence in tokens, prompt + generated (default: the model's, at most 4096)");
-  p.add_int("-np,--parallel", &so.max_seqs, 1, 4096, "sequences decoding at once (default 16)");
+  p.add_int("-np,--parallel", &so.max_seqs, 1, 4096,
+            "slots: sequences decoding at once, each keeping its cache when idle (default 16)");
+  std::string slot_dir;
+  p.add_string("--slot-save-path", &slot_dir, "directory for POST /slots/{id}?action=save|restore files (default: off)");
   add_batch_flag(p, &so.prefill_chunk);
   p.add_string("--kv-budget", &kv_budget, "KV cache bytes for all sequences together, e.g. 4GiB (default: unlimited)");
   p.add_int("--max-queue", &so.max_queue, 0, 1 << 20, "requests waiting for admission; beyond: 503 (default 256)");
@@ -61,6 +64,14 @@ Status serve(const std::vector<std::string>& argv) {
     KVQ_ASSIGN_OR_RETURN(so.kv_budget, parse_bytes(kv_budget, "--kv-budget"));
   }
   ao.max_body_bytes = size_t(max_body_kib) << 10;
+  if (!slot_dir.empty()) {
+    std::error_code ec;
+    const auto dir = std::filesystem::canonical(slot_dir, ec);
+    if (ec || !std::filesystem::is_directory(dir, ec)) {
+      return invalid_argument("--slot-save-path " + slot_dir + ": not an existing directory");
+    }
+    ao.slot_save_path = dir.string();
+  }
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));

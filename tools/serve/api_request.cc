@@ -77,7 +77,7 @@ std::variant<CompletionParams, ApiError> parse_completion_request(const std::str
   if (!j.is_object()) return bad_request("invalid_json", "the request body must be a JSON object");
   static const std::set<std::string> kCommon = {
       "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "stream_options", "user",
-      "n", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias"};
+      "n", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "id_slot", "cache_prompt"};
   static const std::set<std::string> kCompletion = {"prompt", "echo", "best_of", "suffix"};
   static const std::set<std::string> kChat = {"messages", "max_completion_tokens", "top_logprobs"};
   for (const auto& [key, value] : j.items()) {
@@ -149,6 +149,13 @@ std::variant<CompletionParams, ApiError> parse_completion_request(const std::str
     for (const auto& x : p.stop) {
       if (x.empty()) return bad_request("invalid_value", "'stop' strings must not be empty");
     }
+  }
+  v.reset();
+  if (auto e = get_int(j, "id_slot", -1, 1 << 20, &v)) return *e;
+  if (v) p.id_slot = int(*v);
+  if (j.contains("cache_prompt") && !j["cache_prompt"].is_null()) {
+    if (!j["cache_prompt"].is_boolean()) return type_error("cache_prompt", "a boolean");
+    p.cache_prompt = j["cache_prompt"].get<bool>();
   }
   if (j.contains("stream") && !j["stream"].is_null()) {
     if (!j["stream"].is_boolean()) return type_error("stream", "a boolean");

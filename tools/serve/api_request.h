@@ -2,7 +2,8 @@
 // The body of POST /v1/completions and /v1/chat/completions, parsed and validated before any
 // work starts. Unknown fields are refused (400 naming them), as OpenAI's API does, so that a
 // misspelt parameter (max_token) is not silently ignored; fields OpenAI defines that kvq does
-// not implement are accepted only at their neutral value (n = 1, penalties 0, ...).
+// not implement are accepted only at their neutral value (n = 1, penalties 0, ...). Two
+// llama-server fields are accepted too: id_slot and cache_prompt.
 #pragma once
 
 #include <optional>
@@ -27,6 +28,8 @@ struct CompletionParams {
   std::vector<std::string> stop;      // at most 4, each non-empty
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage
+  int id_slot = -1;                   // llama-server's: the slot to run in (-1: any)
+  bool cache_prompt = true;           // llama-server's: reuse the slot's cached prefix
 };
 
 // body: the raw request body. chat selects the endpoint's schema.

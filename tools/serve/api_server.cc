@@ -9,6 +9,7 @@
 #include "serve/api_request.h"
 #include "serve/api_response.h"
 #include "serve/metrics_text.h"
+#include "serve/slot_api.h"
 
 namespace kvq::serve {
 
@@ -130,10 +131,9 @@ void ApiServer::routes() {
   });
   http_.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r, false); });
   http_.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) { completions(q, r, true); });
-  // Session save/restore (issue 11 §4) belongs here once engine/session lands.
-  http_.Post(R"(/slots/(\d+))", [](const httplib::Request&, httplib::Response& res) {
-    send_error(res, ApiError{501, "server_error", "not_implemented",
-                             "slot save/restore is not implemented in this build of kvq serve", 0});
+  http_.Get("/slots", [this](const httplib::Request&, httplib::Response& res) { slot_list(sched_, res); });
+  http_.Post(R"(/slots/([^/]*))", [this](const httplib::Request& q, httplib::Response& r) {
+    slot_action(sched_, opts_.slot_save_path, q, r);
   });
 }
 
@@ -175,6 +175,8 @@ void ApiServer::completions(const httplib::Request& req, httplib::Response& res,
   sr.sampling.top_k = p.top_k;
   sr.sampling.seed = p.seed ? *p.seed : next_seed_.fetch_add(0x9E3779B97F4A7C15ull);
   sr.stop = p.stop;
+  sr.id_slot = p.id_slot;
+  sr.cache_prompt = p.cache_prompt;
   SubmitResult sub = sched_.submit(std::move(sr));
   if (!sub.channel) return send_error(res, submit_error(sub));
 

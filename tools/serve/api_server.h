@@ -23,6 +23,7 @@ struct ApiOptions {
   int default_max_tokens = 256;  // when a request gives none (clipped to the context)
   size_t max_body_bytes = 1 << 20;
   int http_threads = 64;   // handler threads (each open request holds one)
+  std::string slot_save_path;  // --slot-save-path, canonical; empty: /slots actions answer 501
 };
 
 class ApiServer {

@@ -20,6 +20,10 @@ std::string format_metrics(const SchedulerMetrics& m, const SchedulerOptions& o)
       double(m.requests_cancelled));
   add("kvq_prompt_tokens_total", "counter", "Prompt tokens prefilled.", double(m.prompt_tokens_total));
   add("kvq_tokens_generated_total", "counter", "Tokens generated.", double(m.generated_tokens_total));
+  add("kvq_prompt_tokens_reused_total", "counter", "Prompt tokens found in a slot's cache instead of prefilled.",
+      double(m.prompt_tokens_reused));
+  add("kvq_slot_caches_dropped_total", "counter", "Idle slot caches dropped to make room for running sequences.",
+      double(m.slot_caches_dropped));
   add("kvq_steps_total", "counter", "Batched forward steps.", double(m.steps_total));
   add("kvq_busy_seconds_total", "counter", "Seconds spent in forward steps and sampling.", m.busy_seconds);
   add("kvq_decode_tokens_per_second", "gauge",
@@ -27,6 +31,8 @@ std::string format_metrics(const SchedulerMetrics& m, const SchedulerOptions& o)
   add("kvq_sequences_active", "gauge", "Sequences admitted and running.", m.n_active);
   add("kvq_sequences_queued", "gauge", "Requests waiting for admission.", m.n_queued);
   add("kvq_kv_bytes_used", "gauge", "KV cache bytes allocated in the shared page pool.", double(m.kv_bytes_used));
+  add("kvq_kv_bytes_cached", "gauge", "KV cache bytes held by idle slots (part of kvq_kv_bytes_used).",
+      double(m.kv_bytes_cached));
   add("kvq_kv_bytes_reserved", "gauge", "KV cache bytes reserved by admitted sequences.", double(m.kv_bytes_reserved));
   add("kvq_kv_budget_bytes", "gauge", "The KV budget (--kv-budget); 0: unlimited.",
       o.kv_budget == PagePool::kUnlimited ? 0.0 : double(o.kv_budget));

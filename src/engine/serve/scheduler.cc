@@ -17,7 +17,10 @@ struct Scheduler::Seq {
   Sampler sampler;
   TextStream text;
   size_t reserved = 0;
-  int n_fed = 0;        // prompt tokens run so far
+  int slot = -1;
+  int n_fed = 0;        // prompt tokens run so far (from the slot's cache first)
+  std::vector<int32_t> out;  // generated tokens (all but the last are in the cache)
+  FinishReason finish = FinishReason::kNone;
   int32_t next = -1;    // the sampled token the next step runs
   int n_generated = 0;
   std::vector<float> logits;
@@ -61,6 +64,8 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::create(const LlamaModel& model, 
                             " bytes of window growth; raise --kv-budget or lower -b");
   }
   s->m_.kv_budget = opts.kv_budget;
+  s->slots_.resize(size_t(opts.max_seqs));
+  s->binding_ = session_binding(model);
   return s;
 }
 
@@ -96,6 +101,12 @@ SubmitResult Scheduler::submit(SeqRequest req) {
       return refuse(SubmitError::kInvalid, invalid_argument("token id " + std::to_string(id) +
                                                             " is outside the vocabulary"));
     }
+  }
+  if (req.id_slot < -1 || req.id_slot >= opts_.max_seqs) {
+    return refuse(SubmitError::kInvalid, invalid_argument("id_slot " + std::to_string(req.id_slot) +
+                                                          " is not a slot: the server has " +
+                                                          std::to_string(opts_.max_seqs) + " (0 to " +
+                                                          std::to_string(opts_.max_seqs - 1) + ", or -1: any)"));
   }
   if (n_prompt >= opts_.n_ctx) {
     return refuse(SubmitError::kInvalid, invalid_argument("the prompt has " + std::to_string(n_prompt) +
@@ -142,29 +153,70 @@ SubmitResult Scheduler::submit(SeqRequest req) {
 
 void Scheduler::admit_locked() {
   const size_t usable = opts_.kv_budget == PagePool::kUnlimited ? PagePool::kUnlimited : opts_.kv_budget - headroom_;
-  while (!queue_.empty() && int(active_.size()) < opts_.max_seqs) {
-    Seq& s = *queue_.front();
+  size_t i = 0;
+  while (i < queue_.size()) {
+    Seq& s = *queue_[i];
+    auto drop = [&] { queue_.erase(queue_.begin() + std::ptrdiff_t(i)); };
     if (s.ch->cancelled()) {
       s.ch->finish(FinishReason::kCancelled, ok_status(), s.n_prompt(), 0);
       ++m_.requests_cancelled;
-      queue_.pop_front();
+      drop();
       continue;
     }
-    // FIFO: a large request at the head waits for room rather than being overtaken forever.
+    // A request waiting for its busy id_slot lets the ones behind it pass (as llama-server
+    // defers it). Otherwise FIFO: a large request waits for room rather than being overtaken
+    // forever, and with no free slot nothing behind it could run either.
+    const int slot = choose_slot_locked(s.req);
+    if (slot < 0 && s.req.id_slot >= 0) {
+      ++i;
+      continue;
+    }
+    if (slot < 0) break;
     if (s.reserved > usable - reserved_) break;
-    auto cache = make_cache(opts_.spec, model_.kv_shape(opts_.n_ctx), opts_.calib, pool_);
-    if (!cache.ok()) {
-      s.ch->finish(FinishReason::kError, cache.status(), s.n_prompt(), 0);
-      ++m_.requests_failed;
-      queue_.pop_front();
-      continue;
+    // Idle caches give way to reservations. The chosen slot's cache becomes this sequence's,
+    // cut to at most its prompt, inside its reservation.
+    if (!make_room_locked(s.reserved, slot)) break;
+    Slot& sl = slots_[size_t(slot)];
+    if (!sl.cache) {
+      auto cache = make_cache(opts_.spec, model_.kv_shape(opts_.n_ctx), opts_.calib, pool_);
+      if (!cache.ok()) {
+        s.ch->finish(FinishReason::kError, cache.status(), s.n_prompt(), 0);
+        ++m_.requests_failed;
+        drop();
+        continue;
+      }
+      sl.cache = std::move(*cache);
+      sl.tokens.clear();
     }
-    s.cache = std::move(*cache);
+    const int kept = s.req.cache_prompt ? keep_session_prefix(*sl.cache, sl.tokens, s.req.prompt, nullptr) : 0;
+    if (kept == 0) sl.cache->clear();
+    s.cache = std::move(sl.cache);
+    sl.tokens.clear();
+    sl.seq = &s;
+    s.slot = slot;
+    s.n_fed = kept;
+    m_.prompt_tokens_reused += kept;
     s.logits.resize(size_t(model_.config().n_vocab));
     reserved_ += s.reserved;
-    active_.push_back(std::move(queue_.front()));
-    queue_.pop_front();
+    active_.push_back(std::move(queue_[i]));
+    drop();
   }
+}
+
+void Scheduler::release_slot_locked(Seq& s) {
+  if (s.slot < 0) return;
+  Slot& sl = slots_[size_t(s.slot)];
+  sl.seq = nullptr;
+  sl.last_used = ++tick_;
+  s.slot = -1;
+  // A failed step may have left the cache part-way through a token: it is not kept.
+  if (!s.cache || s.finish == FinishReason::kError) return;
+  const size_t n = size_t(s.cache->n_tokens(0));
+  sl.tokens = s.req.prompt;
+  sl.tokens.insert(sl.tokens.end(), s.out.begin(), s.out.end());
+  KVQ_CHECK(n <= sl.tokens.size());
+  sl.tokens.resize(n);  // the last token sampled was never run
+  sl.cache = std::move(s.cache);
 }
 
 void Scheduler::end(Seq& s, FinishReason r, const Status& error) {
@@ -172,6 +224,7 @@ void Scheduler::end(Seq& s, FinishReason r, const Status& error) {
   s.ch->push_text(s.text.finish());
   s.ch->finish(r, error, s.n_prompt(), s.n_generated);
   s.finished = true;
+  s.finish = r;
 }
 
 void Scheduler::sample(Seq& s) {
@@ -179,6 +232,7 @@ void Scheduler::sample(Seq& s) {
   const int32_t id = s.sampler.sample(s.logits.data(), model_.config().n_vocab);
   if (tok.is_eog(id) && !s.req.ignore_eos) return end(s, FinishReason::kStop, ok_status());
   ++s.n_generated;
+  s.out.push_back(id);
   s.ch->count_token();
   bool stopped = false;
   s.ch->push_text(s.text.push(tok.token_to_piece(id), &stopped));
@@ -213,6 +267,7 @@ bool Scheduler::step() {
     for (auto& s : active_) {
       if (s->finished) {
         reserved_ -= s->reserved;
+        release_slot_locked(*s);
         done.push_back(std::move(s));
       }
     }
@@ -220,7 +275,7 @@ bool Scheduler::step() {
     admit_locked();
     m_.n_active = int(active_.size());
     m_.n_queued = int(queue_.size());
-    return done;  // destroyed here, outside the lock: the caches' pages go back to the pool
+    return done;  // destroyed here, outside the lock (their caches are back in their slots)
   };
   sweep();
   if (active_.empty()) return false;
@@ -311,6 +366,7 @@ void Scheduler::run() {
 void Scheduler::cancel_all() {
   // Whatever is left is cancelled; its caches go back to the pool.
   std::vector<std::unique_ptr<Seq>> left;
+  std::vector<std::unique_ptr<KvCache>> idle;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& s : active_) {
@@ -325,6 +381,14 @@ void Scheduler::cancel_all() {
     }
     active_.clear();
     queue_.clear();
+    // Idle caches go too; a slot that a save is reading keeps its cache until the save ends
+    // (it drops the cache then, seeing stopping_).
+    for (Slot& sl : slots_) {
+      sl.seq = nullptr;
+      if (sl.locked) continue;
+      sl.tokens.clear();
+      idle.push_back(std::move(sl.cache));
+    }
     reserved_ = 0;
     m_.n_active = m_.n_queued = 0;
     m_.kv_tokens = 0;
@@ -344,6 +408,11 @@ SchedulerMetrics Scheduler::metrics() const {
   SchedulerMetrics m = m_;
   m.kv_bytes_used = pool_->bytes_in_use();
   m.kv_bytes_reserved = reserved_;
+  for (const Slot& sl : slots_) {
+    if (!sl.cache) continue;
+    m.kv_bytes_cached += sl.cache->bytes_used();
+    m.kv_tokens += int64_t(sl.tokens.size());
+  }
   const double values = 2.0 * double(m.kv_tokens) * model_.config().n_layers * model_.config().kv_dim();
   m.kv_bits_per_value = values > 0 ? 8.0 * double(m.kv_bytes_used) / values : 0.0;
   int64_t tokens = 0;

@@ -22,6 +22,8 @@ struct SeqRequest {
   SamplingArgs sampling;        // each sequence samples with its own generator and seed
   std::vector<std::string> stop;  // generation ends before the first of these (not emitted)
   bool ignore_eos = false;        // go on past end-of-generation tokens (load benchmarks)
+  int id_slot = -1;               // the slot to run in (llama-server's id_slot); -1: the scheduler picks
+  bool cache_prompt = true;       // reuse the prefix the slot's cache shares with the prompt
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
