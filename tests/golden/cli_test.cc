@@ -165,6 +165,17 @@ TEST(Cli, BatchSizeAndBenchDepth) {
   EXPECT_NE(r.output.find("of memory is available"), std::string::npos) << r.output;
 }
 
+// kvq bench says how long the model took to load and, with --read-bandwidth, how fast decode
+// is against the weight-streaming limit of this machine.
+TEST(Cli, BenchLoadTimeAndStreamingLimit) {
+  Result r = kvq("bench -m " + kModel + " -p 8 -n 4 -r 1 -t 1 --read-bandwidth");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("load: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("weight streaming: read bandwidth "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("weights read per token "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
+}
+
 // kvq info's prediction is what the process really grows by: a cache filled to 400K tokens
 // (-d replays activations) against peak RSS over the process before the fill (model, window,
 // freed memory handed back). The cache allocates the prediction (also tested in kv/); RSS adds

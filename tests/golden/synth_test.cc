@@ -13,6 +13,7 @@
 #include <iterator>
 
 #include "engine/synth_model.h"
+#include "engine/weight_types.h"
 #include "io/gguf.h"
 #include "kv/cache_spec.h"
 #include "model/llama.h"
@@ -126,6 +127,32 @@ TEST_F(SynthTest, EveryTypeFromStoriesVocabLoadsAndRuns) {
   }
 }
 
+// The K-quants and IQ4_XS need rows of 256: a 256-wide model (llama-quantize's general.file_type
+// of a file all of that type: the _S mix for Q3_K-Q5_K).
+TEST_F(SynthTest, EveryKQuantAndIq4TypeLoadsAndRuns) {
+  const std::pair<const char*, uint32_t> types[] = {{"q2_k", 10}, {"q3_k", 11}, {"q4_k", 14},  {"q5_k", 16},
+                                                    {"q6_k", 18}, {"iq4_nl", 25}, {"iq4_xs", 30}};
+  for (const auto& [type, file_type] : types) {
+    SCOPED_TRACE(type);
+    SynthOptions o = tiny(kStories, std::string(type) + ".gguf");
+    o.type = type;
+    o.dim = 256;
+    o.heads = 4;
+    o.kv_heads = 2;
+    o.ffn = 512;
+    o.layers = 1;
+    auto r = synth_model(o);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    expect_loads_and_runs(o, 512);
+    auto g = GgufFile::open(o.output);
+    ASSERT_TRUE(g.ok());
+    EXPECT_EQ((*g)->get_u64("general.file_type").value(), file_type);
+    const auto expected = (*find_weight_type(type))->ggml;
+    EXPECT_EQ((*g)->find_tensor("blk.0.ffn_down.weight")->type, uint32_t(expected));
+    EXPECT_EQ((*g)->find_tensor("token_embd.weight")->type, uint32_t(expected));
+  }
+}
+
 TEST_F(SynthTest, HeadDimAndRopeBaseOptions) {
   SynthOptions o = tiny(kStories, "hd.gguf");
   o.head_dim = 16;  // q: 2 x 16 = 32 rows, narrower than dim
@@ -191,8 +218,9 @@ TEST_F(SynthTest, BadOptionsFailClearlyAndLeaveNoFile) {
        "is the vocabulary file"},
       {"dir", [&](SynthOptions& o) { o.output = path("missing/out.gguf"); }, "output directory"},
       {"is dir", [&](SynthOptions& o) { o.output = dir_.string(); }, "is a directory"},
-      {"type", [](SynthOptions& o) { o.type = "q4_k"; }, "unknown weight type 'q4_k'"},
+      {"type", [](SynthOptions& o) { o.type = "iq2_xxs"; }, "unknown weight type 'iq2_xxs'"},
       {"q8_0 width", [](SynthOptions& o) { o.type = "q8_0"; o.ffn = 100; }, "multiple of 32"},
+      {"q4_k width", [](SynthOptions& o) { o.type = "q4_k"; }, "multiple of 256"},
       {"layers", [](SynthOptions& o) { o.layers = 0; }, "--layers 0 is out of range"},
       {"disk", [](SynthOptions& o) { o.dim = 1 << 20; o.heads = 1; o.kv_heads = 1; o.ffn = 1 << 20; o.layers = 4096; },
        "free"},

@@ -5,6 +5,7 @@
 // prefill that reaching it would take.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "base/printable.h"
 #include "base/rng.h"
@@ -14,6 +15,7 @@
 #include "cli/common.h"
 #include "engine/kv_replay.h"
 #include "engine/prefill.h"
+#include "engine/read_bandwidth.h"
 #include "engine/runtime.h"
 
 namespace kvq::cli {
@@ -26,6 +28,10 @@ constexpr size_t kDepthTextBytes = 256 * 1024;
 // The replayed window: a real prefill of this many tokens (at most the model's context).
 constexpr int kDepthWindow = 512;
 constexpr double kProgressSeconds = 3.0;
+// --read-bandwidth's buffer: 8x the largest last-level caches here, yet small enough not to push
+// a multi-GB model's pages out of memory or to dominate the peak RSS of the run.
+constexpr size_t kBandwidthBytes = size_t(256) << 20;
+constexpr int kBandwidthPasses = 5;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -70,10 +76,27 @@ Status fill_to_depth(const LlamaModel& model, const KvActivations& window, KvCac
   return ok_status();
 }
 
+// Decode reads every weight once per token, except the embedding table (one row; unless the
+// output layer shares it): its bytes over the measured read bandwidth bound decode from above.
+Status print_streaming_limit(ExecContext& ctx, const LlamaModel& model, const std::string& path, double decode_tps) {
+  KVQ_ASSIGN_OR_RETURN(ReadBandwidth bw, measure_read_bandwidth(ctx.pool(), kBandwidthBytes, kBandwidthPasses));
+  double streamed = 0;
+  for (const auto& t : model.gguf().tensors()) {
+    if (t.name != "token_embd.weight" || model.weights().output_tied) streamed += double(t.n_bytes);
+  }
+  const double file = double(std::filesystem::file_size(path)), bps = bw.gbps * 1e9;
+  std::printf("weight streaming: read bandwidth %.2f GB/s (%s); file %s: limit %.3g tok/s, decode at %.0f%% of it; "
+              "weights read per token %s: limit %.3g tok/s, decode at %.0f%% of it\n",
+              bw.gbps, bw.method.c_str(), format_bytes(file).c_str(), bps / file, 100 * decode_tps * file / bps,
+              format_bytes(streamed).c_str(), bps / streamed, 100 * decode_tps * streamed / bps);
+  return ok_status();
+}
+
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   CacheArgs cache_args;
   int n_prompt = 128, n_gen = 128, reps = 3, depth = 0, batch = kDefaultBatch;
+  bool read_bandwidth = false;
   std::string depth_text;
   ArgParser p("bench");
   add_common_flags(p, &common);
@@ -87,6 +110,9 @@ Status run(const std::vector<std::string>& argv) {
   p.add_path("--text", &depth_text,
              "text whose window -d replays (default: ../text/long/war_and_peace.txt next to the model's folder)");
   add_batch_flag(p, &batch);
+  p.add_flag("--read-bandwidth", &read_bandwidth,
+             "after the run, measure the machine's read bandwidth and print decode against the weight-streaming "
+             "limit (weight bytes read per token / bandwidth)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -106,7 +132,14 @@ Status run(const std::vector<std::string>& argv) {
   }
   KVQ_RETURN_IF_ERROR(files.add_input("depth text (--text)", depth_text));
   note_thread_count("bench", common);
+  Timer load_timer;
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  const double map_s = load_timer.seconds();
+  // Every page of the weights resident now: timed as part of the load (a mapped file costs its
+  // page-in, not a conversion), and before the RSS base below (the depth window's capture does
+  // not read the output matrix; the first decode would page it in and count it as cache).
+  model->gguf().page_in();
+  const double load_s = load_timer.seconds();
   const int n_ctx = depth + n_prompt + n_gen;  // at most 2^28 + 2^21
   const std::string tokens_what = (depth > 0 ? "-d " + std::to_string(depth) + " + " : std::string()) + "-p " +
                                   std::to_string(n_prompt) + " + -n " + std::to_string(n_gen);
@@ -130,11 +163,9 @@ Status run(const std::vector<std::string>& argv) {
   std::vector<float> logits(static_cast<size_t>(n_vocab));
   ForwardWorkspace ws;
   std::vector<double> pp, tg;
-  // The process before any token is stored (model, calibration, the depth window), with freed
-  // memory handed back and every page of the weights resident (the window's capture does not
-  // read the output matrix; the first decode would page it in and count it as cache): what the
-  // run adds is the cache and a workspace bounded by -b and by attention's scratch.
-  model->gguf().page_in();
+  // The process before any token is stored (model and its pages, calibration, the depth
+  // window), with freed memory handed back: what the run adds is the cache and a workspace
+  // bounded by -b and by attention's scratch.
   const double rss_base = settled_rss_bytes();
   double rss_filled = 0;  // after the depth is filled, before any step: the cache alone
   for (int r = 0; r <= reps; ++r) {  // repetition 0 warms up and is not counted
@@ -171,6 +202,8 @@ Status run(const std::vector<std::string>& argv) {
               spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(), depth, median(pp),
               tg.empty() ? 0.0 : median(tg), double(bytes) / cache->n_tokens(0), format_bytes(double(bytes)).c_str(),
               format_bytes(peak_rss_bytes()).c_str());
+  std::printf("load: %.2f s (%s file mapped in place in %.2f s, then paged in)\n", load_s,
+              format_bytes(double(std::filesystem::file_size(common.model))).c_str(), map_s);
   // The prediction kvq info makes for this many tokens, against what the process really grew by.
   const int held = cache->n_tokens(0);
   KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held));
@@ -184,6 +217,8 @@ Status run(const std::vector<std::string>& argv) {
               double(bytes), held, predicted.total_bytes(), held, grew,
               100.0 * (grew - predicted.total_bytes()) / std::max(1.0, predicted.total_bytes()),
               peak_rss_bytes() - rss_base, batch);
+  // Last: its buffer would count in the peak RSS above.
+  if (read_bandwidth) KVQ_RETURN_IF_ERROR(print_streaming_limit(ctx, *model, common.model, tg.empty() ? 0 : median(tg)));
   return ok_status();
 }
 }  // namespace

@@ -27,6 +27,19 @@ inline void k_scale_min(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   }
 }
 
+// The inverse of k_scale_min: stores sub-block j's 6-bit scale ls and min lm. Sub-blocks
+// 4..7 OR their top bits into bytes 0..7, so j < 4 must be stored first.
+inline void put_k_scale_min(int j, uint8_t ls, uint8_t lm, uint8_t* q) {
+  if (j < 4) {
+    q[j] = ls;
+    q[j + 4] = lm;
+  } else {
+    q[j + 4] = uint8_t((ls & 0xF) | ((lm & 0xF) << 4));
+    q[j - 4] = uint8_t(q[j - 4] | ((ls >> 4) << 6));
+    q[j] = uint8_t(q[j] | ((lm >> 4) << 6));
+  }
+}
+
 // Quantizer helpers (ggml's reference quantizers).
 // The smallest and largest of x[0, n).
 inline void block_min_max(const float* x, int n, float* min, float* max) {

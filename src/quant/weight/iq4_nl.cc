@@ -7,6 +7,12 @@
 #include "quant/weight/block_common-inl.h"
 #include "quant/weight/iq4_nl.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "quant/weight/quantize_search.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
@@ -31,6 +37,10 @@ HWY_AFTER_NAMESPACE();
 namespace kvq {
 
 HWY_EXPORT(DequantizeRowIQ4NL);
+
+void quantize_row_iq4_nl_ref(const float* x, BlockIQ4_NL* y, int64_t k) {
+  for (int64_t i = 0; i < k / 32; ++i, x += 32) quantize_iq4_super_block(32, x, &y[i].d, y[i].qs, nullptr, nullptr);
+}
 
 void dequantize_row_iq4_nl_ref(const BlockIQ4_NL* x, float* y, int64_t k) {
   for (int64_t i = 0; i < k / 32; ++i, y += 32) {

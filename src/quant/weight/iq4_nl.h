@@ -17,6 +17,9 @@ struct BlockIQ4_NL {
 };
 static_assert(sizeof(BlockIQ4_NL) == 18, "ggml block_iq4_nl is 18 bytes");
 
+// llama-quantize's IQ4_NL (quantize_iq4_nl, no importance matrix): per 32 weights the
+// x²-weighted best scale on the 16 levels over 15 trial scales. k must be a multiple of 32.
+void quantize_row_iq4_nl_ref(const float* x, BlockIQ4_NL* y, int64_t k);
 // k must be a multiple of 32.
 void dequantize_row_iq4_nl_ref(const BlockIQ4_NL* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -8,6 +8,12 @@
 #include "quant/weight/block_common-inl.h"
 #include "quant/weight/iq4_xs.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "quant/weight/quantize_search.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
@@ -33,6 +39,11 @@ HWY_AFTER_NAMESPACE();
 namespace kvq {
 
 HWY_EXPORT(DequantizeRowIQ4XS);
+
+void quantize_row_iq4_xs_ref(const float* x, BlockIQ4_XS* y, int64_t k) {
+  for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K)
+    quantize_iq4_super_block(kQK_K, x, &y[i].d, y[i].qs, &y[i].scales_h, y[i].scales_l);
+}
 
 void dequantize_row_iq4_xs_ref(const BlockIQ4_XS* x, float* y, int64_t k) {
   for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {

@@ -35,6 +35,10 @@ inline void for_each_iq4_xs_sub_block(const BlockIQ4_XS& x, Fn&& fn) {
   }
 }
 
+// llama-quantize's IQ4_XS (quantize_iq4_xs, no importance matrix): IQ4_NL's search per 32
+// weights, then the 8 scales quantized to signed 6 bits under d = -max scale / 32 and the
+// indices recomputed with them. k must be a multiple of 256.
+void quantize_row_iq4_xs_ref(const float* x, BlockIQ4_XS* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_iq4_xs_ref(const BlockIQ4_XS* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -35,6 +35,10 @@ inline void for_each_q2_k_group(const BlockQ2_K& b, Fn&& fn) {
   }
 }
 
+// ggml's quantize_row_q2_K_ref: per 16 weights make_qkx2_quants (codes 0..3, |x|-weighted
+// absolute error), then the 16 scales and mins quantized to 4 bits under d = max scale / 15,
+// dmin = max min / 15, and the codes recomputed with them. k must be a multiple of 256.
+void quantize_row_q2_k_ref(const float* x, BlockQ2_K* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_q2_k_ref(const BlockQ2_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -8,6 +8,12 @@
 #include "quant/weight/block_common-inl.h"
 #include "quant/weight/q3_k.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "quant/weight/quantize_search.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
@@ -36,6 +42,54 @@ HWY_AFTER_NAMESPACE();
 namespace kvq {
 
 HWY_EXPORT(DequantizeRowQ3K);
+
+void quantize_row_q3_k_ref(const float* x, BlockQ3_K* y, int64_t k) {
+  for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
+    int8_t L[kQK_K];
+    float scales[16];
+    float max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > amax) {
+        amax = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    std::memset(y[i].scales, 0, sizeof(y[i].scales));
+    if (max_scale != 0) {
+      const float iscale = -32.0f / max_scale;
+      for (int j = 0; j < 16; ++j) {
+        // ggml stores nearest_int into an int8_t before clamping; |iscale * scale| <= 32 here.
+        const int l = std::clamp(int(int8_t(nearest_int(iscale * scales[j]))), -32, 31) + 32;
+        y[i].scales[j % 8] = uint8_t(y[i].scales[j % 8] | ((l & 0xF) << (j < 8 ? 0 : 4)));
+        y[i].scales[8 + j % 4] = uint8_t(y[i].scales[8 + j % 4] | ((l >> 4) << (2 * (j / 4))));
+      }
+      y[i].d = f32_to_f16(1 / iscale);
+    } else {
+      y[i].d = f32_to_f16(0.0f);
+    }
+    int8_t sc[16];
+    unpack_q3_k_scales(y[i].scales, sc);
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y[i].d) * float(sc[j]);
+      if (d == 0) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(std::clamp(nearest_int(x[16 * j + l] / d), -4, 3) + 4);
+    }
+    // Codes 4..7 set their high bit: weight j's bit is bit j / 32 of hmask[j % 32].
+    std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
+    for (int j = 0; j < kQK_K; ++j) {
+      if (L[j] > 3) {
+        y[i].hmask[j % 32] = uint8_t(y[i].hmask[j % 32] | (1u << (j / 32)));
+        L[j] = int8_t(L[j] - 4);
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const int8_t* q = L + 128 * h;
+      for (int l = 0; l < 32; ++l)
+        y[i].qs[32 * h + l] = uint8_t(q[l] | (q[l + 32] << 2) | (q[l + 64] << 4) | (q[l + 96] << 6));
+    }
+  }
+}
 
 void unpack_q3_k_scales(const uint8_t packed[12], int8_t scales[16]) {
   for (int s = 0; s < 16; ++s) {

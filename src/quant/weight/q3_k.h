@@ -41,6 +41,10 @@ inline void for_each_q3_k_group(const BlockQ3_K& b, Fn&& fn) {
   }
 }
 
+// ggml's quantize_row_q3_K_ref: per 16 weights make_q3_quants (codes -4..3, x²-weighted),
+// the 16 scales quantized to signed 6 bits under d = -max scale / 32, and the codes recomputed
+// with them. k must be a multiple of 256.
+void quantize_row_q3_k_ref(const float* x, BlockQ3_K* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_q3_k_ref(const BlockQ3_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -23,6 +23,10 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144, "ggml block_q4_K is 144 bytes");
 
+// ggml's quantize_row_q4_K_ref: per 32 weights make_qkx2_quants (codes 0..15, weights
+// rms + |x|), then the 8 scales and mins quantized to 6 bits under d = max scale / 63,
+// dmin = max min / 63, and the codes recomputed with them. k must be a multiple of 256.
+void quantize_row_q4_k_ref(const float* x, BlockQ4_K* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_q4_k_ref(const BlockQ4_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

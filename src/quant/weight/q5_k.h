@@ -24,6 +24,9 @@ struct BlockQ5_K {
 };
 static_assert(sizeof(BlockQ5_K) == 176, "ggml block_q5_K is 176 bytes");
 
+// ggml's quantize_row_q5_K_ref: as Q4_K with codes 0..31 (a fifth bit in qh). k must be a
+// multiple of 256.
+void quantize_row_q5_k_ref(const float* x, BlockQ5_K* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_q5_k_ref(const BlockQ5_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.

@@ -8,6 +8,12 @@
 #include "quant/weight/block_common-inl.h"
 #include "quant/weight/q6_k.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "quant/weight/quantize_search.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
@@ -37,6 +43,44 @@ HWY_AFTER_NAMESPACE();
 namespace kvq {
 
 HWY_EXPORT(DequantizeRowQ6K);
+
+void quantize_row_q6_k_ref(const float* x, BlockQ6_K* y, int64_t k) {
+  for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
+    int8_t L[kQK_K];
+    float scales[16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ++ib) {
+      scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+      if (std::fabs(scales[ib]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    if (max_abs_scale < kGroupMaxEps) {
+      y[i] = {};
+      continue;
+    }
+    // The largest scale maps to -128: d carries the sign so that it fits int8.
+    const float iscale = -128.0f / max_scale;
+    y[i].d = f32_to_f16(1 / iscale);
+    for (int ib = 0; ib < 16; ++ib) y[i].scales[ib] = int8_t(std::min(127, nearest_int(iscale * scales[ib])));
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y[i].d) * float(y[i].scales[j]);
+      if (d == 0) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(std::clamp(nearest_int(x[16 * j + l] / d), -32, 31) + 32);
+    }
+    for (int h = 0; h < 2; ++h) {
+      const int8_t* q = L + 128 * h;
+      uint8_t* ql = y[i].ql + 64 * h;
+      uint8_t* qh = y[i].qh + 32 * h;
+      for (int l = 0; l < 32; ++l) {
+        ql[l] = uint8_t((q[l] & 0xF) | ((q[l + 64] & 0xF) << 4));
+        ql[l + 32] = uint8_t((q[l + 32] & 0xF) | ((q[l + 96] & 0xF) << 4));
+        qh[l] = uint8_t((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) | ((q[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
 
 void dequantize_row_q6_k_ref(const BlockQ6_K* x, float* y, int64_t k) {
   for (int64_t i = 0; i < k / kQK_K; ++i, y += kQK_K) {

@@ -36,6 +36,10 @@ inline void for_each_q6_k_group(const BlockQ6_K& b, Fn&& fn) {
   }
 }
 
+// ggml's quantize_row_q6_K_ref: per 16 weights make_qx_quants (codes -32..31, x²-weighted),
+// the 16 scales quantized to int8 under d = -max scale / 128, and the codes recomputed with
+// them. k must be a multiple of 256.
+void quantize_row_q6_k_ref(const float* x, BlockQ6_K* y, int64_t k);
 // k must be a multiple of 256.
 void dequantize_row_q6_k_ref(const BlockQ6_K* x, float* y, int64_t k);
 // Highway path (bit-identical) or the reference.
