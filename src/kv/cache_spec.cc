@@ -17,7 +17,7 @@ namespace {
 
 constexpr const char* kKnown =
     "f32, f16, q8_0|q4_0[:rot=0|1], int2|int3|int4|int8[:g=N][:rot=0|1], kivi-2|kivi-4[:g=N][:r=N][:rot=0|1], "
-    "kvquant-2|kvquant-3|kvquant-4[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1]"
+    "kvquant-2|kvquant-3|kvquant-4|kvquant-mixed[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1]"
     "[:rot=0|1]";
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -79,9 +79,10 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
     t.bits = base[5] - '0';
     t.group = 32;
     allowed = {"g", "r", "rot"};
-  } else if (base == "kvquant-2" || base == "kvquant-3" || base == "kvquant-4") {
+  } else if (base == "kvquant-2" || base == "kvquant-3" || base == "kvquant-4" || base == "kvquant-mixed") {
     t.kind = TensorKind::kKvquant;
-    t.bits = base[8] - '0';
+    // kvquant-mixed: each layer's width comes from the calibration (kvq calibrate --bits-budget).
+    t.bits = base == "kvquant-mixed" ? 0 : base[8] - '0';
     t.kvquant.bits = t.bits;
     allowed = {"outliers", "sinks", "qnorm", "codebook", "prerope", "rot"};
   } else {
@@ -198,8 +199,8 @@ std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype
   return std::make_unique<CompositeKvCache>(std::move(pool), std::move(k), std::move(v));
 }
 
-CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
-  auto tensor = [](const TensorSpec& t, KvRole role) {
+CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape, const CacheCalibration& calib) {
+  auto tensor = [](const TensorSpec& t, KvRole role, const KvquantParams* params) {
     TensorQuantConfig c;
     switch (t.kind) {
       case TensorKind::kF32: c.scheme = KvScheme::kF16; c.bits = 32; break;
@@ -227,6 +228,10 @@ CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
         c.per_channel = role == KvRole::kKey;
         c.outlier_fraction = t.kvquant.outliers;
         c.qnorm = t.kvquant.qnorm;
+        // kvquant-mixed: the widths the calibration chose (none: account_bits says so).
+        if (t.bits == 0 && params) {
+          for (const auto& l : params->layers) c.layer_bits.push_back(l.codebook.bits);
+        }
         break;
     }
     return c;
@@ -235,8 +240,8 @@ CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
   c.n_layers = shape.n_layers;
   c.n_kv_heads = shape.n_kv_heads;
   c.head_dim = shape.head_dim;
-  c.k = tensor(spec.k, KvRole::kKey);
-  c.v = tensor(spec.v, KvRole::kValue);
+  c.k = tensor(spec.k, KvRole::kKey, calib.k);
+  c.v = tensor(spec.v, KvRole::kValue, calib.v);
   if (spec.k.kind == TensorKind::kKvquant || spec.v.kind == TensorKind::kKvquant) {
     c.n_sink = spec.k.kind == TensorKind::kKvquant ? spec.k.kvquant.sinks : spec.v.kvquant.sinks;
   }
