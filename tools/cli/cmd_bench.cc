@@ -168,7 +168,7 @@ Status run(const std::vector<std::string>& argv) {
               format_bytes(peak_rss_bytes()).c_str());
   // The prediction kvq info makes for this many tokens, against what the process really grew by.
   const int held = cache->n_tokens(0);
-  KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held));
+  KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held, cal.calibration()));
   const double grew = peak_rss_bytes() - rss_base;
   std::printf("memory: KV cache %.0f bytes allocated for %d tokens, %.0f predicted (kvq info -c %d); peak RSS grew "
               "%.0f bytes while it filled (%+.1f%% of the prediction)\n",
