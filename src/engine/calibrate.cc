@@ -11,7 +11,11 @@
 #include "base/rng.h"
 #include "kv/cache_spec.h"
 #include "model/backward.h"
+#include "quant/bitpack.h"
+#include "quant/codebook.h"
 #include "quant/kmeans.h"
+#include "quant/normalize.h"
+#include "quant/outliers.h"
 #include "quant/qnorm.h"
 
 namespace kvq {
@@ -203,7 +207,41 @@ StatusOr<Codebook> fit_codebook(const KvquantOptions& opts, const std::vector<fl
   return cb;
 }
 
+// kvquant-mixed has no width of its own to fit: its per-layer widths are chosen by
+// `kvq calibrate --bits-budget` and read from the file.
+Status mixed_width_error() {
+  return invalid_argument("kvquant-mixed takes each layer's width from a calibration file written by "
+                          "'kvq calibrate --bits-budget B' (pass --calib FILE); --calib auto fits one width for all layers");
+}
+
 }  // namespace
+
+std::vector<float> KvActivations::calibration_keys(const KvquantOptions& opts, int il, std::vector<int>* kept) const {
+  const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
+  // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
+  const Rope& rope = rope_;
+  const int rope_dim = rope.rope_dim();
+  std::vector<float> rope_cs;
+  if (!opts.pre_rope) {
+    rope_cs.resize(size_t(args_.window) * size_t(rope_dim));
+    rope.ggml_angles(0, args_.window, rope_cs.data());
+  }
+  // Calibration keys: pre-RoPE, or rotated to their window positions for prerope=0.
+  kept->clear();
+  for (int w = 0; w < args_.n_windows; ++w) {
+    for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) kept->push_back(w * args_.window + t);
+  }
+  std::vector<float> keys(kept->size() * row);
+  for (size_t i = 0; i < kept->size(); ++i) {
+    const int k = (*kept)[i];
+    std::copy_n(&k_[size_t(il)][size_t(k) * row], row, &keys[i * row]);
+    if (!opts.pre_rope) {
+      rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(k % args_.window) * size_t(rope_dim)]);
+    }
+  }
+  if (opts.rotate) rotate_calibration_rows(keys.data(), kept->size(), n_kv_heads_, head_dim_);
+  return keys;
+}
 
 StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, CodebookWeighting weighting,
                                                   const std::function<void(int)>& layer_done) const {
@@ -213,29 +251,13 @@ StatusOr<KvquantParams> KvActivations::key_params(const KvquantOptions& opts, Co
   // Sinks are excluded from every statistic: with none left the columns would be empty.
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
   KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, true));
+  if (opts.bits < 2 || opts.bits > 4) return mixed_width_error();
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
-  // ggml's angles of the window positions, for keys calibrated after RoPE (prerope=0).
-  const Rope& rope = rope_;
-  const int rope_dim = rope.rope_dim();
-  std::vector<float> rope_cs(size_t(args_.window) * size_t(rope_dim));
-  rope.ggml_angles(0, args_.window, rope_cs.data());
   KvquantParams out;
   std::vector<float> col;
   for (int il = 0; il < n_layers_; ++il) {
-    // Calibration keys: pre-RoPE, or rotated to their window positions for prerope=0.
-    std::vector<float> keys;
-    std::vector<int> kept;  // token index of each kept row
-    for (int w = 0; w < args_.n_windows; ++w) {
-      for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) kept.push_back(w * args_.window + t);
-    }
-    keys.resize(kept.size() * row);
-    for (size_t i = 0; i < kept.size(); ++i) {
-      std::copy_n(&k_[size_t(il)][size_t(kept[i]) * row], row, &keys[i * row]);
-      if (!opts.pre_rope) {
-        rope.rotate_rows(&keys[i * row], 1, n_kv_heads_, &rope_cs[size_t(kept[i] % args_.window) * size_t(rope_dim)]);
-      }
-    }
-    if (opts.rotate) rotate_calibration_rows(keys.data(), kept.size(), n_kv_heads_, head_dim_);
+    std::vector<int> kept;
+    const std::vector<float> keys = calibration_keys(opts, il, &kept);
     KvquantLayerParams lp;
     lp.upper.resize(row);
     lp.lower.resize(row);
@@ -276,6 +298,7 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
   }
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
   KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, false));
+  if (opts.bits < 2 || opts.bits > 4) return mixed_width_error();
   const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
   const size_t k = opts.outliers > 0.0 ? outliers_per_side(row, opts.outliers) : 0;
   KvquantParams out;
@@ -313,6 +336,76 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
     if (layer_done) layer_done(il);
   }
   return out;
+}
+
+StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& opts, const KvquantParams& params,
+                                                          bool keys) const {
+  if (!has_fisher()) return invalid_argument("the Fisher-weighted error needs activations captured with fisher");
+  if (params.layers.size() != size_t(n_layers_)) return invalid_argument("fisher_error: parameters for another model");
+  KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
+  KVQ_RETURN_IF_ERROR(check_calibration_rotation(opts, head_dim_, keys));
+  const size_t row = size_t(n_kv_heads_) * size_t(head_dim_);
+  std::vector<double> err;
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> idx(row);
+  std::vector<f16_t> val(row);
+  std::vector<float> out(row), rotated;
+  for (int il = 0; il < n_layers_; ++il) {
+    const KvquantLayerParams& lp = params.layers[size_t(il)];
+    const Codebook& cb = lp.codebook;
+    codes.assign(packed_bytes(cb.bits, row), 0);
+    // The rows as the store quantizes them, and each row's token (for its Fisher row).
+    std::vector<int> kept;
+    std::vector<float> rows;
+    ChannelNorm norm;
+    if (keys) {
+      rows = calibration_keys(opts, il, &kept);
+      KVQ_ASSIGN_OR_RETURN(norm, make_channel_norm(lp.upper.data(), lp.lower.data(), row));
+    } else {
+      for (int w = 0; w < args_.n_windows; ++w) {
+        for (int t = std::min(opts.sinks, args_.window); t < args_.window; ++t) kept.push_back(w * args_.window + t);
+      }
+      rows.resize(kept.size() * row);
+      for (size_t i = 0; i < kept.size(); ++i) {
+        std::copy_n(&v_[size_t(il)][size_t(kept[i]) * row], row, &rows[i * row]);
+      }
+      if (opts.rotate) rotate_calibration_rows(rows.data(), kept.size(), n_kv_heads_, head_dim_);
+    }
+    const std::vector<std::vector<float>>& fisher = keys ? fk_ : fv_;
+    double e = 0, head_f = 0;
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const float* x = &rows[i * row];
+      size_t count = 0;
+      if (keys) {
+        if (opts.outliers > 0.0) {
+          KVQ_RETURN_IF_ERROR(quantize_dense_sparse_channels(x, row, norm, cb, codes.data(), idx.data(), val.data(), &count));
+        } else {
+          KVQ_RETURN_IF_ERROR(encode_codebook_row_pc(x, row, norm, cb, codes.data()));
+        }
+        decode_codebook_row_pc(codes.data(), row, norm, cb, out.data());
+      } else {
+        NormParams np;
+        if (opts.outliers > 0.0) {
+          KVQ_RETURN_IF_ERROR(quantize_dense_sparse_token(x, row, opts.outliers, cb, codes.data(), &np, idx.data(),
+                                                          val.data(), &count));
+        } else {
+          np = norm_from_minmax(x, row);
+          KVQ_RETURN_IF_ERROR(encode_codebook_row(x, row, np, cb, codes.data()));
+        }
+        decode_codebook_row(codes.data(), row, np, cb, out.data());
+      }
+      apply_outliers(idx.data(), val.data(), count, out.data());
+      const float* f = &fisher[size_t(il)][size_t(kept[i]) * row];
+      for (size_t c = 0; c < row; ++c) {
+        // Rotated rows: the head's mean F (rotated_fisher), taken once per head.
+        if (opts.rotate && c % size_t(head_dim_) == 0) head_f = rotated_fisher(f, c, head_dim_);
+        const double d = double(x[c]) - double(out[c]);
+        e += (opts.rotate ? head_f : double(f[c])) * d * d;
+      }
+    }
+    err.push_back(e);
+  }
+  return err;
 }
 
 StatusOr<Codebook> make_uniform_codebook(int bits) {

@@ -67,6 +67,13 @@ class KvActivations {
   };
   StatusOr<ForSpec> for_spec(const CacheSpec& spec, CodebookWeighting w = CodebookWeighting::kNone) const;
   bool has_fisher() const { return !fk_.empty(); }
+  // Fisher-weighted quantization error of each layer of keys (or values), kvquant.md §4.1:
+  // the sum over the calibration activations (sinks excluded) of F_i (x_i - Q(x_i))^2, where Q
+  // is what a kvquant store with opts and params stores: the layer's codebook and
+  // normalization, the dense-and-sparse outliers at opts.outliers kept as fp16. Needs fisher;
+  // single-threaded, fixed summation order (the same result on every run).
+  StatusOr<std::vector<double>> fisher_error(const KvquantOptions& opts, const KvquantParams& params,
+                                             bool keys) const;
   // Mean next-token loss over the windows (with fisher).
   double loss() const { return loss_; }
 
@@ -79,6 +86,10 @@ class KvActivations {
   std::span<const float> values(int il) const { return v_[size_t(il)]; }
 
  private:
+  // Layer il's calibration keys as a store with opts quantizes them (sinks dropped, RoPE for
+  // prerope=0, rotated for rot=1); kept gets each row's token index.
+  std::vector<float> calibration_keys(const KvquantOptions& opts, int il, std::vector<int>* kept) const;
+
   CalibrationArgs args_;
   int n_layers_ = 0, n_kv_heads_ = 0, head_dim_ = 0;
   Rope rope_;

@@ -80,7 +80,38 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
       l.v_qnorm[b].assign(vq.values.begin(), vq.values.begin() + ptrdiff_t(n));
     }
   }
+  if (meta.bits_budget > 0) {
+    KVQ_RETURN_IF_ERROR(f.choose_widths(acts, meta.bits_budget, meta.budget_context > 0 ? meta.budget_context : c.n_ctx_train));
+  }
   return f;
+}
+
+Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_budget, int context) {
+  // Per-layer widths: every layer's K and V error at each width, with this file's codebooks.
+  if (!acts.has_fisher()) return invalid_argument("--bits-budget needs Fisher information: use a weighting other than none");
+  if (acts.n_layers() != int(meta_.n_layers)) return invalid_argument("choose_widths: activations of another model");
+  const int n_layers = int(meta_.n_layers);
+  std::vector<std::array<double, 3>> k_err(static_cast<size_t>(n_layers)), v_err(static_cast<size_t>(n_layers));
+  for (int bits = kMixedMinBits; bits <= kMixedMaxBits; ++bits) {
+    for (bool keys : {true, false}) {
+      KvquantOptions o;
+      o.bits = bits;
+      o.outliers = meta_.outliers;
+      o.sinks = meta_.sinks;
+      o.pre_rope = meta_.pre_rope;
+      o.rotate = meta_.rot && (!keys || !meta_.pre_rope);
+      KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(o, keys));
+      KVQ_ASSIGN_OR_RETURN(std::vector<double> e, acts.fisher_error(o, p, keys));
+      for (int il = 0; il < n_layers; ++il) (keys ? k_err : v_err)[size_t(il)][size_t(bits - 2)] = e[size_t(il)];
+    }
+  }
+  const CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
+                                          meta_.sinks);
+  KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err));
+  meta_.bits_budget = bits_budget;
+  meta_.budget_context = context;
+  mixed_ = std::move(plan);
+  return ok_status();
 }
 
 Status CalibrationFile::save(const std::string& path) const {
@@ -108,6 +139,22 @@ Status CalibrationFile::save(OutputFile& out) const {
   w.add_bool("kvq.calib.rot", meta_.rot);
   w.add_string("kvq.calib.weighting", weighting_name(meta_.weighting));
   w.add_f32("kvq.calib.loss", float(meta_.loss));
+  if (mixed_) {
+    w.add_f32("kvq.mixed.bits_budget", float(meta_.bits_budget));
+    w.add_u32("kvq.mixed.context", uint32_t(meta_.budget_context));
+    w.add_f32("kvq.mixed.bits_per_value", float(mixed_->bits_per_value));
+    const std::vector<int32_t> kb(mixed_->k_bits.begin(), mixed_->k_bits.end());
+    const std::vector<int32_t> vb(mixed_->v_bits.begin(), mixed_->v_bits.end());
+    w.add_i32_array("kvq.mixed.k_bits", kb);
+    w.add_i32_array("kvq.mixed.v_bits", vb);
+    auto errors = [](const std::vector<std::array<double, 3>>& e) {
+      std::vector<float> out;
+      for (const auto& l : e) out.insert(out.end(), l.begin(), l.end());
+      return out;
+    };
+    w.add_f32_array("kvq.mixed.k_error", errors(mixed_->k_error));
+    w.add_f32_array("kvq.mixed.v_error", errors(mixed_->v_error));
+  }
   auto add = [&](const std::string& name, const std::vector<float>& v) {
     const uint64_t ne[1] = {v.size()};
     w.add_tensor(name, ne, 0, {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4});
@@ -249,7 +296,62 @@ StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const st
       if (!(l.k_upper[i] >= l.k_lower[i])) return fail("key thresholds of layer " + std::to_string(il) + " are inverted");
     }
   }
+  KVQ_RETURN_IF_ERROR(c.read_mixed(f, path, mc));
   return c;
+}
+
+Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, const ModelConfig& mc) {
+  auto fail = [&](const std::string& m) { return data_loss(path + ": " + m); };
+  static constexpr const char* kKeys[] = {"kvq.mixed.bits_budget", "kvq.mixed.context", "kvq.mixed.bits_per_value",
+                                          "kvq.mixed.k_bits",      "kvq.mixed.v_bits",  "kvq.mixed.k_error",
+                                          "kvq.mixed.v_error"};
+  int present = 0;
+  for (const char* k : kKeys) present += f.find(k) != nullptr;
+  if (present == 0) return ok_status();  // no per-layer widths (older files, or no --bits-budget)
+  if (present != int(std::size(kKeys))) return fail("per-layer widths (kvq.mixed.*) are incomplete");
+  auto budget = f.get_f64("kvq.mixed.bits_budget");
+  auto context = f.get_u64("kvq.mixed.context");
+  auto bpv = f.get_f64("kvq.mixed.bits_per_value");
+  auto kb = f.get_i32_array("kvq.mixed.k_bits");
+  auto vb = f.get_i32_array("kvq.mixed.v_bits");
+  auto ke = f.get_f32_array("kvq.mixed.k_error");
+  auto ve = f.get_f32_array("kvq.mixed.v_error");
+  if (!budget.ok() || !context.ok() || !bpv.ok() || !kb.ok() || !vb.ok() || !ke.ok() || !ve.ok()) {
+    return fail("per-layer widths (kvq.mixed.*) have the wrong types");
+  }
+  if (!std::isfinite(*budget) || *budget <= 0 || !std::isfinite(*bpv) || *bpv <= 0 || *context == 0 ||
+      *context > (1u << 30)) {
+    return fail("kvq.mixed.bits_budget, bits_per_value and context must be finite and positive");
+  }
+  const size_t n = size_t(mc.n_layers);
+  if (kb->size() != n || vb->size() != n || ke->size() != 3 * n || ve->size() != 3 * n) {
+    return fail("per-layer widths are not one per layer (" + std::to_string(n) + " layers)");
+  }
+  MixedPlan plan;
+  plan.n_tokens = int64_t(*context);
+  plan.bits_per_value = *bpv;
+  for (size_t il = 0; il < n; ++il) {
+    for (int32_t b : {(*kb)[il], (*vb)[il]}) {
+      if (b < kMixedMinBits || b > kMixedMaxBits) return fail("layer " + std::to_string(il) + " has a width of " + std::to_string(b) + " bits (2, 3 or 4)");
+    }
+    plan.k_bits.push_back((*kb)[il]);
+    plan.v_bits.push_back((*vb)[il]);
+    std::array<double, 3> k{}, v{};
+    for (size_t j = 0; j < 3; ++j) {
+      k[j] = (*ke)[3 * il + j];
+      v[j] = (*ve)[3 * il + j];
+      if (!(k[j] >= 0) || !(v[j] >= 0) || !std::isfinite(k[j]) || !std::isfinite(v[j])) {
+        return fail("kvq.mixed errors must be finite and non-negative");
+      }
+    }
+    plan.k_error.push_back(k);
+    plan.v_error.push_back(v);
+    plan.error += k[size_t(plan.k_bits.back() - 2)] + v[size_t(plan.v_bits.back() - 2)];
+  }
+  meta_.bits_budget = *budget;
+  meta_.budget_context = int(*context);
+  mixed_ = std::move(plan);
+  return ok_status();
 }
 
 StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool keys) const {
@@ -270,24 +372,31 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
     return unimplemented("qnorm with codebook=" + std::string(codebook_kind_name(o.codebook)) +
                          " needs its own Q-Norm fit: use --calib auto");
   }
+  if (o.bits == 0 && !mixed_) {
+    return invalid_argument("kvquant-mixed needs per-layer widths, and this calibration file has none: write one with "
+                            "'kvq calibrate --bits-budget B'");
+  }
   KvquantParams p;
-  const size_t b = size_t(o.bits - 2);
-  for (const Layer& l : layers_) {
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer& l = layers_[il];
+    // kvquant-mixed: the width chosen for this layer's keys or values.
+    const int bits = o.bits != 0 ? o.bits : keys ? mixed_->k_bits[il] : mixed_->v_bits[il];
+    const size_t b = size_t(bits - 2);
     KvquantLayerParams lp;
     if (keys) {
       lp.upper = l.k_upper;
       lp.lower = l.k_lower;
     }
     if (o.codebook == CodebookKind::kNuq) {
-      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(o.bits, keys ? l.k_centroids[b] : l.v_centroids[b]));
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(bits, keys ? l.k_centroids[b] : l.v_centroids[b]));
       if (o.qnorm) {
         const auto& q = keys ? l.k_qnorm[b] : l.v_qnorm[b];
         std::copy(q.begin(), q.end(), lp.codebook.values.begin());
       }
     } else if (o.codebook == CodebookKind::kNf) {
-      lp.codebook = make_nf_codebook(o.bits);
+      lp.codebook = make_nf_codebook(bits);
     } else {
-      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_uniform_codebook(o.bits));
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_uniform_codebook(bits));
     }
     p.layers.push_back(std::move(lp));
   }
@@ -308,8 +417,38 @@ std::string CalibrationFile::describe() const {
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.4f", meta_.loss);
   // The text and version come from the file: escaped, and not cut by a fixed buffer.
+  std::string mixed;
+  if (mixed_) {
+    char m[160];
+    std::snprintf(m, sizeof m, ", per-layer widths for --bits-budget %g (%.3f bits/value allocated at %d tokens): K ",
+                  meta_.bits_budget, mixed_->bits_per_value, meta_.budget_context);
+    mixed = m;
+    for (int b : mixed_->k_bits) mixed += std::to_string(b);
+    mixed += " V ";
+    for (int b : mixed_->v_bits) mixed += std::to_string(b);
+  }
   return "file (kvq " + printable(meta_.kvq_version) + "): " + printable(meta_.text) + ", " + nums +
-         ", k-means weights " + weighting_name(meta_.weighting) + ", calibration loss " + loss;
+         ", k-means weights " + weighting_name(meta_.weighting) + ", calibration loss " + loss + mixed;
+}
+
+std::string CalibrationFile::describe_mixed() const {
+  if (!mixed_) return "";
+  std::string s;
+  char line[200];
+  std::snprintf(line, sizeof line, "  %-5s %6s %6s   %-34s %-34s\n", "layer", "K bits", "V bits",
+                "K error at 2 / 3 / 4 bits", "V error at 2 / 3 / 4 bits");
+  s += line;
+  for (size_t il = 0; il < mixed_->k_bits.size(); ++il) {
+    const auto& k = mixed_->k_error[il];
+    const auto& v = mixed_->v_error[il];
+    std::snprintf(line, sizeof line, "  %-5zu %6d %6d   %10.4g %10.4g %10.4g   %10.4g %10.4g %10.4g\n", il,
+                  mixed_->k_bits[il], mixed_->v_bits[il], k[0], k[1], k[2], v[0], v[1], v[2]);
+    s += line;
+  }
+  std::snprintf(line, sizeof line, "  total Fisher-weighted error %.4g; %.3f bits/value allocated at %d tokens (budget %g)\n",
+                mixed_->error, mixed_->bits_per_value, meta_.budget_context, meta_.bits_budget);
+  s += line;
+  return s;
 }
 
 }  // namespace kvq

@@ -3,14 +3,17 @@
 // self-describing and versioned, bound to the model it was made for (architecture, shapes and
 // a hash of the tensor table), recording the text, windows, seed, settings and kvq version.
 // It holds, per layer, the per-channel key thresholds and the nuq codebooks for 2, 3 and 4
-// bits of keys and values, plain and with Q-Norm. Layout: docs/FILE_FORMAT.md.
+// bits of keys and values, plain and with Q-Norm, and optionally (kvq calibrate --bits-budget)
+// each layer's K and V width for kvquant-mixed. Layout: docs/FILE_FORMAT.md.
 #pragma once
 
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/calibrate.h"
+#include "engine/mixed_precision.h"
 #include "io/gguf.h"
 #include "io/output_file.h"
 #include "model/llama.h"
@@ -32,6 +35,11 @@ struct CalibrationMeta {
   // they are stored after RoPE (pre-RoPE keys cannot be rotated). Absent in older files: false.
   bool rot = false;
   CodebookWeighting weighting = CodebookWeighting::kFisherScale2;
+  // kvq calibrate --bits-budget B: per-layer K/V widths for kvquant-mixed within B bits per
+  // value as allocated at budget_context tokens (0: no widths chosen; budget_context 0: the
+  // model's context). Absent in older files.
+  double bits_budget = 0;
+  int budget_context = 0;
 };
 
 class CalibrationFile {
@@ -58,6 +66,15 @@ class CalibrationFile {
   StatusOr<KvActivations::ForSpec> for_spec(const CacheSpec& spec) const;
   const CalibrationMeta& meta() const { return meta_; }
   std::string describe() const;
+  // Chooses each layer's K and V width for kvquant-mixed (engine/mixed_precision.h): the least
+  // Fisher-weighted error of acts (with fisher, the activations this file was built from)
+  // within bits_budget bits per value as allocated at `context` tokens; replaces any earlier
+  // choice. invalid_argument without Fisher, or for a budget below every layer at 2 bits.
+  Status choose_widths(const KvActivations& acts, double bits_budget, int context);
+  // The per-layer widths (kvq calibrate --bits-budget), or null.
+  const MixedPlan* mixed() const { return mixed_ ? &*mixed_ : nullptr; }
+  // One line per layer: the K and V widths and each width's Fisher-weighted error ("" without).
+  std::string describe_mixed() const;
 
  private:
   struct Layer {
@@ -66,8 +83,11 @@ class CalibrationFile {
     std::array<std::vector<float>, 3> k_centroids, v_centroids, k_qnorm, v_qnorm;
   };
   StatusOr<KvquantParams> params(const KvquantOptions& o, bool keys) const;
+  // The optional kvq.mixed.* keys: all or none, one width (2..4) and three finite errors per layer.
+  Status read_mixed(const GgufFile& f, const std::string& path, const ModelConfig& mc);
   CalibrationMeta meta_;
   std::vector<Layer> layers_;
+  std::optional<MixedPlan> mixed_;
 };
 
 }  // namespace kvq

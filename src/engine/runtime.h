@@ -11,9 +11,11 @@
 
 namespace kvq {
 
-// Bytes and bits per value that n_tokens of `spec` allocate (quant/bits_accounting.h).
-inline StatusOr<BitsReport> predict_cache_bits(const CacheSpec& spec, const KvCacheShape& shape, int64_t n_tokens) {
-  return account_bits(cache_config(spec, shape), n_tokens);
+// Bytes and bits per value that n_tokens of `spec` allocate (quant/bits_accounting.h); calib
+// gives kvquant-mixed its per-layer widths.
+inline StatusOr<BitsReport> predict_cache_bits(const CacheSpec& spec, const KvCacheShape& shape, int64_t n_tokens,
+                                               const CacheCalibration& calib = {}) {
+  return account_bits(cache_config(spec, shape, calib), n_tokens);
 }
 
 }  // namespace kvq

@@ -36,20 +36,20 @@ StoreOr make_kvquant(const TensorSpec& t, KvRole role, const KvCacheShape& shape
 }
 
 // Full precision: f32 is the f16 scheme with 32 bits.
-TensorQuantConfig account_dense(const TensorSpec& t, KvRole) {
+TensorQuantConfig account_dense(const TensorSpec& t, KvRole, const KvquantParams*) {
   TensorQuantConfig c;
   c.scheme = KvScheme::kF16;
   c.bits = t.bits;
   return c;
 }
-TensorQuantConfig account_ggml(const TensorSpec& t, KvRole) {
+TensorQuantConfig account_ggml(const TensorSpec& t, KvRole, const KvquantParams*) {
   TensorQuantConfig c;
   c.scheme = t.bits == 8 ? KvScheme::kQ8_0 : KvScheme::kQ4_0;
   c.bits = t.bits;
   return c;
 }
 // int-b: per-token groups over the whole d_kv vector (UniformStore).
-TensorQuantConfig account_int(const TensorSpec& t, KvRole) {
+TensorQuantConfig account_int(const TensorSpec& t, KvRole, const KvquantParams*) {
   TensorQuantConfig c;
   c.scheme = KvScheme::kUniform;
   c.bits = t.bits;
@@ -59,7 +59,7 @@ TensorQuantConfig account_int(const TensorSpec& t, KvRole) {
 }
 // KIVI §3: keys per channel in groups of G tokens flushed R at a time, values per token in
 // groups of G channels sliding out of an R-token fp16 window.
-TensorQuantConfig account_kivi(const TensorSpec& t, KvRole role) {
+TensorQuantConfig account_kivi(const TensorSpec& t, KvRole role, const KvquantParams*) {
   const bool key = role == KvRole::kKey;
   TensorQuantConfig c;
   c.scheme = KvScheme::kUniform;
@@ -73,13 +73,17 @@ TensorQuantConfig account_kivi(const TensorSpec& t, KvRole role) {
 }
 // KVQuant §3: keys per channel with offline thresholds, values per token. A uniform codebook
 // is stored as a codebook table like nuq's, so it costs what nuq costs; nf's levels are fixed.
-TensorQuantConfig account_kvquant(const TensorSpec& t, KvRole role) {
+TensorQuantConfig account_kvquant(const TensorSpec& t, KvRole role, const KvquantParams* params) {
   TensorQuantConfig c;
   c.scheme = t.kvquant.codebook == CodebookKind::kNf ? KvScheme::kNf : KvScheme::kNuq;
   c.bits = t.bits;
   c.per_channel = role == KvRole::kKey;
   c.outlier_fraction = t.kvquant.outliers;
   c.qnorm = t.kvquant.qnorm;
+  // kvquant-mixed: the widths the calibration chose (none: account_bits says so).
+  if (t.bits == 0 && params) {
+    for (const auto& l : params->layers) c.layer_bits.push_back(l.codebook.bits);
+  }
   return c;
 }
 
@@ -92,7 +96,7 @@ constexpr CacheScheme kSchemes[] = {
      0, false, make_int, account_int},
     {TensorKind::kKivi, "kivi", {{"kivi-2", 2}, {"kivi-4", 4}}, "g,r,rot", "[:g=N][:r=N][:rot=0|1]", 32, 128, false,
      make_kivi, account_kivi},
-    {TensorKind::kKvquant, "kvquant", {{"kvquant-2", 2}, {"kvquant-3", 3}, {"kvquant-4", 4}},
+    {TensorKind::kKvquant, "kvquant", {{"kvquant-2", 2}, {"kvquant-3", 3}, {"kvquant-4", 4}, {"kvquant-mixed", 0}},
      "outliers,sinks,qnorm,codebook,prerope,rot",
      "[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1][:rot=0|1]", 0, 0, true,
      make_kvquant, account_kvquant},

@@ -34,7 +34,8 @@ struct SchemeName {
 struct CacheScheme {
   TensorKind kind;
   std::string_view family;             // for messages: "kivi"
-  SchemeName names[4];                 // the spec names (unused entries empty)
+  SchemeName names[4];                 // the spec names (unused entries empty; bits 0: a width
+                                       // per layer from the calibration, kvquant-mixed)
   std::string_view options;            // option keys the spec accepts, comma-separated
   std::string_view options_help;       // their grammar, for the list of known types
   int group = 0;                       // default `g` (int: 0 = whole vector; kivi: G)
@@ -43,8 +44,9 @@ struct CacheScheme {
   // The empty store for one of K/V (params: the calibration, null when there is none).
   StatusOr<std::unique_ptr<KvStore>> (*make)(const TensorSpec& t, KvRole role, const KvCacheShape& shape,
                                              PagePool* pool, const KvquantParams* params);
-  // What the bits accounting counts for it (quant/bits_accounting.h).
-  TensorQuantConfig (*account)(const TensorSpec& t, KvRole role);
+  // What the bits accounting counts for it (quant/bits_accounting.h); params: the calibration
+  // (kvquant-mixed takes its per-layer widths from it), null when there is none.
+  TensorQuantConfig (*account)(const TensorSpec& t, KvRole role, const KvquantParams* params);
 };
 
 // Every scheme, in the order `kvq` lists them.

@@ -157,13 +157,13 @@ std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype
   return std::make_unique<CompositeKvCache>(std::move(pool), std::move(k), std::move(v));
 }
 
-CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape) {
+CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape, const CacheCalibration& calib) {
   CacheConfig c;
   c.n_layers = shape.n_layers;
   c.n_kv_heads = shape.n_kv_heads;
   c.head_dim = shape.head_dim;
-  c.k = cache_scheme(spec.k.kind).account(spec.k, KvRole::kKey);
-  c.v = cache_scheme(spec.v.kind).account(spec.v, KvRole::kValue);
+  c.k = cache_scheme(spec.k.kind).account(spec.k, KvRole::kKey, calib.k);
+  c.v = cache_scheme(spec.v.kind).account(spec.v, KvRole::kValue, calib.v);
   if (spec.k.kind == TensorKind::kKvquant || spec.v.kind == TensorKind::kKvquant) {
     c.n_sink = spec.k.kind == TensorKind::kKvquant ? spec.k.kvquant.sinks : spec.v.kvquant.sinks;
   }

@@ -21,7 +21,7 @@ namespace kvq {
 // How one of K/V is stored.
 struct TensorSpec {
   TensorKind kind = TensorKind::kF16;
-  int bits = 16;
+  int bits = 16;        // 0: kvquant-mixed, a width per layer from the calibration
   int group = 0;        // int: 0 = whole vector; kivi: G (defaults: the scheme table)
   int residual = 0;     // kivi: R
   KvquantOptions kvquant;
@@ -33,6 +33,10 @@ struct CacheSpec {
   TensorSpec k, v;
   std::string text;  // "kivi-2" or "K=kvquant-3,V=f16"
   bool needs_calibration() const { return cache_scheme(k.kind).calibrated || cache_scheme(v.kind).calibrated; }
+  // kvquant-mixed on either side: per-layer widths from a calibration file.
+  bool mixed_widths() const {
+    return (k.kind == TensorKind::kKvquant && k.bits == 0) || (v.kind == TensorKind::kKvquant && v.bits == 0);
+  }
 };
 
 // Errors name the bad part of the spec and list what is known.
@@ -61,7 +65,9 @@ StatusOr<std::unique_ptr<KvCache>> make_cache(const CacheSpec& spec, const KvCac
 // (calibration captures them so).
 std::unique_ptr<KvCache> make_dense_cache(const KvCacheShape& shape, DType dtype, bool keys_pre_rope);
 
-// The bits-accounting description of a spec (quant/bits_accounting.h), for reports.
-CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape);
+// The bits-accounting description of a spec (quant/bits_accounting.h), for reports. A
+// kvquant-mixed part takes its per-layer widths from calib (without it, account_bits refuses
+// the config with a message asking for the calibration file).
+CacheConfig cache_config(const CacheSpec& spec, const KvCacheShape& shape, const CacheCalibration& calib = {});
 
 }  // namespace kvq

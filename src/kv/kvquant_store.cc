@@ -24,27 +24,36 @@ const char* codebook_kind_name(CodebookKind k) {
 StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape, PagePool* pool, KvRole role,
                                                       const KvquantOptions& opts,
                                                       const KvquantParams& params) {
-  if (opts.bits < 2 || opts.bits > 4) return invalid_argument("kvquant supports 2, 3 and 4 bits");
+  if (opts.bits != 0 && (opts.bits < 2 || opts.bits > 4)) return invalid_argument("kvquant supports 2, 3 and 4 bits");
   if (opts.outliers < 0.0 || opts.outliers > 0.5) return invalid_argument("kvquant outliers must be in [0, 0.5]");
   if (opts.sinks < 0 || opts.sinks > shape.n_ctx) return invalid_argument("kvquant sinks out of range");
-  if (size_t(shape.head_dim) * size_t(opts.bits) % 8 != 0) {
-    return unimplemented("kvquant needs head_dim * bits to be a multiple of 8 (head_dim " +
-                         std::to_string(shape.head_dim) + ")");
-  }
   if (params.layers.size() != size_t(shape.n_layers)) {
     return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
                             " layers, the model " + std::to_string(shape.n_layers));
   }
-  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, pool, role, opts));
+  // Each layer's width: the spec's, or (kvquant-mixed) the one its calibrated codebook has.
+  std::vector<int> layer_bits;
+  for (size_t il = 0; il < params.layers.size(); ++il) {
+    const int b = params.layers[il].codebook.bits;
+    if (opts.bits != 0 && b != opts.bits) {
+      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) +
+                              " has " + std::to_string(b) + " bits, the cache " + std::to_string(opts.bits));
+    }
+    if (b < 2 || b > 4) {
+      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) + " has " +
+                              std::to_string(b) + " bits (2, 3 or 4 supported)");
+    }
+    if (size_t(shape.head_dim) * size_t(b) % 8 != 0) {
+      return unimplemented("kvquant needs head_dim * bits to be a multiple of 8 (head_dim " +
+                           std::to_string(shape.head_dim) + ", " + std::to_string(b) + " bits)");
+    }
+    layer_bits.push_back(b);
+  }
+  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, pool, role, opts, layer_bits));
   const size_t row = shape.row_values(), hd = size_t(shape.head_dim);
   for (size_t il = 0; il < s->layers_.size(); ++il) {
     const KvquantLayerParams& p = params.layers[il];
     Layer& l = s->layers_[il];
-    if (p.codebook.bits != opts.bits) {
-      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) +
-                              " has " + std::to_string(p.codebook.bits) + " bits, the cache " +
-                              std::to_string(opts.bits));
-    }
     l.codebook = p.codebook;
     if (role == KvRole::kKey) {
       if (p.upper.size() != row || p.lower.size() != row) {
@@ -62,20 +71,25 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
   return std::unique_ptr<KvStore>(std::move(s));
 }
 
-KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts)
-    : KvStore(shape, pool), role_(role), opts_(opts), codes_bytes_(packed_bytes(opts.bits, shape.row_values())) {
+KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts,
+                           const std::vector<int>& layer_bits)
+    : KvStore(shape, pool), role_(role), opts_(opts) {
   layers_.resize(size_t(shape.n_layers));
-  for (auto& l : layers_) {
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    Layer& l = layers_[il];
+    l.bits = layer_bits[il];
+    l.codes_bytes = packed_bytes(l.bits, shape.row_values());
     l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
     // Codes of the whole vector (a part per head), then values' NormParams (the extra bytes).
-    l.quant = PagedRows(pool, size_t(shape.head_dim) * size_t(opts.bits) / 8, shape.n_kv_heads, norm_bytes());
+    l.quant = PagedRows(pool, size_t(shape.head_dim) * size_t(l.bits) / 8, shape.n_kv_heads, norm_bytes());
     l.outliers = PagedOutliers(pool, l.quant.page_records());
   }
 }
 
 std::string KvquantStore::name() const {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "kvquant-%d:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s", opts_.bits,
+  const std::string width = opts_.bits == 0 ? "mixed" : std::to_string(opts_.bits);
+  std::snprintf(buf, sizeof buf, "kvquant-%s:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s", width.c_str(),
                 opts_.outliers, opts_.sinks, int(opts_.qnorm), codebook_kind_name(opts_.codebook),
                 role_ == KvRole::kKey && !opts_.pre_rope ? ":prerope=0" : "");
   return buf;
@@ -123,7 +137,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
                ? quantize_dense_sparse_channels(xr, row, l.norm, l.codebook, codes, idx.data(), val.data(), &count)
                : encode_codebook_row_pc(xr, row, l.norm, l.codebook, codes);
     } else {
-      auto* norm = reinterpret_cast<NormParams*>(rec.data() + codes_bytes_);
+      auto* norm = reinterpret_cast<NormParams*>(rec.data() + l.codes_bytes);
       if (opts_.outliers > 0.0) {
         st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, norm, idx.data(),
                                          val.data(), &count);
@@ -215,8 +229,8 @@ void KvquantStore::shift(int n_keep, int n_drop, const Rope* rope) {
 
 // Per layer, fixed: the codebook (2^b fp32 levels) and, for keys, fp16 zero + half-range per
 // channel, as bits accounting counts them.
-size_t KvquantStore::per_layer_bytes() const {
-  size_t b = size_t(1 << opts_.bits) * 4;
+size_t KvquantStore::per_layer_bytes(const Layer& l) const {
+  size_t b = size_t(1 << l.bits) * 4;
   if (role_ == KvRole::kKey) b += shape().row_values() * 4;
   return b;
 }
@@ -224,7 +238,7 @@ size_t KvquantStore::per_layer_bytes() const {
 size_t KvquantStore::bytes_used() const {
   size_t b = 0;
   for (const auto& l : layers_) {
-    b += l.sink.bytes() + l.quant.bytes() + per_layer_bytes();
+    b += l.sink.bytes() + l.quant.bytes() + per_layer_bytes(l);
     if (opts_.outliers > 0.0) b += l.outliers.bytes();
   }
   return b;
@@ -245,8 +259,10 @@ size_t KvquantStore::bytes_for(int n) const {
       sparse += PagedOutliers::page_bytes(page, size_t(std::min(page, nq - t)) * 2 * per_side);
     }
   }
-  const Layer& l = layers_[0];
-  return (l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + per_layer_bytes()) * layers_.size();
+  // Layers differ only in their width (kvquant-mixed): the codes and the codebook.
+  size_t b = 0;
+  for (const Layer& l : layers_) b += l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + per_layer_bytes(l);
+  return b;
 }
 
 size_t KvquantStore::n_outliers() const {
@@ -302,6 +318,9 @@ void KvquantStore::install_state(std::unique_ptr<KvStoreState> state) {
 uint64_t KvquantStore::calibration_hash() const {
   uint64_t h = kFnvOffset;
   for (const auto& l : layers_) {
+    // Per-layer widths are part of what the codes mean (folded in only for kvquant-mixed, so
+    // uniform caches keep the hash their session files were written with).
+    if (opts_.bits == 0) h = fnv1a(&l.bits, sizeof l.bits, h);
     h = fnv1a(l.codebook.values.data(), sizeof l.codebook.values, h);
     h = fnv1a(l.codebook.thresholds.data(), sizeof l.codebook.thresholds, h);
     for (const auto* v : {&l.norm.upper, &l.norm.lower, &l.norm.zero_f, &l.norm.half_f}) {
@@ -330,7 +349,7 @@ KvStoreView KvquantStore::view(int il) const {
     KvSegment& seg = v.add();
     seg = l.quant.segment(role_ == KvRole::kKey ? KvFormat::kCodebookPc : KvFormat::kCodebookRow, s.head_dim, n_sink);
     KvRun& p = seg.proto;
-    p.bits = opts_.bits;
+    p.bits = l.bits;
     p.levels = l.codebook.values.data();
     if (role_ == KvRole::kKey) {
       p.ch_half = l.norm.half_f.data();

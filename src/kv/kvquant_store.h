@@ -26,7 +26,7 @@ enum class CodebookKind { kNuq, kNf, kUniform };
 const char* codebook_kind_name(CodebookKind k);
 
 struct KvquantOptions {
-  int bits = 3;
+  int bits = 3;  // 0: per layer (kvquant-mixed), each layer's codebook says its width
   double outliers = 0.01;  // fraction kept exactly (0.5% each side)
   int sinks = 1;
   bool qnorm = false;
@@ -79,8 +79,11 @@ class KvquantStore final : public KvStore {
   size_t n_outliers() const;
 
  private:
-  KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts);
+  KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts,
+               const std::vector<int>& layer_bits);
   struct Layer {
+    int bits = 0;                        // this layer's width (opts_.bits unless mixed)
+    size_t codes_bytes = 0;              // packed codes of one row at that width
     Codebook codebook;
     ChannelNorm norm;                    // keys: the whole row
     std::vector<ChannelNorm> head_norms; // keys: one per kv head
@@ -90,11 +93,10 @@ class KvquantStore final : public KvStore {
   };
   struct State;
   size_t norm_bytes() const { return role_ == KvRole::kValue ? sizeof(NormParams) : 0; }
-  size_t per_layer_bytes() const;
+  size_t per_layer_bytes(const Layer& l) const;
 
   KvRole role_;
   KvquantOptions opts_;
-  size_t codes_bytes_;
   std::vector<Layer> layers_;
 };
 

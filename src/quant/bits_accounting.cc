@@ -26,12 +26,25 @@ Status check_tensor(const TensorQuantConfig& t, int head_dim, int d_kv) {
       break;
     case KvScheme::kNuq:
     case KvScheme::kNf:
+      if (!t.layer_bits.empty()) {
+        for (int b : t.layer_bits) {
+          if (b < 2 || b > 4) return invalid_argument("nuq/nf: every layer's bits must be 2, 3 or 4");
+        }
+        break;
+      }
+      if (t.bits == 0) {
+        return invalid_argument("per-layer widths (kvquant-mixed) come from the calibration file: pass "
+                                "--calib FILE written by 'kvq calibrate --bits-budget B'");
+      }
       if (t.bits < 2 || t.bits > 4) return invalid_argument("nuq/nf: bits must be 2, 3 or 4");
       break;
     case KvScheme::kQ8_0:
     case KvScheme::kQ4_0:
       if (d_kv % 32 != 0) return invalid_argument("q8_0/q4_0: d_kv must be a multiple of 32");
       break;
+  }
+  if (!t.layer_bits.empty() && t.scheme != KvScheme::kNuq && t.scheme != KvScheme::kNf) {
+    return invalid_argument("per-layer widths are for the codebook (kvquant) formats only");
   }
   if (!(t.outlier_fraction >= 0 && t.outlier_fraction < 1)) return invalid_argument("outlier fraction not in [0, 1)");
   if (t.residual < 0) return invalid_argument("negative residual length");
@@ -108,6 +121,30 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
   return b;
 }
 
+// Per-layer widths: the sum of one-layer caches, each at its own width.
+TensorBytes account_layers(const TensorQuantConfig& t, const CacheConfig& c, int64_t n, bool is_key) {
+  if (t.layer_bits.empty()) return account_tensor(t, c, n, is_key);
+  TensorQuantConfig one = t;
+  one.layer_bits.clear();
+  CacheConfig layer = c;
+  layer.n_layers = 1;
+  TensorBytes sum;
+  for (int b : t.layer_bits) {
+    one.bits = b;
+    const TensorBytes l = account_tensor(one, layer, n, is_key);
+    sum.codes += l.codes;
+    sum.scales += l.scales;
+    sum.zeros += l.zeros;
+    sum.outlier_values += l.outlier_values;
+    sum.outlier_indices += l.outlier_indices;
+    sum.outlier_pointers += l.outlier_pointers;
+    sum.fp16_window += l.fp16_window;
+    sum.sink += l.sink;
+    sum.per_layer += l.per_layer;
+  }
+  return sum;
+}
+
 void append(std::string& s, const char* name, const TensorBytes& b, double n_values) {
   char line[512];
   const double f = 8.0 / n_values;  // bytes -> bits per value (of K+V)
@@ -144,11 +181,17 @@ StatusOr<BitsReport> account_bits(const CacheConfig& c, int64_t n_tokens) {
   const int d_kv = c.n_kv_heads * c.head_dim;
   KVQ_RETURN_IF_ERROR(check_tensor(c.k, c.head_dim, d_kv).with_context("keys"));
   KVQ_RETURN_IF_ERROR(check_tensor(c.v, c.head_dim, d_kv).with_context("values"));
+  for (const auto* t : {&c.k, &c.v}) {
+    if (!t->layer_bits.empty() && t->layer_bits.size() != size_t(c.n_layers)) {
+      return invalid_argument("bits accounting: " + std::to_string(t->layer_bits.size()) + " per-layer widths for " +
+                              std::to_string(c.n_layers) + " layers");
+    }
+  }
   BitsReport r;
   r.n_tokens = n_tokens;
   r.n_values = 2 * n_tokens * int64_t(c.n_layers) * d_kv;
-  r.k = account_tensor(c.k, c, n_tokens, true);
-  r.v = account_tensor(c.v, c, n_tokens, false);
+  r.k = account_layers(c.k, c, n_tokens, true);
+  r.v = account_layers(c.v, c, n_tokens, false);
   return r;
 }
 

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "quant/common.h"
 
@@ -58,6 +59,10 @@ struct TensorQuantConfig {
   bool flush_in_blocks = false;
   // Rows of the fp16 window ring allocated once a token is held (kivi_window_rows; 0: none).
   int window_rows = 0;
+  // kNuq / kNf with per-layer widths (kvquant-mixed): one bit width per layer, replacing
+  // `bits`; empty: every layer has `bits`. A layer costs what a one-layer cache of its width
+  // costs, so the total is the sum over layers.
+  std::vector<int> layer_bits;
 };
 
 struct CacheConfig {

@@ -24,7 +24,7 @@ std::unique_ptr<LlamaModel> load(const char* name) {
   return std::move(*m);
 }
 
-StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false) {
+StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false, double bits_budget = 0) {
   const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
   CalibrationArgs ca;
   ca.n_windows = 3;
@@ -36,6 +36,7 @@ StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool
   CalibrationMeta meta;
   meta.text = "train_head.txt (first 200 kB)";
   meta.rot = rot;
+  meta.bits_budget = bits_budget;
   return CalibrationFile::build(acts, model, meta);
 }
 
@@ -74,6 +75,104 @@ TEST(Calibration, DeterministicAndThreadCountIndependent) {
   ASSERT_TRUE(a->save(pa).ok());
   ASSERT_TRUE(b->save(pb).ok());
   EXPECT_EQ(file_bytes(pa), file_bytes(pb));
+}
+
+// `kvq calibrate --bits-budget`: per-layer widths within the budget, the same for any thread
+// count, through the file unchanged; kvquant-mixed caches take them, and the bits accounting
+// of such a cache is what its pool allocates.
+TEST(Calibration, MixedWidthsRoundTripAndServeKvquantMixed) {
+  auto model = load("stories260K.gguf");
+  // stories260K's K/V vector is 32 values, so metadata is heavy: 4.71 bits at 2 bits, 6.7 at 4.
+  auto a = calibrate(*model, 1, false, 5.5);
+  auto b = calibrate(*model, 2, false, 5.5);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().to_string() << b.status().to_string();
+  ASSERT_NE(a->mixed(), nullptr);
+  const MixedPlan& plan = *a->mixed();
+  const int n_ctx = model->config().n_ctx_train;
+  EXPECT_EQ(a->meta().budget_context, n_ctx);
+  EXPECT_LE(plan.bits_per_value, 5.5);
+  EXPECT_GT(plan.bits_per_value, 5.0);  // the budget is used
+  EXPECT_EQ(plan.k_bits, b->mixed()->k_bits);
+  EXPECT_EQ(plan.v_bits, b->mixed()->v_bits);
+  // More width, less error, layer by layer (Fisher-weighted, with each width's own codebook).
+  for (size_t il = 0; il < plan.k_error.size(); ++il) {
+    EXPECT_GT(plan.k_error[il][0], plan.k_error[il][2]) << il;
+    EXPECT_GT(plan.v_error[il][0], plan.v_error[il][2]) << il;
+  }
+  const std::string pa = ::testing::TempDir() + "/mixed_a.kvqc", pb = ::testing::TempDir() + "/mixed_b.kvqc";
+  ASSERT_TRUE(a->save(pa).ok());
+  ASSERT_TRUE(b->save(pb).ok());
+  EXPECT_EQ(file_bytes(pa), file_bytes(pb));
+  auto back = CalibrationFile::load(pa, *model);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  ASSERT_NE(back->mixed(), nullptr);
+  EXPECT_EQ(back->mixed()->k_bits, plan.k_bits);
+  EXPECT_EQ(back->mixed()->v_bits, plan.v_bits);
+  EXPECT_FLOAT_EQ(float(back->mixed()->bits_per_value), float(plan.bits_per_value));
+  EXPECT_EQ(back->meta().bits_budget, 5.5);
+  EXPECT_EQ(back->describe(), a->describe());
+  // The cache: each layer's width from the file; accounted as allocated.
+  const CacheSpec spec = parse_cache_spec("kvquant-mixed").value();
+  auto params = back->for_spec(spec);
+  ASSERT_TRUE(params.ok()) << params.status().to_string();
+  for (size_t il = 0; il < plan.k_bits.size(); ++il) {
+    EXPECT_EQ(params->k->layers[il].codebook.bits, plan.k_bits[il]);
+    EXPECT_EQ(params->v->layers[il].codebook.bits, plan.v_bits[il]);
+  }
+  const KvCacheShape shape = model->kv_shape(n_ctx);
+  auto cache = make_cache(spec, shape, params->calibration());
+  ASSERT_TRUE(cache.ok()) << cache.status().to_string();
+  CacheConfig cfg = cache_config(spec, shape, params->calibration());
+  auto acc = account_bits(cfg, n_ctx);
+  ASSERT_TRUE(acc.ok());
+  EXPECT_NEAR(acc->bits_per_value(), plan.bits_per_value, 1e-9);
+  // What the cache allocates for n_ctx tokens is the sum of its layers, each as in a uniform
+  // cache of its width (kv_test checks the accounting against the pool itself).
+  double sum = 0;
+  const int n_layers = model->config().n_layers;
+  for (int il = 0; il < n_layers; ++il) {
+    for (bool keys : {true, false}) {
+      const int w = keys ? plan.k_bits[size_t(il)] : plan.v_bits[size_t(il)];
+      const CacheSpec u = parse_cache_spec(keys ? "kvquant-" + std::to_string(w) : "f16",
+                                           keys ? "f16" : "kvquant-" + std::to_string(w)).value();
+      auto up = back->for_spec(u);
+      ASSERT_TRUE(up.ok()) << up.status().to_string();
+      auto uc = make_cache(u, shape, up->calibration());
+      ASSERT_TRUE(uc.ok());
+      auto f16 = make_cache(parse_cache_spec("f16").value(), shape);
+      sum += double((*uc)->bytes_for(n_ctx) - (*f16)->bytes_for(n_ctx) / 2) / n_layers;
+    }
+  }
+  EXPECT_NEAR(double((*cache)->bytes_for(n_ctx)), sum, 1e-6 * sum);
+  EXPECT_NE((*cache)->name().find("kvquant-mixed"), std::string::npos) << (*cache)->name();
+  // Uniform specs still read the file; a large budget puts every layer at 4 bits.
+  EXPECT_TRUE(back->for_spec(parse_cache_spec("kvquant-3").value()).ok());
+  auto all4 = calibrate(*model, 1, false, 8.0);
+  ASSERT_TRUE(all4.ok());
+  for (int w : all4->mixed()->k_bits) EXPECT_EQ(w, 4);
+  for (int w : all4->mixed()->v_bits) EXPECT_EQ(w, 4);
+  // A budget below every layer at 2 bits is an error, as is a file without widths for
+  // kvquant-mixed, and --calib auto for it.
+  auto low = calibrate(*model, 1, false, 1.0);
+  ASSERT_FALSE(low.ok());
+  EXPECT_NE(low.status().message().find("every layer at 2 bits"), std::string::npos) << low.status().message();
+  auto plain = calibrate(*model, 1);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->mixed(), nullptr);
+  auto st = plain->for_spec(spec).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("--bits-budget"), std::string::npos) << st.message();
+  // A corrupt width is refused as corrupt.
+  auto bytes = file_bytes(pa);
+  const std::string key = "kvq.mixed.k_bits";
+  auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(at, bytes.end());
+  *(at + ptrdiff_t(key.size()) + 16) = 7;  // after the array type, element type and count: layer 0's width
+  const std::string bad = ::testing::TempDir() + "/mixed_bad.kvqc";
+  std::ofstream(bad, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  st = CalibrationFile::load(bad, *model).status();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
+  EXPECT_NE(st.message().find("width of 7 bits"), std::string::npos) << st.message();
 }
 
 // `kvq calibrate --rot 1`: values fitted on rotated rows (pre-RoPE keys are never rotated); the

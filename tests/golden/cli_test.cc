@@ -98,6 +98,34 @@ TEST(Cli, CalibrateAndUseTheFile) {
                "calibrated for another model");
 }
 
+// kvq calibrate --bits-budget, and kvquant-mixed in info, run and ppl; the mismatches are errors.
+TEST(Cli, MixedPrecisionCalibrationAndCache) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string out = ::testing::TempDir() + "/cli_mixed.kvqc", plain = ::testing::TempDir() + "/cli_plain.kvqc";
+  std::filesystem::remove(out);
+  expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget x", "--bits-budget must be");
+  expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget 1.5", "every layer at 2 bits");
+  expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget 3 --weighting none", "Fisher");
+  expect_error("calibrate -m " + tb + " -o " + out + " --budget-ctx 64", "only with --bits-budget");
+  EXPECT_FALSE(std::filesystem::exists(out));
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --bits-budget 3.2 -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("per-layer widths for --bits-budget 3.2"), std::string::npos) << r.output;
+  r = kvq("info -m " + tb + " --cache kvquant-mixed,kvquant-3 --calib " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("per-layer widths (kvquant-mixed)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("K error at 2 / 3 / 4 bits"), std::string::npos) << r.output;
+  r = kvq("run -m " + tb + " -p hi -n 5 --cache kvquant-mixed --calib " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache-k kvquant-mixed --cache-v kvquant-3 --calib " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  expect_error("info -m " + tb + " --cache kvquant-mixed", "--bits-budget");
+  expect_error("run -m " + tb + " -p hi -n 5 --cache kvquant-mixed --calib auto", "--bits-budget");
+  r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 -o " + plain);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_error("run -m " + tb + " -p hi -n 5 --cache kvquant-mixed --calib " + plain, "has none");
+}
+
 TEST(Cli, FailedRunLeavesNoOutputFile) {
   const std::string out = ::testing::TempDir() + "/never.kvql";
   std::filesystem::remove(out);

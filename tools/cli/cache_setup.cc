@@ -60,6 +60,12 @@ Status check_calibration_args(const CacheArgs& a, const std::vector<CacheSpec>& 
   }
   if (!a.calib_text.empty() && a.calib != "auto") return invalid_argument("--calib-text is used only with --calib auto");
   if (!needed || a.calib.empty()) return ok_status();
+  for (const CacheSpec& s : specs) {
+    if (s.mixed_widths() && a.calib == "auto") {
+      return invalid_argument("'" + s.text + "' takes each layer's width from a calibration file written by "
+                              "'kvq calibrate --bits-budget B' (pass --calib FILE); --calib auto fits one width for all layers");
+    }
+  }
   if (a.calib != "auto") return files->add_input("calibration file (--calib)", a.calib);
   if (!a.calib_text.empty()) return files->add_input("calibration text (--calib-text)", a.calib_text);
   KVQ_ASSIGN_OR_RETURN(std::string text, find_shared_text(model_path, kCalibrationText, "--calib-text"));

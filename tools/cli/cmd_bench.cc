@@ -206,7 +206,7 @@ Status run(const std::vector<std::string>& argv) {
               format_bytes(double(std::filesystem::file_size(common.model))).c_str(), map_s);
   // The prediction kvq info makes for this many tokens, against what the process really grew by.
   const int held = cache->n_tokens(0);
-  KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held));
+  KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held, cal.calibration()));
   // Without -d the cache is filled by the timed steps: measured after them (their workspace is
   // freed by then, the cache holds the most it did).
   if (depth == 0) rss_filled = settled_rss_bytes();

@@ -87,7 +87,7 @@ Status bench_serve(const std::vector<std::string>& argv) {
                               : long((so.kv_budget - sched->step_headroom()) / std::max<size_t>(1, per_seq));
     // Bits per value as allocated for one whole sequence (the live figure counts partly
     // filled pages).
-    KVQ_ASSIGN_OR_RETURN(BitsReport br, predict_cache_bits(spec, model->kv_shape(n_seq), n_seq));
+    KVQ_ASSIGN_OR_RETURN(BitsReport br, predict_cache_bits(spec, model->kv_shape(n_seq), n_seq, so.calib));
     const double bits = br.bits_per_value();
     std::vector<std::shared_ptr<SeqChannel>> chs;
     Timer wall;

@@ -5,20 +5,24 @@
 // per combination from a single Fisher pass.
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "base/printable.h"
 #include "base/timer.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "engine/calibration_file.h"
+#include "engine/runtime.h"
 
 namespace kvq::cli {
 
 namespace {
 
-std::string variant_path(const std::string& out, const std::string& weighting, const std::string& outliers) {
+std::string variant_path(const std::string& out, const std::string& weighting, const std::string& outliers,
+                         const std::string& budget) {
   const std::filesystem::path p(out);
-  return (p.parent_path() / (p.stem().string() + "." + weighting + ".o" + outliers + p.extension().string())).string();
+  const std::string b = budget.empty() ? "" : ".b" + budget;
+  return (p.parent_path() / (p.stem().string() + "." + weighting + ".o" + outliers + b + p.extension().string())).string();
 }
 
 Status run(const std::vector<std::string>& argv) {
@@ -26,6 +30,8 @@ Status run(const std::vector<std::string>& argv) {
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
   int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, batch = kDefaultBatch;
   uint64_t seed = 0;
+  std::string budgets_text;
+  int budget_ctx = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
   add_batch_flag(p, &batch);
@@ -39,6 +45,11 @@ Status run(const std::vector<std::string>& argv) {
   p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
   p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
   p.add_int("--rot", &rot, 0, 1, "fit on Hadamard-rotated rows, for caches with rot=1: values, and keys with --prerope 0 (default 0)");
+  p.add_string("--bits-budget", &budgets_text,
+               "also choose each layer's K and V width (2/3/4) for --cache kvquant-mixed: least Fisher-weighted "
+               "error within this many bits per value as allocated, e.g. 2.5; a comma list writes one file each");
+  p.add_int("--budget-ctx", &budget_ctx, 0, 1 << 30,
+            "tokens at which --bits-budget is accounted (default: the model's context)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -60,6 +71,22 @@ Status run(const std::vector<std::string>& argv) {
     }
     os.emplace_back(o, x);
   }
+  std::vector<std::pair<std::string, double>> bs;  // empty: no per-layer widths
+  if (!budgets_text.empty()) {
+    for (const auto& b : split_spec_list(budgets_text)) {
+      char* end = nullptr;
+      const double x = std::strtod(b.c_str(), &end);
+      if (b.empty() || *end != '\0' || !(x > 0.0 && x <= 32.0)) {
+        return invalid_argument("--bits-budget must be bits per value in (0, 32], got '" + printable(b) + "'");
+      }
+      bs.emplace_back(b, x);
+    }
+  }
+  if (!bs.empty() && ws.size() == 1 && ws[0] == CodebookWeighting::kNone) {
+    return invalid_argument("--bits-budget weighs each layer's error by its Fisher information: drop --weighting none");
+  }
+  if (budget_ctx > 0 && bs.empty()) return invalid_argument("--budget-ctx is used only with --bits-budget");
+  const std::vector<std::pair<std::string, double>> budgets = bs.empty() ? decltype(bs){{"", 0.0}} : bs;
   // Every file is checked before any work (the outputs against the inputs and each other).
   if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
   CommandFiles files;
@@ -71,13 +98,39 @@ Status run(const std::vector<std::string>& argv) {
   std::vector<std::pair<std::string, OutputFile>> outputs;
   for (auto w : ws) {
     for (const auto& o : os) {
-      const std::string path_out = ws.size() * os.size() == 1 ? out : variant_path(out, weighting_name(w), o.first);
-      KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
-      outputs.emplace_back(path_out, std::move(f));
+      for (const auto& b : budgets) {
+        const std::string path_out = ws.size() * os.size() * budgets.size() == 1
+                                         ? out
+                                         : variant_path(out, weighting_name(w), o.first, budgets.size() > 1 ? b.first : "");
+        KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
+        outputs.emplace_back(path_out, std::move(f));
+      }
     }
   }
   note_thread_count("calibrate", common);
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
+  // A budget below every layer at 2 bits is refused before the (long) Fisher pass; in a list
+  // of outlier fractions and budgets such combinations are skipped with a note instead.
+  std::set<std::pair<std::string, std::string>> skipped;  // (outliers, budget)
+  for (const auto& [b_text, bits_budget] : bs) {
+    const ModelConfig& mc = model->config();
+    for (const auto& o : os) {
+      const CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
+      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(all2, budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
+      if (r.bits_per_value() > bits_budget) {
+        char m[200];
+        std::snprintf(m, sizeof m, "--bits-budget %g is below %.3f bits per value, what every layer at 2 bits "
+                      "allocates at %d tokens (outliers %s)", bits_budget, r.bits_per_value(),
+                      budget_ctx > 0 ? budget_ctx : mc.n_ctx_train, o.first.c_str());
+        if (os.size() * bs.size() == 1) return invalid_argument(m);
+        std::fprintf(stderr, "kvq calibrate: note: %s: no file for it\n", m);
+        skipped.emplace(o.first, b_text);
+      }
+    }
+  }
+  if (!bs.empty() && skipped.size() == os.size() * bs.size()) {
+    return invalid_argument("every --bits-budget is below what every layer at 2 bits allocates");
+  }
   KVQ_ASSIGN_OR_RETURN(std::string body, read_text_file(text, "text file (-f)"));
   const auto tokens = model->tokenizer().encode(body, true, true);
   CalibrationArgs ca;
@@ -111,9 +164,20 @@ Status run(const std::vector<std::string>& argv) {
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {
                              show_progress("codebooks (layer x K/V x bits)", d, t, fit.seconds());
                            }));
-      auto& [path_out, file_out] = outputs[next_out++];
-      KVQ_RETURN_IF_ERROR(f.save(file_out));
-      std::printf("wrote %s: %s\n", printable(path_out).c_str(), f.describe().c_str());
+      // One codebook fit serves every budget: only the per-layer widths differ.
+      for (const auto& [b_text, bits_budget] : budgets) {
+        if (skipped.count({o_text, b_text})) {
+          ++next_out;
+          continue;
+        }
+        if (bits_budget > 0) {
+          KVQ_RETURN_IF_ERROR(f.choose_widths(acts, bits_budget, budget_ctx > 0 ? budget_ctx : model->config().n_ctx_train));
+        }
+        auto& [path_out, file_out] = outputs[next_out++];
+        KVQ_RETURN_IF_ERROR(f.save(file_out));
+        std::printf("wrote %s: %s\n", printable(path_out).c_str(), f.describe().c_str());
+        if (f.mixed()) std::printf("%s", f.describe_mixed().c_str());
+      }
     }
   }
   std::fprintf(stderr, "kvq calibrate: %.1f s (windows %.1f s)\n", timer.seconds(), capture_s);

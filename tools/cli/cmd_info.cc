@@ -42,6 +42,12 @@ Status run(const std::vector<std::string>& argv) {
   CommandFiles files;
   KVQ_RETURN_IF_ERROR(files.add_input("model (-m)", common.model));
   KVQ_RETURN_IF_ERROR(check_calibration_args(cache_args, specs, common.model, &files));
+  for (const auto& spec : specs) {
+    if (spec.mixed_widths() && cache_args.calib.empty()) {
+      return invalid_argument("'" + spec.text + "' takes each layer's width from a calibration file: pass --calib FILE "
+                              "written by 'kvq calibrate --bits-budget B'");
+    }
+  }
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   const ModelConfig& c = model->config();
   if (n_ctx == 0) n_ctx = c.n_ctx_train;
@@ -78,9 +84,21 @@ Status run(const std::vector<std::string>& argv) {
   // fraction), pages, window rings and sinks. Allocation never shrinks as tokens are added
   // (KIVI's window is a ring of fixed capacity), so this is the run's peak.
   const KvCacheShape shape = model->kv_shape(n_ctx);
+  // A calibration file gives kvquant-mixed its per-layer widths (and is described below).
+  std::unique_ptr<CalibrationFile> cal;
+  if (!cache_args.calib.empty() && cache_args.calib != "auto") {
+    KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::load(cache_args.calib, *model));
+    cal = std::make_unique<CalibrationFile>(std::move(f));
+  }
   std::printf("kv cache holding -c %d tokens (bits accounting, as allocated):\n", n_ctx);
   for (const auto& spec : specs) {
-    const CacheConfig config = cache_config(spec, shape);
+    KvActivations::ForSpec params;
+    if (spec.mixed_widths() && cal) {
+      auto p = cal->for_spec(spec);
+      if (!p.ok()) return p.status().with_context(spec.text);
+      params = std::move(*p);
+    }
+    const CacheConfig config = cache_config(spec, shape, params.calibration());
     auto r = account_bits(config, n_ctx);
     if (!r.ok()) return r.status().with_context(spec.text);
     // Validate the spec against this model (e.g. q4_0 needs head_dim % 32 == 0).
@@ -107,9 +125,10 @@ Status run(const std::vector<std::string>& argv) {
       std::printf("%s\n", detail.c_str());
     }
   }
-  if (!cache_args.calib.empty() && cache_args.calib != "auto") {
-    KVQ_ASSIGN_OR_RETURN(CalibrationFile cal, CalibrationFile::load(cache_args.calib, *model));
-    std::printf("calibration: %s: %s\n", printable(cache_args.calib).c_str(), cal.describe().c_str());
+  if (cal) {
+    std::printf("calibration: %s: %s\n", printable(cache_args.calib).c_str(), cal->describe().c_str());
+    // Per-layer widths for kvquant-mixed, when the file has them (kvq calibrate --bits-budget).
+    if (cal->mixed()) std::printf("per-layer widths (kvquant-mixed):\n%s", cal->describe_mixed().c_str());
   }
   std::printf("simd target: %s\n", simd_target_name());
   if (show_metadata) {

@@ -25,7 +25,8 @@ const char* const kSpecs[] = {
     "f32", "f16", "q8_0", "q4_0", "int4", "int2:g=32", "kivi-2", "kivi-4", "kivi-2:g=8:r=16",
     "kvquant-2", "kvquant-3", "kvquant-3:outliers=0", "kvquant-4:sinks=0", "kvquant-3:sinks=5",
     "q4_0:rot=1", "int4:rot=1", "kivi-2:rot=1", "kvquant-3:prerope=0:rot=1",
-    "K=kvquant-3,V=f16", "K=q8_0,V=kivi-2", "K=f16,V=kvquant-2:rot=1"};
+    "K=kvquant-3,V=f16", "K=q8_0,V=kivi-2", "K=f16,V=kvquant-2:rot=1", "kvquant-mixed",
+    "K=kvquant-mixed:outliers=0,V=kvquant-3"};
 
 // Appends n random tokens to every layer, in steps of `step` with end_step() after each.
 void fill(KvCache& c, int n, int step, uint32_t seed) {

@@ -210,9 +210,10 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
   Rng rng(12);
   const size_t row = size_t(kKvHeads * kHd);
   for (const char* spec_text : {"f16", "q8_0", "q4_0", "int3", "int4:g=32", "kvquant-3", "kvquant-2:outliers=0:sinks=0",
-                                "kivi-2:g=32:r=128", "int3:rot=1", "kivi-2:g=32:r=128:rot=1"}) {
+                                "kivi-2:g=32:r=128", "int3:rot=1", "kivi-2:g=32:r=128:rot=1", "kvquant-mixed",
+                                "kvquant-mixed:outliers=0:sinks=0"}) {
     // One sink token plus 4 full pages for kvquant-3 (sinks=1), 4 pages otherwise.
-    const int n = std::string(spec_text) == "kvquant-3" ? 257 : 256;
+    const int n = std::string(spec_text) == "kvquant-3" || std::string(spec_text) == "kvquant-mixed" ? 257 : 256;
     Built b = build(spec_text, n);
     ASSERT_TRUE(b.cache);
     std::vector<float> k(row), v(row);
@@ -222,8 +223,9 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
       for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(b.cache->append(il, 1, k.data(), v.data()).ok());
       ASSERT_TRUE(b.cache->end_step().ok());  // as the model does after each step
     }
-    CacheConfig cfg = cache_config(parse_cache_spec(spec_text).value(), {kLayers, kKvHeads, kHd, n});
-    if (std::string(spec_text) == "kvquant-3") {
+    // kvquant-mixed: the per-layer widths come with the calibration (test::kMixed*Bits).
+    CacheConfig cfg = cache_config(parse_cache_spec(spec_text).value(), {kLayers, kKvHeads, kHd, n}, {&b.k, &b.v});
+    if (std::string(spec_text) == "kvquant-3" || std::string(spec_text) == "kvquant-mixed") {
       const auto& ks = static_cast<const KvquantStore&>(dynamic_cast<const CompositeKvCache&>(*b.cache).keys());
       cfg.key_outliers_per_token = double(ks.n_outliers()) / double(kLayers) / double(n - 1);
     }
@@ -231,6 +233,83 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
     ASSERT_TRUE(acc.ok()) << acc.status().to_string();
     EXPECT_NEAR(double(b.cache->bytes_used()), acc->total_bytes(), 1e-6 * acc->total_bytes() + 1.0)
         << spec_text << "\n" << acc->to_string();
+  }
+}
+
+// kvquant-mixed: the accounting of a cache with per-layer widths is the sum of its layers, each
+// costing what a uniform cache of its width costs per layer (so the weighted sum of the
+// uniform caches' figures), and it is what the cache's pool allocates (above).
+TEST(PackedAttention, MixedWidthsAccountAsTheSumOfTheirLayers) {
+  const int n = 257;
+  Built b = build("kvquant-mixed:outliers=0", n);
+  ASSERT_TRUE(b.cache);
+  const size_t row = size_t(kKvHeads * kHd);
+  Rng rng(15);
+  std::vector<float> k(row), v(row);
+  for (int t = 0; t < n; ++t) {
+    for (auto& x : k) x = float(rng.normal());
+    for (auto& x : v) x = float(rng.normal());
+    for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(b.cache->append(il, 1, k.data(), v.data()).ok());
+  }
+  const KvCacheShape shape{kLayers, kKvHeads, kHd, n};
+  auto mixed = account_bits(cache_config(parse_cache_spec("kvquant-mixed:outliers=0").value(), shape, {&b.k, &b.v}), n);
+  ASSERT_TRUE(mixed.ok()) << mixed.status().to_string();
+  // Per width, a uniform cache's keys (values) cost per layer 1/kLayers of its total.
+  double k_sum = 0, v_sum = 0;
+  for (int il = 0; il < kLayers; ++il) {
+    const std::string kb = std::to_string(test::kMixedKeyBits[il]), vb = std::to_string(test::kMixedValueBits[il]);
+    auto ku = account_bits(cache_config(parse_cache_spec("kvquant-" + kb + ":outliers=0").value(), shape), n);
+    auto vu = account_bits(cache_config(parse_cache_spec("kvquant-" + vb + ":outliers=0").value(), shape), n);
+    ASSERT_TRUE(ku.ok() && vu.ok());
+    k_sum += ku->k.total() / kLayers;
+    v_sum += vu->v.total() / kLayers;
+  }
+  EXPECT_NEAR(mixed->k.total(), k_sum, 1e-6);
+  EXPECT_NEAR(mixed->v.total(), v_sum, 1e-6);
+  EXPECT_EQ(double(b.cache->bytes_used()), mixed->total_bytes());
+  EXPECT_EQ(double(b.cache->bytes_for(n)), mixed->total_bytes());
+  // Without its calibration a mixed spec has no widths: an error that says where they come from.
+  auto none = account_bits(cache_config(parse_cache_spec("kvquant-mixed").value(), shape), n);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("--bits-budget"), std::string::npos) << none.status().message();
+}
+
+// Attention reads every layer at its own width (the fused kernels take the width per run).
+TEST(PackedAttention, MixedWidthsMatchAttentionOverTheDequantizedCacheInEveryLayer) {
+  Rng rng(16);
+  const int n = 150;
+  const Rope rope(kHd, kHd, 10000.0f);
+  for (const char* spec : {"kvquant-mixed", "kvquant-mixed:outliers=0:sinks=0"}) {
+    Built b = build(spec, n);
+    ASSERT_TRUE(b.cache);
+    const size_t row = size_t(kKvHeads * kHd);
+    std::vector<float> k(size_t(n) * row), v(k.size()), q(size_t(n) * kHeads * kHd);
+    for (auto& x : k) x = float(rng.normal());
+    for (auto& x : v) x = float(rng.normal());
+    for (auto& x : q) x = float(rng.normal());
+    for (int il = 0; il < kLayers; ++il) {
+      ASSERT_TRUE(b.cache->append(il, 100, k.data(), v.data()).ok());
+      for (int t = 100; t < n; ++t) ASSERT_TRUE(b.cache->append(il, 1, &k[t * row], &v[t * row]).ok());
+    }
+    ExecContext ctx(2);
+    const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope};
+    const int n_q = 5, pos0 = n - n_q;
+    std::vector<float> out(size_t(n_q) * kHeads * kHd), kd(size_t(n) * kHd), vd(kd.size()), ref(kHd);
+    for (int il = 0; il < kLayers; ++il) {
+      ASSERT_TRUE(attend(ctx, p, *b.cache, il, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
+      for (int h = 0; h < kHeads; ++h) {
+        read_keys_at_positions(*b.cache, rope, il, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
+        for (int i = 0; i < n_q; ++i) {
+          const int pos = pos0 + i;
+          ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
+                                  kHd, 0.125f);
+          const float* got = &out[(size_t(i) * kHeads + h) * kHd];
+          for (int d = 0; d < kHd; ++d) {
+            ASSERT_NEAR(got[d], ref[d], 1e-5f * (1.0f + std::fabs(ref[d]))) << spec << " layer " << il;
+          }
+        }
+      }
+    }
   }
 }
 

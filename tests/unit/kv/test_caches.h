@@ -17,11 +17,14 @@ namespace test {
 // GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
 constexpr int kHeads = 8, kKvHeads = 2, kHd = 64, kLayers = 3;
 
+// Per-layer widths of kvquant-mixed (bits 0) in these tests: every width at least once per side.
+constexpr int kMixedKeyBits[kLayers] = {2, 3, 4}, kMixedValueBits[kLayers] = {4, 2, 3};
+
 inline KvquantParams dummy_params(int bits, bool keys) {
   KvquantParams p;
   for (int il = 0; il < kLayers; ++il) {
     KvquantLayerParams lp;
-    lp.codebook = make_nf_codebook(bits);
+    lp.codebook = make_nf_codebook(bits != 0 ? bits : keys ? kMixedKeyBits[il] : kMixedValueBits[il]);
     if (keys) {
       lp.upper.assign(size_t(kKvHeads * kHd), 2.5f);
       lp.lower.assign(size_t(kKvHeads * kHd), -2.0f);
