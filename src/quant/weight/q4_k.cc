@@ -44,37 +44,8 @@ HWY_EXPORT(DequantizeRowQ4K);
 void quantize_row_q4_k_ref(const float* x, BlockQ4_K* y, int64_t k) {
   constexpr int kMax = 15;
   for (int64_t i = 0; i < k / kQK_K; ++i, x += kQK_K) {
-    uint8_t L[kQK_K], laux[32];
-    float weights[32], mins[8], scales[8];
-    float max_scale = 0, max_min = 0;  // scales are positive: the min carries the offset
-    for (int j = 0; j < 8; ++j) {
-      // Weights rms + |x|: large values matter more, but every value counts.
-      float sum_x2 = 0;
-      for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-      const float av_x = std::sqrt(sum_x2 / 32);
-      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = make_qkx2_quants(32, kMax, x + 32 * j, weights, L + 32 * j, &mins[j], laux, -1.0f, 0.1f, 20, false);
-      max_scale = std::max(max_scale, scales[j]);
-      max_min = std::max(max_min, mins[j]);
-    }
-    const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-    const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-    for (int j = 0; j < 8; ++j) {
-      const uint8_t ls = std::min<uint8_t>(63, uint8_t(nearest_int(inv_scale * scales[j])));
-      const uint8_t lm = std::min<uint8_t>(63, uint8_t(nearest_int(inv_min * mins[j])));
-      put_k_scale_min(j, ls, lm, y[i].scales);
-    }
-    y[i].d = f32_to_f16(max_scale / 63.0f);
-    y[i].dmin = f32_to_f16(max_min / 63.0f);
-    // Codes again under the scales as stored (a zero scale keeps the search's codes).
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      k_scale_min(j, y[i].scales, &sc, &m);
-      const float d = f16_to_f32(y[i].d) * float(sc);
-      if (d == 0) continue;
-      const float dm = f16_to_f32(y[i].dmin) * float(m);
-      for (int l = 0; l < 32; ++l) L[32 * j + l] = uint8_t(std::clamp(nearest_int((x[32 * j + l] + dm) / d), 0, kMax));
-    }
+    uint8_t L[kQK_K];
+    quantize_k_scale_min_block(x, kMax, -1.0f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) y[i].qs[32 * c + l] = uint8_t(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
     }

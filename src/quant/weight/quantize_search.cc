@@ -83,6 +83,41 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
+void quantize_k_scale_min_block(const float* x, int nmax, float rmin, int nstep, uint8_t* L, uint8_t* scales,
+                                f16_t* d, f16_t* dmin) {
+  uint8_t laux[32];
+  float weights[32], mins[8], sub_scales[8];
+  float max_scale = 0, max_min = 0;  // scales are positive: the min carries the offset
+  for (int j = 0; j < 8; ++j) {
+    // Weights rms + |x|: large values matter more, but every value counts.
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    sub_scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], laux, rmin, 0.1f, nstep, false);
+    max_scale = std::max(max_scale, sub_scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    const uint8_t ls = std::min<uint8_t>(63, uint8_t(nearest_int(inv_scale * sub_scales[j])));
+    const uint8_t lm = std::min<uint8_t>(63, uint8_t(nearest_int(inv_min * mins[j])));
+    put_k_scale_min(j, ls, lm, scales);
+  }
+  *d = f32_to_f16(max_scale / 63.0f);
+  *dmin = f32_to_f16(max_min / 63.0f);
+  // Codes again under the scales as stored (a zero scale keeps the search's codes).
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    k_scale_min(j, scales, &sc, &m);
+    const float dj = f16_to_f32(*d) * float(sc);
+    if (dj == 0) continue;
+    const float dm = f16_to_f32(*dmin) * float(m);
+    for (int l = 0; l < 32; ++l) L[32 * j + l] = uint8_t(std::clamp(nearest_int((x[32 * j + l] + dm) / dj), 0, nmax));
+  }
+}
+
 namespace {
 
 // The largest-magnitude value of x[0, n), signed; its magnitude in *amax.

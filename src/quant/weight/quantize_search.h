@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "base/fp16.h"
+
 namespace kvq {
 
 // Groups whose largest magnitude is below this are all zero (ggml's GROUP_MAX_EPS).
@@ -33,6 +35,14 @@ inline int nearest_int(float x) {
 // is returned in *the_min (ggml stores -min); the return value is the scale. laux: n scratch.
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                        uint8_t* laux, float rmin, float rdelta, int nstep, bool use_mad);
+
+// The scale-and-min search of Q4_K and Q5_K (ggml's quantize_row_q4_K_ref / q5_K_ref) for one
+// 256-weight super-block x: per 32-weight sub-block make_qkx2_quants with weights rms + |x|
+// (rdelta 0.1; rmin, nstep: -1, 20 for Q4_K and -0.5, 15 for Q5_K), the 8 scales and mins
+// quantized to 6 bits (scales: kKScaleSize bytes) under one f16 *d and *dmin, then the codes
+// L[256] in [0, nmax] again under the scales as stored (a zero scale keeps the search's codes).
+void quantize_k_scale_min_block(const float* x, int nmax, float rmin, int nstep, uint8_t* L, uint8_t* scales,
+                                f16_t* d, f16_t* dmin);
 
 // make_q3_quants with do_rmse: symmetric codes L[i] in [0, 2 nmax) (offset by nmax) for
 // x ≈ scale * (L - nmax), refined by up to 5 passes of coordinate descent on the x²-weighted
