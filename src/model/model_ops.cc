@@ -43,7 +43,31 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
     cpu::matmul({xs, w_rows, y + size_t(t0) * n_rows + r0, size_t(n_in), size_t(n_in), size_t(n_rows), t1 - t0,
                  r1 - r0, n_in});
   };
+  // A decode step on a type with an integer path: its few tokens are quantized to activation
+  // blocks once, here (quantizing them again in every task cost ~6% of a 7B Q4_K step), and each
+  // task runs one vec_dot per (row, token) over its rows, rows outermost so a weight row is read
+  // from memory once. Below kTokenBlock tokens the split is by rows only, so no task needs the
+  // scratch that holds them.
+  uint8_t* act = nullptr;
+  size_t act_row = 0;
+  uint64_t finite = 0;  // bit t: token t's row quantized (n_tokens <= kVecDotMaxTokens)
+  if (fmt.vec_dot && n_tokens <= kVecDotMaxTokens) {
+    act_row = size_t(n_in / fmt.activation_block) * size_t(fmt.activation_block_bytes);
+    act = reinterpret_cast<uint8_t*>(ctx.scratch(0, (size_t(n_tokens) * act_row + 3) / 4));
+    for (int t = 0; t < n_tokens; ++t) {
+      if (fmt.quantize_activations(x + size_t(t) * n_in, act + size_t(t) * act_row, n_in)) finite |= 1ull << t;
+    }
+  }
   auto run = [&](int t0, int t1, int r0, int r1, int worker) {
+    if (act) {
+      for (int r = r0; r < r1; ++r) {
+        for (int t = t0; t < t1; ++t) {
+          y[size_t(t) * n_rows + r] = (finite >> t) & 1 ? fmt.vec_dot(w.row(r), act + size_t(t) * act_row, n_in, path)
+                                                        : std::numeric_limits<float>::quiet_NaN();
+        }
+      }
+      return;
+    }
     const float* xs = x + size_t(t0) * n_in;
     if (w.type() == GgmlType::kF32) return block(xs, w.f32() + size_t(r0) * n_in, t0, t1, r0, r1);
     float* tile = ctx.scratch(worker, size_t(kTileRows + (round ? t1 - t0 : 0)) * size_t(n_in));
@@ -62,32 +86,6 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   };
   const int64_t macs = int64_t(n_tokens) * n_rows * n_in;
   const int n_threads = ctx.n_threads();
-  if (fmt.vec_dot && n_tokens <= kVecDotMaxTokens) {
-    // A decode step: the few tokens are quantized to activation blocks once, here, and the
-    // tasks split the rows only (each task quantizing them again cost ~6% of a 7B Q4_K step).
-    const size_t act_row = size_t(n_in / fmt.activation_block) * size_t(fmt.activation_block_bytes);
-    auto* act = reinterpret_cast<uint8_t*>(ctx.scratch(0, (size_t(n_tokens) * act_row + 3) / 4));
-    uint64_t finite = 0;  // bit t: token t's row quantized (n_tokens <= kVecDotMaxTokens)
-    for (int t = 0; t < n_tokens; ++t) {
-      if (fmt.quantize_activations(x + size_t(t) * n_in, act + size_t(t) * act_row, n_in)) finite |= 1ull << t;
-    }
-    auto rows = [&](int r0, int r1) {
-      for (int r = r0; r < r1; ++r) {
-        for (int t = 0; t < n_tokens; ++t) {
-          y[size_t(t) * n_rows + r] = (finite >> t) & 1 ? fmt.vec_dot(w.row(r), act + size_t(t) * act_row, n_in, path)
-                                                        : std::numeric_limits<float>::quiet_NaN();
-        }
-      }
-    };
-    if (n_threads == 1 || macs < kMinParallelMacs) return rows(0, n_rows);
-    // ~4 tasks per thread, rows a multiple of 4; no task touches the scratch.
-    const int rows_per = std::max(4, ((n_rows + 4 * n_threads - 1) / (4 * n_threads) + 3) / 4 * 4);
-    const int n_rblocks = (n_rows + rows_per - 1) / rows_per;
-    ctx.pool().parallel_for(n_rblocks, [&](int64_t task, int) {
-      rows(int(task) * rows_per, std::min(n_rows, int(task + 1) * rows_per));
-    });
-    return;
-  }
   if (n_threads == 1 || macs < kMinParallelMacs) return run(0, n_tokens, 0, n_rows, 0);
   const int n_tblocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
   // Enough row blocks for load balance: ~4 tasks per thread, rows a multiple of 4.
