@@ -134,6 +134,20 @@ float signed_absmax(int n, const float* x, float* amax) {
   return max;
 }
 
+// The x²-weighted least-squares sums of the symmetric codes l = clamp(round(is * x), -nmax,
+// nmax - 1): sumlx = Σ x² x l and suml2 = Σ x² l², in ggml's order; the codes go to L (unshifted)
+// when it is given.
+void fit_symmetric(int n, int nmax, const float* x, float is, int8_t* L, float* sumlx, float* suml2) {
+  *sumlx = *suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(is * x[i]), -nmax, nmax - 1);
+    if (L) L[i] = int8_t(l);
+    const float w = x[i] * x[i];
+    *sumlx += w * x[i] * float(l);
+    *suml2 += w * float(l) * float(l);
+  }
+}
+
 }  // namespace
 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
@@ -143,15 +157,8 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
     std::fill(L, L + n, int8_t{0});
     return 0.0f;
   }
-  const float iscale = float(-nmax) / max;
-  float sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-    L[i] = int8_t(l);
-    const float w = x[i] * x[i];
-    sumlx += w * x[i] * float(l);
-    suml2 += w * float(l) * float(l);
-  }
+  float sumlx, suml2;
+  fit_symmetric(n, nmax, x, float(-nmax) / max, L, &sumlx, &suml2);
   // Coordinate descent: move one code to its best value under the others' scale and keep the
   // move when it raises sumlx² / suml2 (lowers the error at the optimal scale).
   for (int itry = 0; itry < 5; ++itry) {
@@ -187,29 +194,19 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
     std::fill(L, L + n, int8_t{0});
     return 0.0f;
   }
-  // Sums of the x²-weighted fit for the codes at inverse scale is.
-  auto fit = [&](float is, float* sumlx, float* suml2) {
-    *sumlx = *suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(nearest_int(is * x[i]), -nmax, nmax - 1);
-      const float w = x[i] * x[i];
-      *sumlx += w * x[i] * float(l);
-      *suml2 += w * float(l) * float(l);
-    }
-  };
   auto codes = [&](float is) {
     for (int i = 0; i < n; ++i) L[i] = int8_t(nmax + std::clamp(nearest_int(is * x[i]), -nmax, nmax - 1));
   };
   float iscale = float(-nmax) / max;
   float sumlx, suml2;
-  fit(iscale, &sumlx, &suml2);
+  fit_symmetric(n, nmax, x, iscale, nullptr, &sumlx, &suml2);
   codes(iscale);
   float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
   float best = scale * sumlx;
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
     iscale = -(float(nmax) + 0.1f * float(is)) / max;
-    fit(iscale, &sumlx, &suml2);
+    fit_symmetric(n, nmax, x, iscale, nullptr, &sumlx, &suml2);
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
       codes(iscale);
       scale = sumlx / suml2;
