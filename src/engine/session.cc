@@ -189,10 +189,15 @@ StatusOr<std::vector<int32_t>> load_session(const std::string& path, const Llama
   return parse_session(mf->bytes(), path, session_binding(model), cache);
 }
 
+size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
 int keep_session_prefix(KvCache& cache, std::span<const int32_t> session, std::span<const int32_t> prompt,
                         std::string* note) {
-  size_t common = 0;
-  while (common < session.size() && common < prompt.size() && session[common] == prompt[common]) ++common;
+  const size_t common = common_prefix(session, prompt);
   const int want = int(std::min(common, prompt.empty() ? size_t(0) : prompt.size() - 1));
   int kept = want;
   while (kept > 0 && !cache.truncate(kept).ok()) --kept;

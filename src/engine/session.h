@@ -65,6 +65,9 @@ StatusOr<std::vector<int32_t>> parse_session(std::span<const uint8_t> bytes, con
 // The same for a file (mapped, not copied). kNotFound when it does not exist.
 StatusOr<std::vector<int32_t>> load_session(const std::string& path, const LlamaModel& model, KvCache& cache);
 
+// Tokens a and b share from the start (the reuse below, and the server's choice of slot).
+size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b);
+
 // llama.cpp's --prompt-cache reuse: cache holds a restored session's tokens; keeps the longest
 // prefix they share with prompt, short of the prompt's last token (generation needs its
 // logits), by truncating the cache there, or, where the format cannot cut there (inside a KIVI

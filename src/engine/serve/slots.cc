@@ -12,12 +12,6 @@ namespace kvq {
 
 namespace {
 
-size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
-
 SlotResult slot_error(SlotError e, Status st) {
   SlotResult r;
   r.error = e;
