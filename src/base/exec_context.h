@@ -30,11 +30,19 @@ class ExecContext {
     if (b.size() < n) KVQ_CHECK(b.resize(n), "scratch allocation of %zu floats failed", n);
     return b.data();
   }
+  // A float buffer of at least n values that the calling thread fills before a parallel_for
+  // whose tasks only read it (activations prepared once for every task); never called inside
+  // a parallel_for. Contents are unspecified.
+  float* shared_scratch(size_t n) {
+    if (shared_.size() < n) KVQ_CHECK(shared_.resize(n), "scratch allocation of %zu floats failed", n);
+    return shared_.data();
+  }
 
  private:
   std::unique_ptr<ThreadPool> pool_;
   KernelPath path_;
   std::vector<AlignedBuffer<float>> scratch_;
+  AlignedBuffer<float> shared_;
 };
 
 }  // namespace kvq

@@ -55,10 +55,13 @@ Status compare_with_base(const LogprobFile& base, const LogprobFile& cur, const 
     d_sum2 += d * d;
     same_top += (std::max_element(pb, pb + nv) - pb) == (std::max_element(pc, pc + nv) - pc);
   }
-  double mean = 0.0;
+  double mean = 0.0, sum2 = 0.0;
   for (double k : kl) mean += k;
   r->has_kl = true;
   r->kl_mean = mean / double(kl.size());
+  r->token_kl.assign(kl.begin(), kl.end());
+  for (double k : kl) sum2 += (k - r->kl_mean) * (k - r->kl_mean);
+  r->kl_stderr = kl.size() > 1 ? std::sqrt(sum2 / double(kl.size() - 1) / double(kl.size())) : 0.0;
   std::sort(kl.begin(), kl.end());
   r->kl_p99 = kl[std::min(kl.size() - 1, size_t(0.99 * double(kl.size())))];
   r->top1_agreement = double(same_top) / double(kl.size());
@@ -164,6 +167,24 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
   if (args.save_logits) KVQ_RETURN_IF_ERROR(write_logprob_file(*args.save_logits, rows));
   if (args.rows_out) *args.rows_out = std::move(rows);
   return r;
+}
+
+StatusOr<PairedDifference> paired_kl_difference(const PplResult& a, const PplResult& b) {
+  if (!a.has_kl || !b.has_kl || a.token_kl.size() != b.token_kl.size() || a.token_kl.empty()) {
+    return invalid_argument("a paired KL difference needs two results scored against the same base on the same tokens");
+  }
+  const size_t n = a.token_kl.size();
+  double sum = 0.0;
+  for (size_t i = 0; i < n; ++i) sum += double(a.token_kl[i]) - double(b.token_kl[i]);
+  PairedDifference d;
+  d.mean = sum / double(n);
+  double sum2 = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double e = double(a.token_kl[i]) - double(b.token_kl[i]) - d.mean;
+    sum2 += e * e;
+  }
+  d.std_error = n > 1 ? std::sqrt(sum2 / double(n - 1) / double(n)) : 0.0;
+  return d;
 }
 
 }  // namespace kvq

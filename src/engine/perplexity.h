@@ -66,6 +66,10 @@ struct PplResult {
   double base_ppl = 0, delta_ppl = 0, kl_mean = 0, kl_p99 = 0, top1_agreement = 0;
   // Standard error of delta_ppl from the paired per-token NLL differences (same tokens).
   double delta_ppl_stderr = 0;
+  // Standard error of kl_mean, and the KL of every scored token (in scoring order), so that two
+  // caches scored against the same base can be compared token by token (paired_kl_difference).
+  double kl_stderr = 0;
+  std::vector<double> token_kl;
 };
 
 // What identifies a run of these settings on these tokens (a LogprobFile without rows), after
@@ -81,5 +85,14 @@ StatusOr<PplResult> run_perplexity(ExecContext& ctx, const LlamaModel& model,
                                    const PplArgs& args);
 
 const char* protocol_name(PplProtocol p);
+
+// mean(a.kl - b.kl) over the same scored tokens and its paired standard error: the difference
+// between two caches is usually far better resolved than either KL's own error suggests,
+// because both are scored on the same tokens against the same base. invalid_argument unless
+// both results carry KL over the same number of tokens.
+struct PairedDifference {
+  double mean = 0, std_error = 0;
+};
+StatusOr<PairedDifference> paired_kl_difference(const PplResult& a, const PplResult& b);
 
 }  // namespace kvq

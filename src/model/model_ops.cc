@@ -24,6 +24,52 @@ constexpr int kTileRows = 16;
 // larger batches use the tile path, whose register-blocked f32 kernel reuses each dequantized
 // row across 4 tokens (3x the integer path's prefill speed there).
 constexpr int kVecDotMaxTokens = 3;
+// From this many tokens a packed weight is multiplied panel by panel (cpu::matmul_panel): each
+// group of kPanelRows rows is dequantized and transposed once per block of kPanelTokens tokens,
+// which costs about what 16 tokens' multiply-adds cost, so smaller batches (a serving step of a
+// few sequences) keep the tile path.
+constexpr int kPanelMinTokens = 32;
+// Tokens per panel pass: their activations (1 MiB at n_in 1024, 4 MiB at 4096) stay in L2/L3
+// while the panel (16 x n_in floats) is reused by every one of them.
+constexpr int kPanelTokens = 256;
+
+// A batch of n_tokens >= kPanelMinTokens against a packed weight. The activations are rounded
+// once for all tasks (rounding is scalar and costs as much per value as a 64-row matmul does),
+// then tasks take (token block, group of panels): each panel is dequantized once per token
+// block and multiplied by all of its tokens.
+void matmul_panels(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens) {
+  const int n_rows = w.rows, n_in = w.cols;
+  const KernelPath path = ctx.path();
+  const RoundActivationsFn round = w.format->round_activations;
+  const float* xs = x;
+  if (round) {
+    float* xr = ctx.shared_scratch(size_t(n_tokens) * size_t(n_in));
+    constexpr int kRoundTokens = 8;
+    ctx.pool().parallel_for((n_tokens + kRoundTokens - 1) / kRoundTokens, [&](int64_t task, int) {
+      const int t1 = std::min(n_tokens, int(task + 1) * kRoundTokens);
+      for (int t = int(task) * kRoundTokens; t < t1; ++t) round(x + size_t(t) * n_in, xr + size_t(t) * n_in, n_in);
+    });
+    xs = xr;
+  }
+  const int n_panels = (n_rows + cpu::kPanelRows - 1) / cpu::kPanelRows;
+  const int n_tblocks = (n_tokens + kPanelTokens - 1) / kPanelTokens;
+  int n_pblocks = std::clamp((4 * ctx.n_threads() + n_tblocks - 1) / n_tblocks, 1, n_panels);
+  const int panels_per = (n_panels + n_pblocks - 1) / n_pblocks;
+  n_pblocks = (n_panels + panels_per - 1) / panels_per;
+  ctx.pool().parallel_for(int64_t(n_tblocks) * n_pblocks, [&](int64_t task, int worker) {
+    const int tb = int(task / n_pblocks), pb = int(task % n_pblocks);
+    const int t0 = tb * kPanelTokens, t1 = std::min(n_tokens, t0 + kPanelTokens);
+    float* rows = ctx.scratch(worker, size_t(2 * cpu::kPanelRows) * size_t(n_in));
+    float* panel = rows + size_t(cpu::kPanelRows) * n_in;
+    for (int p = pb * panels_per; p < std::min(n_panels, (pb + 1) * panels_per); ++p) {
+      const int r0 = p * cpu::kPanelRows, nr = std::min(cpu::kPanelRows, n_rows - r0);
+      for (int i = 0; i < nr; ++i) w.dequantize_row(r0 + i, rows + size_t(i) * n_in, path);
+      cpu::pack_panel(rows, size_t(n_in), nr, n_in, panel);
+      cpu::matmul_panel({xs + size_t(t0) * n_in, panel, y + size_t(t0) * n_rows + r0, size_t(n_in), size_t(n_rows),
+                         t1 - t0, nr, n_in});
+    }
+  });
+}
 }  // namespace
 
 void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens) {
@@ -31,6 +77,10 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   const KernelPath path = ctx.path();
   const WeightFormat& fmt = *w.format;
   const RoundActivationsFn round = fmt.round_activations;
+  if (path != KernelPath::kRef && w.type() != GgmlType::kF32 && n_tokens >= kPanelMinTokens &&
+      int64_t(n_tokens) * n_rows * n_in >= kMinParallelMacs) {
+    return matmul_panels(ctx, w, x, y, n_tokens);
+  }
   // Output rows [r0, r1) of tokens [t0, t1) from activations xs (row t0 first) and f32 rows
   // w_rows (row r0 first), both of row stride n_in.
   auto block = [&](const float* xs, const float* w_rows, int t0, int t1, int r0, int r1) {

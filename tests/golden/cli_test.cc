@@ -164,6 +164,45 @@ TEST(Cli, RunPplInfoAndKlRoundTrip) {
                "--kl-base takes a single --cache");
 }
 
+// A report gives KL with its standard error and each row's paired KL difference to the first
+// compared row; kvq frontier bins rows of several --json files by bits, pairs them across files
+// (--token-kl), places llama.cpp's types beside them and marks the Pareto frontier.
+TEST(Cli, PairedKlAndFrontier) {
+  const std::string dir = ::testing::TempDir();
+  const std::string a = dir + "/front_a.json", b = dir + "/front_b.json", other = dir + "/front_c.json";
+  for (const auto& f : {a, b, other}) std::filesystem::remove(f);
+  const std::string run = "ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 2 --token-kl --json ";
+  Result r = kvq(run + a + " --cache f16,int8,int4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("dKL vs int8 (± paired s.e.)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| (ref) |"), std::string::npos) << r.output;
+  r = kvq(run + b + " --cache f16,int2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // llama.cpp's summaries of another model are refused; lines without a base PPL are taken.
+  expect_error("frontier --json " + a + " --peers " + shared_path("golden/tinystories-l6-d256-h64.llamacpp-cache-types.txt"),
+               "was scored on other tokens");
+  const std::string peers = dir + "/front_peers.txt";
+  std::ofstream(peers) << "f16: Final estimate: PPL = 4.6 +/- 0.1\n"
+                          "q8_0: 99.0% KLD: 0.000336;Mean KLD: 0.000040 ± 0.000001;Same top p: 99.726 ± 0.073 %\n";
+  r = kvq("frontier --json " + a + "," + b + " --budgets 2,4,8 --peers " + peers);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // int2 (about 3 bits with its scales on head_dim 8) and int4 share the 4-bit table; the
+  // better of the two is the reference of the paired differences.
+  EXPECT_NE(r.output.find("### ≈ 4 bits per value"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ΔKL vs int4 ± paired s.e."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| llama.cpp q8_0 | 8.500 |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Pareto frontier"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
+  // Results of another run setting are not compared with these.
+  r = kvq("ppl -m " + kModel + " -f " + kText + " -c 128 --chunks 3 --json " + other + " --cache f16,int8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_error("frontier --json " + a + "," + other, "is another run");
+  expect_error("frontier --json " + a + " --budgets 2,x", "--budgets: 'x'");
+  expect_error("frontier --json " + kText, "is not the JSON of `kvq ppl --json`");
+  expect_error("frontier --json " + a + " --peers " + kText, "no 'name: ... Mean KLD: X' lines");
+  expect_error("frontier", "no results given");
+}
+
 // -b splits prefills; bench -d fills the cache with replayed activations before measuring.
 TEST(Cli, BatchSizeAndBenchDepth) {
   expect_error("run -m " + kModel + " -p hi -b 0", "flag -b expects an integer in [1,");

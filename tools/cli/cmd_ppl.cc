@@ -27,17 +27,37 @@ struct Row {
   double bits = 0, bytes_per_token = 0;
 };
 
+// KL columns carry their standard errors; "dKL vs" is each row's KL minus the first compared
+// row's, with the paired standard error over the same tokens (far tighter than either KL's own).
 void print_table(const std::vector<Row>& rows, const char* mode) {
-  std::printf("\n| cache | mode | bits/value | bytes/token | PPL | dPPL vs f16 (± paired s.e.) | dPPL %% | KL mean | KL p99 | top-1 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  const Row* ref = nullptr;
   for (const auto& w : rows) {
     if (w.r.has_kl) {
-      std::printf("| %s | %s | %.3f | %.1f | %.4f | %+.4f ± %.4f | %+.2f%% | %.5f | %.5f | %.2f%% |\n",
+      ref = &w;
+      break;
+    }
+  }
+  std::printf("\n| cache | mode | bits/value | bytes/token | PPL | dPPL vs f16 (± paired s.e.) | dPPL %% | KL mean ± s.e. | "
+              "dKL vs %s (± paired s.e.) | KL p99 | top-1 |\n",
+              ref ? ref->cache.c_str() : "-");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& w : rows) {
+    if (w.r.has_kl) {
+      std::string dkl = &w == ref ? "(ref)" : "-";
+      if (&w != ref) {
+        const auto d = paired_kl_difference(w.r, ref->r);
+        if (d.ok()) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "%+.5f ± %.5f", d->mean, d->std_error);
+          dkl = buf;
+        }
+      }
+      std::printf("| %s | %s | %.3f | %.1f | %.4f | %+.4f ± %.4f | %+.2f%% | %.5f ± %.5f | %s | %.5f | %.2f%% |\n",
                   w.cache.c_str(), mode, w.bits, w.bytes_per_token, w.r.ppl, w.r.delta_ppl,
-                  w.r.delta_ppl_stderr, 100.0 * w.r.delta_ppl / w.r.base_ppl,
-                  w.r.kl_mean, w.r.kl_p99, 100.0 * w.r.top1_agreement);
+                  w.r.delta_ppl_stderr, 100.0 * w.r.delta_ppl / w.r.base_ppl, w.r.kl_mean, w.r.kl_stderr,
+                  dkl.c_str(), w.r.kl_p99, 100.0 * w.r.top1_agreement);
     } else {
-      std::printf("| %s | %s | %.3f | %.1f | %.4f | (base) | | | | |\n", w.cache.c_str(), mode, w.bits,
+      std::printf("| %s | %s | %.3f | %.1f | %.4f | (base) | | | | | |\n", w.cache.c_str(), mode, w.bits,
                   w.bytes_per_token, w.r.ppl);
     }
   }
@@ -45,7 +65,7 @@ void print_table(const std::vector<Row>& rows, const char* mode) {
 
 // The results as JSON (nlohmann-json: strings escaped, numbers finite, no size limit). Metrics
 // a row does not have (a base run's KL) are null.
-Status write_json(OutputFile& out, const std::vector<Row>& rows, nlohmann::json header) {
+Status write_json(OutputFile& out, const std::vector<Row>& rows, nlohmann::json header, bool token_kl) {
   std::string text;
   try {
     nlohmann::json results = nlohmann::json::array();
@@ -56,11 +76,17 @@ Status write_json(OutputFile& out, const std::vector<Row>& rows, nlohmann::json 
                           {"ppl", w.r.ppl},
                           {"ppl_stderr", w.r.ppl_stderr},
                           {"seconds", w.r.seconds}};
-      for (const char* k : {"delta_ppl", "delta_ppl_stderr", "kl_mean", "kl_p99", "top1_agreement"}) r[k] = nullptr;
+      for (const char* k : {"delta_ppl", "delta_ppl_stderr", "kl_mean", "kl_stderr", "kl_p99", "top1_agreement"}) {
+        r[k] = nullptr;
+      }
       if (w.r.has_kl) {
         r["delta_ppl"] = w.r.delta_ppl;
         r["delta_ppl_stderr"] = w.r.delta_ppl_stderr;
         r["kl_mean"] = w.r.kl_mean;
+        r["kl_stderr"] = w.r.kl_stderr;
+        // Per-token KL (float precision is plenty for differences of means) for paired
+        // comparisons across runs (`kvq frontier`); --token-kl only, it is 10-12 bytes a token.
+        if (token_kl) r["token_kl"] = std::vector<float>(w.r.token_kl.begin(), w.r.token_kl.end());
         r["kl_p99"] = w.r.kl_p99;
         r["top1_agreement"] = w.r.top1_agreement;
       }
@@ -93,6 +119,8 @@ Status run(const std::vector<std::string>& argv) {
   p.add_path("--save-logits", &save_logits, "save scored log-prob rows to FILE (one cache)");
   p.add_path("--kl-base", &kl_base, "report KL divergence, top-1 agreement and dPPL against FILE (same run settings)");
   p.add_path("--json", &json, "also write the results as JSON to FILE");
+  bool token_kl = false;
+  p.add_flag("--token-kl", &token_kl, "with --json: include every scored token's KL (for paired comparisons across runs: kvq frontier)");
   p.add_path("--plot", &plot, "draw dPPL against bits per value to FILE.png (gnuplot)");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
@@ -239,7 +267,7 @@ Status run(const std::vector<std::string>& argv) {
                                    {"chunks", rows[0].r.n_chunks},
                                    {"scored_tokens", rows[0].r.n_scored},
                                    {"calibration", calib.description()}};
-    KVQ_RETURN_IF_ERROR(write_json(*json_out, rows, header));
+    KVQ_RETURN_IF_ERROR(write_json(*json_out, rows, header, token_kl));
   }
   if (plot_out) {
     std::vector<PlotPoint> points;
@@ -248,7 +276,7 @@ Status run(const std::vector<std::string>& argv) {
     }
     const std::string title = std::filesystem::path(common.model).filename().string() + ": dPPL vs bits/value (" +
                               mode_name(args.mode) + ")";
-    KVQ_RETURN_IF_ERROR(draw_plot(*plot_out, points, title,
+    KVQ_RETURN_IF_ERROR(draw_plot(*plot_out, {{"kvq", points}}, title,
                                   "bits per value (actual, incl. scales, outliers, windows, sinks)", "PPL - PPL(f16)"));
   }
   return ok_status();

@@ -15,4 +15,5 @@ int cmd_calibrate(const std::vector<std::string>& argv);
 int cmd_synth(const std::vector<std::string>& argv);
 int cmd_serve(const std::vector<std::string>& argv);
 int cmd_bench_serve(const std::vector<std::string>& argv);
+int cmd_frontier(const std::vector<std::string>& argv);
 }  // namespace kvq::cli

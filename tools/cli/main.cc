@@ -14,6 +14,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  run    generate text from a prompt\n"
     "  ppl    perplexity of a text file (llama.cpp or KVQuant protocol), KL against a saved run\n"
+    "  frontier  quality-vs-bits tables and plot from kvq ppl --json files (paired KL differences)\n"
     "  info   model metadata, parameter count, KV cache bytes per token and memory for -c\n"
     "  bench  prefill and decode tokens/s (median of repetitions) for a cache type\n"
     "  bench attention  decode-attention time per token of one layer, per cache type and depth\n"
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   if (cmd == "synth") return kvq::cli::cmd_synth(args);
   if (cmd == "serve") return kvq::cli::cmd_serve(args);
   if (cmd == "bench-serve") return kvq::cli::cmd_bench_serve(args);
+  if (cmd == "frontier") return kvq::cli::cmd_frontier(args);
   std::fprintf(stderr, "kvq: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -67,25 +67,37 @@ Status check_gnuplot() {
                        "and none is on PATH");
 }
 
-Status draw_plot(OutputFile& out, const std::vector<PlotPoint>& points, const std::string& title,
+Status draw_plot(OutputFile& out, const std::vector<PlotSeries>& series, const std::string& title,
                  const std::string& xlabel, const std::string& ylabel) {
   std::string script = "set terminal pngcairo size 1000,650 noenhanced\n"
                        "set output\n"  // no file: the PNG goes to stdout
                        "set title " + gnuplot_quote(title) + "\n"
                        "set xlabel " + gnuplot_quote(xlabel) + "\n"
                        "set ylabel " + gnuplot_quote(ylabel) + "\n"
-                       "set logscale y\nset grid\nunset key\n";
-  std::string data;
-  int n = 0;
-  for (const PlotPoint& p : points) {
-    if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
-    const double y = std::max(p.y, 1e-4);
-    data += number(p.x) + " " + number(y) + "\n";
-    script += "set label " + std::to_string(++n) + " " + gnuplot_quote(p.label) + " at " + number(p.x) + "," +
-              number(y) + " center offset 0,1 font ',8'\n";
+                       "set logscale y\nset grid\n";
+  script += series.size() > 1 ? "set key top right\n" : "unset key\n";
+  std::string data, plot;
+  int n = 0, drawn = 0;
+  for (size_t s = 0; s < series.size(); ++s) {
+    std::string block;
+    for (const PlotPoint& p : series[s].points) {
+      if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
+      const double y = std::max(p.y, 1e-4);
+      block += number(p.x) + " " + number(y) + "\n";
+      if (!series[s].line && !p.label.empty()) {
+        script += "set label " + std::to_string(++n) + " " + gnuplot_quote(p.label) + " at " + number(p.x) + "," +
+                  number(y) + " center offset 0,1 font ',8'\n";
+      }
+    }
+    if (block.empty()) continue;
+    const std::string name = "$s" + std::to_string(s);
+    data += name + " << EOD\n" + block + "EOD\n";
+    plot += std::string(drawn++ ? ", " : "plot ") + name + " using 1:2 " +
+            (series[s].line ? "with lines lw 2" : "with points pt " + std::to_string(s % 2 ? 5 : 7) + " ps 1.5") +
+            " title " + gnuplot_quote(series[s].name);
   }
-  if (n == 0) return invalid_argument("--plot: no finite points to draw");
-  script += "$data << EOD\n" + data + "EOD\nplot $data using 1:2 with points pt 7 ps 1.5\n";
+  if (drawn == 0) return invalid_argument("--plot: no finite points to draw");
+  script += data + plot + "\n";
 
   TempFile in = temp_file(), err = temp_file();
   if (!in || !err) return internal_error(std::string("cannot create a temporary file: ") + std::strerror(errno));

@@ -18,6 +18,14 @@ struct PlotPoint {
   std::string label;
 };
 
+// A set of points drawn alike: markers with their labels, or (line) a polyline in the given
+// order without labels. name is the legend entry (shown when there is more than one series).
+struct PlotSeries {
+  std::string name;
+  std::vector<PlotPoint> points;
+  bool line = false;
+};
+
 // s as a gnuplot single-quoted string literal: non-printable bytes (newlines included) escaped
 // as text, quotes doubled. Single quotes because gnuplot expands backquotes in double quotes.
 std::string gnuplot_quote(const std::string& s);
@@ -25,8 +33,8 @@ std::string gnuplot_quote(const std::string& s);
 // Errors (before any computation) when no gnuplot executable is on PATH.
 Status check_gnuplot();
 
-// Draws points (y clamped to >= 1e-4 for the log scale) with their labels into out.
-Status draw_plot(OutputFile& out, const std::vector<PlotPoint>& points, const std::string& title,
+// Draws the series (y clamped to >= 1e-4 for the log scale) into out.
+Status draw_plot(OutputFile& out, const std::vector<PlotSeries>& series, const std::string& title,
                  const std::string& xlabel, const std::string& ylabel);
 
 }  // namespace kvq::cli

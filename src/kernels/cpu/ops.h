@@ -24,6 +24,26 @@ struct MatmulParams {
 // n_tokens / n_rows the call covers, so tiling and threading do not change results.
 void matmul(const MatmulParams& p);
 
+// A panel: kPanelRows weight rows stored k-major, panel[k * kPanelRows + r] = w[r0 + r, k]
+// (rows past the matrix's end are zero). Batched matmuls over packed weights dequantize each
+// panel once and multiply it by every token (model/model_ops.cc).
+inline constexpr int kPanelRows = 16;
+
+struct PanelMatmulParams {
+  const float* x = nullptr;      // [n_tokens, n_in], row stride ldx
+  const float* panel = nullptr;  // [n_in, kPanelRows]
+  float* y = nullptr;            // [n_tokens, n_rows], row stride ldy
+  size_t ldx = 0, ldy = 0;
+  int n_tokens = 0, n_rows = 0, n_in = 0;  // 1 <= n_rows <= kPanelRows
+};
+
+// y[t, r] = sum_k x[t, k] * panel[k, r], each output a fused multiply-add per k in increasing k
+// (spec: ref::matmul_ref on the unpacked rows, equal up to float rounding); every output sees
+// the same sequence whatever n_tokens the call covers.
+void matmul_panel(const PanelMatmulParams& p);
+// Writes n_rows (<= kPanelRows) rows of stride ldw as a panel, zero-padded to kPanelRows.
+void pack_panel(const float* rows, size_t ldw, int n_rows, int n_in, float* panel);
+
 // Attention over K/V rows (f32 or f16, row stride ldk/ldv elements) for n_q queries:
 //   scores[i * lds + j] = scale * q_i . k_j           (q_i = q + i * ldq, j < n_rows)
 //   out[i * ldo + :] += sum_j p[i * ldp + j] * v_j

@@ -72,6 +72,42 @@ TEST(Kernels, MatmulIsTilingInvariant) {
   EXPECT_EQ(whole, parts);
 }
 
+// The panel kernel (batched matmuls over packed weights) against the reference on odd sizes,
+// through pack_panel; and any token split gives bit-identical outputs.
+TEST(Kernels, MatmulPanelMatchesReferenceOnOddSizes) {
+  Rng rng(4);
+  for (int n_tokens : {1, 5, 6, 7, 13, 37}) {
+    for (int n_rows : {1, 3, 8, 15, 16}) {
+      for (int n_in : {1, 7, 33, 172}) {
+        auto x = random_vec(rng, size_t(n_tokens) * n_in);
+        auto w = random_vec(rng, size_t(n_rows) * n_in);
+        std::vector<float> panel(size_t(cpu::kPanelRows) * n_in, -1.0f);
+        cpu::pack_panel(w.data(), size_t(n_in), n_rows, n_in, panel.data());
+        const size_t ldy = size_t(n_rows) + 2;  // a wider output stride: only n_rows are written
+        std::vector<float> y(size_t(n_tokens) * ldy, 7.0f), y_ref(size_t(n_tokens) * n_rows);
+        ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+        cpu::matmul_panel({x.data(), panel.data(), y.data(), size_t(n_in), ldy, n_tokens, n_rows, n_in});
+        for (int t = 0; t < n_tokens; ++t) {
+          for (int r = 0; r < n_rows; ++r) {
+            const float bound = kRelTol * std::sqrt(float(n_in)) *
+                                abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
+            ASSERT_NEAR(y[size_t(t) * ldy + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
+                << n_tokens << "x" << n_rows << "x" << n_in;
+          }
+          ASSERT_EQ(y[size_t(t) * ldy + n_rows], 7.0f);
+          ASSERT_EQ(y[size_t(t) * ldy + n_rows + 1], 7.0f);
+        }
+        std::vector<float> parts(y.size(), 7.0f);
+        for (int t = 0; t < n_tokens; ++t) {
+          cpu::matmul_panel({x.data() + size_t(t) * n_in, panel.data(), parts.data() + size_t(t) * ldy, size_t(n_in),
+                             ldy, 1, n_rows, n_in});
+        }
+        ASSERT_EQ(parts, y) << n_tokens << "x" << n_rows << "x" << n_in;
+      }
+    }
+  }
+}
+
 TEST(Kernels, AttentionOpsMatchReference) {
   Rng rng(3);
   for (int head_dim : {1, 7, 8, 9, 16, 31, 64, 65, 128}) {
