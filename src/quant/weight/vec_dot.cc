@@ -113,7 +113,7 @@ float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT 
 // products is kept to a few vector instructions: d and dmin converted together (F16C), the
 // 6-bit scales and mins unpacked with 32-bit word operations (no per-sub-block branches), the
 // mins term as one pmaddwd of the 8 mins with the activation's paired 16-sums, and each
-// sub-block's scale broadcast from a register by pshufb (callgrind: 97 instructions per
+// sub-block's scale broadcast from a register by pshufb (callgrind: 98 instructions per
 // 256-weight block, from 235).
 
 // Sub-block j's scale (as int16 at lane j of the low 128 bits, repeated in the high half)
@@ -148,7 +148,7 @@ HWY_INLINE float HSum(__m128 s) {
 
 // One weight row's dot with a, n / 256 blocks. Prefetches kQ4KPrefetchBlocks ahead (into the
 // next rows at a row's end; a prefetch past the matrix is harmless): a one-thread loop over a
-// 75 MB matrix ran at 8-10 Gweights/s without it, 11-18 with it (the hardware prefetcher alone
+// 75 MB matrix ran at 8-10 Gweights/s without it, 12-18 with it (the hardware prefetcher alone
 // does not keep enough lines in flight). Walking two rows at once, to share each activation
 // load, halved that streaming rate (two streams 2.3 KB apart), so rows go one at a time.
 constexpr int kQ4KPrefetchBlocks = 32;
