@@ -100,31 +100,51 @@ float vec_dot(const uint8_t* w, const uint8_t* a, int64_t n, KernelPath path) {
   return kFn(reinterpret_cast<const Block*>(w), reinterpret_cast<const ActBlock*>(a), n, path);
 }
 
+// A type without a multi-row kernel: one vec_dot per row (never instantiated as called
+// without one: the table leaves vec_dot_rows null then).
+template <VecDotFn kDot>
+void rows_one_by_one(const uint8_t* w, size_t row_bytes, int n_rows, const uint8_t* a, int64_t n, float* y,
+                     KernelPath path) {
+  if constexpr (kDot != nullptr) {
+    for (int r = 0; r < n_rows; ++r) y[r] = kDot(w + size_t(r) * row_bytes, a, n, path);
+  }
+}
+
+template <typename Block, typename ActBlock,
+          void (*kFn)(const Block*, size_t, int, const ActBlock*, int64_t, float*, KernelPath)>
+void vec_dot_rows(const uint8_t* w, size_t row_bytes, int n_rows, const uint8_t* a, int64_t n, float* y,
+                  KernelPath path) {
+  kFn(reinterpret_cast<const Block*>(w), row_bytes / sizeof(Block), n_rows, reinterpret_cast<const ActBlock*>(a), n, y,
+      path);
+}
+
 // A type's entry from its reference and its KernelPath-dispatched dequantizer.
 template <typename Block, void (*kRef)(const Block*, float*, int64_t),
-          void (*kFn)(const Block*, float*, int64_t, KernelPath)>
-constexpr WeightFormat blocks(GgmlType t, ActivationFormat act, VecDotFn dot = nullptr) {
-  return {t, typed<Block, kRef>, typed_simd<Block, kFn>, act.round, act.block, act.block_bytes, act.quantize, dot};
+          void (*kFn)(const Block*, float*, int64_t, KernelPath), VecDotFn kDot = nullptr,
+          VecDotRowsFn kDotRows = kDot ? rows_one_by_one<kDot> : nullptr>
+constexpr WeightFormat blocks(GgmlType t, ActivationFormat act) {
+  return {t,           typed<Block, kRef>, typed_simd<Block, kFn>, act.round, act.block, act.block_bytes,
+          act.quantize, kDot,              kDotRows};
 }
 
 constexpr WeightFormat kFormats[] = {
-    {GgmlType::kF32, f32_row, f32_row, nullptr, 1, 0, nullptr, nullptr},
-    {GgmlType::kF16, f16_row_ref, f16_row_simd, nullptr, 1, 0, nullptr, nullptr},
-    {GgmlType::kBF16, bf16_row, bf16_row, nullptr, 1, 0, nullptr, nullptr},
-    blocks<BlockQ8_0, dequantize_row_q8_0_ref, dequantize_row_q8_0>(GgmlType::kQ8_0, kQ8_0Act,
-                                                                     vec_dot<BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0>),
-    blocks<BlockQ4_0, dequantize_row_q4_0_ref, dequantize_row_q4_0>(GgmlType::kQ4_0, kQ8_0Act,
-                                                                     vec_dot<BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0>),
+    {GgmlType::kF32, f32_row, f32_row, nullptr, 1, 0, nullptr, nullptr, nullptr},
+    {GgmlType::kF16, f16_row_ref, f16_row_simd, nullptr, 1, 0, nullptr, nullptr, nullptr},
+    {GgmlType::kBF16, bf16_row, bf16_row, nullptr, 1, 0, nullptr, nullptr, nullptr},
+    blocks<BlockQ8_0, dequantize_row_q8_0_ref, dequantize_row_q8_0, vec_dot<BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0>>(
+        GgmlType::kQ8_0, kQ8_0Act),
+    blocks<BlockQ4_0, dequantize_row_q4_0_ref, dequantize_row_q4_0, vec_dot<BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0>>(
+        GgmlType::kQ4_0, kQ8_0Act),
     blocks<BlockQ4_1, dequantize_row_q4_1_ref, dequantize_row_q4_1>(GgmlType::kQ4_1, kQ8_0Act),
     blocks<BlockQ5_0, dequantize_row_q5_0_ref, dequantize_row_q5_0>(GgmlType::kQ5_0, kQ8_0Act),
     blocks<BlockQ5_1, dequantize_row_q5_1_ref, dequantize_row_q5_1>(GgmlType::kQ5_1, kQ8_0Act),
     blocks<BlockQ2_K, dequantize_row_q2_k_ref, dequantize_row_q2_k>(GgmlType::kQ2_K, kQ8_KAct),
     blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k>(GgmlType::kQ3_K, kQ8_KAct),
-    blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k>(GgmlType::kQ4_K, kQ8_KAct,
-                                                                     vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>),
+    blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k, vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>,
+           vec_dot_rows<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k_rows>>(GgmlType::kQ4_K, kQ8_KAct),
     blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k>(GgmlType::kQ5_K, kQ8_KAct),
-    blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k>(GgmlType::kQ6_K, kQ8_KAct,
-                                                                     vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>),
+    blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k, vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>>(
+        GgmlType::kQ6_K, kQ8_KAct),
     blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl>(GgmlType::kIQ4_NL, kQ8_0Act),
     blocks<BlockIQ4_XS, dequantize_row_iq4_xs_ref, dequantize_row_iq4_xs>(GgmlType::kIQ4_XS, kQ8_KAct),
 };

@@ -4,6 +4,7 @@
 // scalar reference (the specification, from ggml-quants.c's formulas) and the Highway version.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -24,6 +25,10 @@ using RoundActivationsFn = void (*)(const float* x, float* y, int64_t n);
 // row with such a row.
 using QuantizeActivationsFn = bool (*)(const float* x, uint8_t* blocks, int64_t n);
 using VecDotFn = float (*)(const uint8_t* w_row, const uint8_t* act_blocks, int64_t n, KernelPath path);
+// y[r] = vec_dot(w + r * row_bytes, act_blocks, n, path) for r in [0, n_rows), bit for bit:
+// the decode step's rows in one call (a kernel may share each activation load among rows).
+using VecDotRowsFn = void (*)(const uint8_t* w, size_t row_bytes, int n_rows, const uint8_t* act_blocks, int64_t n,
+                              float* y, KernelPath path);
 
 struct WeightFormat {
   GgmlType type;
@@ -41,6 +46,8 @@ struct WeightFormat {
   // nullptr: the matmul multiplies round_activations(x) with dequantized rows in f32 instead,
   // which equals vec_dot up to float rounding.
   VecDotFn vec_dot;
+  // Set whenever vec_dot is: a multi-row kernel, or vec_dot called per row.
+  VecDotRowsFn vec_dot_rows;
   DequantizeRowFn dequantize(KernelPath p) const {
     return p == KernelPath::kRef ? dequantize_ref : dequantize_simd;
   }

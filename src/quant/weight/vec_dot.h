@@ -29,4 +29,10 @@ float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, Kerne
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 
+// y[r] = vec_dot_q4_k_q8_k(w + r * row_stride, a, n, path) for r in [0, n_rows) (row_stride in
+// blocks): a decode step's rows without a dispatched call per row. A row's result is
+// bit-identical to vec_dot_q4_k_q8_k's on the same path, whatever n_rows and the row's place.
+void vec_dot_q4_k_q8_k_rows(const BlockQ4_K* w, size_t row_stride, int n_rows, const BlockQ8_K* a, int64_t n, float* y,
+                            KernelPath path = KernelPath::kSimd);
+
 }  // namespace kvq

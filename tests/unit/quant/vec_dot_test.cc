@@ -72,5 +72,39 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
                               dequantize_row_q8_k_ref, vec_dot_q6_k_q8_k);
 }
 
+// The multi-row Q4_K kernel (pairs of rows sharing activation loads) against the single-row
+// one: bit-identical per row for every row count (odd ones leave a single row at the end) and
+// every row length, and within the reference's tolerance.
+TEST(VecDot, Q4KRowsMatchOneRowAtATime) {
+  for (int64_t n : {256, 768, 2816}) {
+    for (int n_rows : {1, 2, 3, 5, 8, 17}) {
+      SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(n_rows));
+      const size_t stride = size_t(n / kQK_K);
+      const auto w = random_blocks<BlockQ4_K>(stride * size_t(n_rows), {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)},
+                                              uint64_t(n) * 31 + uint64_t(n_rows));
+      const auto x = test::make_data(test::Dist::kOutliers, size_t(n), uint64_t(n) + 7);
+      std::vector<BlockQ8_K> a(stride);
+      quantize_row_q8_k_ref(x.data(), a.data(), n);
+      std::vector<float> wf(static_cast<size_t>(n)), af(static_cast<size_t>(n));
+      dequantize_row_q8_k_ref(a.data(), af.data(), n);
+      for (KernelPath path : {KernelPath::kRef, KernelPath::kSimd}) {
+        test::for_each_target([&] {
+          std::vector<float> y(static_cast<size_t>(n_rows) + 1, -1.0f);
+          vec_dot_q4_k_q8_k_rows(w.data(), stride, n_rows, a.data(), n, y.data(), path);
+          EXPECT_EQ(y[size_t(n_rows)], -1.0f) << "wrote past the last row";
+          for (int r = 0; r < n_rows; ++r) {
+            const BlockQ4_K* row = w.data() + size_t(r) * stride;
+            EXPECT_EQ(y[size_t(r)], vec_dot_q4_k_q8_k(row, a.data(), n, path)) << "row " << r;
+            dequantize_row_q4_k_ref(row, wf.data(), n);
+            double mag = 0;
+            for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(wf[size_t(i)]) * af[size_t(i)]);
+            EXPECT_NEAR(y[size_t(r)], vec_dot_q4_k_q8_k_ref(row, a.data(), n), 1e-5 * mag) << "row " << r;
+          }
+        });
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvq
