@@ -9,6 +9,7 @@
 #endif
 
 #include <cstddef>
+#include <cstring>
 
 #include "hwy/highway.h"
 #include "kernels/kv_run.h"
@@ -39,6 +40,11 @@ HWY_INLINE void F16Row(const f16_t* HWY_RESTRICT x, size_t n, float* HWY_RESTRIC
 // target's f16 instruction and without norm_float's reciprocal, which no decoder uses.
 HWY_INLINE NormF RunNorm(const KvRun& r, int t) {
   const uint8_t* np = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+  if (r.norm8) {  // one store's constant: the same way for every token
+    NormParams8 p8;
+    std::memcpy(&p8, np, sizeof p8);
+    return norm8_float(p8);
+  }
   NormF f{};
   f.zero = F16ToF32(np + offsetof(NormParams, zero));
   f.half = F16ToF32(np + offsetof(NormParams, half_range));
