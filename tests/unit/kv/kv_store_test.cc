@@ -213,7 +213,7 @@ TEST(KvquantStore, ExactValueOutlierCounts) {
 // with the same decoded norm, within half a codebook gap of the inliers; a token whose range no
 // 8-bit norm holds is an error naming the option, and leaves the store as it was.
 TEST(KvquantStore, Norm8ValuesAndTheirLimit) {
-  const int n = 30;
+  const int n = 64;  // one whole page: its outlier block is then shrunk to what bytes_for counts
   const auto x = laplace_rows(n, kShape.row_values(), 8);
   for (double outliers : {0.0, 0.02}) {
     KvquantOptions o;
