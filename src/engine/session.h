@@ -20,7 +20,9 @@
 
 namespace kvq {
 
-inline constexpr uint32_t kSessionVersion = 1;
+// 2: KVQuant outlier pages in the narrow layout (quant/outlier_layout.h: uint8 indices,
+// uint16 page-local pointers where they fit); version 1 files are refused.
+inline constexpr uint32_t kSessionVersion = 2;
 
 // What a session is bound to besides the cache itself.
 struct SessionBinding {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "base/fp16.h"
+#include "quant/outlier_layout.h"
 
 namespace kvq {
 
@@ -45,14 +46,31 @@ struct KvRun {
   const float* ch_half = nullptr;
   const float* ch_zero = nullptr;
   ptrdiff_t norm_off = 0;
+  bool norm8 = false;  // kCodebookRow: the norm is a NormParams8 (quant/normalize.h, norm=8)
   // Sparse outliers (codebook formats; null when none): token t's entries are
   // [out_ptr[t], out_ptr[t + 1]) of out_idx / out_val, ascending indices over the whole K/V
-  // vector; this head owns indices [out_ch0, out_ch0 + head_dim).
-  const uint32_t* out_ptr = nullptr;
-  const uint16_t* out_idx = nullptr;
+  // vector; this head owns indices [out_ch0, out_ch0 + head_dim). The pointers and indices
+  // are out_layout's widths (quant/outlier_layout.h: uint16 / uint32 pointers, uint8 / uint16
+  // indices, fixed per store); out_ptr is the byte address of token 0's pointer.
+  const uint8_t* out_ptr = nullptr;
+  const uint8_t* out_idx = nullptr;
   const f16_t* out_val = nullptr;
   int out_ch0 = 0;
+  OutlierLayout out_layout;
 };
+
+// One width of pointers (P) and indices (I) of for_each_run_outlier below.
+template <class P, class I, class Fn, class Cvt>
+inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
+  const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
+  const I* idx = reinterpret_cast<const I*>(r.out_idx);
+  const uint32_t end = ptr[t + 1];
+  uint32_t e = ptr[t];
+  const int lo = r.out_ch0, hi = r.out_ch0 + r.head_dim;
+  while (end - e >= 8 && int(idx[e + 7]) < lo) e += 8;
+  while (e != end && int(idx[e]) < lo) ++e;
+  for (; e != end && int(idx[e]) < hi; ++e) fn(size_t(int(idx[e]) - lo), cvt(r.out_val[e]));
+}
 
 // Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
 // token t of run r (KVQuant §3.4). r.out_ptr must be set. A token has about 1% of its whole
@@ -60,14 +78,20 @@ struct KvRun {
 // reached by a walk that skips 8 entries at a time while the 8th is still below it (then one
 // at a time), with predictable branches, which beats both a plain walk (20 steps on average)
 // and a binary search (mispredicted); cvt converts the stored f16 (the SIMD kernels pass the
-// target's conversion instruction).
+// target's conversion instruction). The widths are one store's constant, so the switch below
+// takes the same way for every token the kernels walk.
 template <class Fn, class Cvt = float (*)(f16_t)>
 inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn, const Cvt& cvt = f16_to_f32) {
-  const uint32_t end = r.out_ptr[t + 1];
-  uint32_t e = r.out_ptr[t];
-  while (end - e >= 8 && r.out_idx[e + 7] < r.out_ch0) e += 8;
-  while (e != end && r.out_idx[e] < r.out_ch0) ++e;
-  for (; e != end && r.out_idx[e] < r.out_ch0 + r.head_dim; ++e) fn(size_t(r.out_idx[e] - r.out_ch0), cvt(r.out_val[e]));
+  const bool narrow_ptr = r.out_layout.ptr_bytes == 2, narrow_idx = r.out_layout.idx_bytes == 1;
+  if (narrow_ptr && narrow_idx) {
+    for_each_run_outlier_as<uint16_t, uint8_t>(r, t, fn, cvt);
+  } else if (narrow_ptr) {
+    for_each_run_outlier_as<uint16_t, uint16_t>(r, t, fn, cvt);
+  } else if (narrow_idx) {
+    for_each_run_outlier_as<uint32_t, uint8_t>(r, t, fn, cvt);
+  } else {
+    for_each_run_outlier_as<uint32_t, uint16_t>(r, t, fn, cvt);
+  }
 }
 
 // Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
@@ -86,7 +110,7 @@ inline KvRun sub_run(const KvRun& r, int j, int n) {
   s.scales_off += moved;
   s.zeros_off += moved;
   s.norm_off += moved;
-  if (s.out_ptr) s.out_ptr += j;
+  if (s.out_ptr) s.out_ptr += size_t(j) * r.out_layout.ptr_bytes;
   return s;
 }
 

@@ -98,6 +98,10 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
     } else if (key == "qnorm" || key == "prerope" || key == "rot") {
       KVQ_ASSIGN_OR_RETURN(long b, parse_int(spec, key, v, 0, 1));
       (key == "qnorm" ? t.kvquant.qnorm : key == "prerope" ? t.kvquant.pre_rope : t.rot) = b != 0;
+    } else if (key == "norm") {
+      if (v == "16") t.kvquant.norm_bits = 16;
+      else if (v == "8") t.kvquant.norm_bits = 8;
+      else return invalid_argument("cache spec '" + std::string(spec) + "': norm=" + std::string(v) + " (known: 16, 8)");
     } else if (key == "codebook") {
       if (v == "nuq") t.kvquant.codebook = CodebookKind::kNuq;
       else if (v == "nf") t.kvquant.codebook = CodebookKind::kNf;

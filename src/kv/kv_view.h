@@ -13,24 +13,6 @@
 
 namespace kvq {
 
-// One page's sparse outliers (KVQuant §3.4), one block (kv/paged_outliers.h):
-//   [cap: uint32] [row_ptr: uint32 (page_tokens + 1)] [idx: uint16 cap] [val: f16 cap]
-// row s of the page is [row_ptr[s], row_ptr[s + 1]) of idx / val.
-struct OutlierPage {
-  const uint32_t* ptr = nullptr;
-  const uint16_t* idx = nullptr;
-  const f16_t* val = nullptr;
-  static size_t idx_offset(int page_tokens) { return (size_t(page_tokens) + 2) * 4; }
-  static size_t val_offset(int page_tokens, size_t cap) { return idx_offset(page_tokens) + cap * 2; }
-  static size_t block_bytes(int page_tokens, size_t cap) { return val_offset(page_tokens, cap) + cap * 2; }
-  static OutlierPage of(const uint8_t* block, int page_tokens) {
-    uint32_t cap;
-    std::memcpy(&cap, block, 4);
-    return {reinterpret_cast<const uint32_t*>(block + 4), reinterpret_cast<const uint16_t*>(block + idx_offset(page_tokens)),
-            reinterpret_cast<const f16_t*>(block + val_offset(page_tokens, cap))};
-  }
-};
-
 struct KvSegment {
   int t0 = 0;  // first position
   int n = 0;   // tokens
@@ -51,8 +33,10 @@ struct KvSegment {
   // vector; its scales/zeros/norm offsets are relative to the metadata of the run's first
   // token.
   KvRun proto;
-  // Sparse outliers per page (null: none), paged like the rows: OutlierPage blocks.
+  // Sparse outliers per page (null: none), paged like the rows: blocks of out_layout
+  // (quant/outlier_layout.h, kv/paged_outliers.h).
   const uint8_t* const* out_pages = nullptr;
+  OutlierLayout out_layout;
 
   // Tokens [i, i + count) of head h; the range must lie inside one page.
   KvRun run(int h, int i, int count) const {
@@ -74,10 +58,11 @@ struct KvSegment {
     if (r.ch_zero) r.ch_zero += ch;
     r.out_ch0 = int(ch);
     if (out_pages) {
-      const OutlierPage o = OutlierPage::of(out_pages[page], page_tokens);
-      r.out_ptr = o.ptr + slot;
-      r.out_idx = o.idx;
-      r.out_val = o.val;
+      const uint8_t* b = out_pages[page];
+      r.out_layout = out_layout;
+      r.out_ptr = b + out_layout.ptr_offset() + size_t(slot) * out_layout.ptr_bytes;
+      r.out_val = reinterpret_cast<const f16_t*>(b + out_layout.val_offset(page_tokens));
+      r.out_idx = b + out_layout.idx_offset(page_tokens, OutlierLayout::cap_of(b));
     }
     return r;
   }

@@ -27,6 +27,7 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
   if (opts.bits != 0 && (opts.bits < 2 || opts.bits > 4)) return invalid_argument("kvquant supports 2, 3 and 4 bits");
   if (opts.outliers < 0.0 || opts.outliers > 0.5) return invalid_argument("kvquant outliers must be in [0, 0.5]");
   if (opts.sinks < 0 || opts.sinks > shape.n_ctx) return invalid_argument("kvquant sinks out of range");
+  if (opts.norm_bits != 16 && opts.norm_bits != 8) return invalid_argument("kvquant norm must be 16 or 8 bits");
   if (params.layers.size() != size_t(shape.n_layers)) {
     return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
                             " layers, the model " + std::to_string(shape.n_layers));
@@ -82,16 +83,17 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
     // Codes of the whole vector (a part per head), then values' NormParams (the extra bytes).
     l.quant = PagedRows(pool, size_t(shape.head_dim) * size_t(l.bits) / 8, shape.n_kv_heads, norm_bytes());
-    l.outliers = PagedOutliers(pool, l.quant.page_records());
+    l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.row_values());
   }
 }
 
 std::string KvquantStore::name() const {
   char buf[160];
   const std::string width = opts_.bits == 0 ? "mixed" : std::to_string(opts_.bits);
-  std::snprintf(buf, sizeof buf, "kvquant-%s:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s", width.c_str(),
+  std::snprintf(buf, sizeof buf, "kvquant-%s:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s%s", width.c_str(),
                 opts_.outliers, opts_.sinks, int(opts_.qnorm), codebook_kind_name(opts_.codebook),
-                role_ == KvRole::kKey && !opts_.pre_rope ? ":prerope=0" : "");
+                role_ == KvRole::kKey && !opts_.pre_rope ? ":prerope=0" : "",
+                role_ == KvRole::kValue && opts_.norm_bits == 8 ? ":norm=8" : "");
   return buf;
 }
 
@@ -137,16 +139,35 @@ Status KvquantStore::append(int il, int n, const float* x) {
                ? quantize_dense_sparse_channels(xr, row, l.norm, l.codebook, codes, idx.data(), val.data(), &count)
                : encode_codebook_row_pc(xr, row, l.norm, l.codebook, codes);
     } else {
-      auto* norm = reinterpret_cast<NormParams*>(rec.data() + l.codes_bytes);
+      // The record's norm: NormParams, or NormParams8 with norm=8 (the codes then use its
+      // decoded form, `norm`).
+      NormParams norm;
+      NormParams8 norm8;
+      NormParams8* n8 = opts_.norm_bits == 8 ? &norm8 : nullptr;
       if (opts_.outliers > 0.0) {
-        st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, norm, idx.data(),
-                                         val.data(), &count);
+        st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, &norm, idx.data(),
+                                         val.data(), &count, KernelPath::kSimd, n8);
       } else {
         st = check_finite(xr, row, "V", true);
-        if (st.ok()) {
-          *norm = norm_from_minmax(xr, row);
-          st = encode_codebook_row(xr, row, *norm, l.codebook, codes);
+        if (st.ok() && n8) {
+          float mn = xr[0], mx = xr[0];
+          for (size_t i = 1; i < row; ++i) mn = std::min(mn, xr[i]), mx = std::max(mx, xr[i]);
+          StatusOr<NormParams8> p8 = norm8_from_thresholds(mx, mn);
+          if (p8.ok()) {
+            norm8 = *p8;
+            norm = norm8_decode(norm8);
+          } else {
+            st = p8.status();
+          }
+        } else if (st.ok()) {
+          norm = norm_from_minmax(xr, row);
         }
+        if (st.ok()) st = encode_codebook_row(xr, row, norm, l.codebook, codes);
+      }
+      if (n8) {
+        std::memcpy(rec.data() + l.codes_bytes, &norm8, sizeof norm8);
+      } else {
+        std::memcpy(rec.data() + l.codes_bytes, &norm, sizeof norm);
       }
     }
     if (!st.ok()) return rollback(st);
@@ -177,14 +198,19 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], l.codebook, o);
     } else {
       NormParams norm;
-      std::memcpy(&norm, l.quant.extra(q), sizeof norm);
+      if (opts_.norm_bits == 8) {
+        NormParams8 p8;
+        std::memcpy(&p8, l.quant.extra(q), sizeof p8);
+        norm = norm8_decode(p8);
+      } else {
+        std::memcpy(&norm, l.quant.extra(q), sizeof norm);
+      }
       decode_codebook_row(codes, hd, norm, l.codebook, o);
     }
     if (opts_.outliers == 0.0) continue;
-    const auto idx = l.outliers.idx(size_t(q));
-    const auto val = l.outliers.val(size_t(q));
-    for (size_t k = 0; k < idx.size(); ++k) {
-      if (idx[k] >= lo && idx[k] < lo + hd) o[idx[k] - lo] = f16_to_f32(val[k]);
+    for (size_t k = 0, nk = l.outliers.count(size_t(q)); k < nk; ++k) {
+      const size_t i = l.outliers.index(size_t(q), k);
+      if (i >= lo && i < lo + hd) o[i - lo] = f16_to_f32(l.outliers.value(size_t(q), k));
     }
   }
 }
@@ -251,12 +277,13 @@ size_t KvquantStore::bytes_for(int n) const {
   const size_t row = shape().row_values();
   const size_t per_side = role_ == KvRole::kValue ? outliers_per_side(row, opts_.outliers)
                                                   : size_t(double(row) * opts_.outliers / 2.0 + 0.5);
-  // Per page of outliers: page_tokens + 1 row pointers, then the outliers of its tokens.
+  // Per page of outliers: its capacity, page_tokens + 1 row pointers, then the outliers of its
+  // tokens (OutlierLayout, the same widths in every layer).
   size_t sparse = 0;
   if (opts_.outliers > 0.0) {
     const int page = PagedRows::kPageTokens;
     for (int t = 0; t < nq; t += page) {
-      sparse += PagedOutliers::page_bytes(page, size_t(std::min(page, nq - t)) * 2 * per_side);
+      sparse += OutlierLayout::for_rows(row, page).block_bytes(page, size_t(std::min(page, nq - t)) * 2 * per_side);
     }
   }
   // Layers differ only in their width (kvquant-mixed): the codes and the codebook.
@@ -294,11 +321,11 @@ StatusOr<std::unique_ptr<KvStoreState>> KvquantStore::read_state(ByteReader& r, 
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
     const std::string what = name() + " layer " + std::to_string(il);
-    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records())};
+    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records(), shape().row_values())};
     KVQ_RETURN_IF_ERROR(p.sink.read(r, n_sink, n_sink, what + " sinks"));
     KVQ_RETURN_IF_ERROR(p.quant.read(r, n - n_sink, n - n_sink, what + " rows"));
     if (opts_.outliers > 0.0) {
-      KVQ_RETURN_IF_ERROR(p.outliers.read(r, size_t(n - n_sink), shape().row_values(), what + " outliers"));
+      KVQ_RETURN_IF_ERROR(p.outliers.read(r, size_t(n - n_sink), what + " outliers"));
     }
     st->layers.push_back(std::move(p));
   }
@@ -351,11 +378,15 @@ KvStoreView KvquantStore::view(int il) const {
     KvRun& p = seg.proto;
     p.bits = l.bits;
     p.levels = l.codebook.values.data();
+    p.norm8 = role_ == KvRole::kValue && opts_.norm_bits == 8;
     if (role_ == KvRole::kKey) {
       p.ch_half = l.norm.half_f.data();
       p.ch_zero = l.norm.zero_f.data();
     }
-    if (opts_.outliers > 0.0) seg.out_pages = l.outliers.pages();
+    if (opts_.outliers > 0.0) {
+      seg.out_pages = l.outliers.pages();
+      seg.out_layout = l.outliers.layout();
+    }
   }
   return v;
 }

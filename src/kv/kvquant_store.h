@@ -34,6 +34,10 @@ struct KvquantOptions {
   bool pre_rope = true;  // keys only
   // Rows stored rotated (the spec's rot=1, kv/rotated_store.h): what calibration fits on.
   bool rotate = false;
+  // Bits of the values' per-token norm (the spec's norm=16|8): 16 stores NormParams (fp16 zero
+  // and half-range), 8 a NormParams8 (quant/normalize.h). Keys' norms are per channel and
+  // offline (no per-token norm), so it changes nothing there.
+  int norm_bits = 16;
 };
 
 // Calibrated parameters for one of K/V, per layer.
@@ -92,7 +96,9 @@ class KvquantStore final : public KvStore {
     PagedOutliers outliers;              // paged like quant
   };
   struct State;
-  size_t norm_bytes() const { return role_ == KvRole::kValue ? sizeof(NormParams) : 0; }
+  size_t norm_bytes() const {
+    return role_ != KvRole::kValue ? 0 : opts_.norm_bits == 8 ? sizeof(NormParams8) : sizeof(NormParams);
+  }
   size_t per_layer_bytes(const Layer& l) const;
 
   KvRole role_;

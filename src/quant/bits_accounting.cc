@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "quant/bitpack.h"
+#include "quant/outlier_layout.h"
 #include "quant/outliers.h"
 #include "quant/uniform_group.h"
 
@@ -89,8 +90,9 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
       if (t.per_channel) {
         b.per_layer += d_kv * 4 * L;  // fp16 zero + half-range per channel
       } else {
-        b.scales = nq * 2 * L;  // NormParams: fp16 half-range ...
-        b.zeros = nq * 2 * L;   // ... and fp16 zero point per token
+        const double half = t.norm8 ? 1 : 2;  // NormParams8 or NormParams
+        b.scales = nq * half * L;  // half-range ...
+        b.zeros = nq * half * L;   // ... and zero point per token
       }
       if (t.scheme == KvScheme::kNuq) b.per_layer += double(1 << t.bits) * 4 * L;
       if (t.qnorm) b.per_layer += 8 * L;
@@ -102,10 +104,13 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         } else {
           per_token = 2.0 * double(outliers_per_side(size_t(d_kv), t.outlier_fraction));
         }
-        b.outlier_values = nq * per_token * 2 * L;
-        b.outlier_indices = nq * per_token * 2 * L;
+        // The cache's page layout (its widths follow d_kv): value and index per outlier, a
+        // pointer per token, and per page its capacity and one more pointer.
+        const OutlierLayout lay = OutlierLayout::for_rows(size_t(d_kv), kKvPageTokens);
         const double pages = double((n_q + kKvPageTokens - 1) / kKvPageTokens);
-        b.outlier_pointers = (nq + 2 * pages) * 4 * L;  // + per page: one more pointer, its capacity
+        b.outlier_values = nq * per_token * double(OutlierLayout::kValBytes) * L;
+        b.outlier_indices = nq * per_token * double(lay.idx_bytes) * L;
+        b.outlier_pointers = (nq * double(lay.bytes_per_row()) + pages * double(lay.bytes_per_page())) * L;
       }
       break;
     }

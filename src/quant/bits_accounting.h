@@ -6,11 +6,13 @@
 //   codes: packed rows (bitpack.h; a row is one head for uniform formats, the whole d_kv
 //          vector for codebook formats), fp16 scales / zero points per group or vector,
 //   codebook formats: per-layer fp16 zero + half-range per channel (keys, offline), fp32
-//          codebook, optional Q-Norm (2 floats), per-token NormParams (values, online),
-//   outliers: fp16 value + uint16 index per outlier and a uint32 row pointer per token, which
-//          is the paper's accounting (App M), plus two uint32 per page of kKvPageTokens (one
-//          more pointer and the page's capacity: the cache keeps them per page,
-//          kv/paged_outliers.h),
+//          codebook, optional Q-Norm (2 floats), per-token NormParams (values, online; 2
+//          bytes as NormParams8 with norm=8),
+//   outliers: the cache's page layout (quant/outlier_layout.h, kv/paged_outliers.h): fp16
+//          value + index per outlier (uint8 when d_kv <= 256, else uint16: the paper's App M
+//          counts uint16), a page-local row pointer per token (uint16 when a page of
+//          kKvPageTokens rows of d_kv values fits in it, else uint32), and per page its
+//          uint32 capacity and one more pointer,
 //   fp16 windows: KIVI's ring of recent tokens as allocated (kivi_window_rows: keys flushed in
 //          blocks of R, values sliding) and the attention-sink tokens (first n_sink tokens of K
 //          and V in fp16).
@@ -53,6 +55,9 @@ struct TensorQuantConfig {
   // kNuq / kNf: per_channel = offline per-channel thresholds (keys), else per-token (values).
   double outlier_fraction = 0.0;  // dense-and-sparse (0 = off)
   bool qnorm = false;
+  // kNuq / kNf per token (values): the norm in 8 + 8 bits (NormParams8, the spec's norm=8)
+  // instead of fp16 zero + half-range.
+  bool norm8 = false;
   // fp16 residual window of the most recent tokens (KIVI R); flush_in_blocks: the window is
   // quantized R tokens at a time (KIVI keys), else it slides one token at a time (values).
   int residual = 0;

@@ -22,6 +22,30 @@ NormF norm_float(NormParams p) {
   return f;
 }
 
+NormParams norm8_decode(NormParams8 p) {
+  const NormF f = norm8_float(p);
+  return {f32_to_f16(f.zero), f32_to_f16(f.half)};
+}
+
+StatusOr<NormParams8> norm8_from_thresholds(float upper, float lower) {
+  if (!std::isfinite(upper) || !std::isfinite(lower) || upper < lower) {
+    return invalid_argument("8-bit norm: bad range [" + std::to_string(lower) + ", " + std::to_string(upper) + "]");
+  }
+  const float h0 = (upper - lower) * 0.5f, z0 = (upper + lower) * 0.5f;
+  for (int c = 0; c < 256; ++c) {
+    NormParams8 p;
+    p.log_half = uint8_t(c);
+    const NormF f = norm8_float(p);
+    if (f.half < h0) continue;
+    const float step = std::ldexp(1.0f, c / 16 + kNorm8MinExp - 5);
+    p.zero = int8_t(std::clamp(std::lround(z0 / step), -127L, 127L));
+    const NormF g = norm8_float(p);
+    if (g.zero - g.half <= lower && g.zero + g.half >= upper) return p;
+  }
+  return invalid_argument("8-bit norm (norm=8): no 8-bit half-range and zero point cover the values' range [" +
+                          std::to_string(lower) + ", " + std::to_string(upper) + "]; use norm=16");
+}
+
 NormParams norm_from_minmax(const float* x, size_t n) {
   if (n == 0) return NormParams{};
   float mn = x[0], mx = x[0];

@@ -7,7 +7,9 @@
 // Per token (values): thresholds computed online (min/max, or the inlier range in outliers.h).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "base/fp16.h"
@@ -26,6 +28,40 @@ static_assert(sizeof(NormParams) == 4);
 struct NormF {
   float zero, half, inv;
 };
+
+// The 8-bit form (the spec's norm=8, KVQuant values only): 2 bytes per vector instead of 4.
+//   half-range h = m[c % 16] * 2^(c / 16 - 8), m[i] = 2^(i / 16) rounded to fp16: a log scale
+//                  of 16 steps per octave (4.4% apart) from 2^-8 to 245;
+//   zero point z = q * 2^(c / 16 - 13), in 1/32 of the power of two at or below h.
+// Every decoded pair is exactly an fp16 NormParams (norm8_decode), so the quantizer and the
+// kernels use the same numbers as they would with that NormParams stored. Encoding takes the
+// smallest h and the nearest q whose [z - h, z + h] covers [lower, upper]: the decoded norm
+// never clips an inlier, and the grid is at most one log step (and one zero step) wider than the
+// fp16 form's.
+struct NormParams8 {
+  uint8_t log_half = 0;
+  int8_t zero = 0;
+};
+static_assert(sizeof(NormParams8) == 2);
+inline constexpr float kNorm8Mantissa[16] = {1.0f,          1.0439453125f, 1.0908203125f, 1.138671875f,
+                                             1.189453125f,  1.2421875f,    1.296875f,     1.3544921875f,
+                                             1.4140625f,    1.4765625f,    1.5419921875f, 1.6103515625f,
+                                             1.681640625f,  1.755859375f,  1.833984375f,  1.9150390625f};
+inline constexpr int kNorm8MinExp = -8;  // code 0: h = 2^-8
+// Exact floats of a stored 8-bit norm (what every decoder reads).
+inline NormF norm8_float(NormParams8 p) {
+  const int e = int(p.log_half) / 16 + kNorm8MinExp;
+  NormF f;
+  f.half = std::ldexp(kNorm8Mantissa[p.log_half % 16], e);
+  f.zero = std::ldexp(float(p.zero), e - 5);
+  f.inv = 1.0f / f.half;
+  return f;
+}
+// The same norm as NormParams (exact: both pieces are fp16 values).
+NormParams norm8_decode(NormParams8 p);
+// The 8-bit norm covering [lower, upper] (upper >= lower, finite); invalid_argument, naming the
+// range, when none does (a range wider than 490, or reaching beyond about +-750).
+StatusOr<NormParams8> norm8_from_thresholds(float upper, float lower);
 
 NormParams norm_from_thresholds(float upper, float lower);
 NormF norm_float(NormParams p);

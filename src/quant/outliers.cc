@@ -111,7 +111,7 @@ size_t select_channel_outliers(const float* x, size_t n, const float* upper, con
 
 Status quantize_dense_sparse_token(const float* x, size_t n, double fraction, const Codebook& cb,
                                    uint8_t* codes, NormParams* norm, uint16_t* idx, f16_t* val,
-                                   size_t* n_outliers, KernelPath path) {
+                                   size_t* n_outliers, KernelPath path, NormParams8* norm8) {
   if (n == 0 || n > 65536) return invalid_argument("dense-sparse: n must be in [1, 65536]");
   if (!(fraction >= 0.0 && fraction < 1.0)) return invalid_argument("dense-sparse: fraction not in [0, 1)");
   if (!codes || !norm || !n_outliers) return invalid_argument("dense-sparse: null output");
@@ -124,7 +124,12 @@ Status quantize_dense_sparse_token(const float* x, size_t n, double fraction, co
   } else {
     select_token_outliers(x, n, k, idx, &upper, &lower);
   }
-  *norm = norm_from_thresholds(upper, lower);
+  if (norm8) {
+    KVQ_ASSIGN_OR_RETURN(*norm8, norm8_from_thresholds(upper, lower));
+    *norm = norm8_decode(*norm8);
+  } else {
+    *norm = norm_from_thresholds(upper, lower);
+  }
   KVQ_RETURN_IF_ERROR(encode_codebook_row(x, n, *norm, cb, codes, path));
   for (size_t j = 0; j < 2 * k; ++j) val[j] = f32_to_f16(x[idx[j]]);
   *n_outliers = 2 * k;

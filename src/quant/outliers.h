@@ -43,10 +43,14 @@ size_t select_channel_outliers(const float* x, size_t n, const float* upper, con
 
 // KVQuant values: one token of n <= 65536 values. Writes codes (packed_bytes(cb.bits, n)),
 // the token's NormParams, and 2k outliers (idx ascending, fp16 val); *n_outliers = 2k.
-// invalid_argument for NaN/Inf, |x| > 65504, n = 0 or > 65536, fraction not in [0, 1).
+// With norm8 (the spec's norm=8) the inliers' range is encoded there in 8 bits
+// (norm8_from_thresholds) and the codes use that decoded norm, which *norm then holds.
+// invalid_argument for NaN/Inf, |x| > 65504, n = 0 or > 65536, fraction not in [0, 1), a
+// range no 8-bit norm covers.
 Status quantize_dense_sparse_token(const float* x, size_t n, double fraction, const Codebook& cb,
                                    uint8_t* codes, NormParams* norm, uint16_t* idx, f16_t* val,
-                                   size_t* n_outliers, KernelPath path = KernelPath::kSimd);
+                                   size_t* n_outliers, KernelPath path = KernelPath::kSimd,
+                                   NormParams8* norm8 = nullptr);
 // KVQuant keys: one token's n channels with offline thresholds in `norm` (its upper/lower).
 // idx/val need room for n entries; *n_outliers is the data-dependent count.
 Status quantize_dense_sparse_channels(const float* x, size_t n, const ChannelNorm& norm,

@@ -66,9 +66,17 @@ void decode_run_ref(const KvRun& r, float* out) {
         if (r.out_ptr) apply_run_outliers(r, t, o);
         break;
       case KvFormat::kCodebookRow: {
-        NormParams np;
-        std::memcpy(&np, r.rows + r.norm_off + size_t(t) * r.meta_stride, sizeof np);
-        const NormF f = norm_float(np);
+        const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+        NormF f;
+        if (r.norm8) {
+          NormParams8 p8;
+          std::memcpy(&p8, at, sizeof p8);
+          f = norm_float(norm8_decode(p8));  // the fp16 NormParams it stands for
+        } else {
+          NormParams np;
+          std::memcpy(&np, at, sizeof np);
+          f = norm_float(np);
+        }
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
         if (r.out_ptr) apply_run_outliers(r, t, o);
         break;

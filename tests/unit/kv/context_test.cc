@@ -231,54 +231,60 @@ TEST(ContextShift, RefusedWhereItWouldRequantizeOrSplitPages) {
   }
 }
 
-// The paged outliers against a flat list of rows, through appends, truncation and page drops.
+// The paged outliers against a flat list of rows, through appends, truncation and page drops,
+// in every layout a store takes (quant/outlier_layout.h): rows of 200 values (uint8 indices,
+// uint16 pointers), 1000 (uint16, uint16) and 5000 (uint16, uint32).
 TEST(PagedOutliers, MatchAFlatModel) {
-  PagePool pool;
-  PagedOutliers o(&pool, 64);
-  std::vector<std::vector<uint16_t>> model;
-  Rng rng(6);
-  auto add = [&](int n) {
-    for (int i = 0; i < n; ++i) {
-      std::vector<uint16_t> idx(rng.below(rng.below(10) == 0 ? 300 : 5));
-      for (size_t j = 0; j < idx.size(); ++j) idx[j] = uint16_t(j * 3 + rng.below(3));
-      std::vector<f16_t> val(idx.size());
-      for (size_t j = 0; j < idx.size(); ++j) val[j] = f32_to_f16(float(idx[j]));
-      ASSERT_TRUE(o.append_row(idx.data(), val.data(), idx.size()).ok());
-      model.push_back(idx);
-    }
-  };
-  auto check = [&] {
-    ASSERT_EQ(o.n_rows(), model.size());
-    size_t nnz = 0;
-    for (size_t r = 0; r < model.size(); ++r) {
-      const auto idx = o.idx(r);
-      const auto val = o.val(r);
-      ASSERT_EQ(idx.size(), model[r].size()) << r;
-      for (size_t j = 0; j < idx.size(); ++j) {
-        ASSERT_EQ(idx[j], model[r][j]);
-        ASSERT_EQ(f16_to_f32(val[j]), float(model[r][j]));
+  for (const size_t row_values : {size_t(200), size_t(1000), size_t(5000)}) {
+    SCOPED_TRACE(row_values);
+    PagePool pool;
+    PagedOutliers o(&pool, 64, row_values);
+    EXPECT_EQ(o.layout().idx_bytes, row_values <= 256 ? 1 : 2);
+    EXPECT_EQ(o.layout().ptr_bytes, row_values * 64 <= 65535 ? 2 : 4);
+    std::vector<std::vector<uint16_t>> model;
+    Rng rng(6);
+    const size_t most = std::min<size_t>(300, row_values / 3);
+    auto add = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        std::vector<uint16_t> idx(rng.below(uint32_t(rng.below(10) == 0 ? most : 5)));
+        for (size_t j = 0; j < idx.size(); ++j) idx[j] = uint16_t(j * 3 + rng.below(3));
+        std::vector<f16_t> val(idx.size());
+        for (size_t j = 0; j < idx.size(); ++j) val[j] = f32_to_f16(float(idx[j]));
+        ASSERT_TRUE(o.append_row(idx.data(), val.data(), idx.size()).ok());
+        model.push_back(idx);
       }
-      nnz += idx.size();
-    }
-    EXPECT_EQ(o.nnz(), nnz);
-    EXPECT_EQ(o.bytes(), pool.bytes_in_use());
-  };
-  add(200);
-  check();
-  o.truncate(150);
-  model.resize(150);
-  check();
-  add(100);
-  check();
-  o.drop_front_pages(128);
-  model.erase(model.begin(), model.begin() + 128);
-  check();
-  add(64 * 3);
-  check();
-  o.truncate(0);
-  model.clear();
-  check();
-  EXPECT_EQ(pool.bytes_in_use(), 0u);
+    };
+    auto check = [&] {
+      ASSERT_EQ(o.n_rows(), model.size());
+      size_t nnz = 0;
+      for (size_t r = 0; r < model.size(); ++r) {
+        ASSERT_EQ(o.count(r), model[r].size()) << r;
+        for (size_t j = 0; j < model[r].size(); ++j) {
+          ASSERT_EQ(o.index(r, j), model[r][j]);
+          ASSERT_EQ(f16_to_f32(o.value(r, j)), float(model[r][j]));
+        }
+        nnz += model[r].size();
+      }
+      EXPECT_EQ(o.nnz(), nnz);
+      EXPECT_EQ(o.bytes(), pool.bytes_in_use());
+    };
+    add(200);
+    check();
+    o.truncate(150);
+    model.resize(150);
+    check();
+    add(100);
+    check();
+    o.drop_front_pages(128);
+    model.erase(model.begin(), model.begin() + 128);
+    check();
+    add(64 * 3);
+    check();
+    o.truncate(0);
+    model.clear();
+    check();
+    EXPECT_EQ(pool.bytes_in_use(), 0u);
+  }
 }
 
 TEST(RowRing, WrapsIntoTwoPiecesAndErases) {

@@ -87,7 +87,8 @@ void fill(KvCache& c, Rng& rng, int n, const HeadShape& s) {
 const char* const kFormats[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "int2",
                                 "kivi-2:g=32:r=64", "kivi-4:g=16:r=32", "kvquant-3", "kvquant-4:sinks=5",
                                 "kvquant-2:outliers=0:sinks=0", "kvquant-3:prerope=0:qnorm=1",
-                                "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1"};
+                                "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1", "kvquant-3:norm=8",
+                                "kvquant-2:outliers=0:norm=8"};
 
 TEST(FusedAttention, RunDecodersMatchTheirReferences) {
   for (int hd : {8, 64, 128}) {
@@ -162,6 +163,49 @@ void check_against_read(const std::string& k_spec, const std::string& v_spec, co
       // rotated by composed angles (a few ulp from the direct ones).
       const float tol = f16 ? 2e-3f : c.cache->pre_rope() ? 2e-5f : 1e-5f;
       for (int d = 0; d < hd; ++d) ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d]))) << "head " << h;
+    }
+  }
+}
+
+// KVQuant's outliers in the wider page layouts (quant/outlier_layout.h): d_kv 512 (uint16
+// indices, uint16 pointers) and 1088 (uint16 indices, uint32 pointers); the shapes above all
+// have d_kv <= 256 (uint8 indices). Run decoders against their references, then attention
+// against read(), at odd lengths, with and without GQA.
+TEST(FusedAttention, WideOutlierLayoutsMatchTheirReferences) {
+  const char* const formats[] = {"kvquant-3", "kvquant-2:sinks=5", "kvquant-4:prerope=0"};
+  for (const HeadShape s : {HeadShape{16, 8, 64}, HeadShape{17, 17, 64}}) {
+    const size_t d_kv = size_t(s.n_kv_heads) * size_t(s.head_dim);
+    for (const char* f : formats) {
+      SCOPED_TRACE(std::string(f) + " d_kv " + std::to_string(d_kv));
+      Rng rng(d_kv);
+      Cache c = make(f, f, s, 300);
+      ASSERT_TRUE(c.cache);
+      fill(*c.cache, rng, 261, s);
+      KvStoreView views[2];
+      c.cache->views(0, &views[0], &views[1]);
+      for (const KvStoreView& v : views) {
+        for (int si = 0; si < v.n_segments; ++si) {
+          const KvSegment& seg = v.seg[si];
+          if (seg.out_pages) {
+            EXPECT_EQ(seg.out_layout.idx_bytes, 2);
+            EXPECT_EQ(seg.out_layout.ptr_bytes, d_kv * 64 <= 65535 ? 2 : 4);
+          }
+          for (int h = 0; h < s.n_kv_heads; ++h) {
+            for (int i = 0; i < seg.n;) {
+              const int n = std::min({seg.n - i, seg.page_left(i), 37});
+              const KvRun run = seg.run(h, i, n);
+              std::vector<float> a(size_t(n) * size_t(s.head_dim)), b(a.size());
+              cpu::decode_run(run, a.data());
+              ref::decode_run_ref(run, b.data());
+              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << "head " << h << " token " << i;
+              i += n;
+            }
+          }
+        }
+      }
+      for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
+        for (int n : {1, 65, 201}) check_against_read(f, f, s, n, std::min(n, 3), path);
+      }
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "io/byte_stream.h"
+#include "quant/outlier_layout.h"
 #include "test_caches.h"
 
 namespace kvq {
@@ -26,7 +27,7 @@ const char* const kSpecs[] = {
     "kvquant-2", "kvquant-3", "kvquant-3:outliers=0", "kvquant-4:sinks=0", "kvquant-3:sinks=5",
     "q4_0:rot=1", "int4:rot=1", "kivi-2:rot=1", "kvquant-3:prerope=0:rot=1",
     "K=kvquant-3,V=f16", "K=q8_0,V=kivi-2", "K=f16,V=kvquant-2:rot=1", "kvquant-mixed",
-    "K=kvquant-mixed:outliers=0,V=kvquant-3"};
+    "K=kvquant-mixed:outliers=0,V=kvquant-3", "kvquant-3:norm=8"};
 
 // Appends n random tokens to every layer, in steps of `step` with end_step() after each.
 void fill(KvCache& c, int n, int step, uint32_t seed) {
@@ -136,47 +137,67 @@ TEST(KvState, BadStatesChangeNothing) {
   }
 }
 
-// Outlier pages are validated: an index out of order or beyond the row is refused.
+// Outlier pages are validated: an index out of order or beyond the row, and a row pointer
+// beyond the page's capacity, are refused, in each width of OutlierLayout: d_kv 128 (uint8
+// indices, uint16 pointers), 512 (uint16, uint16) and 1088 (uint16, uint32).
 TEST(KvState, BadOutlierIndicesAreRefused) {
-  auto a = build("kvquant-3:sinks=0", kCtx);
-  // Two tokens whose channels 0 and 1 are far beyond the key thresholds: outliers.
-  std::vector<float> x(size_t(2) * kKvHeads * kHd, 0.5f);
-  x[0] = x[1] = x[kKvHeads * kHd] = 50.f;
-  for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(a.cache->append(il, 2, x.data(), x.data()).ok());
-  const std::string s = state_of(*a.cache);
-  auto b = build("kvquant-3:sinks=0", kCtx);
-  const size_t empty = b.cache->bytes_used();
-  ASSERT_TRUE(restore(*b.cache, s, 2).ok());
-  b.cache->clear();
-  // Keys of layer 0: the sink count (no pages), the row count and one page of rows, then the
-  // outlier block [cap][row_ptr x 65][idx x cap][val x cap].
-  const int page = PagedRows::kPageTokens;
-  const size_t block = 8 + 8 + size_t(page) * (kKvHeads * kHd * 3 / 8);
-  const size_t idx0 = block + OutlierPage::idx_offset(page);
-  uint32_t n0;
-  std::memcpy(&n0, s.data() + block + 8, 4);  // row_ptr[1]: the outliers of row 0
-  ASSERT_GE(n0, 2u);
-  std::string bad = s;
-  const uint16_t beyond = uint16_t(kKvHeads * kHd);
-  std::memcpy(bad.data() + idx0, &beyond, 2);
-  Status st = restore(*b.cache, bad, 2);
-  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
-  EXPECT_NE(st.message().find("outlier"), std::string::npos) << st.message();
-  bad = s;
-  std::swap(bad[idx0], bad[idx0 + 2]);
-  std::swap(bad[idx0 + 1], bad[idx0 + 3]);
-  EXPECT_EQ(restore(*b.cache, bad, 2).code(), StatusCode::kDataLoss);
-  // A row pointer beyond the page's capacity.
-  bad = s;
-  // It is refused before any of the row's entries is read: the last pointer is in range, and
-  // the entries past the page's capacity were read before the fix (session_fuzz found it).
-  const uint32_t far = 1u << 30;
-  std::memcpy(bad.data() + block + 8, &far, 4);
-  st = restore(*b.cache, bad, 2);
-  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
-  EXPECT_NE(st.message().find("points past"), std::string::npos) << st.message();
-  EXPECT_EQ(b.cache->n_tokens(0), 0);
-  EXPECT_EQ(b.cache->bytes_used(), empty);
+  for (const int kv_heads : {kKvHeads, 8, 17}) {
+    const size_t d_kv = size_t(kv_heads) * kHd;
+    SCOPED_TRACE("d_kv " + std::to_string(d_kv));
+    const int page = PagedRows::kPageTokens;
+    const OutlierLayout lay = OutlierLayout::for_rows(d_kv, page);
+    EXPECT_EQ(lay.idx_bytes, d_kv <= 256 ? 1 : 2);
+    EXPECT_EQ(lay.ptr_bytes, d_kv <= 1023 ? 2 : 4);
+    auto a = build("kvquant-3:sinks=0", kCtx, nullptr, kv_heads);
+    // Two tokens whose channels 0 and 1 are far beyond the key thresholds: outliers.
+    std::vector<float> x(2 * d_kv, 0.5f);
+    x[0] = x[1] = x[d_kv] = 50.f;
+    for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(a.cache->append(il, 2, x.data(), x.data()).ok());
+    const std::string s = state_of(*a.cache);
+    auto b = build("kvquant-3:sinks=0", kCtx, nullptr, kv_heads);
+    const size_t empty = b.cache->bytes_used();
+    ASSERT_TRUE(restore(*b.cache, s, 2).ok());
+    b.cache->clear();
+    // Keys of layer 0: the sink count (no pages), the row count and one page of rows, then the
+    // outlier block [cap][row_ptr x 65][val x cap][idx x cap].
+    const size_t block = 8 + 8 + size_t(page) * (d_kv * 3 / 8);
+    const auto* blk = reinterpret_cast<const uint8_t*>(s.data() + block);
+    const uint32_t cap = OutlierLayout::cap_of(blk);
+    const size_t idx0 = block + lay.idx_offset(page, cap);
+    ASSERT_GE(lay.ptr_at(blk, 1), 2u);  // row 0's outliers: channels 0 and 1
+    ASSERT_EQ(lay.idx_at(blk, page, cap, 0), 0u);
+    ASSERT_EQ(lay.idx_at(blk, page, cap, 1), 1u);
+    std::string bad = s;
+    const uint16_t beyond = uint16_t(d_kv);
+    if (lay.idx_bytes == 1) {
+      bad[idx0] = char(d_kv <= 255 ? d_kv : 255);  // 128: one past the row; never 256 here
+    } else {
+      std::memcpy(bad.data() + idx0, &beyond, 2);
+    }
+    Status st = restore(*b.cache, bad, 2);
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find("outlier"), std::string::npos) << st.message();
+    bad = s;
+    for (size_t j = 0; j < lay.idx_bytes; ++j) std::swap(bad[idx0 + j], bad[idx0 + lay.idx_bytes + j]);
+    EXPECT_EQ(restore(*b.cache, bad, 2).code(), StatusCode::kDataLoss);
+    // A row pointer beyond the page's capacity, as large as its width holds.
+    bad = s;
+    // It is refused before any of the row's entries is read: the last pointer is in range, and
+    // the entries past the page's capacity were read before the fix (session_fuzz found it).
+    lay.set_ptr(reinterpret_cast<uint8_t*>(bad.data() + block), 1, lay.ptr_bytes == 2 ? 0xffffu : 1u << 30);
+    st = restore(*b.cache, bad, 2);
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find("points past"), std::string::npos) << st.message();
+    // A capacity beyond what the page's rows hold (its pointers could not carry it).
+    bad = s;
+    const uint32_t huge = uint32_t(OutlierLayout::max_cap(d_kv, page) + 1);
+    std::memcpy(bad.data() + block, &huge, 4);
+    st = restore(*b.cache, bad, 2);
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find("claims room"), std::string::npos) << st.message();
+    EXPECT_EQ(b.cache->n_tokens(0), 0);
+    EXPECT_EQ(b.cache->bytes_used(), empty);
+  }
 }
 
 // A pool that refuses part way through a restore: kOutOfMemory, the cache as it was, and

@@ -209,6 +209,34 @@ TEST(KvquantStore, ExactValueOutlierCounts) {
   EXPECT_EQ(static_cast<KvquantStore*>(s.get())->n_outliers(), size_t(n - 1) * 2 * k);
 }
 
+// norm=8 (NormParams8 per value token): the store's values read back as the fp16 form would
+// with the same decoded norm, within half a codebook gap of the inliers; a token whose range no
+// 8-bit norm holds is an error naming the option, and leaves the store as it was.
+TEST(KvquantStore, Norm8ValuesAndTheirLimit) {
+  const int n = 64;  // one whole page: its outlier block is then shrunk to what bytes_for counts
+  const auto x = laplace_rows(n, kShape.row_values(), 8);
+  for (double outliers : {0.0, 0.02}) {
+    KvquantOptions o;
+    o.bits = 3;
+    o.sinks = 0;
+    o.outliers = outliers;
+    o.norm_bits = 8;
+    auto s = KvquantStore::make(kShape, test_pool(), KvRole::kValue, o, params_for(x, n, 3, 0, KvRole::kValue)).value();
+    EXPECT_NE(s->name().find(":norm=8"), std::string::npos) << s->name();
+    for (int il = 0; il < kShape.n_layers; ++il) ASSERT_TRUE(s->append(il, n, x.data()).ok());
+    const size_t bytes = s->bytes_used();
+    EXPECT_EQ(bytes, s->bytes_for(n));
+    std::vector<float> big(kShape.row_values(), 1.0f);
+    // More extremes than the outliers take (2 per side at 2%): the inliers span +-900.
+    for (int i = 0; i < 10; ++i) big[size_t(i)] = i % 2 ? -900.0f : 900.0f;
+    const Status st = s->append(0, 1, big.data());
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("norm=16"), std::string::npos) << st.message();
+    EXPECT_EQ(s->n_tokens(0), n);
+    EXPECT_EQ(s->bytes_used(), bytes);
+  }
+}
+
 TEST(CacheSpec, BadSpecsNameTheProblem) {
   struct Case {
     const char* spec;
@@ -217,6 +245,7 @@ TEST(CacheSpec, BadSpecsNameTheProblem) {
   for (const Case& c : {Case{"kivi-3", "unknown cache type 'kivi-3'"}, Case{"kvquant-5", "unknown cache type"},
                         Case{"kivi-2:g=0", "g=0"}, Case{"kivi-2:x=1", "bad option 'x=1'"},
                         Case{"kvquant-3:outliers=2", "outliers=2"}, Case{"kvquant-3:codebook=zz", "codebook=zz"},
+                        Case{"kvquant-3:norm=4", "norm=4"},
                         Case{"int3:g", "bad option 'g'"}, Case{"f16:g=2", "options: none"},
                         Case{"", "unknown cache type ''"}, Case{"f16:rot=1", "options: none"},
                         Case{"int3:rot=2", "rot=2"}}) {

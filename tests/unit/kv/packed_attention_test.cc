@@ -211,9 +211,10 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
   const size_t row = size_t(kKvHeads * kHd);
   for (const char* spec_text : {"f16", "q8_0", "q4_0", "int3", "int4:g=32", "kvquant-3", "kvquant-2:outliers=0:sinks=0",
                                 "kivi-2:g=32:r=128", "int3:rot=1", "kivi-2:g=32:r=128:rot=1", "kvquant-mixed",
-                                "kvquant-mixed:outliers=0:sinks=0"}) {
+                                "kvquant-mixed:outliers=0:sinks=0", "kvquant-3:norm=8", "kvquant-2:outliers=0:sinks=0:norm=8"}) {
     // One sink token plus 4 full pages for kvquant-3 (sinks=1), 4 pages otherwise.
-    const int n = std::string(spec_text) == "kvquant-3" || std::string(spec_text) == "kvquant-mixed" ? 257 : 256;
+    const std::string st(spec_text);
+    const int n = st == "kvquant-3" || st == "kvquant-mixed" || st == "kvquant-3:norm=8" ? 257 : 256;
     Built b = build(spec_text, n);
     ASSERT_TRUE(b.cache);
     std::vector<float> k(row), v(row);
@@ -225,7 +226,7 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
     }
     // kvquant-mixed: the per-layer widths come with the calibration (test::kMixed*Bits).
     CacheConfig cfg = cache_config(parse_cache_spec(spec_text).value(), {kLayers, kKvHeads, kHd, n}, {&b.k, &b.v});
-    if (std::string(spec_text) == "kvquant-3" || std::string(spec_text) == "kvquant-mixed") {
+    if (n == 257) {
       const auto& ks = static_cast<const KvquantStore&>(dynamic_cast<const CompositeKvCache&>(*b.cache).keys());
       cfg.key_outliers_per_token = double(ks.n_outliers()) / double(kLayers) / double(n - 1);
     }
@@ -233,6 +234,33 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
     ASSERT_TRUE(acc.ok()) << acc.status().to_string();
     EXPECT_NEAR(double(b.cache->bytes_used()), acc->total_bytes(), 1e-6 * acc->total_bytes() + 1.0)
         << spec_text << "\n" << acc->to_string();
+  }
+}
+
+// The same at the wider outlier layouts (quant/outlier_layout.h): d_kv 512 (uint16 indices and
+// pointers) and 1088 (uint16 indices, uint32 pointers); the test shape above has d_kv 128.
+TEST(PackedAttention, BytesUsedMatchesBitsAccountingAtEveryOutlierWidth) {
+  Rng rng(21);
+  for (const int kv_heads : {8, 17}) {
+    const size_t row = size_t(kv_heads * kHd);
+    const int n = 129;  // the sink and two full pages
+    Built b = build("kvquant-3", n, nullptr, kv_heads);
+    ASSERT_TRUE(b.cache);
+    std::vector<float> k(row), v(row);
+    for (int t = 0; t < n; ++t) {
+      for (auto& x : k) x = float(rng.normal());
+      for (auto& x : v) x = float(rng.normal());
+      for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(b.cache->append(il, 1, k.data(), v.data()).ok());
+      ASSERT_TRUE(b.cache->end_step().ok());
+    }
+    CacheConfig cfg = cache_config(parse_cache_spec("kvquant-3").value(), {kLayers, kv_heads, kHd, n}, {&b.k, &b.v});
+    const auto& ks = static_cast<const KvquantStore&>(dynamic_cast<const CompositeKvCache&>(*b.cache).keys());
+    cfg.key_outliers_per_token = double(ks.n_outliers()) / double(kLayers) / double(n - 1);
+    auto acc = account_bits(cfg, n);
+    ASSERT_TRUE(acc.ok()) << acc.status().to_string();
+    EXPECT_NEAR(double(b.cache->bytes_used()), acc->total_bytes(), 1e-6 * acc->total_bytes() + 1.0)
+        << "d_kv " << row << "\n" << acc->to_string();
+    EXPECT_GT(acc->k.outlier_indices, 0.0);
   }
 }
 

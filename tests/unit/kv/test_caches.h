@@ -20,14 +20,14 @@ constexpr int kHeads = 8, kKvHeads = 2, kHd = 64, kLayers = 3;
 // Per-layer widths of kvquant-mixed (bits 0) in these tests: every width at least once per side.
 constexpr int kMixedKeyBits[kLayers] = {2, 3, 4}, kMixedValueBits[kLayers] = {4, 2, 3};
 
-inline KvquantParams dummy_params(int bits, bool keys) {
+inline KvquantParams dummy_params(int bits, bool keys, int kv_heads = kKvHeads) {
   KvquantParams p;
   for (int il = 0; il < kLayers; ++il) {
     KvquantLayerParams lp;
     lp.codebook = make_nf_codebook(bits != 0 ? bits : keys ? kMixedKeyBits[il] : kMixedValueBits[il]);
     if (keys) {
-      lp.upper.assign(size_t(kKvHeads * kHd), 2.5f);
-      lp.lower.assign(size_t(kKvHeads * kHd), -2.0f);
+      lp.upper.assign(size_t(kv_heads * kHd), 2.5f);
+      lp.lower.assign(size_t(kv_heads * kHd), -2.0f);
     }
     p.layers.push_back(lp);
   }
@@ -39,16 +39,18 @@ struct Built {
   KvquantParams k, v;
 };
 
-// spec_text: one spec, or "K=spec,V=spec". Storage from `pool` when given (kv/page_pool.h).
-inline Built build(const std::string& spec_text, int n_ctx, std::shared_ptr<PagePool> pool = nullptr) {
+// spec_text: one spec, or "K=spec,V=spec". Storage from `pool` when given (kv/page_pool.h);
+// kv_heads other than kKvHeads for other vector lengths (e.g. the wide outlier layout).
+inline Built build(const std::string& spec_text, int n_ctx, std::shared_ptr<PagePool> pool = nullptr,
+                   int kv_heads = kKvHeads) {
   Built b;
   const size_t comma = spec_text.find(",V=");
   const CacheSpec spec = spec_text.rfind("K=", 0) == 0 && comma != std::string::npos
                              ? parse_cache_spec(spec_text.substr(2, comma - 2), spec_text.substr(comma + 3)).value()
                              : parse_cache_spec(spec_text).value();
-  if (spec.k.kind == TensorKind::kKvquant) b.k = dummy_params(spec.k.bits, true);
-  if (spec.v.kind == TensorKind::kKvquant) b.v = dummy_params(spec.v.bits, false);
-  auto c = make_cache(spec, {kLayers, kKvHeads, kHd, n_ctx}, {&b.k, &b.v}, std::move(pool));
+  if (spec.k.kind == TensorKind::kKvquant) b.k = dummy_params(spec.k.bits, true, kv_heads);
+  if (spec.v.kind == TensorKind::kKvquant) b.v = dummy_params(spec.v.bits, false, kv_heads);
+  auto c = make_cache(spec, {kLayers, kv_heads, kHd, n_ctx}, {&b.k, &b.v}, std::move(pool));
   EXPECT_TRUE(c.ok()) << spec_text << ": " << c.status().to_string();
   if (c.ok()) b.cache = std::move(*c);
   return b;

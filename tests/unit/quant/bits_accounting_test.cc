@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include "quant/outlier_layout.h"
+#include "quant/outliers.h"
+
 namespace kvq {
 namespace {
 
@@ -53,6 +56,29 @@ TEST(BitsAccounting, KvquantMatchesPaper) {
   // paper's 64.0 GB fp16 is 2^36 bytes, so compare in GiB).
   const auto r4 = account_bits(kvquant_config(kL, kH, kD, 4, 0.01, 1), 128 * 1024).value();
   EXPECT_NEAR(r4.total_bytes() / double(1ull << 30), 17.3, 0.15);
+}
+
+// The outliers cost what the cache's page layout stores (quant/outlier_layout.h): on the
+// testbed (6 layers, 2 KV heads of 64: d_kv 128) uint8 indices and uint16 page-local pointers;
+// at d_kv 512 uint16 indices and pointers; at LLaMA-7B's 4096 uint16 and uint32 (above).
+TEST(BitsAccounting, KvquantOutliersFollowTheStoresLayout) {
+  struct Case {
+    int kv_heads;
+    double idx_bytes, ptr_bytes;
+  };
+  for (const Case c : {Case{2, 1, 2}, Case{8, 2, 2}, Case{32, 2, 4}}) {
+    const int d_kv = c.kv_heads * 64;
+    const auto r = account_bits(kvquant_config(6, c.kv_heads, 64, 3, 0.01, 1), 1025).value();
+    const double nq = 1024, pages = 16, per_token = 2.0 * double(outliers_per_side(size_t(d_kv), 0.01));
+    EXPECT_DOUBLE_EQ(r.v.outlier_values, nq * per_token * 2 * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.v.outlier_indices, nq * per_token * c.idx_bytes * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.v.outlier_pointers, (nq * c.ptr_bytes + pages * (4 + c.ptr_bytes)) * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.k.outlier_indices, nq * 0.01 * d_kv * c.idx_bytes * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.k.outlier_pointers, r.v.outlier_pointers) << d_kv;
+    const OutlierLayout lay = OutlierLayout::for_rows(size_t(d_kv), 64);
+    EXPECT_EQ(lay.idx_bytes, c.idx_bytes);
+    EXPECT_EQ(lay.ptr_bytes, c.ptr_bytes);
+  }
 }
 
 TEST(BitsAccounting, Q8AndQ4AndIntBaselines) {
