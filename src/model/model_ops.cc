@@ -29,9 +29,9 @@ constexpr int kVecDotMaxTokens = 3;
 // which costs about what 16 tokens' multiply-adds cost, so smaller batches (a serving step of a
 // few sequences) keep the tile path.
 constexpr int kPanelMinTokens = 32;
-// Tokens per panel pass: their activations (1 MiB at n_in 1024, 4 MiB at 4096) stay in L2/L3
+// Tokens per panel pass: their activations (512 KiB at n_in 256, 8 MiB at 4096) stay in L2/L3
 // while the panel (16 x n_in floats) is reused by every one of them.
-constexpr int kPanelTokens = 256;
+constexpr int kPanelTokens = 512;
 
 // A batch of n_tokens >= kPanelMinTokens against a packed weight. The activations are rounded
 // once for all tasks (rounding is scalar and costs as much per value as a 64-row matmul does),

@@ -29,7 +29,9 @@ TEST(Norm8, EveryCodeIsAnExactFp16NormAndTheScaleIsMonotone) {
     }
     const float h = norm8_float(NormParams8{uint8_t(c), 0}).half;
     ASSERT_GT(h, prev) << c;
-    if (c > 0) ASSERT_LT(h / prev, 1.05f) << c;  // 16 steps per octave
+    if (c > 0) {
+      ASSERT_LT(h / prev, 1.05f) << c;  // 16 steps per octave
+    }
     prev = h;
   }
   EXPECT_EQ(norm8_float(NormParams8{0, 0}).half, 1.0f / 256);
@@ -101,7 +103,9 @@ TEST(Norm8, DenseSparseTokenQuantizesWithTheDecodedNorm) {
     std::vector<bool> out(n);
     for (size_t j = 0; j < count; ++j) out[idx[j]] = true;
     for (size_t i = 0; i < n; ++i) {
-      if (!out[i]) EXPECT_LE(std::fabs(y[i] - x[i]), f.half * gap * 0.5f * 1.0001f + 1e-6f) << i;
+      if (!out[i]) {
+        EXPECT_LE(std::fabs(y[i] - x[i]), f.half * gap * 0.5f * 1.0001f + 1e-6f) << i;
+      }
     }
   }
 }
