@@ -105,7 +105,7 @@ TEST_P(WeightFormatTest, SimdMatchesReference) {
           ASSERT_TRUE(test::same_bits(got[size_t(i)], ref[size_t(r) * cols + i])) << "row " << r << " col " << i;
       }
     });
-    for (int n_tokens : {1, 3, 31, 70, 131, 300}) {  // vec_dot, tile and panel paths (two token blocks)
+    for (int n_tokens : {1, 3, 31, 70, 131, 600}) {  // vec_dot, tile and panel paths (two token blocks)
       Rng rng(uint64_t(n_tokens) + 5);
       std::vector<float> x(size_t(n_tokens) * cols);
       for (auto& v : x) v = rng.uniform(-1.0f, 1.0f);
