@@ -295,7 +295,10 @@ Status run(const std::vector<std::string>& argv) {
   std::printf("\n");
   if (plot_out) {
     PlotSeries ours{"kvq", {}, false}, theirs{"llama.cpp", {}, false}, line{"Pareto frontier", {}, true};
-    for (const auto& e : entries) (e.peer ? theirs : ours).points.push_back({e.bits, e.r.kl_mean, e.label});
+    // Labels on llama.cpp's points and on the frontier only: the rest would overlap.
+    for (const auto& e : entries) {
+      (e.peer ? theirs : ours).points.push_back({e.bits, e.r.kl_mean, e.peer || e.pareto ? e.label : ""});
+    }
     for (const Entry* e : front) line.points.push_back({e->bits, e->r.kl_mean, ""});
     if (title.empty()) {
       title = header.value("model", std::string()) + " on " +

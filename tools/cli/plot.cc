@@ -74,7 +74,7 @@ Status draw_plot(OutputFile& out, const std::vector<PlotSeries>& series, const s
                        "set title " + gnuplot_quote(title) + "\n"
                        "set xlabel " + gnuplot_quote(xlabel) + "\n"
                        "set ylabel " + gnuplot_quote(ylabel) + "\n"
-                       "set logscale y\nset grid\n";
+                       "set logscale y\nset format y '%g'\nset grid\n";
   script += series.size() > 1 ? "set key top right\n" : "unset key\n";
   std::string data, plot;
   int n = 0, drawn = 0;
@@ -82,7 +82,7 @@ Status draw_plot(OutputFile& out, const std::vector<PlotSeries>& series, const s
     std::string block;
     for (const PlotPoint& p : series[s].points) {
       if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
-      const double y = std::max(p.y, 1e-4);
+      const double y = std::max(p.y, 1e-5);
       block += number(p.x) + " " + number(y) + "\n";
       if (!series[s].line && !p.label.empty()) {
         script += "set label " + std::to_string(++n) + " " + gnuplot_quote(p.label) + " at " + number(p.x) + "," +

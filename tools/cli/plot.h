@@ -33,7 +33,7 @@ std::string gnuplot_quote(const std::string& s);
 // Errors (before any computation) when no gnuplot executable is on PATH.
 Status check_gnuplot();
 
-// Draws the series (y clamped to >= 1e-4 for the log scale) into out.
+// Draws the series (y clamped to >= 1e-5 for the log scale) into out.
 Status draw_plot(OutputFile& out, const std::vector<PlotSeries>& series, const std::string& title,
                  const std::string& xlabel, const std::string& ylabel);
 

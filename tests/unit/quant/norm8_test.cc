@@ -88,7 +88,7 @@ TEST(Norm8, DenseSparseTokenQuantizesWithTheDecodedNorm) {
     std::vector<uint8_t> codes(packed_bytes(3, n)), codes16(codes.size());
     std::vector<uint16_t> idx(n);
     std::vector<f16_t> val(n);
-    NormParams norm, norm16;
+    NormParams norm;
     NormParams8 n8;
     size_t count = 0;
     ASSERT_TRUE(quantize_dense_sparse_token(x.data(), n, 0.02, cb, codes.data(), &norm, idx.data(), val.data(),
