@@ -201,6 +201,15 @@ TEST(Cli, PairedKlAndFrontier) {
   expect_error("frontier --json " + kText, "is not the JSON of `kvq ppl --json`");
   expect_error("frontier --json " + a + " --peers " + kText, "no 'name: ... Mean KLD: X' lines");
   expect_error("frontier", "no results given");
+  // Fields of the wrong type read as absent, never as a crash.
+  const std::string odd = dir + "/front_odd.json";
+  const std::string odd_head = R"({"text":[1],"protocol":2,"mode":null,"n_ctx":"x","chunks":1,"scored_tokens":1,"model":7,"calibration":3,)";
+  std::ofstream(odd) << odd_head << R"("results":[{"cache":5,"kl_mean":0.1,"bits_per_value":2,"token_kl":[1,"a"]}]})";
+  expect_error("frontier --json " + odd, "token_kl holds a non-number");
+  std::ofstream(odd) << odd_head << R"("results":[{"cache":5,"kl_mean":0.1,"bits_per_value":2,"token_kl":[0.1]},{"cache":"x"}]})";
+  r = kvq("frontier --json " + odd);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| ? | 2.000 |"), std::string::npos) << r.output;
 }
 
 // -b splits prefills; bench -d fills the cache with replayed activations before measuring.

@@ -95,9 +95,17 @@ StatusOr<std::vector<Entry>> read_peers(const std::string& path) {
   return out;
 }
 
+// Typed lookups that never throw: a field of another type reads as absent.
 double number_or(const nlohmann::json& j, const char* key, double fallback) {
   const auto it = j.find(key);
   return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+std::string string_or(const nlohmann::json& j, const char* key, const std::string& fallback) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
 }
 
 // Rows of one `kvq ppl --json` file that were compared with a base (f16 rows have no KL).
@@ -113,21 +121,19 @@ Status read_json(const std::string& path, nlohmann::json* header, std::vector<En
     if (!j.contains(k)) return invalid_argument("--json " + printable(path) + " has no '" + k + "'");
     id[k] = j[k];
   }
-  id["model"] = j.contains("model") && j["model"].is_string()
-                    ? std::filesystem::path(j["model"].get<std::string>()).filename().string()
-                    : "";
+  id["model"] = std::filesystem::path(string_or(j, "model", "")).filename().string();
   if (header->is_null()) {
     *header = id;
   } else if (*header != id) {
-    return invalid_argument("--json " + printable(path) + " is another run (" + printable(id.dump()) + ", not " +
-                            printable(header->dump()) + "): rows are compared only on the same tokens");
+    return invalid_argument("--json " + printable(path) + " is another run (" + printable(dump(id)) + ", not " +
+                            printable(dump(*header)) + "): rows are compared only on the same tokens");
   }
-  const std::string calib = j.value("calibration", std::string());
+  const std::string calib = string_or(j, "calibration", "");
   for (const auto& row : j["results"]) {
     if (!row.is_object() || !row.contains("kl_mean") || !row["kl_mean"].is_number()) continue;
     Entry e;
     e.source = std::filesystem::path(path).stem().string();
-    e.label = row.value("cache", std::string("?"));
+    e.label = string_or(row, "cache", "?");
     if (!calib.empty() && e.label.find("kvquant") != std::string::npos) {
       e.label += " [" + std::filesystem::path(path).stem().string() + "]";
     }
@@ -272,7 +278,7 @@ Status run(const std::vector<std::string>& argv) {
       return &o != &e && o.bits <= e.bits && o.r.kl_mean < e.r.kl_mean;
     });
   }
-  std::printf("run: %s\n", printable(header.dump()).c_str());
+  std::printf("run: %s\n", printable(dump(header)).c_str());
   // Rows go to the nearest budget; those more than a quarter bit above the largest to a last table.
   std::vector<std::vector<const Entry*>> bins(budgets.size() + 1);
   for (const auto& e : entries) {
@@ -301,8 +307,8 @@ Status run(const std::vector<std::string>& argv) {
     }
     for (const Entry* e : front) line.points.push_back({e->bits, e->r.kl_mean, ""});
     if (title.empty()) {
-      title = header.value("model", std::string()) + " on " +
-              std::filesystem::path(header.value("text", std::string())).filename().string() + ": KL vs bits/value";
+      title = string_or(header, "model", "") + " on " +
+              std::filesystem::path(string_or(header, "text", "")).filename().string() + ": KL vs bits/value";
     }
     KVQ_RETURN_IF_ERROR(draw_plot(*plot_out, {ours, theirs, line}, title,
                                   "bits per value (as allocated, incl. scales, outliers, windows, sinks)",
