@@ -27,7 +27,7 @@ CC=clang CXX=clang++ cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo 
 cmake --build build/asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 secs=${KVQ_FUZZ_SECONDS:-20}
-for f in gguf gguf_struct tokenizer bpe_tokenizer args cache_spec calib logprob session; do
+for f in gguf gguf_struct tokenizer bpe_tokenizer args cache_spec calib logprob session frontier; do
   corpus=$(mktemp -d)
   [ -d tests/fuzz/corpus/$f ] && cp tests/fuzz/corpus/$f/* "$corpus"/
   echo "-- fuzzing $f for ${secs}s"
