@@ -33,24 +33,12 @@ constexpr int kPanelMinTokens = 32;
 // while the panel (16 x n_in floats) is reused by every one of them.
 constexpr int kPanelTokens = 512;
 
-// A batch of n_tokens >= kPanelMinTokens against a packed weight. The activations are rounded
-// once for all tasks (rounding is scalar and costs as much per value as a 64-row matmul does),
-// then tasks take (token block, group of panels): each panel is dequantized once per token
-// block and multiplied by all of its tokens.
-void matmul_panels(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens) {
+// A batch of n_tokens >= kPanelMinTokens against a packed weight, its activations xs already in
+// the type's activation format: tasks take (token block, group of panels), and each panel is
+// dequantized once per token block and multiplied by all of its tokens.
+void matmul_panels(ExecContext& ctx, const Matrix& w, const float* xs, float* y, int n_tokens) {
   const int n_rows = w.rows, n_in = w.cols;
   const KernelPath path = ctx.path();
-  const RoundActivationsFn round = w.format->round_activations;
-  const float* xs = x;
-  if (round) {
-    float* xr = ctx.shared_scratch(size_t(n_tokens) * size_t(n_in));
-    constexpr int kRoundTokens = 8;
-    ctx.pool().parallel_for((n_tokens + kRoundTokens - 1) / kRoundTokens, [&](int64_t task, int) {
-      const int t1 = std::min(n_tokens, int(task + 1) * kRoundTokens);
-      for (int t = int(task) * kRoundTokens; t < t1; ++t) round(x + size_t(t) * n_in, xr + size_t(t) * n_in, n_in);
-    });
-    xs = xr;
-  }
   const int n_panels = (n_rows + cpu::kPanelRows - 1) / cpu::kPanelRows;
   const int n_tblocks = (n_tokens + kPanelTokens - 1) / kPanelTokens;
   int n_pblocks = std::clamp((4 * ctx.n_threads() + n_tblocks - 1) / n_tblocks, 1, n_panels);
@@ -77,8 +65,29 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   const KernelPath path = ctx.path();
   const WeightFormat& fmt = *w.format;
   const RoundActivationsFn round = fmt.round_activations;
+  const int64_t macs = int64_t(n_tokens) * n_rows * n_in;
+  const bool integer = fmt.vec_dot && n_tokens <= kVecDotMaxTokens;
+  // The tile and panel paths multiply W round(x): the activations are rounded once per matmul,
+  // before any task (rounding is scalar and costs per value about what a 64-row matmul does, so
+  // each task rounding its own tokens again was a large part of a packed prefill). The integer
+  // path quantizes them to blocks itself, below.
+  if (round && !integer) {
+    float* xr = ctx.shared_scratch(size_t(n_tokens) * size_t(n_in));
+    auto round_tokens = [&](int t0, int t1) {
+      for (int t = t0; t < t1; ++t) round(x + size_t(t) * n_in, xr + size_t(t) * n_in, n_in);
+    };
+    constexpr int kRoundTokens = 8;
+    if (macs < kMinParallelMacs) {
+      round_tokens(0, n_tokens);
+    } else {
+      ctx.pool().parallel_for((n_tokens + kRoundTokens - 1) / kRoundTokens, [&](int64_t task, int) {
+        round_tokens(int(task) * kRoundTokens, std::min(n_tokens, int(task + 1) * kRoundTokens));
+      });
+    }
+    x = xr;
+  }
   if (path != KernelPath::kRef && w.type() != GgmlType::kF32 && n_tokens >= kPanelMinTokens &&
-      int64_t(n_tokens) * n_rows * n_in >= kMinParallelMacs) {
+      macs >= kMinParallelMacs) {
     return matmul_panels(ctx, w, x, y, n_tokens);
   }
   // Output rows [r0, r1) of tokens [t0, t1) from activations xs (row t0 first) and f32 rows
@@ -96,14 +105,13 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   // A decode step on a type with an integer path: its few tokens are quantized to activation
   // blocks once, here (quantizing them again in every task cost ~6% of a 7B Q4_K step), and each
   // task runs vec_dot_rows per (row chunk, token) over its rows, row chunks outermost so a weight
-  // row is read from memory once. Below kTokenBlock tokens the split is by rows only, so no task needs the
-  // scratch that holds them.
+  // row is read from memory once.
   uint8_t* act = nullptr;
   size_t act_row = 0;
   uint64_t finite = 0;  // bit t: token t's row quantized (n_tokens <= kVecDotMaxTokens)
-  if (fmt.vec_dot && n_tokens <= kVecDotMaxTokens) {
+  if (integer) {
     act_row = size_t(n_in / fmt.activation_block) * size_t(fmt.activation_block_bytes);
-    act = reinterpret_cast<uint8_t*>(ctx.scratch(0, (size_t(n_tokens) * act_row + 3) / 4));
+    act = reinterpret_cast<uint8_t*>(ctx.shared_scratch((size_t(n_tokens) * act_row + 3) / 4));
     for (int t = 0; t < n_tokens; ++t) {
       if (fmt.quantize_activations(x + size_t(t) * n_in, act + size_t(t) * act_row, n_in)) finite |= 1ull << t;
     }
@@ -126,21 +134,13 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
     }
     const float* xs = x + size_t(t0) * n_in;
     if (w.type() == GgmlType::kF32) return block(xs, w.f32() + size_t(r0) * n_in, t0, t1, r0, r1);
-    float* tile = ctx.scratch(worker, size_t(kTileRows + (round ? t1 - t0 : 0)) * size_t(n_in));
-    if (round) {
-      // Each task rounds its own token block: a few times n_in work per token, and no state
-      // shared between tasks, so results do not depend on the split.
-      float* xr = tile + size_t(kTileRows) * n_in;
-      for (int t = t0; t < t1; ++t) round(x + size_t(t) * n_in, xr + size_t(t - t0) * n_in, n_in);
-      xs = xr;
-    }
+    float* tile = ctx.scratch(worker, size_t(kTileRows) * size_t(n_in));
     for (int r = r0; r < r1; r += kTileRows) {
       const int r_end = std::min(r1, r + kTileRows);
       for (int i = r; i < r_end; ++i) w.dequantize_row(i, tile + size_t(i - r) * n_in, path);
       block(xs, tile, t0, t1, r, r_end);
     }
   };
-  const int64_t macs = int64_t(n_tokens) * n_rows * n_in;
   const int n_threads = ctx.n_threads();
   if (n_threads == 1 || macs < kMinParallelMacs) return run(0, n_tokens, 0, n_rows, 0);
   const int n_tblocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
