@@ -6,6 +6,7 @@
 
 #include "base/fp16.h"
 #include "kernels/cpu/ops.h"
+#include "quant/activation_round.h"
 #include "quant/ggml_blocks.h"
 #include "quant/weight/iq4_nl.h"
 #include "quant/weight/iq4_xs.h"
@@ -56,22 +57,8 @@ void typed_simd(const uint8_t* s, float* d, int64_t n) {
   kFn(reinterpret_cast<const Block*>(s), d, n, KernelPath::kSimd);
 }
 
-// x rounded through an activation block format (quantize then dequantize, block by block).
-template <typename Block, int kN, void (*kQuantize)(const float*, Block*, int64_t),
-          void (*kDequantize)(const Block*, float*, int64_t)>
-void round_through(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i += kN) {
-    bool finite = true;
-    for (int j = 0; j < kN; ++j) finite &= std::isfinite(x[i + j]);
-    if (!finite) {
-      std::memcpy(y + i, x + i, sizeof(float) * kN);
-      continue;
-    }
-    Block b;
-    kQuantize(x + i, &b, kN);
-    kDequantize(&b, y + i, kN);
-  }
-}
+void round_q8_0(const float* x, float* y, int64_t n) { round_row_q8_0(x, y, n); }
+void round_q8_k(const float* x, float* y, int64_t n) { round_row_q8_k(x, y, n); }
 
 bool quantize_q8_0(const float* x, uint8_t* blocks, int64_t n) {
   return quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(blocks), n).ok();  // checks finiteness
@@ -81,7 +68,7 @@ bool quantize_q8_k(const float* x, uint8_t* blocks, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(x[i])) return false;
   }
-  quantize_row_q8_k_ref(x, reinterpret_cast<BlockQ8_K*>(blocks), n);
+  quantize_row_q8_k(x, reinterpret_cast<BlockQ8_K*>(blocks), n);
   return true;
 }
 
@@ -90,10 +77,8 @@ struct ActivationFormat {
   int block, block_bytes;
   QuantizeActivationsFn quantize;
 };
-constexpr ActivationFormat kQ8_0Act{round_through<BlockQ8_0, kQK8_0, quantize_row_q8_0_ref, dequantize_row_q8_0_ref>,
-                                    kQK8_0, int(sizeof(BlockQ8_0)), quantize_q8_0};
-constexpr ActivationFormat kQ8_KAct{round_through<BlockQ8_K, kQK_K, quantize_row_q8_k_ref, dequantize_row_q8_k_ref>,
-                                    kQK_K, int(sizeof(BlockQ8_K)), quantize_q8_k};
+constexpr ActivationFormat kQ8_0Act{round_q8_0, kQK8_0, int(sizeof(BlockQ8_0)), quantize_q8_0};
+constexpr ActivationFormat kQ8_KAct{round_q8_k, kQK_K, int(sizeof(BlockQ8_K)), quantize_q8_k};
 
 template <typename Block, typename ActBlock, float (*kFn)(const Block*, const ActBlock*, int64_t, KernelPath)>
 float vec_dot(const uint8_t* w, const uint8_t* a, int64_t n, KernelPath path) {
