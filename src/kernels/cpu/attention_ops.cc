@@ -31,53 +31,124 @@ HWY_INLINE hn::Vec<D> LoadRow(D d, const f16_t* p, size_t i, size_t n) {
   return hn::PromoteTo(d, hn::Load(dh, buf));
 }
 
-template <class D, typename T>
-HWY_INLINE void ScoresImpl(D d, const float* q, const T* k, size_t ldk, int n_rows, int head_dim,
-                           float scale, float* scores) {
+// Scores of kQ queries against n_rows keys. Each (query, key) pair is one accumulator summed
+// over head_dim in increasing order and reduced by SumOfLanes, whatever kQ is and however the
+// rows are blocked: a query's scores do not depend on the other queries of its pass (prefill and
+// decode agree bit for bit). Blocking only shares loads: a key row is converted once for kQ
+// queries, and two rows share each query load.
+template <size_t kQ, class D, typename T>
+HWY_INLINE void ScoresImpl(D d, const float* const* q, const T* k, size_t ldk, int n_rows, int head_dim,
+                           float scale, float* const* scores) {
+  using V = hn::Vec<D>;
   const size_t n = size_t(head_dim);
   const size_t N = hn::Lanes(d);
   int j = 0;
-  // Four rows at a time: four independent FMA chains, each row summed exactly as alone.
-  for (; j + 4 <= n_rows; j += 4) {
+  for (; j + 2 <= n_rows; j += 2) {
     const T* k0 = k + size_t(j) * ldk;
-    auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    V a0[kQ], a1[kQ];
+    for (size_t u = 0; u < kQ; ++u) a0[u] = a1[u] = hn::Zero(d);
     for (size_t i = 0; i < n; i += N) {
-      const auto qi = LoadRow(d, q, i, n);
-      a0 = hn::MulAdd(qi, LoadRow(d, k0, i, n), a0);
-      a1 = hn::MulAdd(qi, LoadRow(d, k0 + ldk, i, n), a1);
-      a2 = hn::MulAdd(qi, LoadRow(d, k0 + 2 * ldk, i, n), a2);
-      a3 = hn::MulAdd(qi, LoadRow(d, k0 + 3 * ldk, i, n), a3);
+      const V r0 = LoadRow(d, k0, i, n), r1 = LoadRow(d, k0 + ldk, i, n);
+      for (size_t u = 0; u < kQ; ++u) {
+        const V qi = LoadRow(d, q[u], i, n);
+        a0[u] = hn::MulAdd(qi, r0, a0[u]);
+        a1[u] = hn::MulAdd(qi, r1, a1[u]);
+      }
     }
-    scores[j] = hn::GetLane(hn::SumOfLanes(d, a0)) * scale;
-    scores[j + 1] = hn::GetLane(hn::SumOfLanes(d, a1)) * scale;
-    scores[j + 2] = hn::GetLane(hn::SumOfLanes(d, a2)) * scale;
-    scores[j + 3] = hn::GetLane(hn::SumOfLanes(d, a3)) * scale;
+    for (size_t u = 0; u < kQ; ++u) {
+      scores[u][j] = hn::GetLane(hn::SumOfLanes(d, a0[u])) * scale;
+      scores[u][j + 1] = hn::GetLane(hn::SumOfLanes(d, a1[u])) * scale;
+    }
   }
   for (; j < n_rows; ++j) {
     const T* kr = k + size_t(j) * ldk;
-    auto acc = hn::Zero(d);
-    for (size_t i = 0; i < n; i += N) acc = hn::MulAdd(LoadRow(d, q, i, n), LoadRow(d, kr, i, n), acc);
-    scores[j] = hn::GetLane(hn::SumOfLanes(d, acc)) * scale;
+    V a[kQ];
+    for (size_t u = 0; u < kQ; ++u) a[u] = hn::Zero(d);
+    for (size_t i = 0; i < n; i += N) {
+      const V r = LoadRow(d, kr, i, n);
+      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(LoadRow(d, q[u], i, n), r, a[u]);
+    }
+    for (size_t u = 0; u < kQ; ++u) scores[u][j] = hn::GetLane(hn::SumOfLanes(d, a[u])) * scale;
+  }
+}
+
+template <class D>
+HWY_INLINE void StoreRow(D d, hn::Vec<D> v, float* out, size_t i, size_t n) {
+  if (i + hn::Lanes(d) <= n) return hn::StoreU(v, d, out + i);
+  HWY_ALIGN float buf[hn::MaxLanes(d)];
+  hn::Store(v, d, buf);
+  for (size_t k = 0; k < n - i; ++k) out[i + k] = buf[k];
+}
+
+// out[u] += sum_j p[u][j] v_j for kQ queries: each output lane sums its rows in increasing j with
+// one MulAdd per row, whatever kQ is. Blocking shares loads: a value row is converted once for
+// kQ queries, two vectors of head_dim at a time.
+template <size_t kQ, class D, typename T>
+HWY_INLINE void AccumulateImpl(D d, const float* const* p, const T* v, size_t ldv, int n_rows, int head_dim,
+                               float* const* out) {
+  using V = hn::Vec<D>;
+  const size_t n = size_t(head_dim);
+  const size_t N = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + N < n; i += 2 * N) {
+    V a0[kQ], a1[kQ];
+    for (size_t u = 0; u < kQ; ++u) a0[u] = LoadRow(d, out[u], i, n), a1[u] = LoadRow(d, out[u], i + N, n);
+    for (int j = 0; j < n_rows; ++j) {
+      const T* vr = v + size_t(j) * ldv;
+      const V r0 = LoadRow(d, vr, i, n), r1 = LoadRow(d, vr, i + N, n);
+      for (size_t u = 0; u < kQ; ++u) {
+        const V pj = hn::Set(d, p[u][j]);
+        a0[u] = hn::MulAdd(pj, r0, a0[u]);
+        a1[u] = hn::MulAdd(pj, r1, a1[u]);
+      }
+    }
+    for (size_t u = 0; u < kQ; ++u) StoreRow(d, a0[u], out[u], i, n), StoreRow(d, a1[u], out[u], i + N, n);
+  }
+  if (i < n) {
+    V a[kQ];
+    for (size_t u = 0; u < kQ; ++u) a[u] = LoadRow(d, out[u], i, n);
+    for (int j = 0; j < n_rows; ++j) {
+      const V r = LoadRow(d, v + size_t(j) * ldv, i, n);
+      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(hn::Set(d, p[u][j]), r, a[u]);
+    }
+    for (size_t u = 0; u < kQ; ++u) StoreRow(d, a[u], out[u], i, n);
+  }
+}
+
+// Queries in passes of 4 (then one at a time), so a key or value row is read once per pass.
+constexpr int kQueryPass = 4;
+
+template <class D, typename T>
+HWY_INLINE void ScoresPasses(D d, const float* q, size_t ldq, int n_q, const T* k, size_t ldk, int n_rows,
+                             int head_dim, float scale, float* scores, size_t lds) {
+  int i = 0;
+  for (; i + kQueryPass <= n_q; i += kQueryPass) {
+    const float* qs[kQueryPass];
+    float* ss[kQueryPass];
+    for (int u = 0; u < kQueryPass; ++u) qs[u] = q + size_t(i + u) * ldq, ss[u] = scores + size_t(i + u) * lds;
+    ScoresImpl<kQueryPass>(d, qs, k, ldk, n_rows, head_dim, scale, ss);
+  }
+  for (; i < n_q; ++i) {
+    const float* qs[1] = {q + size_t(i) * ldq};
+    float* ss[1] = {scores + size_t(i) * lds};
+    ScoresImpl<1>(d, qs, k, ldk, n_rows, head_dim, scale, ss);
   }
 }
 
 template <class D, typename T>
-HWY_INLINE void AccumulateImpl(D d, const float* p, const T* v, size_t ldv, int n_rows, int head_dim,
-                               float* out) {
-  const size_t n = size_t(head_dim);
-  const size_t N = hn::Lanes(d);
-  for (size_t i = 0; i < n; i += N) {
-    auto acc = LoadRow(d, out, i, n);
-    for (int j = 0; j < n_rows; ++j) {
-      acc = hn::MulAdd(hn::Set(d, p[j]), LoadRow(d, v + size_t(j) * ldv, i, n), acc);
-    }
-    if (i + N <= n) {
-      hn::StoreU(acc, d, out + i);
-    } else {
-      HWY_ALIGN float buf[hn::MaxLanes(d)];
-      hn::Store(acc, d, buf);
-      for (size_t k = 0; k < n - i; ++k) out[i + k] = buf[k];
-    }
+HWY_INLINE void AccumulatePasses(D d, const float* p, size_t ldp, int n_q, const T* v, size_t ldv, int n_rows,
+                                 int head_dim, float* out, size_t ldo) {
+  int i = 0;
+  for (; i + kQueryPass <= n_q; i += kQueryPass) {
+    const float* ps[kQueryPass];
+    float* os[kQueryPass];
+    for (int u = 0; u < kQueryPass; ++u) ps[u] = p + size_t(i + u) * ldp, os[u] = out + size_t(i + u) * ldo;
+    AccumulateImpl<kQueryPass>(d, ps, v, ldv, n_rows, head_dim, os);
+  }
+  for (; i < n_q; ++i) {
+    const float* ps[1] = {p + size_t(i) * ldp};
+    float* os[1] = {out + size_t(i) * ldo};
+    AccumulateImpl<1>(d, ps, v, ldv, n_rows, head_dim, os);
   }
 }
 
@@ -85,14 +156,10 @@ template <typename T>
 void ScoresT(const float* q, size_t ldq, int n_q, const T* k, size_t ldk, int n_rows, int head_dim,
              float scale, float* scores, size_t lds) {
   const hn::ScalableTag<float> d;
-  for (int i = 0; i < n_q; ++i) {
-    const float* qi = q + size_t(i) * ldq;
-    float* si = scores + size_t(i) * lds;
-    if (size_t(head_dim) >= hn::Lanes(d)) {
-      ScoresImpl(d, qi, k, ldk, n_rows, head_dim, scale, si);
-    } else {
-      ScoresImpl(hn::CappedTag<float, 8>(), qi, k, ldk, n_rows, head_dim, scale, si);
-    }
+  if (size_t(head_dim) >= hn::Lanes(d)) {
+    ScoresPasses(d, q, ldq, n_q, k, ldk, n_rows, head_dim, scale, scores, lds);
+  } else {
+    ScoresPasses(hn::CappedTag<float, 8>(), q, ldq, n_q, k, ldk, n_rows, head_dim, scale, scores, lds);
   }
 }
 
@@ -100,14 +167,10 @@ template <typename T>
 void AccumulateT(const float* p, size_t ldp, int n_q, const T* v, size_t ldv, int n_rows,
                  int head_dim, float* out, size_t ldo) {
   const hn::ScalableTag<float> d;
-  for (int i = 0; i < n_q; ++i) {
-    const float* pi = p + size_t(i) * ldp;
-    float* oi = out + size_t(i) * ldo;
-    if (size_t(head_dim) >= hn::Lanes(d)) {
-      AccumulateImpl(d, pi, v, ldv, n_rows, head_dim, oi);
-    } else {
-      AccumulateImpl(hn::CappedTag<float, 8>(), pi, v, ldv, n_rows, head_dim, oi);
-    }
+  if (size_t(head_dim) >= hn::Lanes(d)) {
+    AccumulatePasses(d, p, ldp, n_q, v, ldv, n_rows, head_dim, out, ldo);
+  } else {
+    AccumulatePasses(hn::CappedTag<float, 8>(), p, ldp, n_q, v, ldv, n_rows, head_dim, out, ldo);
   }
 }
 

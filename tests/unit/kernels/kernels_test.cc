@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "base/rng.h"
@@ -136,6 +137,41 @@ TEST(Kernels, AttentionOpsMatchReference) {
       for (int i = 0; i < head_dim; ++i) {
         ASSERT_NEAR(out[i], out_ref[i], 1e-4f * (1 + std::fabs(out_ref[i])));
         ASSERT_NEAR(out16[i], out16_ref[i], 1e-4f * (1 + std::fabs(out16_ref[i])));
+      }
+    }
+  }
+}
+
+// Queries go through the kernels in passes that share row loads; a query's scores and output
+// must not depend on which pass it was in (prefill and decode agree bit for bit).
+TEST(Kernels, AttentionOpsQueryPassesAreBitIdentical) {
+  Rng rng(4);
+  for (int head_dim : {7, 8, 9, 24, 64, 65}) {
+    for (int n_q : {1, 3, 4, 6, 9}) {
+      const int n_rows = 2 * n_q + 1;
+      const size_t hd = size_t(head_dim), ld = hd + 3;  // padded rows
+      auto q = random_vec(rng, size_t(n_q) * ld);
+      auto k = random_vec(rng, size_t(n_rows) * ld);
+      std::vector<f16_t> k16(k.size());
+      for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]);
+      for (bool half : {false, true}) {
+        const size_t lds = size_t(n_rows) + 2;
+        std::vector<float> s(size_t(n_q) * lds, 9.0f), s1(s);
+        std::vector<float> out(size_t(n_q) * ld, 0.5f), out1(out);
+        const auto scores = [&](const float* qq, int nq, float* ss) {
+          if (half) return cpu::attn_scores(qq, ld, nq, k16.data(), ld, n_rows, head_dim, 0.3f, ss, lds);
+          cpu::attn_scores(qq, ld, nq, k.data(), ld, n_rows, head_dim, 0.3f, ss, lds);
+        };
+        const auto accumulate = [&](const float* pp, int nq, float* oo) {
+          if (half) return cpu::attn_accumulate(pp, lds, nq, k16.data(), ld, n_rows, head_dim, oo, ld);
+          cpu::attn_accumulate(pp, lds, nq, k.data(), ld, n_rows, head_dim, oo, ld);
+        };
+        scores(q.data(), n_q, s.data());
+        for (int i = 0; i < n_q; ++i) scores(q.data() + size_t(i) * ld, 1, s1.data() + size_t(i) * lds);
+        ASSERT_EQ(0, std::memcmp(s.data(), s1.data(), s.size() * sizeof(float))) << head_dim << " " << n_q;
+        accumulate(s.data(), n_q, out.data());
+        for (int i = 0; i < n_q; ++i) accumulate(s.data() + size_t(i) * lds, 1, out1.data() + size_t(i) * ld);
+        ASSERT_EQ(0, std::memcmp(out.data(), out1.data(), out.size() * sizeof(float))) << head_dim << " " << n_q;
       }
     }
   }
