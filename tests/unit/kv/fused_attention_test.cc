@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "attention/attention.h"
@@ -90,6 +91,32 @@ const char* const kFormats[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32
                                 "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1", "kvquant-3:norm=8",
                                 "kvquant-2:outliers=0:norm=8"};
 
+// Every run of layer 0 (K and V, each head, runs of at most max_run tokens within a page)
+// decoded by the kernel and by its reference: bit-identical. per_segment sees each segment.
+void check_run_decoders(const KvCache& c, const HeadShape& s, int max_run,
+                        const std::function<void(const KvSegment&)>& per_segment = {}) {
+  KvStoreView views[2];
+  c.views(0, &views[0], &views[1]);
+  for (const KvStoreView& v : views) {
+    for (int si = 0; si < v.n_segments; ++si) {
+      const KvSegment& seg = v.seg[si];
+      if (per_segment) per_segment(seg);
+      for (int h = 0; h < s.n_kv_heads; ++h) {
+        for (int i = 0; i < seg.n;) {
+          const int n = std::min({seg.n - i, seg.page_left(i), max_run});
+          const KvRun run = seg.run(h, i, n);
+          std::vector<float> a(size_t(n) * size_t(s.head_dim)), b(a.size());
+          cpu::decode_run(run, a.data());
+          ref::decode_run_ref(run, b.data());
+          ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4))
+              << kv_format_name(run.format) << " head " << h << " token " << i;
+          i += n;
+        }
+      }
+    }
+  }
+}
+
 TEST(FusedAttention, RunDecodersMatchTheirReferences) {
   for (int hd : {8, 64, 128}) {
     const HeadShape s{4, 2, hd};
@@ -98,25 +125,8 @@ TEST(FusedAttention, RunDecodersMatchTheirReferences) {
       Cache c = make(f, f, s, 300);
       if (!c.cache) continue;
       fill(*c.cache, rng, 261, s);
-      KvStoreView views[2];
-      c.cache->views(0, &views[0], &views[1]);
-      for (const KvStoreView& v : views) {
-        for (int si = 0; si < v.n_segments; ++si) {
-          const KvSegment& seg = v.seg[si];
-          for (int h = 0; h < s.n_kv_heads; ++h) {
-            for (int i = 0; i < seg.n;) {
-              const int n = std::min({seg.n - i, seg.page_left(i), 64});
-              const KvRun run = seg.run(h, i, n);
-              std::vector<float> a(size_t(n) * hd), b(a.size());
-              cpu::decode_run(run, a.data());
-              ref::decode_run_ref(run, b.data());
-              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4))
-                  << f << " hd " << hd << " " << kv_format_name(run.format) << " head " << h << " token " << i;
-              i += n;
-            }
-          }
-        }
-      }
+      SCOPED_TRACE(std::string(f) + " hd " + std::to_string(hd));
+      ASSERT_NO_FATAL_FAILURE(check_run_decoders(*c.cache, s, 64));
     }
   }
 }
@@ -181,28 +191,12 @@ TEST(FusedAttention, WideOutlierLayoutsMatchTheirReferences) {
       Cache c = make(f, f, s, 300);
       ASSERT_TRUE(c.cache);
       fill(*c.cache, rng, 261, s);
-      KvStoreView views[2];
-      c.cache->views(0, &views[0], &views[1]);
-      for (const KvStoreView& v : views) {
-        for (int si = 0; si < v.n_segments; ++si) {
-          const KvSegment& seg = v.seg[si];
-          if (seg.out_pages) {
-            EXPECT_EQ(seg.out_layout.idx_bytes, 2);
-            EXPECT_EQ(seg.out_layout.ptr_bytes, d_kv * 64 <= 65535 ? 2 : 4);
-          }
-          for (int h = 0; h < s.n_kv_heads; ++h) {
-            for (int i = 0; i < seg.n;) {
-              const int n = std::min({seg.n - i, seg.page_left(i), 37});
-              const KvRun run = seg.run(h, i, n);
-              std::vector<float> a(size_t(n) * size_t(s.head_dim)), b(a.size());
-              cpu::decode_run(run, a.data());
-              ref::decode_run_ref(run, b.data());
-              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << "head " << h << " token " << i;
-              i += n;
-            }
-          }
+      ASSERT_NO_FATAL_FAILURE(check_run_decoders(*c.cache, s, 37, [&](const KvSegment& seg) {
+        if (seg.out_pages) {
+          EXPECT_EQ(seg.out_layout.idx_bytes, 2);
+          EXPECT_EQ(seg.out_layout.ptr_bytes, d_kv * 64 <= 65535 ? 2 : 4);
         }
-      }
+      }));
       for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
         for (int n : {1, 65, 201}) check_against_read(f, f, s, n, std::min(n, 3), path);
       }

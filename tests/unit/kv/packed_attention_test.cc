@@ -203,6 +203,18 @@ TEST(Rope, NeoxPairsFreqFactorsAndPartialRotary) {
   for (int i = 4; i < 8; ++i) EXPECT_EQ(y[i], float(i + 1));
 }
 
+// n decode steps of random K/V rows (row floats each) into every layer, one end_step each as
+// the model does.
+void append_random_steps(KvCache& cache, Rng& rng, int n, size_t row) {
+  std::vector<float> k(row), v(row);
+  for (int t = 0; t < n; ++t) {
+    for (auto& x : k) x = float(rng.normal());
+    for (auto& x : v) x = float(rng.normal());
+    for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(cache.append(il, 1, k.data(), v.data()).ok());
+    ASSERT_TRUE(cache.end_step().ok());
+  }
+}
+
 // bytes_used is what is allocated; the bits accounting predicts it from the configuration.
 // Checked at a whole number of 64-token pages, after a decode that left KIVI's windows in
 // their steady state, with the key outliers actually stored.
@@ -217,13 +229,7 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
     const int n = st == "kvquant-3" || st == "kvquant-mixed" || st == "kvquant-3:norm=8" ? 257 : 256;
     Built b = build(spec_text, n);
     ASSERT_TRUE(b.cache);
-    std::vector<float> k(row), v(row);
-    for (int t = 0; t < n; ++t) {
-      for (auto& x : k) x = float(rng.normal());
-      for (auto& x : v) x = float(rng.normal());
-      for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(b.cache->append(il, 1, k.data(), v.data()).ok());
-      ASSERT_TRUE(b.cache->end_step().ok());  // as the model does after each step
-    }
+    ASSERT_NO_FATAL_FAILURE(append_random_steps(*b.cache, rng, n, row));
     // kvquant-mixed: the per-layer widths come with the calibration (test::kMixed*Bits).
     CacheConfig cfg = cache_config(parse_cache_spec(spec_text).value(), {kLayers, kKvHeads, kHd, n}, {&b.k, &b.v});
     if (n == 257) {
@@ -246,13 +252,7 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccountingAtEveryOutlierWidth) {
     const int n = 129;  // the sink and two full pages
     Built b = build("kvquant-3", n, nullptr, kv_heads);
     ASSERT_TRUE(b.cache);
-    std::vector<float> k(row), v(row);
-    for (int t = 0; t < n; ++t) {
-      for (auto& x : k) x = float(rng.normal());
-      for (auto& x : v) x = float(rng.normal());
-      for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(b.cache->append(il, 1, k.data(), v.data()).ok());
-      ASSERT_TRUE(b.cache->end_step().ok());
-    }
+    ASSERT_NO_FATAL_FAILURE(append_random_steps(*b.cache, rng, n, row));
     CacheConfig cfg = cache_config(parse_cache_spec("kvquant-3").value(), {kLayers, kv_heads, kHd, n}, {&b.k, &b.v});
     const auto& ks = static_cast<const KvquantStore&>(dynamic_cast<const CompositeKvCache&>(*b.cache).keys());
     cfg.key_outliers_per_token = double(ks.n_outliers()) / double(kLayers) / double(n - 1);
