@@ -199,7 +199,7 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
     if (c.ffn_act == FfnActivation::kGelu) {
       for (size_t i = 0; i < nf; ++i) ws.hb[i] = ref::gelu_ggml(ws.hb[i]) * ws.hb2[i];
     } else {
-      for (size_t i = 0; i < nf; ++i) ws.hb[i] = ref::silu(ws.hb[i]) * ws.hb2[i];
+      swiglu_rows(ctx, ws.hb.data(), ws.hb2.data(), n, c.n_ff);
     }
     matmul(ctx, l.w_down, ws.hb.data(), ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];

@@ -165,6 +165,20 @@ void add_bias_rows(const Matrix& bias, float* y, int n_tokens) {
   }
 }
 
+void swiglu_rows(ExecContext& ctx, float* g, const float* u, int n_tokens, int n_ff) {
+  const size_t row = size_t(n_ff);
+  if (ctx.path() != KernelPath::kSimd) {
+    for (size_t i = 0; i < size_t(n_tokens) * row; ++i) g[i] = ref::silu(g[i]) * u[i];
+    return;
+  }
+  // Blocks of 16 rows: a task is worth a wake-up only when it has some thousands of values.
+  constexpr int kRows = 16;
+  ctx.pool().parallel_for((n_tokens + kRows - 1) / kRows, [&](int64_t task, int) {
+    const size_t t0 = size_t(task) * kRows, t1 = std::min(size_t(n_tokens), t0 + kRows);
+    cpu::swiglu(g + t0 * row, u + t0 * row, (t1 - t0) * row);
+  });
+}
+
 void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float* y, int n_tokens,
                   float eps) {
   const int n = weight.cols;

@@ -67,6 +67,10 @@ void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int
 // max / sum (optional) receive the row max and the sum of exp(x - max) it normalized by.
 void softmax(float* x, int n, bool round_f16, float* max = nullptr, float* sum = nullptr);
 
+// The FFN's SwiGLU gate in place: g[i] = silu(g[i]) * u[i] over n values. Scalar
+// specification: ref::silu(g[i]) * u[i]; agrees within a few ulp (Highway's Exp).
+void swiglu(float* g, const float* u, size_t n);
+
 // The randomized Hadamard transform of the n_rows head vectors x: [n_rows, head_dim] in place,
 // forward or inverse (kernels/ref/hadamard_ref.h, which it matches exactly); head_dim a power
 // of two, signs from hadamard_signs.

@@ -177,6 +177,21 @@ TEST(Kernels, AttentionOpsQueryPassesAreBitIdentical) {
   }
 }
 
+TEST(Kernels, SwiGluMatchesReference) {
+  Rng rng(6);
+  for (size_t n : {1, 7, 8, 9, 31, 100, 1029}) {
+    auto g = random_vec(rng, n), u = random_vec(rng, n);
+    for (auto& x : g) x *= 8.0f;
+    if (n > 9) g[3] = -200.0f, g[4] = 200.0f, g[5] = -90.0f, g[6] = 0.0f;  // the clamp, both tails
+    auto got = g;
+    cpu::swiglu(got.data(), u.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      const float want = ref::silu(g[i]) * u[i];
+      ASSERT_NEAR(got[i], want, 4e-7f * std::fabs(want) + 1e-30f) << "n " << n << " x " << g[i];
+    }
+  }
+}
+
 TEST(Kernels, SoftmaxMatchesReference) {
   Rng rng(5);
   for (int n : {1, 2, 7, 8, 15, 16, 17, 33, 127, 1000}) {
