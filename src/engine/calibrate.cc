@@ -384,12 +384,21 @@ StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& 
         }
         decode_codebook_row_pc(codes.data(), row, norm, cb, out.data());
       } else {
+        // The norm as the store keeps it: with norm=8 the codes use the decoded 8-bit norm.
         NormParams np;
+        NormParams8 np8;
+        NormParams8* n8 = opts.norm_bits == 8 ? &np8 : nullptr;
         if (opts.outliers > 0.0) {
           KVQ_RETURN_IF_ERROR(quantize_dense_sparse_token(x, row, opts.outliers, cb, codes.data(), &np, idx.data(),
-                                                          val.data(), &count));
+                                                          val.data(), &count, KernelPath::kSimd, n8));
         } else {
-          np = norm_from_minmax(x, row);
+          if (n8) {
+            const auto [mn, mx] = std::minmax_element(x, x + row);
+            KVQ_ASSIGN_OR_RETURN(np8, norm8_from_thresholds(*mx, *mn));
+            np = norm8_decode(np8);
+          } else {
+            np = norm_from_minmax(x, row);
+          }
           KVQ_RETURN_IF_ERROR(encode_codebook_row(x, row, np, cb, codes.data()));
         }
         decode_codebook_row(codes.data(), row, np, cb, out.data());

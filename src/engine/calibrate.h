@@ -70,8 +70,9 @@ class KvActivations {
   // Fisher-weighted quantization error of each layer of keys (or values), kvquant.md §4.1:
   // the sum over the calibration activations (sinks excluded) of F_i (x_i - Q(x_i))^2, where Q
   // is what a kvquant store with opts and params stores: the layer's codebook and
-  // normalization, the dense-and-sparse outliers at opts.outliers kept as fp16. Needs fisher;
-  // single-threaded, fixed summation order (the same result on every run).
+  // normalization (values: the per-token norm in opts.norm_bits), the dense-and-sparse outliers
+  // at opts.outliers kept as fp16. Needs fisher; single-threaded, fixed summation order (the
+  // same result on every run).
   StatusOr<std::vector<double>> fisher_error(const KvquantOptions& opts, const KvquantParams& params,
                                              bool keys) const;
   // Mean next-token loss over the windows (with fisher).

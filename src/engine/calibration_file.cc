@@ -100,13 +100,16 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
       o.sinks = meta_.sinks;
       o.pre_rope = meta_.pre_rope;
       o.rotate = meta_.rot && (!keys || !meta_.pre_rope);
+      o.norm_bits = keys ? 16 : meta_.norm_bits;  // keys' norms are per channel, offline
       KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(o, keys));
       KVQ_ASSIGN_OR_RETURN(std::vector<double> e, acts.fisher_error(o, p, keys));
       for (int il = 0; il < n_layers; ++il) (keys ? k_err : v_err)[size_t(il)][size_t(bits - 2)] = e[size_t(il)];
     }
   }
-  const CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
-                                          meta_.sinks);
+  // Accounted as the cache will allocate: with norm=8 the values' per-token norm is 2 bytes.
+  CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
+                                    meta_.sinks);
+  base.v.norm8 = meta_.norm_bits == 8;
   KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err));
   meta_.bits_budget = bits_budget;
   meta_.budget_context = context;
@@ -137,6 +140,7 @@ Status CalibrationFile::save(OutputFile& out) const {
   w.add_u32("kvq.calib.sinks", uint32_t(meta_.sinks));
   w.add_bool("kvq.calib.prerope", meta_.pre_rope);
   w.add_bool("kvq.calib.rot", meta_.rot);
+  w.add_u32("kvq.calib.norm_bits", uint32_t(meta_.norm_bits));
   w.add_string("kvq.calib.weighting", weighting_name(meta_.weighting));
   w.add_f32("kvq.calib.loss", float(meta_.loss));
   if (mixed_) {
@@ -238,6 +242,11 @@ StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const st
     auto rot = f.get_bool("kvq.calib.rot");
     if (!rot.ok()) return fail("kvq.calib.rot is not a bool");
     m.rot = *rot;
+  }
+  if (f.find("kvq.calib.norm_bits")) {
+    auto nb = f.get_u64("kvq.calib.norm_bits");
+    if (!nb.ok() || (*nb != 16 && *nb != 8)) return fail("kvq.calib.norm_bits must be 16 or 8");
+    m.norm_bits = int(*nb);
   }
   m.loss = *loss;
   m.weighting = *w;
@@ -376,6 +385,14 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
     return invalid_argument("kvquant-mixed needs per-layer widths, and this calibration file has none: write one with "
                             "'kvq calibrate --bits-budget B'");
   }
+  // The widths were chosen for the bits the file's norm allocates: another norm would spend
+  // another budget than the file reports. (Uniform widths do not depend on it.)
+  if (o.bits == 0 && !keys && o.norm_bits != meta_.norm_bits) {
+    return invalid_argument("the per-layer widths were chosen for values with norm=" + std::to_string(meta_.norm_bits) +
+                            " but the cache asks norm=" + std::to_string(o.norm_bits) +
+                            "; recalibrate with 'kvq calibrate --norm " + std::to_string(o.norm_bits) +
+                            "' or change the cache spec");
+  }
   KvquantParams p;
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
@@ -411,9 +428,9 @@ StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec
 
 std::string CalibrationFile::describe() const {
   char nums[256];
-  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, rot %d",
+  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, rot %d, norm %d",
                 meta_.n_windows, meta_.window, (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks,
-                int(meta_.pre_rope), int(meta_.rot));
+                int(meta_.pre_rope), int(meta_.rot), meta_.norm_bits);
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.4f", meta_.loss);
   // The text and version come from the file: escaped, and not cut by a fixed buffer.

@@ -34,6 +34,10 @@ struct CalibrationMeta {
   // Fitted on rows in the Hadamard basis (kv/rotated_store.h): the values, and the keys when
   // they are stored after RoPE (pre-RoPE keys cannot be rotated). Absent in older files: false.
   bool rot = false;
+  // Bits of the values' per-token norm the cache will run with (the spec's norm=16|8, kvq
+  // calibrate --norm): the per-layer widths are chosen with that accounting and that error, so
+  // kvquant-mixed refuses a value spec with another norm. Absent in older files: 16.
+  int norm_bits = 16;
   CodebookWeighting weighting = CodebookWeighting::kFisherScale2;
   // kvq calibrate --bits-budget B: per-layer K/V widths for kvquant-mixed within B bits per
   // value as allocated at budget_context tokens (0: no widths chosen; budget_context 0: the

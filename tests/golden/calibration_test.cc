@@ -24,7 +24,8 @@ std::unique_ptr<LlamaModel> load(const char* name) {
   return std::move(*m);
 }
 
-StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false, double bits_budget = 0) {
+StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false, double bits_budget = 0,
+                                    int norm_bits = 16, double outliers = 0.01) {
   const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
   CalibrationArgs ca;
   ca.n_windows = 3;
@@ -37,6 +38,8 @@ StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool
   meta.text = "train_head.txt (first 200 kB)";
   meta.rot = rot;
   meta.bits_budget = bits_budget;
+  meta.norm_bits = norm_bits;
+  meta.outliers = outliers;
   return CalibrationFile::build(acts, model, meta);
 }
 
@@ -173,6 +176,86 @@ TEST(Calibration, MixedWidthsRoundTripAndServeKvquantMixed) {
   st = CalibrationFile::load(bad, *model).status();
   EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
   EXPECT_NE(st.message().find("width of 7 bits"), std::string::npos) << st.message();
+}
+
+// `kvq calibrate --norm 8`: the widths are planned with the bits a norm=8 cache allocates, so
+// the plan's bits per value is the accounting of kvquant-mixed:norm=8 (with and without
+// rotation and outliers); the setting round-trips, a file without it reads as 16, and a value
+// norm the widths were not chosen for is refused, never silently re-budgeted.
+TEST(Calibration, MixedWidthsPlannedForTheCacheNorm) {
+  auto model = load("stories260K.gguf");
+  const int n_ctx = model->config().n_ctx_train;
+  const KvCacheShape shape = model->kv_shape(n_ctx);
+  // Pre-RoPE keys are never rotated: rot=1 goes on the value spec only.
+  struct Case {
+    bool rot;
+    double outliers;
+    std::string k, v;  // the value spec without its ":norm=8"
+  };
+  for (const Case& c : {Case{false, 0.01, "kvquant-mixed", "kvquant-mixed"},
+                        Case{false, 0.0, "kvquant-mixed:outliers=0", "kvquant-mixed:outliers=0"},
+                        Case{true, 0.0, "kvquant-mixed:outliers=0", "kvquant-mixed:outliers=0:rot=1"}}) {
+    SCOPED_TRACE(c.v);
+    auto n8 = calibrate(*model, 2, c.rot, 5.5, 8, c.outliers);
+    auto n16 = calibrate(*model, 2, c.rot, 5.5, 16, c.outliers);
+    ASSERT_TRUE(n8.ok() && n16.ok()) << n8.status().to_string() << n16.status().to_string();
+    ASSERT_NE(n8->mixed(), nullptr);
+    const MixedPlan& plan = *n8->mixed();
+    EXPECT_LE(plan.bits_per_value, 5.5);
+    const std::string path = ::testing::TempDir() + "/n8.kvqc";
+    ASSERT_TRUE(n8->save(path).ok());
+    auto back = CalibrationFile::load(path, *model);
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    EXPECT_EQ(back->meta().norm_bits, 8);
+    EXPECT_EQ(back->describe(), n8->describe());
+    EXPECT_NE(back->describe().find("norm 8"), std::string::npos) << back->describe();
+    const CacheSpec spec = parse_cache_spec(c.k, c.v + ":norm=8").value();
+    auto params = back->for_spec(spec);
+    ASSERT_TRUE(params.ok()) << params.status().to_string();
+    auto acc = account_bits(cache_config(spec, shape, params->calibration()), n_ctx);
+    ASSERT_TRUE(acc.ok());
+    EXPECT_NEAR(acc->bits_per_value(), plan.bits_per_value, 1e-9);
+    // The cache builds (kv_test checks the accounting against what a pool allocates).
+    auto cache = make_cache(spec, shape, params->calibration());
+    ASSERT_TRUE(cache.ok()) << cache.status().to_string();
+    // A norm the widths were not planned for: a clear error both ways.
+    auto st = back->for_spec(parse_cache_spec(c.k, c.v).value()).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("--norm 16"), std::string::npos) << st.message();
+    st = n16->for_spec(spec).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("norm=16"), std::string::npos) << st.message();
+    // Uniform widths do not depend on the norm: the norm=8 file serves both norms.
+    std::string uk = c.k, uv = c.v;
+    uk.replace(0, 13, "kvquant-3");
+    uv.replace(0, 13, "kvquant-3");
+    EXPECT_TRUE(back->for_spec(parse_cache_spec(uk, uv).value()).ok());
+    EXPECT_TRUE(back->for_spec(parse_cache_spec(uk, uv + ":norm=8").value()).ok());
+  }
+  // An older file (no kvq.calib.norm_bits: the key renamed away) reads as norm 16; a width
+  // other than 16 or 8 is refused as corrupt.
+  auto n8 = calibrate(*model, 2, false, 5.5, 8);
+  ASSERT_TRUE(n8.ok());
+  const std::string path = ::testing::TempDir() + "/n8b.kvqc";
+  ASSERT_TRUE(n8->save(path).ok());
+  const auto bytes = file_bytes(path);
+  const std::string key = "kvq.calib.norm_bits";
+  auto write_patched = [&](size_t skip, const std::string& to) {
+    auto b = bytes;
+    auto at = std::search(b.begin(), b.end(), key.begin(), key.end());
+    EXPECT_NE(at, b.end());
+    std::copy(to.begin(), to.end(), at + ptrdiff_t(skip));
+    const std::string out = ::testing::TempDir() + "/n8_patched.kvqc";
+    std::ofstream(out, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+    return CalibrationFile::load(out, *model);
+  };
+  auto old = write_patched(0, "kvq.calib.xorm_bits");
+  ASSERT_TRUE(old.ok()) << old.status().to_string();
+  EXPECT_EQ(old->meta().norm_bits, 16);
+  const uint32_t twelve = 12;
+  auto bad = write_patched(key.size() + 4, std::string(reinterpret_cast<const char*>(&twelve), 4));
+  EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(bad.status().message().find("kvq.calib.norm_bits"), std::string::npos) << bad.status().message();
 }
 
 // `kvq calibrate --rot 1`: values fitted on rotated rows (pre-RoPE keys are never rotated); the

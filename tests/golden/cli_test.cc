@@ -126,6 +126,34 @@ TEST(Cli, MixedPrecisionCalibrationAndCache) {
   expect_error("run -m " + tb + " -p hi -n 5 --cache kvquant-mixed --calib " + plain, "has none");
 }
 
+// kvq calibrate --norm 8: the widths' bits per value is what kvq info accounts for the
+// kvquant-mixed:norm=8 cache it serves; another value norm is refused with the fix.
+TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string out = ::testing::TempDir() + "/cli_mixed_n8.kvqc";
+  expect_error("calibrate -m " + tb + " -o " + out + " --norm 12 --bits-budget 3", "--norm must be 16 or 8");
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --bits-budget 3.5 -o " +
+                 out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(", norm 8,"), std::string::npos) << r.output;
+  const std::string tag = "per-layer widths for --bits-budget 3.5 (";
+  const size_t at = r.output.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string plan_bits = r.output.substr(at + tag.size(), 5);  // "3.4xx"
+  r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0:norm=8 --calib " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
+  // (info has printed the model by then: not one line, so not expect_error.)
+  r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0 --calib " + out);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("chosen for values with norm=8 but the cache asks norm=16; recalibrate with 'kvq calibrate "
+                          "--norm 16'"),
+            std::string::npos)
+      << r.output;
+  expect_error("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache kvquant-mixed:outliers=0 --calib " + out,
+               "--norm 16");
+}
+
 TEST(Cli, FailedRunLeavesNoOutputFile) {
   const std::string out = ::testing::TempDir() + "/never.kvql";
   std::filesystem::remove(out);

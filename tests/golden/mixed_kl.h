@@ -21,9 +21,11 @@ class MixedKl {
  public:
   // Fisher capture of calib_windows x calib_window tokens; one file per budget (the budget
   // accounted at n_ctx tokens, what the evaluation's cache holds).
-  // outliers: the calibration's outlier fraction (the cache spec must match it).
+  // outliers, norm_bits, sinks: the calibration's outlier fraction, value norm (kvq calibrate
+  // --norm) and fp16 sinks (the cache spec must match them).
   MixedKl(int n_ctx, int n_chunks, int calib_windows, int calib_window, const std::vector<double>& budgets,
-          double outliers, const char* eval_text = "text/tinystories/validation_head.txt")
+          double outliers, const char* eval_text = "text/tinystories/validation_head.txt", int norm_bits = 16,
+          int sinks = 1)
       : ctx_(2) {
     auto m = LlamaModel::load(shared_path("models/tinystories-l6-d256-h64.gguf"));
     EXPECT_TRUE(m.ok()) << m.status().to_string();
@@ -42,6 +44,8 @@ class MixedKl {
       meta.bits_budget = b;
       meta.outliers = outliers;
       meta.budget_context = n_ctx;
+      meta.norm_bits = norm_bits;
+      meta.sinks = sinks;
       auto f = CalibrationFile::build(*a, *model_, meta);
       EXPECT_TRUE(f.ok()) << f.status().to_string();
       files_.push_back(std::make_unique<CalibrationFile>(std::move(*f)));

@@ -28,7 +28,7 @@ std::string variant_path(const std::string& out, const std::string& weighting, c
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
-  int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, batch = kDefaultBatch;
+  int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, batch = kDefaultBatch;
   uint64_t seed = 0;
   std::string budgets_text;
   int budget_ctx = 0;
@@ -45,6 +45,9 @@ Status run(const std::vector<std::string>& argv) {
   p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
   p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
   p.add_int("--rot", &rot, 0, 1, "fit on Hadamard-rotated rows, for caches with rot=1: values, and keys with --prerope 0 (default 0)");
+  p.add_int("--norm", &norm, 8, 16,
+            "bits of the values' per-token norm the cache runs with (its norm=16|8, default 16): --bits-budget "
+            "accounts and weighs the widths for it, and kvquant-mixed then needs that norm");
   p.add_string("--bits-budget", &budgets_text,
                "also choose each layer's K and V width (2/3/4) for --cache kvquant-mixed: least Fisher-weighted "
                "error within this many bits per value as allocated, e.g. 2.5; a comma list writes one file each");
@@ -86,6 +89,7 @@ Status run(const std::vector<std::string>& argv) {
     return invalid_argument("--bits-budget weighs each layer's error by its Fisher information: drop --weighting none");
   }
   if (budget_ctx > 0 && bs.empty()) return invalid_argument("--budget-ctx is used only with --bits-budget");
+  if (norm != 16 && norm != 8) return invalid_argument("--norm must be 16 or 8, got " + std::to_string(norm));
   const std::vector<std::pair<std::string, double>> budgets = bs.empty() ? decltype(bs){{"", 0.0}} : bs;
   // Every file is checked before any work (the outputs against the inputs and each other).
   if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
@@ -115,7 +119,8 @@ Status run(const std::vector<std::string>& argv) {
   for (const auto& [b_text, bits_budget] : bs) {
     const ModelConfig& mc = model->config();
     for (const auto& o : os) {
-      const CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
+      CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
+      all2.v.norm8 = norm == 8;
       KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(all2, budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
       if (r.bits_per_value() > bits_budget) {
         char m[200];
@@ -159,6 +164,7 @@ Status run(const std::vector<std::string>& argv) {
       meta.sinks = sinks;
       meta.pre_rope = prerope != 0;
       meta.rot = rot != 0;
+      meta.norm_bits = norm;
       meta.weighting = w;
       Timer fit;
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {
