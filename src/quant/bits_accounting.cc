@@ -66,7 +66,12 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
   if (t.scheme == KvScheme::kUniform && t.per_channel) n_q = n_q / t.group_size * t.group_size;
   const int64_t window = t.window_rows > 0 && n > 0 ? std::max<int64_t>(t.window_rows, n_eff - n_q) : n_eff - n_q;
   b.fp16_window = double(window) * d_kv * 2 * L;
-  const double nq = double(n_q);
+  // Capacity: per-token records live in pages of kKvPageTokens (kv/paged_rows.h), so a page
+  // begun is a page allocated. KIVI's per-channel key groups are records of their own (pages
+  // of one group): exact. Outliers below count their expected number per token.
+  const bool group_records = t.scheme == KvScheme::kUniform && t.per_channel;
+  const int64_t n_rec = group_records ? n_q : (n_q + kKvPageTokens - 1) / kKvPageTokens * kKvPageTokens;
+  const double nq = double(n_rec);
   switch (t.scheme) {
     case KvScheme::kF16:  // f16, or f32 with bits = 32
       b.codes = nq * d_kv * (t.bits / 8) * L;
@@ -108,9 +113,10 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         // pointer per token, and per page its capacity and one more pointer.
         const OutlierLayout lay = OutlierLayout::for_rows(size_t(d_kv), kKvPageTokens);
         const double pages = double((n_q + kKvPageTokens - 1) / kKvPageTokens);
-        b.outlier_values = nq * per_token * double(OutlierLayout::kValBytes) * L;
-        b.outlier_indices = nq * per_token * double(lay.idx_bytes) * L;
-        b.outlier_pointers = (nq * double(lay.bytes_per_row()) + pages * double(lay.bytes_per_page())) * L;
+        const double rows = double(n_q);  // tokens stored, not page capacity
+        b.outlier_values = rows * per_token * double(OutlierLayout::kValBytes) * L;
+        b.outlier_indices = rows * per_token * double(lay.idx_bytes) * L;
+        b.outlier_pointers = (rows * double(lay.bytes_per_row()) + pages * double(lay.bytes_per_page())) * L;
       }
       break;
     }

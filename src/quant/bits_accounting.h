@@ -16,6 +16,9 @@
 //   fp16 windows: KIVI's ring of recent tokens as allocated (kivi_window_rows: keys flushed in
 //          blocks of R, values sliding) and the attention-sink tokens (first n_sink tokens of K
 //          and V in fp16).
+// Capacity, not size: per-token records (codes, per-token scales and norms) are counted for
+// every slot of the pages begun (kKvPageTokens each), as the stores allocate them; KIVI's key
+// groups are whole records already; outliers are counted per token stored.
 // A Hadamard rotation (`rot=1`, kv/rotated_store.h) stores nothing: its sign diagonal comes
 // from a fixed seed, so a rotated cache costs exactly the bits of its plain counterpart.
 // Key outliers with offline thresholds are data dependent: the expected count is fraction * d_kv

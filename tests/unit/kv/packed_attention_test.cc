@@ -243,6 +243,28 @@ TEST(PackedAttention, BytesUsedMatchesBitsAccounting) {
   }
 }
 
+// Capacity, not size: part of a page is a whole page allocated. Between page boundaries, for
+// the formats whose bytes do not depend on the data (no outliers).
+TEST(PackedAttention, BytesUsedMatchesBitsAccountingWithinAPage) {
+  Rng rng(13);
+  const size_t row = size_t(kKvHeads * kHd);
+  for (const char* spec_text : {"f16", "q8_0", "q4_0", "int3", "int4:g=32", "kvquant-2:outliers=0:sinks=0",
+                                "kvquant-3:outliers=0", "kvquant-3:outliers=0:norm=8", "kivi-2:g=32:r=128",
+                                "kivi-4:g=32:r=64"}) {
+    for (const int n : {1, 63, 65, 200, 300}) {
+      Built b = build(spec_text, n);
+      ASSERT_TRUE(b.cache);
+      ASSERT_NO_FATAL_FAILURE(append_random_steps(*b.cache, rng, n, row));
+      const CacheConfig cfg =
+          cache_config(parse_cache_spec(spec_text).value(), {kLayers, kKvHeads, kHd, n}, {&b.k, &b.v});
+      auto acc = account_bits(cfg, n);
+      ASSERT_TRUE(acc.ok()) << acc.status().to_string();
+      EXPECT_NEAR(double(b.cache->bytes_used()), acc->total_bytes(), 1e-6 * acc->total_bytes() + 1.0)
+          << spec_text << " at " << n << " tokens\n" << acc->to_string();
+    }
+  }
+}
+
 // The same at the wider outlier layouts (quant/outlier_layout.h): d_kv 512 (uint16 indices and
 // pointers) and 1088 (uint16 indices, uint32 pointers); the test shape above has d_kv 128.
 TEST(PackedAttention, BytesUsedMatchesBitsAccountingAtEveryOutlierWidth) {

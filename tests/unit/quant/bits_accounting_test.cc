@@ -15,9 +15,12 @@ constexpr int kL = 32, kH = 32, kD = 128;
 TEST(BitsAccounting, F16IsSixteenBits) {
   CacheConfig c;
   c.n_layers = kL, c.n_kv_heads = kH, c.head_dim = kD;
-  const auto r = account_bits(c, 1000).value();
+  const auto r = account_bits(c, 1024).value();
   EXPECT_DOUBLE_EQ(r.bits_per_value(), 16.0);
-  EXPECT_DOUBLE_EQ(r.total_bytes(), 1000.0 * 2 * kL * kH * kD * 2);  // 512 KiB per token
+  EXPECT_DOUBLE_EQ(r.total_bytes(), 1024.0 * 2 * kL * kH * kD * 2);  // 512 KiB per token
+  // Capacity, not size: 1000 tokens occupy 16 pages of 64, so they cost what 1024 do.
+  EXPECT_DOUBLE_EQ(account_bits(c, 1000).value().total_bytes(), r.total_bytes());
+  EXPECT_DOUBLE_EQ(account_bits(c, 1025).value().total_bytes(), 1088.0 * 2 * kL * kH * kD * 2);
 }
 
 // KIVI §1.6: b + 32/G bits for the quantized part, plus the fp16 residual windows.
@@ -86,19 +89,19 @@ TEST(BitsAccounting, Q8AndQ4AndIntBaselines) {
   c.n_layers = kL, c.n_kv_heads = kH, c.head_dim = kD;
   c.k.scheme = c.v.scheme = KvScheme::kQ8_0;
   c.k.bits = c.v.bits = 8;
-  EXPECT_NEAR(account_bits(c, 100).value().bits_per_value(), 8.5, 1e-12);  // 34 bytes / 32
+  EXPECT_NEAR(account_bits(c, 128).value().bits_per_value(), 8.5, 1e-12);  // 34 bytes / 32
   c.k.scheme = c.v.scheme = KvScheme::kQ4_0;
   c.k.bits = c.v.bits = 4;
-  EXPECT_NEAR(account_bits(c, 100).value().bits_per_value(), 4.5, 1e-12);  // 18 bytes / 32
+  EXPECT_NEAR(account_bits(c, 128).value().bits_per_value(), 4.5, 1e-12);  // 18 bytes / 32
   // int3 per token over the whole 4096 vector, asymmetric: 3 + 32/4096 bits.
   c.k.scheme = c.v.scheme = KvScheme::kUniform;
   c.k.bits = c.v.bits = 3;
   c.k.group_size = c.v.group_size = 0;
   c.k.whole_vector = c.v.whole_vector = true;
-  EXPECT_NEAR(account_bits(c, 100).value().bits_per_value(), 3 + 32.0 / 4096, 1e-12);
+  EXPECT_NEAR(account_bits(c, 128).value().bits_per_value(), 3 + 32.0 / 4096, 1e-12);
   // FlexGen-style group 64, asymmetric: 3 + 32/64.
   c.k.group_size = c.v.group_size = 64;
-  EXPECT_NEAR(account_bits(c, 100).value().bits_per_value(), 3.5, 1e-12);
+  EXPECT_NEAR(account_bits(c, 128).value().bits_per_value(), 3.5, 1e-12);
 }
 
 TEST(BitsAccounting, RejectsBadConfigs) {
