@@ -392,13 +392,7 @@ StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& 
           KVQ_RETURN_IF_ERROR(quantize_dense_sparse_token(x, row, opts.outliers, cb, codes.data(), &np, idx.data(),
                                                           val.data(), &count, KernelPath::kSimd, n8));
         } else {
-          if (n8) {
-            const auto [mn, mx] = std::minmax_element(x, x + row);
-            KVQ_ASSIGN_OR_RETURN(np8, norm8_from_thresholds(*mx, *mn));
-            np = norm8_decode(np8);
-          } else {
-            np = norm_from_minmax(x, row);
-          }
+          KVQ_ASSIGN_OR_RETURN(np, row_norm_from_minmax(x, row, n8));
           KVQ_RETURN_IF_ERROR(encode_codebook_row(x, row, np, cb, codes.data()));
         }
         decode_codebook_row(codes.data(), row, np, cb, out.data());

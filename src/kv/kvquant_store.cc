@@ -149,18 +149,13 @@ Status KvquantStore::append(int il, int n, const float* x) {
                                          val.data(), &count, KernelPath::kSimd, n8);
       } else {
         st = check_finite(xr, row, "V", true);
-        if (st.ok() && n8) {
-          float mn = xr[0], mx = xr[0];
-          for (size_t i = 1; i < row; ++i) mn = std::min(mn, xr[i]), mx = std::max(mx, xr[i]);
-          StatusOr<NormParams8> p8 = norm8_from_thresholds(mx, mn);
-          if (p8.ok()) {
-            norm8 = *p8;
-            norm = norm8_decode(norm8);
+        if (st.ok()) {
+          StatusOr<NormParams> n = row_norm_from_minmax(xr, row, n8);
+          if (n.ok()) {
+            norm = *n;
           } else {
-            st = p8.status();
+            st = n.status();
           }
-        } else if (st.ok()) {
-          norm = norm_from_minmax(xr, row);
         }
         if (st.ok()) st = encode_codebook_row(xr, row, norm, l.codebook, codes);
       }

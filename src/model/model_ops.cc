@@ -68,9 +68,8 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
   const int64_t macs = int64_t(n_tokens) * n_rows * n_in;
   const bool integer = fmt.vec_dot && n_tokens <= kVecDotMaxTokens;
   // The tile and panel paths multiply W round(x): the activations are rounded once per matmul,
-  // before any task (rounding is scalar and costs per value about what a 64-row matmul does, so
-  // each task rounding its own tokens again was a large part of a packed prefill). The integer
-  // path quantizes them to blocks itself, below.
+  // before any task (each task rounding its own tokens again was a large part of a packed
+  // prefill). The integer path quantizes them to blocks itself, below.
   if (round && !integer) {
     float* xr = ctx.shared_scratch(size_t(n_tokens) * size_t(n_in));
     auto round_tokens = [&](int t0, int t1) {

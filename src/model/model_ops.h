@@ -19,12 +19,11 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
 // y[t, :] += bias for each of the n_tokens rows of y (bias.cols wide); nothing when the bias
 // is absent.
 void add_bias_rows(const Matrix& bias, float* y, int n_tokens);
-// y[t, :] = rmsnorm(x[t, :]) * weight   x, y: [n_tokens, n]
 // g = silu(g) * u over n_tokens rows of n_ff values ([n_tokens, n_ff]), the FFN's SwiGLU gate:
 // cpu::swiglu on the kSimd path (split over the workers by rows; elementwise, so the result
 // does not depend on the thread count), ref::silu on the kRef path.
 void swiglu_rows(ExecContext& ctx, float* g, const float* u, int n_tokens, int n_ff);
-
+// y[t, :] = rmsnorm(x[t, :]) * weight   x, y: [n_tokens, n]
 void rmsnorm_rows(ExecContext& ctx, const float* x, const Matrix& weight, float* y, int n_tokens,
                   float eps);
 

@@ -56,6 +56,18 @@ NormParams norm_from_minmax(const float* x, size_t n) {
   return norm_from_thresholds(mx, mn);
 }
 
+StatusOr<NormParams> row_norm_from_minmax(const float* x, size_t n, NormParams8* norm8) {
+  if (!norm8) return norm_from_minmax(x, n);
+  if (n == 0) return invalid_argument("row_norm_from_minmax: empty row");
+  float mn = x[0], mx = x[0];
+  for (size_t i = 1; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  KVQ_ASSIGN_OR_RETURN(*norm8, norm8_from_thresholds(mx, mn));
+  return norm8_decode(*norm8);
+}
+
 ChannelNorm channel_norm_from_stored(const f16_t* zero, const f16_t* half_range, size_t n) {
   ChannelNorm c;
   c.zero.assign(zero, zero + n);

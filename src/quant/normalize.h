@@ -67,6 +67,11 @@ NormParams norm_from_thresholds(float upper, float lower);
 NormF norm_float(NormParams p);
 // Online per-token thresholds without outliers: u = max, l = min (KVQuant "t = 1").
 NormParams norm_from_minmax(const float* x, size_t n);
+// The per-token norm of a row without outliers as a KVQuant value store keeps it:
+// norm_from_minmax, or, when norm8 is given (the spec's norm=8), the 8-bit norm covering
+// [min, max] in *norm8 and its decoded form returned (the one the codes are encoded with).
+// x finite; errors as norm8_from_thresholds.
+StatusOr<NormParams> row_norm_from_minmax(const float* x, size_t n, NormParams8* norm8);
 
 // Per-channel normalization of a layer's keys (n channels = n_kv_heads * head_dim).
 // Float arrays are precomputed once so the per-token kernels only load them.
