@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "base/fp16.h"
 #include "quant/outlier_layout.h"
@@ -59,9 +60,12 @@ struct KvRun {
   OutlierLayout out_layout;
 };
 
-// One width of pointers (P) and indices (I) of for_each_run_outlier below.
+// One width of pointers (P) and indices (I) of for_each_run_outlier below. Always inlined: a
+// SIMD kernel that calls it (compiled for its target) then inlines fn too, which a call into
+// this baseline-compiled template could not (a call per outlier, measured ~20% of KVQuant's
+// decode attention).
 template <class P, class I, class Fn, class Cvt>
-inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
+[[gnu::always_inline]] inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
   const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
   const I* idx = reinterpret_cast<const I*>(r.out_idx);
   const uint32_t end = ptr[t + 1];
@@ -72,26 +76,35 @@ inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const C
   for (; e != end && int(idx[e]) < hi; ++e) fn(size_t(int(idx[e]) - lo), cvt(r.out_val[e]));
 }
 
+// Calls body(std::type_identity<P>(), std::type_identity<I>()) with run r's outlier pointer
+// and index types (quant/outlier_layout.h), so that a kernel picks them once per run rather
+// than once per token. r.out_ptr must be set.
+template <class Body>
+inline void with_outlier_types(const KvRun& r, const Body& body) {
+  const bool narrow_ptr = r.out_layout.ptr_bytes == 2, narrow_idx = r.out_layout.idx_bytes == 1;
+  if (narrow_ptr && narrow_idx) {
+    body(std::type_identity<uint16_t>(), std::type_identity<uint8_t>());
+  } else if (narrow_ptr) {
+    body(std::type_identity<uint16_t>(), std::type_identity<uint16_t>());
+  } else if (narrow_idx) {
+    body(std::type_identity<uint32_t>(), std::type_identity<uint8_t>());
+  } else {
+    body(std::type_identity<uint32_t>(), std::type_identity<uint16_t>());
+  }
+}
+
 // Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
 // token t of run r (KVQuant §3.4). r.out_ptr must be set. A token has about 1% of its whole
 // K/V vector as outliers (41 at LLaMA-7B's 4096), sorted by channel: the head's range is
 // reached by a walk that skips 8 entries at a time while the 8th is still below it (then one
 // at a time), with predictable branches, which beats both a plain walk (20 steps on average)
 // and a binary search (mispredicted); cvt converts the stored f16 (the SIMD kernels pass the
-// target's conversion instruction). The widths are one store's constant, so the switch below
-// takes the same way for every token the kernels walk.
+// target's conversion instruction).
 template <class Fn, class Cvt = float (*)(f16_t)>
 inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn, const Cvt& cvt = f16_to_f32) {
-  const bool narrow_ptr = r.out_layout.ptr_bytes == 2, narrow_idx = r.out_layout.idx_bytes == 1;
-  if (narrow_ptr && narrow_idx) {
-    for_each_run_outlier_as<uint16_t, uint8_t>(r, t, fn, cvt);
-  } else if (narrow_ptr) {
-    for_each_run_outlier_as<uint16_t, uint16_t>(r, t, fn, cvt);
-  } else if (narrow_idx) {
-    for_each_run_outlier_as<uint32_t, uint8_t>(r, t, fn, cvt);
-  } else {
-    for_each_run_outlier_as<uint32_t, uint16_t>(r, t, fn, cvt);
-  }
+  with_outlier_types(r, [&](auto p, auto i) {
+    for_each_run_outlier_as<typename decltype(p)::type, typename decltype(i)::type>(r, t, fn, cvt);
+  });
 }
 
 // Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values

@@ -346,54 +346,84 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
                           float scale, float* HWY_RESTRICT s, size_t lds) {
   const DF df;
   const DI di;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  constexpr size_t N = hn::MaxLanes(DF());
+  constexpr size_t kStep = kChains * N;  // values per step: one vector per chain
+  static_assert(kStep % kChunk == 0 || kChunk % kStep == 0);
+  const size_t hd = size_t(r.head_dim);
   const float* h = r.ch_half;
   const float* z = r.ch_zero;
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
-    for (int t = 0; t < r.n; ++t) {
-      const uint8_t* row = r.rows + size_t(t) * r.stride;
-      const float* C = table + size_t(t) * 2 * hd;
-      const float* S = C + hd;
-      hn::Vec<DF> acc[kQ][kChains];
-      for (int j = 0; j < kQ; ++j) {
-        for (auto& a : acc[j]) a = hn::Zero(df);
+    // kRows rows at a time: independent chains for the out-of-order window, which holds about
+    // one row's decode-rotate-dot work (each row's sums are the same as alone).
+    auto rows = [&](auto kr_, int t0) {
+      constexpr int kRows = decltype(kr_)::value;
+      hn::Vec<DF> acc[kRows][kQ][kChains];
+      for (int w = 0; w < kRows; ++w) {
+        for (int j = 0; j < kQ; ++j) {
+          for (auto& a : acc[w][j]) a = hn::Zero(df);
+        }
       }
-      for (size_t c0 = 0; c0 < hd; c0 += kChunk) {
-        for (size_t l = 0; l < kChunk; l += N) {
-          const size_t i = c0 + l;
-          const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + c0 / kChunk * 2 * kBits, l));
-          const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), hn::LoadU(df, h + i), hn::LoadU(df, z + i));
-          const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
-          for (int j = 0; j < kQ; ++j) {
-            auto& a = acc[j][i / N % kChains];
-            a = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, a);
+      // Vector v of a row goes to chain v % kChains, fixed at compile time within a step, so
+      // the accumulators stay in registers.
+      for (size_t i0v = 0; i0v < hd; i0v += kStep) {
+        for (size_t ch = 0; ch < kChains; ++ch) {
+          const size_t i = i0v + ch * N;
+          const auto vh = hn::LoadU(df, h + i), vz = hn::LoadU(df, z + i);
+          for (int w = 0; w < kRows; ++w) {
+            const uint8_t* row = r.rows + size_t(t0 + w) * r.stride;
+            const float* C = table + size_t(t0 + w) * 2 * hd;
+            const float* S = C + hd;
+            const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk));
+            const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), vh, vz);
+            const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
+            for (int j = 0; j < kQ; ++j) acc[w][j][ch] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[w][j][ch]);
           }
         }
       }
-      for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] = hn::GetLane(hn::SumOfLanes(df, SumChains(acc[j]))) * scale;
+      for (int w = 0; w < kRows; ++w) {
+        for (int j = 0; j < kQ; ++j) {
+          s[size_t(i0 + j) * lds + size_t(t0 + w)] = hn::GetLane(hn::SumOfLanes(df, SumChains(acc[w][j]))) * scale;
+        }
+      }
+    };
+    int t = 0;
+    if constexpr (kQ <= 2) {
+      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
     }
+    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
     // Outliers in a pass of their own, so that the row loop above keeps its registers.
     if (!r.out_ptr) return;
-    for (int t = 0; t < r.n; ++t) {
-      const uint8_t* row = r.rows + size_t(t) * r.stride;
-      const float* C = table + size_t(t) * 2 * hd;
-      const float* S = C + hd;
-      for_each_run_outlier(r, t, [&](size_t c, float exact) {
-        const float d = (exact - (r.levels[code_at(row, kBits, c)] * h[c] + z[c])) * scale;
-        for (int j = 0; j < kQ; ++j) {
-          const float* qj = qs + size_t(j) * hd;
-          s[size_t(i0 + j) * lds + size_t(t)] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
-        }
-      }, F16At);
-    }
+    with_outlier_types(r, [&](auto pt, auto it) {
+      using P = typename decltype(pt)::type;
+      using I = typename decltype(it)::type;
+      const float* levels = r.levels;
+      for (int t = 0; t < r.n; ++t) {
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        const float* C = table + size_t(t) * 2 * hd;
+        const float* S = C + hd;
+        // The token's corrections are summed in registers, then added to its scores once.
+        float corr[kQ] = {};
+        ForEachRunOutlier<P, I>(r, t, [&](size_t c, float exact) {
+          const float d = exact - (levels[code_at(row, kBits, c)] * h[c] + z[c]);
+          for (int j = 0; j < kQ; ++j) {
+            const float* qj = qs + size_t(j) * hd;
+            corr[j] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
+          }
+        });
+        for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] += corr[j] * scale;
+      }
+    });
   });
 }
 
 bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* table, float scale, float* s,
                        size_t lds) {
-  if (r.format != KvFormat::kCodebookPc || r.head_dim % 16 != 0 || r.head_dim > 512) return false;
+  if (r.format != KvFormat::kCodebookPc || r.head_dim % (kChains * hn::MaxLanes(DF())) != 0 ||
+      r.head_dim % kChunk != 0 || r.head_dim > 512) {
+    return false;
+  }
   switch (r.bits) {
     case 2: CodebookPcRopeScores<2>(r, q, n_q, table, scale, s, lds); return true;
     case 3: CodebookPcRopeScores<3>(r, q, n_q, table, scale, s, lds); return true;
@@ -423,22 +453,27 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
       zsum += p[t] * f.zero;
     }
     const auto levels = hn::LoadU(df, r.levels);
-    for (size_t c0 = 0; c0 < hd; c0 += kV * N) {
-      const size_t nv = std::min(kV, (hd - c0) / N);
-      hn::Vec<DF> acc[kV];
-      for (size_t v = 0; v < kV; ++v) acc[v] = hn::Zero(df);
+    // kV vectors of channels from c0 on; the count is a compile-time constant, so the sums stay
+    // in registers and the inner loop has no exits.
+    auto pass = [&](auto kv, size_t c0) {
+      constexpr size_t kNv = decltype(kv)::value;
+      hn::Vec<DF> acc[kNv];
+      for (size_t v = 0; v < kNv; ++v) acc[v] = hn::Zero(df);
       for (int t = 0; t < r.n; ++t) {
         if (a[t] == 0.0f) continue;
         const auto table = hn::Mul(hn::Set(df, a[t]), levels);
         const uint8_t* row = r.rows + size_t(t) * r.stride;
-        for (size_t v = 0; v < nv; ++v) {
+        for (size_t v = 0; v < kNv; ++v) {
           const size_t i = c0 + v * N;
           const auto idx = hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk));
           acc[v] = hn::Add(acc[v], hn::TableLookupLanes(table, hn::IndicesFromVec(df, idx)));
         }
       }
-      for (size_t v = 0; v < nv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, out + c0 + v * N), acc[v]), df, out + c0 + v * N);
-    }
+      for (size_t v = 0; v < kNv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, out + c0 + v * N), acc[v]), df, out + c0 + v * N);
+    };
+    size_t c0 = 0;
+    for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
+    for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
   } else {
     HWY_ALIGN float alut[16] = {};
     for (int t = 0; t < r.n; ++t) {
@@ -451,13 +486,23 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
     }
   }
   // Outliers in a pass of their own, so that the row loop above keeps its registers.
-  for (int t = 0; r.out_ptr && t < r.n; ++t) {
-    if (p[t] == 0.0f) continue;
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    const NormF f = RunNorm(r, t);
-    for_each_run_outlier(r, t, [&](size_t c, float v) {
-      out[c] += p[t] * (v - (r.levels[code_at(row, kBits, c)] * f.half + f.zero));
-    }, F16At);
+  if (r.out_ptr) {
+    with_outlier_types(r, [&](auto pt, auto it) {
+      using P = typename decltype(pt)::type;
+      using I = typename decltype(it)::type;
+      const I* idx = reinterpret_cast<const I*>(r.out_idx);
+      for (int t = 0; t < r.n; ++t) {
+        uint32_t b, u;
+        RunOutlierRange<P, I>(r, t, &b, &u);
+        if (b == u || p[t] == 0.0f) continue;
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        const NormF f = RunNorm(r, t);
+        for (uint32_t e = b; e < u; ++e) {
+          const size_t c = size_t(int(idx[e]) - r.out_ch0);
+          out[c] += p[t] * (F16ToF32(r.out_val + e) - (r.levels[code_at(row, kBits, c)] * f.half + f.zero));
+        }
+      }
+    });
   }
   const auto z = hn::Set(df, zsum);
   size_t i = 0;
@@ -527,6 +572,12 @@ bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, flo
   }
 }
 
+void OutlierRange(const KvRun& r, int t, uint32_t* start, uint32_t* stop) {
+  with_outlier_types(r, [&](auto pt, auto it) {
+    RunOutlierRange<typename decltype(pt)::type, typename decltype(it)::type>(r, t, start, stop);
+  });
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq
 HWY_AFTER_NAMESPACE();
@@ -536,6 +587,10 @@ namespace kvq::cpu {
 HWY_EXPORT(ScoreRunFused);
 HWY_EXPORT(AccumulateRunFused);
 HWY_EXPORT(ScoreRunRopeFused);
+HWY_EXPORT(OutlierRange);
+void run_outlier_range(const KvRun& run, int t, uint32_t* start, uint32_t* stop) {
+  HWY_DYNAMIC_DISPATCH(OutlierRange)(run, t, start, stop);
+}
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
                           float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, key_table, scale, scores, ld);

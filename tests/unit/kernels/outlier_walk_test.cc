@@ -11,6 +11,7 @@
 
 #include "base/rng.h"
 #include "kernels/cpu/kv_decode.h"
+#include "kernels/cpu/kv_fused.h"
 #include "kernels/kv_run.h"
 #include "kernels/ref/kv_decode_ref.h"
 #include "quant/normalize.h"
@@ -94,6 +95,55 @@ TEST(OutlierWalk, EveryLayoutMatchesAPlainScan) {
               if (i >= uint32_t(sh.out_ch0) && i < uint32_t(sh.out_ch0 + head_dim)) want.push_back({i - uint32_t(sh.out_ch0), v});
             }
             ASSERT_EQ(got, want) << "from " << j << " head " << h << " token " << t;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The fused kernels' lookup of a head's entries (counted N at a time from the token's end)
+// against the walk, in every layout, for heads whose range ends below, at and past the largest
+// uint8 index (256 values), on pages whose first tokens' windows would start before the
+// page's values (a handful of entries: the lookup walks those).
+TEST(OutlierWalk, SimdRangeMatchesTheWalk) {
+  Rng rng(31);
+  struct Geometry {
+    int head_dim, n_heads, n;
+  };
+  for (const uint8_t ptr_bytes : {uint8_t(2), uint8_t(4)}) {
+    for (const uint8_t idx_bytes : {uint8_t(1), uint8_t(2)}) {
+      const OutlierLayout lay{ptr_bytes, idx_bytes};
+      for (const Geometry g : {Geometry{64, 4, 47}, Geometry{37, 5, 3}, Geometry{8, 31, 64}, Geometry{128, 32, 19},
+                               Geometry{61, 11, 1}}) {
+        const size_t row_values = size_t(g.head_dim) * size_t(g.n_heads);
+        if (idx_bytes == 1 && row_values > OutlierLayout::kMaxNarrowIdx) continue;
+        const int page_tokens = 64;
+        SCOPED_TRACE("ptr " + std::to_string(ptr_bytes) + " idx " + std::to_string(idx_bytes) + " values " +
+                     std::to_string(row_values));
+        const Page pg = make_page(lay, page_tokens, g.n, row_values, rng);
+        KvRun r;
+        r.n = g.n;
+        r.head_dim = g.head_dim;
+        point_run_at(r, lay, pg.block.data(), page_tokens);
+        for (int j : {0, g.n / 2}) {
+          const KvRun s = sub_run(r, j, g.n - j);
+          for (int h = 0; h < g.n_heads; ++h) {
+            KvRun sh = s;
+            sh.out_ch0 = h * g.head_dim;
+            for (int t = 0; t < s.n; ++t) {
+              std::vector<uint32_t> want;
+              for_each_run_outlier(sh, t, [&](size_t c, float) { want.push_back(uint32_t(c)); });
+              uint32_t b = 0, u = 0;
+              cpu::run_outlier_range(sh, t, &b, &u);
+              ASSERT_LE(b, u);
+              std::vector<uint32_t> got;
+              for (uint32_t k = b; k < u; ++k) {
+                const uint32_t i = idx_bytes == 1 ? sh.out_idx[k] : uint32_t(sh.out_idx[2 * k] | sh.out_idx[2 * k + 1] << 8);
+                got.push_back(i - uint32_t(sh.out_ch0));
+              }
+              ASSERT_EQ(got, want) << "from " << j << " head " << h << " token " << t;
+            }
           }
         }
       }
