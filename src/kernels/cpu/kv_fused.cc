@@ -46,41 +46,72 @@ HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
   }
 }
 
+// Rows two at a time: each block's sum is a chain of FMAs, and two rows' chains interleaved
+// keep the FMA units busy (a row's arithmetic is the same as alone); the query is loaded once
+// for both.
 template <bool kQ4>
 void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float* HWY_RESTRICT s) {
   const DF df;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
   const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  for (int t = 0; t < r.n; ++t) {
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    auto acc = hn::Zero(df);
+  auto rows = [&](auto kr_, int t0) {
+    constexpr int kRows = decltype(kr_)::value;
+    hn::Vec<DF> acc[kRows];
+    for (auto& a : acc) a = hn::Zero(df);
     for (size_t b = 0; b < hd / 32; ++b) {
-      const uint8_t* bp = row + b * blk;
-      auto ba = hn::Zero(df);
-      for (size_t j = 0; j < 32; j += N) ba = hn::MulAdd(hn::LoadU(df, q + b * 32 + j), BlockCodes<kQ4>(bp, j), ba);
-      acc = hn::MulAdd(hn::Set(df, F16ToF32(bp)), ba, acc);
+      hn::Vec<DF> ba[kRows];
+      for (auto& a : ba) a = hn::Zero(df);
+      for (size_t j = 0; j < 32; j += N) {
+        const auto qv = hn::LoadU(df, q + b * 32 + j);
+        for (int w = 0; w < kRows; ++w) {
+          ba[w] = hn::MulAdd(qv, BlockCodes<kQ4>(r.rows + size_t(t0 + w) * r.stride + b * blk, j), ba[w]);
+        }
+      }
+      for (int w = 0; w < kRows; ++w) {
+        acc[w] = hn::MulAdd(hn::Set(df, F16ToF32(r.rows + size_t(t0 + w) * r.stride + b * blk)), ba[w], acc[w]);
+      }
     }
-    s[t] = hn::GetLane(hn::SumOfLanes(df, acc)) * scale;
-  }
+    for (int w = 0; w < kRows; ++w) s[t0 + w] = hn::GetLane(hn::SumOfLanes(df, acc[w])) * scale;
+  };
+  int t = 0;
+  for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
+  for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
 }
 
+// The output's channels in passes of up to 8 vectors whose sums stay in registers while the
+// run's tokens stream by (no load and store of the output per token), then added to out.
 template <bool kQ4>
 void GgmlAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
   const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  constexpr size_t N = hn::MaxLanes(DF());
+  constexpr size_t kVec = 32 / N < 1 ? 1 : 32 / N;  // vectors per block
+  constexpr size_t kPass = 8 / kVec < 1 ? 1 : 8 / kVec;  // blocks per pass
+  const size_t n_blocks = size_t(r.head_dim) / 32;
   const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  for (int t = 0; t < r.n; ++t) {
-    if (p[t] == 0.0f) continue;
-    const uint8_t* row = r.rows + size_t(t) * r.stride;
-    for (size_t b = 0; b < hd / 32; ++b) {
-      const uint8_t* bp = row + b * blk;
-      const auto a = hn::Set(df, p[t] * F16ToF32(bp));
-      for (size_t j = 0; j < 32; j += N) {
-        float* o = out + b * 32 + j;
-        hn::StoreU(hn::MulAdd(a, BlockCodes<kQ4>(bp, j), hn::LoadU(df, o)), df, o);
+  auto pass = [&](auto nb_, size_t b0) {
+    constexpr size_t kNb = decltype(nb_)::value;
+    hn::Vec<DF> acc[kNb][kVec];
+    for (auto& row : acc) {
+      for (auto& a : row) a = hn::Zero(df);
+    }
+    for (int t = 0; t < r.n; ++t) {
+      if (p[t] == 0.0f) continue;
+      for (size_t bb = 0; bb < kNb; ++bb) {
+        const uint8_t* bp = r.rows + size_t(t) * r.stride + (b0 + bb) * blk;
+        const auto a = hn::Set(df, p[t] * F16ToF32(bp));
+        for (size_t v = 0; v < kVec; ++v) acc[bb][v] = hn::MulAdd(a, BlockCodes<kQ4>(bp, v * N), acc[bb][v]);
       }
     }
-  }
+    for (size_t bb = 0; bb < kNb; ++bb) {
+      for (size_t v = 0; v < kVec; ++v) {
+        float* o = out + (b0 + bb) * 32 + v * N;
+        hn::StoreU(hn::Add(hn::LoadU(df, o), acc[bb][v]), df, o);
+      }
+    }
+  };
+  size_t b = 0;
+  for (; b + kPass <= n_blocks; b += kPass) pass(std::integral_constant<size_t, kPass>(), b);
+  for (; b < n_blocks; ++b) pass(std::integral_constant<size_t, 1>(), b);
 }
 
 // Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N
