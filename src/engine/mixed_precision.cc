@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "base/check.h"
+
 namespace kvq {
 
 StatusOr<std::vector<int>> choose_widths(std::span<const WidthOptions> items, double budget_bytes) {
@@ -65,12 +67,24 @@ StatusOr<std::vector<int>> choose_widths(std::span<const WidthOptions> items, do
   return widths;
 }
 
+StatusOr<double> mixed_bits_per_value(const CacheConfig& base, const MixedPlan& plan) {
+  CacheConfig mixed = base;
+  mixed.k.layer_bits.clear();
+  mixed.v.layer_bits.clear();
+  (plan.per_head ? mixed.k.head_bits : mixed.k.layer_bits) = plan.k_bits;
+  (plan.per_head ? mixed.v.head_bits : mixed.v.layer_bits) = plan.v_bits;
+  KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(mixed, plan.n_tokens));
+  return r.bits_per_value();
+}
+
 StatusOr<MixedPlan> plan_mixed_precision(const CacheConfig& base, int64_t n_tokens, double budget_bits,
                                          const std::vector<std::array<double, 3>>& k_error,
-                                         const std::vector<std::array<double, 3>>& v_error) {
+                                         const std::vector<std::array<double, 3>>& v_error, bool per_head) {
   const size_t n_layers = size_t(base.n_layers);
-  if (k_error.size() != n_layers || v_error.size() != n_layers) {
-    return invalid_argument("mixed precision: errors for another number of layers");
+  const size_t heads = per_head ? size_t(base.n_kv_heads) : 1, n_items = n_layers * heads;
+  if (k_error.size() != n_items || v_error.size() != n_items) {
+    return invalid_argument(per_head ? "mixed precision: errors for another number of layers or KV heads"
+                                     : "mixed precision: errors for another number of layers");
   }
   if (!(budget_bits > 0) || !std::isfinite(budget_bits)) {
     return invalid_argument("mixed precision: the bits budget must be a positive number");
@@ -88,12 +102,19 @@ StatusOr<MixedPlan> plan_mixed_precision(const CacheConfig& base, int64_t n_toke
     KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(one, n_tokens));
     k_bytes[size_t(b - kMixedMinBits)] = r.k.total();
     v_bytes[size_t(b - kMixedMinBits)] = r.v.total();
+    if (per_head) {
+      // A head's share of the layer, with the whole codebook of its width (the upper bound
+      // above).
+      const double cb = base.k.scheme == KvScheme::kNuq ? double(1 << b) * 4 : 0.0;
+      k_bytes[size_t(b - kMixedMinBits)] = (r.k.total() - cb) / double(heads) + cb;
+      v_bytes[size_t(b - kMixedMinBits)] = (r.v.total() - cb) / double(heads) + cb;
+    }
   }
-  // Items in layer order, keys before values.
+  // Items in layer order (then head order), keys before values.
   std::vector<WidthOptions> items;
-  for (size_t il = 0; il < n_layers; ++il) {
-    items.push_back({k_error[il], k_bytes});
-    items.push_back({v_error[il], v_bytes});
+  for (size_t i = 0; i < n_items; ++i) {
+    items.push_back({k_error[i], k_bytes});
+    items.push_back({v_error[i], v_bytes});
   }
   const double n_values = 2.0 * double(n_tokens) * double(base.n_layers) * base.n_kv_heads * base.head_dim;
   auto widths = choose_widths(items, budget_bits * n_values / 8.0);
@@ -107,20 +128,20 @@ StatusOr<MixedPlan> plan_mixed_precision(const CacheConfig& base, int64_t n_toke
     return invalid_argument(m);
   }
   MixedPlan plan;
+  plan.per_head = per_head;
+  plan.n_kv_heads = int(heads);
   plan.n_tokens = n_tokens;
   plan.k_error = k_error;
   plan.v_error = v_error;
-  for (size_t il = 0; il < n_layers; ++il) {
-    plan.k_bits.push_back((*widths)[2 * il]);
-    plan.v_bits.push_back((*widths)[2 * il + 1]);
-    plan.error += k_error[il][size_t(plan.k_bits.back() - kMixedMinBits)] +
-                  v_error[il][size_t(plan.v_bits.back() - kMixedMinBits)];
+  for (size_t i = 0; i < n_items; ++i) {
+    plan.k_bits.push_back((*widths)[2 * i]);
+    plan.v_bits.push_back((*widths)[2 * i + 1]);
+    plan.error += k_error[i][size_t(plan.k_bits.back() - kMixedMinBits)] +
+                  v_error[i][size_t(plan.v_bits.back() - kMixedMinBits)];
   }
-  CacheConfig mixed = base;
-  mixed.k.layer_bits = plan.k_bits;
-  mixed.v.layer_bits = plan.v_bits;
-  KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(mixed, n_tokens));
-  plan.bits_per_value = r.bits_per_value();
+  KVQ_ASSIGN_OR_RETURN(plan.bits_per_value, mixed_bits_per_value(base, plan));
+  // Exact accounting of a per-head plan can only be below what the items summed.
+  KVQ_CHECK(plan.bits_per_value <= budget_bits * (1 + 1e-9));
   return plan;
 }
 
