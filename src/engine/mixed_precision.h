@@ -13,12 +13,13 @@
 // but its 2 -> 3 step alone does not (error curves need not be convex); the exact answer
 // costs microseconds, so there is no reason to approximate.
 //
-// Widths per KV head (kvq calibrate --width-per head): the items are (layer, K|V, KV head),
-// each with its head's share of the error (the channels of that head) and of the bytes (its
-// codes, 1 / n_kv_heads of the layer's width-independent metadata, and the whole codebook of
-// its width: an upper bound, since the heads of a layer that share a width store one codebook,
-// so the plan never exceeds the budget; its bits per value are then accounted exactly). The
-// steps are n_kv_heads times finer, which lets the budget be spent more fully.
+// Widths per KV head (kvq calibrate --width-per head): a width per (layer, K|V, KV head), each
+// head with its share of the error (the channels of that head). A tensor's bytes are not a sum
+// over its heads (a layer stores one codebook per width its heads use), so each tensor becomes
+// one item whose options are, for every count of its heads at 3 and at 4 bits, the least-error
+// assignment of widths to its heads (itself a small exact knapsack) at that assignment's exact
+// bytes; the same frontier DP then chooses among them. Exact, and the plan's bytes are the
+// accounting's. The steps are n_kv_heads times finer than per layer.
 #pragma once
 
 #include <array>
@@ -38,6 +39,14 @@ struct WidthOptions {
   std::array<double, 3> error{};  // Fisher-weighted error at that width (>= 0)
   std::array<double, 3> bytes{};  // what the tensor allocates at that width
 };
+
+// One option of an item: what it costs and its error.
+struct Choice {
+  double bytes = 0, error = 0;
+};
+// The option of every item minimizing the summed error with summed bytes <= budget_bytes (same
+// rules and errors as choose_widths, which is this with the three widths as options).
+StatusOr<std::vector<int>> choose_options(std::span<const std::vector<Choice>> items, double budget_bytes);
 
 // The width (2..4) of every item minimizing the summed error with summed bytes <= budget_bytes;
 // among equal errors the fewest bytes, then the first in a fixed order (deterministic).

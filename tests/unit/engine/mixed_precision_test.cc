@@ -199,5 +199,46 @@ TEST(MixedPrecision, PerHeadPlanIsAccountedExactlyAndWithinTheBudget) {
   EXPECT_FALSE(account_bits(per, 1000).ok());
 }
 
+// Per head the plan is exact: against every assignment of widths to the 8 (layer, K|V, head)
+// items of a 2-layer, 2-head cache, accounted exactly (a codebook per width a layer uses), it
+// finds the least error within the budget.
+TEST(MixedPrecision, PerHeadPlanIsExactAgainstBruteForce) {
+  const int n_layers = 2, heads = 2, n = n_layers * heads;
+  Rng rng(7);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<std::array<double, 3>> ke(n), ve(n);
+    for (auto* e : {&ke, &ve}) {
+      for (auto& x : *e) {
+        const double e2 = 1 + 10 * rng.uniform(), e3 = e2 * (0.1 + 0.8 * rng.uniform());
+        x = {e2, e3, e3 * (0.1 + 0.8 * rng.uniform())};
+      }
+    }
+    const CacheConfig base = kvquant_config(n_layers, heads, 64, 3, 0.0, 0);
+    // A short context, so that the codebooks weigh against the codes.
+    const int64_t tokens = 8 + int64_t(rng.below(64));
+    const double budget = 2.3 + 1.8 * rng.uniform();
+    double best = INFINITY;
+    for (int code = 0; code < 6561; ++code) {
+      CacheConfig c = base;
+      double e = 0;
+      int x = code;
+      for (int i = 0; i < 2 * n; ++i, x /= 3) {
+        const bool k = i < n;
+        (k ? c.k.head_bits : c.v.head_bits).push_back(2 + x % 3);
+        e += (k ? ke : ve)[size_t(k ? i : i - n)][size_t(x % 3)];
+      }
+      if (account_bits(c, tokens).value().bits_per_value() <= budget * (1 + 1e-12)) best = std::min(best, e);
+    }
+    auto plan = plan_mixed_precision(base, tokens, budget, ke, ve, true);
+    if (!std::isfinite(best)) {
+      EXPECT_FALSE(plan.ok()) << trial;
+      continue;
+    }
+    ASSERT_TRUE(plan.ok()) << trial << ": " << plan.status().to_string();
+    EXPECT_NEAR(plan->error, best, 1e-9 * best) << trial;
+    EXPECT_LE(plan->bits_per_value, budget * (1 + 1e-12)) << trial;
+  }
+}
+
 }  // namespace
 }  // namespace kvq
