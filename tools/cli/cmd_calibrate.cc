@@ -32,7 +32,7 @@ Status run(const std::vector<std::string>& argv) {
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
   int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, batch = kDefaultBatch;
   uint64_t seed = 0;
-  std::string budgets_text, width_per = "layer";
+  std::string budgets_text, width_per;  // empty: head
   int budget_ctx = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
@@ -56,8 +56,8 @@ Status run(const std::vector<std::string>& argv) {
   p.add_int("--budget-ctx", &budget_ctx, 0, 1 << 30,
             "tokens at which --bits-budget is accounted (default: the model's context)");
   p.add_string("--width-per", &width_per,
-               "what --bits-budget gives a width: layer (each layer's K and V, default) or head (each layer's K "
-               "and V of each KV head: finer steps); a comma list writes one file each");
+               "what --bits-budget gives a width: head (each KV head of each layer's K and V, default: steps "
+               "n_kv_heads times finer) or layer (each layer's K and V); a comma list writes one file each");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -95,14 +95,14 @@ Status run(const std::vector<std::string>& argv) {
   }
   if (budget_ctx > 0 && bs.empty()) return invalid_argument("--budget-ctx is used only with --bits-budget");
   std::vector<std::string> pers;  // "layer" / "head"
-  for (const auto& w : split_spec_list(width_per)) {
+  for (const auto& w : split_spec_list(width_per.empty() ? "head" : width_per)) {
     if (w != "layer" && w != "head") {
       return invalid_argument("--width-per must be layer or head (or a comma list of them), got '" + printable(w) + "'");
     }
     if (std::find(pers.begin(), pers.end(), w) == pers.end()) pers.push_back(w);
   }
   if (pers.empty()) return invalid_argument("--width-per must be layer or head, got ''");
-  if (width_per != "layer" && bs.empty()) return invalid_argument("--width-per is used only with --bits-budget");
+  if (!width_per.empty() && bs.empty()) return invalid_argument("--width-per is used only with --bits-budget");
   if (bs.empty()) pers = {"layer"};
   if (norm != 16 && norm != 8) return invalid_argument("--norm must be 16 or 8, got " + std::to_string(norm));
   const std::vector<std::pair<std::string, double>> budgets = bs.empty() ? decltype(bs){{"", 0.0}} : bs;
