@@ -238,6 +238,19 @@ TEST(Calibration, PerHeadWidthsRoundTripAndAccountExactly) {
     EXPECT_EQ(back->mixed()->v_bits, plan.v_bits);
     EXPECT_EQ(back->describe(), a->describe());
     EXPECT_NE(back->describe().find("per-head widths"), std::string::npos) << back->describe();
+    // A corrupt per-head width is refused as corrupt, naming the head.
+    {
+      auto bytes = file_bytes(pa);
+      const std::string key = "kvq.mixed.v_head_bits";
+      auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+      ASSERT_NE(at, bytes.end());
+      *(at + ptrdiff_t(key.size()) + 16 + 4) = 9;  // after type, element type and count: layer 0, head 1
+      const std::string bad = ::testing::TempDir() + "/head_bad.kvqc";
+      std::ofstream(bad, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+      const Status st = CalibrationFile::load(bad, *model).status();
+      EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
+      EXPECT_NE(st.message().find("layer 0 KV head 1 has a width of 9 bits"), std::string::npos) << st.message();
+    }
     auto old = CalibrationFile::load(pl, *model);
     ASSERT_TRUE(old.ok()) << old.status().to_string();
     EXPECT_FALSE(old->mixed()->per_head);
