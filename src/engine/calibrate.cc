@@ -339,7 +339,7 @@ StatusOr<KvquantParams> KvActivations::value_params(const KvquantOptions& opts, 
 }
 
 StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& opts, const KvquantParams& params,
-                                                          bool keys) const {
+                                                          bool keys, std::vector<double>* per_head) const {
   if (!has_fisher()) return invalid_argument("the Fisher-weighted error needs activations captured with fisher");
   if (params.layers.size() != size_t(n_layers_)) return invalid_argument("fisher_error: parameters for another model");
   KVQ_RETURN_IF_ERROR(check_calibration_sinks(opts.sinks, args_.window));
@@ -350,6 +350,7 @@ StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& 
   std::vector<uint16_t> idx(row);
   std::vector<f16_t> val(row);
   std::vector<float> out(row), rotated;
+  if (per_head) per_head->assign(size_t(n_layers_) * size_t(n_kv_heads_), 0.0);
   for (int il = 0; il < n_layers_; ++il) {
     const KvquantLayerParams& lp = params.layers[size_t(il)];
     const Codebook& cb = lp.codebook;
@@ -403,7 +404,9 @@ StatusOr<std::vector<double>> KvActivations::fisher_error(const KvquantOptions& 
         // Rotated rows: the head's mean F (rotated_fisher), taken once per head.
         if (opts.rotate && c % size_t(head_dim_) == 0) head_f = rotated_fisher(f, c, head_dim_);
         const double d = double(x[c]) - double(out[c]);
-        e += (opts.rotate ? head_f : double(f[c])) * d * d;
+        const double fe = (opts.rotate ? head_f : double(f[c])) * d * d;
+        e += fe;
+        if (per_head) (*per_head)[size_t(il) * size_t(n_kv_heads_) + c / size_t(head_dim_)] += fe;
       }
     }
     err.push_back(e);

@@ -73,8 +73,11 @@ class KvActivations {
   // normalization (values: the per-token norm in opts.norm_bits), the dense-and-sparse outliers
   // at opts.outliers kept as fp16. Needs fisher; single-threaded, fixed summation order (the
   // same result on every run).
+  // per_head, if given, receives the same sum split by KV head ([n_layers * n_kv_heads], layer
+  // major): each head's channels, for widths per head (a head's error depends only on its own
+  // codes: the norm and the outliers do not depend on the width).
   StatusOr<std::vector<double>> fisher_error(const KvquantOptions& opts, const KvquantParams& params,
-                                             bool keys) const;
+                                             bool keys, std::vector<double>* per_head = nullptr) const;
   // Mean next-token loss over the windows (with fisher).
   double loss() const { return loss_; }
 

@@ -24,6 +24,18 @@ std::string tensor_name(int il, const char* what, int bits = 0) {
   return n;
 }
 
+// Widths layer 0 first ("333344"); per head, a layer's heads together, layers apart by '.'
+// ("33.33.34.44.44.44").
+std::string widths_text(const MixedPlan& p, bool keys) {
+  const std::vector<int>& w = keys ? p.k_bits : p.v_bits;
+  std::string s;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (p.per_head && i > 0 && i % size_t(p.n_kv_heads) == 0) s += '.';
+    s += std::to_string(w[i]);
+  }
+  return s;
+}
+
 std::string hex64(uint64_t h) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
@@ -81,17 +93,20 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
     }
   }
   if (meta.bits_budget > 0) {
-    KVQ_RETURN_IF_ERROR(f.choose_widths(acts, meta.bits_budget, meta.budget_context > 0 ? meta.budget_context : c.n_ctx_train));
+    KVQ_RETURN_IF_ERROR(f.choose_widths(acts, meta.bits_budget, meta.budget_context > 0 ? meta.budget_context : c.n_ctx_train,
+                                        meta.per_head_widths));
   }
   return f;
 }
 
-Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_budget, int context) {
-  // Per-layer widths: every layer's K and V error at each width, with this file's codebooks.
+Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_budget, int context, bool per_head) {
+  // Per-layer (per-head) widths: every layer's (head's) K and V error at each width, with this
+  // file's codebooks.
   if (!acts.has_fisher()) return invalid_argument("--bits-budget needs Fisher information: use a weighting other than none");
   if (acts.n_layers() != int(meta_.n_layers)) return invalid_argument("choose_widths: activations of another model");
   const int n_layers = int(meta_.n_layers);
-  std::vector<std::array<double, 3>> k_err(static_cast<size_t>(n_layers)), v_err(static_cast<size_t>(n_layers));
+  const size_t n_items = size_t(n_layers) * (per_head ? meta_.n_kv_heads : 1);
+  std::vector<std::array<double, 3>> k_err(n_items), v_err(n_items);
   for (int bits = kMixedMinBits; bits <= kMixedMaxBits; ++bits) {
     for (bool keys : {true, false}) {
       KvquantOptions o;
@@ -102,15 +117,17 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
       o.rotate = meta_.rot && (!keys || !meta_.pre_rope);
       o.norm_bits = keys ? 16 : meta_.norm_bits;  // keys' norms are per channel, offline
       KVQ_ASSIGN_OR_RETURN(KvquantParams p, params(o, keys));
-      KVQ_ASSIGN_OR_RETURN(std::vector<double> e, acts.fisher_error(o, p, keys));
-      for (int il = 0; il < n_layers; ++il) (keys ? k_err : v_err)[size_t(il)][size_t(bits - 2)] = e[size_t(il)];
+      std::vector<double> heads;
+      KVQ_ASSIGN_OR_RETURN(std::vector<double> e, acts.fisher_error(o, p, keys, per_head ? &heads : nullptr));
+      if (per_head) e = std::move(heads);
+      for (size_t i = 0; i < n_items; ++i) (keys ? k_err : v_err)[i][size_t(bits - 2)] = e[i];
     }
   }
   // Accounted as the cache will allocate: with norm=8 the values' per-token norm is 2 bytes.
   CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
                                     meta_.sinks);
   base.v.norm8 = meta_.norm_bits == 8;
-  KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err));
+  KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err, per_head));
   meta_.bits_budget = bits_budget;
   meta_.budget_context = context;
   mixed_ = std::move(plan);
@@ -147,17 +164,20 @@ Status CalibrationFile::save(OutputFile& out) const {
     w.add_f32("kvq.mixed.bits_budget", float(meta_.bits_budget));
     w.add_u32("kvq.mixed.context", uint32_t(meta_.budget_context));
     w.add_f32("kvq.mixed.bits_per_value", float(mixed_->bits_per_value));
+    // Per head: other keys, so that a kvq that knows only per-layer widths refuses the file
+    // (its kvq.mixed.* are incomplete) instead of reading other widths.
+    const std::string per = mixed_->per_head ? "head_" : "";
     const std::vector<int32_t> kb(mixed_->k_bits.begin(), mixed_->k_bits.end());
     const std::vector<int32_t> vb(mixed_->v_bits.begin(), mixed_->v_bits.end());
-    w.add_i32_array("kvq.mixed.k_bits", kb);
-    w.add_i32_array("kvq.mixed.v_bits", vb);
+    w.add_i32_array("kvq.mixed.k_" + per + "bits", kb);
+    w.add_i32_array("kvq.mixed.v_" + per + "bits", vb);
     auto errors = [](const std::vector<std::array<double, 3>>& e) {
       std::vector<float> out;
       for (const auto& l : e) out.insert(out.end(), l.begin(), l.end());
       return out;
     };
-    w.add_f32_array("kvq.mixed.k_error", errors(mixed_->k_error));
-    w.add_f32_array("kvq.mixed.v_error", errors(mixed_->v_error));
+    w.add_f32_array("kvq.mixed.k_" + per + "error", errors(mixed_->k_error));
+    w.add_f32_array("kvq.mixed.v_" + per + "error", errors(mixed_->v_error));
   }
   auto add = [&](const std::string& name, const std::vector<float>& v) {
     const uint64_t ne[1] = {v.size()};
@@ -311,20 +331,29 @@ StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const st
 
 Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, const ModelConfig& mc) {
   auto fail = [&](const std::string& m) { return data_loss(path + ": " + m); };
-  static constexpr const char* kKeys[] = {"kvq.mixed.bits_budget", "kvq.mixed.context", "kvq.mixed.bits_per_value",
-                                          "kvq.mixed.k_bits",      "kvq.mixed.v_bits",  "kvq.mixed.k_error",
-                                          "kvq.mixed.v_error"};
-  int present = 0;
-  for (const char* k : kKeys) present += f.find(k) != nullptr;
-  if (present == 0) return ok_status();  // no per-layer widths (older files, or no --bits-budget)
-  if (present != int(std::size(kKeys))) return fail("per-layer widths (kvq.mixed.*) are incomplete");
+  static constexpr const char* kCommon[] = {"kvq.mixed.bits_budget", "kvq.mixed.context", "kvq.mixed.bits_per_value"};
+  static constexpr const char* kLayer[] = {"kvq.mixed.k_bits", "kvq.mixed.v_bits", "kvq.mixed.k_error",
+                                           "kvq.mixed.v_error"};
+  static constexpr const char* kHead[] = {"kvq.mixed.k_head_bits", "kvq.mixed.v_head_bits",
+                                          "kvq.mixed.k_head_error", "kvq.mixed.v_head_error"};
+  int common = 0, layer = 0, head = 0;
+  for (const char* k : kCommon) common += f.find(k) != nullptr;
+  for (const char* k : kLayer) layer += f.find(k) != nullptr;
+  for (const char* k : kHead) head += f.find(k) != nullptr;
+  if (common + layer + head == 0) return ok_status();  // no widths (older files, or no --bits-budget)
+  if (layer > 0 && head > 0) return fail("holds both per-layer and per-head widths (kvq.mixed.*)");
+  const bool per_head = head > 0;
+  if (common != int(std::size(kCommon)) || (per_head ? head : layer) != 4) {
+    return fail(std::string(per_head ? "per-head" : "per-layer") + " widths (kvq.mixed.*) are incomplete");
+  }
+  const char* const* names = per_head ? kHead : kLayer;
   auto budget = f.get_f64("kvq.mixed.bits_budget");
   auto context = f.get_u64("kvq.mixed.context");
   auto bpv = f.get_f64("kvq.mixed.bits_per_value");
-  auto kb = f.get_i32_array("kvq.mixed.k_bits");
-  auto vb = f.get_i32_array("kvq.mixed.v_bits");
-  auto ke = f.get_f32_array("kvq.mixed.k_error");
-  auto ve = f.get_f32_array("kvq.mixed.v_error");
+  auto kb = f.get_i32_array(names[0]);
+  auto vb = f.get_i32_array(names[1]);
+  auto ke = f.get_f32_array(names[2]);
+  auto ve = f.get_f32_array(names[3]);
   if (!budget.ok() || !context.ok() || !bpv.ok() || !kb.ok() || !vb.ok() || !ke.ok() || !ve.ok()) {
     return fail("per-layer widths (kvq.mixed.*) have the wrong types");
   }
@@ -332,16 +361,24 @@ Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, c
       *context > (1u << 30)) {
     return fail("kvq.mixed.bits_budget, bits_per_value and context must be finite and positive");
   }
-  const size_t n = size_t(mc.n_layers);
+  const size_t heads = per_head ? size_t(mc.n_kv_heads) : 1, n = size_t(mc.n_layers) * heads;
   if (kb->size() != n || vb->size() != n || ke->size() != 3 * n || ve->size() != 3 * n) {
-    return fail("per-layer widths are not one per layer (" + std::to_string(n) + " layers)");
+    return fail(per_head ? "per-head widths are not one per layer and KV head (" + std::to_string(mc.n_layers) +
+                               " layers of " + std::to_string(mc.n_kv_heads) + " KV heads)"
+                         : "per-layer widths are not one per layer (" + std::to_string(n) + " layers)");
   }
   MixedPlan plan;
+  plan.per_head = per_head;
+  plan.n_kv_heads = int(heads);
   plan.n_tokens = int64_t(*context);
   plan.bits_per_value = *bpv;
   for (size_t il = 0; il < n; ++il) {
     for (int32_t b : {(*kb)[il], (*vb)[il]}) {
-      if (b < kMixedMinBits || b > kMixedMaxBits) return fail("layer " + std::to_string(il) + " has a width of " + std::to_string(b) + " bits (2, 3 or 4)");
+      if (b < kMixedMinBits || b > kMixedMaxBits) {
+        const std::string item = per_head ? "layer " + std::to_string(il / heads) + " KV head " + std::to_string(il % heads)
+                                          : "layer " + std::to_string(il);
+        return fail(item + " has a width of " + std::to_string(b) + " bits (2, 3 or 4)");
+      }
     }
     plan.k_bits.push_back((*kb)[il]);
     plan.v_bits.push_back((*vb)[il]);
@@ -396,24 +433,33 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
   KvquantParams p;
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
-    // kvquant-mixed: the width chosen for this layer's keys or values.
-    const int bits = o.bits != 0 ? o.bits : keys ? mixed_->k_bits[il] : mixed_->v_bits[il];
-    const size_t b = size_t(bits - 2);
     KvquantLayerParams lp;
     if (keys) {
       lp.upper = l.k_upper;
       lp.lower = l.k_lower;
     }
-    if (o.codebook == CodebookKind::kNuq) {
-      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_codebook(bits, keys ? l.k_centroids[b] : l.v_centroids[b]));
+    // The layer's codebook at a width (one per layer and width, whatever the heads).
+    auto codebook = [&](int bits) -> StatusOr<Codebook> {
+      const size_t b = size_t(bits - 2);
+      if (o.codebook == CodebookKind::kNf) return make_nf_codebook(bits);
+      if (o.codebook != CodebookKind::kNuq) return make_uniform_codebook(bits);
+      KVQ_ASSIGN_OR_RETURN(Codebook cb, make_codebook(bits, keys ? l.k_centroids[b] : l.v_centroids[b]));
       if (o.qnorm) {
         const auto& q = keys ? l.k_qnorm[b] : l.v_qnorm[b];
-        std::copy(q.begin(), q.end(), lp.codebook.values.begin());
+        std::copy(q.begin(), q.end(), cb.values.begin());
       }
-    } else if (o.codebook == CodebookKind::kNf) {
-      lp.codebook = make_nf_codebook(bits);
+      return cb;
+    };
+    // kvquant-mixed: the width chosen for this layer's (or each KV head's) keys or values.
+    if (o.bits == 0 && mixed_->per_head) {
+      for (int h = 0; h < mixed_->n_kv_heads; ++h) {
+        KVQ_ASSIGN_OR_RETURN(Codebook cb, codebook(keys ? mixed_->k_width(int(il), h) : mixed_->v_width(int(il), h)));
+        lp.head_codebooks.push_back(cb);
+      }
+      lp.codebook = lp.head_codebooks[0];
     } else {
-      KVQ_ASSIGN_OR_RETURN(lp.codebook, make_uniform_codebook(bits));
+      const int bits = o.bits != 0 ? o.bits : keys ? mixed_->k_bits[il] : mixed_->v_bits[il];
+      KVQ_ASSIGN_OR_RETURN(lp.codebook, codebook(bits));
     }
     p.layers.push_back(std::move(lp));
   }
@@ -437,12 +483,10 @@ std::string CalibrationFile::describe() const {
   std::string mixed;
   if (mixed_) {
     char m[160];
-    std::snprintf(m, sizeof m, ", per-layer widths for --bits-budget %g (%.3f bits/value allocated at %d tokens): K ",
-                  meta_.bits_budget, mixed_->bits_per_value, meta_.budget_context);
+    std::snprintf(m, sizeof m, ", per-%s widths for --bits-budget %g (%.3f bits/value allocated at %d tokens): K ",
+                  mixed_->per_head ? "head" : "layer", meta_.bits_budget, mixed_->bits_per_value, meta_.budget_context);
     mixed = m;
-    for (int b : mixed_->k_bits) mixed += std::to_string(b);
-    mixed += " V ";
-    for (int b : mixed_->v_bits) mixed += std::to_string(b);
+    mixed += widths_text(*mixed_, true) + " V " + widths_text(*mixed_, false);
   }
   return "file (kvq " + printable(meta_.kvq_version) + "): " + printable(meta_.text) + ", " + nums +
          ", k-means weights " + weighting_name(meta_.weighting) + ", calibration loss " + loss + mixed;
@@ -452,14 +496,16 @@ std::string CalibrationFile::describe_mixed() const {
   if (!mixed_) return "";
   std::string s;
   char line[200];
-  std::snprintf(line, sizeof line, "  %-5s %6s %6s   %-34s %-34s\n", "layer", "K bits", "V bits",
-                "K error at 2 / 3 / 4 bits", "V error at 2 / 3 / 4 bits");
+  std::snprintf(line, sizeof line, "  %-5s %6s %6s   %-34s %-34s\n", mixed_->per_head ? "l.h" : "layer", "K bits",
+                "V bits", "K error at 2 / 3 / 4 bits", "V error at 2 / 3 / 4 bits");
   s += line;
-  for (size_t il = 0; il < mixed_->k_bits.size(); ++il) {
-    const auto& k = mixed_->k_error[il];
-    const auto& v = mixed_->v_error[il];
-    std::snprintf(line, sizeof line, "  %-5zu %6d %6d   %10.4g %10.4g %10.4g   %10.4g %10.4g %10.4g\n", il,
-                  mixed_->k_bits[il], mixed_->v_bits[il], k[0], k[1], k[2], v[0], v[1], v[2]);
+  for (size_t i = 0; i < mixed_->k_bits.size(); ++i) {
+    const auto& k = mixed_->k_error[i];
+    const auto& v = mixed_->v_error[i];
+    const size_t heads = size_t(mixed_->n_kv_heads);
+    const std::string item = mixed_->per_head ? std::to_string(i / heads) + "." + std::to_string(i % heads) : std::to_string(i);
+    std::snprintf(line, sizeof line, "  %-5s %6d %6d   %10.4g %10.4g %10.4g   %10.4g %10.4g %10.4g\n", item.c_str(),
+                  mixed_->k_bits[i], mixed_->v_bits[i], k[0], k[1], k[2], v[0], v[1], v[2]);
     s += line;
   }
   std::snprintf(line, sizeof line, "  total Fisher-weighted error %.4g; %.3f bits/value allocated at %d tokens (budget %g)\n",

@@ -44,6 +44,9 @@ struct CalibrationMeta {
   // model's context). Absent in older files.
   double bits_budget = 0;
   int budget_context = 0;
+  // build() with bits_budget: widths per (layer, KV head) instead of per layer (kvq calibrate
+  // --width-per head). Not a file key: the file's widths say which they are.
+  bool per_head_widths = false;
 };
 
 class CalibrationFile {
@@ -73,11 +76,13 @@ class CalibrationFile {
   // Chooses each layer's K and V width for kvquant-mixed (engine/mixed_precision.h): the least
   // Fisher-weighted error of acts (with fisher, the activations this file was built from)
   // within bits_budget bits per value as allocated at `context` tokens; replaces any earlier
-  // choice. invalid_argument without Fisher, or for a budget below every layer at 2 bits.
-  Status choose_widths(const KvActivations& acts, double bits_budget, int context);
-  // The per-layer widths (kvq calibrate --bits-budget), or null.
+  // choice. per_head: a width per (layer, KV head) instead (kvq calibrate --width-per head).
+  // invalid_argument without Fisher, or for a budget below every layer at 2 bits.
+  Status choose_widths(const KvActivations& acts, double bits_budget, int context, bool per_head = false);
+  // The per-layer (or per-head) widths (kvq calibrate --bits-budget), or null.
   const MixedPlan* mixed() const { return mixed_ ? &*mixed_ : nullptr; }
-  // One line per layer: the K and V widths and each width's Fisher-weighted error ("" without).
+  // One line per layer (or per layer and KV head): the K and V widths and each width's
+  // Fisher-weighted error ("" without).
   std::string describe_mixed() const;
 
  private:
@@ -87,7 +92,8 @@ class CalibrationFile {
     std::array<std::vector<float>, 3> k_centroids, v_centroids, k_qnorm, v_qnorm;
   };
   StatusOr<KvquantParams> params(const KvquantOptions& o, bool keys) const;
-  // The optional kvq.mixed.* keys: all or none, one width (2..4) and three finite errors per layer.
+  // The optional kvq.mixed.* keys: all or none, one width (2..4) and three finite errors per
+  // layer (kvq.mixed.k_bits...) or per layer and KV head (kvq.mixed.k_head_bits...).
   Status read_mixed(const GgufFile& f, const std::string& path, const ModelConfig& mc);
   CalibrationMeta meta_;
   std::vector<Layer> layers_;

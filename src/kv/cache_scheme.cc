@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "kv/cache_scheme.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "kv/cache_spec.h"
 #include "kv/dense_store.h"
@@ -83,7 +85,17 @@ TensorQuantConfig account_kvquant(const TensorSpec& t, KvRole role, const Kvquan
   c.norm8 = role == KvRole::kValue && t.kvquant.norm_bits == 8;
   // kvquant-mixed: the widths the calibration chose (none: account_bits says so).
   if (t.bits == 0 && params) {
-    for (const auto& l : params->layers) c.layer_bits.push_back(l.codebook.bits);
+    size_t heads = 0;  // widths per KV head in some layer: that many heads
+    for (const auto& l : params->layers) heads = std::max(heads, l.head_codebooks.size());
+    for (const auto& l : params->layers) {
+      if (heads == 0) {
+        c.layer_bits.push_back(l.codebook.bits);
+        continue;
+      }
+      for (size_t h = 0; h < heads; ++h) {
+        c.head_bits.push_back(l.head_codebooks.size() == heads ? l.head_codebooks[h].bits : l.codebook.bits);
+      }
+    }
   }
   return c;
 }

@@ -13,6 +13,15 @@
 
 namespace kvq {
 
+// One KV head's part of a segment whose heads differ in code width (kvquant-mixed with widths
+// per head): within a page its rows start at `offset` and are `stride` bytes apart, coded at
+// `bits` with decode levels `levels`.
+struct KvHeadPart {
+  size_t offset = 0, stride = 0;
+  int bits = 0;
+  const float* levels = nullptr;
+};
+
 struct KvSegment {
   int t0 = 0;  // first position
   int n = 0;   // tokens
@@ -37,6 +46,9 @@ struct KvSegment {
   // (quant/outlier_layout.h, kv/paged_outliers.h).
   const uint8_t* const* out_pages = nullptr;
   OutlierLayout out_layout;
+  // Per-head layout and width ([n_kv_heads], owned by the store; null: every head as proto
+  // with head_stride and token_stride).
+  const KvHeadPart* heads = nullptr;
 
   // Tokens [i, i + count) of head h; the range must lie inside one page.
   KvRun run(int h, int i, int count) const {
@@ -45,11 +57,19 @@ struct KvSegment {
     const uint8_t* p = pages ? pages[page] : base;
     KvRun r = proto;
     r.n = count;
-    r.rows = p + size_t(h) * head_stride + size_t(slot) * token_stride;
+    size_t row_off = size_t(h) * head_stride + size_t(slot) * token_stride;
     r.stride = token_stride;
+    if (heads) {
+      const KvHeadPart& hp = heads[h];
+      row_off = hp.offset + size_t(slot) * hp.stride;
+      r.stride = hp.stride;
+      r.bits = hp.bits;
+      r.levels = hp.levels;
+    }
+    r.rows = p + row_off;
     r.meta_stride = meta_stride;
     const ptrdiff_t meta = ptrdiff_t(meta_off) + ptrdiff_t(h) * meta_head_step + ptrdiff_t(slot * meta_stride) -
-                           ptrdiff_t(size_t(h) * head_stride + size_t(slot) * token_stride);
+                           ptrdiff_t(row_off);
     r.scales_off += meta;
     r.zeros_off += meta;
     r.norm_off += meta;

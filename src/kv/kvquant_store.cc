@@ -32,30 +32,65 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
     return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
                             " layers, the model " + std::to_string(shape.n_layers));
   }
-  // Each layer's width: the spec's, or (kvquant-mixed) the one its calibrated codebook has.
-  std::vector<int> layer_bits;
+  // Each head's width: the spec's, or (kvquant-mixed) the one its calibrated codebook has
+  // (the layer's, or with widths per KV head the head's).
+  std::vector<std::vector<int>> head_bits;
   for (size_t il = 0; il < params.layers.size(); ++il) {
-    const int b = params.layers[il].codebook.bits;
-    if (opts.bits != 0 && b != opts.bits) {
-      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) +
-                              " has " + std::to_string(b) + " bits, the cache " + std::to_string(opts.bits));
+    const KvquantLayerParams& p = params.layers[il];
+    const std::string layer = "kvquant calibration codebook of layer " + std::to_string(il);
+    if (!p.head_codebooks.empty()) {
+      if (opts.bits != 0) return invalid_argument(layer + " has widths per KV head, for kvquant-mixed only");
+      if (p.head_codebooks.size() != size_t(shape.n_kv_heads)) {
+        return invalid_argument(layer + " has widths for " + std::to_string(p.head_codebooks.size()) +
+                                " KV heads, the model " + std::to_string(shape.n_kv_heads));
+      }
     }
-    if (b < 2 || b > 4) {
-      return invalid_argument("kvquant calibration codebook of layer " + std::to_string(il) + " has " +
-                              std::to_string(b) + " bits (2, 3 or 4 supported)");
+    std::vector<int> bits;
+    for (int h = 0; h < shape.n_kv_heads; ++h) {
+      const Codebook& cb = p.head_codebooks.empty() ? p.codebook : p.head_codebooks[size_t(h)];
+      const int b = cb.bits;
+      if (opts.bits != 0 && b != opts.bits) {
+        return invalid_argument(layer + " has " + std::to_string(b) + " bits, the cache " + std::to_string(opts.bits));
+      }
+      if (b < 2 || b > 4) return invalid_argument(layer + " has " + std::to_string(b) + " bits (2, 3 or 4 supported)");
+      if (size_t(shape.head_dim) * size_t(b) % 8 != 0) {
+        return unimplemented("kvquant needs head_dim * bits to be a multiple of 8 (head_dim " +
+                             std::to_string(shape.head_dim) + ", " + std::to_string(b) + " bits)");
+      }
+      // One codebook per (layer, width): what the accounting counts, and what lets a row be
+      // encoded once per width.
+      for (int g = 0; g < h && !p.head_codebooks.empty(); ++g) {
+        const Codebook& o = p.head_codebooks[size_t(g)];
+        if (o.bits == b && (o.values != cb.values || o.thresholds != cb.thresholds)) {
+          return invalid_argument(layer + ": KV heads " + std::to_string(g) + " and " + std::to_string(h) + " have " +
+                                  std::to_string(b) + " bits but different codebooks (one per layer and width)");
+        }
+      }
+      bits.push_back(b);
     }
-    if (size_t(shape.head_dim) * size_t(b) % 8 != 0) {
-      return unimplemented("kvquant needs head_dim * bits to be a multiple of 8 (head_dim " +
-                           std::to_string(shape.head_dim) + ", " + std::to_string(b) + " bits)");
-    }
-    layer_bits.push_back(b);
+    head_bits.push_back(std::move(bits));
   }
-  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, pool, role, opts, layer_bits));
+  std::unique_ptr<KvquantStore> s(new KvquantStore(shape, pool, role, opts, head_bits));
   const size_t row = shape.row_values(), hd = size_t(shape.head_dim);
   for (size_t il = 0; il < s->layers_.size(); ++il) {
     const KvquantLayerParams& p = params.layers[il];
     Layer& l = s->layers_[il];
-    l.codebook = p.codebook;
+    if (l.bits != 0) {
+      l.codebook = p.head_codebooks.empty() ? p.codebook : p.head_codebooks[0];
+    } else {
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        const Codebook& cb = p.head_codebooks[size_t(h)];
+        l.width_cb[size_t(cb.bits - 2)] = cb;
+      }
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        KvHeadPart hp;
+        hp.offset = l.quant.part_offset(h) * size_t(l.quant.page_records());
+        hp.stride = l.quant.part_size(h);
+        hp.bits = l.head_bits[size_t(h)];
+        hp.levels = l.width_cb[size_t(hp.bits - 2)].values.data();
+        l.parts.push_back(hp);
+      }
+    }
     if (role == KvRole::kKey) {
       if (p.upper.size() != row || p.lower.size() != row) {
         return invalid_argument("kvquant key thresholds of layer " + std::to_string(il) +
@@ -73,16 +108,23 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
 }
 
 KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts,
-                           const std::vector<int>& layer_bits)
+                           const std::vector<std::vector<int>>& head_bits)
     : KvStore(shape, pool), role_(role), opts_(opts) {
   layers_.resize(size_t(shape.n_layers));
   for (size_t il = 0; il < layers_.size(); ++il) {
     Layer& l = layers_[il];
-    l.bits = layer_bits[il];
-    l.codes_bytes = packed_bytes(l.bits, shape.row_values());
+    l.head_bits = head_bits[il];
+    const bool one = std::all_of(l.head_bits.begin(), l.head_bits.end(), [&](int b) { return b == l.head_bits[0]; });
+    l.bits = one ? l.head_bits[0] : 0;
+    std::vector<size_t> part_sizes;
+    for (int b : l.head_bits) part_sizes.push_back(size_t(shape.head_dim) * size_t(b) / 8);
+    l.codes_bytes = 0;
+    for (size_t b : part_sizes) l.codes_bytes += b;
     l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
-    // Codes of the whole vector (a part per head), then values' NormParams (the extra bytes).
-    l.quant = PagedRows(pool, size_t(shape.head_dim) * size_t(l.bits) / 8, shape.n_kv_heads, norm_bytes());
+    // Codes of the whole vector (a part per head, each at its head's width), then values'
+    // NormParams (the extra bytes).
+    l.quant = one ? PagedRows(pool, part_sizes[0], shape.n_kv_heads, norm_bytes())
+                  : PagedRows(pool, part_sizes, norm_bytes());
     l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.row_values());
   }
 }
@@ -108,6 +150,9 @@ Status KvquantStore::append(int il, int n, const float* x) {
   std::vector<uint16_t> idx(row);
   std::vector<f16_t> val(row);
   std::vector<uint8_t> rec(l.quant.record_bytes());
+  // Widths per KV head: the row is encoded once per width in use (the norm and the outliers do
+  // not depend on the codebook), and each head takes its part of its width's codes.
+  std::vector<uint8_t> width_codes(l.bits == 0 ? packed_bytes(4, row) : 0);
   std::vector<f16_t> sink_row(row);
   const int sink0 = l.sink.n_tokens(), quant0 = l.quant.n_tokens();
   auto rollback = [&](const Status& s) {
@@ -131,34 +176,43 @@ Status KvquantStore::append(int il, int n, const float* x) {
     }
     const int q = l.quant.n_tokens();
     if (Status st = l.quant.resize(q + 1); !st.ok()) return rollback(st);
-    uint8_t* codes = rec.data();
     size_t count = 0;
-    Status st;
-    if (role_ == KvRole::kKey) {
-      st = opts_.outliers > 0.0
-               ? quantize_dense_sparse_channels(xr, row, l.norm, l.codebook, codes, idx.data(), val.data(), &count)
-               : encode_codebook_row_pc(xr, row, l.norm, l.codebook, codes);
-    } else {
-      // The record's norm: NormParams, or NormParams8 with norm=8 (the codes then use its
-      // decoded form, `norm`).
-      NormParams norm;
-      NormParams8 norm8;
-      NormParams8* n8 = opts_.norm_bits == 8 ? &norm8 : nullptr;
+    // The record's norm (values): NormParams, or NormParams8 with norm=8 (the codes then use its
+    // decoded form, `norm`).
+    NormParams norm;
+    NormParams8 norm8;
+    NormParams8* n8 = opts_.norm_bits == 8 ? &norm8 : nullptr;
+    auto encode = [&](const Codebook& cb, uint8_t* codes) -> Status {
+      if (role_ == KvRole::kKey) {
+        return opts_.outliers > 0.0
+                   ? quantize_dense_sparse_channels(xr, row, l.norm, cb, codes, idx.data(), val.data(), &count)
+                   : encode_codebook_row_pc(xr, row, l.norm, cb, codes);
+      }
       if (opts_.outliers > 0.0) {
-        st = quantize_dense_sparse_token(xr, row, opts_.outliers, l.codebook, codes, &norm, idx.data(),
-                                         val.data(), &count, KernelPath::kSimd, n8);
-      } else {
-        st = check_finite(xr, row, "V", true);
-        if (st.ok()) {
-          StatusOr<NormParams> n = row_norm_from_minmax(xr, row, n8);
-          if (n.ok()) {
-            norm = *n;
-          } else {
-            st = n.status();
+        return quantize_dense_sparse_token(xr, row, opts_.outliers, cb, codes, &norm, idx.data(), val.data(), &count,
+                                           KernelPath::kSimd, n8);
+      }
+      KVQ_RETURN_IF_ERROR(check_finite(xr, row, "V", true));
+      KVQ_ASSIGN_OR_RETURN(norm, row_norm_from_minmax(xr, row, n8));
+      return encode_codebook_row(xr, row, norm, cb, codes);
+    };
+    Status st;
+    if (l.bits != 0) {
+      st = encode(l.codebook, rec.data());
+    } else {
+      for (const Codebook& cb : l.width_cb) {
+        if (cb.bits == 0 || !st.ok()) continue;
+        st = encode(cb, width_codes.data());
+        // Head h's codes at this width are bytes [h, h + 1) * head_dim * bits / 8 of the row's.
+        const size_t part = shape().head_dim * size_t(cb.bits) / 8;
+        for (int h = 0; h < shape().n_kv_heads; ++h) {
+          if (l.head_bits[size_t(h)] == cb.bits) {
+            std::memcpy(rec.data() + l.quant.part_offset(h), width_codes.data() + size_t(h) * part, part);
           }
         }
-        if (st.ok()) st = encode_codebook_row(xr, row, norm, l.codebook, codes);
       }
+    }
+    if (role_ == KvRole::kValue) {
       if (n8) {
         std::memcpy(rec.data() + l.codes_bytes, &norm8, sizeof norm8);
       } else {
@@ -189,8 +243,9 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
     }
     const int q = t - n_sink;
     const uint8_t* codes = l.quant.part(q, kvh);
+    const Codebook& cb = l.bits != 0 ? l.codebook : l.width_cb[size_t(l.head_bits[size_t(kvh)] - 2)];
     if (role_ == KvRole::kKey) {
-      decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], l.codebook, o);
+      decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], cb, o);
     } else {
       NormParams norm;
       if (opts_.norm_bits == 8) {
@@ -200,7 +255,7 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       } else {
         std::memcpy(&norm, l.quant.extra(q), sizeof norm);
       }
-      decode_codebook_row(codes, hd, norm, l.codebook, o);
+      decode_codebook_row(codes, hd, norm, cb, o);
     }
     if (opts_.outliers == 0.0) continue;
     for (size_t k = 0, nk = l.outliers.count(size_t(q)); k < nk; ++k) {
@@ -248,10 +303,11 @@ void KvquantStore::shift(int n_keep, int n_drop, const Rope* rope) {
   }
 }
 
-// Per layer, fixed: the codebook (2^b fp32 levels) and, for keys, fp16 zero + half-range per
-// channel, as bits accounting counts them.
+// Per layer, fixed: the codebook (2^b fp32 levels; with widths per head, one per width in use)
+// and, for keys, fp16 zero + half-range per channel, as bits accounting counts them.
 size_t KvquantStore::per_layer_bytes(const Layer& l) const {
-  size_t b = size_t(1 << l.bits) * 4;
+  size_t b = l.bits != 0 ? size_t(1 << l.bits) * 4 : 0;
+  for (const Codebook& cb : l.width_cb) b += cb.bits != 0 ? size_t(1 << cb.bits) * 4 : 0;
   if (role_ == KvRole::kKey) b += shape().row_values() * 4;
   return b;
 }
@@ -345,6 +401,13 @@ uint64_t KvquantStore::calibration_hash() const {
     if (opts_.bits == 0) h = fnv1a(&l.bits, sizeof l.bits, h);
     h = fnv1a(l.codebook.values.data(), sizeof l.codebook.values, h);
     h = fnv1a(l.codebook.thresholds.data(), sizeof l.codebook.thresholds, h);
+    if (l.bits == 0) {  // widths per KV head: each head's width and each width's codebook
+      h = fnv1a(l.head_bits.data(), l.head_bits.size() * sizeof(int), h);
+      for (const Codebook& cb : l.width_cb) {
+        h = fnv1a(cb.values.data(), sizeof cb.values, h);
+        h = fnv1a(cb.thresholds.data(), sizeof cb.thresholds, h);
+      }
+    }
     for (const auto* v : {&l.norm.upper, &l.norm.lower, &l.norm.zero_f, &l.norm.half_f}) {
       h = fnv1a(v->data(), v->size() * sizeof(float), h);
     }
@@ -373,6 +436,11 @@ KvStoreView KvquantStore::view(int il) const {
     KvRun& p = seg.proto;
     p.bits = l.bits;
     p.levels = l.codebook.values.data();
+    // Widths per KV head: each head's run gets its own rows, width and levels.
+    if (l.bits == 0) {
+      p.levels = nullptr;
+      seg.heads = l.parts.data();
+    }
     p.norm8 = role_ == KvRole::kValue && opts_.norm_bits == 8;
     if (role_ == KvRole::kKey) {
       p.ch_half = l.norm.half_f.data();

@@ -9,6 +9,7 @@
 //   sinks:  the first n tokens stay fp16 (§5.3); Q-Norm adjusts the decode levels (§5.2).
 #pragma once
 
+#include <array>
 #include <vector>
 
 #include "base/fp16.h"
@@ -43,6 +44,9 @@ struct KvquantOptions {
 // Calibrated parameters for one of K/V, per layer.
 struct KvquantLayerParams {
   Codebook codebook;                // decode levels already include Q-Norm when enabled
+  // kvquant-mixed with widths per KV head: head h's codebook (its width; heads of one width
+  // share one codebook). Empty: every head uses `codebook`.
+  std::vector<Codebook> head_codebooks;
   std::vector<float> upper, lower;  // keys: per-channel thresholds [n_kv_heads * head_dim]
   QNorm qnorm;                      // the fitted Q-Norm (calibration; identity when not fitted)
 };
@@ -83,12 +87,16 @@ class KvquantStore final : public KvStore {
   size_t n_outliers() const;
 
  private:
+  // head_bits: per layer, each KV head's width.
   KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole role, const KvquantOptions& opts,
-               const std::vector<int>& layer_bits);
+               const std::vector<std::vector<int>>& head_bits);
   struct Layer {
-    int bits = 0;                        // this layer's width (opts_.bits unless mixed)
-    size_t codes_bytes = 0;              // packed codes of one row at that width
-    Codebook codebook;
+    int bits = 0;                        // this layer's width (opts_.bits unless mixed); 0: per head
+    std::vector<int> head_bits;          // each KV head's width (all `bits` unless per head)
+    size_t codes_bytes = 0;              // packed codes of one row (every head at its width)
+    Codebook codebook;                   // bits != 0
+    std::array<Codebook, 3> width_cb;    // bits == 0: index width - 2, the heads' codebooks (bits 0: unused)
+    std::vector<KvHeadPart> parts;       // bits == 0: each head's layout in a page, for the view
     ChannelNorm norm;                    // keys: the whole row
     std::vector<ChannelNorm> head_norms; // keys: one per kv head
     PagedRows sink;                      // fp16 rows of the first opts_.sinks tokens

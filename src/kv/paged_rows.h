@@ -8,6 +8,8 @@
 // (e.g. the scales of a whole-vector group). Pages are head-major:
 //   [n_parts][page_records][part_bytes]  then  [page_records][extra_bytes]
 // so the rows of one KV head are contiguous within a page: attention streams them.
+// Parts may differ in size (kvquant-mixed with a code width per KV head): part h is then
+// part_sizes[h] bytes, and head h's rows start at part_offset(h) * page_records in a page.
 #pragma once
 
 #include <algorithm>
@@ -31,12 +33,23 @@ class PagedRows {
 
   PagedRows() = default;
   PagedRows(PagePool* pool, size_t part_bytes, int n_parts, size_t extra_bytes, int page_records = kPageTokens)
-      : pool_(pool), part_(part_bytes), n_parts_(n_parts), extra_(extra_bytes), page_(page_records) {}
+      : pool_(pool), part_(part_bytes), n_parts_(n_parts), parts_(size_t(n_parts) * part_bytes), extra_(extra_bytes),
+        page_(page_records) {}
+  PagedRows(PagePool* pool, const std::vector<size_t>& part_sizes, size_t extra_bytes, int page_records = kPageTokens)
+      : pool_(pool), n_parts_(int(part_sizes.size())), sizes_(part_sizes), extra_(extra_bytes), page_(page_records) {
+    for (size_t b : part_sizes) {
+      offs_.push_back(parts_);
+      parts_ += b;
+    }
+  }
   PagedRows(PagedRows&& o) noexcept { *this = std::move(o); }
   PagedRows& operator=(PagedRows&& o) noexcept {
     std::swap(pool_, o.pool_);
     std::swap(part_, o.part_);
     std::swap(n_parts_, o.n_parts_);
+    std::swap(parts_, o.parts_);
+    std::swap(sizes_, o.sizes_);
+    std::swap(offs_, o.offs_);
     std::swap(extra_, o.extra_);
     std::swap(page_, o.page_);
     std::swap(n_tokens_, o.n_tokens_);
@@ -46,9 +59,13 @@ class PagedRows {
   PagedRows(const PagedRows&) = delete;
   PagedRows& operator=(const PagedRows&) = delete;
   ~PagedRows() { release_from(0); }
-  size_t record_bytes() const { return size_t(n_parts_) * part_ + extra_; }
+  size_t record_bytes() const { return parts_ + extra_; }
   size_t page_bytes() const { return record_bytes() * size_t(page_); }
+  // Every part's size (0 when they differ: part_size).
   size_t part_bytes() const { return part_; }
+  size_t part_size(int h) const { return sizes_.empty() ? part_ : sizes_[size_t(h)]; }
+  // Bytes of a token's record before part h.
+  size_t part_offset(int h) const { return sizes_.empty() ? size_t(h) * part_ : offs_[size_t(h)]; }
   size_t extra_bytes() const { return extra_; }
   int n_tokens() const { return n_tokens_; }
   // Grows or shrinks to n tokens (pages no longer needed go back to the pool; records of a new
@@ -82,7 +99,7 @@ class PagedRows {
       return;
     }
     for (int t = t0; t + n < n_tokens_; ++t) {
-      for (int h = 0; h < n_parts_; ++h) std::memcpy(part(t, h), part(t + n, h), part_);
+      for (int h = 0; h < n_parts_; ++h) std::memcpy(part(t, h), part(t + n, h), part_size(h));
       if (extra_) std::memcpy(extra(t), extra(t + n), extra_);
     }
     KVQ_CHECK(resize(n_tokens_ - n).ok());  // shrinking never allocates
@@ -90,6 +107,9 @@ class PagedRows {
   // Part h (KV head h) of token t, and its per-token extra bytes.
   uint8_t* part(int t, int h) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_ && h >= 0 && h < n_parts_);
+    if (!sizes_.empty()) {
+      return pages_[size_t(t / page_)] + offs_[size_t(h)] * size_t(page_) + size_t(t % page_) * sizes_[size_t(h)];
+    }
     return pages_[size_t(t / page_)] + (size_t(h) * page_ + size_t(t % page_)) * part_;
   }
   const uint8_t* part(int t, int h) const { return const_cast<PagedRows*>(this)->part(t, h); }
@@ -100,12 +120,12 @@ class PagedRows {
   const uint8_t* extra(int t) const { return const_cast<PagedRows*>(this)->extra(t); }
   // Token t's record in token-major order [parts][extra], scattered to / gathered from its page.
   void put(int t, const uint8_t* rec) {
-    for (int h = 0; h < n_parts_; ++h) std::memcpy(part(t, h), rec + size_t(h) * part_, part_);
-    if (extra_) std::memcpy(extra(t), rec + size_t(n_parts_) * part_, extra_);
+    for (int h = 0; h < n_parts_; ++h) std::memcpy(part(t, h), rec + part_offset(h), part_size(h));
+    if (extra_) std::memcpy(extra(t), rec + parts_, extra_);
   }
   void get(int t, uint8_t* rec) const {
-    for (int h = 0; h < n_parts_; ++h) std::memcpy(rec + size_t(h) * part_, part(t, h), part_);
-    if (extra_) std::memcpy(rec + size_t(n_parts_) * part_, extra(t), extra_);
+    for (int h = 0; h < n_parts_; ++h) std::memcpy(rec + part_offset(h), part(t, h), part_size(h));
+    if (extra_) std::memcpy(rec + parts_, extra(t), extra_);
   }
   size_t bytes() const { return pages_.size() * page_bytes(); }
   // Sessions (engine/session.h): the record count (uint64), then every page as in memory.
@@ -114,7 +134,9 @@ class PagedRows {
     for (const uint8_t* p : pages_) w.write(p, page_bytes());
   }
   // Empty rows of the same layout and pool.
-  PagedRows like() const { return PagedRows(pool_, part_, n_parts_, extra_, page_); }
+  PagedRows like() const {
+    return sizes_.empty() ? PagedRows(pool_, part_, n_parts_, extra_, page_) : PagedRows(pool_, sizes_, extra_, page_);
+  }
   // Reads what write() wrote into these (empty) rows: a count in [lo, hi], checked, and the
   // file's bytes for its pages checked, before any page is allocated.
   Status read(ByteReader& r, int lo, int hi, std::string_view what) {
@@ -130,10 +152,10 @@ class PagedRows {
   // Page k holds records [k * page_records(), (k + 1) * page_records()).
   uint8_t* const* pages() const { return pages_.data(); }
   int page_records() const { return page_; }
-  // Byte offsets within a page: head h's rows start at h * head_stride(); the extras at
-  // extras_offset().
+  // Byte offsets within a page: head h's rows start at h * head_stride() (parts of one size;
+  // else part_offset(h) * page_records()); the extras at extras_offset().
   size_t head_stride() const { return size_t(page_) * part_; }
-  size_t extras_offset() const { return size_t(n_parts_) * head_stride(); }
+  size_t extras_offset() const { return size_t(page_) * parts_; }
   // The rows as a view segment starting at position t0: parts as a head's rows, the extras as
   // per-token metadata (shared by all heads). Stores add their format's constants.
   KvSegment segment(KvFormat format, int head_dim, int t0 = 0) const {
@@ -161,6 +183,8 @@ class PagedRows {
   PagePool* pool_ = nullptr;
   size_t part_ = 0;
   int n_parts_ = 1;
+  size_t parts_ = 0;                  // bytes of all parts of a record
+  std::vector<size_t> sizes_, offs_;  // parts of different sizes (else empty)
   size_t extra_ = 0;
   int page_ = kPageTokens;  // records per page
   int n_tokens_ = 0;

@@ -27,6 +27,13 @@ Status check_tensor(const TensorQuantConfig& t, int head_dim, int d_kv) {
       break;
     case KvScheme::kNuq:
     case KvScheme::kNf:
+      if (!t.head_bits.empty()) {
+        if (!t.layer_bits.empty()) return invalid_argument("nuq/nf: widths per layer and per head at once");
+        for (int b : t.head_bits) {
+          if (b < 2 || b > 4) return invalid_argument("nuq/nf: every head's bits must be 2, 3 or 4");
+        }
+        break;
+      }
       if (!t.layer_bits.empty()) {
         for (int b : t.layer_bits) {
           if (b < 2 || b > 4) return invalid_argument("nuq/nf: every layer's bits must be 2, 3 or 4");
@@ -44,7 +51,7 @@ Status check_tensor(const TensorQuantConfig& t, int head_dim, int d_kv) {
       if (d_kv % 32 != 0) return invalid_argument("q8_0/q4_0: d_kv must be a multiple of 32");
       break;
   }
-  if (!t.layer_bits.empty() && t.scheme != KvScheme::kNuq && t.scheme != KvScheme::kNf) {
+  if ((!t.layer_bits.empty() || !t.head_bits.empty()) && t.scheme != KvScheme::kNuq && t.scheme != KvScheme::kNf) {
     return invalid_argument("per-layer widths are for the codebook (kvquant) formats only");
   }
   if (!(t.outlier_fraction >= 0 && t.outlier_fraction < 1)) return invalid_argument("outlier fraction not in [0, 1)");
@@ -132,17 +139,38 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
   return b;
 }
 
-// Per-layer widths: the sum of one-layer caches, each at its own width.
+// Per-layer widths: the sum of one-layer caches, each at its own width. Widths per head: each
+// layer as a one-layer cache whose codes are summed head by head (a one-head cache's codes at
+// the head's width) and whose codebooks are those of the widths its heads use.
 TensorBytes account_layers(const TensorQuantConfig& t, const CacheConfig& c, int64_t n, bool is_key) {
-  if (t.layer_bits.empty()) return account_tensor(t, c, n, is_key);
+  if (t.layer_bits.empty() && t.head_bits.empty()) return account_tensor(t, c, n, is_key);
   TensorQuantConfig one = t;
   one.layer_bits.clear();
+  one.head_bits.clear();
   CacheConfig layer = c;
   layer.n_layers = 1;
+  CacheConfig head = layer;
+  head.n_kv_heads = 1;
+  const size_t H = size_t(c.n_kv_heads);
+  std::vector<int> widths = t.layer_bits;  // one per layer
+  if (!t.head_bits.empty()) {
+    for (size_t il = 0; il < size_t(c.n_layers); ++il) widths.push_back(t.head_bits[il * H]);
+  }
   TensorBytes sum;
-  for (int b : t.layer_bits) {
-    one.bits = b;
-    const TensorBytes l = account_tensor(one, layer, n, is_key);
+  for (size_t il = 0; il < widths.size(); ++il) {
+    one.bits = widths[il];
+    TensorBytes l = account_tensor(one, layer, n, is_key);
+    if (!t.head_bits.empty()) {
+      const auto* hb = &t.head_bits[il * H];
+      const auto codebook = [&](int b) { return t.scheme == KvScheme::kNuq ? double(1 << b) * 4 : 0.0; };
+      l.codes = 0;
+      l.per_layer -= codebook(widths[il]);
+      for (size_t h = 0; h < H; ++h) {
+        one.bits = hb[h];
+        l.codes += account_tensor(one, head, n, is_key).codes;
+        if (std::find(hb, hb + h, hb[h]) == hb + h) l.per_layer += codebook(hb[h]);
+      }
+    }
     sum.codes += l.codes;
     sum.scales += l.scales;
     sum.zeros += l.zeros;
@@ -196,6 +224,10 @@ StatusOr<BitsReport> account_bits(const CacheConfig& c, int64_t n_tokens) {
     if (!t->layer_bits.empty() && t->layer_bits.size() != size_t(c.n_layers)) {
       return invalid_argument("bits accounting: " + std::to_string(t->layer_bits.size()) + " per-layer widths for " +
                               std::to_string(c.n_layers) + " layers");
+    }
+    if (!t->head_bits.empty() && t->head_bits.size() != size_t(c.n_layers) * size_t(c.n_kv_heads)) {
+      return invalid_argument("bits accounting: " + std::to_string(t->head_bits.size()) + " per-head widths for " +
+                              std::to_string(c.n_layers) + " layers of " + std::to_string(c.n_kv_heads) + " KV heads");
     }
   }
   BitsReport r;

@@ -71,6 +71,11 @@ struct TensorQuantConfig {
   // `bits`; empty: every layer has `bits`. A layer costs what a one-layer cache of its width
   // costs, so the total is the sum over layers.
   std::vector<int> layer_bits;
+  // kNuq / kNf with widths per KV head (kvquant-mixed from `kvq calibrate --width-per head`):
+  // layer il's head h has head_bits[il * n_kv_heads + h], replacing bits and layer_bits. A
+  // layer costs what a one-layer cache costs, with its codes summed head by head at each
+  // head's width and one codebook per width its heads use.
+  std::vector<int> head_bits;
 };
 
 struct CacheConfig {

@@ -108,7 +108,7 @@ TEST(Cli, MixedPrecisionCalibrationAndCache) {
   expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget 3 --weighting none", "Fisher");
   expect_error("calibrate -m " + tb + " -o " + out + " --budget-ctx 64", "only with --bits-budget");
   EXPECT_FALSE(std::filesystem::exists(out));
-  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --bits-budget 3.2 -o " + out);
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --bits-budget 3.2 --width-per layer -o " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("per-layer widths for --bits-budget 3.2"), std::string::npos) << r.output;
   r = kvq("info -m " + tb + " --cache kvquant-mixed,kvquant-3 --calib " + out);
@@ -132,8 +132,8 @@ TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
   const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
   const std::string out = ::testing::TempDir() + "/cli_mixed_n8.kvqc";
   expect_error("calibrate -m " + tb + " -o " + out + " --norm 12 --bits-budget 3", "--norm must be 16 or 8");
-  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --bits-budget 3.5 -o " +
-                 out);
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --bits-budget 3.5 " +
+                 "--width-per layer -o " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(", norm 8,"), std::string::npos) << r.output;
   const std::string tag = "per-layer widths for --bits-budget 3.5 (";
@@ -152,6 +152,36 @@ TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
       << r.output;
   expect_error("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache kvquant-mixed:outliers=0 --calib " + out,
                "--norm 16");
+}
+
+// kvq calibrate --width-per head (the default): both granularities from one Fisher pass; the per-head plan's
+// bits per value is what kvq info accounts for the cache it serves, which runs; bad values are
+// errors.
+TEST(Cli, MixedPrecisionPerHead) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string out = ::testing::TempDir() + "/cli_heads.kvqc";
+  const std::string head = ::testing::TempDir() + "/cli_heads.fisher-s2.o0.head.kvqc";
+  expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget 3 --width-per kv", "--width-per must be layer or head");
+  expect_error("calibrate -m " + tb + " -o " + out + " --width-per head", "only with --bits-budget");
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --sinks 0 " +
+                 "--bits-budget 3.5 --width-per layer,head -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("per-layer widths for --bits-budget 3.5"), std::string::npos) << r.output;
+  const std::string tag = "per-head widths for --bits-budget 3.5 (";
+  const size_t at = r.output.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string plan_bits = r.output.substr(at + tag.size(), 5);
+  const std::string spec = " --cache kvquant-mixed:outliers=0:norm=8:sinks=0 --calib " + head;
+  r = kvq("info -m " + tb + " -c 1024" + spec);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
+  EXPECT_NE(r.output.find("per-head widths (kvquant-mixed)"), std::string::npos) << r.output;
+  r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // Per head is the default.
+  r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --bits-budget 3.2 -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("per-head widths for --bits-budget 3.2"), std::string::npos) << r.output;
 }
 
 TEST(Cli, FailedRunLeavesNoOutputFile) {

@@ -22,10 +22,11 @@ class MixedKl {
   // Fisher capture of calib_windows x calib_window tokens; one file per budget (the budget
   // accounted at n_ctx tokens, what the evaluation's cache holds).
   // outliers, norm_bits, sinks: the calibration's outlier fraction, value norm (kvq calibrate
-  // --norm) and fp16 sinks (the cache spec must match them).
+  // --norm) and fp16 sinks (the cache spec must match them); per_head: widths per KV head
+  // (kvq calibrate --width-per head).
   MixedKl(int n_ctx, int n_chunks, int calib_windows, int calib_window, const std::vector<double>& budgets,
           double outliers, const char* eval_text = "text/tinystories/validation_head.txt", int norm_bits = 16,
-          int sinks = 1)
+          int sinks = 1, bool per_head = false)
       : ctx_(2) {
     auto m = LlamaModel::load(shared_path("models/tinystories-l6-d256-h64.gguf"));
     EXPECT_TRUE(m.ok()) << m.status().to_string();
@@ -46,6 +47,7 @@ class MixedKl {
       meta.budget_context = n_ctx;
       meta.norm_bits = norm_bits;
       meta.sinks = sinks;
+      meta.per_head_widths = per_head;
       auto f = CalibrationFile::build(*a, *model_, meta);
       EXPECT_TRUE(f.ok()) << f.status().to_string();
       files_.push_back(std::make_unique<CalibrationFile>(std::move(*f)));

@@ -4,6 +4,7 @@
 // a calibration file for --calib FILE. Several --weighting / --outliers values write one file
 // per combination from a single Fisher pass.
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -19,10 +20,11 @@ namespace kvq::cli {
 namespace {
 
 std::string variant_path(const std::string& out, const std::string& weighting, const std::string& outliers,
-                         const std::string& budget) {
+                         const std::string& budget, const std::string& per) {
   const std::filesystem::path p(out);
   const std::string b = budget.empty() ? "" : ".b" + budget;
-  return (p.parent_path() / (p.stem().string() + "." + weighting + ".o" + outliers + b + p.extension().string())).string();
+  const std::string w = per.empty() ? "" : "." + per;
+  return (p.parent_path() / (p.stem().string() + "." + weighting + ".o" + outliers + b + w + p.extension().string())).string();
 }
 
 Status run(const std::vector<std::string>& argv) {
@@ -30,7 +32,7 @@ Status run(const std::vector<std::string>& argv) {
   std::string text, out, weightings = "fisher-s2", outliers = "0.01";
   int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, batch = kDefaultBatch;
   uint64_t seed = 0;
-  std::string budgets_text;
+  std::string budgets_text, width_per;  // empty: head
   int budget_ctx = 0;
   ArgParser p("calibrate");
   add_common_flags(p, &common);
@@ -53,6 +55,9 @@ Status run(const std::vector<std::string>& argv) {
                "error within this many bits per value as allocated, e.g. 2.5; a comma list writes one file each");
   p.add_int("--budget-ctx", &budget_ctx, 0, 1 << 30,
             "tokens at which --bits-budget is accounted (default: the model's context)");
+  p.add_string("--width-per", &width_per,
+               "what --bits-budget gives a width: head (each KV head of each layer's K and V, default: steps "
+               "n_kv_heads times finer) or layer (each layer's K and V); a comma list writes one file each");
   KVQ_RETURN_IF_ERROR(p.parse(argv));
   if (p.help_requested()) {
     std::fputs(p.usage().c_str(), stdout);
@@ -89,6 +94,16 @@ Status run(const std::vector<std::string>& argv) {
     return invalid_argument("--bits-budget weighs each layer's error by its Fisher information: drop --weighting none");
   }
   if (budget_ctx > 0 && bs.empty()) return invalid_argument("--budget-ctx is used only with --bits-budget");
+  std::vector<std::string> pers;  // "layer" / "head"
+  for (const auto& w : split_spec_list(width_per.empty() ? "head" : width_per)) {
+    if (w != "layer" && w != "head") {
+      return invalid_argument("--width-per must be layer or head (or a comma list of them), got '" + printable(w) + "'");
+    }
+    if (std::find(pers.begin(), pers.end(), w) == pers.end()) pers.push_back(w);
+  }
+  if (pers.empty()) return invalid_argument("--width-per must be layer or head, got ''");
+  if (!width_per.empty() && bs.empty()) return invalid_argument("--width-per is used only with --bits-budget");
+  if (bs.empty()) pers = {"layer"};
   if (norm != 16 && norm != 8) return invalid_argument("--norm must be 16 or 8, got " + std::to_string(norm));
   const std::vector<std::pair<std::string, double>> budgets = bs.empty() ? decltype(bs){{"", 0.0}} : bs;
   // Every file is checked before any work (the outputs against the inputs and each other).
@@ -103,11 +118,15 @@ Status run(const std::vector<std::string>& argv) {
   for (auto w : ws) {
     for (const auto& o : os) {
       for (const auto& b : budgets) {
-        const std::string path_out = ws.size() * os.size() * budgets.size() == 1
-                                         ? out
-                                         : variant_path(out, weighting_name(w), o.first, budgets.size() > 1 ? b.first : "");
-        KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
-        outputs.emplace_back(path_out, std::move(f));
+        for (const auto& per : pers) {
+          const std::string path_out =
+              ws.size() * os.size() * budgets.size() * pers.size() == 1
+                  ? out
+                  : variant_path(out, weighting_name(w), o.first, budgets.size() > 1 ? b.first : "",
+                                 pers.size() > 1 ? per : "");
+          KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
+          outputs.emplace_back(path_out, std::move(f));
+        }
       }
     }
   }
@@ -172,17 +191,20 @@ Status run(const std::vector<std::string>& argv) {
                            }));
       // One codebook fit serves every budget: only the per-layer widths differ.
       for (const auto& [b_text, bits_budget] : budgets) {
-        if (skipped.count({o_text, b_text})) {
-          ++next_out;
-          continue;
+        for (const auto& per : pers) {
+          if (skipped.count({o_text, b_text})) {
+            ++next_out;
+            continue;
+          }
+          if (bits_budget > 0) {
+            KVQ_RETURN_IF_ERROR(f.choose_widths(acts, bits_budget, budget_ctx > 0 ? budget_ctx : model->config().n_ctx_train,
+                                                per == "head"));
+          }
+          auto& [path_out, file_out] = outputs[next_out++];
+          KVQ_RETURN_IF_ERROR(f.save(file_out));
+          std::printf("wrote %s: %s\n", printable(path_out).c_str(), f.describe().c_str());
+          if (f.mixed()) std::printf("%s", f.describe_mixed().c_str());
         }
-        if (bits_budget > 0) {
-          KVQ_RETURN_IF_ERROR(f.choose_widths(acts, bits_budget, budget_ctx > 0 ? budget_ctx : model->config().n_ctx_train));
-        }
-        auto& [path_out, file_out] = outputs[next_out++];
-        KVQ_RETURN_IF_ERROR(f.save(file_out));
-        std::printf("wrote %s: %s\n", printable(path_out).c_str(), f.describe().c_str());
-        if (f.mixed()) std::printf("%s", f.describe_mixed().c_str());
       }
     }
   }

@@ -128,7 +128,10 @@ Status run(const std::vector<std::string>& argv) {
   if (cal) {
     std::printf("calibration: %s: %s\n", printable(cache_args.calib).c_str(), cal->describe().c_str());
     // Per-layer widths for kvquant-mixed, when the file has them (kvq calibrate --bits-budget).
-    if (cal->mixed()) std::printf("per-layer widths (kvquant-mixed):\n%s", cal->describe_mixed().c_str());
+    if (cal->mixed()) {
+      std::printf("per-%s widths (kvquant-mixed):\n%s", cal->mixed()->per_head ? "head" : "layer",
+                  cal->describe_mixed().c_str());
+    }
   }
   std::printf("simd target: %s\n", simd_target_name());
   if (show_metadata) {

@@ -363,5 +363,108 @@ TEST(PackedAttention, MixedWidthsMatchAttentionOverTheDequantizedCacheInEveryLay
   }
 }
 
+// kvquant-mixed with a width per KV head (kvq calibrate --width-per head): every head reads
+// back exactly what a uniform cache of its width stores for it (the norm and the outliers do
+// not depend on the width), attention over the packed heads matches attention over read(), and
+// the cache allocates what the bits accounting says.
+TEST(PackedAttention, PerHeadWidthsMatchUniformCachesAttentionAndAccounting) {
+  static_assert(kKvHeads == 2);
+  // [layer][head]: both heads equal in one layer (stored as a per-layer width), every width.
+  constexpr int kKeyBits[kLayers][kKvHeads] = {{2, 4}, {3, 3}, {4, 3}};
+  constexpr int kValueBits[kLayers][kKvHeads] = {{3, 2}, {4, 2}, {2, 4}};
+  const int n = 150;
+  const Rope rope(kHd, kHd, 10000.0f);
+  const size_t row = size_t(kKvHeads * kHd);
+  for (const char* spec_text : {"kvquant-mixed", "kvquant-mixed:outliers=0:sinks=0:norm=8"}) {
+    SCOPED_TRACE(spec_text);
+    const CacheSpec spec = parse_cache_spec(spec_text).value();
+    KvquantParams kp = test::dummy_params(0, true), vp = test::dummy_params(0, false);
+    for (int il = 0; il < kLayers; ++il) {
+      for (int h = 0; h < kKvHeads; ++h) {
+        kp.layers[size_t(il)].head_codebooks.push_back(make_nf_codebook(kKeyBits[il][h]));
+        vp.layers[size_t(il)].head_codebooks.push_back(make_nf_codebook(kValueBits[il][h]));
+      }
+    }
+    const KvCacheShape shape{kLayers, kKvHeads, kHd, n};
+    auto made = make_cache(spec, shape, {&kp, &vp});
+    ASSERT_TRUE(made.ok()) << made.status().to_string();
+    KvCache& cache = **made;
+    // Uniform caches of each width, with the same options (the spec's, at that width).
+    std::string opts(spec_text + std::string("kvquant-mixed").size());
+    std::vector<std::unique_ptr<KvCache>> uniform;
+    std::vector<KvquantParams> up;
+    up.reserve(6);
+    for (int b = 2; b <= 4; ++b) {
+      up.push_back(test::dummy_params(b, true));
+      up.push_back(test::dummy_params(b, false));
+      auto u = make_cache(parse_cache_spec("kvquant-" + std::to_string(b) + opts).value(), shape,
+                          {&up[up.size() - 2], &up.back()});
+      ASSERT_TRUE(u.ok()) << u.status().to_string();
+      uniform.push_back(std::move(*u));
+    }
+    Rng rng(17);
+    std::vector<float> k(size_t(n) * row), v(k.size()), q(size_t(n) * kHeads * kHd);
+    for (auto& x : k) x = float(rng.normal());
+    for (auto& x : v) x = float(rng.normal());
+    for (auto& x : q) x = float(rng.normal());
+    for (int il = 0; il < kLayers; ++il) {
+      for (KvCache* c : {&cache, uniform[0].get(), uniform[1].get(), uniform[2].get()}) {
+        ASSERT_TRUE(c->append(il, 100, k.data(), v.data()).ok());
+        for (int t = 100; t < n; ++t) ASSERT_TRUE(c->append(il, 1, &k[t * row], &v[t * row]).ok());
+      }
+    }
+    std::vector<float> kd(size_t(n) * kHd), vd(kd.size()), ku(kd.size()), vu(kd.size());
+    for (int il = 0; il < kLayers; ++il) {
+      for (int h = 0; h < kKvHeads; ++h) {
+        cache.read(il, h, 0, n, kd.data(), vd.data());
+        uniform[size_t(kKeyBits[il][h] - 2)]->read(il, h, 0, n, ku.data(), vu.data());
+        ASSERT_EQ(kd, ku) << "keys, layer " << il << " head " << h;
+        uniform[size_t(kValueBits[il][h] - 2)]->read(il, h, 0, n, ku.data(), vu.data());
+        ASSERT_EQ(vd, vu) << "values, layer " << il << " head " << h;
+      }
+    }
+    ExecContext ctx(2);
+    const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope};
+    const int n_q = 5, pos0 = n - n_q;
+    std::vector<float> out(size_t(n_q) * kHeads * kHd), ref(kHd);
+    for (int il = 0; il < kLayers; ++il) {
+      ASSERT_TRUE(attend(ctx, p, cache, il, &q[size_t(pos0) * kHeads * kHd], n_q, pos0, out.data()).ok());
+      for (int h = 0; h < kHeads; ++h) {
+        read_keys_at_positions(cache, rope, il, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
+        for (int i = 0; i < n_q; ++i) {
+          const int pos = pos0 + i;
+          ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
+                                  kHd, 0.125f);
+          const float* got = &out[(size_t(i) * kHeads + h) * kHd];
+          for (int d = 0; d < kHd; ++d) ASSERT_NEAR(got[d], ref[d], 1e-5f * (1.0f + std::fabs(ref[d]))) << il;
+        }
+      }
+    }
+    // The accounting: per-head widths, each head's codes at its width, a codebook per width in
+    // use; what the pool holds, and with all heads of a layer at one width, the per-layer sum.
+    const CacheConfig cfg = cache_config(spec, shape, {&kp, &vp});
+    ASSERT_EQ(cfg.k.head_bits.size(), size_t(kLayers * kKvHeads));
+    auto acc = account_bits(cfg, n);
+    ASSERT_TRUE(acc.ok()) << acc.status().to_string();
+    if (spec.k.kvquant.outliers == 0) {  // key outliers are data dependent
+      EXPECT_EQ(double(cache.bytes_used()), acc->total_bytes());
+      EXPECT_EQ(double(cache.bytes_for(n)), acc->total_bytes());
+    }
+    double codes = 0;
+    for (int il = 0; il < kLayers; ++il) {
+      for (int h = 0; h < kKvHeads; ++h) codes += (kKeyBits[il][h] + kValueBits[il][h]) * kHd / 8.0;
+    }
+    const double pages = (n - spec.k.kvquant.sinks + 63) / 64 * 64;
+    EXPECT_EQ(acc->k.codes + acc->v.codes, codes * pages);
+    // A head whose codebook differs from another head's of the same width is refused.
+    KvquantParams bad = kp;
+    bad.layers[1].head_codebooks[1].values[0] += 0.5f;
+    auto refused = make_cache(spec, shape, {&bad, &vp});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("different codebooks"), std::string::npos)
+        << refused.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace kvq
