@@ -52,6 +52,19 @@ std::vector<uint8_t> file_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
+// A copy of the file at path, named name in the test's temporary folder, with the byte `offset`
+// bytes after the end of the first occurrence of `key` set to value; "" when key is absent.
+std::string corrupt_copy(const std::string& path, const std::string& key, ptrdiff_t offset, uint8_t value,
+                         const std::string& name) {
+  auto bytes = file_bytes(path);
+  const auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  if (at == bytes.end() || bytes.end() - at <= ptrdiff_t(key.size()) + offset) return "";
+  *(at + ptrdiff_t(key.size()) + offset) = value;
+  const std::string out = ::testing::TempDir() + "/" + name;
+  std::ofstream(out, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  return out;
+}
+
 // Weight concentrated on a few samples pulls centroids onto them.
 TEST(Calibration, WeightsMoveTheCodebook) {
   std::vector<float> x, w_flat, w_peak;
@@ -170,13 +183,9 @@ TEST(Calibration, MixedWidthsRoundTripAndServeKvquantMixed) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("--bits-budget"), std::string::npos) << st.message();
   // A corrupt width is refused as corrupt.
-  auto bytes = file_bytes(pa);
-  const std::string key = "kvq.mixed.k_bits";
-  auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
-  ASSERT_NE(at, bytes.end());
-  *(at + ptrdiff_t(key.size()) + 16) = 7;  // after the array type, element type and count: layer 0's width
-  const std::string bad = ::testing::TempDir() + "/mixed_bad.kvqc";
-  std::ofstream(bad, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  // Element 0 of kvq.mixed.k_bits (after the array type, element type and count): layer 0's width.
+  const std::string bad = corrupt_copy(pa, "kvq.mixed.k_bits", 16, 7, "mixed_bad.kvqc");
+  ASSERT_FALSE(bad.empty());
   st = CalibrationFile::load(bad, *model).status();
   EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
   EXPECT_NE(st.message().find("width of 7 bits"), std::string::npos) << st.message();
@@ -240,13 +249,9 @@ TEST(Calibration, PerHeadWidthsRoundTripAndAccountExactly) {
     EXPECT_NE(back->describe().find("per-head widths"), std::string::npos) << back->describe();
     // A corrupt per-head width is refused as corrupt, naming the head.
     {
-      auto bytes = file_bytes(pa);
-      const std::string key = "kvq.mixed.v_head_bits";
-      auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
-      ASSERT_NE(at, bytes.end());
-      *(at + ptrdiff_t(key.size()) + 16 + 4) = 9;  // after type, element type and count: layer 0, head 1
-      const std::string bad = ::testing::TempDir() + "/head_bad.kvqc";
-      std::ofstream(bad, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+      // Element 1 of kvq.mixed.v_head_bits (int32 elements after type, element type and count): layer 0, head 1.
+      const std::string bad = corrupt_copy(pa, "kvq.mixed.v_head_bits", 16 + 4, 9, "head_bad.kvqc");
+      ASSERT_FALSE(bad.empty());
       const Status st = CalibrationFile::load(bad, *model).status();
       EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
       EXPECT_NE(st.message().find("layer 0 KV head 1 has a width of 9 bits"), std::string::npos) << st.message();

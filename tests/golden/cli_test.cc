@@ -126,6 +126,14 @@ TEST(Cli, MixedPrecisionCalibrationAndCache) {
   expect_error("run -m " + tb + " -p hi -n 5 --cache kvquant-mixed --calib " + plain, "has none");
 }
 
+// The bits per value ("3.4xx") that kvq calibrate printed for its `which` ("per-layer",
+// "per-head") plan at --bits-budget 3.5, or "" when it printed none.
+std::string plan_bits_in(const std::string& output, const std::string& which) {
+  const std::string tag = which + " widths for --bits-budget 3.5 (";
+  const size_t at = output.find(tag);
+  return at == std::string::npos ? std::string() : output.substr(at + tag.size(), 5);
+}
+
 // kvq calibrate --norm 8: the widths' bits per value is what kvq info accounts for the
 // kvquant-mixed:norm=8 cache it serves; another value norm is refused with the fix.
 TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
@@ -136,10 +144,8 @@ TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
                  "--width-per layer -o " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(", norm 8,"), std::string::npos) << r.output;
-  const std::string tag = "per-layer widths for --bits-budget 3.5 (";
-  const size_t at = r.output.find(tag);
-  ASSERT_NE(at, std::string::npos) << r.output;
-  const std::string plan_bits = r.output.substr(at + tag.size(), 5);  // "3.4xx"
+  const std::string plan_bits = plan_bits_in(r.output, "per-layer");
+  ASSERT_FALSE(plan_bits.empty()) << r.output;
   r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0:norm=8 --calib " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
@@ -167,10 +173,8 @@ TEST(Cli, MixedPrecisionPerHead) {
                  "--bits-budget 3.5 --width-per layer,head -o " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("per-layer widths for --bits-budget 3.5"), std::string::npos) << r.output;
-  const std::string tag = "per-head widths for --bits-budget 3.5 (";
-  const size_t at = r.output.find(tag);
-  ASSERT_NE(at, std::string::npos) << r.output;
-  const std::string plan_bits = r.output.substr(at + tag.size(), 5);
+  const std::string plan_bits = plan_bits_in(r.output, "per-head");
+  ASSERT_FALSE(plan_bits.empty()) << r.output;
   const std::string spec = " --cache kvquant-mixed:outliers=0:norm=8:sinks=0 --calib " + head;
   r = kvq("info -m " + tb + " -c 1024" + spec);
   ASSERT_EQ(r.exit_code, 0) << r.output;
