@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <set>
+#include <string>
+#include <string_view>
 
 #include "engine/serve/text_stream.h"
 
@@ -14,8 +16,17 @@ using nlohmann::json;
 
 constexpr int kMaxStop = 4;
 
+// 'name', built by appending: GCC 12 warns falsely (-Wrestrict, its bug 105329) when a
+// message starts with "'" + std::string.
+std::string in_quotes(std::string_view name) {
+  std::string s(1, '\'');
+  s += name;
+  s += '\'';
+  return s;
+}
+
 ApiError type_error(const std::string& field, const char* expected) {
-  return bad_request("invalid_type", "'" + field + "' must be " + expected);
+  return bad_request("invalid_type", in_quotes(field) + " must be " + expected);
 }
 
 // A number in [lo, hi] (null: absent).
@@ -24,7 +35,7 @@ std::optional<ApiError> get_float(const json& j, const char* key, double lo, dou
   if (!j[key].is_number()) return type_error(key, "a number");
   const double v = j[key].get<double>();
   if (!std::isfinite(v) || v < lo || v > hi) {
-    return bad_request("invalid_value", "'" + std::string(key) + "' must be between " + json(lo).dump() + " and " +
+    return bad_request("invalid_value", in_quotes(key) + " must be between " + json(lo).dump() + " and " +
                                             json(hi).dump() + ", got " + j[key].dump());
   }
   *out = float(v);
@@ -39,7 +50,7 @@ std::optional<ApiError> get_int(const json& j, const char* key, int64_t lo, int6
                             ? v.get<uint64_t>() <= uint64_t(hi) && int64_t(v.get<uint64_t>()) >= lo
                             : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
   if (!in_range) {
-    return bad_request("invalid_value", "'" + std::string(key) + "' must be between " + std::to_string(lo) + " and " +
+    return bad_request("invalid_value", in_quotes(key) + " must be between " + std::to_string(lo) + " and " +
                                             std::to_string(hi) + ", got " + v.dump());
   }
   *out = v.is_number_unsigned() ? int64_t(v.get<uint64_t>()) : v.get<int64_t>();
@@ -50,7 +61,7 @@ std::optional<ApiError> get_int(const json& j, const char* key, int64_t lo, int6
 std::optional<ApiError> check_neutral(const json& j) {
   auto must = [&](const char* key, const json& neutral) -> std::optional<ApiError> {
     if (!j.contains(key) || j[key].is_null() || j[key] == neutral) return std::nullopt;
-    return bad_request("unsupported_parameter", "'" + std::string(key) + "' is not supported by kvq serve except as " +
+    return bad_request("unsupported_parameter", in_quotes(key) + " is not supported by kvq serve except as " +
                                                     neutral.dump());
   };
   for (auto [k, v] : {std::pair<const char*, json>{"n", 1}, {"presence_penalty", 0}, {"frequency_penalty", 0},
@@ -77,7 +88,8 @@ std::variant<CompletionParams, ApiError> parse_completion_request(const std::str
   if (!j.is_object()) return bad_request("invalid_json", "the request body must be a JSON object");
   static const std::set<std::string> kCommon = {
       "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "stream_options", "user",
-      "n", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "id_slot", "cache_prompt"};
+      "n", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "id_slot", "cache_prompt",
+      "ignore_eos"};
   static const std::set<std::string> kCompletion = {"prompt", "echo", "best_of", "suffix"};
   static const std::set<std::string> kChat = {"messages", "max_completion_tokens", "top_logprobs"};
   for (const auto& [key, value] : j.items()) {
@@ -156,6 +168,10 @@ std::variant<CompletionParams, ApiError> parse_completion_request(const std::str
   if (j.contains("cache_prompt") && !j["cache_prompt"].is_null()) {
     if (!j["cache_prompt"].is_boolean()) return type_error("cache_prompt", "a boolean");
     p.cache_prompt = j["cache_prompt"].get<bool>();
+  }
+  if (j.contains("ignore_eos") && !j["ignore_eos"].is_null()) {
+    if (!j["ignore_eos"].is_boolean()) return type_error("ignore_eos", "a boolean");
+    p.ignore_eos = j["ignore_eos"].get<bool>();
   }
   if (j.contains("stream") && !j["stream"].is_null()) {
     if (!j["stream"].is_boolean()) return type_error("stream", "a boolean");

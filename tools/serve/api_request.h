@@ -3,7 +3,7 @@
 // work starts. Unknown fields are refused (400 naming them), as OpenAI's API does, so that a
 // misspelt parameter (max_token) is not silently ignored; fields OpenAI defines that kvq does
 // not implement are accepted only at their neutral value (n = 1, penalties 0, ...). Two
-// llama-server fields are accepted too: id_slot and cache_prompt.
+// llama-server fields are accepted too: id_slot, cache_prompt and ignore_eos.
 #pragma once
 
 #include <optional>
@@ -30,6 +30,7 @@ struct CompletionParams {
   bool include_usage = false;         // stream_options.include_usage
   int id_slot = -1;                   // llama-server's: the slot to run in (-1: any)
   bool cache_prompt = true;           // llama-server's: reuse the slot's cached prefix
+  bool ignore_eos = false;            // llama-server's: generate past end-of-generation tokens
 };
 
 // body: the raw request body. chat selects the endpoint's schema.

@@ -177,6 +177,7 @@ void ApiServer::completions(const httplib::Request& req, httplib::Response& res,
   sr.stop = p.stop;
   sr.id_slot = p.id_slot;
   sr.cache_prompt = p.cache_prompt;
+  sr.ignore_eos = p.ignore_eos;
   SubmitResult sub = sched_.submit(std::move(sr));
   if (!sub.channel) return send_error(res, submit_error(sub));
 
