@@ -144,7 +144,10 @@ std::string known_cache_schemes() {
     if (!out.empty()) out += ", ";
     std::string names;
     for (const SchemeName& n : s.names) {
-      if (!n.name.empty()) names += (names.empty() ? "" : "|") + std::string(n.name);
+      if (n.name.empty()) continue;
+      // Appended piece by piece: GCC 12 warns falsely (-Wrestrict, its bug 105329) on "|" + std::string.
+      if (!names.empty()) names += '|';
+      names += n.name;
     }
     out += names + std::string(s.options_help);
   }
