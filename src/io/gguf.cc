@@ -474,7 +474,13 @@ uint64_t gguf_content_hash(const GgufFile& file) {
 std::string gguf_value_to_string(const GgufValue& v, size_t max_elems) {
   char buf[64];
   switch (v.type) {
-    case GgufType::kString: return "\"" + printable(v.str.substr(0, 200)) + "\"";
+    case GgufType::kString: {
+      // Appended, not "\"" + std::string: GCC 12 warns falsely on that (-Wrestrict, its bug 105329).
+      std::string s(1, '"');
+      s += printable(v.str.substr(0, 200));
+      s += '"';
+      return s;
+    }
     case GgufType::kBool: return v.u64 ? "true" : "false";
     case GgufType::kF32: case GgufType::kF64:
       std::snprintf(buf, sizeof buf, "%g", v.f64);

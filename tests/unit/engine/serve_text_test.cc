@@ -44,7 +44,7 @@ TEST(TextStream, HoldsBackHalfACharacter) {
   TextStream ts;
   bool stopped = false;
   const std::string euro = "\xE2\x82\xAC";
-  EXPECT_EQ(ts.push("a" + euro.substr(0, 2), &stopped), "a");
+  EXPECT_EQ(ts.push(std::string("a").append(euro, 0, 2), &stopped), "a");
   EXPECT_EQ(ts.push(euro.substr(2), &stopped), euro);
 }
 

@@ -70,8 +70,9 @@ TEST_F(GgufStreamTest, StreamedPiecesMatchSerialize) {
     for (uint64_t d : shapes[t]) n *= d;
     std::vector<uint8_t> data(n * 2);
     for (size_t k = 0; k < data.size(); ++k) data[k] = uint8_t(t * 31 + k);
-    held.add_tensor("t" + std::to_string(t), shapes[t], 1, data);
-    ASSERT_TRUE(declared.declare_tensor("t" + std::to_string(t), shapes[t], 1).ok());
+    const std::string name = std::string("t").append(std::to_string(t));
+    held.add_tensor(name, shapes[t], 1, data);
+    ASSERT_TRUE(declared.declare_tensor(name, shapes[t], 1).ok());
     all.insert(all.end(), data.begin(), data.end());
   }
   const std::string path = (dir_ / "s.gguf").string();
