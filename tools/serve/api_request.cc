@@ -57,6 +57,14 @@ std::optional<ApiError> get_int(const json& j, const char* key, int64_t lo, int6
   return std::nullopt;
 }
 
+// A boolean (null: absent).
+std::optional<ApiError> get_bool(const json& j, const char* key, bool* out) {
+  if (!j.contains(key) || j[key].is_null()) return std::nullopt;
+  if (!j[key].is_boolean()) return type_error(key, "a boolean");
+  *out = j[key].get<bool>();
+  return std::nullopt;
+}
+
 // Fields OpenAI defines that kvq accepts only at the value that changes nothing.
 std::optional<ApiError> check_neutral(const json& j) {
   auto must = [&](const char* key, const json& neutral) -> std::optional<ApiError> {
@@ -165,18 +173,9 @@ std::variant<CompletionParams, ApiError> parse_completion_request(const std::str
   v.reset();
   if (auto e = get_int(j, "id_slot", -1, 1 << 20, &v)) return *e;
   if (v) p.id_slot = int(*v);
-  if (j.contains("cache_prompt") && !j["cache_prompt"].is_null()) {
-    if (!j["cache_prompt"].is_boolean()) return type_error("cache_prompt", "a boolean");
-    p.cache_prompt = j["cache_prompt"].get<bool>();
-  }
-  if (j.contains("ignore_eos") && !j["ignore_eos"].is_null()) {
-    if (!j["ignore_eos"].is_boolean()) return type_error("ignore_eos", "a boolean");
-    p.ignore_eos = j["ignore_eos"].get<bool>();
-  }
-  if (j.contains("stream") && !j["stream"].is_null()) {
-    if (!j["stream"].is_boolean()) return type_error("stream", "a boolean");
-    p.stream = j["stream"].get<bool>();
-  }
+  if (auto e = get_bool(j, "cache_prompt", &p.cache_prompt)) return *e;
+  if (auto e = get_bool(j, "ignore_eos", &p.ignore_eos)) return *e;
+  if (auto e = get_bool(j, "stream", &p.stream)) return *e;
   if (j.contains("stream_options") && !j["stream_options"].is_null()) {
     const json& so = j["stream_options"];
     if (!so.is_object()) return type_error("stream_options", "an object");

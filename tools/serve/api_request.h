@@ -2,7 +2,7 @@
 // The body of POST /v1/completions and /v1/chat/completions, parsed and validated before any
 // work starts. Unknown fields are refused (400 naming them), as OpenAI's API does, so that a
 // misspelt parameter (max_token) is not silently ignored; fields OpenAI defines that kvq does
-// not implement are accepted only at their neutral value (n = 1, penalties 0, ...). Two
+// not implement are accepted only at their neutral value (n = 1, penalties 0, ...). Three
 // llama-server fields are accepted too: id_slot, cache_prompt and ignore_eos.
 #pragma once
 
