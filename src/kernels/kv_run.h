@@ -60,12 +60,10 @@ struct KvRun {
   OutlierLayout out_layout;
 };
 
-// One width of pointers (P) and indices (I) of for_each_run_outlier below. Always inlined: a
-// SIMD kernel that calls it (compiled for its target) then inlines fn too, which a call into
-// this baseline-compiled template could not (a call per outlier, measured ~20% of KVQuant's
-// decode attention).
-template <class P, class I, class Fn, class Cvt>
-[[gnu::always_inline]] inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
+// This head's entries [*start, *stop) of token t's outliers, by the walk for_each_run_outlier
+// describes below, with pointer type P and index type I.
+template <class P, class I>
+[[gnu::always_inline]] inline void run_outlier_range_as(const KvRun& r, int t, uint32_t* start, uint32_t* stop) {
   const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
   const I* idx = reinterpret_cast<const I*>(r.out_idx);
   const uint32_t end = ptr[t + 1];
@@ -73,7 +71,21 @@ template <class P, class I, class Fn, class Cvt>
   const int lo = r.out_ch0, hi = r.out_ch0 + r.head_dim;
   while (end - e >= 8 && int(idx[e + 7]) < lo) e += 8;
   while (e != end && int(idx[e]) < lo) ++e;
-  for (; e != end && int(idx[e]) < hi; ++e) fn(size_t(int(idx[e]) - lo), cvt(r.out_val[e]));
+  *start = e;
+  while (e != end && int(idx[e]) < hi) ++e;
+  *stop = e;
+}
+
+// One width of pointers (P) and indices (I) of for_each_run_outlier below. Always inlined: a
+// SIMD decoder that calls it (compiled for its target) then inlines fn too, which a call into
+// this baseline-compiled template could not (a call per outlier, measured ~20% of KVQuant's
+// decode attention when the fused kernels walked this way).
+template <class P, class I, class Fn, class Cvt>
+[[gnu::always_inline]] inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
+  const I* idx = reinterpret_cast<const I*>(r.out_idx);
+  uint32_t e, stop;
+  run_outlier_range_as<P, I>(r, t, &e, &stop);
+  for (; e != stop; ++e) fn(size_t(int(idx[e]) - r.out_ch0), cvt(r.out_val[e]));
 }
 
 // Calls body(std::type_identity<P>(), std::type_identity<I>()) with run r's outlier pointer

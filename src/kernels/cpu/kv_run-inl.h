@@ -71,11 +71,11 @@ HWY_INLINE NormF RunNorm(const KvRun& r, int t) {
 // token is walked. Specification: the walk (tests/unit/kernels/outlier_walk_test.cc).
 template <class P, class I>
 HWY_INLINE void RunOutlierRange(const KvRun& r, int t, uint32_t* HWY_RESTRICT start, uint32_t* HWY_RESTRICT stop) {
+#if HWY_TARGET != HWY_SCALAR
   const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
   const I* idx = reinterpret_cast<const I*>(r.out_idx);
   const uint32_t e = ptr[t], end = ptr[t + 1];
   const int lo = r.out_ch0, hi = r.out_ch0 + r.head_dim;
-#if HWY_TARGET != HWY_SCALAR
   const hn::ScalableTag<I> d;
   const int64_t n = int64_t(hn::Lanes(d));
   // The first entry the windows read, relative to idx, and the first readable one.
@@ -99,12 +99,7 @@ HWY_INLINE void RunOutlierRange(const KvRun& r, int t, uint32_t* HWY_RESTRICT st
     return;
   }
 #endif
-  uint32_t b = e;
-  while (b != end && int(idx[b]) < lo) ++b;
-  uint32_t u = b;
-  while (u != end && int(idx[u]) < hi) ++u;
-  *start = b;
-  *stop = u;
+  run_outlier_range_as<P, I>(r, t, start, stop);
 }
 
 // Calls fn(channel within the head, exact value) for this head's outliers of token t of run
