@@ -11,8 +11,11 @@ namespace kvq {
 namespace {
 template <typename T>
 void put(std::vector<uint8_t>& out, T v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  out.insert(out.end(), p, p + sizeof(T));
+  // resize + memcpy rather than insert: GCC 12 warns falsely (-Wstringop-overflow) on an insert
+  // into the empty vector.
+  const size_t n = out.size();
+  out.resize(n + sizeof(T));
+  std::memcpy(out.data() + n, &v, sizeof(T));
 }
 void put_str(std::vector<uint8_t>& out, std::string_view s) {
   put<uint64_t>(out, s.size());

@@ -6,11 +6,12 @@
 #include "base/fp16.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/rope.h"
+#include "quant/kv_layout.h"
 
 namespace kvq {
 
 DenseStore::DenseStore(const KvCacheShape& shape, PagePool* pool, DType dtype, bool pre_rope)
-    : PagedStore(shape, pool, size_t(shape.head_dim) * dtype_size(dtype), 0), dtype_(dtype), pre_rope_(pre_rope) {}
+    : PagedStore(shape, pool, DenseRowLayout{int(dtype_size(dtype)) * 8, size_t(shape.head_dim)}.part_bytes(), 0), dtype_(dtype), pre_rope_(pre_rope) {}
 
 std::string DenseStore::name() const {
   return std::string(dtype_name(dtype_)) + (pre_rope_ ? ":prerope=1" : "");

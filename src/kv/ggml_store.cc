@@ -2,6 +2,7 @@
 #include "kv/ggml_store.h"
 
 #include "quant/ggml_blocks.h"
+#include "quant/kv_layout.h"
 
 namespace kvq {
 
@@ -18,7 +19,7 @@ GgmlStore::GgmlStore(const KvCacheShape& shape, PagePool* pool, int bits)
     : PagedStore(shape, pool, head_bytes(shape, bits), 0), bits_(bits) {}
 
 size_t GgmlStore::head_bytes(const KvCacheShape& shape, int bits) {
-  return size_t(shape.head_dim) / 32 * (bits == 8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  return GgmlRowLayout{bits, size_t(shape.head_dim)}.part_bytes();
 }
 
 Status GgmlStore::append(int il, int n, const float* x) {

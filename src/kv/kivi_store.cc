@@ -35,8 +35,8 @@ KiviStore::KiviStore(const KvCacheShape& shape, PagePool* pool, KvRole role, int
   layers_.resize(size_t(shape.n_layers));
   // Keys: one G-token block per page, so allocation follows the tokens held.
   for (auto& l : layers_) {
-    l.quant = role == KvRole::kKey ? PagedRows(pool, key_head_bytes(), shape.n_kv_heads, 0, 1)
-                                   : PagedRows(pool, value_head_bytes(), shape.n_kv_heads, 0);
+    l.quant = role == KvRole::kKey ? PagedRows(pool, key_layout().bytes(), shape.n_kv_heads, 0, 1)
+                                   : PagedRows(pool, value_layout().bytes(), shape.n_kv_heads, 0);
     l.window = RowRing(pool, shape.row_values() * sizeof(f16_t));
   }
 }
@@ -45,17 +45,8 @@ std::string KiviStore::name() const {
   return "kivi-" + std::to_string(bits_) + ":g=" + std::to_string(group_) + ":r=" + std::to_string(residual_);
 }
 
-// Key block layout, per head: codes [G rows of packed_bytes(bits, head_dim)], then fp16
-// scales [head_dim], then fp16 zeros [head_dim].
-size_t KiviStore::key_head_bytes() const {
-  const size_t hd = size_t(shape().head_dim);
-  return size_t(group_) * packed_bytes(bits_, hd) + 4 * hd;
-}
-// Value token layout, per head: codes packed_bytes(bits, head_dim), fp16 scales [hd/G], zeros [hd/G].
-size_t KiviStore::value_head_bytes() const {
-  const size_t hd = size_t(shape().head_dim);
-  return packed_bytes(bits_, hd) + 4 * (hd / size_t(group_));
-}
+KiviKeyBlockLayout KiviStore::key_layout() const { return {bits_, size_t(shape().head_dim), group_}; }
+UniformRowLayout KiviStore::value_layout() const { return {bits_, size_t(shape().head_dim), group_}; }
 
 int KiviStore::window_rows() const { return kivi_window_rows(role_ == KvRole::kKey, residual_, group_); }
 
@@ -72,6 +63,8 @@ Status KiviStore::flush(int il, int n) {
   Layer& l = layers_[size_t(il)];
   const size_t row = shape().row_values(), hd = size_t(shape().head_dim);
   const int n_heads = shape().n_kv_heads;
+  const KiviKeyBlockLayout kl = key_layout();
+  const UniformRowLayout vl = value_layout();
   std::vector<float> x(size_t(n) * row);
   for (int t = 0; t < n; ++t) {
     cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.window.row(t)), x.data() + size_t(t) * row, row);
@@ -83,10 +76,11 @@ Status KiviStore::flush(int il, int n) {
     for (int b = 0; b < n_blocks; ++b) {
       for (int h = 0; h < n_heads; ++h) {
         uint8_t* codes = l.quant.part(r0 + b, h);
-        auto* scales = reinterpret_cast<f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
         // Block of G tokens x head_dim channels; one min-max group per channel (KIVI §1.2).
         const Status s = quantize_uniform_cols(x.data() + size_t(b) * group_ * row + size_t(h) * hd,
-                                               size_t(group_), hd, row, bits_, codes, scales, scales + hd);
+                                               size_t(group_), hd, row, bits_, codes,
+                                               reinterpret_cast<f16_t*>(codes + kl.scales_offset()),
+                                               reinterpret_cast<f16_t*>(codes + kl.zeros_offset()));
         if (!s.ok()) {
           (void)l.quant.resize(r0);
           return s;
@@ -101,9 +95,9 @@ Status KiviStore::flush(int il, int n) {
     for (int t = 0; t < n; ++t) {
       for (int h = 0; h < n_heads; ++h) {
         uint8_t* codes = l.quant.part(r0 + t, h);
-        auto* scales = reinterpret_cast<f16_t*>(codes + packed_bytes(bits_, hd));
-        const Status s = quantize_uniform_row(x.data() + size_t(t) * row + size_t(h) * hd, hd, p,
-                                              codes, scales, scales + hd / size_t(group_));
+        const Status s = quantize_uniform_row(x.data() + size_t(t) * row + size_t(h) * hd, hd, p, codes,
+                                              reinterpret_cast<f16_t*>(codes + vl.scales_offset()),
+                                              reinterpret_cast<f16_t*>(codes + vl.zeros_offset()));
         if (!s.ok()) {
           (void)l.quant.resize(r0);
           return s;
@@ -161,6 +155,8 @@ Status KiviStore::append(int il, int n, const float* x) {
 void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
   const Layer& l = layers_[size_t(il)];
   const size_t hd = size_t(shape().head_dim);
+  const KiviKeyBlockLayout kl = key_layout();
+  const UniformRowLayout vl = value_layout();
   const int nq = quantized_tokens(l);
   for (int i = 0; i < n; ++i) {
     const int t = t0 + i;
@@ -168,8 +164,9 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
     if (role_ == KvRole::kKey && t < nq && t % group_ == 0 && i + group_ <= n) {
       // A whole G-token key block: one vectorized dequantization (codes stored token-major).
       const uint8_t* codes = l.quant.part(t / group_, kvh);
-      const auto* scales = reinterpret_cast<const f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
-      dequantize_uniform_cols(codes, scales, scales + hd, size_t(group_), hd, bits_, o, hd);
+      dequantize_uniform_cols(codes, reinterpret_cast<const f16_t*>(codes + kl.scales_offset()),
+                              reinterpret_cast<const f16_t*>(codes + kl.zeros_offset()), size_t(group_), hd, bits_, o,
+                              hd);
       i += group_ - 1;
       continue;
     }
@@ -179,19 +176,20 @@ void KiviStore::read(int il, int kvh, int t0, int n, float* out) const {
     }
     if (role_ == KvRole::kKey) {
       const uint8_t* codes = l.quant.part(t / group_, kvh);
-      const auto* scales = reinterpret_cast<const f16_t*>(codes + size_t(group_) * packed_bytes(bits_, hd));
-      const uint8_t* row_codes = codes + size_t(t % group_) * packed_bytes(bits_, hd);
+      const auto* scales = reinterpret_cast<const f16_t*>(codes + kl.scales_offset());
+      const auto* zeros = reinterpret_cast<const f16_t*>(codes + kl.zeros_offset());
+      const uint8_t* row_codes = codes + size_t(t % group_) * kl.row_bytes();
       for (size_t c = 0; c < hd; ++c) {
-        const auto q = detail::uniform_group_q_stored(bits_, false, scales[c], scales[hd + c]);
+        const auto q = detail::uniform_group_q_stored(bits_, false, scales[c], zeros[c]);
         o[c] = detail::uniform_value(code_at(row_codes, bits_, c), q);
       }
     } else {
       const uint8_t* codes = l.quant.part(t, kvh);
-      const auto* scales = reinterpret_cast<const f16_t*>(codes + packed_bytes(bits_, hd));
       UniformParams p;
       p.bits = bits_;
       p.group_size = group_;
-      dequantize_uniform_row(codes, scales, scales + hd / size_t(group_), hd, p, o);
+      dequantize_uniform_row(codes, reinterpret_cast<const f16_t*>(codes + vl.scales_offset()),
+                             reinterpret_cast<const f16_t*>(codes + vl.zeros_offset()), hd, p, o);
     }
   }
 }
@@ -292,7 +290,8 @@ namespace kvq {
 KvStoreView KiviStore::view(int il) const {
   const Layer& l = layers_[size_t(il)];
   const int hd = shape().head_dim;
-  const size_t row_bytes = packed_bytes(bits_, size_t(hd));
+  const KiviKeyBlockLayout kl = key_layout();
+  const UniformRowLayout vl = value_layout();
   const int nq = quantized_tokens(l);
   KvStoreView v;
   v.n_tokens = n_tokens(il);
@@ -303,28 +302,28 @@ KvStoreView KiviStore::view(int il) const {
     KvRun& p = seg.proto;
     p.head_dim = hd;
     p.bits = bits_;
-    seg.token_stride = row_bytes;
     if (role_ == KvRole::kKey) {
-      // One page per G-token block; per head: G code rows, then fp16 scales [hd], zeros [hd]
-      // for the whole block.
+      // One page per G-token block of KiviKeyBlockLayout per head; its scales and zeros serve
+      // the whole block.
       seg.page_tokens = group_;
-      seg.head_stride = key_head_bytes();
-      seg.meta_off = size_t(group_) * row_bytes;
-      seg.meta_head_step = ptrdiff_t(key_head_bytes());
+      seg.token_stride = kl.row_bytes();
+      seg.head_stride = kl.bytes();
+      seg.meta_off = kl.scales_offset();
+      seg.meta_head_step = ptrdiff_t(kl.bytes());
       seg.meta_stride = 0;
       p.format = KvFormat::kUniformCols;
-      p.zeros_off = 2 * hd;
+      p.zeros_off = ptrdiff_t(kl.zeros_offset() - kl.scales_offset());
     } else {
-      // Head-major pages; per token and head: codes, then fp16 scales [hd / G], zeros [hd / G].
+      // Head-major pages of UniformRowLayout records per token and head.
       seg.page_tokens = l.quant.page_records();
-      seg.token_stride = value_head_bytes();
+      seg.token_stride = vl.bytes();
       seg.head_stride = l.quant.head_stride();
-      seg.meta_off = row_bytes;
+      seg.meta_off = vl.scales_offset();
       seg.meta_head_step = ptrdiff_t(seg.head_stride);
       seg.meta_stride = seg.token_stride;
       p.format = KvFormat::kUniformRow;
       p.group = group_;
-      p.zeros_off = 2 * (hd / group_);
+      p.zeros_off = ptrdiff_t(vl.zeros_offset() - vl.scales_offset());
     }
   }
   const uint8_t* base[2];

@@ -20,6 +20,7 @@
 #include "kv/kv_store.h"
 #include "kv/paged_rows.h"
 #include "kv/row_ring.h"
+#include "quant/kv_layout.h"
 
 namespace kvq {
 
@@ -65,8 +66,8 @@ class KiviStore final : public KvStore {
   // Flushes what KIVI's policy says is due (§1.5 steps 3 and 6).
   Status end_step_layer(int il);
   int quantized_tokens(const Layer& l) const;
-  size_t key_head_bytes() const;    // one head of one key block
-  size_t value_head_bytes() const;  // one head of one value token
+  KiviKeyBlockLayout key_layout() const;  // one head of one key block
+  UniformRowLayout value_layout() const;  // one head of one value token
   int window_rows() const;          // the window's steady capacity
 
   KvRole role_;

@@ -117,14 +117,15 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     const bool one = std::all_of(l.head_bits.begin(), l.head_bits.end(), [&](int b) { return b == l.head_bits[0]; });
     l.bits = one ? l.head_bits[0] : 0;
     std::vector<size_t> part_sizes;
-    for (int b : l.head_bits) part_sizes.push_back(size_t(shape.head_dim) * size_t(b) / 8);
+    for (int b : l.head_bits) part_sizes.push_back(record_layout(b).part_bytes());
     l.codes_bytes = 0;
     for (size_t b : part_sizes) l.codes_bytes += b;
     l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
     // Codes of the whole vector (a part per head, each at its head's width), then values'
     // NormParams (the extra bytes).
-    l.quant = one ? PagedRows(pool, part_sizes[0], shape.n_kv_heads, norm_bytes())
-                  : PagedRows(pool, part_sizes, norm_bytes());
+    const size_t norm_bytes = record_layout(l.head_bits[0]).norm_bytes();
+    l.quant = one ? PagedRows(pool, part_sizes[0], shape.n_kv_heads, norm_bytes)
+                  : PagedRows(pool, part_sizes, norm_bytes);
     l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.row_values());
   }
 }

@@ -17,6 +17,7 @@
 #include "kv/paged_outliers.h"
 #include "kv/paged_rows.h"
 #include "quant/codebook.h"
+#include "quant/kv_layout.h"
 #include "quant/normalize.h"
 #include "quant/outliers.h"
 #include "quant/qnorm.h"
@@ -104,8 +105,9 @@ class KvquantStore final : public KvStore {
     PagedOutliers outliers;              // paged like quant
   };
   struct State;
-  size_t norm_bytes() const {
-    return role_ != KvRole::kValue ? 0 : opts_.norm_bits == 8 ? sizeof(NormParams8) : sizeof(NormParams);
+  // A token's record at `bits` (quant/kv_layout.h): values carry a norm, keys none.
+  CodebookRecordLayout record_layout(int bits) const {
+    return {bits, size_t(shape().head_dim), role_ == KvRole::kValue ? opts_.norm_bits : 0};
   }
   size_t per_layer_bytes(const Layer& l) const;
 

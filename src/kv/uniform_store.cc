@@ -31,12 +31,13 @@ StatusOr<std::unique_ptr<KvStore>> UniformStore::make(const KvCacheShape& shape,
   return std::unique_ptr<KvStore>(new UniformStore(shape, pool, p));
 }
 
+// The record is UniformRowLayout over the whole vector in token-major order: its codes are a
+// part per head (head_dim * bits is whole bytes), its scales and zeros the extras.
 UniformStore::UniformStore(const KvCacheShape& shape, PagePool* pool, UniformParams p)
     : PagedStore(shape, pool, packed_bytes(p.bits, size_t(shape.head_dim)),
-                 uniform_group_count(shape.row_values(), p.group_size) * 4),
+                 UniformRowLayout{p.bits, shape.row_values(), p.group_size}.meta_bytes()),
       p_(p),
-      n_groups_(uniform_group_count(shape.row_values(), p.group_size)),
-      codes_bytes_(packed_bytes(p.bits, shape.row_values())) {}
+      layout_{p.bits, shape.row_values(), p.group_size} {}
 
 std::string UniformStore::name() const {
   return "int" + std::to_string(p_.bits) + (p_.group_size ? ":g=" + std::to_string(p_.group_size) : "");
@@ -47,12 +48,11 @@ Status UniformStore::append(int il, int n, const float* x) {
   const int t0 = r.n_tokens();
   KVQ_RETURN_IF_ERROR(r.resize(t0 + n));
   const size_t row = shape().row_values();
-  // Record in token-major order: codes of the whole vector (a part per head, since head_dim *
-  // bits is whole bytes), then the scales and zeros of its groups (the extra bytes).
   std::vector<uint8_t> rec(r.record_bytes());
   for (int t = 0; t < n; ++t) {
-    auto* scales = reinterpret_cast<f16_t*>(rec.data() + codes_bytes_);
-    const Status s = quantize_uniform_row(x + size_t(t) * row, row, p_, rec.data(), scales, scales + n_groups_);
+    const Status s = quantize_uniform_row(x + size_t(t) * row, row, p_, rec.data(),
+                                          reinterpret_cast<f16_t*>(rec.data() + layout_.scales_offset()),
+                                          reinterpret_cast<f16_t*>(rec.data() + layout_.zeros_offset()));
     if (!s.ok()) {
       (void)r.resize(t0);
       return s;
@@ -73,18 +73,18 @@ void UniformStore::read(int il, int kvh, int t0, int n, float* out) const {
   const uint8_t* rec = buf.data();
   for (int t = 0; t < n; ++t) {
     r.get(t0 + t, buf.data());
-    const auto* scales = reinterpret_cast<const f16_t*>(rec + codes_bytes_);
+    const auto* scales = reinterpret_cast<const f16_t*>(rec + layout_.scales_offset());
+    const auto* zeros = reinterpret_cast<const f16_t*>(rec + layout_.zeros_offset());
     if (aligned) {
       UniformParams hp = p_;
       const size_t g0 = g_size == row ? 0 : off / g_size;
-      dequantize_uniform_row(rec + off * size_t(p_.bits) / 8, scales + g0, scales + n_groups_ + g0, hd, hp,
-                             out + size_t(t) * hd);
+      dequantize_uniform_row(rec + off * size_t(p_.bits) / 8, scales + g0, zeros + g0, hd, hp, out + size_t(t) * hd);
       continue;
     }
     for (size_t i = 0; i < hd; ++i) {
       const size_t e = size_t(kvh) * hd + i;
       const size_t g = e / g_size;
-      const auto q = detail::uniform_group_q_stored(p_.bits, false, scales[g], scales[n_groups_ + g]);
+      const auto q = detail::uniform_group_q_stored(p_.bits, false, scales[g], zeros[g]);
       out[size_t(t) * hd + i] = detail::uniform_value(code_at(rec, p_.bits, e), q);
     }
   }
@@ -101,13 +101,13 @@ KvStoreView UniformStore::view(int il) const {
   v.n_tokens = r.n_tokens();
   KvSegment& seg = v.add();
   seg = r.segment(KvFormat::kUniformRow, hd);
-  // Extras per token: fp16 scales [n_groups], then zeros [n_groups]; head h starts at group
-  // h * hd / g (group 0 for all heads when the vector is one group).
+  // Extras per token: the layout's scales then zeros (the extras start at its scales); head h
+  // starts at group h * hd / g (group 0 for all heads when the vector is one group).
   seg.meta_head_step = p_.group_size > 0 ? ptrdiff_t(2 * hd / p_.group_size) : 0;
   KvRun& p = seg.proto;
   p.bits = p_.bits;
   p.group = p_.group_size > 0 ? p_.group_size : hd;
-  p.zeros_off = ptrdiff_t(2 * n_groups_);
+  p.zeros_off = ptrdiff_t(layout_.zeros_offset() - layout_.scales_offset());
   return v;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kv/paged_store.h"
+#include "quant/kv_layout.h"
 #include "quant/uniform_group.h"
 
 namespace kvq {
@@ -24,7 +25,7 @@ class UniformStore final : public PagedStore {
  private:
   UniformStore(const KvCacheShape& shape, PagePool* pool, UniformParams p);
   UniformParams p_;
-  size_t n_groups_, codes_bytes_;  // record: codes, then fp16 scales, then fp16 zeros
+  UniformRowLayout layout_;  // of a token's whole vector
 };
 
 }  // namespace kvq

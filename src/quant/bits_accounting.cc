@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "quant/bitpack.h"
+#include "quant/kv_layout.h"
 #include "quant/outlier_layout.h"
 #include "quant/outliers.h"
 #include "quant/uniform_group.h"
@@ -79,32 +80,38 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
   const bool group_records = t.scheme == KvScheme::kUniform && t.per_channel;
   const int64_t n_rec = group_records ? n_q : (n_q + kKvPageTokens - 1) / kKvPageTokens * kKvPageTokens;
   const double nq = double(n_rec);
+  // Codes, scales and zero points: the records' layouts (quant/kv_layout.h), as the stores
+  // allocate them.
+  const size_t hd = size_t(c.head_dim);
   switch (t.scheme) {
     case KvScheme::kF16:  // f16, or f32 with bits = 32
-      b.codes = nq * d_kv * (t.bits / 8) * L;
+      b.codes = nq * H * double(DenseRowLayout{t.bits, hd}.part_bytes()) * L;
       break;
     case KvScheme::kUniform: {
-      if (t.per_channel) {
-        b.codes = nq * H * double(packed_bytes(t.bits, size_t(D))) * L;
-        b.scales = nq / t.group_size * d_kv * 2 * L;
-      } else {
-        const size_t row = t.whole_vector ? size_t(d_kv) : size_t(D);
-        const double rows = t.whole_vector ? 1 : H;
-        b.codes = nq * rows * double(packed_bytes(t.bits, row)) * L;
-        b.scales = nq * rows * double(uniform_group_count(row, t.group_size)) * 2 * L;
+      double records = 0, codes = 0, meta = 0;
+      if (t.per_channel) {  // KIVI keys: a record per head and block of G tokens
+        const KiviKeyBlockLayout lay{t.bits, hd, t.group_size};
+        records = nq / t.group_size * H;
+        codes = double(lay.codes_bytes());
+        meta = double(lay.meta_bytes());
+      } else {  // a record per token and head (KIVI values) or per token (int-b, the whole vector)
+        const UniformRowLayout lay{t.bits, t.whole_vector ? size_t(d_kv) : hd, t.group_size};
+        records = t.whole_vector ? nq : nq * H;
+        codes = double(lay.codes_bytes());
+        meta = double(lay.meta_bytes());
       }
-      if (!t.symmetric) b.zeros = b.scales;
+      b.codes = records * codes * L;
+      b.scales = b.zeros = records * meta / 2 * L;  // fp16 scales, then as many zero points
       break;
     }
     case KvScheme::kNuq:
     case KvScheme::kNf: {
-      b.codes = nq * double(packed_bytes(t.bits, size_t(d_kv))) * L;
+      const CodebookRecordLayout lay{t.bits, hd, t.per_channel ? 0 : t.norm8 ? 8 : 16};
+      b.codes = nq * H * double(lay.part_bytes()) * L;
       if (t.per_channel) {
         b.per_layer += d_kv * 4 * L;  // fp16 zero + half-range per channel
       } else {
-        const double half = t.norm8 ? 1 : 2;  // NormParams8 or NormParams
-        b.scales = nq * half * L;  // half-range ...
-        b.zeros = nq * half * L;   // ... and zero point per token
+        b.scales = b.zeros = nq * double(lay.norm_bytes()) / 2 * L;  // half-range and zero point per token
       }
       if (t.scheme == KvScheme::kNuq) b.per_layer += double(1 << t.bits) * 4 * L;
       if (t.qnorm) b.per_layer += 8 * L;
@@ -128,13 +135,12 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
       break;
     }
     case KvScheme::kQ8_0:
-      b.codes = nq * d_kv * L;
-      b.scales = nq * d_kv / 32 * 2 * L;
+    case KvScheme::kQ4_0: {
+      const GgmlRowLayout lay{t.scheme == KvScheme::kQ8_0 ? 8 : 4, hd};
+      b.codes = nq * H * double(lay.codes_bytes()) * L;
+      b.scales = nq * H * double(lay.scales_bytes()) * L;
       break;
-    case KvScheme::kQ4_0:
-      b.codes = nq * d_kv / 2 * L;
-      b.scales = nq * d_kv / 32 * 2 * L;
-      break;
+    }
   }
   return b;
 }

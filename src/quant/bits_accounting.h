@@ -48,11 +48,10 @@ enum class KvScheme { kF16, kUniform, kNuq, kNf, kQ8_0, kQ4_0 };
 struct TensorQuantConfig {
   KvScheme scheme = KvScheme::kF16;
   int bits = 16;
-  // kUniform: values per group (0 = whole row), symmetric (no zero point), per_channel (groups
-  // of group_size tokens of one channel: KIVI keys) and whole_vector (a token's row is its whole
-  // d_kv vector rather than one head: the int-b per-token baselines).
+  // kUniform (asymmetric, quant/kv_layout.h): values per group (0 = whole row), per_channel
+  // (groups of group_size tokens of one channel: KIVI keys) and whole_vector (a token's row is
+  // its whole d_kv vector rather than one head: the int-b per-token baselines).
   int group_size = 32;
-  bool symmetric = false;
   bool per_channel = false;
   bool whole_vector = false;
   // kNuq / kNf: per_channel = offline per-channel thresholds (keys), else per-token (values).

@@ -209,7 +209,9 @@ TEST_P(WeightQuantizeTest, ZeroConstantTinyAndHugeRowsStayFinite) {
   const auto ys = round_trip(c, spike);
   EXPECT_NEAR(ys[77], 3.0f, 0.05f);
   for (size_t i = 0; i < n; ++i) {
-    if (i != 77) EXPECT_NEAR(ys[i], 0.0f, 0.2f) << i;
+    if (i != 77) {
+      EXPECT_NEAR(ys[i], 0.0f, 0.2f) << i;
+    }
   }
 }
 
