@@ -124,16 +124,34 @@ using DF8 = hn::CappedTag<float, 8>;
 using DU8 = hn::RebindToUnsigned<DF8>;
 constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in registers
 
-// Position in class order of each channel c < hd: pos[c].
+// Channels [c0, c0 + kPer * N) in class order: x holds them in natural order (kPer vectors of
+// N), out[k * N + b] = channel b * kPer + k (what ClassCodes<kBits, k> multiplies). Even and odd
+// lanes split log2(kPer) times: a few shuffles per block instead of a scalar scatter.
 template <int kBits>
-void ClassOrder(size_t hd, uint16_t* HWY_RESTRICT pos) {
-  constexpr size_t kPer = 8 / kBits;
-  const size_t N = hn::Lanes(DF8());
-  for (size_t c0 = 0, i = 0; c0 < hd; c0 += N * kPer) {
-    for (size_t k = 0; k < kPer; ++k) {
-      for (size_t b = 0; b < N; ++b) pos[c0 + b * kPer + k] = uint16_t(i++);
-    }
+HWY_INLINE void StoreClassOrder(const hn::Vec<DF8> (&x)[8 / kBits], float* HWY_RESTRICT out) {
+  const DF8 df;
+  const size_t N = hn::Lanes(df);
+#if HWY_TARGET == HWY_SCALAR
+  constexpr bool kOneLane = true;  // one lane: class order is natural order
+#else
+  constexpr bool kOneLane = false;
+#endif
+  if constexpr (kBits == 8 || kOneLane) {
+    for (size_t k = 0; k < 8 / kBits; ++k) hn::Store(x[k], df, out + k * N);
   }
+#if HWY_TARGET != HWY_SCALAR
+  else if constexpr (kBits == 4) {
+    hn::Store(hn::ConcatEven(df, x[1], x[0]), df, out);
+    hn::Store(hn::ConcatOdd(df, x[1], x[0]), df, out + N);
+  } else if constexpr (kBits == 2) {  // (3 bits never reach here: ClassBlocksFit)
+    const auto e0 = hn::ConcatEven(df, x[1], x[0]), e1 = hn::ConcatEven(df, x[3], x[2]);
+    const auto o0 = hn::ConcatOdd(df, x[1], x[0]), o1 = hn::ConcatOdd(df, x[3], x[2]);
+    hn::Store(hn::ConcatEven(df, e1, e0), df, out);
+    hn::Store(hn::ConcatEven(df, o1, o0), df, out + N);
+    hn::Store(hn::ConcatOdd(df, e1, e0), df, out + 2 * N);
+    hn::Store(hn::ConcatOdd(df, o1, o0), df, out + 3 * N);
+  }
+#endif
 }
 
 // Class k of the N bytes at `bytes`, as float codes.
@@ -206,10 +224,9 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
                 size_t lds) {
   const DF8 df;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), row_blocks = hd * kBits / (8 * N);
+  constexpr size_t kPer = 8 / kBits;
   HWY_ALIGN float w[kMaxQ][512];
   float bias[kMaxQ];
-  uint16_t pos[512];
-  ClassOrder<kBits>(hd, pos);
   HWY_ALIGN float sf[512], zf[512];
   F16Row(reinterpret_cast<const f16_t*>(r.rows + r.scales_off), hd, sf);
   F16Row(reinterpret_cast<const f16_t*>(r.rows + r.zeros_off), hd, zf);
@@ -217,12 +234,18 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       const float* qi = q + size_t(i0 + i) * hd;
-      float b = 0.0f;
-      for (size_t c = 0; c < hd; ++c) {
-        w[i][pos[c]] = qi[c] * sf[c];
-        b += qi[c] * zf[c];
+      auto b = hn::Zero(df);
+      for (size_t c0 = 0; c0 < hd; c0 += kPer * N) {
+        hn::Vec<DF8> x[kPer];
+        for (size_t k = 0; k < kPer; ++k) {
+          const size_t c = c0 + k * N;
+          const auto qv = hn::LoadU(df, qi + c);
+          x[k] = hn::Mul(qv, hn::Load(df, sf + c));
+          b = hn::MulAdd(qv, hn::Load(df, zf + c), b);
+        }
+        StoreClassOrder<kBits>(x, w[i] + c0);
       }
-      bias[i] = b;
+      bias[i] = hn::GetLane(hn::SumOfLanes(df, b));
     }
     for (int t = 0; t < r.n; ++t) {
       const uint8_t* row = r.rows + size_t(t) * r.stride;
@@ -254,15 +277,18 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
   const DF8 df;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd);
   const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N);
+  constexpr size_t kPer = 8 / kBits;
   HWY_ALIGN float qp[kMaxQ][512];
   float qsum[kMaxQ][64];
-  uint16_t pos[512];
-  ClassOrder<kBits>(hd, pos);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       const float* qi = q + size_t(i0 + i) * hd;
-      for (size_t c = 0; c < hd; ++c) qp[i][pos[c]] = qi[c];
+      for (size_t c0 = 0; c0 < hd; c0 += kPer * N) {
+        hn::Vec<DF8> x[kPer];
+        for (size_t k = 0; k < kPer; ++k) x[k] = hn::LoadU(df, qi + c0 + k * N);
+        StoreClassOrder<kBits>(x, qp[i] + c0);
+      }
       for (size_t k = 0; k < n_groups; ++k) {
         float sum = 0.0f;
         for (size_t c = k * g; c < (k + 1) * g; ++c) sum += qi[c];
@@ -314,25 +340,51 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   const int tc = int(std::max<size_t>(1, 1024 / n_groups));  // tokens per sub-run: w fits below
   HWY_ALIGN float acc[kMaxQ][512];
   float zacc[kMaxQ][64];
-  float w[kMaxQ][1024];  // p_it * s_tg of a sub-run's tokens, [t][g]
-  uint16_t pos[512];
-  ClassOrder<kBits>(hd, pos);
+  // p_it * s_tg of a sub-run's tokens, [t][g], and room for a vector's store past the last.
+  float w[kMaxQ][1024 + hn::MaxLanes(DF8())];
+  // A token's scales and zero points (contiguous, quant/kv_layout.h) in one vector when they
+  // fit: lanes [0, n_groups) the scales, [n_groups, 2 n_groups) the zero points.
+  const bool one_vector = 2 * n_groups <= N && n_groups <= 4 && r.zeros_off == r.scales_off + ptrdiff_t(2 * n_groups);
   // At most 8 class sums in registers.
   ForQueryPasses<std::min<size_t>(kMaxQ, 8 / kPer)>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
+    hn::Vec<DF8> zv[kQ];  // one_vector: the zero terms' sums in lanes [n_groups, 2 n_groups)
     for (int i = 0; i < kQ; ++i) {
       std::fill(acc[i], acc[i] + hd, 0.0f);
       std::fill(zacc[i], zacc[i] + n_groups, 0.0f);
+      zv[i] = hn::Zero(df);
     }
     for (int t0 = 0; t0 < r.n; t0 += tc) {
       const int t1 = std::min(r.n, t0 + tc);
       for (int t = t0; t < t1; ++t) {
         const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+        if (one_vector) {
+          HWY_ALIGN uint16_t h[8] = {};  // up to 4 scales and 4 zero points
+          switch (n_groups) {  // constant sizes: a move or two, not a call
+            case 1: std::memcpy(h, meta + r.scales_off, 4); break;
+            case 2: std::memcpy(h, meta + r.scales_off, 8); break;
+            case 3: std::memcpy(h, meta + r.scales_off, 12); break;
+            default: std::memcpy(h, meta + r.scales_off, 16); break;
+          }
+          const auto sz = hn::PromoteTo(df, hn::Load(hn::Rebind<hwy::float16_t, DF8>(), reinterpret_cast<const hwy::float16_t*>(h)));
+          for (int i = 0; i < kQ; ++i) {
+            const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+            float* wt = w[i] + size_t(t - t0) * n_groups;
+            // A zero weight skips the token whatever its scale (an infinite one included).
+            if (pt == 0.0f) {
+              hn::StoreU(hn::Zero(df), df, wt);
+              continue;
+            }
+            const auto pv = hn::Set(df, pt);
+            hn::StoreU(hn::Mul(pv, sz), df, wt);
+            zv[i] = hn::MulAdd(pv, sz, zv[i]);
+          }
+          continue;
+        }
         for (size_t k = 0; k < n_groups; ++k) {
           const float sk = F16ToF32(meta + r.scales_off + 2 * k), zk = F16ToF32(meta + r.zeros_off + 2 * k);
           for (int i = 0; i < kQ; ++i) {
             const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
-            // A zero weight skips the token whatever its scale (an infinite one included).
             w[i][size_t(t - t0) * n_groups + k] = pt == 0.0f ? 0.0f : pt * sk;
             if (pt != 0.0f) zacc[i][k] += pt * zk;
           }
@@ -360,8 +412,19 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
       }
     }
     for (int i = 0; i < kQ; ++i) {
+      if (one_vector) {
+        HWY_ALIGN float z[hn::MaxLanes(DF8())];
+        hn::Store(zv[i], df, z);
+        std::copy(z + n_groups, z + 2 * n_groups, zacc[i]);
+      }
+      // Back to natural order; a block of kPer * N channels lies in one group (ClassBlocksFit).
       float* o = out + size_t(i0 + i) * hd;
-      for (size_t c = 0; c < hd; ++c) o[c] += acc[i][pos[c]] + zacc[i][c / g];
+      for (size_t c0 = 0, ci = 0; c0 < hd; c0 += kPer * N) {
+        const float z = zacc[i][c0 / g];
+        for (size_t k = 0; k < kPer; ++k) {
+          for (size_t b = 0; b < N; ++b) o[c0 + b * kPer + k] += acc[i][ci++] + z;
+        }
+      }
     }
   });
 }
