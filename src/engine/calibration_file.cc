@@ -343,8 +343,9 @@ Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, c
   if (common + layer + head == 0) return ok_status();  // no widths (older files, or no --bits-budget)
   if (layer > 0 && head > 0) return fail("holds both per-layer and per-head widths (kvq.mixed.*)");
   const bool per_head = head > 0;
+  const std::string kind = per_head ? "per-head" : "per-layer";
   if (common != int(std::size(kCommon)) || (per_head ? head : layer) != 4) {
-    return fail(std::string(per_head ? "per-head" : "per-layer") + " widths (kvq.mixed.*) are incomplete");
+    return fail(kind + " widths (kvq.mixed.*) are incomplete");
   }
   const char* const* names = per_head ? kHead : kLayer;
   auto budget = f.get_f64("kvq.mixed.bits_budget");
@@ -355,7 +356,7 @@ Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, c
   auto ke = f.get_f32_array(names[2]);
   auto ve = f.get_f32_array(names[3]);
   if (!budget.ok() || !context.ok() || !bpv.ok() || !kb.ok() || !vb.ok() || !ke.ok() || !ve.ok()) {
-    return fail("per-layer widths (kvq.mixed.*) have the wrong types");
+    return fail(kind + " widths (kvq.mixed.*) have the wrong types");
   }
   if (!std::isfinite(*budget) || *budget <= 0 || !std::isfinite(*bpv) || *bpv <= 0 || *context == 0 ||
       *context > (1u << 30)) {

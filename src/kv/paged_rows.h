@@ -33,14 +33,15 @@ class PagedRows {
 
   PagedRows() = default;
   PagedRows(PagePool* pool, size_t part_bytes, int n_parts, size_t extra_bytes, int page_records = kPageTokens)
-      : pool_(pool), part_(part_bytes), n_parts_(n_parts), parts_(size_t(n_parts) * part_bytes), extra_(extra_bytes),
-        page_(page_records) {}
+      : PagedRows(pool, std::vector<size_t>(size_t(n_parts), part_bytes), extra_bytes, page_records) {}
   PagedRows(PagePool* pool, const std::vector<size_t>& part_sizes, size_t extra_bytes, int page_records = kPageTokens)
       : pool_(pool), n_parts_(int(part_sizes.size())), sizes_(part_sizes), extra_(extra_bytes), page_(page_records) {
     for (size_t b : part_sizes) {
       offs_.push_back(parts_);
       parts_ += b;
     }
+    const bool one = std::all_of(sizes_.begin(), sizes_.end(), [&](size_t b) { return b == sizes_[0]; });
+    part_ = one && !sizes_.empty() ? sizes_[0] : 0;
   }
   PagedRows(PagedRows&& o) noexcept { *this = std::move(o); }
   PagedRows& operator=(PagedRows&& o) noexcept {
@@ -63,9 +64,9 @@ class PagedRows {
   size_t page_bytes() const { return record_bytes() * size_t(page_); }
   // Every part's size (0 when they differ: part_size).
   size_t part_bytes() const { return part_; }
-  size_t part_size(int h) const { return sizes_.empty() ? part_ : sizes_[size_t(h)]; }
+  size_t part_size(int h) const { return sizes_[size_t(h)]; }
   // Bytes of a token's record before part h.
-  size_t part_offset(int h) const { return sizes_.empty() ? size_t(h) * part_ : offs_[size_t(h)]; }
+  size_t part_offset(int h) const { return offs_[size_t(h)]; }
   size_t extra_bytes() const { return extra_; }
   int n_tokens() const { return n_tokens_; }
   // Grows or shrinks to n tokens (pages no longer needed go back to the pool; records of a new
@@ -107,10 +108,7 @@ class PagedRows {
   // Part h (KV head h) of token t, and its per-token extra bytes.
   uint8_t* part(int t, int h) {
     KVQ_DCHECK(t >= 0 && t < n_tokens_ && h >= 0 && h < n_parts_);
-    if (!sizes_.empty()) {
-      return pages_[size_t(t / page_)] + offs_[size_t(h)] * size_t(page_) + size_t(t % page_) * sizes_[size_t(h)];
-    }
-    return pages_[size_t(t / page_)] + (size_t(h) * page_ + size_t(t % page_)) * part_;
+    return pages_[size_t(t / page_)] + offs_[size_t(h)] * size_t(page_) + size_t(t % page_) * sizes_[size_t(h)];
   }
   const uint8_t* part(int t, int h) const { return const_cast<PagedRows*>(this)->part(t, h); }
   uint8_t* extra(int t) {
@@ -134,9 +132,7 @@ class PagedRows {
     for (const uint8_t* p : pages_) w.write(p, page_bytes());
   }
   // Empty rows of the same layout and pool.
-  PagedRows like() const {
-    return sizes_.empty() ? PagedRows(pool_, part_, n_parts_, extra_, page_) : PagedRows(pool_, sizes_, extra_, page_);
-  }
+  PagedRows like() const { return PagedRows(pool_, sizes_, extra_, page_); }
   // Reads what write() wrote into these (empty) rows: a count in [lo, hi], checked, and the
   // file's bytes for its pages checked, before any page is allocated.
   Status read(ByteReader& r, int lo, int hi, std::string_view what) {
@@ -154,7 +150,10 @@ class PagedRows {
   int page_records() const { return page_; }
   // Byte offsets within a page: head h's rows start at h * head_stride() (parts of one size;
   // else part_offset(h) * page_records()); the extras at extras_offset().
-  size_t head_stride() const { return size_t(page_) * part_; }
+  size_t head_stride() const {
+    KVQ_DCHECK(part_ != 0 || n_parts_ == 0);
+    return size_t(page_) * part_;
+  }
   size_t extras_offset() const { return size_t(page_) * parts_; }
   // The rows as a view segment starting at position t0: parts as a head's rows, the extras as
   // per-token metadata (shared by all heads). Stores add their format's constants.
@@ -165,7 +164,7 @@ class PagedRows {
     s.pages = pages();
     s.page_tokens = page_;
     s.token_stride = part_;
-    s.head_stride = head_stride();
+    s.head_stride = size_t(page_) * part_;  // 0 when parts differ: the store adds KvSegment::heads
     s.meta_off = extras_offset();
     s.meta_stride = extra_;
     s.proto.format = format;
@@ -181,10 +180,10 @@ class PagedRows {
   }
 
   PagePool* pool_ = nullptr;
-  size_t part_ = 0;
-  int n_parts_ = 1;
+  size_t part_ = 0;  // every part's size when they are one size, else 0
+  int n_parts_ = 0;
   size_t parts_ = 0;                  // bytes of all parts of a record
-  std::vector<size_t> sizes_, offs_;  // parts of different sizes (else empty)
+  std::vector<size_t> sizes_, offs_;  // each part's size and offset in a record
   size_t extra_ = 0;
   int page_ = kPageTokens;  // records per page
   int n_tokens_ = 0;
