@@ -137,8 +137,12 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
   st->sum = sum;
 }
 
-// Formats whose fused kernels unpack each row once for all the queries of a GQA group.
-bool unpacks_once(KvFormat f) { return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow; }
+// Formats whose fused kernels unpack each row once for all the queries of a GQA group: for
+// scores, and for value accumulation.
+bool scores_unpack_once(KvFormat f) {
+  return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
+}
+bool accumulate_unpacks_once(KvFormat f) { return f == KvFormat::kUniformRow; }
 
 // Scores of n_q queries against one run of keys: s[i * ld + j] for j < run.n.
 void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q, float* s) {
@@ -156,7 +160,7 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
     }
     return;
   }
-  if (c.path == KernelPath::kSimd && !c.k.pre_rope && (c.group == 1 || unpacks_once(f))) {
+  if (c.path == KernelPath::kSimd && !c.k.pre_rope && (c.group == 1 || scores_unpack_once(f))) {
     // Fused kernels score from the codes, each query the same way whatever n_q is (so prefill
     // and decode agree). With GQA only the formats that unpack a row once for the whole group
     // take them; for the others a tile decoded once serves the group.
@@ -197,7 +201,8 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
-    } else if ((c.group > 1 && !unpacks_once(f)) || !cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
+    } else if ((c.group > 1 && !accumulate_unpacks_once(f)) ||
+               !cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
       for (int j = 0; j < run.n; j += kSubTile) {
         const int n = std::min(kSubTile, run.n - j);
         cpu::decode_run(sub_run(run, j, n), w.tile);

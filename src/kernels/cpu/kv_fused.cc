@@ -46,38 +46,6 @@ HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
   }
 }
 
-// Rows two at a time: each block's sum is a chain of FMAs, and two rows' chains interleaved
-// keep the FMA units busy (a row's arithmetic is the same as alone); the query is loaded once
-// for both.
-template <bool kQ4>
-void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, float scale, float* HWY_RESTRICT s) {
-  const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
-  const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  auto rows = [&](auto kr_, int t0) {
-    constexpr int kRows = decltype(kr_)::value;
-    hn::Vec<DF> acc[kRows];
-    for (auto& a : acc) a = hn::Zero(df);
-    for (size_t b = 0; b < hd / 32; ++b) {
-      hn::Vec<DF> ba[kRows];
-      for (auto& a : ba) a = hn::Zero(df);
-      for (size_t j = 0; j < 32; j += N) {
-        const auto qv = hn::LoadU(df, q + b * 32 + j);
-        for (int w = 0; w < kRows; ++w) {
-          ba[w] = hn::MulAdd(qv, BlockCodes<kQ4>(r.rows + size_t(t0 + w) * r.stride + b * blk, j), ba[w]);
-        }
-      }
-      for (int w = 0; w < kRows; ++w) {
-        acc[w] = hn::MulAdd(hn::Set(df, F16ToF32(r.rows + size_t(t0 + w) * r.stride + b * blk)), ba[w], acc[w]);
-      }
-    }
-    for (int w = 0; w < kRows; ++w) s[t0 + w] = hn::GetLane(hn::SumOfLanes(df, acc[w])) * scale;
-  };
-  int t = 0;
-  for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
-  for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
-}
-
 // The output's channels in passes of up to 8 vectors whose sums stay in registers while the
 // run's tokens stream by (no load and store of the output per token), then added to out.
 template <bool kQ4>
@@ -215,6 +183,57 @@ HWY_INLINE V SumChains(const V (&a)[kN]) {
   V sum = a[0];
   for (size_t i = 1; i < kN; ++i) sum = hn::Add(sum, a[i]);
   return sum;
+}
+
+// q4_0 / q8_0 keys: q . x' = sum_blocks d_b (q_b . codes_b). A row's codes are unpacked once
+// for up to kScoreQ queries (a GQA group); with one query, rows go two at a time so that two
+// chains keep the FMA units busy. Each (query, row) sum is the same chain in every case (a
+// block's FMAs over its 32 values, then d_b times it added to the row's sum), so results do not
+// depend on how many queries share a pass.
+template <bool kQ4>
+void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale, float* HWY_RESTRICT s,
+                size_t lds) {
+  const DF df;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    auto rows = [&](auto kr_, int t0) {
+      constexpr int kRows = decltype(kr_)::value;
+      hn::Vec<DF> acc[kQ][kRows];
+      for (auto& a : acc) {
+        for (auto& x : a) x = hn::Zero(df);
+      }
+      for (size_t b = 0; b < hd / 32; ++b) {
+        hn::Vec<DF> ba[kQ][kRows];
+        for (auto& a : ba) {
+          for (auto& x : a) x = hn::Zero(df);
+        }
+        for (size_t j = 0; j < 32; j += N) {
+          hn::Vec<DF> codes[kRows];
+          for (int w = 0; w < kRows; ++w) codes[w] = BlockCodes<kQ4>(r.rows + size_t(t0 + w) * r.stride + b * blk, j);
+          for (int i = 0; i < kQ; ++i) {
+            const auto qv = hn::LoadU(df, q + size_t(i0 + i) * hd + b * 32 + j);
+            for (int w = 0; w < kRows; ++w) ba[i][w] = hn::MulAdd(qv, codes[w], ba[i][w]);
+          }
+        }
+        for (int w = 0; w < kRows; ++w) {
+          const auto d = hn::Set(df, F16ToF32(r.rows + size_t(t0 + w) * r.stride + b * blk));
+          for (int i = 0; i < kQ; ++i) acc[i][w] = hn::MulAdd(d, ba[i][w], acc[i][w]);
+        }
+      }
+      for (int i = 0; i < kQ; ++i) {
+        for (int w = 0; w < kRows; ++w) {
+          s[size_t(i0 + i) * lds + size_t(t0 + w)] = hn::GetLane(hn::SumOfLanes(df, acc[i][w])) * scale;
+        }
+      }
+    };
+    int t = 0;
+    if constexpr (kQ == 1) {
+      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
+    }
+    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
+  });
 }
 
 // KIVI keys: one G-token block, per-channel scale s_c and zero z_c:
@@ -606,13 +625,12 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
 
 bool ScoreRunFused(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
   if (r.head_dim % 16 != 0 || r.head_dim > 512) return false;
-  const size_t hd = size_t(r.head_dim);
   switch (r.format) {
     case KvFormat::kQ8_0:
-      for (int i = 0; i < n_q; ++i) GgmlScores<false>(r, q + size_t(i) * hd, scale, s + size_t(i) * lds);
+      GgmlScores<false>(r, q, n_q, scale, s, lds);
       return true;
     case KvFormat::kQ4_0:
-      for (int i = 0; i < n_q; ++i) GgmlScores<true>(r, q + size_t(i) * hd, scale, s + size_t(i) * lds);
+      GgmlScores<true>(r, q, n_q, scale, s, lds);
       return true;
     case KvFormat::kUniformCols:
     case KvFormat::kUniformRow: {

@@ -207,8 +207,9 @@ TEST(FusedAttention, WideOutlierLayoutsMatchTheirReferences) {
 TEST(FusedAttention, EveryFormatMatchesAttentionOverRead) {
   for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
     for (int hd : {8, 64, 128}) {
-      // GQA shares a decoded tile across the group; without GQA the fused kernels score and
-      // accumulate straight from the codes (attention.cc): both paths.
+      // With GQA the formats whose fused kernels do not unpack a row once for the whole group
+      // share a decoded tile instead (attention.cc); without GQA every fused kernel scores and
+      // accumulates straight from the codes: both paths.
       for (const HeadShape s : {HeadShape{hd == 8 ? 8 : 4, hd == 8 ? 4 : 2, hd}, HeadShape{2, 2, hd}}) {
         for (const char* f : kFormats) {
           for (int n : {1, 63, 64, 65, 1000}) check_against_read(f, f, s, n, std::min(n, 3), path);
