@@ -222,41 +222,39 @@ StatusOr<MixedPlan> plan_mixed_precision(const CacheConfig& base, int64_t n_toke
     if (!w.ok()) return infeasible();
     plan.k_bits = (*w)[0];
     plan.v_bits = (*w)[1];
-    for (size_t i = 0; i < n_items; ++i) {
-      plan.error += k_error[i][size_t(plan.k_bits[i] - kMixedMinBits)] + v_error[i][size_t(plan.v_bits[i] - kMixedMinBits)];
+  } else {
+    // Each tensor's bytes at each width: a one-layer cache of that width (what account_bits
+    // sums for a mixed config), so the plan's total is exactly the accounting's.
+    CacheConfig one = base;
+    one.n_layers = 1;
+    one.k.layer_bits.clear();
+    one.v.layer_bits.clear();
+    std::array<double, 3> k_bytes{}, v_bytes{};
+    for (int b = kMixedMinBits; b <= kMixedMaxBits; ++b) {
+      one.k.bits = one.v.bits = b;
+      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(one, n_tokens));
+      k_bytes[size_t(b - kMixedMinBits)] = r.k.total();
+      v_bytes[size_t(b - kMixedMinBits)] = r.v.total();
     }
-    KVQ_ASSIGN_OR_RETURN(plan.bits_per_value, mixed_bits_per_value(base, plan));
-    KVQ_CHECK(plan.bits_per_value <= budget_bits * (1 + 1e-9));
-    return plan;
+    // Items in layer order, keys before values.
+    std::vector<WidthOptions> items;
+    for (size_t i = 0; i < n_items; ++i) {
+      items.push_back({k_error[i], k_bytes});
+      items.push_back({v_error[i], v_bytes});
+    }
+    auto widths = choose_widths(items, budget_bits * n_values / 8.0);
+    if (!widths.ok()) return infeasible();
+    for (size_t i = 0; i < n_items; ++i) {
+      plan.k_bits.push_back((*widths)[2 * i]);
+      plan.v_bits.push_back((*widths)[2 * i + 1]);
+    }
   }
-  // Each tensor's bytes at each width: a one-layer cache of that width (what account_bits sums
-  // for a mixed config), so the plan's total is exactly the accounting's.
-  CacheConfig one = base;
-  one.n_layers = 1;
-  one.k.layer_bits.clear();
-  one.v.layer_bits.clear();
-  std::array<double, 3> k_bytes{}, v_bytes{};
-  for (int b = kMixedMinBits; b <= kMixedMaxBits; ++b) {
-    one.k.bits = one.v.bits = b;
-    KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(one, n_tokens));
-    k_bytes[size_t(b - kMixedMinBits)] = r.k.total();
-    v_bytes[size_t(b - kMixedMinBits)] = r.v.total();
-  }
-  // Items in layer order, keys before values.
-  std::vector<WidthOptions> items;
+  // Both: the chosen widths' error, and bits per value as the accounting counts them.
   for (size_t i = 0; i < n_items; ++i) {
-    items.push_back({k_error[i], k_bytes});
-    items.push_back({v_error[i], v_bytes});
-  }
-  auto widths = choose_widths(items, budget_bits * n_values / 8.0);
-  if (!widths.ok()) return infeasible();
-  for (size_t i = 0; i < n_items; ++i) {
-    plan.k_bits.push_back((*widths)[2 * i]);
-    plan.v_bits.push_back((*widths)[2 * i + 1]);
-    plan.error += k_error[i][size_t(plan.k_bits.back() - kMixedMinBits)] +
-                  v_error[i][size_t(plan.v_bits.back() - kMixedMinBits)];
+    plan.error += k_error[i][size_t(plan.k_bits[i] - kMixedMinBits)] + v_error[i][size_t(plan.v_bits[i] - kMixedMinBits)];
   }
   KVQ_ASSIGN_OR_RETURN(plan.bits_per_value, mixed_bits_per_value(base, plan));
+  KVQ_CHECK(plan.bits_per_value <= budget_bits * (1 + 1e-9));
   return plan;
 }
 
