@@ -123,9 +123,7 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     l.sink = PagedRows(pool, size_t(shape.head_dim) * sizeof(f16_t), shape.n_kv_heads, 0, std::max(1, opts.sinks));
     // Codes of the whole vector (a part per head, each at its head's width), then values'
     // NormParams (the extra bytes).
-    const size_t norm_bytes = record_layout(l.head_bits[0]).norm_bytes();
-    l.quant = one ? PagedRows(pool, part_sizes[0], shape.n_kv_heads, norm_bytes)
-                  : PagedRows(pool, part_sizes, norm_bytes);
+    l.quant = PagedRows(pool, part_sizes, record_layout(l.head_bits[0]).norm_bytes());
     l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.row_values());
   }
 }

@@ -4,11 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "quant/bitpack.h"
 #include "quant/kv_layout.h"
 #include "quant/outlier_layout.h"
 #include "quant/outliers.h"
-#include "quant/uniform_group.h"
 
 namespace kvq {
 namespace {

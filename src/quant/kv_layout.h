@@ -13,6 +13,7 @@
 #include "quant/bitpack.h"
 #include "quant/ggml_blocks.h"
 #include "quant/normalize.h"
+#include "quant/uniform_group.h"
 
 namespace kvq {
 
@@ -41,9 +42,7 @@ struct UniformRowLayout {
   int bits = 4;
   size_t n = 0;
   int group = 0;
-  constexpr size_t groups() const {
-    return n == 0 ? 0 : group <= 0 ? 1 : (n + size_t(group) - 1) / size_t(group);
-  }
+  constexpr size_t groups() const { return uniform_group_count(n, group); }
   constexpr size_t codes_bytes() const { return packed_bytes(bits, n); }
   constexpr size_t scales_offset() const { return codes_bytes(); }
   constexpr size_t zeros_offset() const { return scales_offset() + groups() * sizeof(f16_t); }

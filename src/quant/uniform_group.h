@@ -33,7 +33,7 @@ struct UniformParams {
 };
 
 // Number of groups of a row of n values (the last group may be partial).
-inline size_t uniform_group_count(size_t n, int group_size) {
+constexpr size_t uniform_group_count(size_t n, int group_size) {
   if (n == 0) return 0;
   return group_size <= 0 ? 1 : (n + size_t(group_size) - 1) / size_t(group_size);
 }
