@@ -20,9 +20,10 @@
 
 namespace kvq {
 
-// 2: KVQuant outlier pages in the narrow layout (quant/outlier_layout.h: uint8 indices,
-// uint16 page-local pointers where they fit); version 1 files are refused.
-inline constexpr uint32_t kSessionVersion = 2;
+// 3: KVQuant's full outlier pages sealed, CSR by KV head (quant/outlier_layout.h);
+// 2: outlier pages in the narrow layout (uint8 indices, uint16 page-local pointers where they
+// fit). Other versions are refused.
+inline constexpr uint32_t kSessionVersion = 3;
 
 // What a session is bound to besides the cache itself.
 struct SessionBinding {

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "base/fp16.h"
 #include "quant/outlier_layout.h"
@@ -49,15 +48,19 @@ struct KvRun {
   const float* ch_zero = nullptr;
   ptrdiff_t norm_off = 0;
   bool norm8 = false;  // kCodebookRow: the norm is a NormParams8 (quant/normalize.h, norm=8)
-  // Sparse outliers (codebook formats; null when none): token t's entries are
-  // [out_ptr[t], out_ptr[t + 1]) of out_idx / out_val, ascending indices over the whole K/V
-  // vector; this head owns indices [out_ch0, out_ch0 + head_dim). The pointers and indices
-  // are out_layout's widths (quant/outlier_layout.h: uint16 / uint32 pointers, uint8 / uint16
-  // indices, fixed per store); out_ptr is the byte address of token 0's pointer.
+  // Sparse outliers (codebook formats; null when none), in one of the two forms of a page of
+  // quant/outlier_layout.h, at out_layout's widths:
+  //  - growing (out_sealed false): token t's entries are [out_ptr[t], out_ptr[t + 1]) of
+  //    out_idx / out_val, ascending indices over the whole K/V vector, of which this head owns
+  //    [out_ch0, out_ch0 + head_dim); out_ptr is the byte address of token 0's pointer;
+  //  - sealed: this head's entries of the page are [out_ptr[0], out_ptr[1]) of out_idx (uint16
+  //    cells slot << ch_bits | channel) / out_val; token 0 of the run is slot out_slot0.
   const uint8_t* out_ptr = nullptr;
   const uint8_t* out_idx = nullptr;
   const f16_t* out_val = nullptr;
   int out_ch0 = 0;
+  bool out_sealed = false;
+  int out_slot0 = 0;
   OutlierLayout out_layout;
 };
 
@@ -73,8 +76,10 @@ inline void prefetch_run(const KvRun& r) {
   for (size_t o = 0; o < std::min<size_t>(size_t(r.n) * r.stride, 256); o += 64) __builtin_prefetch(r.rows + o);
 }
 
-// This head's entries [*start, *stop) of token t's outliers, by the walk for_each_run_outlier
-// describes below, with pointer type P and index type I.
+// This head's entries [*start, *stop) of token t of a growing page (with pointer type P and
+// index type I): a token has about 1% of its whole K/V vector as outliers, sorted by channel;
+// the head's range is reached by a walk that skips 8 entries at a time while the 8th is still
+// below it, then one at a time.
 template <class P, class I>
 [[gnu::always_inline]] inline void run_outlier_range_as(const KvRun& r, int t, uint32_t* start, uint32_t* stop) {
   const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
@@ -89,54 +94,65 @@ template <class P, class I>
   *stop = e;
 }
 
-// One width of pointers (P) and indices (I) of for_each_run_outlier below. Always inlined: a
-// SIMD decoder that calls it (compiled for its target) then inlines fn too, which a call into
-// this baseline-compiled template could not (a call per outlier, measured ~20% of KVQuant's
-// decode attention when the fused kernels walked this way).
+// The run's outliers on a growing page, token by token.
 template <class P, class I, class Fn, class Cvt>
-[[gnu::always_inline]] inline void for_each_run_outlier_as(const KvRun& r, int t, const Fn& fn, const Cvt& cvt) {
+[[gnu::always_inline]] inline void for_each_growing_outlier(const KvRun& r, const Fn& fn, const Cvt& cvt) {
   const I* idx = reinterpret_cast<const I*>(r.out_idx);
-  uint32_t e, stop;
-  run_outlier_range_as<P, I>(r, t, &e, &stop);
-  for (; e != stop; ++e) fn(size_t(int(idx[e]) - r.out_ch0), cvt(r.out_val[e]));
-}
-
-// Calls body(std::type_identity<P>(), std::type_identity<I>()) with run r's outlier pointer
-// and index types (quant/outlier_layout.h), so that a kernel picks them once per run rather
-// than once per token. r.out_ptr must be set.
-template <class Body>
-inline void with_outlier_types(const KvRun& r, const Body& body) {
-  const bool narrow_ptr = r.out_layout.ptr_bytes == 2, narrow_idx = r.out_layout.idx_bytes == 1;
-  if (narrow_ptr && narrow_idx) {
-    body(std::type_identity<uint16_t>(), std::type_identity<uint8_t>());
-  } else if (narrow_ptr) {
-    body(std::type_identity<uint16_t>(), std::type_identity<uint16_t>());
-  } else if (narrow_idx) {
-    body(std::type_identity<uint32_t>(), std::type_identity<uint8_t>());
-  } else {
-    body(std::type_identity<uint32_t>(), std::type_identity<uint16_t>());
+  for (int t = 0; t < r.n; ++t) {
+    uint32_t e, stop;
+    run_outlier_range_as<P, I>(r, t, &e, &stop);
+    for (; e != stop; ++e) fn(t, size_t(int(idx[e]) - r.out_ch0), cvt(r.out_val[e]));
   }
 }
 
-// Calls fn(channel within the head, exact value) for each of this head's sparse outliers of
-// token t of run r (KVQuant §3.4). r.out_ptr must be set. A token has about 1% of its whole
-// K/V vector as outliers (41 at LLaMA-7B's 4096), sorted by channel: the head's range is
-// reached by a walk that skips 8 entries at a time while the 8th is still below it (then one
-// at a time), with predictable branches, which beats both a plain walk (20 steps on average)
-// and a binary search (mispredicted); cvt converts the stored f16 (the SIMD kernels pass the
-// target's conversion instruction).
-template <class Fn, class Cvt = float (*)(f16_t)>
-inline void for_each_run_outlier(const KvRun& r, int t, const Fn& fn, const Cvt& cvt = f16_to_f32) {
-  with_outlier_types(r, [&](auto p, auto i) {
-    for_each_run_outlier_as<typename decltype(p)::type, typename decltype(i)::type>(r, t, fn, cvt);
-  });
+// The run's outliers on a sealed page: the head's list, from the run's first slot to its end.
+template <class P, class Fn, class Cvt>
+[[gnu::always_inline]] inline void for_each_sealed_outlier(const KvRun& r, const Fn& fn, const Cvt& cvt) {
+  const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
+  const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
+  const int sh = r.out_layout.ch_bits;
+  const uint32_t mask = (1u << sh) - 1u;
+  const uint32_t lo = uint32_t(r.out_slot0) << sh, hi = uint32_t(r.out_slot0 + r.n) << sh;
+  uint32_t e = ptr[0];
+  const uint32_t end = ptr[1];
+  while (e != end && cell[e] < lo) ++e;
+  for (; e != end && cell[e] < hi; ++e) {
+    fn(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & mask), cvt(r.out_val[e]));
+  }
 }
 
-// Overwrites the decoded dense values of token t of run r (o: [head_dim]) with the exact values
-// of this head's sparse outliers.
+// Calls fn(token t of the run, channel within the head, exact value) for each of the run's
+// sparse outliers of its head (KVQuant §3.4), tokens in order. r.out_ptr must be set. Always
+// inlined, as are its walks, so that a SIMD kernel that calls it (compiled for its target)
+// inlines fn too, which a call into a baseline-compiled template could not (a call per
+// outlier measured ~20% of KVQuant's decode attention); cvt converts the stored f16 (the SIMD
+// kernels pass the target's conversion instruction). The widths are picked once per run.
+template <class Fn, class Cvt = float (*)(f16_t)>
+[[gnu::always_inline]] inline void for_each_run_outlier(const KvRun& r, const Fn& fn, const Cvt& cvt = f16_to_f32) {
+  const bool narrow_ptr = r.out_layout.ptr_bytes == 2, narrow_idx = r.out_layout.idx_bytes == 1;
+  if (r.out_sealed) {
+    if (narrow_ptr) {
+      for_each_sealed_outlier<uint16_t>(r, fn, cvt);
+    } else {
+      for_each_sealed_outlier<uint32_t>(r, fn, cvt);
+    }
+  } else if (narrow_ptr && narrow_idx) {
+    for_each_growing_outlier<uint16_t, uint8_t>(r, fn, cvt);
+  } else if (narrow_ptr) {
+    for_each_growing_outlier<uint16_t, uint16_t>(r, fn, cvt);
+  } else if (narrow_idx) {
+    for_each_growing_outlier<uint32_t, uint8_t>(r, fn, cvt);
+  } else {
+    for_each_growing_outlier<uint32_t, uint16_t>(r, fn, cvt);
+  }
+}
+
+// Overwrites the decoded dense values of the run's tokens (out: [n, head_dim]) with the exact
+// values of its head's sparse outliers.
 template <class Cvt = float (*)(f16_t)>
-inline void apply_run_outliers(const KvRun& r, int t, float* o, const Cvt& cvt = f16_to_f32) {
-  for_each_run_outlier(r, t, [&](size_t c, float v) { o[c] = v; }, cvt);
+inline void apply_run_outliers(const KvRun& r, float* out, const Cvt& cvt = f16_to_f32) {
+  const size_t hd = size_t(r.head_dim);
+  for_each_run_outlier(r, [&](int t, size_t c, float v) { out[size_t(t) * hd + c] = v; }, cvt);
 }
 
 // Tokens [j, j + n) of run r, as a run of their own.
@@ -148,7 +164,11 @@ inline KvRun sub_run(const KvRun& r, int j, int n) {
   s.scales_off += moved;
   s.zeros_off += moved;
   s.norm_off += moved;
-  if (s.out_ptr) s.out_ptr += size_t(j) * r.out_layout.ptr_bytes;
+  if (s.out_sealed) {
+    s.out_slot0 += j;
+  } else if (s.out_ptr) {
+    s.out_ptr += size_t(j) * r.out_layout.ptr_bytes;
+  }
   return s;
 }
 

@@ -42,8 +42,8 @@ struct KvSegment {
   // vector; its scales/zeros/norm offsets are relative to the metadata of the run's first
   // token.
   KvRun proto;
-  // Sparse outliers per page (null: none), paged like the rows: blocks of out_layout
-  // (quant/outlier_layout.h, kv/paged_outliers.h).
+  // Sparse outliers per page (null: none), paged like the rows: blocks of out_layout, growing
+  // or sealed (quant/outlier_layout.h, kv/paged_outliers.h).
   const uint8_t* const* out_pages = nullptr;
   OutlierLayout out_layout;
   // Per-head layout and width ([n_kv_heads], owned by the store; null: every head as proto
@@ -80,9 +80,17 @@ struct KvSegment {
     if (out_pages) {
       const uint8_t* b = out_pages[page];
       r.out_layout = out_layout;
-      r.out_ptr = b + out_layout.ptr_offset() + size_t(slot) * out_layout.ptr_bytes;
-      r.out_val = reinterpret_cast<const f16_t*>(b + out_layout.val_offset(page_tokens));
-      r.out_idx = b + out_layout.idx_offset(page_tokens, OutlierLayout::cap_of(b));
+      if (OutlierLayout::sealed_of(b)) {  // the head's list of the page (quant/outlier_layout.h)
+        r.out_sealed = true;
+        r.out_slot0 = slot;
+        r.out_ptr = b + out_layout.ptr_offset() + size_t(h) * out_layout.ptr_bytes;
+        r.out_val = reinterpret_cast<const f16_t*>(b + out_layout.sealed_val_offset());
+        r.out_idx = b + out_layout.sealed_cell_offset(OutlierLayout::cap_of(b));
+      } else {
+        r.out_ptr = b + out_layout.ptr_offset() + size_t(slot) * out_layout.ptr_bytes;
+        r.out_val = reinterpret_cast<const f16_t*>(b + out_layout.val_offset(page_tokens));
+        r.out_idx = b + out_layout.idx_offset(page_tokens, OutlierLayout::cap_of(b));
+      }
     }
     return r;
   }

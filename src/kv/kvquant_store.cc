@@ -124,7 +124,7 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     // Codes of the whole vector (a part per head, each at its head's width), then values'
     // NormParams (the extra bytes).
     l.quant = PagedRows(pool, part_sizes, record_layout(l.head_bits[0]).norm_bytes());
-    l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.row_values());
+    l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.n_kv_heads, shape.head_dim);
   }
 }
 
@@ -257,10 +257,9 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       decode_codebook_row(codes, hd, norm, cb, o);
     }
     if (opts_.outliers == 0.0) continue;
-    for (size_t k = 0, nk = l.outliers.count(size_t(q)); k < nk; ++k) {
-      const size_t i = l.outliers.index(size_t(q), k);
-      if (i >= lo && i < lo + hd) o[i - lo] = f16_to_f32(l.outliers.value(size_t(q), k));
-    }
+    l.outliers.for_each_in_row(size_t(q), [&](size_t i, f16_t v) {
+      if (i >= lo && i < lo + hd) o[i - lo] = f16_to_f32(v);
+    });
   }
 }
 
@@ -275,6 +274,11 @@ Status KvquantStore::truncate(int n) {
       l.outliers.truncate(size_t(n - l.sink.n_tokens()));
     }
   }
+  return ok_status();
+}
+
+Status KvquantStore::end_step() {
+  for (auto& l : layers_) l.outliers.seal_full_pages();
   return ok_status();
 }
 
@@ -327,13 +331,16 @@ size_t KvquantStore::bytes_for(int n) const {
   const size_t row = shape().row_values();
   const size_t per_side = role_ == KvRole::kValue ? outliers_per_side(row, opts_.outliers)
                                                   : size_t(double(row) * opts_.outliers / 2.0 + 0.5);
-  // Per page of outliers: its capacity, page_tokens + 1 row pointers, then the outliers of its
-  // tokens (OutlierLayout, the same widths in every layer).
+  // Per page of outliers (OutlierLayout, the same widths in every layer): a full page sealed
+  // at its exact size, the newest page growing.
   size_t sparse = 0;
   if (opts_.outliers > 0.0) {
     const int page = PagedRows::kPageTokens;
+    const OutlierLayout lay = OutlierLayout::for_rows(shape().n_kv_heads, shape().head_dim, page);
     for (int t = 0; t < nq; t += page) {
-      sparse += OutlierLayout::for_rows(row, page).block_bytes(page, size_t(std::min(page, nq - t)) * 2 * per_side);
+      const int rows = std::min(page, nq - t);
+      const size_t nnz = size_t(rows) * 2 * per_side;
+      sparse += rows == page && lay.can_seal(page) ? lay.sealed_page_bytes(nnz) : lay.growing_page_bytes(page, nnz);
     }
   }
   // Layers differ only in their width (kvquant-mixed): the codes and the codebook.
@@ -371,7 +378,7 @@ StatusOr<std::unique_ptr<KvStoreState>> KvquantStore::read_state(ByteReader& r, 
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
     const std::string what = name() + " layer " + std::to_string(il);
-    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records(), shape().row_values())};
+    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records(), shape().n_kv_heads, shape().head_dim)};
     KVQ_RETURN_IF_ERROR(p.sink.read(r, n_sink, n_sink, what + " sinks"));
     KVQ_RETURN_IF_ERROR(p.quant.read(r, n - n_sink, n - n_sink, what + " rows"));
     if (opts_.outliers > 0.0) {

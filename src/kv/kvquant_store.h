@@ -69,6 +69,9 @@ class KvquantStore final : public KvStore {
   void read(int il, int kvh, int t0, int n, float* out) const override;
   KvStoreView view(int il) const override;
   Status truncate(int n) override;
+  // Seals the outlier pages the step filled (kv/paged_outliers.h). Cannot fail: a page the pool
+  // refuses stays as it was.
+  Status end_step() override;
   // Drops whole pages after the sinks: n_keep must be the sinks held, n_drop a multiple of the
   // page size. Keys stored after RoPE (prerope=0) are refused.
   Status check_shift(int n_keep, int n_drop, bool rerotate) const override;

@@ -121,14 +121,21 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         } else {
           per_token = 2.0 * double(outliers_per_side(size_t(d_kv), t.outlier_fraction));
         }
-        // The cache's page layout (its widths follow d_kv): value and index per outlier, a
-        // pointer per token, and per page its capacity and one more pointer.
-        const OutlierLayout lay = OutlierLayout::for_rows(size_t(d_kv), kKvPageTokens);
-        const double pages = double((n_q + kKvPageTokens - 1) / kKvPageTokens);
+        // The cache's page layout (quant/outlier_layout.h, its widths follow the shape): a full
+        // page sealed (a value and a cell per outlier; its capacity word and n_kv_heads + 1
+        // head pointers), the newest page growing (a value and an index per outlier; its
+        // capacity word and kKvPageTokens + 1 row pointers).
+        const OutlierLayout lay = OutlierLayout::for_rows(c.n_kv_heads, c.head_dim, kKvPageTokens);
+        const bool seal = lay.can_seal(kKvPageTokens);
+        const int64_t full_rows = seal ? n_q / kKvPageTokens * kKvPageTokens : 0, part_rows = n_q - full_rows;
+        const double part_pages = double((part_rows + kKvPageTokens - 1) / kKvPageTokens);
         const double rows = double(n_q);  // tokens stored, not page capacity
         b.outlier_values = rows * per_token * double(OutlierLayout::kValBytes) * L;
-        b.outlier_indices = rows * per_token * double(lay.idx_bytes) * L;
-        b.outlier_pointers = (rows * double(lay.bytes_per_row()) + pages * double(lay.bytes_per_page())) * L;
+        b.outlier_indices = (double(full_rows) * double(OutlierLayout::kCellBytes) + double(part_rows) * double(lay.idx_bytes)) *
+                            per_token * L;
+        b.outlier_pointers = (double(full_rows / kKvPageTokens) * double(lay.sealed_page_bytes(0)) +
+                              part_pages * double(lay.growing_page_bytes(kKvPageTokens, 0))) *
+                             L;
       }
       break;
     }

@@ -120,8 +120,8 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
       for (int t = 0; t < r.n; ++t) {
         float* o = out + size_t(t) * hd;
         DecodeCodebookRowPcSimd(r.rows + size_t(t) * r.stride, hd, r.levels, r.ch_half, r.ch_zero, r.bits, o);
-        if (r.out_ptr) apply_run_outliers(r, t, o, F16At);
       }
+      if (r.out_ptr) apply_run_outliers(r, out, F16At);
       return;
     case KvFormat::kCodebookRow: {
       HWY_ALIGN float lut[16];
@@ -131,8 +131,8 @@ void DecodeRun(const KvRun& r, float* HWY_RESTRICT out) {
         for (int j = 0; j < 16; ++j) lut[j] = j < (1 << r.bits) ? r.levels[j] * f.half + f.zero : 0.0f;
         float* o = out + size_t(t) * hd;
         DecodeCodebookRowSimd(row, hd, lut, r.bits, o);
-        if (r.out_ptr) apply_run_outliers(r, t, o, F16At);
       }
+      if (r.out_ptr) apply_run_outliers(r, out, F16At);
       return;
     }
   }

@@ -448,6 +448,51 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   });
 }
 
+// The sparse outliers of a KVQuant run (§3.4), the run's list of its head (kernels/kv_run.h):
+// each corrects what the dense pass counted for its code. Functions of their own, not inlined,
+// so that the walk gets registers of its own: inlined in the row kernels it spilled and
+// reloaded its operands for every entry (~70 instructions per outlier, measured).
+// Keys: the score of token t moves by (exact - dense) * (R(t)^T q)_c, where
+// (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
+// scores of the pass's first query, queries lds apart.
+template <int kBits, int kQ>
+HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT qs, const float* HWY_RESTRICT table,
+                                        float scale, float* HWY_RESTRICT s, size_t lds) {
+  const size_t hd = size_t(r.head_dim), stride = r.stride;
+  const uint8_t* rows = r.rows;
+  const float* levels = r.levels;
+  const float* h = r.ch_half;
+  const float* z = r.ch_zero;
+  for_each_run_outlier(
+      r,
+      [=](int t, size_t c, float exact) {
+        const float* C = table + size_t(t) * 2 * hd;
+        const float* S = C + hd;
+        const float d = (exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * h[c] + z[c])) * scale;
+        for (int j = 0; j < kQ; ++j) {
+          const float* qj = qs + size_t(j) * hd;
+          s[size_t(j) * lds + size_t(t)] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
+        }
+      },
+      F16At);
+}
+
+// Values: out[c] += p_t (exact - dense).
+template <int kBits>
+HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+  const size_t stride = r.stride;
+  const uint8_t* rows = r.rows;
+  const float* levels = r.levels;
+  for_each_run_outlier(
+      r,
+      [=, &r](int t, size_t c, float exact) {
+        if (p[t] == 0.0f) return;
+        const NormF f = RunNorm(r, t);
+        out[c] += p[t] * (exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * f.half + f.zero));
+      },
+      F16At);
+}
+
 // KVQuant keys stored before RoPE (kvquant.md §2), scored without a tile: each row is decoded
 // (level * half_c + zero_c), rotated by its offset j in the run with the key table
 // (R(j) k = k * C_j + swap_pairs(k) * S_j, kernels/rope.h) and dotted in registers, once for
@@ -507,27 +552,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
     }
     for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
     // Outliers in a pass of their own, so that the row loop above keeps its registers.
-    if (!r.out_ptr) return;
-    with_outlier_types(r, [&](auto pt, auto it) {
-      using P = typename decltype(pt)::type;
-      using I = typename decltype(it)::type;
-      const float* levels = r.levels;
-      for (int t = 0; t < r.n; ++t) {
-        const uint8_t* row = r.rows + size_t(t) * r.stride;
-        const float* C = table + size_t(t) * 2 * hd;
-        const float* S = C + hd;
-        // The token's corrections are summed in registers, then added to its scores once.
-        float corr[kQ] = {};
-        ForEachRunOutlier<P, I>(r, t, [&](size_t c, float exact) {
-          const float d = exact - (levels[code_at(row, kBits, c)] * h[c] + z[c]);
-          for (int j = 0; j < kQ; ++j) {
-            const float* qj = qs + size_t(j) * hd;
-            corr[j] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
-          }
-        });
-        for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t)] += corr[j] * scale;
-      }
-    });
+    if (r.out_ptr) KeyOutlierCorrections<kBits, kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
   });
 }
 
@@ -599,24 +624,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* H
     }
   }
   // Outliers in a pass of their own, so that the row loop above keeps its registers.
-  if (r.out_ptr) {
-    with_outlier_types(r, [&](auto pt, auto it) {
-      using P = typename decltype(pt)::type;
-      using I = typename decltype(it)::type;
-      const I* idx = reinterpret_cast<const I*>(r.out_idx);
-      for (int t = 0; t < r.n; ++t) {
-        uint32_t b, u;
-        RunOutlierRange<P, I>(r, t, &b, &u);
-        if (b == u || p[t] == 0.0f) continue;
-        const uint8_t* row = r.rows + size_t(t) * r.stride;
-        const NormF f = RunNorm(r, t);
-        for (uint32_t e = b; e < u; ++e) {
-          const size_t c = size_t(int(idx[e]) - r.out_ch0);
-          out[c] += p[t] * (F16ToF32(r.out_val + e) - (r.levels[code_at(row, kBits, c)] * f.half + f.zero));
-        }
-      }
-    });
-  }
+  if (r.out_ptr) ValueOutlierCorrections<kBits>(r, p, out);
   const auto z = hn::Set(df, zsum);
   size_t i = 0;
   for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, out + i), z), df, out + i);
@@ -684,12 +692,6 @@ bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, flo
   }
 }
 
-void OutlierRange(const KvRun& r, int t, uint32_t* start, uint32_t* stop) {
-  with_outlier_types(r, [&](auto pt, auto it) {
-    RunOutlierRange<typename decltype(pt)::type, typename decltype(it)::type>(r, t, start, stop);
-  });
-}
-
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq
 HWY_AFTER_NAMESPACE();
@@ -699,10 +701,6 @@ namespace kvq::cpu {
 HWY_EXPORT(ScoreRunFused);
 HWY_EXPORT(AccumulateRunFused);
 HWY_EXPORT(ScoreRunRopeFused);
-HWY_EXPORT(OutlierRange);
-void run_outlier_range(const KvRun& run, int t, uint32_t* start, uint32_t* stop) {
-  HWY_DYNAMIC_DISPATCH(OutlierRange)(run, t, start, stop);
-}
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
                           float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, key_table, scale, scores, ld);

@@ -23,9 +23,4 @@ bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float
 // out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim].
 bool accumulate_run_fused(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
 
-// Entries [*start, *stop) of token t's sparse outliers (indices into run.out_idx / out_val)
-// are those of the run's head: the fused kernels' lookup, specified by for_each_run_outlier
-// (kernels/kv_run.h). run.out_ptr must be set.
-void run_outlier_range(const KvRun& run, int t, uint32_t* start, uint32_t* stop);
-
 }  // namespace kvq::cpu

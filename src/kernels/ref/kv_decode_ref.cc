@@ -63,7 +63,6 @@ void decode_run_ref(const KvRun& r, float* out) {
       }
       case KvFormat::kCodebookPc:
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * r.ch_half[i] + r.ch_zero[i];
-        if (r.out_ptr) apply_run_outliers(r, t, o);
         break;
       case KvFormat::kCodebookRow: {
         const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
@@ -78,11 +77,12 @@ void decode_run_ref(const KvRun& r, float* out) {
           f = norm_float(np);
         }
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
-        if (r.out_ptr) apply_run_outliers(r, t, o);
         break;
       }
     }
   }
+  // KVQuant's sparse outliers replace their dense values (§3.4).
+  if (r.out_ptr && (r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow)) apply_run_outliers(r, out);
 }
 
 }  // namespace ref

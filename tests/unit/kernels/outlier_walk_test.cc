@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: MIT
-// The sparse-outlier walk of kernels/kv_run.h in every width of quant/outlier_layout.h (uint8 /
-// uint16 indices, uint16 / uint32 page-local pointers), against a plain scan of the same
-// entries, and the run decoders (SIMD against their scalar references) over such pages, on
-// random odd sizes.
+// The sparse-outlier walk of kernels/kv_run.h over both forms of a page of
+// quant/outlier_layout.h in every width (growing: uint8 / uint16 indices and uint16 / uint32
+// page-local row pointers; sealed: uint16 / uint32 head pointers), against a plain scan of the
+// same entries, and the run decoders (SIMD against their scalar references) over such pages,
+// on random odd sizes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "base/rng.h"
 #include "kernels/cpu/kv_decode.h"
-#include "kernels/cpu/kv_fused.h"
 #include "kernels/kv_run.h"
 #include "kernels/ref/kv_decode_ref.h"
 #include "quant/normalize.h"
@@ -19,15 +22,17 @@
 namespace kvq {
 namespace {
 
-// One page block of `layout` for n rows of row_values values, each with random ascending
-// indices (more where a row is dense); entries[t] keeps them as a plain list.
+// One page block of `layout` for n rows of n_heads * head_dim values, each with random
+// ascending indices (more where a row is dense), growing or sealed; entries[t] keeps them as
+// a plain list.
 struct Page {
   std::vector<uint8_t> block;
   std::vector<std::vector<std::pair<uint32_t, float>>> entries;
 };
 
-Page make_page(const OutlierLayout& lay, int page_tokens, int n, size_t row_values, Rng& rng) {
+Page make_page(const OutlierLayout& lay, int page_tokens, int n, int n_heads, int head_dim, bool sealed, Rng& rng) {
   Page pg;
+  const size_t row_values = size_t(n_heads) * size_t(head_dim);
   std::vector<uint32_t> ptr{0};
   std::vector<uint32_t> idx;
   std::vector<f16_t> val;
@@ -44,6 +49,29 @@ Page make_page(const OutlierLayout& lay, int page_tokens, int n, size_t row_valu
     pg.entries.push_back(row);
   }
   const size_t cap = idx.size() + 3;  // spare room, as a growing page has
+  if (sealed) {
+    pg.block.assign(lay.sealed_block_bytes(cap), 0xee);
+    const uint32_t word = uint32_t(cap) | OutlierLayout::kSealed;
+    std::memcpy(pg.block.data(), &word, 4);
+    size_t k = 0;
+    uint8_t* vp = pg.block.data() + lay.sealed_val_offset();
+    uint8_t* cp = pg.block.data() + lay.sealed_cell_offset(cap);
+    for (int h = 0; h < n_heads; ++h) {
+      lay.set_ptr(pg.block.data(), size_t(h), uint32_t(k));
+      for (int t = 0; t < n; ++t) {
+        for (const auto& [i, v] : pg.entries[size_t(t)]) {
+          if (int(i) / head_dim != h) continue;
+          const f16_t hv = f32_to_f16(v);
+          const auto c = uint16_t(uint32_t(t) << lay.ch_bits | (i - uint32_t(h * head_dim)));
+          std::memcpy(vp + 2 * k, &hv, 2);
+          std::memcpy(cp + 2 * k, &c, 2);
+          ++k;
+        }
+      }
+    }
+    lay.set_ptr(pg.block.data(), size_t(n_heads), uint32_t(k));
+    return pg;
+  }
   pg.block.assign(lay.block_bytes(page_tokens, cap), 0xee);
   const auto c32 = uint32_t(cap);
   std::memcpy(pg.block.data(), &c32, 4);
@@ -61,90 +89,72 @@ Page make_page(const OutlierLayout& lay, int page_tokens, int n, size_t row_valu
   return pg;
 }
 
-void point_run_at(KvRun& r, const OutlierLayout& lay, const uint8_t* block, int page_tokens) {
+// Run r of head h over the page at `block`, as KvSegment::run() points it.
+void point_run_at(KvRun& r, const OutlierLayout& lay, const uint8_t* block, int page_tokens, int h) {
   r.out_layout = lay;
+  r.out_ch0 = h * r.head_dim;
+  if (OutlierLayout::sealed_of(block)) {
+    r.out_sealed = true;
+    r.out_slot0 = 0;
+    r.out_ptr = block + lay.ptr_offset() + size_t(h) * lay.ptr_bytes;
+    r.out_val = reinterpret_cast<const f16_t*>(block + lay.sealed_val_offset());
+    r.out_idx = block + lay.sealed_cell_offset(OutlierLayout::cap_of(block));
+    return;
+  }
   r.out_ptr = block + lay.ptr_offset();
   r.out_val = reinterpret_cast<const f16_t*>(block + lay.val_offset(page_tokens));
   r.out_idx = block + lay.idx_offset(page_tokens, OutlierLayout::cap_of(block));
 }
 
-TEST(OutlierWalk, EveryLayoutMatchesAPlainScan) {
-  Rng rng(13);
-  for (const uint8_t ptr_bytes : {uint8_t(2), uint8_t(4)}) {
-    for (const uint8_t idx_bytes : {uint8_t(1), uint8_t(2)}) {
-      const OutlierLayout lay{ptr_bytes, idx_bytes};
-      const int head_dim = idx_bytes == 1 ? 37 : 61;
-      const int n_heads = idx_bytes == 1 ? 5 : 11;  // 185 / 671 values: a uint8 index holds 185
-      const size_t row_values = size_t(head_dim) * size_t(n_heads);
-      const int page_tokens = 53, n = 47;
-      SCOPED_TRACE("ptr " + std::to_string(ptr_bytes) + " idx " + std::to_string(idx_bytes));
-      const Page pg = make_page(lay, page_tokens, n, row_values, rng);
-      KvRun r;
-      r.n = n;
-      r.head_dim = head_dim;
-      point_run_at(r, lay, pg.block.data(), page_tokens);
-      for (int j : {0, 1, 17}) {
-        const KvRun s = sub_run(r, j, n - j);
-        for (int h = 0; h < n_heads; ++h) {
-          KvRun sh = s;
-          sh.out_ch0 = h * head_dim;
-          for (int t = 0; t < s.n; ++t) {
-            std::vector<std::pair<uint32_t, float>> got, want;
-            for_each_run_outlier(sh, t, [&](size_t c, float v) { got.push_back({uint32_t(c), v}); });
-            for (const auto& [i, v] : pg.entries[size_t(j + t)]) {
-              if (i >= uint32_t(sh.out_ch0) && i < uint32_t(sh.out_ch0 + head_dim)) want.push_back({i - uint32_t(sh.out_ch0), v});
-            }
-            ASSERT_EQ(got, want) << "from " << j << " head " << h << " token " << t;
-          }
-        }
-      }
-    }
-  }
+// Every width of both forms: {ptr_bytes, idx_bytes, sealed}, with a head size and count whose
+// row fits the index width (a uint8 index holds 185, not 671).
+struct Form {
+  uint8_t ptr_bytes, idx_bytes;
+  bool sealed;
+};
+constexpr Form kForms[] = {{2, 1, false}, {2, 2, false}, {4, 1, false}, {4, 2, false}, {2, 2, true}, {4, 2, true}};
+
+OutlierLayout layout_of(const Form& f, int n_heads, int head_dim) {
+  OutlierLayout lay = OutlierLayout::for_rows(n_heads, head_dim, 64);
+  lay.ptr_bytes = f.ptr_bytes;
+  lay.idx_bytes = f.idx_bytes;
+  return lay;
 }
 
-// The fused kernels' lookup of a head's entries (counted N at a time from the token's end)
-// against the walk, in every layout, for heads whose range ends below, at and past the largest
-// uint8 index (256 values), on pages whose first tokens' windows would start before the
-// page's values (a handful of entries: the lookup walks those).
-TEST(OutlierWalk, SimdRangeMatchesTheWalk) {
-  Rng rng(31);
-  struct Geometry {
-    int head_dim, n_heads, n;
-  };
-  for (const uint8_t ptr_bytes : {uint8_t(2), uint8_t(4)}) {
-    for (const uint8_t idx_bytes : {uint8_t(1), uint8_t(2)}) {
-      const OutlierLayout lay{ptr_bytes, idx_bytes};
-      for (const Geometry g : {Geometry{64, 4, 47}, Geometry{37, 5, 3}, Geometry{8, 31, 64}, Geometry{128, 32, 19},
-                               Geometry{61, 11, 1}}) {
-        const size_t row_values = size_t(g.head_dim) * size_t(g.n_heads);
-        if (idx_bytes == 1 && row_values > OutlierLayout::kMaxNarrowIdx) continue;
-        const int page_tokens = 64;
-        SCOPED_TRACE("ptr " + std::to_string(ptr_bytes) + " idx " + std::to_string(idx_bytes) + " values " +
-                     std::to_string(row_values));
-        const Page pg = make_page(lay, page_tokens, g.n, row_values, rng);
+std::string form_name(const Form& f) {
+  return std::string(f.sealed ? "sealed" : "growing") + " ptr " + std::to_string(f.ptr_bytes) + " idx " +
+         std::to_string(f.idx_bytes);
+}
+
+TEST(OutlierWalk, EveryLayoutMatchesAPlainScan) {
+  Rng rng(13);
+  for (const Form& f : kForms) {
+    const int head_dim = f.idx_bytes == 1 ? 37 : 61;
+    const int n_heads = f.idx_bytes == 1 ? 5 : 11;
+    const int page_tokens = 64;
+    SCOPED_TRACE(form_name(f));
+    const OutlierLayout lay = layout_of(f, n_heads, head_dim);
+    for (const int n : {1, 47, 64}) {
+      const Page pg = make_page(lay, page_tokens, n, n_heads, head_dim, f.sealed, rng);
+      for (int h = 0; h < n_heads; ++h) {
         KvRun r;
-        r.n = g.n;
-        r.head_dim = g.head_dim;
-        point_run_at(r, lay, pg.block.data(), page_tokens);
-        for (int j : {0, g.n / 2}) {
-          const KvRun s = sub_run(r, j, g.n - j);
-          for (int h = 0; h < g.n_heads; ++h) {
-            KvRun sh = s;
-            sh.out_ch0 = h * g.head_dim;
-            for (int t = 0; t < s.n; ++t) {
-              std::vector<uint32_t> want;
-              for_each_run_outlier(sh, t, [&](size_t c, float) { want.push_back(uint32_t(c)); });
-              uint32_t b = 0, u = 0;
-              cpu::run_outlier_range(sh, t, &b, &u);
-              ASSERT_LE(b, u);
-              std::vector<uint32_t> got;
-              for (uint32_t k = b; k < u; ++k) {
-                const uint32_t i = idx_bytes == 1 ? sh.out_idx[k] : uint32_t(sh.out_idx[2 * k] | sh.out_idx[2 * k + 1] << 8);
-                got.push_back(i - uint32_t(sh.out_ch0));
+        r.n = n;
+        r.head_dim = head_dim;
+        point_run_at(r, lay, pg.block.data(), page_tokens, h);
+        // Whole runs and sub-runs that start and stop inside the page.
+        for (const auto& [j, m] : {std::pair{0, n}, std::pair{n / 3, n - n / 3}, std::pair{n / 2, (n + 3) / 4}}) {
+          if (m <= 0) continue;
+          const KvRun s = sub_run(r, j, m);
+          std::vector<std::tuple<int, uint32_t, float>> got, want;
+          for_each_run_outlier(s, [&](int t, size_t c, float v) { got.push_back({t, uint32_t(c), v}); });
+          for (int t = 0; t < m; ++t) {
+            for (const auto& [i, v] : pg.entries[size_t(j + t)]) {
+              if (i >= uint32_t(r.out_ch0) && i < uint32_t(r.out_ch0 + head_dim)) {
+                want.push_back({t, i - uint32_t(r.out_ch0), v});
               }
-              ASSERT_EQ(got, want) << "from " << j << " head " << h << " token " << t;
             }
           }
+          ASSERT_EQ(got, want) << "n " << n << " from " << j << " count " << m << " head " << h;
         }
       }
     }
@@ -157,52 +167,47 @@ TEST(OutlierWalk, RunDecodersMatchTheirReferencesInEveryLayout) {
   Rng rng(29);
   const int head_dim = 64, bits = 3, n = 41, page_tokens = 64;
   const float levels[8] = {-1.0f, -0.6f, -0.3f, -0.1f, 0.1f, 0.3f, 0.6f, 1.0f};
-  for (const uint8_t ptr_bytes : {uint8_t(2), uint8_t(4)}) {
-    for (const uint8_t idx_bytes : {uint8_t(1), uint8_t(2)}) {
-      const OutlierLayout lay{ptr_bytes, idx_bytes};
-      const int n_heads = idx_bytes == 1 ? 3 : 9;
-      const size_t row_values = size_t(head_dim) * size_t(n_heads);
-      const Page pg = make_page(lay, page_tokens, n, row_values, rng);
-      // Token-major records: codes of the head, then its NormParams.
-      const size_t code_bytes = size_t(head_dim) * bits / 8, stride = code_bytes + sizeof(NormParams);
-      std::vector<uint8_t> rows(size_t(n) * stride);
-      for (int t = 0; t < n; ++t) {
-        for (size_t b = 0; b < code_bytes; ++b) rows[size_t(t) * stride + b] = uint8_t(rng.below(256));
-        const NormParams np{f32_to_f16(float(rng.normal())), f32_to_f16(0.5f + float(rng.below(100)) / 50.0f)};
-        std::memcpy(&rows[size_t(t) * stride + code_bytes], &np, sizeof np);
-      }
-      std::vector<float> half(static_cast<size_t>(head_dim)), zero(half.size());
-      for (int c = 0; c < head_dim; ++c) half[size_t(c)] = 0.5f + float(c % 7), zero[size_t(c)] = float(c % 5) - 2.0f;
-      for (const KvFormat f : {KvFormat::kCodebookRow, KvFormat::kCodebookPc}) {
-        for (int h : {0, n_heads - 1}) {
-          SCOPED_TRACE(std::string(kv_format_name(f)) + " ptr " + std::to_string(ptr_bytes) + " idx " +
-                       std::to_string(idx_bytes) + " head " + std::to_string(h));
-          KvRun r;
-          r.format = f;
-          r.n = n;
-          r.head_dim = head_dim;
-          r.bits = bits;
-          r.rows = rows.data();
-          r.stride = stride;
-          r.meta_stride = stride;
-          r.norm_off = ptrdiff_t(code_bytes);
-          r.levels = levels;
-          r.ch_half = half.data();
-          r.ch_zero = zero.data();
-          point_run_at(r, lay, pg.block.data(), page_tokens);
-          r.out_ch0 = h * head_dim;
-          for (int j : {0, 7}) {
-            const KvRun s = sub_run(r, j, n - j);
-            std::vector<float> a(size_t(s.n) * head_dim), b(a.size());
-            cpu::decode_run(s, a.data());
-            ref::decode_run_ref(s, b.data());
-            ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << "from " << j;
-            // Every outlier of the head is exact in the decoded rows.
-            for (int t = 0; t < s.n; ++t) {
-              for (const auto& [i, v] : pg.entries[size_t(j + t)]) {
-                if (i >= uint32_t(r.out_ch0) && i < uint32_t(r.out_ch0 + head_dim)) {
-                  ASSERT_EQ(b[size_t(t) * head_dim + (i - uint32_t(r.out_ch0))], v);
-                }
+  for (const Form& fm : kForms) {
+    const int n_heads = fm.idx_bytes == 1 ? 3 : 9;
+    const OutlierLayout lay = layout_of(fm, n_heads, head_dim);
+    const Page pg = make_page(lay, page_tokens, n, n_heads, head_dim, fm.sealed, rng);
+    // Token-major records: codes of the head, then its NormParams.
+    const size_t code_bytes = size_t(head_dim) * bits / 8, stride = code_bytes + sizeof(NormParams);
+    std::vector<uint8_t> rows(size_t(n) * stride);
+    for (int t = 0; t < n; ++t) {
+      for (size_t b = 0; b < code_bytes; ++b) rows[size_t(t) * stride + b] = uint8_t(rng.below(256));
+      const NormParams np{f32_to_f16(float(rng.normal())), f32_to_f16(0.5f + float(rng.below(100)) / 50.0f)};
+      std::memcpy(&rows[size_t(t) * stride + code_bytes], &np, sizeof np);
+    }
+    std::vector<float> half(static_cast<size_t>(head_dim)), zero(half.size());
+    for (int c = 0; c < head_dim; ++c) half[size_t(c)] = 0.5f + float(c % 7), zero[size_t(c)] = float(c % 5) - 2.0f;
+    for (const KvFormat f : {KvFormat::kCodebookRow, KvFormat::kCodebookPc}) {
+      for (int h : {0, n_heads - 1}) {
+        SCOPED_TRACE(std::string(kv_format_name(f)) + " " + form_name(fm) + " head " + std::to_string(h));
+        KvRun r;
+        r.format = f;
+        r.n = n;
+        r.head_dim = head_dim;
+        r.bits = bits;
+        r.rows = rows.data();
+        r.stride = stride;
+        r.meta_stride = stride;
+        r.norm_off = ptrdiff_t(code_bytes);
+        r.levels = levels;
+        r.ch_half = half.data();
+        r.ch_zero = zero.data();
+        point_run_at(r, lay, pg.block.data(), page_tokens, h);
+        for (int j : {0, 7}) {
+          const KvRun s = sub_run(r, j, n - j);
+          std::vector<float> a(size_t(s.n) * head_dim), b(a.size());
+          cpu::decode_run(s, a.data());
+          ref::decode_run_ref(s, b.data());
+          ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << "from " << j;
+          // Every outlier of the head is exact in the decoded rows.
+          for (int t = 0; t < s.n; ++t) {
+            for (const auto& [i, v] : pg.entries[size_t(j + t)]) {
+              if (i >= uint32_t(r.out_ch0) && i < uint32_t(r.out_ch0 + head_dim)) {
+                ASSERT_EQ(b[size_t(t) * head_dim + (i - uint32_t(r.out_ch0))], v);
               }
             }
           }

@@ -231,14 +231,17 @@ TEST(ContextShift, RefusedWhereItWouldRequantizeOrSplitPages) {
   }
 }
 
-// The paged outliers against a flat list of rows, through appends, truncation and page drops,
-// in every layout a store takes (quant/outlier_layout.h): rows of 200 values (uint8 indices,
-// uint16 pointers), 1000 (uint16, uint16) and 5000 (uint16, uint32).
+// The paged outliers against a flat list of rows, through appends, sealing, truncation (into a
+// sealed page too, which is cut in place and turned back into a growing page by the next
+// append) and page drops, in every layout a store takes (quant/outlier_layout.h): rows of 2 heads of 100
+// values (uint8 indices, uint16 pointers), 8 of 125 (uint16, uint16) and 40 of 125 (uint16,
+// uint32).
 TEST(PagedOutliers, MatchAFlatModel) {
-  for (const size_t row_values : {size_t(200), size_t(1000), size_t(5000)}) {
+  for (const auto& [n_heads, head_dim] : {std::pair{2, 100}, std::pair{8, 125}, std::pair{40, 125}}) {
+    const size_t row_values = size_t(n_heads) * size_t(head_dim);
     SCOPED_TRACE(row_values);
     PagePool pool;
-    PagedOutliers o(&pool, 64, row_values);
+    PagedOutliers o(&pool, 64, n_heads, head_dim);
     EXPECT_EQ(o.layout().idx_bytes, row_values <= 256 ? 1 : 2);
     EXPECT_EQ(o.layout().ptr_bytes, row_values * 64 <= 65535 ? 2 : 4);
     std::vector<std::vector<uint16_t>> model;
@@ -254,35 +257,42 @@ TEST(PagedOutliers, MatchAFlatModel) {
         model.push_back(idx);
       }
     };
-    auto check = [&] {
+    auto check = [&](size_t sealed) {
       ASSERT_EQ(o.n_rows(), model.size());
       size_t nnz = 0;
       for (size_t r = 0; r < model.size(); ++r) {
-        ASSERT_EQ(o.count(r), model[r].size()) << r;
-        for (size_t j = 0; j < model[r].size(); ++j) {
-          ASSERT_EQ(o.index(r, j), model[r][j]);
-          ASSERT_EQ(f16_to_f32(o.value(r, j)), float(model[r][j]));
-        }
+        std::vector<uint16_t> got;
+        o.for_each_in_row(r, [&](uint32_t i, f16_t v) {
+          got.push_back(uint16_t(i));
+          EXPECT_EQ(f16_to_f32(v), float(i));
+        });
+        ASSERT_EQ(got, model[r]) << r;
         nnz += model[r].size();
       }
       EXPECT_EQ(o.nnz(), nnz);
       EXPECT_EQ(o.bytes(), pool.bytes_in_use());
+      EXPECT_EQ(o.sealed_pages(), sealed);
     };
     add(200);
-    check();
-    o.truncate(150);
+    check(0);  // full pages are sealed once a step is done (end_step)
+    o.seal_full_pages();
+    check(3);
+    o.truncate(150);  // into sealed page 2: it stays sealed, cut in place
     model.resize(150);
-    check();
-    add(100);
-    check();
+    check(3);
+    add(100);  // page 2 grows again
+    check(2);
+    o.seal_full_pages();
+    check(3);
     o.drop_front_pages(128);
     model.erase(model.begin(), model.begin() + 128);
-    check();
+    check(1);
     add(64 * 3);
-    check();
+    o.seal_full_pages();
+    check(4);
     o.truncate(0);
     model.clear();
-    check();
+    check(0);
     EXPECT_EQ(pool.bytes_in_use(), 0u);
   }
 }

@@ -145,7 +145,7 @@ TEST(KvState, BadOutlierIndicesAreRefused) {
     const size_t d_kv = size_t(kv_heads) * kHd;
     SCOPED_TRACE("d_kv " + std::to_string(d_kv));
     const int page = PagedRows::kPageTokens;
-    const OutlierLayout lay = OutlierLayout::for_rows(d_kv, page);
+    const OutlierLayout lay = OutlierLayout::for_rows(kv_heads, kHd, page);
     EXPECT_EQ(lay.idx_bytes, d_kv <= 256 ? 1 : 2);
     EXPECT_EQ(lay.ptr_bytes, d_kv <= 1023 ? 2 : 4);
     auto a = build("kvquant-3:sinks=0", kCtx, nullptr, kv_heads);
@@ -198,6 +198,55 @@ TEST(KvState, BadOutlierIndicesAreRefused) {
     EXPECT_EQ(b.cache->n_tokens(0), 0);
     EXPECT_EQ(b.cache->bytes_used(), empty);
   }
+}
+
+// Sealed outlier pages (a full page: CSR by KV head, quant/outlier_layout.h) are validated
+// too: a cell whose channel is beyond the head, whose token slot is beyond the page's rows, or
+// out of order, and a head pointer beyond the page's capacity, are refused; the file as
+// written restores.
+TEST(KvState, BadSealedOutlierPagesAreRefused) {
+  const int page = PagedRows::kPageTokens;
+  const size_t d_kv = size_t(kKvHeads) * kHd;
+  const OutlierLayout lay = OutlierLayout::for_rows(kKvHeads, kHd, page);
+  auto a = build("kvquant-3:sinks=0", kCtx);
+  // 64 tokens whose channel 0 of head 0 and channel 3 of head 1 are far beyond the key
+  // thresholds: outliers in both heads of every token of a full (sealed) page.
+  std::vector<float> x(size_t(page) * d_kv, 0.5f);
+  for (int t = 0; t < page; ++t) x[size_t(t) * d_kv] = x[size_t(t) * d_kv + kHd + 3] = 50.f;
+  for (int il = 0; il < kLayers; ++il) ASSERT_TRUE(a.cache->append(il, page, x.data(), x.data()).ok());
+  ASSERT_TRUE(a.cache->end_step().ok());  // seals the full page
+  const std::string s = state_of(*a.cache);
+  auto b = build("kvquant-3:sinks=0", kCtx);
+  const size_t empty = b.cache->bytes_used();
+  ASSERT_TRUE(restore(*b.cache, s, page).ok());
+  b.cache->clear();
+  // Keys of layer 0: the sink count, the row count and one page of rows, then the sealed block
+  // [cap | sealed][head_ptr x 3][val x cap][cell x cap].
+  const size_t block = 8 + 8 + size_t(page) * (d_kv * 3 / 8);
+  const auto* blk = reinterpret_cast<const uint8_t*>(s.data() + block);
+  ASSERT_TRUE(OutlierLayout::sealed_of(blk));
+  const uint32_t cap = OutlierLayout::cap_of(blk);
+  ASSERT_GE(lay.ptr_at(blk, 1), uint32_t(page));  // head 0: channel 0 of every token
+  ASSERT_EQ(lay.cell_at(blk, 0), 0u);
+  const size_t cell0 = block + lay.sealed_cell_offset(cap);
+  auto refused = [&](const std::string& bad, const char* says) {
+    const Status st = restore(*b.cache, bad, page);
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss) << says;
+    EXPECT_NE(st.message().find(says), std::string::npos) << st.message();
+  };
+  auto with_cell = [&](size_t k, uint16_t c) {
+    std::string bad = s;
+    std::memcpy(bad.data() + cell0 + 2 * k, &c, 2);
+    return bad;
+  };
+  refused(with_cell(0, uint16_t(kHd)), "out of order or beyond");           // channel 64 of a 64-value head
+  refused(with_cell(0, uint16_t(64u << lay.ch_bits)), "out of order or beyond");  // token 64 of 64
+  refused(with_cell(1, 0), "out of order or beyond");                      // token 1 repeats token 0's cell
+  std::string bad = s;
+  lay.set_ptr(reinterpret_cast<uint8_t*>(bad.data() + block), 1, cap + 1);
+  refused(bad, "points past");
+  EXPECT_EQ(b.cache->n_tokens(0), 0);
+  EXPECT_EQ(b.cache->bytes_used(), empty);
 }
 
 // A pool that refuses part way through a restore: kOutOfMemory, the cache as it was, and

@@ -213,7 +213,7 @@ TEST(KvquantStore, ExactValueOutlierCounts) {
 // with the same decoded norm, within half a codebook gap of the inliers; a token whose range no
 // 8-bit norm holds is an error naming the option, and leaves the store as it was.
 TEST(KvquantStore, Norm8ValuesAndTheirLimit) {
-  const int n = 64;  // one whole page: its outlier block is then shrunk to what bytes_for counts
+  const int n = 64;  // one whole page: once sealed (end_step), its outlier block is what bytes_for counts
   const auto x = laplace_rows(n, kShape.row_values(), 8);
   for (double outliers : {0.0, 0.02}) {
     KvquantOptions o;
@@ -224,6 +224,7 @@ TEST(KvquantStore, Norm8ValuesAndTheirLimit) {
     auto s = KvquantStore::make(kShape, test_pool(), KvRole::kValue, o, params_for(x, n, 3, 0, KvRole::kValue)).value();
     EXPECT_NE(s->name().find(":norm=8"), std::string::npos) << s->name();
     for (int il = 0; il < kShape.n_layers; ++il) ASSERT_TRUE(s->append(il, n, x.data()).ok());
+    ASSERT_TRUE(s->end_step().ok());
     const size_t bytes = s->bytes_used();
     EXPECT_EQ(bytes, s->bytes_for(n));
     std::vector<float> big(kShape.row_values(), 1.0f);

@@ -61,9 +61,12 @@ TEST(BitsAccounting, KvquantMatchesPaper) {
   EXPECT_NEAR(r4.total_bytes() / double(1ull << 30), 17.3, 0.15);
 }
 
-// The outliers cost what the cache's page layout stores (quant/outlier_layout.h): on the
-// testbed (6 layers, 2 KV heads of 64: d_kv 128) uint8 indices and uint16 page-local pointers;
-// at d_kv 512 uint16 indices and pointers; at LLaMA-7B's 4096 uint16 and uint32 (above).
+// The outliers cost what the cache's page layout stores (quant/outlier_layout.h): full pages
+// sealed (a value and a uint16 cell per outlier; a capacity word and n_kv_heads + 1 head
+// pointers per page), the newest page growing (a value and an index per outlier, a capacity
+// word and 65 row pointers). On the testbed (6 layers, 2 KV heads of 64: d_kv 128) uint8
+// indices and uint16 pointers; at d_kv 512 uint16 indices and pointers; at LLaMA-7B's 4096
+// uint16 and uint32.
 TEST(BitsAccounting, KvquantOutliersFollowTheStoresLayout) {
   struct Case {
     int kv_heads;
@@ -71,16 +74,24 @@ TEST(BitsAccounting, KvquantOutliersFollowTheStoresLayout) {
   };
   for (const Case c : {Case{2, 1, 2}, Case{8, 2, 2}, Case{32, 2, 4}}) {
     const int d_kv = c.kv_heads * 64;
+    const double per_token = 2.0 * double(outliers_per_side(size_t(d_kv), 0.01));
+    // 1024 tokens after the sink: 16 sealed pages.
     const auto r = account_bits(kvquant_config(6, c.kv_heads, 64, 3, 0.01, 1), 1025).value();
-    const double nq = 1024, pages = 16, per_token = 2.0 * double(outliers_per_side(size_t(d_kv), 0.01));
+    const double nq = 1024, pages = 16;
     EXPECT_DOUBLE_EQ(r.v.outlier_values, nq * per_token * 2 * 6) << d_kv;
-    EXPECT_DOUBLE_EQ(r.v.outlier_indices, nq * per_token * c.idx_bytes * 6) << d_kv;
-    EXPECT_DOUBLE_EQ(r.v.outlier_pointers, (nq * c.ptr_bytes + pages * (4 + c.ptr_bytes)) * 6) << d_kv;
-    EXPECT_DOUBLE_EQ(r.k.outlier_indices, nq * 0.01 * d_kv * c.idx_bytes * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.v.outlier_indices, nq * per_token * 2 * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.v.outlier_pointers, pages * (4 + c.ptr_bytes * (c.kv_heads + 1)) * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(r.k.outlier_indices, nq * 0.01 * d_kv * 2 * 6) << d_kv;
     EXPECT_DOUBLE_EQ(r.k.outlier_pointers, r.v.outlier_pointers) << d_kv;
-    const OutlierLayout lay = OutlierLayout::for_rows(size_t(d_kv), 64);
+    // 1000 tokens: 15 sealed pages and one growing page of 40 rows.
+    const auto g = account_bits(kvquant_config(6, c.kv_heads, 64, 3, 0.01, 1), 1001).value();
+    EXPECT_DOUBLE_EQ(g.v.outlier_indices, (960 * 2 + 40 * c.idx_bytes) * per_token * 6) << d_kv;
+    EXPECT_DOUBLE_EQ(g.v.outlier_pointers,
+                     (15 * (4 + c.ptr_bytes * (c.kv_heads + 1)) + (4 + c.ptr_bytes * 65)) * 6) << d_kv;
+    const OutlierLayout lay = OutlierLayout::for_rows(c.kv_heads, 64, 64);
     EXPECT_EQ(lay.idx_bytes, c.idx_bytes);
     EXPECT_EQ(lay.ptr_bytes, c.ptr_bytes);
+    EXPECT_TRUE(lay.can_seal(64));
   }
 }
 
