@@ -95,7 +95,7 @@ bool fill(kvq::KvCache& c, int n, int step) {
 void write_seeds(const std::string& dir) {
   Fixture& f = fixture();
   for (size_t i = 0; i < f.caches.size(); ++i) {
-    for (int n : {3, 50}) {
+    for (int n : {3, 70}) {  // 70: a sealed outlier page and a growing one
       kvq::KvCache& c = *f.caches[i];
       c.clear();
       if (!fill(c, n, 24)) std::abort();
