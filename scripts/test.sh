@@ -32,7 +32,7 @@ for f in gguf gguf_struct tokenizer bpe_tokenizer args cache_spec calib logprob 
   [ -d tests/fuzz/corpus/$f ] && cp tests/fuzz/corpus/$f/* "$corpus"/
   echo "-- fuzzing $f for ${secs}s"
   len=4096
-  case $f in calib|logprob) len=16384 ;; session) len=32768 ;; esac  # their seeds (real files) are larger
+  case $f in calib|logprob) len=16384 ;; session) len=65536 ;; esac  # their seeds (real files) are larger
   build/asan/bin/${f}_fuzz -max_total_time="$secs" -max_len=$len -print_final_stats=1 "$corpus" 2>&1 | tail -3
   rm -rf "$corpus"
 done
