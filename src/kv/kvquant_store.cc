@@ -340,7 +340,7 @@ size_t KvquantStore::bytes_for(int n) const {
     for (int t = 0; t < nq; t += page) {
       const int rows = std::min(page, nq - t);
       const size_t nnz = size_t(rows) * 2 * per_side;
-      sparse += rows == page && lay.can_seal(page) ? lay.sealed_page_bytes(nnz) : lay.growing_page_bytes(page, nnz);
+      sparse += rows == page && lay.can_seal(page) ? lay.sealed_block_bytes(nnz) : lay.block_bytes(page, nnz);
     }
   }
   // Layers differ only in their width (kvquant-mixed): the codes and the codebook.

@@ -13,7 +13,6 @@ PagedOutliers& PagedOutliers::operator=(PagedOutliers&& o) noexcept {
   std::swap(pool_, o.pool_);
   std::swap(page_, o.page_);
   std::swap(head_dim_, o.head_dim_);
-  std::swap(row_values_, o.row_values_);
   std::swap(layout_, o.layout_);
   std::swap(n_rows_, o.n_rows_);
   std::swap(nnz_, o.nnz_);
@@ -116,7 +115,6 @@ bool PagedOutliers::unseal(size_t p, size_t extra) {
   const int sh = layout_.ch_bits;
   const uint32_t mask = (1u << sh) - 1u;
   uint8_t* val = blk + layout_.val_offset(page_);
-  uint8_t* idx = blk + layout_.idx_offset(page_, new_cap);
   size_t k = 0;
   layout_.set_ptr(blk, 0, 0);
   for (size_t s = 0; s < rows; ++s) {
@@ -124,15 +122,9 @@ bool PagedOutliers::unseal(size_t p, size_t extra) {
       for (; next[h] < end[h]; ++next[h]) {
         const uint16_t c = layout_.cell_at(old, next[h]);
         if (size_t(c >> sh) != s) break;
-        const auto i = uint16_t(h * head_dim_ + (c & mask));
         std::memcpy(val + k * OutlierLayout::kValBytes, old + layout_.sealed_val_offset() + next[h] * OutlierLayout::kValBytes,
                     OutlierLayout::kValBytes);
-        if (layout_.idx_bytes == 1) {
-          idx[k] = uint8_t(i);
-        } else {
-          std::memcpy(idx + 2 * k, &i, 2);
-        }
-        ++k;
+        layout_.set_idx(blk, page_, new_cap, k++, uint32_t(h * head_dim_ + (c & mask)));
       }
     }
     layout_.set_ptr(blk, s + 1, uint32_t(k));
@@ -165,14 +157,9 @@ Status PagedOutliers::append_row(const uint16_t* idx, const f16_t* val, size_t c
   }
   uint8_t* blk = pages_[p];
   if (count > 0) {  // idx / val may be null then
-    KVQ_CHECK(idx[count - 1] < row_values_);
+    KVQ_CHECK(idx[count - 1] < row_values());
     std::memcpy(blk + layout_.val_offset(page_) + have * OutlierLayout::kValBytes, val, count * OutlierLayout::kValBytes);
-    uint8_t* dst = blk + layout_.idx_offset(page_, cap(p)) + have * layout_.idx_bytes;
-    if (layout_.idx_bytes == 1) {
-      for (size_t k = 0; k < count; ++k) dst[k] = uint8_t(idx[k]);
-    } else {
-      std::memcpy(dst, idx, count * 2);
-    }
+    for (size_t k = 0; k < count; ++k) layout_.set_idx(blk, page_, cap(p), have + k, idx[k]);
   }
   layout_.set_ptr(blk, slot + 1, uint32_t(have + count));
   ++n_rows_;
@@ -302,9 +289,9 @@ Status PagedOutliers::read(ByteReader& r, size_t n_rows, std::string_view what) 
     const bool is_sealed = (word & OutlierLayout::kSealed) != 0;
     const uint32_t c = word & ~OutlierLayout::kSealed;
     // The bound that also keeps every pointer within its width (OutlierLayout::for_rows).
-    if (c > OutlierLayout::max_cap(row_values_, page_)) {
+    if (c > OutlierLayout::max_cap(row_values(), page_)) {
       return r.corrupt(name + ": page " + std::to_string(p) + " claims room for " + std::to_string(c) +
-                       " outliers, more than its " + std::to_string(page_) + " rows of " + std::to_string(row_values_) +
+                       " outliers, more than its " + std::to_string(page_) + " rows of " + std::to_string(row_values()) +
                        " values hold");
     }
     if (is_sealed && !layout_.can_seal(page_)) {
@@ -323,7 +310,7 @@ Status PagedOutliers::read(ByteReader& r, size_t n_rows, std::string_view what) 
     // The block is b bytes, read in full; pointers and the c entries lie inside it by its
     // layout, and an entry is read only below a checked pointer.
     const std::string bad =
-        is_sealed ? check_sealed(layout_, blk, rows, head_dim_) : check_growing(layout_, blk, page_, rows, row_values_);
+        is_sealed ? check_sealed(layout_, blk, rows, head_dim_) : check_growing(layout_, blk, page_, rows, row_values());
     if (!bad.empty()) {
       pool_->release(blk, b);
       return r.corrupt(name + ": outlier page " + std::to_string(p) + ": " + bad);

@@ -34,7 +34,7 @@ class PagedOutliers {
   // Rows of n_heads heads of head_dim values (indices below their product), pages of
   // page_tokens rows.
   PagedOutliers(PagePool* pool, int page_tokens, int n_heads, int head_dim)
-      : pool_(pool), page_(page_tokens), head_dim_(size_t(head_dim)), row_values_(size_t(n_heads) * size_t(head_dim)),
+      : pool_(pool), page_(page_tokens), head_dim_(size_t(head_dim)),
         layout_(OutlierLayout::for_rows(n_heads, head_dim, page_tokens)) {}
   PagedOutliers(PagedOutliers&& o) noexcept { *this = std::move(o); }
   PagedOutliers& operator=(PagedOutliers&& o) noexcept;
@@ -78,6 +78,7 @@ class PagedOutliers {
   bool sealed(size_t p) const { return OutlierLayout::sealed_of(pages_[p]); }
   uint32_t ptr(size_t p, size_t s) const { return layout_.ptr_at(pages_[p], s); }
   size_t rows_in(size_t p) const;
+  size_t row_values() const { return size_t(layout_.n_heads) * head_dim_; }
   // Outliers page p holds.
   size_t page_nnz(size_t p) const { return sealed(p) ? ptr(p, layout_.n_heads) : ptr(p, rows_in(p)); }
   f16_t value_at(size_t p, size_t k) const;
@@ -92,7 +93,7 @@ class PagedOutliers {
 
   PagePool* pool_ = nullptr;
   int page_ = 64;
-  size_t head_dim_ = 0, row_values_ = 0;
+  size_t head_dim_ = 0;
   OutlierLayout layout_;
   size_t n_rows_ = 0, nnz_ = 0, bytes_ = 0;
   std::vector<uint8_t*> pages_;  // OutlierPage blocks (null while a new page is being made)

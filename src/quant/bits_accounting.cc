@@ -133,8 +133,8 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
         b.outlier_values = rows * per_token * double(OutlierLayout::kValBytes) * L;
         b.outlier_indices = (double(full_rows) * double(OutlierLayout::kCellBytes) + double(part_rows) * double(lay.idx_bytes)) *
                             per_token * L;
-        b.outlier_pointers = (double(full_rows / kKvPageTokens) * double(lay.sealed_page_bytes(0)) +
-                              part_pages * double(lay.growing_page_bytes(kKvPageTokens, 0))) *
+        b.outlier_pointers = (double(full_rows / kKvPageTokens) * double(lay.sealed_block_bytes(0)) +
+                              part_pages * double(lay.block_bytes(kKvPageTokens, 0))) *
                              L;
       }
       break;

@@ -13,7 +13,8 @@
 //     cell = slot << ch_bits | channel within the head.
 // A sealed page lets attention take a (page, head) run's outliers as one list: no search of
 // each token's entries for the head's range, which cost a third of KVQuant's decode attention
-// (docs/PERFORMANCE.md). It is also smaller: no pointer per token.
+// (docs/PERFORMANCE.md). It carries no pointer per token, but a 2-byte cell per outlier: about
+// the size of the growing form.
 // The widths are fixed per store at construction, from its shape alone, so they cost no branch
 // per page: I = uint8 when every index of a row fits (row_values <= 256), else uint16; P =
 // uint16 when a full page of outliers fits (page_tokens * row_values <= 65535), else uint32;
@@ -67,11 +68,6 @@ struct OutlierLayout {
   constexpr size_t sealed_val_offset() const { return kCapBytes + size_t(ptr_bytes) * (size_t(n_heads) + 1); }
   constexpr size_t sealed_cell_offset(size_t cap) const { return sealed_val_offset() + cap * kValBytes; }
   constexpr size_t sealed_block_bytes(size_t cap) const { return sealed_cell_offset(cap) + cap * kCellBytes; }
-  // What accounting charges: a sealed (full) page its capacity word, its head pointers and a
-  // value and cell per outlier; the growing page its capacity word, its row pointers and a
-  // value and index per outlier.
-  constexpr size_t sealed_page_bytes(size_t nnz) const { return sealed_block_bytes(nnz); }
-  constexpr size_t growing_page_bytes(int page_tokens, size_t cap) const { return block_bytes(page_tokens, cap); }
 
   // Generic (unhurried) readers of a block, for validation and the scalar store paths; the
   // kernels read typed pointers (kernels/kv_run.h).
@@ -85,6 +81,16 @@ struct OutlierLayout {
   // Bytes of a block in either form.
   size_t bytes_of(const uint8_t* block, int page_tokens) const {
     return sealed_of(block) ? sealed_block_bytes(cap_of(block)) : block_bytes(page_tokens, cap_of(block));
+  }
+  // Entry k's index of a growing block of capacity cap: written at the layout's width.
+  void set_idx(uint8_t* block, int page_tokens, size_t cap, size_t k, uint32_t i) const {
+    uint8_t* p = block + idx_offset(page_tokens, cap) + k * idx_bytes;
+    if (idx_bytes == 1) {
+      *p = uint8_t(i);
+    } else {
+      const auto i16 = uint16_t(i);
+      std::memcpy(p, &i16, 2);
+    }
   }
   uint16_t cell_at(const uint8_t* block, size_t k) const {
     uint16_t v;

@@ -77,15 +77,7 @@ Page make_page(const OutlierLayout& lay, int page_tokens, int n, int n_heads, in
   std::memcpy(pg.block.data(), &c32, 4);
   for (size_t s = 0; s < ptr.size(); ++s) lay.set_ptr(pg.block.data(), s, ptr[s]);
   std::memcpy(pg.block.data() + lay.val_offset(page_tokens), val.data(), val.size() * 2);
-  uint8_t* ip = pg.block.data() + lay.idx_offset(page_tokens, cap);
-  for (size_t k = 0; k < idx.size(); ++k) {
-    if (lay.idx_bytes == 1) {
-      ip[k] = uint8_t(idx[k]);
-    } else {
-      const auto i16 = uint16_t(idx[k]);
-      std::memcpy(ip + 2 * k, &i16, 2);
-    }
-  }
+  for (size_t k = 0; k < idx.size(); ++k) lay.set_idx(pg.block.data(), page_tokens, cap, k, idx[k]);
   return pg;
 }
 
