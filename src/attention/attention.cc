@@ -142,7 +142,7 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
 bool scores_unpack_once(KvFormat f) {
   return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
 }
-bool accumulate_unpacks_once(KvFormat f) { return f == KvFormat::kUniformRow; }
+bool accumulate_unpacks_once(KvFormat f) { return f == KvFormat::kUniformRow || f == KvFormat::kCodebookRow; }
 
 // Scores of n_q queries against one run of keys: s[i * ld + j] for j < run.n.
 void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q, float* s) {
@@ -226,6 +226,16 @@ int window_start(const Call& c, int pos, int c0, int n_valid) {
   return std::clamp(pos - c.p->window + 1 - c0, 0, n_valid);
 }
 
+// q_i <- R^T q_i for queries [0, n_q) (rows of head_dim) and the angle set cs (Rope::angles).
+void rotate_queries(const Call& c, float* q, int n_q, const float* cs) {
+  const Rope& rope = *c.p->rope;
+  if (c.path == KernelPath::kSimd && rope.pair_stride() == 1 &&
+      cpu::rope_rotate_rows(q, n_q, c.p->head_dim, rope.rope_dim(), cs, true)) {
+    return;
+  }
+  for (int i = 0; i < n_q; ++i) rope.rotate(q + size_t(i) * size_t(c.p->head_dim), cs, true);
+}
+
 // The state of queries w.qbuf[0, n_q) of KV head h (query i at position pos[i / group]) over
 // chunk ci: w.st and w.o. Depends only on the queries, the chunk and its contents.
 void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos) {
@@ -248,12 +258,12 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
   if (c.k.pre_rope) {
     // q . R(c0 + r + j) k = (R(r)^T R(c0)^T q) . (R(j) k): rotate the query to the chunk start.
     std::memcpy(w.qc, w.qbuf, size_t(n_q) * hd * sizeof(float));
-    for (int i = 0; i < n_q; ++i) c.p->rope->rotate(w.qc + size_t(i) * hd, &c.chunk_rot[size_t(ci) * c.p->rope->rope_dim()], true);
+    rotate_queries(c, w.qc, n_q, &c.chunk_rot[size_t(ci) * c.p->rope->rope_dim()]);
   }
   for_each_run(c.k, h, c0, c1, [&](const KvRun& run, int t) {
     if (c.k.pre_rope) {
       std::memcpy(w.qrot, w.qc, size_t(n_q) * hd * sizeof(float));
-      for (int i = 0; i < n_q; ++i) c.p->rope->rotate(w.qrot + size_t(i) * hd, c.p->rope->offset(t - c0), true);
+      rotate_queries(c, w.qrot, n_q, c.p->rope->offset(t - c0));
       q = w.qrot;
     }
     score_run(c, w, run, q, n_q, w.s + (t - c0));

@@ -221,6 +221,40 @@ HWY_INLINE void RopeRowsNeoxImpl(D d, float* x, int n_rows, size_t hd, size_t ha
   }
 }
 
+// Rows rotated by one angle set, cs = (c0, s0, c1, s1, ...) as Rope::angles gives it, adjacent
+// pairs: (x0, x1) -> (x0 c - x1 s, x1 c + x0 s), or with the transpose s -> -s; one product
+// and one FMA per dim (Rope::rotate, the spec, rounds both products: within a rounding).
+#if HWY_TARGET != HWY_SCALAR
+template <class D>
+HWY_INLINE void RopeSameImpl(D d, float* x, int n_rows, size_t hd, size_t rope_dim, const float* cs, bool transpose) {
+  const size_t N = hn::Lanes(d);
+  const auto plus = hn::Set(d, 1.0f);
+  const auto minus = hn::Neg(plus);
+  // Lanes (even, odd): (-1, 1) for R, (1, -1) for R^T.
+  const auto sign = transpose ? hn::OddEven(minus, plus) : hn::OddEven(plus, minus);
+  for (int j = 0; j < n_rows; ++j) {
+    float* r = x + size_t(j) * hd;
+    for (size_t i = 0; i < rope_dim; i += N) {
+      const auto v = hn::LoadU(d, r + i), a = hn::LoadU(d, cs + i);
+      const auto partner = hn::Mul(hn::Reverse2(d, v), hn::Mul(hn::DupOdd(a), sign));
+      hn::StoreU(hn::MulAdd(v, hn::DupEven(a), partner), d, r + i);
+    }
+  }
+}
+#endif
+
+bool RopeRotateRows(float* x, int n_rows, int head_dim, int rope_dim, const float* cs, bool transpose) {
+#if HWY_TARGET == HWY_SCALAR
+  return false;  // one lane holds no pair (and the target has no DupOdd)
+#else
+  const hn::ScalableTag<float> d;
+  const size_t rd = size_t(rope_dim);
+  if (rd % hn::Lanes(d) == 0) return RopeSameImpl(d, x, n_rows, size_t(head_dim), rd, cs, transpose), true;
+  if (rd % 4 == 0) return RopeSameImpl(hn::CappedTag<float, 4>(), x, n_rows, size_t(head_dim), rd, cs, transpose), true;
+  return false;
+#endif
+}
+
 void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table, int pair_stride) {
   const hn::ScalableTag<float> d;
   const size_t hd = size_t(head_dim);
@@ -323,6 +357,7 @@ HWY_EXPORT(ScoresF16);
 HWY_EXPORT(AccumulateF32);
 HWY_EXPORT(AccumulateF16);
 HWY_EXPORT(RopeRowsTable);
+HWY_EXPORT(RopeRotateRows);
 HWY_EXPORT(ConvertF32ToF16);
 HWY_EXPORT(ConvertF16ToF32);
 HWY_EXPORT(Softmax);
@@ -347,6 +382,9 @@ void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t
 }
 void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int pair_stride) {
   HWY_DYNAMIC_DISPATCH(RopeRowsTable)(x, n_rows, head_dim, table, pair_stride);
+}
+bool rope_rotate_rows(float* x, int n_rows, int head_dim, int rope_dim, const float* cs, bool transpose) {
+  return HWY_DYNAMIC_DISPATCH(RopeRotateRows)(x, n_rows, head_dim, rope_dim, cs, transpose);
 }
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertF32ToF16)(x, y, n);

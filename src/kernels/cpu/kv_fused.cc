@@ -477,18 +477,30 @@ HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRIC
       F16At);
 }
 
-// Values: out[c] += p_t (exact - dense).
+// Values: out_i[c] += p_it (exact - dense) for queries [0, n_q) (p and out ldp and head_dim
+// apart), the dense value decoded once for all of them; norms: the tokens' decoded norms where
+// some p_it is not 0 (null: decoded here).
 template <int kBits>
-HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
-  const size_t stride = r.stride;
+HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp,
+                                          const NormF* HWY_RESTRICT norms, float* HWY_RESTRICT out) {
+  const size_t stride = r.stride, hd = size_t(r.head_dim);
   const uint8_t* rows = r.rows;
   const float* levels = r.levels;
   for_each_run_outlier(
       r,
       [=, &r](int t, size_t c, float exact) {
-        if (p[t] == 0.0f) return;
-        const NormF f = RunNorm(r, t);
-        out[c] += p[t] * (exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * f.half + f.zero));
+        float d = 0.0f;
+        bool decoded = false;
+        for (int i = 0; i < n_q; ++i) {
+          const float pt = p[size_t(i) * ldp + size_t(t)];
+          if (pt == 0.0f) continue;
+          if (!decoded) {
+            const NormF f = norms ? norms[t] : RunNorm(r, t);
+            d = exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * f.half + f.zero);
+            decoded = true;
+          }
+          out[size_t(i) * hd + c] += pt * d;
+        }
       },
       F16At);
 }
@@ -570,65 +582,95 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* tab
   return false;
 }
 
-// KVQuant values: a 2^bits table scaled by p_t half_t per token feeds the codebook axpy; the
-// zero points are summed once; sparse outliers correct their dense value.
+// KVQuant values: out_i += sum_t (p_it half_t) level[code_t] + sum_t p_it zero_t; sparse
+// outliers then correct their dense value. A row's codes are looked up in the levels once
+// (lane permutes) for every query of a pass (a GQA group) and each query's weight
+// a_it = p_it half_t multiplies them in one FMA; the channels go in passes whose sums stay in
+// registers while the run's tokens stream by. A query's sums are the same chains whatever the
+// pass size (prefill and decode agree). Rows of a length the packing splits unevenly: a 2^bits
+// table scaled per token feeds the codebook axpy, query by query.
 template <int kBits>
-void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
   const DF df;
   const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
-  float zsum = 0.0f;
-  if (hn::MaxLanes(df) >= (1u << kBits) && r.n <= 64 && hd % kChunk == 0) {
-    // The table fits one register: per token it is scaled there (a_t * levels) and looked up
-    // by a lane permute; the channels go in passes of kV vectors whose sums stay in registers
-    // while the run's tokens stream by.
-    constexpr size_t kV = 8;
-    float a[64];
-    for (int t = 0; t < r.n; ++t) {
-      a[t] = 0.0f;
-      if (p[t] == 0.0f) continue;
-      const NormF f = RunNorm(r, t);
-      a[t] = p[t] * f.half;
-      zsum += p[t] * f.zero;
+  // Then the zero points' sum, after the outliers.
+  auto add_zero = [&](float* oi, float zsum) {
+    const auto z = hn::Set(df, zsum);
+    size_t i = 0;
+    for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, oi + i), z), df, oi + i);
+    for (; i < hd; ++i) oi[i] += zsum;
+  };
+  if (!(r.n <= 64 && hd % kChunk == 0)) {
+    HWY_ALIGN float alut[16] = {};
+    for (int q = 0; q < n_q; ++q) {
+      const float* pi = p + size_t(q) * ldp;
+      float* oi = out + size_t(q) * hd;
+      float zsum = 0.0f;
+      for (int t = 0; t < r.n; ++t) {
+        if (pi[t] == 0.0f) continue;
+        const NormF f = RunNorm(r, t);
+        const float a = pi[t] * f.half;
+        for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
+        zsum += pi[t] * f.zero;
+        AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, oi);
+      }
+      if (r.out_ptr) ValueOutlierCorrections<kBits>(r, pi, 1, ldp, nullptr, oi);
+      add_zero(oi, zsum);
     }
-    const auto levels = hn::LoadU(df, r.levels);
-    // kV vectors of channels from c0 on; the count is a compile-time constant, so the sums stay
-    // in registers and the inner loop has no exits.
+    return;
+  }
+  ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
+    constexpr size_t kV = kQ >= 4 ? 2 : kQ == 2 ? 4 : 8;
+    // a[i][t] = p_it half_t (0 where p_it is 0, whatever the norm), and tokens some query reads.
+    float a[kQ][64], zsum[kQ] = {};
+    int live[64], n_live = 0;
+    NormF norms[64];  // of the live tokens, for the outliers
+    for (int t = 0; t < r.n; ++t) {
+      bool any = false;
+      NormF& f = norms[t];
+      for (int i = 0; i < kQ; ++i) {
+        const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+        a[i][t] = 0.0f;
+        if (pt == 0.0f) continue;
+        if (!any) f = RunNorm(r, t);
+        any = true;
+        a[i][t] = pt * f.half;
+        zsum[i] += pt * f.zero;
+      }
+      if (any) live[n_live++] = t;
+    }
     auto pass = [&](auto kv, size_t c0) {
       constexpr size_t kNv = decltype(kv)::value;
-      hn::Vec<DF> acc[kNv];
-      for (size_t v = 0; v < kNv; ++v) acc[v] = hn::Zero(df);
-      for (int t = 0; t < r.n; ++t) {
-        if (a[t] == 0.0f) continue;
-        const auto table = hn::Mul(hn::Set(df, a[t]), levels);
+      hn::Vec<DF> acc[kQ][kNv];
+      for (auto& x : acc) {
+        for (auto& v : x) v = hn::Zero(df);
+      }
+      for (int k = 0; k < n_live; ++k) {
+        const int t = live[k];
+        hn::Vec<DF> w[kQ];
+        for (int i = 0; i < kQ; ++i) w[i] = hn::Set(df, a[i][t]);
         const uint8_t* row = r.rows + size_t(t) * r.stride;
         for (size_t v = 0; v < kNv; ++v) {
-          const size_t i = c0 + v * N;
-          const auto idx = hn::BitCast(DI(), UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk));
-          acc[v] = hn::Add(acc[v], hn::TableLookupLanes(table, hn::IndicesFromVec(df, idx)));
+          const size_t c = c0 + v * N;
+          const auto idx = hn::BitCast(DI(), UnpackCodes<kBits>(row + c / kChunk * 2 * kBits, c % kChunk));
+          const auto lv = Lut<kBits>(r.levels, idx);
+          for (int i = 0; i < kQ; ++i) acc[i][v] = hn::MulAdd(w[i], lv, acc[i][v]);
         }
       }
-      for (size_t v = 0; v < kNv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, out + c0 + v * N), acc[v]), df, out + c0 + v * N);
+      for (int i = 0; i < kQ; ++i) {
+        float* o = out + size_t(i0 + i) * hd + c0;
+        for (size_t v = 0; v < kNv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, o + v * N), acc[i][v]), df, o + v * N);
+      }
     };
     size_t c0 = 0;
     for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
     for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
-  } else {
-    HWY_ALIGN float alut[16] = {};
-    for (int t = 0; t < r.n; ++t) {
-      if (p[t] == 0.0f) continue;
-      const NormF f = RunNorm(r, t);
-      const float a = p[t] * f.half;
-      for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
-      zsum += p[t] * f.zero;
-      AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, out);
-    }
-  }
-  // Outliers in a pass of their own, so that the row loop above keeps its registers.
-  if (r.out_ptr) ValueOutlierCorrections<kBits>(r, p, out);
-  const auto z = hn::Set(df, zsum);
-  size_t i = 0;
-  for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, out + i), z), df, out + i);
-  for (; i < hd; ++i) out[i] += zsum;
+    // Outliers in a pass of their own, so that the row loops keep their registers.
+    if (r.out_ptr) ValueOutlierCorrections<kBits>(r, p + size_t(i0) * ldp, kQ, ldp, norms, out + size_t(i0) * hd);
+    for (int i = 0; i < kQ; ++i) add_zero(out + size_t(i0 + i) * hd, zsum[i]);
+  });
 }
 
 bool ScoreRunFused(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
@@ -675,18 +717,13 @@ bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, flo
       });
       return fused;
     }
-    case KvFormat::kCodebookRow: {
-      auto each = [&](auto kernel) {
-        for (int i = 0; i < n_q; ++i) kernel(r, p + size_t(i) * ldp, out + size_t(i) * hd);
-        return true;
-      };
+    case KvFormat::kCodebookRow:
       switch (r.bits) {
-        case 2: return each(CodebookRowAccumulate<2>);
-        case 3: return each(CodebookRowAccumulate<3>);
-        case 4: return each(CodebookRowAccumulate<4>);
+        case 2: CodebookRowAccumulate<2>(r, p, n_q, ldp, out); return true;
+        case 3: CodebookRowAccumulate<3>(r, p, n_q, ldp, out); return true;
+        case 4: CodebookRowAccumulate<4>(r, p, n_q, ldp, out); return true;
       }
       return false;
-    }
     default:
       return false;
   }

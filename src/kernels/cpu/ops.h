@@ -61,6 +61,11 @@ void attn_accumulate(const float* p, size_t ldp, int n_q, const f16_t* v, size_t
 // x_j = x_j * C_j + partner(x_j) * S_j, the partner of a dim the other dim of its pair
 // (Rope::pair_stride: 1 adjacent, else the neox half). Spec: Rope::rotate with the same offsets.
 void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int pair_stride = 1);
+// Rotates each row of x: [n_rows, head_dim] by the one angle set cs: [rope_dim / 2][2] (cos, sin;
+// Rope::angles, Rope::offset), adjacent pairs, R or R^T; dims past rope_dim are left alone.
+// Spec: Rope::rotate per row (agrees within a rounding). False, having done nothing, when
+// rope_dim is not a multiple of 4.
+bool rope_rotate_rows(float* x, int n_rows, int head_dim, int rope_dim, const float* cs, bool transpose);
 
 // In-place softmax over x[0, n); round_f16 rounds each probability to f16 (the f16-cache path).
 // Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp.

@@ -9,6 +9,7 @@
 #include "base/rng.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/ref/ops_ref.h"
+#include "kernels/rope.h"
 
 namespace kvq {
 namespace {
@@ -208,6 +209,39 @@ TEST(Kernels, SoftmaxMatchesReference) {
       }
     }
   }
+}
+
+// The queries' rotation by one angle set (attention, pre-RoPE keys) against Rope::rotate, its
+// spec: every head size the models use, partial rotary, both directions, positions far apart.
+// Within a rounding: the kernel fuses one product into an FMA.
+TEST(Kernels, RopeRotateRowsMatchesRopeRotate) {
+  Rng rng(21);
+  for (auto [hd, rope_dim] : {std::pair{8, 8}, {64, 64}, {128, 128}, {128, 64}, {96, 32}, {12, 4}, {20, 12}}) {
+    const Rope rope(hd, rope_dim, 10000.0f);
+    for (int64_t pos : {int64_t(0), int64_t(1), int64_t(777), int64_t(1) << 20}) {
+      for (bool transpose : {false, true}) {
+        std::vector<float> cs(static_cast<size_t>(rope_dim));
+        rope.angles(pos, cs.data());
+        const int n_rows = 3;
+        auto x = random_vec(rng, size_t(n_rows * hd));
+        auto want = x;
+        for (int r = 0; r < n_rows; ++r) rope.rotate(want.data() + size_t(r) * hd, cs.data(), transpose);
+        ASSERT_TRUE(cpu::rope_rotate_rows(x.data(), n_rows, hd, rope_dim, cs.data(), transpose))
+            << hd << " " << rope_dim << " (the SIMD targets take every multiple of 4)";
+        for (size_t i = 0; i < x.size(); ++i) {
+          if (int(i % size_t(hd)) >= rope_dim) {
+            ASSERT_EQ(x[i], want[i]) << "past rope_dim: untouched";
+          } else {
+            ASSERT_NEAR(x[i], want[i], 2e-6f * (std::fabs(want[i]) + 1.0f)) << hd << " " << rope_dim << " " << i;
+          }
+        }
+      }
+    }
+  }
+  float y[6] = {1, 2, 3, 4, 5, 6};
+  const float cs6[6] = {1, 0, 1, 0, 1, 0};
+  EXPECT_FALSE(cpu::rope_rotate_rows(y, 1, 6, 6, cs6, false)) << "rope_dim 6: the caller rotates by Rope::rotate";
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(y[i], float(i + 1)) << "nothing done when refused";
 }
 
 TEST(Kernels, F16ConversionIsExact) {
