@@ -138,7 +138,8 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
 }
 
 // Formats whose fused kernels unpack each row once for all the queries of a GQA group: for
-// scores, and for value accumulation.
+// scores, and for value accumulation (KVQuant values: when head_dim is a multiple of the
+// 16-code packing chunk; other sizes, e.g. head_dim 8, take an axpy per query, still fused).
 bool scores_unpack_once(KvFormat f) {
   return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
 }
