@@ -138,12 +138,15 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
 }
 
 // Formats whose fused kernels unpack each row once for all the queries of a GQA group: for
-// scores, and for value accumulation (KVQuant values: when head_dim is a multiple of the
-// 16-code packing chunk; other sizes, e.g. head_dim 8, take an axpy per query, still fused).
+// scores, and for value accumulation (q4_0 / q8_0 blocks, KIVI's per-token groups, and KVQuant
+// values when head_dim is a multiple of the 16-code packing chunk; other sizes, e.g. head_dim
+// 8, take an axpy per query, still fused).
 bool scores_unpack_once(KvFormat f) {
   return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
 }
-bool accumulate_unpacks_once(KvFormat f) { return f == KvFormat::kUniformRow || f == KvFormat::kCodebookRow; }
+bool accumulate_unpacks_once(KvFormat f) {
+  return f == KvFormat::kUniformRow || f == KvFormat::kCodebookRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
+}
 
 // Scores of n_q queries against one run of keys: s[i * ld + j] for j < run.n.
 void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q, float* s) {

@@ -46,42 +46,6 @@ HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
   }
 }
 
-// The output's channels in passes of up to 8 vectors whose sums stay in registers while the
-// run's tokens stream by (no load and store of the output per token), then added to out.
-template <bool kQ4>
-void GgmlAccumulate(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
-  const DF df;
-  constexpr size_t N = hn::MaxLanes(DF());
-  constexpr size_t kVec = 32 / N < 1 ? 1 : 32 / N;  // vectors per block
-  constexpr size_t kPass = 8 / kVec < 1 ? 1 : 8 / kVec;  // blocks per pass
-  const size_t n_blocks = size_t(r.head_dim) / 32;
-  const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  auto pass = [&](auto nb_, size_t b0) {
-    constexpr size_t kNb = decltype(nb_)::value;
-    hn::Vec<DF> acc[kNb][kVec];
-    for (auto& row : acc) {
-      for (auto& a : row) a = hn::Zero(df);
-    }
-    for (int t = 0; t < r.n; ++t) {
-      if (p[t] == 0.0f) continue;
-      for (size_t bb = 0; bb < kNb; ++bb) {
-        const uint8_t* bp = r.rows + size_t(t) * r.stride + (b0 + bb) * blk;
-        const auto a = hn::Set(df, p[t] * F16ToF32(bp));
-        for (size_t v = 0; v < kVec; ++v) acc[bb][v] = hn::MulAdd(a, BlockCodes<kQ4>(bp, v * N), acc[bb][v]);
-      }
-    }
-    for (size_t bb = 0; bb < kNb; ++bb) {
-      for (size_t v = 0; v < kVec; ++v) {
-        float* o = out + (b0 + bb) * 32 + v * N;
-        hn::StoreU(hn::Add(hn::LoadU(df, o), acc[bb][v]), df, o);
-      }
-    }
-  };
-  size_t b = 0;
-  for (; b + kPass <= n_blocks; b += kPass) pass(std::integral_constant<size_t, kPass>(), b);
-  for (; b < n_blocks; ++b) pass(std::integral_constant<size_t, 1>(), b);
-}
-
 // Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N
 // lanes of whole bytes, and lane b shifted right by k * bits and masked is code
 // (8 / bits) * b + k of the block, its "class" k. The per-channel float operands (the weighted
@@ -698,15 +662,93 @@ bool ScoreRunFused(const KvRun& r, const float* q, int n_q, float scale, float* 
   }
 }
 
+// q4_0 / q8_0 values for kQ queries at a time (a GQA group): a block's codes are converted once
+// for all of them, and the channels go in passes of kVecs vectors per query whose sums stay in
+// registers while up to 64 tokens stream by. A token's weight for a block is p_it * d_tb (0
+// where p is 0, whatever the scale): with one or two queries a pass holds whole blocks and
+// takes it as it goes; with more a pass holds part of a block and the weights of the 64 tokens
+// are taken first. Each channel's sum is the same FMAs in token order whatever kQ is, so a
+// query's output does not depend on the queries it shares a pass with.
+template <bool kQ4, int kQ>
+void GgmlAccumulateQ(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, float* HWY_RESTRICT out) {
+  const DF df;
+  constexpr size_t N = hn::MaxLanes(DF());
+  constexpr size_t kBlockVecs = 32 / N < 1 ? 1 : 32 / N;  // vectors per block
+  constexpr size_t kVecs = kQ == 1 ? 2 * kBlockVecs : kQ == 2 ? kBlockVecs : (kBlockVecs / 2 < 1 ? 1 : kBlockVecs / 2);
+  constexpr bool kWhole = kVecs >= kBlockVecs;  // a pass holds whole blocks
+  constexpr int kTokens = 64;
+  const size_t hd = size_t(r.head_dim), n_blocks = hd / 32;
+  const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  HWY_ALIGN float w[kWhole ? 1 : kQ][kWhole ? 1 : kTokens * 16];  // [t][block], head_dim <= 512
+  auto weight = [&](int i, int t, float d) {
+    const float pt = p[size_t(i) * ldp + size_t(t)];
+    return pt == 0.0f ? 0.0f : pt * d;
+  };
+  // Channels [c0, c0 + kV * N) of tokens [t0, t0 + nt).
+  auto pass = [&](auto kv_, int t0, int nt, size_t c0) {
+    constexpr size_t kV = decltype(kv_)::value;
+    constexpr bool kW = kV >= kBlockVecs;  // whole blocks (c0 % 32 == 0), or part of one
+    hn::Vec<DF> acc[kQ][kV];
+    for (auto& q : acc) {
+      for (auto& a : q) a = hn::Zero(df);
+    }
+    const size_t b0 = c0 / 32, o = c0 % 32;
+    const uint8_t* bp = r.rows + size_t(t0) * r.stride + b0 * blk;
+    for (int t = 0; t < nt; ++t, bp += r.stride) {
+      hn::Vec<DF> codes[kV];
+      for (size_t v = 0; v < kV; ++v) {
+        codes[v] = kW ? BlockCodes<kQ4>(bp + v * N / 32 * blk, v * N % 32) : BlockCodes<kQ4>(bp, o + v * N);
+      }
+      for (int i = 0; i < kQ; ++i) {
+        if constexpr (kW) {
+          for (size_t b = 0; b < kV / kBlockVecs; ++b) {
+            const auto a = hn::Set(df, weight(i, t0 + t, F16ToF32(bp + b * blk)));
+            for (size_t v = b * kBlockVecs; v < (b + 1) * kBlockVecs; ++v) acc[i][v] = hn::MulAdd(a, codes[v], acc[i][v]);
+          }
+        } else {
+          const auto a = hn::Set(df, w[i][size_t(t) * n_blocks + b0]);
+          for (size_t v = 0; v < kV; ++v) acc[i][v] = hn::MulAdd(a, codes[v], acc[i][v]);
+        }
+      }
+    }
+    for (int i = 0; i < kQ; ++i) {
+      for (size_t v = 0; v < kV; ++v) {
+        float* dst = out + size_t(i) * hd + c0 + v * N;
+        hn::StoreU(hn::Add(hn::LoadU(df, dst), acc[i][v]), df, dst);
+      }
+    }
+  };
+  for (int t0 = 0; t0 < r.n; t0 += kTokens) {
+    const int nt = std::min(kTokens, r.n - t0);
+    if constexpr (!kWhole) {
+      for (int t = 0; t < nt; ++t) {
+        const uint8_t* row = r.rows + size_t(t0 + t) * r.stride;
+        for (size_t b = 0; b < n_blocks; ++b) {
+          const float d = F16ToF32(row + b * blk);
+          for (int i = 0; i < kQ; ++i) w[i][size_t(t) * n_blocks + b] = weight(i, t0 + t, d);
+        }
+      }
+    }
+    size_t c0 = 0;
+    for (; c0 + kVecs * N <= hd; c0 += kVecs * N) pass(std::integral_constant<size_t, kVecs>(), t0, nt, c0);
+    // head_dim is a multiple of 32: what is left is whole blocks.
+    for (; c0 < hd; c0 += 32) pass(std::integral_constant<size_t, kBlockVecs>(), t0, nt, c0);
+  }
+}
+
 bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
   if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
   const size_t hd = size_t(r.head_dim);
   switch (r.format) {
     case KvFormat::kQ8_0:
-      for (int i = 0; i < n_q; ++i) GgmlAccumulate<false>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      ForQueryPasses<4>(n_q, [&](auto kq, int i0) {
+        GgmlAccumulateQ<false, decltype(kq)::value>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
+      });
       return true;
     case KvFormat::kQ4_0:
-      for (int i = 0; i < n_q; ++i) GgmlAccumulate<true>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      ForQueryPasses<4>(n_q, [&](auto kq, int i0) {
+        GgmlAccumulateQ<true, decltype(kq)::value>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
+      });
       return true;
     case KvFormat::kUniformRow: {
       bool fused = false;

@@ -219,6 +219,20 @@ TEST(FusedAttention, EveryFormatMatchesAttentionOverRead) {
   }
 }
 
+// q4_0 / q8_0 values take a GQA group's queries in passes of up to 4 (one or two queries: whole
+// blocks per pass, 64 channels with one, and a 32-channel pass for what is left; more: half
+// blocks): every group size up to 5 and head sizes that leave a 32-channel remainder.
+TEST(FusedAttention, GgmlValuesInQueryPasses) {
+  for (int hd : {96, 160}) {
+    for (int group = 1; group <= 5; ++group) {
+      const HeadShape s{2 * group, 2, hd};
+      for (const char* f : {"q8_0", "q4_0"}) {
+        for (int n : {1, 65, 130}) check_against_read("f16", f, s, n, 2, KernelPath::kSimd);
+      }
+    }
+  }
+}
+
 TEST(FusedAttention, MixedKeyAndValueFormats) {
   const HeadShape s{8, 2, 64};
   const std::pair<const char*, const char*> mixes[] = {
@@ -248,7 +262,7 @@ TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   const int n = 2 * kAttentionChunk + 77;
   for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}})
-  for (const char* f : {"f16", "q4_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2", "int3:rot=1",
+  for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2", "int3:rot=1",
                         "kivi-2:rot=1", "int4"}) {
     SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
     Rng rng(5);
