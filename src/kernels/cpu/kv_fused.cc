@@ -22,6 +22,7 @@
 #define KVQ_KERNELS_KV_FUSED_ONCE
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "quant/normalize.h"
 #endif
@@ -108,6 +109,16 @@ HWY_INLINE void ForEachClass(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
     fn(2, ClassCodes<kBits, 2>(b));
     fn(3, ClassCodes<kBits, 3>(b));
   }
+}
+
+// Calls fn(k, codes of class k) for classes [kLo, kLo + kN) of the N bytes at `bytes`.
+template <int kBits, size_t kLo, size_t kN, class Fn>
+HWY_INLINE void ForClasses(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
+  const DU8 du;
+  const auto b = hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, DU8>(), bytes));
+  [&]<size_t... I>(std::index_sequence<I...>) {
+    (fn(kLo + I, ClassCodes<kBits, int(kLo + I)>(b)), ...);
+  }(std::make_index_sequence<kN>());
 }
 
 // Whether a uniform run's codes split into whole N-byte blocks, each inside one group.
@@ -328,8 +339,8 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   // A token's scales and zero points (contiguous, quant/kv_layout.h) in one vector when they
   // fit: lanes [0, n_groups) the scales, [n_groups, 2 n_groups) the zero points.
   const bool one_vector = 2 * n_groups <= N && n_groups <= 4 && r.zeros_off == r.scales_off + ptrdiff_t(2 * n_groups);
-  // At most 8 class sums in registers.
-  ForQueryPasses<std::min<size_t>(kMaxQ, 8 / kPer)>(n_q, [&](auto kq, int i0) {
+  // At most 8 class sums in registers (classes in slices below).
+  ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     hn::Vec<DF8> zv[kQ];  // one_vector: the zero terms' sums in lanes [n_groups, 2 n_groups)
     for (int i = 0; i < kQ; ++i) {
@@ -373,25 +384,34 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
           }
         }
       }
+      // A block's classes in slices of kC, so that kQ * kC sums stay in registers (2-bit codes
+      // with 4 queries: two slices, each widening the bytes again but sharing them by 4 queries).
+      constexpr size_t kC = std::min<size_t>(kPer, 8 / size_t(kQ));
       for (size_t blk = 0; blk < row_blocks; ++blk) {
         const size_t k = blk / group_blocks;
-        hn::Vec<DF8> a[kQ][kPer];
-        for (int i = 0; i < kQ; ++i) {
-          for (size_t c = 0; c < kPer; ++c) a[i][c] = hn::Zero(df);
-        }
-        for (int t = t0; t < t1; ++t) {
-          hn::Vec<DF8> wt[kQ];
-          for (int i = 0; i < kQ; ++i) wt[i] = hn::Set(df, w[i][size_t(t - t0) * n_groups + k]);
-          ForEachClass<kBits>(r.rows + size_t(t) * r.stride + blk * N, [&](int c, hn::Vec<DF8> codes) {
-            for (int i = 0; i < kQ; ++i) a[i][c] = hn::MulAdd(wt[i], codes, a[i][c]);
-          });
-        }
-        for (int i = 0; i < kQ; ++i) {
-          for (size_t c = 0; c < kPer; ++c) {
-            float* dst = acc[i] + (blk * kPer + c) * N;
-            hn::Store(hn::Add(hn::Load(df, dst), a[i][c]), df, dst);
+        auto slice = [&](auto lo_) {
+          constexpr size_t kLo = decltype(lo_)::value;
+          hn::Vec<DF8> a[kQ][kC];
+          for (int i = 0; i < kQ; ++i) {
+            for (size_t c = 0; c < kC; ++c) a[i][c] = hn::Zero(df);
           }
-        }
+          for (int t = t0; t < t1; ++t) {
+            hn::Vec<DF8> wt[kQ];
+            for (int i = 0; i < kQ; ++i) wt[i] = hn::Set(df, w[i][size_t(t - t0) * n_groups + k]);
+            ForClasses<kBits, kLo, kC>(r.rows + size_t(t) * r.stride + blk * N, [&](size_t c, hn::Vec<DF8> codes) {
+              for (int i = 0; i < kQ; ++i) a[i][c - kLo] = hn::MulAdd(wt[i], codes, a[i][c - kLo]);
+            });
+          }
+          for (int i = 0; i < kQ; ++i) {
+            for (size_t c = 0; c < kC; ++c) {
+              float* dst = acc[i] + (blk * kPer + kLo + c) * N;
+              hn::Store(hn::Add(hn::Load(df, dst), a[i][c]), df, dst);
+            }
+          }
+        };
+        static_assert(kPer == kC || kPer == 2 * kC);
+        slice(std::integral_constant<size_t, 0>());
+        if constexpr (kC < kPer) slice(std::integral_constant<size_t, kC>());
       }
     }
     for (int i = 0; i < kQ; ++i) {
