@@ -98,19 +98,6 @@ HWY_INLINE hn::Vec<DF8> ClassCodes(hn::Vec<DU8> b) {
   return hn::ConvertTo(df, hn::BitCast(hn::RebindToSigned<DF8>(), x));
 }
 
-// Calls fn(k, codes of class k) for each class of the N bytes at `bytes`.
-template <int kBits, class Fn>
-HWY_INLINE void ForEachClass(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
-  const DU8 du;
-  const auto b = hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, DU8>(), bytes));
-  fn(0, ClassCodes<kBits, 0>(b));
-  if constexpr (kBits <= 4) fn(1, ClassCodes<kBits, 1>(b));
-  if constexpr (kBits <= 2) {
-    fn(2, ClassCodes<kBits, 2>(b));
-    fn(3, ClassCodes<kBits, 3>(b));
-  }
-}
-
 // Calls fn(k, codes of class k) for classes [kLo, kLo + kN) of the N bytes at `bytes`.
 template <int kBits, size_t kLo, size_t kN, class Fn>
 HWY_INLINE void ForClasses(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
@@ -119,6 +106,12 @@ HWY_INLINE void ForClasses(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
   [&]<size_t... I>(std::index_sequence<I...>) {
     (fn(kLo + I, ClassCodes<kBits, int(kLo + I)>(b)), ...);
   }(std::make_index_sequence<kN>());
+}
+
+// Calls fn(k, codes of class k) for each class of the N bytes at `bytes`.
+template <int kBits, class Fn>
+HWY_INLINE void ForEachClass(const uint8_t* HWY_RESTRICT bytes, const Fn& fn) {
+  ForClasses<kBits, 0, (kBits <= 2 ? 4 : kBits <= 4 ? 2 : 1)>(bytes, fn);
 }
 
 // Whether a uniform run's codes split into whole N-byte blocks, each inside one group.
