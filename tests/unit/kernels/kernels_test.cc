@@ -178,6 +178,38 @@ TEST(Kernels, AttentionOpsQueryPassesAreBitIdentical) {
   }
 }
 
+// attn_accumulate sums each output lane over the rows in order, one MulAdd per row, however it
+// blocks the rows internally: one call over n rows equals consecutive calls over a split of them,
+// bit for bit (the blocks of 64 rows, and a run split into pages, cannot change a result).
+TEST(Kernels, AttentionAccumulateIsBlockingInvariant) {
+  Rng rng(7);
+  for (int head_dim : {8, 9, 64, 128}) {
+    for (int n_q : {1, 4}) {
+      const int n_rows = 150;
+      const size_t hd = size_t(head_dim), lds = size_t(n_rows) + 1;
+      auto p = random_vec(rng, size_t(n_q) * lds);
+      auto v = random_vec(rng, size_t(n_rows) * hd);
+      std::vector<f16_t> v16(v.size());
+      for (size_t i = 0; i < v.size(); ++i) v16[i] = f32_to_f16(v[i]);
+      for (bool half : {false, true}) {
+        const auto accumulate = [&](int j0, int n, float* o) {
+          if (half) return cpu::attn_accumulate(p.data() + j0, lds, n_q, v16.data() + size_t(j0) * hd, hd, n, head_dim, o, hd);
+          cpu::attn_accumulate(p.data() + j0, lds, n_q, v.data() + size_t(j0) * hd, hd, n, head_dim, o, hd);
+        };
+        std::vector<float> whole(size_t(n_q) * hd, 0.5f);
+        accumulate(0, n_rows, whole.data());
+        for (int split : {1, 63, 64, 65, 100}) {
+          std::vector<float> parts(size_t(n_q) * hd, 0.5f);
+          accumulate(0, split, parts.data());
+          accumulate(split, n_rows - split, parts.data());
+          ASSERT_EQ(0, std::memcmp(whole.data(), parts.data(), whole.size() * sizeof(float)))
+              << head_dim << " " << n_q << " " << split << " " << half;
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, SwiGluMatchesReference) {
   Rng rng(6);
   for (size_t n : {1, 7, 8, 9, 31, 100, 1029}) {
