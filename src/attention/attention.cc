@@ -315,15 +315,32 @@ void store_output(const Call& c, float* o, int h, int t0, int n, float* out) {
   }
 }
 
-}  // namespace
-
-Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
-              const float* q, int n_tokens, int pos0, float* out) {
-  KVQ_CHECK(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0);
+// One item's share of a batched call: its Call, and how its work splits into tasks.
+struct Plan {
   Call c;
+  int n_tokens = 0;
+  float* out = nullptr;
+  int n_chunks = 0;
+  bool split = false;  // decode: tasks (chunk, KV head), then a merge task per KV head
+  int n_q = 0;         // split: queries per KV head
+  int n_blocks = 0;    // otherwise: blocks of kQueryBlock query tokens
+  size_t state0 = 0;   // split: where its chunk states start in the shared buffer
+  size_t state_floats = 0;
+  int64_t tasks() const { return split ? int64_t(n_chunks) * c.p->n_kv_heads : int64_t(c.p->n_kv_heads) * n_blocks; }
+  size_t scratch_floats() const {
+    const int hd = c.p->head_dim;
+    if (split) return work_floats(n_q, hd);
+    const int max_q = kQueryBlock * c.group;
+    return work_floats(max_q, hd) + size_t(max_q) * (size_t(hd) + 2);
+  }
+};
+
+Status make_plan(ExecContext& ctx, const AttentionParams& p, int il, const AttendItem& item, Plan* plan) {
+  const KvCache& cache = *item.cache;
+  Call& c = plan->c;
   c.p = &p;
   cache.views(il, &c.k, &c.v);
-  KVQ_CHECK(pos0 + n_tokens <= c.k.n_tokens && c.k.n_tokens == c.v.n_tokens, "attention past the cached tokens");
+  KVQ_CHECK(item.pos0 + item.n_tokens <= c.k.n_tokens && c.k.n_tokens == c.v.n_tokens, "attention past the cached tokens");
   if (c.k.pre_rope && (!p.rope || p.rope->head_dim() != p.head_dim)) {
     return internal_error("pre-RoPE cache without a matching Rope");
   }
@@ -335,67 +352,121 @@ Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, 
   c.path = ctx.path();
   c.group = p.n_heads / p.n_kv_heads;
   c.q_row = size_t(p.n_heads) * size_t(p.head_dim);
-  c.q = q;
-  c.pos0 = pos0;
-  const int hd = p.head_dim;
-  const int n_chunks = (pos0 + n_tokens + kAttentionChunk - 1) / kAttentionChunk;
+  c.q = item.q;
+  c.pos0 = item.pos0;
+  plan->n_tokens = item.n_tokens;
+  plan->out = item.out;
+  plan->n_chunks = (item.pos0 + item.n_tokens + kAttentionChunk - 1) / kAttentionChunk;
   if (c.k.pre_rope) {
     const int rd = p.rope->rope_dim();
-    c.chunk_rot.resize(size_t(n_chunks) * size_t(rd));
-    for (int ci = 0; ci < n_chunks; ++ci) p.rope->angles(int64_t(ci) * kAttentionChunk, &c.chunk_rot[size_t(ci) * rd]);
+    c.chunk_rot.resize(size_t(plan->n_chunks) * size_t(rd));
+    for (int ci = 0; ci < plan->n_chunks; ++ci) {
+      p.rope->angles(int64_t(ci) * kAttentionChunk, &c.chunk_rot[size_t(ci) * rd]);
+    }
   }
+  plan->split = item.n_tokens <= kQueryBlock && plan->n_chunks > 1;
+  plan->n_q = item.n_tokens * c.group;
+  plan->n_blocks = (item.n_tokens + kQueryBlock - 1) / kQueryBlock;
+  plan->state_floats = size_t(plan->n_q) * (size_t(p.head_dim) + 2);
+  return ok_status();
+}
 
-  if (n_tokens <= kQueryBlock && n_chunks > 1) {
+// Task `task` of a plan's first phase.
+void run_task(ExecContext& ctx, const Plan& plan, int64_t task, int worker, size_t scratch, float* states) {
+  const Call& c = plan.c;
+  const AttentionParams& p = *c.p;
+  const int hd = p.head_dim;
+  if (plan.split) {
     // Decode: one task per (chunk, KV head), chunk-major so the heads of a chunk run together
-    // (their rows share cache lines); then each head merges its chunks in order.
-    const int n_q = n_tokens * c.group;
-    const size_t state_floats = size_t(n_q) * (size_t(hd) + 2);
-    std::vector<float> states(size_t(n_chunks) * size_t(p.n_kv_heads) * state_floats);
-    ctx.pool().parallel_for(int64_t(n_chunks) * p.n_kv_heads, [&](int64_t task, int worker) {
-      const int ci = int(task / p.n_kv_heads), h = int(task % p.n_kv_heads);
-      Work w = carve(ctx.scratch(worker, work_floats(n_q, hd)), n_q, hd);
-      int pos[kQueryBlock];
-      load_queries(c, w, h, 0, n_tokens, pos);
-      chunk_state(c, w, h, ci, n_q, pos);
-      float* dst = &states[size_t(task) * state_floats];
-      std::memcpy(dst, w.o, size_t(n_q) * hd * sizeof(float));
-      std::memcpy(dst + size_t(n_q) * hd, w.st, size_t(n_q) * sizeof(SoftState));
-    });
-    ctx.pool().parallel_for(p.n_kv_heads, [&](int64_t h, int worker) {
-      Work w = carve(ctx.scratch(worker, work_floats(n_q, hd)), n_q, hd);
-      std::fill(w.st, w.st + n_q, SoftState{});
-      for (int ci = 0; ci < n_chunks; ++ci) {
-        const float* src = &states[(size_t(ci) * p.n_kv_heads + size_t(h)) * state_floats];
-        const auto* st = reinterpret_cast<const SoftState*>(src + size_t(n_q) * hd);
-        for (int i = 0; i < n_q; ++i) merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
-      }
-      store_output(c, w.qbuf, int(h), 0, n_tokens, out);
-    });
-    return ok_status();
+    // (their rows share cache lines); the merge tasks then take each head's chunks in order.
+    const int ci = int(task / p.n_kv_heads), h = int(task % p.n_kv_heads);
+    Work w = carve(ctx.scratch(worker, scratch), plan.n_q, hd);
+    int pos[kQueryBlock];
+    load_queries(c, w, h, 0, plan.n_tokens, pos);
+    chunk_state(c, w, h, ci, plan.n_q, pos);
+    float* dst = states + plan.state0 + size_t(task) * plan.state_floats;
+    std::memcpy(dst, w.o, size_t(plan.n_q) * hd * sizeof(float));
+    std::memcpy(dst + size_t(plan.n_q) * hd, w.st, size_t(plan.n_q) * sizeof(SoftState));
+    return;
   }
-
   // Prefill: one task per (KV head, block of query tokens); chunks are visited in order and
   // merged as they come, exactly as the decode path merges them.
-  const int n_blocks = (n_tokens + kQueryBlock - 1) / kQueryBlock;
+  const int h = int(task / plan.n_blocks), b = int(task % plan.n_blocks);
+  const int t0 = b * kQueryBlock, n = std::min(kQueryBlock, plan.n_tokens - t0);
   const int max_q = kQueryBlock * c.group;
-  ctx.pool().parallel_for(int64_t(p.n_kv_heads) * n_blocks, [&](int64_t task, int worker) {
-    const int h = int(task / n_blocks), b = int(task % n_blocks);
-    const int t0 = b * kQueryBlock, n = std::min(kQueryBlock, n_tokens - t0);
-    float* base = ctx.scratch(worker, work_floats(max_q, hd) + size_t(max_q) * (size_t(hd) + 2));
-    Work w = carve(base, max_q, hd);
-    float* acc = base + work_floats(max_q, hd);
-    auto* acc_st = reinterpret_cast<SoftState*>(acc + size_t(max_q) * hd);
-    int pos[kQueryBlock];
-    const int n_q = load_queries(c, w, h, t0, n, pos);
-    for (int i = 0; i < n_q; ++i) acc_st[i] = SoftState{};
-    const int last_chunk = pos[n - 1] / kAttentionChunk;
-    for (int ci = 0; ci <= last_chunk; ++ci) {
-      chunk_state(c, w, h, ci, n_q, pos);
-      for (int i = 0; i < n_q; ++i) merge_state(acc_st[i], acc + size_t(i) * hd, w.st[i], w.o + size_t(i) * hd, hd);
+  float* base = ctx.scratch(worker, scratch);
+  Work w = carve(base, max_q, hd);
+  float* acc = base + work_floats(max_q, hd);
+  auto* acc_st = reinterpret_cast<SoftState*>(acc + size_t(max_q) * hd);
+  int pos[kQueryBlock];
+  const int n_q = load_queries(c, w, h, t0, n, pos);
+  for (int i = 0; i < n_q; ++i) acc_st[i] = SoftState{};
+  const int last_chunk = pos[n - 1] / kAttentionChunk;
+  for (int ci = 0; ci <= last_chunk; ++ci) {
+    chunk_state(c, w, h, ci, n_q, pos);
+    for (int i = 0; i < n_q; ++i) merge_state(acc_st[i], acc + size_t(i) * hd, w.st[i], w.o + size_t(i) * hd, hd);
+  }
+  store_output(c, acc, h, t0, n, plan.out);
+}
+
+// A split plan's KV head h: its chunk states merged in order, then stored.
+void merge_head(ExecContext& ctx, const Plan& plan, int h, int worker, size_t scratch, const float* states) {
+  const Call& c = plan.c;
+  const int hd = c.p->head_dim, n_q = plan.n_q;
+  Work w = carve(ctx.scratch(worker, scratch), n_q, hd);
+  std::fill(w.st, w.st + n_q, SoftState{});
+  for (int ci = 0; ci < plan.n_chunks; ++ci) {
+    const float* src = states + plan.state0 + (size_t(ci) * c.p->n_kv_heads + size_t(h)) * plan.state_floats;
+    const auto* st = reinterpret_cast<const SoftState*>(src + size_t(n_q) * hd);
+    for (int i = 0; i < n_q; ++i) merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
+  }
+  store_output(c, w.qbuf, h, 0, plan.n_tokens, plan.out);
+}
+
+}  // namespace
+
+Status attend_batch(ExecContext& ctx, const AttentionParams& p, int il, std::span<const AttendItem> items,
+                    int* failed) {
+  KVQ_CHECK(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0);
+  if (failed) *failed = -1;
+  std::vector<Plan> plans(items.size());
+  // first[i]: item i's first task of the first phase; merges likewise over split items.
+  std::vector<int64_t> first(items.size() + 1, 0), first_merge(items.size() + 1, 0);
+  size_t scratch = 0, n_states = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Plan& plan = plans[i];
+    const Status st = make_plan(ctx, p, il, items[i], &plan);
+    if (!st.ok()) {
+      if (failed) *failed = int(i);
+      return st;
     }
-    store_output(c, acc, h, t0, n, out);
+    if (plan.split) {
+      plan.state0 = n_states;
+      n_states += size_t(plan.tasks()) * plan.state_floats;
+    }
+    scratch = std::max(scratch, plan.scratch_floats());
+    first[i + 1] = first[i] + plan.tasks();
+    first_merge[i + 1] = first_merge[i] + (plan.split ? p.n_kv_heads : 0);
+  }
+  auto item_of = [](const std::vector<int64_t>& starts, int64_t task) {
+    return size_t(std::upper_bound(starts.begin(), starts.end(), task) - starts.begin()) - 1;
+  };
+  std::vector<float> states(n_states);
+  ctx.pool().parallel_for(first.back(), [&](int64_t task, int worker) {
+    const size_t i = item_of(first, task);
+    run_task(ctx, plans[i], task - first[i], worker, scratch, states.data());
+  });
+  ctx.pool().parallel_for(first_merge.back(), [&](int64_t task, int worker) {
+    const size_t i = item_of(first_merge, task);
+    merge_head(ctx, plans[i], int(task - first_merge[i]), worker, scratch, states.data());
   });
   return ok_status();
+}
+
+Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
+              const float* q, int n_tokens, int pos0, float* out) {
+  const AttendItem item{&cache, q, n_tokens, pos0, out};
+  return attend_batch(ctx, p, il, std::span<const AttendItem>(&item, 1));
 }
 
 }  // namespace kvq

@@ -3,6 +3,8 @@
 // module that knows both the cache layouts (kv/kv_view.h) and the kernels.
 #pragma once
 
+#include <span>
+
 #include "base/exec_context.h"
 #include "kernels/rope.h"
 #include "kv/kv_cache.h"
@@ -36,5 +38,22 @@ inline constexpr int kAttentionChunk = 1024;
 // probabilities rounded to f16). With KernelPath::kRef every kernel is its scalar reference.
 Status attend(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int il,
               const float* q, int n_tokens, int pos0, float* out);
+
+// One sequence of a batched step: its cache, its queries [n_tokens, n_heads, head_dim] for
+// positions pos0 .., and where its output goes, as attend() takes them.
+struct AttendItem {
+  const KvCache* cache = nullptr;
+  const float* q = nullptr;
+  int n_tokens = 0;
+  int pos0 = 0;
+  float* out = nullptr;
+};
+
+// attend() for every item of a batched step (layer il of each item's cache), with the tasks of
+// all items in one pass over the thread pool instead of one pass per sequence: each item's
+// output is bit-identical to attend() on it alone, whatever the batch and the thread count.
+// On an error, *failed (when given) is the index of the item that caused it.
+Status attend_batch(ExecContext& ctx, const AttentionParams& p, int il, std::span<const AttendItem> items,
+                    int* failed = nullptr);
 
 }  // namespace kvq

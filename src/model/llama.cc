@@ -164,6 +164,7 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
     if (failed) *failed = int(&g - segs.data());
     return s;
   };
+  std::vector<AttendItem> items(segs.size());
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& l = weights_->layers[size_t(il)];
     rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
@@ -182,12 +183,15 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
       const float* cs = ws.rope_cs.data() + size_t(g.row0) * rd;
       // KVQuant caches take keys before RoPE (kvquant.md §2); attention rotates them on read.
       if (!g.cache->pre_rope()) rope_.rotate_rows(k, g.n, c.n_kv_heads, cs);
-      Status s = g.cache->append(il, g.n, k, ws.v.data() + size_t(g.row0) * kd);
+      const Status s = g.cache->append(il, g.n, k, ws.v.data() + size_t(g.row0) * kd);
       if (!s.ok()) return fail(g, s);
-      s = attend(ctx, ap, *g.cache, il, ws.q.data() + size_t(g.row0) * qd, g.n, g.pos0,
-                 ws.att.data() + size_t(g.row0) * qd);
-      if (!s.ok()) return fail(g, s);
+      items[size_t(&g - segs.data())] = {g.cache, ws.q.data() + size_t(g.row0) * qd, g.n, g.pos0,
+                                         ws.att.data() + size_t(g.row0) * qd};
     }
+    // Every sequence's attention in one pass over the threads (a serving step of many short
+    // sequences would otherwise wait on the pool once per sequence and layer).
+    int bad = -1;
+    if (const Status s = attend_batch(ctx, ap, il, items, &bad); !s.ok()) return fail(segs[size_t(bad)], s);
     matmul(ctx, l.wo, ws.att.data(), ws.xb.data(), n);
     add_bias_rows(l.bo, ws.xb.data(), n);
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];

@@ -312,5 +312,57 @@ TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   }
 }
 
+// A batched step (attend_batch): sequences of different cache types and lengths, some decoding
+// one token over a context split into chunks, some prefilling a block, all in one pass over the
+// threads; each sequence's output equals attend() on it alone, bit for bit, for any thread count.
+TEST(FusedAttention, BatchedSequencesEqualAttendAlone) {
+  const HeadShape s{8, 2, 64};
+  struct Seq {
+    const char* spec;
+    int n, n_q;  // tokens held, queries (the last n_q positions)
+  };
+  const Seq seqs[] = {{"f16", 2 * kAttentionChunk + 10, 1}, {"kvquant-3", 300, 1}, {"q4_0", 40, 17},
+                      {"kivi-2", kAttentionChunk + 5, 3},     {"int3", 1, 1},       {"kvquant-2:sinks=3", 1500, 20}};
+  const Rope rope(s.head_dim, s.head_dim, 10000.0f);
+  const AttentionParams p{s.n_heads, s.n_kv_heads, s.head_dim, 0.125f, &rope};
+  const size_t q_row = size_t(s.n_heads) * s.head_dim;
+  Rng rng(11);
+  std::vector<Cache> caches;
+  std::vector<std::vector<float>> qs, alone;
+  for (const Seq& q : seqs) {
+    caches.push_back(make(q.spec, q.spec, s, q.n));
+    ASSERT_TRUE(caches.back().cache) << q.spec;
+    fill(*caches.back().cache, rng, q.n, s);
+    qs.push_back(randn(rng, size_t(q.n_q) * q_row));
+    alone.emplace_back(qs.back().size());
+    ExecContext ctx(1);
+    ASSERT_TRUE(attend(ctx, p, *caches.back().cache, 0, qs.back().data(), q.n_q, q.n - q.n_q, alone.back().data()).ok());
+  }
+  for (int threads : {1, 2, 3}) {
+    std::vector<std::vector<float>> outs;
+    std::vector<AttendItem> items;
+    for (size_t i = 0; i < std::size(seqs); ++i) {
+      outs.emplace_back(alone[i].size(), 7.0f);
+      items.push_back({caches[i].cache.get(), qs[i].data(), seqs[i].n_q, seqs[i].n - seqs[i].n_q, outs[i].data()});
+    }
+    ExecContext ctx(threads);
+    ASSERT_TRUE(attend_batch(ctx, p, 0, items).ok());
+    for (size_t i = 0; i < std::size(seqs); ++i) {
+      ASSERT_EQ(0, std::memcmp(outs[i].data(), alone[i].data(), alone[i].size() * 4))
+          << seqs[i].spec << ", " << threads << " threads";
+    }
+  }
+  // An item the plan refuses names itself: a pre-RoPE cache without a Rope.
+  const AttentionParams no_rope{s.n_heads, s.n_kv_heads, s.head_dim, 0.125f, nullptr};
+  std::vector<float> o0(q_row), o1(q_row);
+  const AttendItem two[] = {{caches[0].cache.get(), qs[0].data(), 1, seqs[0].n - 1, o0.data()},
+                            {caches[1].cache.get(), qs[1].data(), 1, seqs[1].n - 1, o1.data()}};
+  ExecContext ctx(2);
+  int failed = -2;
+  const Status st = attend_batch(ctx, no_rope, 0, two, &failed);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(failed, 1) << st.to_string();
+}
+
 }  // namespace
 }  // namespace kvq
