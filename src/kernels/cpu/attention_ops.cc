@@ -143,8 +143,8 @@ HWY_INLINE void StoreRow(D d, hn::Vec<D> v, float* out, size_t i, size_t n) {
 
 // out[u] += sum_j p[u][j] v_j for kQ queries (p ldp apart, out ldo apart): each output lane sums
 // its rows in increasing j with one MulAdd per row, whatever kQ is. Blocking shares loads: a
-// value row is converted once for kQ queries, kV vectors of head_dim at a time (4 for one query,
-// 2 for 4: the sums stay in registers), then a masked step for a head_dim that is not a multiple
+// value row is converted once for kQ queries, kV vectors of head_dim at a time (4 for one or two
+// queries, 2 for four: the sums stay in registers), then a masked step for a head_dim that is not a multiple
 // of the vector. Rows go in blocks of kRowBlock: a block's weights are gathered first (one
 // pointer in the loop), and its first pass over the channels asks for the rest of each row, so
 // the later passes read it from L1 instead of walking memory a cache line per row at a time
@@ -155,7 +155,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
                                int n_rows, int head_dim, float* HWY_RESTRICT out, size_t ldo) {
   using V = hn::Vec<D>;
   constexpr int kRowBlock = 64;
-  constexpr size_t kV = kQ == 1 ? 4 : 2;
+  constexpr size_t kV = kQ <= 2 ? 4 : 2;
   const size_t n = size_t(head_dim);
   const size_t N = hn::Lanes(d);
   HWY_ALIGN float w[kRowBlock][kQ];
@@ -205,7 +205,8 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
   }
 }
 
-// Queries in passes of 4 (then one at a time), so a key or value row is read once per pass.
+// Queries in passes of 4, then 2, then 1 (a GQA group of 2: one pass), so a key or value row is
+// read once per pass.
 constexpr int kQueryPass = 4;
 
 template <class D, typename T>
@@ -214,6 +215,9 @@ HWY_INLINE void ScoresPasses(D d, const float* q, size_t ldq, int n_q, const T* 
   int i = 0;
   for (; i + kQueryPass <= n_q; i += kQueryPass) {
     ScoresImpl<kQueryPass>(d, q + size_t(i) * ldq, ldq, k, ldk, n_rows, head_dim, scale, scores + size_t(i) * lds, lds);
+  }
+  for (; i + 2 <= n_q; i += 2) {
+    ScoresImpl<2>(d, q + size_t(i) * ldq, ldq, k, ldk, n_rows, head_dim, scale, scores + size_t(i) * lds, lds);
   }
   for (; i < n_q; ++i) {
     ScoresImpl<1>(d, q + size_t(i) * ldq, ldq, k, ldk, n_rows, head_dim, scale, scores + size_t(i) * lds, lds);
@@ -226,6 +230,9 @@ HWY_INLINE void AccumulatePasses(D d, const float* p, size_t ldp, int n_q, const
   int i = 0;
   for (; i + kQueryPass <= n_q; i += kQueryPass) {
     AccumulateImpl<kQueryPass>(d, p + size_t(i) * ldp, ldp, v, ldv, n_rows, head_dim, out + size_t(i) * ldo, ldo);
+  }
+  for (; i + 2 <= n_q; i += 2) {
+    AccumulateImpl<2>(d, p + size_t(i) * ldp, ldp, v, ldv, n_rows, head_dim, out + size_t(i) * ldo, ldo);
   }
   for (; i < n_q; ++i) AccumulateImpl<1>(d, p + size_t(i) * ldp, ldp, v, ldv, n_rows, head_dim, out + size_t(i) * ldo, ldo);
 }
