@@ -16,18 +16,17 @@ namespace kvq::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The last, partial vector of a row: values [i, n), n - i < Lanes(d), zeros after them.
 template <class D>
-HWY_INLINE hn::Vec<D> LoadRow(D d, const float* p, size_t i, size_t n) {
-  if (i + hn::Lanes(d) <= n) return hn::LoadU(d, p + i);
+HWY_INLINE hn::Vec<D> LoadTail(D d, const float* p, size_t i, size_t n) {
   return hn::MaskedLoad(hn::FirstN(d, n - i), d, p + i);
 }
 
 template <class D>
-HWY_INLINE hn::Vec<D> LoadRow(D d, const f16_t* p, size_t i, size_t n) {
+HWY_INLINE hn::Vec<D> LoadTail(D d, const f16_t* p, size_t i, size_t n) {
+  // Copied into a zero-padded buffer (f16 has no masked load on every target).
   const hn::Rebind<hwy::float16_t, D> dh;
   const auto* ph = reinterpret_cast<const hwy::float16_t*>(p + i);
-  if (i + hn::Lanes(d) <= n) return hn::PromoteTo(d, hn::LoadU(dh, ph));
-  // Tail: copy into a zero-padded buffer (f16 has no masked load on every target).
   HWY_ALIGN hwy::float16_t buf[hn::MaxLanes(dh)] = {};
   for (size_t k = 0; k < n - i; ++k) buf[k] = ph[k];
   return hn::PromoteTo(d, hn::Load(dh, buf));
@@ -93,9 +92,9 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
       }
     }
     if (whole < n) {
-      const V r0 = LoadRow(d, k0, whole, n), r1 = LoadRow(d, k1, whole, n);
+      const V r0 = LoadTail(d, k0, whole, n), r1 = LoadTail(d, k1, whole, n);
       for (size_t u = 0; u < kQ; ++u) {
-        const V qi = LoadRow(d, q + u * ldq, whole, n);
+        const V qi = LoadTail(d, q + u * ldq, whole, n);
         a0[u] = hn::MulAdd(qi, r0, a0[u]);
         a1[u] = hn::MulAdd(qi, r1, a1[u]);
       }
@@ -126,16 +125,16 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
       for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(hn::LoadU(d, q + u * ldq + i), r, a[u]);
     }
     if (whole < n) {
-      const V r = LoadRow(d, kr, whole, n);
-      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(LoadRow(d, q + u * ldq, whole, n), r, a[u]);
+      const V r = LoadTail(d, kr, whole, n);
+      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(LoadTail(d, q + u * ldq, whole, n), r, a[u]);
     }
     for (size_t u = 0; u < kQ; ++u) s[u * lds + size_t(j)] = hn::GetLane(hn::SumOfLanes(d, a[u])) * scale;
   }
 }
 
+// Stores lanes [0, n - i) of v at out + i (the partial vector LoadTail read).
 template <class D>
-HWY_INLINE void StoreRow(D d, hn::Vec<D> v, float* out, size_t i, size_t n) {
-  if (i + hn::Lanes(d) <= n) return hn::StoreU(v, d, out + i);
+HWY_INLINE void StoreTail(D d, hn::Vec<D> v, float* out, size_t i, size_t n) {
   HWY_ALIGN float buf[hn::MaxLanes(d)];
   hn::Store(v, d, buf);
   for (size_t k = 0; k < n - i; ++k) out[i + k] = buf[k];
@@ -166,7 +165,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
     V a[kQ][kN];
     for (size_t u = 0; u < kQ; ++u) {
       for (size_t x = 0; x < kN; ++x) {
-        a[u][x] = kTail ? LoadRow(d, out + u * ldo, i, n) : hn::LoadU(d, out + u * ldo + i + x * N);
+        a[u][x] = kTail ? LoadTail(d, out + u * ldo, i, n) : hn::LoadU(d, out + u * ldo + i + x * N);
       }
     }
     for (int j = 0; j < nb; ++j) {
@@ -176,7 +175,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
         for (size_t o = 64; o < n * sizeof(T); o += 64) __builtin_prefetch(b + o);
       }
       V r[kN];
-      for (size_t x = 0; x < kN; ++x) r[x] = kTail ? LoadRow(d, vr, i, n) : LoadWhole(d, vr + i + x * N);
+      for (size_t x = 0; x < kN; ++x) r[x] = kTail ? LoadTail(d, vr, i, n) : LoadWhole(d, vr + i + x * N);
       for (size_t u = 0; u < kQ; ++u) {
         const V pj = hn::Set(d, w[j][u]);
         for (size_t x = 0; x < kN; ++x) a[u][x] = hn::MulAdd(pj, r[x], a[u][x]);
@@ -185,7 +184,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
     for (size_t u = 0; u < kQ; ++u) {
       for (size_t x = 0; x < kN; ++x) {
         if constexpr (kTail) {
-          StoreRow(d, a[u][x], out + u * ldo, i, n);
+          StoreTail(d, a[u][x], out + u * ldo, i, n);
         } else {
           hn::StoreU(a[u][x], d, out + u * ldo + i + x * N);
         }
