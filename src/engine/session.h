@@ -20,10 +20,11 @@
 
 namespace kvq {
 
+// 4: KVQuant's outliers stored as corrections x - dense to their dense decode (KvquantStore);
 // 3: KVQuant's full outlier pages sealed, CSR by KV head (quant/outlier_layout.h);
 // 2: outlier pages in the narrow layout (uint8 indices, uint16 page-local pointers where they
 // fit). Other versions are refused.
-inline constexpr uint32_t kSessionVersion = 3;
+inline constexpr uint32_t kSessionVersion = 4;
 
 // What a session is bound to besides the cache itself.
 struct SessionBinding {

@@ -48,7 +48,8 @@ struct KvRun {
   const float* ch_zero = nullptr;
   ptrdiff_t norm_off = 0;
   bool norm8 = false;  // kCodebookRow: the norm is a NormParams8 (quant/normalize.h, norm=8)
-  // Sparse outliers (codebook formats; null when none), in one of the two forms of a page of
+  // Sparse outliers (codebook formats; null when none), each value in out_val the correction
+  // x - dense to what its channel's code decodes to, in one of the two forms of a page of
   // quant/outlier_layout.h, at out_layout's widths:
   //  - growing (out_sealed false): token t's entries are [out_ptr[t], out_ptr[t + 1]) of
   //    out_idx / out_val, ascending indices over the whole K/V vector, of which this head owns
@@ -121,7 +122,7 @@ template <class P, class Fn, class Cvt>
   }
 }
 
-// Calls fn(token t of the run, channel within the head, exact value) for each of the run's
+// Calls fn(token t of the run, channel within the head, stored correction) for each of the run's
 // sparse outliers of its head (KVQuant §3.4), tokens in order. r.out_ptr must be set. Always
 // inlined, as are its walks, so that a SIMD kernel that calls it (compiled for its target)
 // inlines fn too, which a call into a baseline-compiled template could not (a call per
@@ -147,12 +148,12 @@ template <class Fn, class Cvt = float (*)(f16_t)>
   }
 }
 
-// Overwrites the decoded dense values of the run's tokens (out: [n, head_dim]) with the exact
-// values of its head's sparse outliers.
+// Adds the corrections of its head's sparse outliers (each stored as x - dense, KvquantStore)
+// to the decoded dense values of the run's tokens (out: [n, head_dim]).
 template <class Cvt = float (*)(f16_t)>
 inline void apply_run_outliers(const KvRun& r, float* out, const Cvt& cvt = f16_to_f32) {
   const size_t hd = size_t(r.head_dim);
-  for_each_run_outlier(r, [&](int t, size_t c, float v) { out[size_t(t) * hd + c] = v; }, cvt);
+  for_each_run_outlier(r, [&](int t, size_t c, float v) { out[size_t(t) * hd + c] += v; }, cvt);
 }
 
 // Tokens [j, j + n) of run r, as a run of their own.

@@ -153,6 +153,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
   // not depend on the codebook), and each head takes its part of its width's codes.
   std::vector<uint8_t> width_codes(l.bits == 0 ? packed_bytes(4, row) : 0);
   std::vector<f16_t> sink_row(row);
+  std::vector<float> dense(shape().head_dim);
   const int sink0 = l.sink.n_tokens(), quant0 = l.quant.n_tokens();
   auto rollback = [&](const Status& s) {
     (void)l.sink.resize(sink0);
@@ -222,10 +223,46 @@ Status KvquantStore::append(int il, int n, const float* x) {
     l.quant.put(q, rec.data());
     // Without dense-and-sparse there is no sparse matrix at all (not even row pointers).
     if (opts_.outliers > 0.0) {
+      // Each outlier is stored as its correction x - dense to what the dense codes decode to at
+      // its channel, not as x (KVQuant §3.4 keeps x): attention adds the correction to the
+      // score or output it computed from the codes, without decoding the code again (what
+      // made the correction walk ~40% of KVQuant's decode attention), and read() adds it to
+      // the dense row. The f16 rounding is then of x - dense, no larger than x's own.
+      const size_t hd = size_t(shape().head_dim);
+      for (size_t j = 0; j < count;) {
+        const size_t h = idx[j] / hd;  // indices ascend: a head's outliers are consecutive
+        decode_dense(l, q, int(h), dense.data());
+        for (; j < count && idx[j] / hd == h; ++j) {
+          val[j] = f32_to_f16(xr[idx[j]] - dense[idx[j] - h * hd]);
+          if (!std::isfinite(f16_to_f32(val[j]))) {
+            return rollback(invalid_argument("kvquant: outlier " + std::to_string(xr[idx[j]]) +
+                                             " is too far from its dense value for an fp16 correction"));
+          }
+        }
+      }
       if (Status os = l.outliers.append_row(idx.data(), val.data(), count); !os.ok()) return rollback(os);
     }
   }
   return ok_status();
+}
+
+void KvquantStore::decode_dense(const Layer& l, int q, int kvh, float* out) const {
+  const size_t hd = size_t(shape().head_dim);
+  const uint8_t* codes = l.quant.part(q, kvh);
+  const Codebook& cb = l.bits != 0 ? l.codebook : l.width_cb[size_t(l.head_bits[size_t(kvh)] - 2)];
+  if (role_ == KvRole::kKey) {
+    decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], cb, out);
+    return;
+  }
+  NormParams norm;
+  if (opts_.norm_bits == 8) {
+    NormParams8 p8;
+    std::memcpy(&p8, l.quant.extra(q), sizeof p8);
+    norm = norm8_decode(p8);
+  } else {
+    std::memcpy(&norm, l.quant.extra(q), sizeof norm);
+  }
+  decode_codebook_row(codes, hd, norm, cb, out);
 }
 
 void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
@@ -241,24 +278,11 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       continue;
     }
     const int q = t - n_sink;
-    const uint8_t* codes = l.quant.part(q, kvh);
-    const Codebook& cb = l.bits != 0 ? l.codebook : l.width_cb[size_t(l.head_bits[size_t(kvh)] - 2)];
-    if (role_ == KvRole::kKey) {
-      decode_codebook_row_pc(codes, hd, l.head_norms[size_t(kvh)], cb, o);
-    } else {
-      NormParams norm;
-      if (opts_.norm_bits == 8) {
-        NormParams8 p8;
-        std::memcpy(&p8, l.quant.extra(q), sizeof p8);
-        norm = norm8_decode(p8);
-      } else {
-        std::memcpy(&norm, l.quant.extra(q), sizeof norm);
-      }
-      decode_codebook_row(codes, hd, norm, cb, o);
-    }
+    decode_dense(l, q, kvh, o);
     if (opts_.outliers == 0.0) continue;
+    // A sparse outlier is stored as its correction to the dense decode (append()).
     l.outliers.for_each_in_row(size_t(q), [&](size_t i, f16_t v) {
-      if (i >= lo && i < lo + hd) o[i - lo] = f16_to_f32(v);
+      if (i >= lo && i < lo + hd) o[i - lo] += f16_to_f32(v);
     });
   }
 }

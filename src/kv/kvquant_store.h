@@ -5,7 +5,9 @@
 //           layer's codebook (nuq, nf or uniform levels);
 //   values: per token over the whole K/V vector (all heads), thresholds found online (§3);
 //   dense-and-sparse: key values outside the channel thresholds, and the top/bottom fraction
-//           of each value token, are kept exactly as fp16 + index (§5.1);
+//           of each value token, are kept as fp16 + index (§5.1): the fp16 holds the
+//           value's correction to its dense decode (x - dense), which attention adds to what
+//           it computed from the codes;
 //   sinks:  the first n tokens stay fp16 (§5.3); Q-Norm adjusts the decode levels (§5.2).
 #pragma once
 
@@ -113,6 +115,8 @@ class KvquantStore final : public KvStore {
     return {bits, size_t(shape().head_dim), role_ == KvRole::kValue ? opts_.norm_bits : 0};
   }
   size_t per_layer_bytes(const Layer& l) const;
+  // Record q's head kvh as its dense codes decode it (no outliers): out [head_dim].
+  void decode_dense(const Layer& l, int q, int kvh, float* out) const;
 
   KvRole role_;
   KvquantOptions opts_;

@@ -5,7 +5,7 @@
 //   q . x' = sum_c (q_c s_c) code_c + q . z        (KIVI keys; w = q * s once per run)
 //   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (per-token groups)
 // and accumulation out += (p s) code + p z; KVQuant values (codebook rows) accumulate
-//   out += (p half) level[code] + p zero,  then  out[i] += p (exact_i - dense_i) per outlier.
+//   out += (p half) level[code] + p zero,  then  out[i] += p c_i per outlier (c_i = x_i - dense_i, stored).
 // Specification: decode_run_ref, then dot / axpy;
 // results agree within float reassociation (tested against attention over read()).
 #undef HWY_TARGET_INCLUDE
@@ -425,27 +425,25 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   });
 }
 
-// The sparse outliers of a KVQuant run (§3.4), the run's list of its head (kernels/kv_run.h):
-// each corrects what the dense pass counted for its code. Functions of their own, not inlined,
-// so that the walk gets registers of its own: inlined in the row kernels it spilled and
-// reloaded its operands for every entry (~70 instructions per outlier, measured).
-// Keys: the score of token t moves by (exact - dense) * (R(t)^T q)_c, where
+// The sparse outliers of a KVQuant run (§3.4), the run's list of its head (kernels/kv_run.h),
+// each stored as its correction x - dense to what its code decodes to (KvquantStore), so that
+// it moves what the dense pass computed without the code being decoded again. Functions of
+// their own, not inlined, so that the walk gets registers of its own: inlined in the row
+// kernels it spilled and reloaded its operands for every entry (~70 instructions per outlier,
+// measured).
+// Keys: the score of token t moves by (x - dense) * (R(t)^T q)_c, where
 // (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
 // scores of the pass's first query, queries lds apart.
-template <int kBits, int kQ>
+template <int kQ>
 HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT qs, const float* HWY_RESTRICT table,
                                         float scale, float* HWY_RESTRICT s, size_t lds) {
-  const size_t hd = size_t(r.head_dim), stride = r.stride;
-  const uint8_t* rows = r.rows;
-  const float* levels = r.levels;
-  const float* h = r.ch_half;
-  const float* z = r.ch_zero;
+  const size_t hd = size_t(r.head_dim);
   for_each_run_outlier(
       r,
-      [=](int t, size_t c, float exact) {
+      [=](int t, size_t c, float corr) {
         const float* C = table + size_t(t) * 2 * hd;
         const float* S = C + hd;
-        const float d = (exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * h[c] + z[c])) * scale;
+        const float d = corr * scale;
         for (int j = 0; j < kQ; ++j) {
           const float* qj = qs + size_t(j) * hd;
           s[size_t(j) * lds + size_t(t)] += d * (qj[c] * C[c] + qj[c ^ 1] * S[c ^ 1]);
@@ -454,30 +452,15 @@ HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRIC
       F16At);
 }
 
-// Values: out_i[c] += p_it (exact - dense) for queries [0, n_q) (p and out ldp and head_dim
-// apart), the dense value decoded once for all of them; norms: the tokens' decoded norms where
-// some p_it is not 0 (null: decoded here).
-template <int kBits>
-HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp,
-                                          const NormF* HWY_RESTRICT norms, float* HWY_RESTRICT out) {
-  const size_t stride = r.stride, hd = size_t(r.head_dim);
-  const uint8_t* rows = r.rows;
-  const float* levels = r.levels;
+// Values: out_i[c] += p_it (x - dense) for queries [0, kQ) (p and out ldp and head_dim apart).
+template <int kQ>
+HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp,
+                                          float* HWY_RESTRICT out) {
+  const size_t hd = size_t(r.head_dim);
   for_each_run_outlier(
       r,
-      [=, &r](int t, size_t c, float exact) {
-        float d = 0.0f;
-        bool decoded = false;
-        for (int i = 0; i < n_q; ++i) {
-          const float pt = p[size_t(i) * ldp + size_t(t)];
-          if (pt == 0.0f) continue;
-          if (!decoded) {
-            const NormF f = norms ? norms[t] : RunNorm(r, t);
-            d = exact - (levels[code_at(rows + size_t(t) * stride, kBits, c)] * f.half + f.zero);
-            decoded = true;
-          }
-          out[size_t(i) * hd + c] += pt * d;
-        }
+      [=](int t, size_t c, float corr) {
+        for (int i = 0; i < kQ; ++i) out[size_t(i) * hd + c] += p[size_t(i) * ldp + size_t(t)] * corr;
       },
       F16At);
 }
@@ -486,7 +469,7 @@ HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTR
 // (level * half_c + zero_c), rotated by its offset j in the run with the key table
 // (R(j) k = k * C_j + swap_pairs(k) * S_j, kernels/rope.h) and dotted in registers, once for
 // all the queries of a pass; each sparse outlier then corrects the score by
-// (exact - dense) * (R(j)^T q)_c = (exact - dense) * (q_c C_jc + q_c' S_jc'), c' = c ^ 1.
+// (x - dense) * (R(j)^T q)_c = (x - dense) * (q_c C_jc + q_c' S_jc'), c' = c ^ 1.
 // q: the queries already rotated to the run's first position.
 template <int kBits>
 void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const float* HWY_RESTRICT table,
@@ -541,7 +524,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
     }
     for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
     // Outliers in a pass of their own, so that the row loop above keeps its registers.
-    if (r.out_ptr) KeyOutlierCorrections<kBits, kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
+    if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
   });
 }
 
@@ -591,7 +574,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
         zsum += pi[t] * f.zero;
         AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, oi);
       }
-      if (r.out_ptr) ValueOutlierCorrections<kBits>(r, pi, 1, ldp, nullptr, oi);
+      if (r.out_ptr) ValueOutlierCorrections<1>(r, pi, ldp, oi);
       add_zero(oi, zsum);
     }
     return;
@@ -603,10 +586,9 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     // a[i][t] = p_it half_t (0 where p_it is 0, whatever the norm), and tokens some query reads.
     float a[kQ][64], zsum[kQ] = {};
     int live[64], n_live = 0;
-    NormF norms[64];  // of the live tokens, for the outliers
     for (int t = 0; t < r.n; ++t) {
       bool any = false;
-      NormF& f = norms[t];
+      NormF f{};
       for (int i = 0; i < kQ; ++i) {
         const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
         a[i][t] = 0.0f;
@@ -645,7 +627,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
     for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
     // Outliers in a pass of their own, so that the row loops keep their registers.
-    if (r.out_ptr) ValueOutlierCorrections<kBits>(r, p + size_t(i0) * ldp, kQ, ldp, norms, out + size_t(i0) * hd);
+    if (r.out_ptr) ValueOutlierCorrections<kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
     for (int i = 0; i < kQ; ++i) add_zero(out + size_t(i0 + i) * hd, zsum[i]);
   });
 }

@@ -81,7 +81,7 @@ void decode_run_ref(const KvRun& r, float* out) {
       }
     }
   }
-  // KVQuant's sparse outliers replace their dense values (§3.4).
+  // KVQuant's sparse outliers add their stored corrections (x - dense) to the dense values (§3.4).
   if (r.out_ptr && (r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow)) apply_run_outliers(r, out);
 }
 

@@ -2,6 +2,7 @@
 // Quantized KV stores: round trips, KIVI windows, sinks, outliers, bytes, bad specs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/rng.h"
@@ -89,6 +90,49 @@ TEST(KvquantStore, OutliersReduceErrorOnHeavyTails) {
       mse[with] = read_mse(**s, 0, x, n);
     }
     EXPECT_LT(mse[1], mse[0]) << (role == KvRole::kKey ? "keys" : "values");
+  }
+}
+
+// A sparse outlier is stored as its fp16 correction to the dense decode (x - dense): read back,
+// it is x to within that correction's rounding, |x - dense| 2^-11, at most 2^-10 |x| for an
+// outlier (the dense decode lies within the inliers' range). Values: each token's largest and
+// smallest value are outliers; keys: every value well beyond its channel's thresholds.
+TEST(KvquantStore, OutliersReadBackAsTheirValues) {
+  const int n = 100;
+  const size_t row = kShape.row_values(), hd = size_t(kShape.head_dim);
+  for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
+    const auto x = laplace_rows(n, row, 3, 8.0f);
+    KvquantOptions o;
+    o.bits = 2;
+    o.sinks = 0;
+    o.outliers = 0.02;
+    const KvquantParams params = params_for(x, n, 2, o.outliers, role);
+    auto s = KvquantStore::make(kShape, test_pool(), role, o, params).value();
+    ASSERT_TRUE(s->append(0, n / 2, x.data()).ok());
+    ASSERT_TRUE(s->end_step().ok());
+    for (int t = n / 2; t < n; ++t) ASSERT_TRUE(s->append(0, 1, &x[size_t(t) * row]).ok());
+    std::vector<float> out(size_t(n) * hd);
+    size_t checked = 0;
+    for (int h = 0; h < kShape.n_kv_heads; ++h) {
+      s->read(0, h, 0, n, out.data());
+      for (int t = 0; t < n; ++t) {
+        const float* xr = &x[size_t(t) * row];
+        const float mx = *std::max_element(xr, xr + row), mn = *std::min_element(xr, xr + row);
+        for (size_t d = 0; d < hd; ++d) {
+          const size_t c = size_t(h) * hd + d;
+          const float v = xr[c];
+          const bool outlier = role == KvRole::kValue
+                                   ? v == mx || v == mn
+                                   : v > params.layers[0].upper[c] + 0.05f * std::fabs(params.layers[0].upper[c]) ||
+                                         v < params.layers[0].lower[c] - 0.05f * std::fabs(params.layers[0].lower[c]);
+          if (!outlier) continue;
+          ++checked;
+          ASSERT_NEAR(out[size_t(t) * hd + d], v, std::ldexp(std::fabs(v), -10))
+              << (role == KvRole::kKey ? "keys" : "values") << " token " << t << " channel " << c;
+        }
+      }
+    }
+    EXPECT_GE(checked, size_t(n)) << (role == KvRole::kKey ? "keys" : "values");
   }
 }
 
