@@ -153,6 +153,22 @@ HWY_INLINE V SumChains(const V (&a)[kN]) {
   return sum;
 }
 
+#if HWY_TARGET == HWY_AVX2
+// Lanes 0, 4, 1, 5: GetLane(SumOfLanes(a[k])) for k = 0..3, bit for bit: the same additions
+// in the same grouping (the two halves, then lanes two apart, then neighbours) as SumOfLanes
+// does for each vector (and attention_ops.cc's SumOfLanes8), in 9 instructions for the four.
+HWY_INLINE hn::Vec256<float> SumOfLanes4(const hn::Vec256<float> (&a)[4]) {
+  const __m256 h01 = _mm256_add_ps(_mm256_permute2f128_ps(a[0].raw, a[1].raw, 0x20),
+                                   _mm256_permute2f128_ps(a[0].raw, a[1].raw, 0x31));
+  const __m256 h23 = _mm256_add_ps(_mm256_permute2f128_ps(a[2].raw, a[3].raw, 0x20),
+                                   _mm256_permute2f128_ps(a[2].raw, a[3].raw, 0x31));
+  const __m256 s = _mm256_add_ps(_mm256_shuffle_ps(h01, h23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(h01, h23, _MM_SHUFFLE(3, 2, 3, 2)));
+  return hn::Vec256<float>{_mm256_add_ps(_mm256_shuffle_ps(s, s, _MM_SHUFFLE(2, 0, 2, 0)),
+                                         _mm256_shuffle_ps(s, s, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+#endif
+
 // q4_0 / q8_0 keys: q . x' = sum_blocks d_b (q_b . codes_b). A row's codes are unpacked once
 // for up to kScoreQ queries (a GQA group); with one query, rows go two at a time so that two
 // chains keep the FMA units busy. Each (query, row) sum is the same chain in every case (a
@@ -500,18 +516,31 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
       for (size_t i0v = 0; i0v < hd; i0v += kStep) {
         for (size_t ch = 0; ch < kChains; ++ch) {
           const size_t i = i0v + ch * N;
+          // The step's first chunk of codes, whose offset the compiler does not reuse across
+          // the chains by itself (kStep is a whole number of chunks, or part of one).
+          const size_t c0 = i0v / kChunk * 2 * kBits + (kStep >= kChunk ? ch * N / kChunk * 2 * kBits : 0);
           const auto vh = hn::LoadU(df, h + i), vz = hn::LoadU(df, z + i);
           for (int w = 0; w < kRows; ++w) {
             const uint8_t* row = r.rows + size_t(t0 + w) * r.stride;
             const float* C = table + size_t(t0 + w) * 2 * hd;
             const float* S = C + hd;
-            const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + i / kChunk * 2 * kBits, i % kChunk));
+            const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + c0, i % kChunk));
             const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), vh, vz);
             const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
             for (int j = 0; j < kQ; ++j) acc[w][j][ch] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[w][j][ch]);
           }
         }
       }
+#if HWY_TARGET == HWY_AVX2
+      if constexpr (kQ == 4 && kRows == 1 && N == 8) {
+        const hn::Vec256<float> all[4] = {SumChains(acc[0][0]), SumChains(acc[0][1]), SumChains(acc[0][2]),
+                                          SumChains(acc[0][3])};
+        HWY_ALIGN float sums[8];
+        hn::Store(hn::Mul(SumOfLanes4(all), hn::Set(df, scale)), df, sums);
+        for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t0)] = sums[j % 2 * 4 + j / 2];
+        return;
+      }
+#endif
       for (int w = 0; w < kRows; ++w) {
         for (int j = 0; j < kQ; ++j) {
           s[size_t(i0 + j) * lds + size_t(t0 + w)] = hn::GetLane(hn::SumOfLanes(df, SumChains(acc[w][j]))) * scale;
