@@ -169,6 +169,33 @@ HWY_INLINE hn::Vec256<float> SumOfLanes4(const hn::Vec256<float> (&a)[4]) {
 }
 #endif
 
+// s[i * lds] = (GetLane(SumOfLanes(a[i])) + add[i]) * scale for the kQ sums of a score pass
+// (add null: nothing added), bit for bit the same whichever way the lanes are summed; on AVX2
+// four queries' sums go through one transpose (SumOfLanes4).
+template <int kQ, class V>
+HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, float scale, float* HWY_RESTRICT s,
+                            size_t lds) {
+#if HWY_TARGET == HWY_AVX2
+  if constexpr (kQ == 4 && sizeof(V) == 32) {
+    const hn::Vec256<float> all[4] = {a[0], a[1], a[2], a[3]};
+    HWY_ALIGN float sums[8];
+    hn::Store(SumOfLanes4(all), hn::Full256<float>(), sums);
+    for (int i = 0; i < kQ; ++i) {
+      float x = sums[i % 2 * 4 + i / 2];
+      if (add) x += add[i];
+      s[size_t(i) * lds] = x * scale;
+    }
+    return;
+  }
+#endif
+  const hn::DFromV<V> d;
+  for (int i = 0; i < kQ; ++i) {
+    float x = hn::GetLane(hn::SumOfLanes(d, a[i]));
+    if (add) x += add[i];
+    s[size_t(i) * lds] = x * scale;
+  }
+}
+
 // q4_0 / q8_0 keys: q . x' = sum_blocks d_b (q_b . codes_b). A row's codes are unpacked once
 // for up to kScoreQ queries (a GQA group); with one query, rows go two at a time so that two
 // chains keep the FMA units busy. Each (query, row) sum is the same chain in every case (a
@@ -206,10 +233,10 @@ void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
           for (int i = 0; i < kQ; ++i) acc[i][w] = hn::MulAdd(d, ba[i][w], acc[i][w]);
         }
       }
-      for (int i = 0; i < kQ; ++i) {
-        for (int w = 0; w < kRows; ++w) {
-          s[size_t(i0 + i) * lds + size_t(t0 + w)] = hn::GetLane(hn::SumOfLanes(df, acc[i][w])) * scale;
-        }
+      for (int w = 0; w < kRows; ++w) {
+        hn::Vec<DF> sums[kQ];
+        for (int i = 0; i < kQ; ++i) sums[i] = acc[i][w];
+        StoreScores<kQ>(sums, nullptr, scale, s + size_t(i0) * lds + size_t(t0 + w), lds);
       }
     };
     int t = 0;
@@ -265,9 +292,9 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
           }
         });
       }
-      for (int i = 0; i < kQ; ++i) {
-        s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, SumChains(acc[i]))) + bias[i]) * scale;
-      }
+      hn::Vec<DF8> sums[kQ];
+      for (int i = 0; i < kQ; ++i) sums[i] = SumChains(acc[i]);
+      StoreScores<kQ>(sums, bias, scale, s + size_t(i0) * lds + size_t(t), lds);
     }
   });
 }
@@ -326,7 +353,7 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
           zpart[i] += zk * qsum[i][k];
         }
       }
-      for (int i = 0; i < kQ; ++i) s[size_t(i0 + i) * lds + size_t(t)] = (hn::GetLane(hn::SumOfLanes(df, acc[i])) + zpart[i]) * scale;
+      StoreScores<kQ>(acc, zpart, scale, s + size_t(i0) * lds + size_t(t), lds);
     }
   });
 }
@@ -531,20 +558,10 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
           }
         }
       }
-#if HWY_TARGET == HWY_AVX2
-      if constexpr (kQ == 4 && kRows == 1 && N == 8) {
-        const hn::Vec256<float> all[4] = {SumChains(acc[0][0]), SumChains(acc[0][1]), SumChains(acc[0][2]),
-                                          SumChains(acc[0][3])};
-        HWY_ALIGN float sums[8];
-        hn::Store(hn::Mul(SumOfLanes4(all), hn::Set(df, scale)), df, sums);
-        for (int j = 0; j < kQ; ++j) s[size_t(i0 + j) * lds + size_t(t0)] = sums[j % 2 * 4 + j / 2];
-        return;
-      }
-#endif
       for (int w = 0; w < kRows; ++w) {
-        for (int j = 0; j < kQ; ++j) {
-          s[size_t(i0 + j) * lds + size_t(t0 + w)] = hn::GetLane(hn::SumOfLanes(df, SumChains(acc[w][j]))) * scale;
-        }
+        hn::Vec<DF> sums[kQ];
+        for (int j = 0; j < kQ; ++j) sums[j] = SumChains(acc[w][j]);
+        StoreScores<kQ>(sums, nullptr, scale, s + size_t(i0) * lds + size_t(t0 + w), lds);
       }
     };
     int t = 0;
