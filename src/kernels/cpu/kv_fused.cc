@@ -177,13 +177,15 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
                             size_t lds) {
 #if HWY_TARGET == HWY_AVX2
   if constexpr (kQ == 4 && sizeof(V) == 32) {
+    const hn::Full256<float> d;
     const hn::Vec256<float> all[4] = {a[0], a[1], a[2], a[3]};
     HWY_ALIGN float sums[8];
-    hn::Store(SumOfLanes4(all), hn::Full256<float>(), sums);
-    for (int i = 0; i < kQ; ++i) {
-      float x = sums[i % 2 * 4 + i / 2];
-      if (add) x += add[i];
-      s[size_t(i) * lds] = x * scale;
+    if (add) {
+      hn::Store(SumOfLanes4(all), d, sums);
+      for (int i = 0; i < kQ; ++i) s[size_t(i) * lds] = (sums[i % 2 * 4 + i / 2] + add[i]) * scale;
+    } else {
+      hn::Store(hn::Mul(SumOfLanes4(all), hn::Set(d, scale)), d, sums);
+      for (int i = 0; i < kQ; ++i) s[size_t(i) * lds] = sums[i % 2 * 4 + i / 2];
     }
     return;
   }
