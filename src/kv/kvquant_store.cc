@@ -225,9 +225,9 @@ Status KvquantStore::append(int il, int n, const float* x) {
     if (opts_.outliers > 0.0) {
       // Each outlier is stored as its correction x - dense to what the dense codes decode to at
       // its channel, not as x (KVQuant §3.4 keeps x): attention adds the correction to the
-      // score or output it computed from the codes, without decoding the code again (what
-      // made the correction walk ~40% of KVQuant's decode attention), and read() adds it to
-      // the dense row. The f16 rounding is then of x - dense, no larger than x's own.
+      // score or output it computed from the codes, without decoding the code again (the
+      // decode made the correction walks ~30% of KVQuant's decode attention), and read() adds
+      // it to the dense row. It is rounded to f16 relative to |x - dense| instead of |x|.
       const size_t hd = size_t(shape().head_dim);
       for (size_t j = 0; j < count;) {
         const size_t h = idx[j] / hd;  // indices ascend: a head's outliers are consecutive
