@@ -9,6 +9,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+#include "kernels/cpu/lane_sums-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -43,25 +44,6 @@ HWY_INLINE hn::Vec<D> LoadWhole(D d, const f16_t* p) {
   return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
 }
 
-#if HWY_TARGET == HWY_AVX2
-// Lane k: GetLane(SumOfLanes(a[k])) for k < 8, bit for bit: SumOfLanes adds the two halves, then
-// lanes two apart, then neighbours, and so does this transpose (IEEE addition commutes), in 21
-// instructions for the 8 sums instead of ~8 each.
-HWY_INLINE hn::Vec256<float> SumOfLanes8(const hn::Vec256<float> (&a)[8]) {
-  __m256 h[4];
-  for (int k = 0; k < 4; ++k) {  // [a_k: lanes i + (i + 4), i < 4 | a_k+4: the same]
-    h[k] = _mm256_add_ps(_mm256_permute2f128_ps(a[k].raw, a[k + 4].raw, 0x20),
-                         _mm256_permute2f128_ps(a[k].raw, a[k + 4].raw, 0x31));
-  }
-  // [a_k: (0 + 2), (1 + 3), a_k+1: (0 + 2), (1 + 3) | the same for a_k+4, a_k+5]
-  const __m256 s01 = _mm256_add_ps(_mm256_shuffle_ps(h[0], h[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                   _mm256_shuffle_ps(h[0], h[1], _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m256 s23 = _mm256_add_ps(_mm256_shuffle_ps(h[2], h[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                   _mm256_shuffle_ps(h[2], h[3], _MM_SHUFFLE(3, 2, 3, 2)));
-  return hn::Vec256<float>{_mm256_add_ps(_mm256_shuffle_ps(s01, s23, _MM_SHUFFLE(2, 0, 2, 0)),
-                                         _mm256_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 1, 3, 1)))};
-}
-#endif
 
 // Scores of kQ queries (ldq apart) against n_rows keys, into s (queries lds apart). Each
 // (query, key) pair is one accumulator summed over head_dim in increasing order and reduced by
@@ -103,7 +85,7 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
     if constexpr (kQ == 4 && hn::MaxLanes(D()) == 8) {
       const V all[8] = {a0[0], a1[0], a0[1], a1[1], a0[2], a1[2], a0[3], a1[3]};
       HWY_ALIGN float sums[8];
-      hn::Store(hn::Mul(SumOfLanes8(all), hn::Set(d, scale)), d, sums);
+      hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes8(all), hn::Set(d, scale)), d, sums);
       for (size_t u = 0; u < kQ; ++u) {
         s[u * lds + size_t(j)] = sums[2 * u];
         s[u * lds + size_t(j) + 1] = sums[2 * u + 1];

@@ -14,6 +14,7 @@
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_fused.h"
 #include "kernels/cpu/kv_run-inl.h"
+#include "kernels/cpu/lane_sums-inl.h"
 #include "quant/bitpack-inl.h"
 #include "quant/codebook-inl.h"
 #include "quant/ggml_blocks.h"
@@ -153,21 +154,6 @@ HWY_INLINE V SumChains(const V (&a)[kN]) {
   return sum;
 }
 
-#if HWY_TARGET == HWY_AVX2
-// Lanes 0, 4, 1, 5: GetLane(SumOfLanes(a[k])) for k = 0..3, bit for bit: the same additions
-// in the same grouping (the two halves, then lanes two apart, then neighbours) as SumOfLanes
-// does for each vector (and attention_ops.cc's SumOfLanes8), in 9 instructions for the four.
-HWY_INLINE hn::Vec256<float> SumOfLanes4(const hn::Vec256<float> (&a)[4]) {
-  const __m256 h01 = _mm256_add_ps(_mm256_permute2f128_ps(a[0].raw, a[1].raw, 0x20),
-                                   _mm256_permute2f128_ps(a[0].raw, a[1].raw, 0x31));
-  const __m256 h23 = _mm256_add_ps(_mm256_permute2f128_ps(a[2].raw, a[3].raw, 0x20),
-                                   _mm256_permute2f128_ps(a[2].raw, a[3].raw, 0x31));
-  const __m256 s = _mm256_add_ps(_mm256_shuffle_ps(h01, h23, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm256_shuffle_ps(h01, h23, _MM_SHUFFLE(3, 2, 3, 2)));
-  return hn::Vec256<float>{_mm256_add_ps(_mm256_shuffle_ps(s, s, _MM_SHUFFLE(2, 0, 2, 0)),
-                                         _mm256_shuffle_ps(s, s, _MM_SHUFFLE(3, 1, 3, 1)))};
-}
-#endif
 
 // s[i * lds] = (GetLane(SumOfLanes(a[i])) + add[i]) * scale for the kQ sums of a score pass
 // (add null: nothing added), bit for bit the same whichever way the lanes are summed; on AVX2
