@@ -18,6 +18,7 @@
 #include "kernels/ref/kv_decode_ref.h"
 #include "kernels/ref/ops_ref.h"
 #include "kv/kv_view.h"
+#include "quant/ggml_blocks.h"
 
 namespace kvq {
 
@@ -32,6 +33,7 @@ struct SoftState {
   float max = -INFINITY;
   float sum = 0.0f;
 };
+static_assert(sizeof(SoftState) == 2 * sizeof(float), "Work carves n_q states as 2 * n_q floats");
 
 // a = merge(a, b) for one query; oa, ob: [hd]. Empty states (sum 0) are skipped, and a single
 // non-empty state passes through unchanged.
@@ -104,11 +106,16 @@ struct Work {
   float* s;      // [n_q][kAttentionChunk] scores, then probabilities
   float* o;      // [n_q][hd] chunk output
   SoftState* st; // [n_q]
+  BlockQ8_0* q8; // [n_q][hd / 32] the queries in q8_0 (q4_0 / q8_0 keys), qbuf their values
 };
+
+size_t q8_floats(int n_q, int hd) {
+  return (size_t(n_q) * size_t(hd / kQK8_0) * sizeof(BlockQ8_0) + sizeof(float) - 1) / sizeof(float);
+}
 
 size_t work_floats(int n_q, int hd) {
   return size_t(n_q) * (4 * size_t(hd) + kAttentionChunk) + size_t(kTile) * size_t(hd) +
-         2 * size_t(n_q) + 64;
+         2 * size_t(n_q) + q8_floats(n_q, hd) + 64;
 }
 
 Work carve(float* base, int n_q, int hd) {
@@ -120,6 +127,7 @@ Work carve(float* base, int n_q, int hd) {
   w.s = w.tile + size_t(kTile) * hd;
   w.o = w.s + size_t(n_q) * kAttentionChunk;
   w.st = reinterpret_cast<SoftState*>(w.o + size_t(n_q) * hd);
+  w.q8 = reinterpret_cast<BlockQ8_0*>(w.o + size_t(n_q) * hd + 2 * size_t(n_q));
   return w;
 }
 
@@ -138,11 +146,12 @@ void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* s
 }
 
 // Formats whose fused kernels unpack each row once for all the queries of a GQA group: for
-// scores, and for value accumulation (q4_0 / q8_0 blocks, KIVI's per-token groups, and KVQuant
+// scores (KIVI, int-b; q4_0 / q8_0 keys take score_run_q8, which does too), and for value
+// accumulation (q4_0 / q8_0 blocks, KIVI's per-token groups, and KVQuant
 // values when head_dim is a multiple of the 16-code packing chunk; other sizes, e.g. head_dim
 // 8, take an axpy per query, still fused).
 bool scores_unpack_once(KvFormat f) {
-  return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
+  return f == KvFormat::kUniformCols || f == KvFormat::kUniformRow;
 }
 bool accumulate_unpacks_once(KvFormat f) {
   return f == KvFormat::kUniformRow || f == KvFormat::kCodebookRow || f == KvFormat::kQ4_0 || f == KvFormat::kQ8_0;
@@ -163,6 +172,10 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
                        scale, s, kAttentionChunk);
     }
     return;
+  }
+  if (c.path == KernelPath::kSimd && c.k.q8_0_queries && q == w.qbuf &&
+      cpu::score_run_q8(run, w.q8, n_q, scale, s, kAttentionChunk)) {
+    return;  // integer block sums against the rounded query, each block read once for the group
   }
   if (c.path == KernelPath::kSimd && !c.k.pre_rope && (c.group == 1 || scores_unpack_once(f))) {
     // Fused kernels score from the codes, each query the same way whatever n_q is (so prefill
@@ -285,6 +298,19 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
   for_each_run(c.v, h, c0, c1, [&](const KvRun& run, int t) { accumulate_run(c, w, run, w.s + (t - c0), n_q); });
 }
 
+// q: [hd] to its q8_0 blocks q8, and q to their values, as llama.cpp rounds a query for q4_0 /
+// q8_0 keys. A query that is not finite gets blocks of scale NaN, so that its scores are NaN
+// on every path (the model's checks report it), never a silent zero.
+void round_query_q8_0(KernelPath path, float* q, int hd, BlockQ8_0* q8) {
+  if (!quantize_row_q8_0(q, q8, hd, path).ok()) {
+    for (int b = 0; b < hd / kQK8_0; ++b) {
+      q8[b].d = f32_to_f16(NAN);
+      std::memset(q8[b].qs, 0, sizeof(q8[b].qs));
+    }
+  }
+  dequantize_row_q8_0(q8, q, hd, path);
+}
+
 // Gathers the group's queries of tokens [t0, t0 + n) into w.qbuf.
 int load_queries(const Call& c, Work& w, int h, int t0, int n, int* pos) {
   const int hd = c.p->head_dim;
@@ -299,6 +325,9 @@ int load_queries(const Call& c, Work& w, int h, int t0, int n, int* pos) {
   }
   // Keys stored as R k: q . k = (R q) . (R k), one transform per query (not per key).
   if (c.k.rotated) rotate_rows(c, w.qbuf, n_q, false);
+  if (c.k.q8_0_queries) {
+    for (int i = 0; i < n_q; ++i) round_query_q8_0(c.path, w.qbuf + size_t(i) * hd, hd, w.q8 + size_t(i) * (hd / kQK8_0));
+  }
   return n_q;
 }
 

@@ -63,6 +63,7 @@ KvStoreView GgmlStore::view(int il) const {
   const PagedRows& r = rows_[size_t(il)];
   KvStoreView v;
   v.n_tokens = r.n_tokens();
+  v.q8_0_queries = true;
   v.add() = r.segment(bits_ == 8 ? KvFormat::kQ8_0 : KvFormat::kQ4_0, shape().head_dim);
   return v;
 }

@@ -104,6 +104,9 @@ struct KvStoreView {
   // An f16 store attended as llama.cpp does: f16 x f16 products, so the query (keys) or the
   // probabilities (values) are rounded to f16 too. What makes f16 caches match its goldens.
   bool f16_numerics = false;
+  // A q4_0 / q8_0 store's keys scored as llama.cpp scores them: the query (rotated first, for
+  // rot=1) rounded to q8_0 blocks, ggml's vec_dot_type for these keys (kernels/cpu/kv_fused.h).
+  bool q8_0_queries = false;
   // Rows stored in the randomized Hadamard basis (kernels/ref/hadamard_ref.h): attention
   // rotates the query (keys) or rotates its output back (values).
   bool rotated = false;

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Fused attention kernels over packed runs for one or two queries (decode without GQA sharing):
 // scores and value accumulation straight from the codes, no f32 tile. Scores use
-//   q . x' = sum_blocks d_b (q . codes_b)          (ggml blocks)
+//   q . x' = sum_blocks d_qb d_b (q8_b . codes_b)  (ggml blocks; q8: the query in q8_0)
 //   q . x' = sum_c (q_c s_c) code_c + q . z        (KIVI keys; w = q * s once per run)
 //   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (per-token groups)
 // and accumulation out += (p s) code + p z; KVQuant values (codebook rows) accumulate
 //   out += (p half) level[code] + p zero,  then  out[i] += p c_i per outlier (c_i = x_i - dense_i, stored).
-// Specification: decode_run_ref, then dot / axpy;
+// q4_0 / q8_0 keys are scored against the query rounded to q8_0 (as llama.cpp does), in integers.
+// Specification: decode_run_ref, then dot / axpy (with the rounded query);
 // results agree within float reassociation (tested against attention over read()).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused.cc"
@@ -184,55 +185,155 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
   }
 }
 
-// q4_0 / q8_0 keys: q . x' = sum_blocks d_b (q_b . codes_b). A row's codes are unpacked once
-// for up to kScoreQ queries (a GQA group); with one query, rows go two at a time so that two
-// chains keep the FMA units busy. Each (query, row) sum is the same chain in every case (a
-// block's FMAs over its 32 values, then d_b times it added to the row's sum), so results do not
-// depend on how many queries share a pass.
+// q4_0 / q8_0 keys against queries rounded to q8_0 blocks, as llama.cpp scores them (q8_0 is
+// ggml's vec_dot_type for both): q . x' = sum_b d_qb d_kb sum_j q_bj c_bj, the inner sums in
+// integers (exact), c = nibble - 8 or the int8 code. Lanes of int32 partial sums of a block,
+// converted to float, times d_qb, times d_kb into the query's row sum. On AVX2 a block is one
+// pmaddubsw + pmaddwd per query (unsigned nibbles times the signed query; the -8 as
+// 8 * sum(q) per lane, once per query block); elsewhere the same sums, widened to int32.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+// Block b of a query: its 32 int8 values, and 8 * (the sums of each 4 of them) for q4_0 keys.
+struct QueryBlockI8 {
+  __m256i q, q4_offset;
+};
+HWY_INLINE QueryBlockI8 LoadQueryBlock(const BlockQ8_0& b) {
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  const __m256i off = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
+  return {q, off};
+}
+// The block's 32 codes as bytes in value order: nibbles 0..15 (q4_0: the low nibbles, then
+// the high ones), or the int8 codes.
 template <bool kQ4>
-void GgmlScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale, float* HWY_RESTRICT s,
-                size_t lds) {
-  const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+HWY_INLINE __m256i KeyBlockBytes(const uint8_t* HWY_RESTRICT blk) {
+  if constexpr (kQ4) {  // the 16 bytes in both halves, the upper half shifted down a nibble
+    const __m256i b = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const BlockQ4_0*>(blk)->qs)));
+    return _mm256_and_si256(_mm256_srlv_epi64(b, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
+  } else {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ8_0*>(blk)->qs));
+  }
+}
+// The block's scale d in every lane (a word broadcast and one conversion).
+HWY_INLINE hn::Vec<DF8> BlockScale(const uint8_t* HWY_RESTRICT blk) {
+  int16_t d;
+  std::memcpy(&d, blk, 2);
+  return hn::Vec<DF8>{_mm256_cvtph_ps(_mm_set1_epi16(d))};
+}
+// Lane k: sum_{j in [4k, 4k + 4)} c_j q_j, as float (exact: |sum| < 2^24).
+template <bool kQ4>
+HWY_INLINE hn::Vec<DF8> BlockDot(__m256i codes, const QueryBlockI8& qb) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i p;
+  if constexpr (kQ4) {
+    p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qb.q), ones), qb.q4_offset);
+  } else {  // |c| times q with c's sign: pmaddubsw takes its first operand unsigned
+    p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(codes, codes), _mm256_sign_epi8(qb.q, codes)), ones);
+  }
+  return hn::Vec<DF8>{_mm256_cvtepi32_ps(p)};
+}
+#else
+struct QueryBlockI8 {
+  const int8_t* q;
+};
+HWY_INLINE QueryBlockI8 LoadQueryBlock(const BlockQ8_0& b) { return {b.qs}; }
+template <bool kQ4>
+HWY_INLINE const uint8_t* KeyBlockBytes(const uint8_t* HWY_RESTRICT blk) { return blk; }
+HWY_INLINE hn::Vec<DF8> BlockScale(const uint8_t* HWY_RESTRICT blk) { return hn::Set(DF8(), F16ToF32(blk)); }
+// Lane k of N: sum_{j = k mod N} c_j q_j, as float.
+template <bool kQ4>
+HWY_INLINE hn::Vec<DF8> BlockDot(const uint8_t* HWY_RESTRICT blk, const QueryBlockI8& qb) {
+  const hn::RebindToSigned<DF8> di;
+  const size_t N = hn::Lanes(di);
+  auto acc = hn::Zero(di);
+  for (size_t j = 0; j < 32; j += N) {
+    hn::Vec<decltype(di)> c;
+    if constexpr (kQ4) {
+      const auto* qs = reinterpret_cast<const BlockQ4_0*>(blk)->qs;
+      const auto b = hn::PromoteTo(di, hn::LoadU(hn::Rebind<uint8_t, decltype(di)>(), qs + (j & 15)));
+      c = hn::Sub(j < 16 ? hn::And(b, hn::Set(di, 15)) : hn::ShiftRight<4>(b), hn::Set(di, 8));
+    } else {
+      c = hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, decltype(di)>(), reinterpret_cast<const BlockQ8_0*>(blk)->qs + j));
+    }
+    acc = hn::Add(acc, hn::Mul(c, hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, decltype(di)>(), qb.q + j))));
+  }
+  return hn::ConvertTo(DF8(), acc);
+}
+#endif
+
+// A row's blocks are read once for up to kScoreQ queries (a GQA group); with one query, rows go
+// four at a time, independent chains whose four sums reduce in one transpose (StoreScores with
+// the rows as its sums). Each (query, row) sum is the same operations in every case, so results
+// do not depend on how many queries share a pass. kNb: blocks per row when a constant (the
+// common head sizes, whose loops then unroll), else 0 and nb.
+template <bool kQ4, size_t kNb>
+void GgmlScoresQ8(const KvRun& r, const BlockQ8_0* HWY_RESTRICT q8, int n_q, float scale, float* HWY_RESTRICT s,
+                  size_t lds) {
+  const DF8 df;
+  const size_t nb = kNb != 0 ? kNb : size_t(r.head_dim) / 32;
   const size_t blk = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
+    QueryBlockI8 qb[kQ][16];  // head_dim <= 512
+    hn::Vec<DF8> dq[kQ][16];
+    for (int i = 0; i < kQ; ++i) {
+      for (size_t b = 0; b < nb; ++b) {
+        const BlockQ8_0& x = q8[size_t(i0 + i) * nb + b];
+        qb[i][b] = LoadQueryBlock(x);
+        dq[i][b] = BlockScale(reinterpret_cast<const uint8_t*>(&x));
+      }
+    }
     auto rows = [&](auto kr_, int t0) {
       constexpr int kRows = decltype(kr_)::value;
-      hn::Vec<DF> acc[kQ][kRows];
+      hn::Vec<DF8> acc[kQ][kRows];
       for (auto& a : acc) {
         for (auto& x : a) x = hn::Zero(df);
       }
-      for (size_t b = 0; b < hd / 32; ++b) {
-        hn::Vec<DF> ba[kQ][kRows];
-        for (auto& a : ba) {
-          for (auto& x : a) x = hn::Zero(df);
-        }
-        for (size_t j = 0; j < 32; j += N) {
-          hn::Vec<DF> codes[kRows];
-          for (int w = 0; w < kRows; ++w) codes[w] = BlockCodes<kQ4>(r.rows + size_t(t0 + w) * r.stride + b * blk, j);
+      const uint8_t* row0 = r.rows + size_t(t0) * r.stride;
+      for (size_t b = 0; b < nb; ++b) {
+        for (int w = 0; w < kRows; ++w) {
+          const uint8_t* kb = row0 + size_t(w) * r.stride + b * blk;
+          const auto dk = BlockScale(kb);
+          const auto codes = KeyBlockBytes<kQ4>(kb);
           for (int i = 0; i < kQ; ++i) {
-            const auto qv = hn::LoadU(df, q + size_t(i0 + i) * hd + b * 32 + j);
-            for (int w = 0; w < kRows; ++w) ba[i][w] = hn::MulAdd(qv, codes[w], ba[i][w]);
+            acc[i][w] = hn::MulAdd(hn::Mul(BlockDot<kQ4>(codes, qb[i][b]), dq[i][b]), dk, acc[i][w]);
           }
         }
-        for (int w = 0; w < kRows; ++w) {
-          const auto d = hn::Set(df, F16ToF32(r.rows + size_t(t0 + w) * r.stride + b * blk));
-          for (int i = 0; i < kQ; ++i) acc[i][w] = hn::MulAdd(d, ba[i][w], acc[i][w]);
-        }
       }
-      for (int w = 0; w < kRows; ++w) {
-        hn::Vec<DF> sums[kQ];
-        for (int i = 0; i < kQ; ++i) sums[i] = acc[i][w];
-        StoreScores<kQ>(sums, nullptr, scale, s + size_t(i0) * lds + size_t(t0 + w), lds);
+      if constexpr (kQ == 1) {
+        StoreScores<kRows>(acc[0], nullptr, scale, s + size_t(i0) * lds + size_t(t0), 1);
+      } else {
+        static_assert(kRows == 1);
+        hn::Vec<DF8> sums[kQ];
+        for (int i = 0; i < kQ; ++i) sums[i] = acc[i][0];
+        StoreScores<kQ>(sums, nullptr, scale, s + size_t(i0) * lds + size_t(t0), lds);
       }
     };
     int t = 0;
     if constexpr (kQ == 1) {
-      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
+      for (; t + 4 <= r.n; t += 4) rows(std::integral_constant<int, 4>(), t);
     }
     for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
   });
+}
+
+bool ScoreRunQ8(const KvRun& r, const BlockQ8_0* q8, int n_q, float scale, float* s, size_t lds) {
+  if (r.head_dim % 32 != 0 || r.head_dim > 512 || (r.format != KvFormat::kQ4_0 && r.format != KvFormat::kQ8_0)) {
+    return false;
+  }
+  const bool q4 = r.format == KvFormat::kQ4_0;
+  auto run = [&](auto nb) {
+    if (q4) {
+      GgmlScoresQ8<true, nb()>(r, q8, n_q, scale, s, lds);
+    } else {
+      GgmlScoresQ8<false, nb()>(r, q8, n_q, scale, s, lds);
+    }
+  };
+  switch (r.head_dim) {
+    case 64: run(std::integral_constant<size_t, 2>()); break;
+    case 128: run(std::integral_constant<size_t, 4>()); break;
+    default: run(std::integral_constant<size_t, 0>()); break;
+  }
+  return true;
 }
 
 // KIVI keys: one G-token block, per-channel scale s_c and zero z_c:
@@ -669,12 +770,6 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
 bool ScoreRunFused(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
   if (r.head_dim % 16 != 0 || r.head_dim > 512) return false;
   switch (r.format) {
-    case KvFormat::kQ8_0:
-      GgmlScores<false>(r, q, n_q, scale, s, lds);
-      return true;
-    case KvFormat::kQ4_0:
-      GgmlScores<true>(r, q, n_q, scale, s, lds);
-      return true;
     case KvFormat::kUniformCols:
     case KvFormat::kUniformRow: {
       bool fused = false;
@@ -809,6 +904,10 @@ namespace kvq::cpu {
 HWY_EXPORT(ScoreRunFused);
 HWY_EXPORT(AccumulateRunFused);
 HWY_EXPORT(ScoreRunRopeFused);
+HWY_EXPORT(ScoreRunQ8);
+bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, float* scores, size_t ld) {
+  return HWY_DYNAMIC_DISPATCH(ScoreRunQ8)(run, q8, n_q, scale, scores, ld);
+}
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
                           float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, key_table, scale, scores, ld);

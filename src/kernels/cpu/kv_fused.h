@@ -8,12 +8,17 @@
 #pragma once
 
 #include "kernels/kv_run.h"
+#include "quant/ggml_blocks.h"
 
 namespace kvq::cpu {
 
 // scores[i * ld + t] = scale * q_i . x'_t for t < run.n, q: [n_q][head_dim] (keys stored
-// after RoPE).
+// after RoPE; not q4_0 / q8_0 keys, which score_run_q8 takes).
 bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
+// q4_0 / q8_0 keys against queries rounded to q8_0 blocks, as llama.cpp scores them (q8_0 is
+// ggml's vec_dot_type for both): scores[i * ld + t] = scale * q8_i' . x'_t, q8: [n_q][head_dim /
+// 32] blocks, q8_i' their dequantized values; the block sums in integers.
+bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, float* scores, size_t ld);
 // Keys stored before RoPE (KVQuant codebook keys): scores[i * ld + t] = scale * q_i . R(t) x'_t,
 // R(t) the rotation of row t of key_table (Rope::key_table(): offsets within the run, t <
 // Rope::kKeyOffsets) in adjacent-pair mode (Rope::pair_stride() == 1), q: [n_q][head_dim]

@@ -2,7 +2,8 @@
 // The fused attention path against its specifications, on every cache format:
 //  - each format's SIMD run decoder is bit-identical to its scalar reference (kernels/ref);
 //  - attention read in place (SIMD and reference kernels) equals plain softmax attention over
-//    the cache dequantized by read(), for head_dim 8, 64, 128, odd lengths and mixed K/V;
+//    the cache dequantized by read(), for head_dim 8, 64, 128, odd lengths and mixed K/V (the
+//    query rounded as the keys' format says: f16, or q8_0 for q4_0 / q8_0 keys);
 //  - split-K results are bit-identical for any thread count, and batched prefill equals
 //    token-by-token decode for batch-invariant caches, at contexts split into several chunks.
 #include <gtest/gtest.h>
@@ -19,6 +20,8 @@
 #include "kernels/ref/ops_ref.h"
 #include "kv/cache_spec.h"
 #include "quant/codebook.h"
+#include "../quant/test_util.h"
+#include "test_caches.h"
 
 namespace kvq {
 namespace {
@@ -150,9 +153,9 @@ void check_against_read(const std::string& k_spec, const std::string& v_spec, co
   const int pos0 = n - n_q;
   ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), n_q, pos0, out.data()).ok());
   std::vector<float> kd(size_t(n) * hd), vd(kd.size()), ref(hd), cs(hd);
-  // An f16 store is attended as llama.cpp does (kv_view.h): the query is rounded to f16 for
-  // f16 keys, the probabilities for f16 values.
-  const bool f16_k = k_spec == "f16", f16 = f16_k || v_spec == "f16";
+  // Stores attended as llama.cpp does (kv_view.h): the query rounded as the keys' format says
+  // (test::round_query_for_keys), the probabilities to f16 for f16 values.
+  const bool f16 = k_spec == "f16" || v_spec == "f16";
   for (int h = 0; h < s.n_heads; ++h) {
     c.cache->read(0, h / group, 0, n, kd.data(), vd.data());
     if (c.cache->pre_rope()) {
@@ -164,9 +167,7 @@ void check_against_read(const std::string& k_spec, const std::string& v_spec, co
     for (int i = 0; i < n_q; ++i) {
       std::vector<float> qh(q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h) * hd),
                             q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h + 1) * hd));
-      if (f16_k) {
-        for (float& x : qh) x = round_to_f16(x);
-      }
+      test::round_query_for_keys(k_spec, qh.data(), hd);
       ref::attention_head_ref(qh.data(), kd.data(), vd.data(), ref.data(), pos0 + i + 1, hd, scale);
       const float* got = &out[(size_t(i) * s.n_heads + h) * hd];
       // f16 rounds the probabilities to f16 on purpose (llama.cpp parity); pre-RoPE keys are
@@ -231,6 +232,22 @@ TEST(FusedAttention, GgmlValuesInQueryPasses) {
       }
     }
   }
+}
+
+// q4_0 / q8_0 keys are scored in integers against the query rounded to q8_0 (score_run_q8):
+// AVX2's pmaddubsw path and the widening path of the other targets, head sizes of 1-5 blocks,
+// GQA groups of 1-5 (query passes of 4, 2 and 1), odd lengths.
+TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {32, 96, 160}) {
+      for (int group : {1, 3, 5}) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"q8_0", "q4_0", "q4_0:rot=1"}) {
+          for (int n : {1, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
+        }
+      }
+    }
+  });
 }
 
 TEST(FusedAttention, MixedKeyAndValueFormats) {

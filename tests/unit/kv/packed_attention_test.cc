@@ -86,10 +86,11 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
       read_keys_at_positions(*b.cache, rope, 1, h / (kHeads / kKvHeads), n, kd.data(), vd.data());
       for (int i = 0; i < n_q; ++i) {
         const int pos = pos0 + i;
-        ref::attention_head_ref(&q[(size_t(pos) * kHeads + h) * kHd], kd.data(), vd.data(), ref.data(), pos + 1,
-                                kHd, 0.125f);
+        std::vector<float> qh(&q[(size_t(pos) * kHeads + h) * kHd], &q[(size_t(pos) * kHeads + h + 1) * kHd]);
+        test::round_query_for_keys(spec, qh.data(), kHd);
+        ref::attention_head_ref(qh.data(), kd.data(), vd.data(), ref.data(), pos + 1, kHd, 0.125f);
         const float* got = &out[(size_t(i) * kHeads + h) * kHd];
-        // f16 caches round q and probabilities to f16 on purpose (llama.cpp parity).
+        // f16 caches round the probabilities to f16 on purpose (llama.cpp parity).
         const float tol = std::string(spec) == "f16" ? 2e-3f : 1e-5f;
         for (int d = 0; d < kHd; ++d) ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d]))) << spec;
       }

@@ -7,12 +7,37 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "base/fp16.h"
+#include "kernels/ref/hadamard_ref.h"
 #include "kv/cache_spec.h"
 #include "quant/codebook.h"
+#include "quant/ggml_blocks.h"
 
 namespace kvq {
 namespace test {
+
+// A query [hd] as attention scores it against keys of k_spec (kv/kv_view.h): rounded to f16
+// for f16 keys, and for q4_0 / q8_0 keys to q8_0 blocks (in the rotated basis of a rot=1
+// store, then turned back), as llama.cpp does; unchanged for every other format.
+inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
+  if (k_spec == "f16") {
+    for (int d = 0; d < hd; ++d) q[d] = round_to_f16(q[d]);
+    return;
+  }
+  if (k_spec.rfind("q4_0", 0) != 0 && k_spec.rfind("q8_0", 0) != 0) return;
+  std::vector<float> signs;
+  if (k_spec.find("rot=1") != std::string::npos) {
+    signs.resize(size_t(hd));
+    hadamard_signs(hd, signs.data());
+    ref::hadamard_rows_ref(q, 1, hd, signs.data(), false);
+  }
+  std::vector<BlockQ8_0> blocks(size_t(hd / kQK8_0));
+  quantize_row_q8_0_ref(q, blocks.data(), hd);
+  dequantize_row_q8_0_ref(blocks.data(), q, hd);
+  if (!signs.empty()) ref::hadamard_rows_ref(q, 1, hd, signs.data(), true);
+}
 
 // GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
 constexpr int kHeads = 8, kKvHeads = 2, kHd = 64, kLayers = 3;
