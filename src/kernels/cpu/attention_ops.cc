@@ -5,6 +5,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/attention_ops.cc"
 #include <algorithm>
+#include <cmath>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
@@ -381,8 +382,26 @@ void Softmax(float* x, int n_int, bool round_f16, float* max_out, float* sum_out
     return hn::Load(d, tail);
   };
   auto vmax = hn::Set(d, -HUGE_VALF);
-  for (size_t i = 0; i < n_full; i += N) vmax = hn::Max(vmax, hn::LoadU(d, x + i));
-  if (n_full < n) vmax = hn::Max(vmax, load_tail(-HUGE_VALF));
+  // A NaN score makes every probability NaN, as in the reference: Max would drop it or make the
+  // maximum NaN, and Exp clamps NaN to ~0, which left an "empty" row (sum 0) that attention
+  // skips, a silent zero instead of a NaN.
+  auto nan = hn::Zero(d);
+  for (size_t i = 0; i < n_full; i += N) {
+    const auto v = hn::LoadU(d, x + i);
+    vmax = hn::Max(vmax, v);
+    nan = hn::Or(nan, hn::VecFromMask(d, hn::IsNaN(v)));
+  }
+  if (n_full < n) {
+    const auto v = load_tail(-HUGE_VALF);
+    vmax = hn::Max(vmax, v);
+    nan = hn::Or(nan, hn::VecFromMask(d, hn::IsNaN(v)));
+  }
+  if (!hn::AllFalse(d, hn::MaskFromVec(nan))) {
+    std::fill(x, x + n, NAN);
+    if (max_out) *max_out = NAN;
+    if (sum_out) *sum_out = NAN;
+    return;
+  }
   const auto mx = hn::Set(d, hn::GetLane(hn::MaxOfLanes(d, vmax)));
   auto vsum = hn::Zero(d);
   for (size_t i = 0; i < n_full; i += N) {

@@ -68,7 +68,8 @@ void rope_rows_table(float* x, int n_rows, int head_dim, const float* table, int
 bool rope_rotate_rows(float* x, int n_rows, int head_dim, int rope_dim, const float* cs, bool transpose);
 
 // In-place softmax over x[0, n); round_f16 rounds each probability to f16 (the f16-cache path).
-// Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp.
+// Scalar specification: ref::softmax_ref (then round_to_f16); agrees within a few ulp, and a
+// NaN among x makes every probability, *max and *sum NaN.
 // max / sum (optional) receive the row max and the sum of exp(x - max) it normalized by.
 void softmax(float* x, int n, bool round_f16, float* max = nullptr, float* sum = nullptr);
 

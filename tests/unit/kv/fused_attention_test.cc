@@ -250,6 +250,39 @@ TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
+// A query that is not finite gives its head a NaN output on every path and format, never a
+// silent zero (the SIMD softmax once turned NaN scores into an empty row; q4_0 / q8_0 keys
+// cannot round such a query to q8_0 and score it NaN); the other heads are untouched.
+TEST(FusedAttention, NonFiniteQueryGivesNaN) {
+  const HeadShape s{4, 2, 64};
+  for (const char* f : {"f32", "f16", "q8_0", "q4_0", "kivi-2:g=32:r=64", "kvquant-3"}) {
+    for (KernelPath path : {KernelPath::kSimd, KernelPath::kRef}) {
+      SCOPED_TRACE(std::string(f) + (path == KernelPath::kRef ? " ref" : " simd"));
+      Rng rng(5);
+      Cache c = make(f, f, s, 70);
+      ASSERT_TRUE(c.cache);
+      fill(*c.cache, rng, 70, s);
+      auto q = randn(rng, size_t(s.n_heads) * s.head_dim);
+      q[3] = NAN;  // head 0
+      const Rope rope(s.head_dim, s.head_dim, 10000.0f);
+      const AttentionParams p{s.n_heads, s.n_kv_heads, s.head_dim, 0.125f, &rope};
+      ExecContext ctx(2, path);
+      std::vector<float> out(q.size());
+      ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), 1, 69, out.data()).ok());
+      for (int h = 0; h < s.n_heads; ++h) {
+        for (int d = 0; d < s.head_dim; ++d) {
+          const float x = out[size_t(h) * s.head_dim + d];
+          if (h == 0) {
+            ASSERT_TRUE(std::isnan(x)) << d << " " << x;
+          } else {
+            ASSERT_TRUE(std::isfinite(x)) << "head " << h;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(FusedAttention, MixedKeyAndValueFormats) {
   const HeadShape s{8, 2, 64};
   const std::pair<const char*, const char*> mixes[] = {
