@@ -33,20 +33,24 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-// q4_0 / q8_0: (nibble - 8) or int8 codes of one 32-value block, as N-lane float vectors.
+// q4_0 / q8_0: (nibble - 8) or int8 codes j, j + 1, ... of one 32-value block, as int32 lanes
+// of di.
+template <bool kQ4, class D>
+HWY_INLINE hn::Vec<D> BlockCodesI(D di, const uint8_t* HWY_RESTRICT blk, size_t j) {
+  if constexpr (kQ4) {
+    const auto* qs = reinterpret_cast<const BlockQ4_0*>(blk)->qs;
+    const auto b = hn::PromoteTo(di, hn::LoadU(hn::Rebind<uint8_t, D>(), qs + (j & 15)));
+    const auto nib = j < 16 ? hn::And(b, hn::Set(di, 15)) : hn::ShiftRight<4>(b);
+    return hn::Sub(nib, hn::Set(di, 8));
+  } else {
+    return hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, D>(), reinterpret_cast<const BlockQ8_0*>(blk)->qs + j));
+  }
+}
+
+// The same codes as N-lane float vectors.
 template <bool kQ4>
 HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
-  const DI di;
-  if constexpr (kQ4) {
-    const hn::Rebind<uint8_t, DI> du8;
-    const auto* qs = reinterpret_cast<const BlockQ4_0*>(blk)->qs;
-    const auto b = hn::PromoteTo(di, hn::LoadU(du8, qs + (j & 15)));
-    const auto nib = j < 16 ? hn::And(b, hn::Set(di, 15)) : hn::ShiftRight<4>(b);
-    return hn::ConvertTo(DF(), hn::Sub(nib, hn::Set(di, 8)));
-  } else {
-    const hn::Rebind<int8_t, DI> di8;
-    return hn::ConvertTo(DF(), hn::PromoteTo(di, hn::LoadU(di8, reinterpret_cast<const BlockQ8_0*>(blk)->qs + j)));
-  }
+  return hn::ConvertTo(DF(), BlockCodesI<kQ4>(DI(), blk, j));
 }
 
 // Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N
@@ -246,15 +250,8 @@ HWY_INLINE hn::Vec<DF8> BlockDot(const uint8_t* HWY_RESTRICT blk, const QueryBlo
   const size_t N = hn::Lanes(di);
   auto acc = hn::Zero(di);
   for (size_t j = 0; j < 32; j += N) {
-    hn::Vec<decltype(di)> c;
-    if constexpr (kQ4) {
-      const auto* qs = reinterpret_cast<const BlockQ4_0*>(blk)->qs;
-      const auto b = hn::PromoteTo(di, hn::LoadU(hn::Rebind<uint8_t, decltype(di)>(), qs + (j & 15)));
-      c = hn::Sub(j < 16 ? hn::And(b, hn::Set(di, 15)) : hn::ShiftRight<4>(b), hn::Set(di, 8));
-    } else {
-      c = hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, decltype(di)>(), reinterpret_cast<const BlockQ8_0*>(blk)->qs + j));
-    }
-    acc = hn::Add(acc, hn::Mul(c, hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, decltype(di)>(), qb.q + j))));
+    const auto q = hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, decltype(di)>(), qb.q + j));
+    acc = hn::Add(acc, hn::Mul(BlockCodesI<kQ4>(di, blk, j), q));
   }
   return hn::ConvertTo(DF8(), acc);
 }
