@@ -127,7 +127,7 @@ Work carve(float* base, int n_q, int hd) {
   w.s = w.tile + size_t(kTile) * hd;
   w.o = w.s + size_t(n_q) * kAttentionChunk;
   w.st = reinterpret_cast<SoftState*>(w.o + size_t(n_q) * hd);
-  w.q8 = reinterpret_cast<BlockQ8_0*>(w.o + size_t(n_q) * hd + 2 * size_t(n_q));
+  w.q8 = reinterpret_cast<BlockQ8_0*>(w.st + n_q);
   return w;
 }
 
@@ -299,8 +299,8 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
 }
 
 // q: [hd] to its q8_0 blocks q8, and q to their values, as llama.cpp rounds a query for q4_0 /
-// q8_0 keys. A query that is not finite gets blocks of scale NaN, so that its scores are NaN
-// on every path (the model's checks report it), never a silent zero.
+// q8_0 keys. A query that is not finite gets blocks of scale NaN, so that its head's output is
+// NaN on every path, as the reference's is, never a silent zero.
 void round_query_q8_0(KernelPath path, float* q, int hd, BlockQ8_0* q8) {
   if (!quantize_row_q8_0(q, q8, hd, path).ok()) {
     for (int b = 0; b < hd / kQK8_0; ++b) {
