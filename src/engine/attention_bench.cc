@@ -138,7 +138,9 @@ Status fill_to(const AttentionBenchOptions& o, const std::string& what, KvCache&
 StatusOr<AttentionShape> attention_shape(std::string_view name) {
   if (name == "llama7b") return AttentionShape{"llama7b", 32, 32, 128};
   if (name == "llama3-8b") return AttentionShape{"llama3-8b", 32, 8, 128};
-  return invalid_argument("unknown shape '" + std::string(name) + "' (known: llama7b, llama3-8b)");
+  // The testbed's (tinystories-l6-d256-h64): short contexts at head_dim 64, GQA groups of 2.
+  if (name == "testbed") return AttentionShape{"testbed", 4, 2, 64};
+  return invalid_argument("unknown shape '" + std::string(name) + "' (known: llama7b, llama3-8b, testbed)");
 }
 
 StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& opts) {

@@ -24,7 +24,8 @@ struct AttentionShape {
   int head_dim = 0;
 };
 
-// "llama7b" (32 query and 32 KV heads of 128) or "llama3-8b" (32 query, 8 KV heads of 128).
+// "llama7b" (32 query and 32 KV heads of 128), "llama3-8b" (32 query, 8 KV heads of 128) or
+// "testbed" (4 query, 2 KV heads of 64: the head_dim-64 test model's layer).
 StatusOr<AttentionShape> attention_shape(std::string_view name);
 
 struct AttentionBenchOptions {

@@ -76,7 +76,10 @@ HWY_INLINE float F16ToF32(const void* HWY_RESTRICT p) {
 }
 
 // Codes [lane0, lane0 + Lanes(du)) of the 16-code chunk starting at `chunk` (2*kBits bytes).
-template <int kBits>
+// kMask false: on the broadcast-word path (AVX2 and narrower up to 4 bits), each lane's code
+// in its low kBits with the following codes' bits above it, for a lookup that reads only the
+// low bits (codebook-inl.h's LevelLut).
+template <int kBits, bool kMask = true>
 HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lane0) {
   const DU du;
 #if HWY_TARGET == HWY_SCALAR
@@ -97,6 +100,7 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
     uint32_t w;
     std::memcpy(&w, chunk + byte, 4);
     const auto shift = hn::Sub(hn::LoadU(du, kCodeBit<kBits>.bit + lane0), hn::Set(du, uint32_t(8 * byte)));
+    if constexpr (!kMask) return hn::Set(du, w) >> shift;
     return hn::And(hn::Set(du, w) >> shift, hn::Set(du, (1u << kBits) - 1u));
   } else {
     const hn::Repartition<uint8_t, DU> du8;

@@ -36,6 +36,36 @@ HWY_INLINE hn::Vec<DF> Lut(const float* HWY_RESTRICT lut, hn::Vec<DI> idx) {
   }
 }
 
+// The levels of a packed row's codes, for the fused attention kernels' inner loops: the codes
+// of a chunk unpacked and looked up in one call. On AVX2 up to 3 bits the codes are not masked
+// (vpermps reads an index's low 3 bits; a 2-bit table is repeated to 8 lanes), one instruction
+// of the ~6 per 8 codes fewer; elsewhere UnpackCodes then Lut.
+template <int kBits>
+class LevelLut {
+ public:
+  HWY_INLINE explicit LevelLut(const float* HWY_RESTRICT levels) : levels_(levels) {
+#if HWY_TARGET == HWY_AVX2
+    if constexpr (kBits == 2) lanes_ = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(levels));
+    if constexpr (kBits == 3) lanes_ = _mm256_loadu_ps(levels);
+#endif
+  }
+  // Levels of codes [lane0, lane0 + N) of the 16-code chunk at `chunk`.
+  HWY_INLINE hn::Vec<DF> operator()(const uint8_t* HWY_RESTRICT chunk, size_t lane0) const {
+#if HWY_TARGET == HWY_AVX2
+    if constexpr (kBits <= 3) {
+      return hn::Vec<DF>{_mm256_permutevar8x32_ps(lanes_, UnpackCodes<kBits, false>(chunk, lane0).raw)};
+    }
+#endif
+    return Lut<kBits>(levels_, hn::BitCast(DI(), UnpackCodes<kBits>(chunk, lane0)));
+  }
+
+ private:
+  const float* levels_;
+#if HWY_TARGET == HWY_AVX2
+  __m256 lanes_ = _mm256_setzero_ps();
+#endif
+};
+
 template <int kBits, bool kPerChannel>
 HWY_INLINE void EncodeRow(const float* HWY_RESTRICT x, size_t n, float z, float inv,
                           const float* HWY_RESTRICT zc, const float* HWY_RESTRICT invc,

@@ -75,7 +75,7 @@ Status run(const std::vector<std::string>& argv) {
   std::string shapes = "llama7b,llama3-8b", depths = "4096,32768,131072", caches = kDefaultCaches, json;
   AttentionBenchOptions o;
   ArgParser p("bench attention");
-  p.add_string("--shapes", &shapes, "attention shapes: llama7b, llama3-8b (default both)");
+  p.add_string("--shapes", &shapes, "attention shapes: llama7b, llama3-8b, testbed (default the first two)");
   p.add_string("--depths", &depths, "cache depths in tokens (default 4096,32768,131072)");
   p.add_string("--cache", &caches, std::string("cache types, comma list (default ") + kDefaultCaches +
                                        "); f16 is always measured as the speedup base");

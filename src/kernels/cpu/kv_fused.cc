@@ -144,6 +144,18 @@ HWY_INLINE void ForQueryPasses(int n_q, const Fn& run_q) {
   for (; i < n_q; ++i) run_q(std::integral_constant<int, 1>(), i);
 }
 
+// Calls fn(std::integral_constant<int, head_dim>()) for the head sizes the models use (64,
+// 128) on targets of 8 lanes or more, else fn(std::integral_constant<int, 0>()): kernels whose
+// rows unroll fully at a compile-time size.
+template <class Fn>
+HWY_INLINE void WithHeadDim(int head_dim, const Fn& fn) {
+  if constexpr (hn::MaxLanes(DF()) >= 8) {
+    if (head_dim == 64) return fn(std::integral_constant<int, 64>());
+    if (head_dim == 128) return fn(std::integral_constant<int, 128>());
+  }
+  fn(std::integral_constant<int, 0>());
+}
+
 // Independent accumulator chains per query, so that a row's FMAs do not wait on each other's
 // latency (a single chain bounds a 128-value row to ~64 cycles). The count is the same for
 // every pass size, so a query's sums do not depend on how many queries share its pass (prefill
@@ -187,6 +199,33 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
     if (add) x += add[i];
     s[size_t(i) * lds] = x * scale;
   }
+}
+
+// Rows of a score pass 8 at a time, from *t on while 8 are left: block(t0, keep) calls
+// keep(t, sums) with the kQ vectors of partial sums of each row t in [t0, t0 + 8), and their
+// scores are stored 8 at a time, (GetLane(SumOfLanes(sums[i])) * scale for row t at
+// s[i * lds + t]: bit for bit what StoreScores stores, the lanes of 8 rows summed in one
+// transpose (SumOfLanes8), ~6 instructions a row instead of ~12 (AVX2; elsewhere rows are
+// left to the caller's StoreScores). *t: the first row not stored.
+template <int kQ, class Block>
+HWY_INLINE void ForRowsOf8(int n, float scale, float* HWY_RESTRICT s, size_t lds, int* t, const Block& block) {
+#if HWY_TARGET == HWY_AVX2
+  const hn::Full256<float> d;
+  HWY_ALIGN float buf[kQ][8][8];
+  for (; *t + 8 <= n; *t += 8) {
+    const int t0 = *t;
+    block(t0, [&](int tw, const hn::Vec256<float>(&sums)[kQ]) {
+      for (int i = 0; i < kQ; ++i) hn::Store(sums[i], d, buf[i][tw - t0]);
+    });
+    for (int i = 0; i < kQ; ++i) {
+      hn::Vec256<float> rows8[8];
+      for (int w = 0; w < 8; ++w) rows8[w] = hn::Load(d, buf[i][w]);
+      hn::StoreU(hn::Mul(SumOfLanes8(rows8), hn::Set(d, scale)), d, s + size_t(i) * lds + size_t(t0));
+    }
+  }
+#else
+  (void)n, (void)scale, (void)s, (void)lds, (void)t, (void)block;
+#endif
 }
 
 // q4_0 / q8_0 keys against queries rounded to q8_0 blocks, as llama.cpp scores them (q8_0 is
@@ -600,23 +639,26 @@ HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTR
 // all the queries of a pass; each sparse outlier then corrects the score by
 // (x - dense) * (R(j)^T q)_c = (x - dense) * (q_c C_jc + q_c' S_jc'), c' = c ^ 1.
 // q: the queries already rotated to the run's first position.
-template <int kBits>
+// kHd: head_dim when it is one the models use (64, 128), so that a row's steps unroll with
+// constant offsets; 0: r.head_dim.
+template <int kBits, int kHd>
 void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const float* HWY_RESTRICT table,
                           float scale, float* HWY_RESTRICT s, size_t lds) {
   const DF df;
-  const DI di;
   constexpr size_t N = hn::MaxLanes(DF());
   constexpr size_t kStep = kChains * N;  // values per step: one vector per chain
   static_assert(kStep % kChunk == 0 || kChunk % kStep == 0);
-  const size_t hd = size_t(r.head_dim);
+  const size_t hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
   const float* h = r.ch_half;
   const float* z = r.ch_zero;
+  const LevelLut<kBits> lut(r.levels);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
     // kRows rows at a time: independent chains for the out-of-order window, which holds about
-    // one row's decode-rotate-dot work (each row's sums are the same as alone).
-    auto rows = [&](auto kr_, int t0) {
+    // one row's decode-rotate-dot work (each row's sums are the same as alone); emit(t, sums)
+    // takes row t's kQ vectors of partial sums.
+    auto rows = [&](auto kr_, int t0, const auto& emit) {
       constexpr int kRows = decltype(kr_)::value;
       hn::Vec<DF> acc[kRows][kQ][kChains];
       for (int w = 0; w < kRows; ++w) {
@@ -626,6 +668,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
       }
       // Vector v of a row goes to chain v % kChains, fixed at compile time within a step, so
       // the accumulators stay in registers.
+#pragma GCC unroll 8
       for (size_t i0v = 0; i0v < hd; i0v += kStep) {
         for (size_t ch = 0; ch < kChains; ++ch) {
           const size_t i = i0v + ch * N;
@@ -637,8 +680,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
             const uint8_t* row = r.rows + size_t(t0 + w) * r.stride;
             const float* C = table + size_t(t0 + w) * 2 * hd;
             const float* S = C + hd;
-            const auto idx = hn::BitCast(di, UnpackCodes<kBits>(row + c0, i % kChunk));
-            const auto k = hn::MulAdd(Lut<kBits>(r.levels, idx), vh, vz);
+            const auto k = hn::MulAdd(lut(row + c0, i % kChunk), vh, vz);
             const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
             for (int j = 0; j < kQ; ++j) acc[w][j][ch] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[w][j][ch]);
           }
@@ -647,14 +689,19 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
       for (int w = 0; w < kRows; ++w) {
         hn::Vec<DF> sums[kQ];
         for (int j = 0; j < kQ; ++j) sums[j] = SumChains(acc[w][j]);
-        StoreScores<kQ>(sums, nullptr, scale, s + size_t(i0) * lds + size_t(t0 + w), lds);
+        emit(t0 + w, sums);
       }
     };
+    float* sq = s + size_t(i0) * lds;
+    const auto store = [&](int t, const hn::Vec<DF>(&sums)[kQ]) { StoreScores<kQ>(sums, nullptr, scale, sq + t, lds); };
     int t = 0;
     if constexpr (kQ <= 2) {
-      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t);
+      ForRowsOf8<kQ>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
+        for (int w = 0; w < 8; w += 2) rows(std::integral_constant<int, 2>(), t0 + w, keep);
+      });
+      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t, store);
     }
-    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t);
+    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t, store);
     // Outliers in a pass of their own, so that the row loop above keeps its registers.
     if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
   });
@@ -666,12 +713,67 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* tab
       r.head_dim % kChunk != 0 || r.head_dim > 512) {
     return false;
   }
-  switch (r.bits) {
-    case 2: CodebookPcRopeScores<2>(r, q, n_q, table, scale, s, lds); return true;
-    case 3: CodebookPcRopeScores<3>(r, q, n_q, table, scale, s, lds); return true;
-    case 4: CodebookPcRopeScores<4>(r, q, n_q, table, scale, s, lds); return true;
+  if (r.bits < 2 || r.bits > 4) return false;
+  WithHeadDim(r.head_dim, [&](auto kHd) {
+    WithCodeBits(r.bits, [&](auto b) {
+      if constexpr (b() <= 4) CodebookPcRopeScores<b(), kHd()>(r, q, n_q, table, scale, s, lds);
+    });
+  });
+  return true;
+}
+
+// The weights of a KVQuant value run (<= 64 tokens) for kQ queries (p: the first query's
+// probabilities, queries ldp apart): a[i][t] = p_it half_t, and zsum[i] = sum_t p_it zero_t,
+// both taken as 0 where p_it is 0 whatever the norm; a is written up to the next multiple of N
+// tokens. Vectors of tokens where the norms are fp16 pairs at a stride of whole words (one
+// gather per N tokens), else gathered one token at a time; the zero points' sums in lanes by
+// token (t mod N), then across the lanes.
+template <int kQ>
+HWY_INLINE void RowWeights(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, float (&a)[kQ][64],
+                           float (&zsum)[kQ]) {
+  const DF df;
+  const DI di;
+  constexpr size_t N = hn::MaxLanes(DF());
+  static_assert(64 % N == 0);
+  hn::Vec<DF> zacc[kQ];
+  for (auto& z : zacc) z = hn::Zero(df);
+  // Tokens [t, t + N) with their zero points, half-ranges and the queries' probabilities.
+  auto step = [&](size_t t, hn::Vec<DF> zero, hn::Vec<DF> half, const float* pt, size_t ldpt) {
+    for (int i = 0; i < kQ; ++i) {
+      const auto pv = hn::LoadU(df, pt + size_t(i) * ldpt);
+      const auto live = hn::Ne(pv, hn::Zero(df));
+      hn::StoreU(hn::IfThenElseZero(live, hn::Mul(pv, half)), df, a[i] + t);
+      zacc[i] = hn::Add(zacc[i], hn::IfThenElseZero(live, hn::Mul(pv, zero)));
+    }
+  };
+  size_t t = 0;
+  if (!r.norm8 && r.meta_stride % 4 == 0) {
+    const hn::Rebind<uint16_t, DI> du16;
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const size_t words = r.meta_stride / 4;
+    const auto* norms = reinterpret_cast<const int32_t*>(r.rows + r.norm_off);  // NormParams: zero, half
+    const auto at = hn::Mul(hn::Iota(di, 0), hn::Set(di, int32_t(words)));
+    for (; t + N <= size_t(r.n); t += N) {
+      const auto w = hn::GatherIndex(di, norms + t * words, at);
+      const auto high = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(DU(), w)));  // logical: [0, 0xFFFF]
+      step(t, hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, hn::And(w, hn::Set(di, 0xFFFF))))),
+           hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, high))), p + t, ldp);
+    }
   }
-  return false;
+  // The rest N at a time from scalars, zero-padded: each token in the lane it would have had
+  // (t mod N) and +0 added where none is, as a prefill's masked tokens add, so that a query's
+  // sums are the same whatever the run's length.
+  for (; t < size_t(r.n); t += N) {
+    HWY_ALIGN float zero[N] = {}, half[N] = {}, pt[kQ][N] = {};
+    for (size_t k = 0; k < N && t + k < size_t(r.n); ++k) {
+      const NormF f = RunNorm(r, int(t + k));
+      zero[k] = f.zero;
+      half[k] = f.half;
+      for (int i = 0; i < kQ; ++i) pt[i][k] = p[size_t(i) * ldp + t + k];
+    }
+    step(t, hn::Load(df, zero), hn::Load(df, half), pt[0], N);
+  }
+  for (int i = 0; i < kQ; ++i) zsum[i] = hn::GetLane(hn::SumOfLanes(df, zacc[i]));
 }
 
 // KVQuant values: out_i += sum_t (p_it half_t) level[code_t] + sum_t p_it zero_t; sparse
@@ -681,16 +783,19 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* tab
 // registers while the run's tokens stream by. A query's sums are the same chains whatever the
 // pass size (prefill and decode agree). Rows of a length the packing splits unevenly: a 2^bits
 // table scaled per token feeds the codebook axpy, query by query.
-template <int kBits>
+// kHd: as CodebookPcRopeScores's.
+template <int kBits, int kHd>
 void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
   const DF df;
-  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim);
+  const size_t N = hn::Lanes(df), hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
   // Then the zero points' sum, after the outliers.
   auto add_zero = [&](float* oi, float zsum) {
     const auto z = hn::Set(df, zsum);
     size_t i = 0;
     for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, oi + i), z), df, oi + i);
-    for (; i < hd; ++i) oi[i] += zsum;
+    if constexpr (kHd == 0) {  // a whole number of vectors otherwise
+      for (; i < hd; ++i) oi[i] += zsum;
+    }
   };
   if (!(r.n <= 64 && hd % kChunk == 0)) {
     HWY_ALIGN float alut[16] = {};
@@ -711,42 +816,26 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     }
     return;
   }
+  const LevelLut<kBits> lut(r.levels);
   ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
     constexpr size_t kV = kQ >= 4 ? 2 : kQ == 2 ? 4 : 8;
-    // a[i][t] = p_it half_t (0 where p_it is 0, whatever the norm), and tokens some query reads.
-    float a[kQ][64], zsum[kQ] = {};
-    int live[64], n_live = 0;
-    for (int t = 0; t < r.n; ++t) {
-      bool any = false;
-      NormF f{};
-      for (int i = 0; i < kQ; ++i) {
-        const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
-        a[i][t] = 0.0f;
-        if (pt == 0.0f) continue;
-        if (!any) f = RunNorm(r, t);
-        any = true;
-        a[i][t] = pt * f.half;
-        zsum[i] += pt * f.zero;
-      }
-      if (any) live[n_live++] = t;
-    }
+    float a[kQ][64], zsum[kQ];
+    RowWeights<kQ>(r, p + size_t(i0) * ldp, ldp, a, zsum);
     auto pass = [&](auto kv, size_t c0) {
       constexpr size_t kNv = decltype(kv)::value;
       hn::Vec<DF> acc[kQ][kNv];
       for (auto& x : acc) {
         for (auto& v : x) v = hn::Zero(df);
       }
-      for (int k = 0; k < n_live; ++k) {
-        const int t = live[k];
+      for (int t = 0; t < r.n; ++t) {
         hn::Vec<DF> w[kQ];
         for (int i = 0; i < kQ; ++i) w[i] = hn::Set(df, a[i][t]);
         const uint8_t* row = r.rows + size_t(t) * r.stride;
         for (size_t v = 0; v < kNv; ++v) {
           const size_t c = c0 + v * N;
-          const auto idx = hn::BitCast(DI(), UnpackCodes<kBits>(row + c / kChunk * 2 * kBits, c % kChunk));
-          const auto lv = Lut<kBits>(r.levels, idx);
+          const auto lv = lut(row + c / kChunk * 2 * kBits, c % kChunk);
           for (int i = 0; i < kQ; ++i) acc[i][v] = hn::MulAdd(w[i], lv, acc[i][v]);
         }
       }
@@ -756,6 +845,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
       }
     };
     size_t c0 = 0;
+#pragma GCC unroll 8
     for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
     for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
     // Outliers in a pass of their own, so that the row loops keep their registers.
@@ -881,12 +971,13 @@ bool AccumulateRunFused(const KvRun& r, const float* p, int n_q, size_t ldp, flo
       return fused;
     }
     case KvFormat::kCodebookRow:
-      switch (r.bits) {
-        case 2: CodebookRowAccumulate<2>(r, p, n_q, ldp, out); return true;
-        case 3: CodebookRowAccumulate<3>(r, p, n_q, ldp, out); return true;
-        case 4: CodebookRowAccumulate<4>(r, p, n_q, ldp, out); return true;
-      }
-      return false;
+      if (r.bits < 2 || r.bits > 4) return false;
+      WithHeadDim(r.head_dim, [&](auto kHd) {
+        WithCodeBits(r.bits, [&](auto b) {
+          if constexpr (b() <= 4) CodebookRowAccumulate<b(), kHd()>(r, p, n_q, ldp, out);
+        });
+      });
+      return true;
     default:
       return false;
   }

@@ -312,8 +312,8 @@ TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   const int n = 2 * kAttentionChunk + 77;
   for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}})
-  for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kivi-2", "int3:rot=1",
-                        "kivi-2:rot=1", "int4"}) {
+  for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kvquant-3:norm=8", "kivi-2",
+                        "int3:rot=1", "kivi-2:rot=1", "int4"}) {
     SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
     Rng rng(5);
     Cache c = make(f, f, s, n);
