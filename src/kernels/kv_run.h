@@ -106,20 +106,39 @@ template <class P, class I, class Fn, class Cvt>
   }
 }
 
-// The run's outliers on a sealed page: the head's list, from the run's first slot to its end.
-template <class P, class Fn, class Cvt>
-[[gnu::always_inline]] inline void for_each_sealed_outlier(const KvRun& r, const Fn& fn, const Cvt& cvt) {
+// The run's entries [*start, *stop) of its head's list on a sealed page (r.out_sealed): cells
+// (uint16 at r.out_idx, slot << ch_bits | channel) sorted, from the run's first slot to its end.
+template <class P>
+[[gnu::always_inline]] inline void sealed_outlier_range_as(const KvRun& r, uint32_t* start, uint32_t* stop) {
   const P* ptr = reinterpret_cast<const P*>(r.out_ptr);
   const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
   const int sh = r.out_layout.ch_bits;
-  const uint32_t mask = (1u << sh) - 1u;
   const uint32_t lo = uint32_t(r.out_slot0) << sh, hi = uint32_t(r.out_slot0 + r.n) << sh;
   uint32_t e = ptr[0];
   const uint32_t end = ptr[1];
   while (e != end && cell[e] < lo) ++e;
-  for (; e != end && cell[e] < hi; ++e) {
-    fn(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & mask), cvt(r.out_val[e]));
+  *start = e;
+  if (e != end && cell[end - 1] < hi) {  // the run reaches the list's end (as a whole page's does)
+    *stop = end;
+    return;
   }
+  while (e != end && cell[e] < hi) ++e;
+  *stop = e;
+}
+inline void sealed_outlier_range(const KvRun& r, uint32_t* start, uint32_t* stop) {
+  if (r.out_layout.ptr_bytes == 2) return sealed_outlier_range_as<uint16_t>(r, start, stop);
+  sealed_outlier_range_as<uint32_t>(r, start, stop);
+}
+
+// The run's outliers on a sealed page: the head's list, from the run's first slot to its end.
+template <class P, class Fn, class Cvt>
+[[gnu::always_inline]] inline void for_each_sealed_outlier(const KvRun& r, const Fn& fn, const Cvt& cvt) {
+  const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
+  const int sh = r.out_layout.ch_bits;
+  const uint32_t mask = (1u << sh) - 1u;
+  uint32_t e, stop;
+  sealed_outlier_range_as<P>(r, &e, &stop);
+  for (; e != stop; ++e) fn(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & mask), cvt(r.out_val[e]));
 }
 
 // Calls fn(token t of the run, channel within the head, stored correction) for each of the run's
