@@ -600,22 +600,33 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
 // their own, not inlined, so that the walk gets registers of its own: inlined in the row
 // kernels it spilled and reloaded its operands for every entry (~70 instructions per outlier,
 // measured).
+// Calls add(t, c, v) for each of the run's outliers (its token within the run, channel within
+// the head, stored correction) in order; except that on AVX2 a sealed list (kernels/kv_run.h)
+// goes 8 entries at a time to vec8(t, c, v) with them as lanes, decoded in vectors, and
+// vec8 must do what add does, lane by lane in order; the last entries go to add. A run that
+// reaches its list's end takes it without scanning (sealed_outlier_range).
+template <class Vec8, class Add>
+HWY_INLINE void ForRunOutliers(const KvRun& r, const Vec8& vec8, const Add& add) {
 #if HWY_TARGET == HWY_AVX2
-// A sealed run's entries [*e, stop) of its head's list (kernels/kv_run.h) 8 at a time: fn(t,
-// c, v) gets their tokens within the run, channels and stored corrections as lanes, decoded in
-// vectors instead of one cell at a time; *e: the first entry left (fewer than 8).
-template <class Fn>
-HWY_INLINE void SealedOutliers8(const KvRun& r, uint32_t* e, uint32_t stop, const Fn& fn) {
-  const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
-  const __m128i sh = _mm_cvtsi32_si128(r.out_layout.ch_bits);
-  const __m256i mask = _mm256_set1_epi32((1 << r.out_layout.ch_bits) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
-  for (; *e + 8 <= stop; *e += 8) {
-    const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + *e)));
-    fn(_mm256_sub_epi32(_mm256_srl_epi32(x, sh), slot0), _mm256_and_si256(x, mask),
-       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + *e))));
+  if (r.out_sealed) {
+    uint32_t e, stop;
+    sealed_outlier_range(r, &e, &stop);
+    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
+    const int sh = r.out_layout.ch_bits;
+    const __m256i mask = _mm256_set1_epi32((1 << sh) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
+    for (; e + 8 <= stop; e += 8) {
+      const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + e)));
+      vec8(_mm256_sub_epi32(_mm256_srl_epi32(x, _mm_cvtsi32_si128(sh)), slot0), _mm256_and_si256(x, mask),
+           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + e))));
+    }
+    for (; e != stop; ++e) add(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & ((1u << sh) - 1u)), F16At(r.out_val[e]));
+    return;
   }
-}
+#else
+  (void)vec8;
 #endif
+  for_each_run_outlier(r, add, F16At);
+}
 
 // Keys: the score of token t moves by (x - dense) * (R(t)^T q)_c, where
 // (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
@@ -637,39 +648,31 @@ HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRIC
     }
   };
 #if HWY_TARGET == HWY_AVX2
-  if (r.out_sealed) {
-    uint32_t e, stop;
-    sealed_outlier_range(r, &e, &stop);
-    const __m256i one = _mm256_set1_epi32(1), row = _mm256_set1_epi32(int(2 * hd)), half = _mm256_set1_epi32(int(hd));
-    SealedOutliers8(r, &e, stop, [&](__m256i t, __m256i c, __m256 v) {
-      const __m256i ic = _mm256_add_epi32(_mm256_mullo_epi32(t, row), c), c1 = _mm256_xor_si256(c, one);
-      const __m256 cc = _mm256_i32gather_ps(table, ic, 4);
-      const __m256 sc = _mm256_i32gather_ps(table, _mm256_add_epi32(_mm256_sub_epi32(ic, c), _mm256_add_epi32(half, c1)), 4);
-      HWY_ALIGN float x[kQ][8], d[8];
-      HWY_ALIGN int32_t tt[8];
-      for (int j = 0; j < kQ; ++j) {
-        const float* qj = qs + size_t(j) * hd;
-        const __m256 qa = _mm256_i32gather_ps(qj, c, 4), qb = _mm256_i32gather_ps(qj, c1, 4);
-        _mm256_store_ps(x[j], _mm256_fmadd_ps(qa, cc, _mm256_mul_ps(qb, sc)));
-      }
-      _mm256_store_ps(d, _mm256_mul_ps(v, _mm256_set1_ps(scale)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tt), t);
-      for (int l = 0; l < 8; ++l) {
-        for (int j = 0; j < kQ; ++j) {
-          float& sj = s[size_t(j) * lds + size_t(tt[l])];
-          sj = std::fma(d[l], x[j][l], sj);
-        }
-      }
-    });
-    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
-    for (; e != stop; ++e) {
-      add(int(cell[e] >> r.out_layout.ch_bits) - r.out_slot0, cell[e] & ((1u << r.out_layout.ch_bits) - 1u),
-          F16At(r.out_val[e]));
+  const __m256i one = _mm256_set1_epi32(1), row = _mm256_set1_epi32(int(2 * hd)), half = _mm256_set1_epi32(int(hd));
+  const auto vec8 = [&](__m256i t, __m256i c, __m256 v) {
+    const __m256i at = _mm256_mullo_epi32(t, row), c1 = _mm256_xor_si256(c, one);
+    const __m256 cc = _mm256_i32gather_ps(table, _mm256_add_epi32(at, c), 4);
+    const __m256 sc = _mm256_i32gather_ps(table, _mm256_add_epi32(at, _mm256_add_epi32(half, c1)), 4);
+    HWY_ALIGN float x[kQ][8], d[8];
+    HWY_ALIGN int32_t tt[8];
+    for (int j = 0; j < kQ; ++j) {
+      const float* qj = qs + size_t(j) * hd;
+      const __m256 qa = _mm256_i32gather_ps(qj, c, 4), qb = _mm256_i32gather_ps(qj, c1, 4);
+      _mm256_store_ps(x[j], _mm256_fmadd_ps(qa, cc, _mm256_mul_ps(qb, sc)));
     }
-    return;
-  }
+    _mm256_store_ps(d, _mm256_mul_ps(v, _mm256_set1_ps(scale)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tt), t);
+    for (int l = 0; l < 8; ++l) {
+      for (int j = 0; j < kQ; ++j) {
+        float& sj = s[size_t(j) * lds + size_t(tt[l])];
+        sj = std::fma(d[l], x[j][l], sj);
+      }
+    }
+  };
+#else
+  const auto vec8 = nullptr;
 #endif
-  for_each_run_outlier(r, add, F16At);
+  ForRunOutliers(r, vec8, add);
 }
 
 // Values: out_i[c] += p_it (x - dense) for queries [0, kQ) (p and out ldp and head_dim apart),
@@ -685,31 +688,23 @@ HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTR
     }
   };
 #if HWY_TARGET == HWY_AVX2
-  if (r.out_sealed) {
-    uint32_t e, stop;
-    sealed_outlier_range(r, &e, &stop);
-    SealedOutliers8(r, &e, stop, [&](__m256i t, __m256i c, __m256 v) {
-      HWY_ALIGN float pt[kQ][8], vv[8];
-      HWY_ALIGN int32_t cc[8];
-      for (int i = 0; i < kQ; ++i) _mm256_store_ps(pt[i], _mm256_i32gather_ps(p + size_t(i) * ldp, t, 4));
-      _mm256_store_ps(vv, v);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(cc), c);
-      for (int l = 0; l < 8; ++l) {
-        for (int i = 0; i < kQ; ++i) {
-          float& o = out[size_t(i) * hd + size_t(cc[l])];
-          o = std::fma(pt[i][l], vv[l], o);
-        }
+  const auto vec8 = [&](__m256i t, __m256i c, __m256 v) {
+    HWY_ALIGN float pt[kQ][8], vv[8];
+    HWY_ALIGN int32_t cc[8];
+    for (int i = 0; i < kQ; ++i) _mm256_store_ps(pt[i], _mm256_i32gather_ps(p + size_t(i) * ldp, t, 4));
+    _mm256_store_ps(vv, v);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(cc), c);
+    for (int l = 0; l < 8; ++l) {
+      for (int i = 0; i < kQ; ++i) {
+        float& o = out[size_t(i) * hd + size_t(cc[l])];
+        o = std::fma(pt[i][l], vv[l], o);
       }
-    });
-    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
-    for (; e != stop; ++e) {
-      add(int(cell[e] >> r.out_layout.ch_bits) - r.out_slot0, cell[e] & ((1u << r.out_layout.ch_bits) - 1u),
-          F16At(r.out_val[e]));
     }
-    return;
-  }
+  };
+#else
+  const auto vec8 = nullptr;
 #endif
-  for_each_run_outlier(r, add, F16At);
+  ForRunOutliers(r, vec8, add);
 }
 
 // KVQuant keys stored before RoPE (kvquant.md §2), scored without a tile: each row is decoded
