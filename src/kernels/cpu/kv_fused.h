@@ -13,7 +13,9 @@
 namespace kvq::cpu {
 
 // scores[i * ld + t] = scale * q_i . x'_t for t < run.n, q: [n_q][head_dim] (keys stored
-// after RoPE; not q4_0 / q8_0 keys, which score_run_q8 takes).
+// after RoPE; not q4_0 / q8_0 keys, which score_run_q8 takes). KIVI keys (kUniformCols) are
+// scored in integers against each block's weighted query rounded to int8, as
+// ref::uniform_cols_scores_ref specifies.
 bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
 // q4_0 / q8_0 keys against queries rounded to q8_0 blocks, as llama.cpp scores them (q8_0 is
 // ggml's vec_dot_type for both): scores[i * ld + t] = scale * q8_i' . x'_t, q8: [n_q][head_dim /

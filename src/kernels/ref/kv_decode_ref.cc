@@ -2,7 +2,9 @@
 #include "kernels/ref/kv_decode_ref.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "base/check.h"
 #include "quant/bitpack.h"
@@ -83,6 +85,46 @@ void decode_run_ref(const KvRun& r, float* out) {
   }
   // KVQuant's sparse outliers add their stored corrections (x - dense) to the dense values (§3.4).
   if (r.out_ptr && (r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow)) apply_run_outliers(r, out);
+}
+
+float round_weighted_query_ref(const float* w, int n, int8_t* w8) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int c = 0; c < n; ++c) {
+    finite = finite && std::isfinite(w[c]);
+    amax = std::max(amax, std::fabs(w[c]));
+  }
+  if (!finite || amax == 0.0f) {
+    std::fill(w8, w8 + n, int8_t(0));
+    return finite ? 0.0f : NAN;
+  }
+  const float id = 127.0f / amax;
+  for (int c = 0; c < n; ++c) w8[c] = int8_t(std::nearbyint(w[c] * id));
+  return amax / 127.0f;
+}
+
+void uniform_cols_scores_ref(const KvRun& r, const float* q, int n_q, float scale, float* scores, size_t ld) {
+  KVQ_CHECK(r.format == KvFormat::kUniformCols);
+  const int hd = r.head_dim;
+  const auto* s = reinterpret_cast<const f16_t*>(r.rows + r.scales_off);
+  const auto* z = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off);
+  std::vector<float> w(static_cast<size_t>(hd));
+  std::vector<int8_t> w8(static_cast<size_t>(hd));
+  for (int i = 0; i < n_q; ++i) {
+    const float* qi = q + size_t(i) * size_t(hd);
+    float bias = 0.0f;
+    for (int c = 0; c < hd; ++c) {
+      w[size_t(c)] = qi[c] * f16_to_f32(s[c]);
+      bias += qi[c] * f16_to_f32(z[c]);
+    }
+    const float d = round_weighted_query_ref(w.data(), hd, w8.data());
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      int32_t sum = 0;
+      for (int c = 0; c < hd; ++c) sum += int32_t(w8[size_t(c)]) * int32_t(code_at(row, r.bits, size_t(c)));
+      scores[size_t(i) * ld + size_t(t)] = (d * float(sum) + bias) * scale;
+    }
+  }
 }
 
 }  // namespace ref

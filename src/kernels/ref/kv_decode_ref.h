@@ -9,4 +9,16 @@ namespace kvq::ref {
 // out: [run.n, head_dim] f32, the exact values the cache holds (outliers applied).
 void decode_run_ref(const KvRun& run, float* out);
 
+// KIVI keys (KvFormat::kUniformCols) are scored in integers, as llama.cpp scores q4_0 / q8_0 keys
+// against a query rounded to q8_0: each block's weighted query w = q * s (s the block's channel
+// scales) is rounded to int8, w8_c = nearbyint(w_c * 127 / amax), amax = max_c |w_c|, and
+//   q . x'_t = d * sum_c w8_c code_tc + q . z,   d = amax / 127,
+// the inner sum exact. Returns d and sets w8 [n]; d is NaN (w8 zero) when a w_c is not finite,
+// 0 (w8 zero) when every w_c is 0. The rounding moves a score by at most d / 2 * sum_c code_tc.
+float round_weighted_query_ref(const float* w, int n, int8_t* w8);
+
+// scores[i * ld + t] = scale * (d_i * sum_c w8_ic code_tc + q_i . z) for t < run.n (kUniformCols
+// runs), q: [n_q][head_dim]: the specification of the fused KIVI key kernel.
+void uniform_cols_scores_ref(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
+
 }  // namespace kvq::ref

@@ -168,7 +168,8 @@ void check_against_read(const std::string& k_spec, const std::string& v_spec, co
       std::vector<float> qh(q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h) * hd),
                             q.begin() + ptrdiff_t((size_t(i) * s.n_heads + h + 1) * hd));
       test::round_query_for_keys(k_spec, qh.data(), hd);
-      ref::attention_head_ref(qh.data(), kd.data(), vd.data(), ref.data(), pos0 + i + 1, hd, scale);
+      test::attention_head_as_stored(*c.cache, 0, h / group, qh.data(), kd.data(), vd.data(), ref.data(), pos0 + i + 1, hd,
+                                     scale);
       const float* got = &out[(size_t(i) * s.n_heads + h) * hd];
       // f16 rounds the probabilities to f16 on purpose (llama.cpp parity); pre-RoPE keys are
       // rotated by composed angles (a few ulp from the direct ones).
@@ -244,6 +245,23 @@ TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
         const HeadShape s{2 * group, 2, hd};
         for (const char* f : {"q8_0", "q4_0", "q4_0:rot=1"}) {
           for (int n : {1, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
+        }
+      }
+    }
+  });
+}
+
+// KIVI keys are scored in integers against each block's weighted query rounded to int8
+// (ref::uniform_cols_scores_ref): AVX2's pmaddubsw kernel (rows of whole 32-byte vectors, or of
+// 16 bytes in pairs), the float kernel of the other targets and of the other row sizes, and the
+// scalar specification where neither fits; GQA groups of 1-5, odd lengths, blocks of 16 and 32.
+TEST(FusedAttention, KiviKeysScoredInIntegersOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {32, 64, 96, 128, 256}) {
+      for (int group : {1, 3, 5}) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"kivi-2:g=32:r=32", "kivi-4:g=16:r=32", "kivi-2:g=16:r=16:rot=1"}) {
+          for (int n : {1, 47, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
         }
       }
     }

@@ -88,7 +88,8 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
         const int pos = pos0 + i;
         std::vector<float> qh(&q[(size_t(pos) * kHeads + h) * kHd], &q[(size_t(pos) * kHeads + h + 1) * kHd]);
         test::round_query_for_keys(spec, qh.data(), kHd);
-        ref::attention_head_ref(qh.data(), kd.data(), vd.data(), ref.data(), pos + 1, kHd, 0.125f);
+        test::attention_head_as_stored(*b.cache, 1, h / (kHeads / kKvHeads), qh.data(), kd.data(), vd.data(), ref.data(),
+                                     pos + 1, kHd, 0.125f);
         const float* got = &out[(size_t(i) * kHeads + h) * kHd];
         // f16 caches round the probabilities to f16 on purpose (llama.cpp parity).
         const float tol = std::string(spec) == "f16" ? 2e-3f : 1e-5f;

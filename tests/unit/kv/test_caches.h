@@ -5,13 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/fp16.h"
 #include "kernels/ref/hadamard_ref.h"
+#include "kernels/ref/kv_decode_ref.h"
+#include "kernels/ref/ops_ref.h"
 #include "kv/cache_spec.h"
+#include "kv/kv_view.h"
 #include "quant/codebook.h"
 #include "quant/ggml_blocks.h"
 
@@ -37,6 +41,61 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
   quantize_row_q8_0_ref(q, blocks.data(), hd);
   dequantize_row_q8_0_ref(blocks.data(), q, hd);
   if (!signs.empty()) ref::hadamard_rows_ref(q, 1, hd, signs.data(), true);
+}
+
+// Attention of query q [hd] (rounded by round_query_for_keys) over the keys kd and values vd
+// [n_kv][hd] that read() gave for KV head kvh of layer il, its scores as the store's keys are
+// scored: q . k, except KIVI's key blocks (uniform-cols runs, kernels/ref/kv_decode_ref.h), scored
+// against each block's weighted query q * s rounded to int8 (ref::round_weighted_query_ref), in
+// the stored basis (rot=1: q and the keys turned by the store's Hadamard transform), the codes
+// recovered from the keys read.
+inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, const float* q, const float* kd,
+                                     const float* vd, float* out, int n_kv, int hd, float scale) {
+  KvStoreView kv, vv;
+  cache.views(il, &kv, &vv);
+  std::vector<float> s(static_cast<size_t>(n_kv)), qr(q, q + hd), kr(static_cast<size_t>(hd)), signs;
+  if (kv.rotated) {
+    signs.resize(size_t(hd));
+    hadamard_signs(hd, signs.data());
+    ref::hadamard_rows_ref(qr.data(), 1, hd, signs.data(), false);
+  }
+  for (int t = 0; t < n_kv; ++t) s[size_t(t)] = ref::dot_ref(q, kd + size_t(t) * size_t(hd), hd);
+  std::vector<float> w(static_cast<size_t>(hd));
+  std::vector<int8_t> w8(static_cast<size_t>(hd));
+  for (int si = 0; si < kv.n_segments; ++si) {
+    const KvSegment& seg = kv.seg[si];
+    for (int i = 0; i < seg.n && seg.t0 + i < n_kv;) {
+      const int cnt = std::min(seg.n - i, seg.page_left(i));
+      const KvRun r = seg.run(kvh, i, cnt);
+      if (r.format == KvFormat::kUniformCols) {
+        const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off);
+        const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off);
+        float bias = 0.0f;
+        for (int c = 0; c < hd; ++c) {
+          w[size_t(c)] = qr[size_t(c)] * f16_to_f32(sc[c]);
+          bias += qr[size_t(c)] * f16_to_f32(zc[c]);
+        }
+        const float d = ref::round_weighted_query_ref(w.data(), hd, w8.data());
+        for (int j = 0; j < cnt && seg.t0 + i + j < n_kv; ++j) {
+          const int t = seg.t0 + i + j;
+          kr.assign(kd + size_t(t) * size_t(hd), kd + size_t(t + 1) * size_t(hd));
+          if (kv.rotated) ref::hadamard_rows_ref(kr.data(), 1, hd, signs.data(), false);
+          int32_t sum = 0;
+          for (int c = 0; c < hd; ++c) {
+            const float sc_c = f16_to_f32(sc[c]);  // a constant channel (scale 0) holds code 0
+            const float code = sc_c == 0.0f ? 0.0f : std::nearbyint((kr[size_t(c)] - f16_to_f32(zc[c])) / sc_c);
+            sum += int32_t(w8[size_t(c)]) * int32_t(code);
+          }
+          s[size_t(t)] = d * float(sum) + bias;
+        }
+      }
+      i += cnt;
+    }
+  }
+  for (auto& x : s) x *= scale;
+  ref::softmax_ref(s.data(), n_kv);
+  std::fill(out, out + hd, 0.0f);
+  for (int t = 0; t < n_kv; ++t) ref::axpy_ref(s[size_t(t)], vd + size_t(t) * size_t(hd), out, hd);
 }
 
 // GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
