@@ -224,6 +224,12 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
+    } else if (f == KvFormat::kUniformRow && run.bits == 2) {
+      // 2-bit per-token groups accumulate in integers on every path (the fused kernel, or its
+      // scalar specification for the targets and shapes it leaves).
+      if (!cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
+        ref::uniform_row_accumulate_ref(run, p, n_q, kAttentionChunk, w.o);
+      }
     } else if ((c.group > 1 && !accumulate_unpacks_once(f)) ||
                !cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
       for (int j = 0; j < run.n; j += kSubTile) {
@@ -234,6 +240,7 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     }
     return;
   }
+  if (f == KvFormat::kUniformRow) return ref::uniform_row_accumulate_ref(run, p, n_q, kAttentionChunk, w.o);
   ref::decode_run_ref(run, w.tile);
   for (int i = 0; i < n_q; ++i) {
     for (int j = 0; j < run.n; ++j) {

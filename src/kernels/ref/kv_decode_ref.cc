@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/ref/ops_ref.h"
 #include "quant/bitpack.h"
 #include "quant/ggml_blocks.h"
 #include "quant/normalize.h"
@@ -123,6 +124,59 @@ void uniform_cols_scores_ref(const KvRun& r, const float* q, int n_q, float scal
       int32_t sum = 0;
       for (int c = 0; c < hd; ++c) sum += int32_t(w8[size_t(c)]) * int32_t(code_at(row, r.bits, size_t(c)));
       scores[size_t(i) * ld + size_t(t)] = (d * float(sum) + bias) * scale;
+    }
+  }
+}
+
+float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
+  float wmax = 0.0f;
+  bool finite = true;
+  for (int j = 0; j < n; ++j) {
+    finite = finite && std::isfinite(w[j]);
+    wmax = std::max(wmax, w[j]);
+  }
+  if (!finite || wmax <= 0.0f) {
+    std::fill(w8, w8 + n, uint8_t(0));
+    return finite ? 0.0f : NAN;
+  }
+  const float id = 255.0f / wmax;
+  for (int j = 0; j < n; ++j) w8[j] = uint8_t(std::clamp(std::nearbyint(w[j] * id), 0.0f, 255.0f));
+  return wmax / 255.0f;
+}
+
+void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
+  KVQ_CHECK(r.format == KvFormat::kUniformRow);
+  const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
+  std::vector<float> x(static_cast<size_t>(r.n) * hd);
+  if (r.bits != 2) {  // float: decoded rows, one axpy per token
+    decode_run_ref(r, x.data());
+    for (int i = 0; i < n_q; ++i) {
+      for (int t = 0; t < r.n; ++t) axpy_ref(p[size_t(i) * ld + size_t(t)], &x[size_t(t) * hd], out + size_t(i) * hd, int(hd));
+    }
+    return;
+  }
+  std::vector<float> w(static_cast<size_t>(r.n) * n_groups), zsum(n_groups);
+  std::vector<uint8_t> w8(w.size());
+  for (int i = 0; i < n_q; ++i) {
+    const float* pi = p + size_t(i) * ld;
+    std::fill(zsum.begin(), zsum.end(), 0.0f);
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+      for (size_t k = 0; k < n_groups; ++k) {
+        const float sk = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.scales_off)[k]);
+        const float zk = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.zeros_off)[k]);
+        w[size_t(t) * n_groups + k] = pi[t] == 0.0f ? 0.0f : pi[t] * sk;
+        if (pi[t] != 0.0f) zsum[k] += pi[t] * zk;
+      }
+    }
+    const float d = round_weights_u8_ref(w.data(), int(w.size()), w8.data());
+    float* o = out + size_t(i) * hd;
+    for (size_t c = 0; c < hd; ++c) {
+      int32_t sum = 0;
+      for (int t = 0; t < r.n; ++t) {
+        sum += int32_t(w8[size_t(t) * n_groups + c / g]) * int32_t(code_at(r.rows + size_t(t) * r.stride, 2, c));
+      }
+      o[c] += d * float(sum) + zsum[c / g];
     }
   }
 }

@@ -88,12 +88,13 @@ TEST(PackedAttention, MatchesAttentionOverTheDequantizedCache) {
         const int pos = pos0 + i;
         std::vector<float> qh(&q[(size_t(pos) * kHeads + h) * kHd], &q[(size_t(pos) * kHeads + h + 1) * kHd]);
         test::round_query_for_keys(spec, qh.data(), kHd);
+        float slack = 0.0f;  // 2-bit per-token groups round their weights (test_caches.h)
         test::attention_head_as_stored(*b.cache, 1, h / (kHeads / kKvHeads), qh.data(), kd.data(), vd.data(), ref.data(),
-                                     pos + 1, kHd, 0.125f);
+                                     pos + 1, kHd, 0.125f, KernelPath::kSimd, &slack);
         const float* got = &out[(size_t(i) * kHeads + h) * kHd];
         // f16 caches round the probabilities to f16 on purpose (llama.cpp parity).
         const float tol = std::string(spec) == "f16" ? 2e-3f : 1e-5f;
-        for (int d = 0; d < kHd; ++d) ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d]))) << spec;
+        for (int d = 0; d < kHd; ++d) ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d])) + slack) << spec;
       }
     }
   }

@@ -5,13 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/fp16.h"
+#include "attention/attention.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/ref/hadamard_ref.h"
+#include "kernels/rope.h"
 #include "kernels/ref/kv_decode_ref.h"
 #include "kernels/ref/ops_ref.h"
 #include "kv/cache_spec.h"
@@ -47,18 +51,28 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
 // [n_kv][hd] that read() gave for KV head kvh of layer il, its scores as the store's keys are
 // scored: q . k, except KIVI's key blocks (uniform-cols runs, kernels/ref/kv_decode_ref.h), scored
 // against each block's weighted query q * s rounded to int8 (ref::round_weighted_query_ref), in
-// the stored basis (rot=1: q and the keys turned by the store's Hadamard transform), the codes
-// recovered from the keys read.
+// the stored basis (rot=1: q and the keys turned by the store's Hadamard transform, q by the
+// transform of `path`, as attention turns it, so that a rounding sees the same w), the codes
+// recovered from the keys read; its output sum_t p_t v_t, except 2-bit per-token groups
+// (uniform-row runs at bits 2), whose weights p_t s_tg are rounded to uint8 per run
+// (ref::round_weights_u8_ref), likewise in the stored basis. *slack (when given): what a SIMD
+// path may differ by beyond float reassociation: its scores (lane sums) and softmax (kernels/
+// cpu/ops.h) move a probability by up to ~1e-5 of itself, enough to round a weight within 0.01
+// steps of a rounding boundary the other way, moving the output by at most 3 d (code 3) for
+// each such weight; the reference path's softmax is the oracle's, so it gets none.
 inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, const float* q, const float* kd,
-                                     const float* vd, float* out, int n_kv, int hd, float scale) {
+                                     const float* vd, float* out, int n_kv, int hd, float scale,
+                                     KernelPath path = KernelPath::kRef, float* slack = nullptr) {
+  if (slack) *slack = 0.0f;
   KvStoreView kv, vv;
   cache.views(il, &kv, &vv);
   std::vector<float> s(static_cast<size_t>(n_kv)), qr(q, q + hd), kr(static_cast<size_t>(hd)), signs;
-  if (kv.rotated) {
+  if (kv.rotated || vv.rotated) {
     signs.resize(size_t(hd));
     hadamard_signs(hd, signs.data());
-    ref::hadamard_rows_ref(qr.data(), 1, hd, signs.data(), false);
   }
+  if (kv.rotated && path == KernelPath::kSimd) cpu::hadamard_rows(qr.data(), 1, hd, signs.data(), false);
+  if (kv.rotated && path == KernelPath::kRef) ref::hadamard_rows_ref(qr.data(), 1, hd, signs.data(), false);
   for (int t = 0; t < n_kv; ++t) s[size_t(t)] = ref::dot_ref(q, kd + size_t(t) * size_t(hd), hd);
   std::vector<float> w(static_cast<size_t>(hd));
   std::vector<int8_t> w8(static_cast<size_t>(hd));
@@ -94,8 +108,67 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
   }
   for (auto& x : s) x *= scale;
   ref::softmax_ref(s.data(), n_kv);
-  std::fill(out, out + hd, 0.0f);
-  for (int t = 0; t < n_kv; ++t) ref::axpy_ref(s[size_t(t)], vd + size_t(t) * size_t(hd), out, hd);
+  // Values: p_t v_t, except 2-bit per-token groups (uniform-row runs at bits 2), whose weights
+  // p_t s_tg are rounded to uint8 per run (ref::round_weights_u8_ref), in the stored basis.
+  std::vector<float> vrows(vd, vd + size_t(n_kv) * size_t(hd)), o(static_cast<size_t>(hd), 0.0f);
+  if (vv.rotated) ref::hadamard_rows_ref(vrows.data(), n_kv, hd, signs.data(), false);
+  std::vector<bool> done(static_cast<size_t>(n_kv), false);
+  // Runs as attention forms them (attention.cc, for_each_run): consecutive from the first token of
+  // each attention chunk in the segment, at most Rope::kKeyOffsets tokens inside one page.
+  for (int si = 0; si < vv.n_segments; ++si) {
+    const KvSegment& seg = vv.seg[si];
+    for (int c0 = seg.t0 / kAttentionChunk * kAttentionChunk; c0 < std::min(seg.t0 + seg.n, n_kv); c0 += kAttentionChunk) {
+      const int lo = std::max(c0, seg.t0), hi = std::min({c0 + kAttentionChunk, seg.t0 + seg.n, n_kv});
+      for (int t = lo; t < hi;) {
+        const int i = t - seg.t0, cnt = std::min({hi - t, seg.page_left(i), Rope::kKeyOffsets});
+        const KvRun r = seg.run(kvh, i, cnt);
+      if (r.format == KvFormat::kUniformRow && r.bits == 2) {
+        const int g = std::min(r.group, hd), n_groups = hd / g;
+        std::vector<float> wt(size_t(cnt) * size_t(n_groups)), zsum(size_t(n_groups), 0.0f);
+        std::vector<uint8_t> wt8(wt.size());
+        auto scale_of = [&](int j, int k) {
+          return f16_to_f32(reinterpret_cast<const f16_t*>(r.rows + size_t(j) * r.meta_stride + r.scales_off)[k]);
+        };
+        auto zero_of = [&](int j, int k) {
+          return f16_to_f32(reinterpret_cast<const f16_t*>(r.rows + size_t(j) * r.meta_stride + r.zeros_off)[k]);
+        };
+        for (int j = 0; j < cnt; ++j) {
+          const float pt = s[size_t(seg.t0 + i + j)];
+          for (int k = 0; k < n_groups; ++k) {
+            wt[size_t(j * n_groups + k)] = pt == 0.0f ? 0.0f : pt * scale_of(j, k);
+            if (pt != 0.0f) zsum[size_t(k)] += pt * zero_of(j, k);
+          }
+        }
+        const float d = ref::round_weights_u8_ref(wt.data(), int(wt.size()), wt8.data());
+        if (slack && d > 0.0f) {
+          for (const float x : wt) {
+            const float u = x / d;  // a weight this close to a rounding boundary may round either way
+            if (std::fabs(u - std::floor(u) - 0.5f) < 1e-2f) *slack += 3.0f * d;
+          }
+        }
+        for (int c = 0; c < hd; ++c) {
+          int32_t sum = 0;
+          for (int j = 0; j < cnt; ++j) {
+            const float sc_c = scale_of(j, c / g);
+            const float x = vrows[size_t(seg.t0 + i + j) * size_t(hd) + size_t(c)];
+            const float code = sc_c == 0.0f ? 0.0f : std::nearbyint((x - zero_of(j, c / g)) / sc_c);
+            sum += int32_t(wt8[size_t(j * n_groups + c / g)]) * int32_t(code);
+          }
+          o[size_t(c)] += d * float(sum) + zsum[size_t(c / g)];
+        }
+        for (int j = 0; j < cnt; ++j) done[size_t(seg.t0 + i + j)] = true;
+      }
+      t += cnt;
+      }
+    }
+  }
+  for (int t = 0; t < n_kv; ++t) {
+    if (!done[size_t(t)]) ref::axpy_ref(s[size_t(t)], &vrows[size_t(t) * size_t(hd)], o.data(), hd);
+  }
+  if (vv.rotated) {
+    ref::hadamard_rows_ref(o.data(), 1, hd, signs.data(), true);
+  }
+  std::copy(o.begin(), o.end(), out);
 }
 
 // GQA 8 query heads on 2 kv heads, head_dim 64, 3 layers.
