@@ -28,6 +28,12 @@ enum class KvFormat : uint8_t {
 const char* kv_format_name(KvFormat f);
 
 
+// KIVI keys and 2-bit per-token-group values are scored / accumulated in integers against a
+// query or weights rounded to 8 bits (kernels/ref/kv_decode_ref.h): a set whose largest term is
+// below this is taken as all zero (its terms are below float resolution, and 127 or 255 over it
+// would overflow).
+inline constexpr float kRoundedMaxFloor = 1e-30f;
+
 struct KvRun {
   KvFormat format = KvFormat::kF16;
   int n = 0;            // tokens

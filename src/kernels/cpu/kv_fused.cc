@@ -4,7 +4,8 @@
 //   q . x' = sum_blocks d_qb d_b (q8_b . codes_b)  (ggml blocks; q8: the query in q8_0)
 //   q . x' = d sum_c w8_c code_c + q . z           (KIVI keys; w8, d: w = q * s in int8 per block)
 //   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (per-token groups)
-// and accumulation out += (p s) code + p z; KVQuant values (codebook rows) accumulate
+// and accumulation out += (p s) code + p z (2-bit: d w8 code, w8 = p s in uint8 per run); KVQuant
+// values (codebook rows) accumulate
 //   out += (p half) level[code] + p zero,  then  out[i] += p c_i per outlier (c_i = x_i - dense_i, stored).
 // q4_0 / q8_0 keys are scored against the query rounded to q8_0 (as llama.cpp does), KIVI keys
 // against each block's weighted query rounded to int8 (ref::uniform_cols_scores_ref), in integers.
@@ -547,8 +548,9 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
       // round_weighted_query_ref, in class order (elementwise, so the same w8).
       const float am = hn::GetLane(hn::MaxOfLanes(df, amax));
       const bool finite = std::isfinite(am) && !std::isnan(hn::GetLane(hn::SumOfLanes(df, bad)));
-      id[i] = finite && am != 0.0f ? 127.0f / am : 0.0f;  // 0: every w8 zero
-      dq[i] = !finite ? NAN : am != 0.0f ? am / 127.0f : 0.0f;
+      const bool kept = finite && am >= kRoundedMaxFloor;  // else every w8 zero
+      id[i] = kept ? 127.0f / am : 0.0f;
+      dq[i] = !finite ? NAN : kept ? am / 127.0f : 0.0f;
     }
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
     if (ColsI8Fit<kBits>(r)) {
@@ -847,10 +849,11 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
     wm = std::max(wm, wl[k]);
     finite = finite && std::isfinite(wl[k]) && !std::isnan(bl[k]);
   }
-  const float d = !finite ? NAN : wm > 0.0f ? wm / 255.0f : 0.0f;
+  const bool kept = finite && wm >= kRoundedMaxFloor;  // else every w8 zero
+  const float d = !finite ? NAN : kept ? wm / 255.0f : 0.0f;
   HWY_ALIGN int32_t isum[nv * 2 * 4 * 16];  // class-position order, below
   for (size_t j = 0; j < sizeof(isum) / 32; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(isum) + j, _mm256_setzero_si256());
-  if (finite && wm > 0.0f) {
+  if (kept) {
     // Pass 2: w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past r.n).
     const int n_pairs = (r.n + 1) / 2, n_pairs_pad = kHalf ? (n_pairs + 1) & ~1 : n_pairs;
     HWY_ALIGN uint8_t wb[(1024 / 2 + 2) * 16];

@@ -27,7 +27,10 @@ bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, f
 // rotated to the run's first position.
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
                           float* scores, size_t ld);
-// out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim].
+// out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim]. 2-bit per-token groups (KIVI-2
+// values, int2) accumulate in integers with each run's weights rounded to uint8, as
+// ref::uniform_row_accumulate_ref specifies (on AVX2 for groups of a multiple of 32, at most 4
+// per token; false for the rest, which take the reference).
 bool accumulate_run_fused(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
 
 }  // namespace kvq::cpu

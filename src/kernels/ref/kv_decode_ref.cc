@@ -95,7 +95,7 @@ float round_weighted_query_ref(const float* w, int n, int8_t* w8) {
     finite = finite && std::isfinite(w[c]);
     amax = std::max(amax, std::fabs(w[c]));
   }
-  if (!finite || amax == 0.0f) {
+  if (!finite || !(amax >= kRoundedMaxFloor)) {
     std::fill(w8, w8 + n, int8_t(0));
     return finite ? 0.0f : NAN;
   }
@@ -135,7 +135,7 @@ float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
     finite = finite && std::isfinite(w[j]);
     wmax = std::max(wmax, w[j]);
   }
-  if (!finite || wmax <= 0.0f) {
+  if (!finite || !(wmax >= kRoundedMaxFloor)) {
     std::fill(w8, w8 + n, uint8_t(0));
     return finite ? 0.0f : NAN;
   }

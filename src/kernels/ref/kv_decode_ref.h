@@ -14,7 +14,8 @@ void decode_run_ref(const KvRun& run, float* out);
 // scales) is rounded to int8, w8_c = nearbyint(w_c * 127 / amax), amax = max_c |w_c|, and
 //   q . x'_t = d * sum_c w8_c code_tc + q . z,   d = amax / 127,
 // the inner sum exact. Returns d and sets w8 [n]; d is NaN (w8 zero) when a w_c is not finite,
-// 0 (w8 zero) when every w_c is 0. The rounding moves a score by at most d / 2 * sum_c code_tc.
+// 0 (w8 zero) when amax is below kRoundedMaxFloor (kernels/kv_run.h). The rounding moves a
+// score by at most d / 2 * sum_c code_tc.
 float round_weighted_query_ref(const float* w, int n, int8_t* w8);
 
 // scores[i * ld + t] = scale * (d_i * sum_c w8_ic code_tc + q_i . z) for t < run.n (kUniformCols
@@ -26,7 +27,7 @@ void uniform_cols_scores_ref(const KvRun& run, const float* q, int n_q, float sc
 // scale per run and query, w8 = clamp(nearbyint(w * 255 / wmax), 0, 255), wmax = max w, and
 //   out_c += d * sum_t w8_t,g(c) code_tc + sum_t p_t z_t,g(c),   d = wmax / 255,
 // the inner sum exact. Returns d and sets w8 [n]; NaN (w8 zero) when a w is not finite, 0 (w8
-// zero) when no w is above 0.
+// zero) when wmax is below kRoundedMaxFloor (a run of vanishing probabilities).
 float round_weights_u8_ref(const float* w, int n, uint8_t* w8);
 
 // out[i * head_dim + c] += sum_t p[i * ld + t] * x'_tc for a kUniformRow run, 2-bit runs as
