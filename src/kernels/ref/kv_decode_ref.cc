@@ -147,8 +147,8 @@ float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
 void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
   KVQ_CHECK(r.format == KvFormat::kUniformRow);
   const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
-  std::vector<float> x(static_cast<size_t>(r.n) * hd);
   if (r.bits != 2) {  // float: decoded rows, one axpy per token
+    std::vector<float> x(static_cast<size_t>(r.n) * hd);
     decode_run_ref(r, x.data());
     for (int i = 0; i < n_q; ++i) {
       for (int t = 0; t < r.n; ++t) axpy_ref(p[size_t(i) * ld + size_t(t)], &x[size_t(t) * hd], out + size_t(i) * hd, int(hd));
