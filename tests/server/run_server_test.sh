@@ -192,8 +192,11 @@ done
 wait_clients
 n503=$(cat "$TMP"/qc* | grep -c '^503$')
 [ "$n503" -ge 1 ] || fail "no 503 with -np 1 --max-queue 1 and 12 clients"
-grep -l '^503$' "$TMP"/qc* | head -1 | sed 's/qc/h/' | xargs grep -qi '^Retry-After: 1' || fail "503 without Retry-After"
-grep -l '^503$' "$TMP"/qc* | head -1 | sed 's/qc/q/' | xargs grep -q '"code":"queue_full"' || fail "503 body"
+# The first client answered 503; its headers and body share its number (only the
+# file name is rewritten: the temporary directory's random name may contain "qc").
+i503=$(grep -l '^503$' "$TMP"/qc* | head -1); i503=${i503##*/qc}
+grep -qi '^Retry-After: 1' "$TMP/h$i503" || fail "503 without Retry-After"
+grep -q '"code":"queue_full"' "$TMP/q$i503" || fail "503 body"
 expect_idle_and_empty "$PORT_small" 1
 
 echo "== slots (${SECONDS}s)"
