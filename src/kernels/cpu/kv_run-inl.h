@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Highway helpers over a KvRun shared by the run decoders (kv_decode.cc) and the fused kernels
-// (kv_fused.cc). Per-target include guard, as Highway requires.
+// (kv_fused_*.cc). Per-target include guard, as Highway requires.
 #if defined(KVQ_KERNELS_KV_RUN_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef KVQ_KERNELS_KV_RUN_INL_H_
 #undef KVQ_KERNELS_KV_RUN_INL_H_

@@ -3,7 +3,7 @@
 // additions in the same grouping as SumOfLanes (the two halves, then lanes two apart, then
 // neighbours; IEEE addition commutes), as one transpose instead of ~8 instructions per vector.
 // For the score passes of the dense kernels (attention_ops.cc) and the fused ones
-// (kv_fused.cc). AVX2 only; other targets sum each vector. Per-target include guard, as
+// (kv_fused_*.cc). AVX2 only; other targets sum each vector. Per-target include guard, as
 // Highway requires.
 #if defined(KVQ_KERNELS_LANE_SUMS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef KVQ_KERNELS_LANE_SUMS_INL_H_

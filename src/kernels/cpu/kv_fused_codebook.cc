@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+// Fused attention kernels for KVQuant codebooks (kvquant.md): keys stored before RoPE, each row
+// decoded (level * half_c + zero_c), rotated by its offset in the run and dotted in registers;
+// values (codebook rows) accumulated
+//   out += (p half) level[code] + p zero,  then  out[i] += p c_i per outlier (c_i = x_i - dense_i, stored).
+// Specification: ref::decode_run_ref, then the rotation, dot / axpy; results agree within float
+// reassociation (tested against attention over read()).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused_codebook.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/cpu/kv_fused-inl.h"
+#include "kernels/cpu/kv_fused_parts.h"
+#include "quant/codebook-inl.h"
+#ifndef KVQ_KERNELS_KV_FUSED_CODEBOOK_ONCE
+#define KVQ_KERNELS_KV_FUSED_CODEBOOK_ONCE
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "quant/normalize.h"
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq {
+namespace HWY_NAMESPACE {
+
+// The sparse outliers of a KVQuant run (§3.4), the run's list of its head (kernels/kv_run.h),
+// each stored as its correction x - dense to what its code decodes to (KvquantStore), so that
+// it moves what the dense pass computed without the code being decoded again. Functions of
+// their own, not inlined, so that the walk gets registers of its own: inlined in the row
+// kernels it spilled and reloaded its operands for every entry (~70 instructions per outlier,
+// measured).
+// Calls add(t, c, v) for each of the run's outliers (its token within the run, channel within
+// the head, stored correction) in order; except that on AVX2 a sealed list (kernels/kv_run.h)
+// goes 8 entries at a time to vec8(t, c, v) with them as lanes, decoded in vectors, and
+// vec8 must do what add does, lane by lane in order; the last entries go to add. A run that
+// reaches its list's end takes it without scanning (sealed_outlier_range).
+template <class Vec8, class Add>
+HWY_INLINE void ForRunOutliers(const KvRun& r, const Vec8& vec8, const Add& add) {
+#if HWY_TARGET == HWY_AVX2
+  if (r.out_sealed) {
+    uint32_t e, stop;
+    sealed_outlier_range(r, &e, &stop);
+    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
+    const int sh = r.out_layout.ch_bits;
+    const __m256i mask = _mm256_set1_epi32((1 << sh) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
+    for (; e + 8 <= stop; e += 8) {
+      const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + e)));
+      vec8(_mm256_sub_epi32(_mm256_srl_epi32(x, _mm_cvtsi32_si128(sh)), slot0), _mm256_and_si256(x, mask),
+           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + e))));
+    }
+    for (; e != stop; ++e) add(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & ((1u << sh) - 1u)), F16At(r.out_val[e]));
+    return;
+  }
+#else
+  (void)vec8;
+#endif
+  for_each_run_outlier(r, add, F16At);
+}
+
+// Keys: the score of token t moves by (x - dense) * (R(t)^T q)_c, where
+// (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
+// scores of the pass's first query, queries lds apart. Each entry's arithmetic is spelled out
+// (fma(d, fma(q_c, C_tc, q_c' S_tc'), s)) so that the vector path and the one-by-one path
+// agree bit for bit whichever entries a run's length puts in each.
+template <int kQ>
+HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT qs, const float* HWY_RESTRICT table,
+                                        float scale, float* HWY_RESTRICT s, size_t lds) {
+  const size_t hd = size_t(r.head_dim);
+  const auto add = [=](int t, size_t c, float corr) {
+    const float* C = table + size_t(t) * 2 * hd;
+    const float* S = C + hd;
+    const float d = corr * scale;
+    for (int j = 0; j < kQ; ++j) {
+      const float* qj = qs + size_t(j) * hd;
+      float& sj = s[size_t(j) * lds + size_t(t)];
+      sj = std::fma(d, std::fma(qj[c], C[c], qj[c ^ 1] * S[c ^ 1]), sj);
+    }
+  };
+#if HWY_TARGET == HWY_AVX2
+  const __m256i one = _mm256_set1_epi32(1), row = _mm256_set1_epi32(int(2 * hd)), half = _mm256_set1_epi32(int(hd));
+  const auto vec8 = [&](__m256i t, __m256i c, __m256 v) {
+    const __m256i at = _mm256_mullo_epi32(t, row), c1 = _mm256_xor_si256(c, one);
+    const __m256 cc = _mm256_i32gather_ps(table, _mm256_add_epi32(at, c), 4);
+    const __m256 sc = _mm256_i32gather_ps(table, _mm256_add_epi32(at, _mm256_add_epi32(half, c1)), 4);
+    HWY_ALIGN float x[kQ][8], d[8];
+    HWY_ALIGN int32_t tt[8];
+    for (int j = 0; j < kQ; ++j) {
+      const float* qj = qs + size_t(j) * hd;
+      const __m256 qa = _mm256_i32gather_ps(qj, c, 4), qb = _mm256_i32gather_ps(qj, c1, 4);
+      _mm256_store_ps(x[j], _mm256_fmadd_ps(qa, cc, _mm256_mul_ps(qb, sc)));
+    }
+    _mm256_store_ps(d, _mm256_mul_ps(v, _mm256_set1_ps(scale)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tt), t);
+    for (int l = 0; l < 8; ++l) {
+      for (int j = 0; j < kQ; ++j) {
+        float& sj = s[size_t(j) * lds + size_t(tt[l])];
+        sj = std::fma(d[l], x[j][l], sj);
+      }
+    }
+  };
+#else
+  const auto vec8 = nullptr;
+#endif
+  ForRunOutliers(r, vec8, add);
+}
+
+// Values: out_i[c] += p_it (x - dense) for queries [0, kQ) (p and out ldp and head_dim apart),
+// as fma(p_it, x - dense, out_i[c]) on every path.
+template <int kQ>
+HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp,
+                                          float* HWY_RESTRICT out) {
+  const size_t hd = size_t(r.head_dim);
+  const auto add = [=](int t, size_t c, float corr) {
+    for (int i = 0; i < kQ; ++i) {
+      float& o = out[size_t(i) * hd + c];
+      o = std::fma(p[size_t(i) * ldp + size_t(t)], corr, o);
+    }
+  };
+#if HWY_TARGET == HWY_AVX2
+  const auto vec8 = [&](__m256i t, __m256i c, __m256 v) {
+    HWY_ALIGN float pt[kQ][8], vv[8];
+    HWY_ALIGN int32_t cc[8];
+    for (int i = 0; i < kQ; ++i) _mm256_store_ps(pt[i], _mm256_i32gather_ps(p + size_t(i) * ldp, t, 4));
+    _mm256_store_ps(vv, v);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(cc), c);
+    for (int l = 0; l < 8; ++l) {
+      for (int i = 0; i < kQ; ++i) {
+        float& o = out[size_t(i) * hd + size_t(cc[l])];
+        o = std::fma(pt[i][l], vv[l], o);
+      }
+    }
+  };
+#else
+  const auto vec8 = nullptr;
+#endif
+  ForRunOutliers(r, vec8, add);
+}
+
+// KVQuant keys stored before RoPE (kvquant.md §2), scored without a tile: each row is decoded
+// (level * half_c + zero_c), rotated by its offset j in the run with the key table
+// (R(j) k = k * C_j + swap_pairs(k) * S_j, kernels/rope.h) and dotted in registers, once for
+// all the queries of a pass; each sparse outlier then corrects the score by
+// (x - dense) * (R(j)^T q)_c = (x - dense) * (q_c C_jc + q_c' S_jc'), c' = c ^ 1.
+// q: the queries already rotated to the run's first position.
+// kHd: head_dim when it is one the models use (64, 128), so that a row's steps unroll with
+// constant offsets; 0: r.head_dim.
+template <int kBits, int kHd>
+void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const float* HWY_RESTRICT table,
+                          float scale, float* HWY_RESTRICT s, size_t lds) {
+  const DF df;
+  constexpr size_t N = hn::MaxLanes(DF());
+  constexpr size_t kStep = kChains * N;  // values per step: one vector per chain
+  static_assert(kStep % kChunk == 0 || kChunk % kStep == 0);
+  const size_t hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
+  const float* h = r.ch_half;
+  const float* z = r.ch_zero;
+  const LevelLut<kBits> lut(r.levels);
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    const float* qs = q + size_t(i0) * hd;
+    // kRows rows at a time: independent chains for the out-of-order window, which holds about
+    // one row's decode-rotate-dot work (each row's sums are the same as alone); emit(t, sums)
+    // takes row t's kQ vectors of partial sums.
+    auto rows = [&](auto kr_, int t0, const auto& emit) {
+      constexpr int kRows = decltype(kr_)::value;
+      hn::Vec<DF> acc[kRows][kQ][kChains];
+      for (int w = 0; w < kRows; ++w) {
+        for (int j = 0; j < kQ; ++j) {
+          for (auto& a : acc[w][j]) a = hn::Zero(df);
+        }
+      }
+      // Vector v of a row goes to chain v % kChains, fixed at compile time within a step, so
+      // the accumulators stay in registers.
+#pragma GCC unroll 8
+      for (size_t i0v = 0; i0v < hd; i0v += kStep) {
+        for (size_t ch = 0; ch < kChains; ++ch) {
+          const size_t i = i0v + ch * N;
+          // The step's first chunk of codes, whose offset the compiler does not reuse across
+          // the chains by itself (kStep is a whole number of chunks, or part of one).
+          const size_t c0 = i0v / kChunk * 2 * kBits + (kStep >= kChunk ? ch * N / kChunk * 2 * kBits : 0);
+          const auto vh = hn::LoadU(df, h + i), vz = hn::LoadU(df, z + i);
+          for (int w = 0; w < kRows; ++w) {
+            const uint8_t* row = r.rows + size_t(t0 + w) * r.stride;
+            const float* C = table + size_t(t0 + w) * 2 * hd;
+            const float* S = C + hd;
+            const auto k = hn::MulAdd(lut(row + c0, i % kChunk), vh, vz);
+            const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
+            for (int j = 0; j < kQ; ++j) acc[w][j][ch] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[w][j][ch]);
+          }
+        }
+      }
+      for (int w = 0; w < kRows; ++w) {
+        hn::Vec<DF> sums[kQ];
+        for (int j = 0; j < kQ; ++j) sums[j] = SumChains(acc[w][j]);
+        emit(t0 + w, sums);
+      }
+    };
+    float* sq = s + size_t(i0) * lds;
+    const auto store = [&](int t, const hn::Vec<DF>(&sums)[kQ]) { StoreScores<kQ>(sums, nullptr, scale, sq + t, lds); };
+    int t = 0;
+    if constexpr (kQ <= 2) {
+      ForRowsOf8<kQ>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
+        for (int w = 0; w < 8; w += 2) rows(std::integral_constant<int, 2>(), t0 + w, keep);
+      });
+      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t, store);
+    }
+    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t, store);
+    // Outliers in a pass of their own, so that the row loop above keeps its registers.
+    if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
+  });
+}
+
+bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, const float* table, float scale, float* s,
+                       size_t lds) {
+  if (r.format != KvFormat::kCodebookPc || r.head_dim % (kChains * hn::MaxLanes(DF())) != 0 ||
+      r.head_dim % kChunk != 0 || r.head_dim > 512) {
+    return false;
+  }
+  if (r.bits < 2 || r.bits > 4) return false;
+  WithHeadDim(r.head_dim, [&](auto kHd) {
+    WithCodeBits(r.bits, [&](auto b) {
+      if constexpr (b() <= 4) CodebookPcRopeScores<b(), kHd()>(r, q, n_q, table, scale, s, lds);
+    });
+  });
+  return true;
+}
+
+// The weights of a KVQuant value run (<= 64 tokens) for kQ queries (p: the first query's
+// probabilities, queries ldp apart): a[i][t] = p_it half_t, and zsum[i] = sum_t p_it zero_t,
+// both taken as 0 where p_it is 0 whatever the norm; a is written up to the next multiple of N
+// tokens. Vectors of tokens where the norms are fp16 pairs at a stride of whole words (one
+// gather per N tokens), else gathered one token at a time; the zero points' sums in lanes by
+// token (t mod N), then across the lanes.
+template <int kQ>
+HWY_INLINE void RowWeights(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, float (&a)[kQ][64],
+                           float (&zsum)[kQ]) {
+  const DF df;
+  const DI di;
+  constexpr size_t N = hn::MaxLanes(DF());
+  static_assert(64 % N == 0);
+  hn::Vec<DF> zacc[kQ];
+  for (auto& z : zacc) z = hn::Zero(df);
+  // Tokens [t, t + N) with their zero points, half-ranges and the queries' probabilities.
+  auto step = [&](size_t t, hn::Vec<DF> zero, hn::Vec<DF> half, const float* pt, size_t ldpt) {
+    for (int i = 0; i < kQ; ++i) {
+      const auto pv = hn::LoadU(df, pt + size_t(i) * ldpt);
+      const auto live = hn::Ne(pv, hn::Zero(df));
+      hn::StoreU(hn::IfThenElseZero(live, hn::Mul(pv, half)), df, a[i] + t);
+      zacc[i] = hn::Add(zacc[i], hn::IfThenElseZero(live, hn::Mul(pv, zero)));
+    }
+  };
+  size_t t = 0;
+  if (!r.norm8 && r.meta_stride % 4 == 0) {
+    const hn::Rebind<uint16_t, DI> du16;
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const size_t words = r.meta_stride / 4;
+    const auto* norms = reinterpret_cast<const int32_t*>(r.rows + r.norm_off);  // NormParams: zero, half
+    const auto at = hn::Mul(hn::Iota(di, 0), hn::Set(di, int32_t(words)));
+    for (; t + N <= size_t(r.n); t += N) {
+      const auto w = hn::GatherIndex(di, norms + t * words, at);
+      const auto high = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(DU(), w)));  // logical: [0, 0xFFFF]
+      step(t, hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, hn::And(w, hn::Set(di, 0xFFFF))))),
+           hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, high))), p + t, ldp);
+    }
+  }
+  // The rest N at a time from scalars, zero-padded: each token in the lane it would have had
+  // (t mod N) and +0 added where none is, as a prefill's masked tokens add, so that a query's
+  // sums are the same whatever the run's length.
+  for (; t < size_t(r.n); t += N) {
+    HWY_ALIGN float zero[N] = {}, half[N] = {}, pt[kQ][N] = {};
+    for (size_t k = 0; k < N && t + k < size_t(r.n); ++k) {
+      const NormF f = RunNorm(r, int(t + k));
+      zero[k] = f.zero;
+      half[k] = f.half;
+      for (int i = 0; i < kQ; ++i) pt[i][k] = p[size_t(i) * ldp + t + k];
+    }
+    step(t, hn::Load(df, zero), hn::Load(df, half), pt[0], N);
+  }
+  for (int i = 0; i < kQ; ++i) zsum[i] = hn::GetLane(hn::SumOfLanes(df, zacc[i]));
+}
+
+// KVQuant values: out_i += sum_t (p_it half_t) level[code_t] + sum_t p_it zero_t; sparse
+// outliers then correct their dense value. A row's codes are looked up in the levels once
+// (lane permutes) for every query of a pass (a GQA group) and each query's weight
+// a_it = p_it half_t multiplies them in one FMA; the channels go in passes whose sums stay in
+// registers while the run's tokens stream by. A query's sums are the same chains whatever the
+// pass size (prefill and decode agree). Rows of a length the packing splits unevenly: a 2^bits
+// table scaled per token feeds the codebook axpy, query by query.
+// kHd: as CodebookPcRopeScores's.
+template <int kBits, int kHd>
+void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df), hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
+  // Then the zero points' sum, after the outliers.
+  auto add_zero = [&](float* oi, float zsum) {
+    const auto z = hn::Set(df, zsum);
+    size_t i = 0;
+    for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, oi + i), z), df, oi + i);
+    if constexpr (kHd == 0) {  // a whole number of vectors otherwise
+      for (; i < hd; ++i) oi[i] += zsum;
+    }
+  };
+  if (!(r.n <= 64 && hd % kChunk == 0)) {
+    HWY_ALIGN float alut[16] = {};
+    for (int q = 0; q < n_q; ++q) {
+      const float* pi = p + size_t(q) * ldp;
+      float* oi = out + size_t(q) * hd;
+      float zsum = 0.0f;
+      for (int t = 0; t < r.n; ++t) {
+        if (pi[t] == 0.0f) continue;
+        const NormF f = RunNorm(r, t);
+        const float a = pi[t] * f.half;
+        for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
+        zsum += pi[t] * f.zero;
+        AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, oi);
+      }
+      if (r.out_ptr) ValueOutlierCorrections<1>(r, pi, ldp, oi);
+      add_zero(oi, zsum);
+    }
+    return;
+  }
+  const LevelLut<kBits> lut(r.levels);
+  ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
+    constexpr size_t kV = kQ >= 4 ? 2 : kQ == 2 ? 4 : 8;
+    float a[kQ][64], zsum[kQ];
+    RowWeights<kQ>(r, p + size_t(i0) * ldp, ldp, a, zsum);
+    auto pass = [&](auto kv, size_t c0) {
+      constexpr size_t kNv = decltype(kv)::value;
+      hn::Vec<DF> acc[kQ][kNv];
+      for (auto& x : acc) {
+        for (auto& v : x) v = hn::Zero(df);
+      }
+      for (int t = 0; t < r.n; ++t) {
+        hn::Vec<DF> w[kQ];
+        for (int i = 0; i < kQ; ++i) w[i] = hn::Set(df, a[i][t]);
+        const uint8_t* row = r.rows + size_t(t) * r.stride;
+        for (size_t v = 0; v < kNv; ++v) {
+          const size_t c = c0 + v * N;
+          const auto lv = lut(row + c / kChunk * 2 * kBits, c % kChunk);
+          for (int i = 0; i < kQ; ++i) acc[i][v] = hn::MulAdd(w[i], lv, acc[i][v]);
+        }
+      }
+      for (int i = 0; i < kQ; ++i) {
+        float* o = out + size_t(i0 + i) * hd + c0;
+        for (size_t v = 0; v < kNv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, o + v * N), acc[i][v]), df, o + v * N);
+      }
+    };
+    size_t c0 = 0;
+#pragma GCC unroll 8
+    for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
+    for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
+    // Outliers in a pass of their own, so that the row loops keep their registers.
+    if (r.out_ptr) ValueOutlierCorrections<kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
+    for (int i = 0; i < kQ; ++i) add_zero(out + size_t(i0 + i) * hd, zsum[i]);
+  });
+}
+
+bool AccumulateRunCodebook(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
+  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
+  switch (r.format) {
+    case KvFormat::kCodebookRow:
+      if (r.bits < 2 || r.bits > 4) return false;
+      WithHeadDim(r.head_dim, [&](auto kHd) {
+        WithCodeBits(r.bits, [&](auto b) {
+          if constexpr (b() <= 4) CodebookRowAccumulate<b(), kHd()>(r, p, n_q, ldp, out);
+        });
+      });
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvq::cpu {
+HWY_EXPORT(ScoreRunRopeFused);
+HWY_EXPORT(AccumulateRunCodebook);
+bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, const float* key_table, float scale,
+                          float* scores, size_t ld) {
+  return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, key_table, scale, scores, ld);
+}
+bool accumulate_run_codebook(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
+  return HWY_DYNAMIC_DISPATCH(AccumulateRunCodebook)(run, p, n_q, ld, out);
+}
+}  // namespace kvq::cpu
+#endif

@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: MIT
+// Fused value kernels for uniform per-token groups (KIVI values, int-b): accumulation
+//   out += (p s) code + p z,
+// 2-bit codes in integers (d w8 code, w8 = p s in uint8 per run) as
+// ref::uniform_row_accumulate_ref specifies (the rounding is part of the format's
+// specification); other widths ref::decode_run_ref then axpy, within float reassociation
+// (tested against attention over read()).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused_uniform_values.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/cpu/kv_fused-inl.h"
+#include "kernels/cpu/kv_fused_parts.h"
+#include "quant/bitpack-inl.h"
+#ifndef KVQ_KERNELS_KV_FUSED_UNIFORM_VALUES_ONCE
+#define KVQ_KERNELS_KV_FUSED_UNIFORM_VALUES_ONCE
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq {
+namespace HWY_NAMESPACE {
+
+// out_i += sum_t p_it (s_tg code_t + z_tg). Per block of N code bytes, the run's tokens stream
+// by while the block's class sums (kPer per query) stay in registers; they are added to a
+// class-ordered accumulator and permuted back once per run. Zero terms are summed per group.
+template <int kBits>
+void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
+  const DF8 df;
+  constexpr size_t kPer = 8 / kBits;
+  const size_t N = hn::Lanes(df), hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd);
+  const size_t n_groups = hd / g, group_blocks = g * kBits / (8 * N), row_blocks = hd * kBits / (8 * N);
+  const int tc = int(std::max<size_t>(1, 1024 / n_groups));  // tokens per sub-run: w fits below
+  HWY_ALIGN float acc[kMaxQ][512];
+  float zacc[kMaxQ][64];
+  // p_it * s_tg of a sub-run's tokens, [t][g], and room for a vector's store past the last.
+  float w[kMaxQ][1024 + hn::MaxLanes(DF8())];
+  // A token's scales and zero points (contiguous, quant/kv_layout.h) in one vector when they
+  // fit: lanes [0, n_groups) the scales, [n_groups, 2 n_groups) the zero points.
+  const bool one_vector = 2 * n_groups <= N && n_groups <= 4 && r.zeros_off == r.scales_off + ptrdiff_t(2 * n_groups);
+  // At most 8 class sums in registers (classes in slices below).
+  ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    hn::Vec<DF8> zv[kQ];  // one_vector: the zero terms' sums in lanes [n_groups, 2 n_groups)
+    for (int i = 0; i < kQ; ++i) {
+      std::fill(acc[i], acc[i] + hd, 0.0f);
+      std::fill(zacc[i], zacc[i] + n_groups, 0.0f);
+      zv[i] = hn::Zero(df);
+    }
+    for (int t0 = 0; t0 < r.n; t0 += tc) {
+      const int t1 = std::min(r.n, t0 + tc);
+      for (int t = t0; t < t1; ++t) {
+        const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+        if (one_vector) {
+          HWY_ALIGN uint16_t h[8] = {};  // up to 4 scales and 4 zero points
+          switch (n_groups) {  // constant sizes: a move or two, not a call
+            case 1: std::memcpy(h, meta + r.scales_off, 4); break;
+            case 2: std::memcpy(h, meta + r.scales_off, 8); break;
+            case 3: std::memcpy(h, meta + r.scales_off, 12); break;
+            default: std::memcpy(h, meta + r.scales_off, 16); break;
+          }
+          const auto sz = hn::PromoteTo(df, hn::Load(hn::Rebind<hwy::float16_t, DF8>(), reinterpret_cast<const hwy::float16_t*>(h)));
+          for (int i = 0; i < kQ; ++i) {
+            const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+            float* wt = w[i] + size_t(t - t0) * n_groups;
+            // A zero weight skips the token whatever its scale (an infinite one included).
+            if (pt == 0.0f) {
+              hn::StoreU(hn::Zero(df), df, wt);
+              continue;
+            }
+            const auto pv = hn::Set(df, pt);
+            hn::StoreU(hn::Mul(pv, sz), df, wt);
+            zv[i] = hn::MulAdd(pv, sz, zv[i]);
+          }
+          continue;
+        }
+        for (size_t k = 0; k < n_groups; ++k) {
+          const float sk = F16ToF32(meta + r.scales_off + 2 * k), zk = F16ToF32(meta + r.zeros_off + 2 * k);
+          for (int i = 0; i < kQ; ++i) {
+            const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+            w[i][size_t(t - t0) * n_groups + k] = pt == 0.0f ? 0.0f : pt * sk;
+            if (pt != 0.0f) zacc[i][k] += pt * zk;
+          }
+        }
+      }
+      // A block's classes in slices of kC, so that kQ * kC sums stay in registers (2-bit codes
+      // with 4 queries: two slices, each widening the bytes again but sharing them by 4 queries).
+      constexpr size_t kC = std::min<size_t>(kPer, 8 / size_t(kQ));
+      for (size_t blk = 0; blk < row_blocks; ++blk) {
+        const size_t k = blk / group_blocks;
+        auto slice = [&](auto lo_) {
+          constexpr size_t kLo = decltype(lo_)::value;
+          hn::Vec<DF8> a[kQ][kC];
+          for (int i = 0; i < kQ; ++i) {
+            for (size_t c = 0; c < kC; ++c) a[i][c] = hn::Zero(df);
+          }
+          for (int t = t0; t < t1; ++t) {
+            hn::Vec<DF8> wt[kQ];
+            for (int i = 0; i < kQ; ++i) wt[i] = hn::Set(df, w[i][size_t(t - t0) * n_groups + k]);
+            ForClasses<kBits, kLo, kC>(r.rows + size_t(t) * r.stride + blk * N, [&](size_t c, hn::Vec<DF8> codes) {
+              for (int i = 0; i < kQ; ++i) a[i][c - kLo] = hn::MulAdd(wt[i], codes, a[i][c - kLo]);
+            });
+          }
+          for (int i = 0; i < kQ; ++i) {
+            for (size_t c = 0; c < kC; ++c) {
+              float* dst = acc[i] + (blk * kPer + kLo + c) * N;
+              hn::Store(hn::Add(hn::Load(df, dst), a[i][c]), df, dst);
+            }
+          }
+        };
+        static_assert(kPer == kC || kPer == 2 * kC);
+        slice(std::integral_constant<size_t, 0>());
+        if constexpr (kC < kPer) slice(std::integral_constant<size_t, kC>());
+      }
+    }
+    for (int i = 0; i < kQ; ++i) {
+      if (one_vector) {
+        HWY_ALIGN float z[hn::MaxLanes(DF8())];
+        hn::Store(zv[i], df, z);
+        std::copy(z + n_groups, z + 2 * n_groups, zacc[i]);
+      }
+      // Back to natural order; a block of kPer * N channels lies in one group (ClassBlocksFit).
+      float* o = out + size_t(i0 + i) * hd;
+      for (size_t c0 = 0, ci = 0; c0 < hd; c0 += kPer * N) {
+        const float z = zacc[i][c0 / g];
+        for (size_t k = 0; k < kPer; ++k) {
+          for (size_t b = 0; b < N; ++b) o[c0 + b * kPer + k] += acc[i][ci++] + z;
+        }
+      }
+    }
+  });
+}
+
+// 2-bit per-token groups (KIVI-2 values, int2) accumulated in integers (specification:
+// ref::uniform_row_accumulate_ref): a run's weights w_tg = p_t s_tg rounded to uint8 with one
+// scale d per run and query, then out_c += d sum_t w8_t,g(c) code_tc + sum_t p_t z_t,g(c). On
+// AVX2 the code bytes of two tokens are interleaved (punpcklbw), so one pmaddubsw per class
+// multiplies 16 channels of both by their two weights (w8 unsigned, codes signed) into int16
+// sums: ~18 instructions per 128-value token against ~125 for float FMAs. The int16 sums
+// (at most 2 * 255 * 3 per pair) are widened to int32 every 16 pairs.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+// Whether the kernel takes a run: 2-bit rows of whole 32-byte vectors (kNv of them) or of 16
+// bytes (kNv -1: rows t, t + 2 and t + 1, t + 3 share vectors), up to 4 groups of a multiple of
+// 32 values whose scales and zero points are one vector (RowAccumulate's one_vector), at most
+// kAttentionChunk tokens.
+inline int RowI8Vectors(const KvRun& r) {
+  const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g, rb = hd / 4;
+  if (r.bits != 2 || hd % g != 0 || g % 32 != 0 || n_groups == 3 || n_groups > 4 || r.n > 1024 ||
+      r.zeros_off != r.scales_off + ptrdiff_t(2 * n_groups)) {
+    return 0;
+  }
+  if (rb == 16) return -1;
+  return rb % 32 == 0 && rb <= 128 ? int(rb / 32) : 0;
+}
+
+HWY_INLINE int Load32(const uint8_t* m) {
+  int x;
+  std::memcpy(&x, m, 4);
+  return x;
+}
+
+// Shuffle controls of RowAccumulateI8: int16 lane j of half h (punpckl/h) in 128-bit lane L
+// reads its pair's two weights of the group of its code byte b = 32 jv + 16 L + 8 h + j (kHalf:
+// b = 8 h + j in both lanes), group b * kG / (bytes per row).
+template <int kNv, int kG>
+struct RowI8Ctl {
+  static constexpr int kVecs = kNv < 0 ? 1 : kNv, kRowBytes = kNv < 0 ? 16 : 32 * kVecs;
+  alignas(32) static constexpr std::array<std::array<std::array<uint8_t, 32>, 2>, kVecs> kBytes = [] {
+    std::array<std::array<std::array<uint8_t, 32>, 2>, kVecs> c{};
+    for (int jv = 0; jv < kVecs; ++jv) {
+      for (int h = 0; h < 2; ++h) {
+        for (int L = 0; L < 2; ++L) {
+          for (int j = 0; j < 8; ++j) {
+            const int b = kNv < 0 ? 8 * h + j : 32 * jv + 16 * L + 8 * h + j, grp = b * kG / kRowBytes;
+            c[size_t(jv)][size_t(h)][size_t(16 * L + 2 * j)] = uint8_t(2 * grp);
+            c[size_t(jv)][size_t(h)][size_t(16 * L + 2 * j + 1)] = uint8_t(2 * grp + 1);
+          }
+        }
+      }
+    }
+    return c;
+  }();
+};
+
+template <int kNv, int kG>
+void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+  constexpr bool kHalf = kNv < 0;
+  constexpr int nv = kHalf ? 1 : kNv;
+  const size_t g = size_t(r.head_dim) / kG;
+  // A token's kG scales and kG zero points (contiguous, quant/kv_layout.h), as one vector.
+  auto token_sz = [&](int t) {
+    const uint8_t* m = r.rows + size_t(t) * r.meta_stride + r.scales_off;
+    __m128i h;
+    if constexpr (kG == 1) h = _mm_cvtsi32_si128(Load32(m));
+    if constexpr (kG == 2) h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+    if constexpr (kG == 4) h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
+    return _mm256_cvtph_ps(h);
+  };
+  // Pass 1: each token's weights p_t s_tg (lanes [0, kG), 0 where p_t is 0, and past r.n up to
+  // a whole number of row quads), the largest, and the zero terms' sums (lanes [kG, 2 kG)).
+  HWY_ALIGN float wt[1024 + 4][4];
+  __m256 wmax = _mm256_setzero_ps(), bad = wmax, zv = wmax;
+  for (int t = 0; t < r.n; ++t) {
+    if (p[t] == 0.0f) {
+      _mm_store_ps(wt[t], _mm_setzero_ps());
+      continue;
+    }
+    const __m256 pv = _mm256_set1_ps(p[t]), sz = token_sz(t), w = _mm256_mul_ps(pv, sz);
+    _mm_store_ps(wt[t], _mm256_castps256_ps128(w));
+    wmax = _mm256_max_ps(wmax, w);
+    bad = _mm256_add_ps(bad, w);
+    zv = _mm256_fmadd_ps(pv, sz, zv);
+  }
+  for (int t = r.n; t < ((r.n + 3) & ~3); ++t) _mm_store_ps(wt[t], _mm_setzero_ps());
+  HWY_ALIGN float wl[8], bl[8], zl[8];
+  _mm256_store_ps(wl, wmax);
+  _mm256_store_ps(bl, bad);
+  _mm256_store_ps(zl, zv);
+  float wm = 0.0f;
+  bool finite = true;
+  for (int k = 0; k < kG; ++k) {
+    wm = std::max(wm, wl[k]);
+    finite = finite && std::isfinite(wl[k]) && !std::isnan(bl[k]);
+  }
+  const bool kept = finite && wm >= kRoundedMaxFloor;  // else every w8 zero
+  const float d = !finite ? NAN : kept ? wm / 255.0f : 0.0f;
+  HWY_ALIGN int32_t isum[nv * 2 * 4 * 16];  // class-position order, below
+  for (size_t j = 0; j < sizeof(isum) / 32; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(isum) + j, _mm256_setzero_si256());
+  if (kept) {
+    // Pass 2: w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past r.n).
+    const int n_pairs = (r.n + 1) / 2, n_pairs_pad = kHalf ? (n_pairs + 1) & ~1 : n_pairs;
+    HWY_ALIGN uint8_t wb[(1024 / 2 + 2) * 16];
+    const __m128 id = _mm_set1_ps(255.0f / wm);
+    for (int P = 0; P < n_pairs_pad; ++P) {
+      const __m128i a = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[2 * P]), id));
+      const __m128i b = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[2 * P + 1]), id));
+      const __m128i w16 = _mm_packs_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+      _mm_store_si128(reinterpret_cast<__m128i*>(wb + 16 * size_t(P)), _mm_packus_epi16(w16, w16));
+    }
+    __m256i ctl[nv][2];
+    for (int jv = 0; jv < nv; ++jv) {
+      for (int h = 0; h < 2; ++h) ctl[jv][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(RowI8Ctl<kNv, kG>::kBytes[jv][h].data()));
+    }
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i acc[nv][2][4];
+    auto zero_acc = [&] {
+      for (auto& a : acc) for (auto& b : a) for (auto& x : b) x = _mm256_setzero_si256();
+    };
+    auto flush = [&] {  // int16 sums into isum[((jv * 2 + h) * 4 + k) * 16 + lane]
+      for (int jv = 0; jv < nv; ++jv) {
+        for (int h = 0; h < 2; ++h) {
+          for (int k = 0; k < 4; ++k) {
+            int32_t* dst = isum + ((jv * 2 + h) * 4 + k) * 16;
+            const __m256i x = acc[jv][h][k];
+            auto* d0 = reinterpret_cast<__m256i*>(dst);
+            _mm256_store_si256(d0, _mm256_add_epi32(_mm256_load_si256(d0), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x))));
+            _mm256_store_si256(d0 + 1, _mm256_add_epi32(_mm256_load_si256(d0 + 1),
+                                                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(x, 1))));
+          }
+        }
+      }
+      zero_acc();
+    };
+    // acc[jv][.] += the products of the interleaved code bytes of two rows (or pairs) xa, xb.
+    auto step = [&](int jv, __m256i xa, __m256i xb, __m256i wbv) {
+      const __m256i il[2] = {_mm256_unpacklo_epi8(xa, xb), _mm256_unpackhi_epi8(xa, xb)};
+      for (int h = 0; h < 2; ++h) {
+        const __m256i w = _mm256_shuffle_epi8(wbv, ctl[jv][h]);
+        acc[jv][h][0] = _mm256_add_epi16(acc[jv][h][0], _mm256_maddubs_epi16(w, _mm256_and_si256(il[h], m3)));
+        acc[jv][h][1] = _mm256_add_epi16(acc[jv][h][1], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 2), m3)));
+        acc[jv][h][2] = _mm256_add_epi16(acc[jv][h][2], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 4), m3)));
+        acc[jv][h][3] = _mm256_add_epi16(acc[jv][h][3], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 6), m3)));
+      }
+    };
+    zero_acc();
+    const uint8_t* rows = r.rows;
+    auto row128 = [&](int t) {
+      return t < r.n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + size_t(t) * r.stride)) : _mm_setzero_si128();
+    };
+    int since = 0;
+    if constexpr (kHalf) {
+      for (int P = 0; P < n_pairs; P += 2) {  // rows 2P..2P+3
+        const int t = 2 * P;
+        const __m256i xa = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t)), row128(t + 2), 1);
+        const __m256i xb = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t + 1)), row128(t + 3), 1);
+        step(0, xa, xb, _mm256_load_si256(reinterpret_cast<const __m256i*>(wb + 16 * size_t(P))));
+        if (++since == 16) flush(), since = 0;
+      }
+    } else {
+      for (int P = 0; P < n_pairs; ++P) {
+        const int t = 2 * P;
+        const __m256i wbv = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(wb + 16 * size_t(P))));
+        const uint8_t* ra = rows + size_t(t) * r.stride;
+        const uint8_t* rb = rows + size_t(t + 1) * r.stride;
+        for (int jv = 0; jv < nv; ++jv) {
+          const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + 32 * jv));
+          const __m256i xb = t + 1 < r.n ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + 32 * jv))
+                                         : _mm256_setzero_si256();
+          step(jv, xa, xb, wbv);
+        }
+        if (++since == 16) flush(), since = 0;
+      }
+    }
+    flush();
+  }
+  // Channel c = 4 b + k of code byte b: isum position ((jv * 2 + h) * 4 + k) * 16 + 8 L + j with
+  // b = 32 jv + 16 L + 8 h + j (kHalf: b = 8 h + j, both lanes L summed). The four classes of 8
+  // bytes, 32 channels in one group (g % 32 == 0), are interleaved back in one 4 x 8 transpose.
+  const __m256 dv = _mm256_set1_ps(d);
+  for (int jv = 0; jv < nv; ++jv) {
+    for (int L = 0; L < (kHalf ? 1 : 2); ++L) {
+      for (int h = 0; h < 2; ++h) {
+        const size_t b0 = kHalf ? size_t(8 * h) : size_t(32 * jv + 16 * L + 8 * h);
+        __m256 v[4];
+        for (int k = 0; k < 4; ++k) {
+          const int32_t* q = isum + ((jv * 2 + h) * 4 + k) * 16;
+          __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8 * L));
+          if (kHalf) x = _mm256_add_epi32(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8)));
+          v[k] = _mm256_cvtepi32_ps(x);
+        }
+        const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 nat[4] = {_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u2, u3, 0x20),
+                               _mm256_permute2f128_ps(u0, u1, 0x31), _mm256_permute2f128_ps(u2, u3, 0x31)};
+        const __m256 z = _mm256_set1_ps(zl[size_t(kG) + 4 * b0 / g]);
+        float* o = out + 4 * b0;
+        for (int m = 0; m < 4; ++m) {
+          _mm256_storeu_ps(o + 8 * m, _mm256_add_ps(_mm256_loadu_ps(o + 8 * m), _mm256_add_ps(_mm256_mul_ps(dv, nat[m]), z)));
+        }
+      }
+    }
+  }
+}
+#endif
+
+bool AccumulateRunUniform(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
+  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
+  [[maybe_unused]] const size_t hd = size_t(r.head_dim);  // the integer kernel's (AVX2) output stride
+  switch (r.format) {
+    case KvFormat::kUniformRow: {
+      if (r.bits == 2) {  // in integers (RowAccumulateI8); other targets and shapes: the reference
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+        const int nv = RowI8Vectors(r);
+        if (nv == 0) return false;
+        const int n_groups = r.head_dim / std::min(r.group, r.head_dim);
+        auto run = [&](auto kv, auto kg) {
+          for (int i = 0; i < n_q; ++i) RowAccumulateI8<kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+        };
+        auto with_groups = [&](auto kv) {
+          if (n_groups == 1) return run(kv, std::integral_constant<int, 1>());
+          if (n_groups == 2) return run(kv, std::integral_constant<int, 2>());
+          run(kv, std::integral_constant<int, 4>());
+        };
+        switch (nv) {
+          case -1: with_groups(std::integral_constant<int, -1>()); break;
+          case 1: with_groups(std::integral_constant<int, 1>()); break;
+          case 2: with_groups(std::integral_constant<int, 2>()); break;
+          case 3: with_groups(std::integral_constant<int, 3>()); break;
+          default: with_groups(std::integral_constant<int, 4>()); break;
+        }
+        return true;
+#else
+        return false;
+#endif
+      }
+      bool fused = false;
+      WithCodeBits(r.bits, [&](auto b) {
+        if (!ClassBlocksFit<b()>(r)) return;
+        fused = true;
+        RowAccumulate<b()>(r, p, n_q, ldp, out);
+      });
+      return fused;
+    }
+    default:
+      return false;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvq::cpu {
+HWY_EXPORT(AccumulateRunUniform);
+bool accumulate_run_uniform(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
+  return HWY_DYNAMIC_DISPATCH(AccumulateRunUniform)(run, p, n_q, ld, out);
+}
+}  // namespace kvq::cpu
+#endif
