@@ -47,8 +47,9 @@ struct KvRun {
   ptrdiff_t scales_off = 0, zeros_off = 0;
   size_t meta_stride = 0;
   int group = 0;        // kUniformRow: values per group (one group when >= head_dim)
-  // Codebook formats: decode levels [2^bits]; kCodebookPc: per-channel half-range and zero
-  // [head_dim]; kCodebookRow: token t's NormParams at rows + norm_off + t * meta_stride.
+  // Codebook formats: decode levels [16] (Codebook::values: the first 2^bits used, the whole
+  // table read by the SIMD lookups, quant/codebook-inl.h); kCodebookPc: per-channel half-range
+  // and zero [head_dim]; kCodebookRow: token t's NormParams at rows + norm_off + t * meta_stride.
   const float* levels = nullptr;
   const float* ch_half = nullptr;
   const float* ch_zero = nullptr;

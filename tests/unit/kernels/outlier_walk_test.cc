@@ -158,7 +158,9 @@ TEST(OutlierWalk, EveryLayoutMatchesAPlainScan) {
 TEST(OutlierWalk, RunDecodersMatchTheirReferencesInEveryLayout) {
   Rng rng(29);
   const int head_dim = 64, bits = 3, n = 41, page_tokens = 64;
-  const float levels[8] = {-1.0f, -0.6f, -0.3f, -0.1f, 0.1f, 0.3f, 0.6f, 1.0f};
+  // A codebook's 16-entry table (Codebook::values), 2^bits of them used: the SIMD lookup loads
+  // the whole table (16 lanes on AVX-512).
+  const float levels[16] = {-1.0f, -0.6f, -0.3f, -0.1f, 0.1f, 0.3f, 0.6f, 1.0f};
   for (const Form& fm : kForms) {
     const int n_heads = fm.idx_bytes == 1 ? 3 : 9;
     const OutlierLayout lay = layout_of(fm, n_heads, head_dim);
