@@ -72,14 +72,24 @@ struct KvRun {
   OutlierLayout out_layout;
 };
 
-// Asks ahead of use for what a KIVI key block reads first: its scales and zero points, which
-// follow its codes (quant/kv_layout.h), and its first code rows. Its block is a page of its
-// own, ~1.5 KB per head, too short for the hardware prefetcher, and the profile showed ~30% of
-// the key kernel stalled on those first loads. Other formats: nothing (measured: f16's long
-// runs and q4_0's gained nothing and lost up to ~10%, within this VM's noise).
+// A load the CPU must complete (not a hint): it starts the address translation and the miss of
+// a page that the next run reads, while the current run is computed.
+inline void touch_byte(const uint8_t* p) { (void)*static_cast<const volatile uint8_t*>(p); }
+
+// Asks ahead of use for what a KIVI key block reads first, called one run ahead (attention's
+// for_each_run). Its block is a page of its own, ~1.5 KB per head, too short for the hardware
+// prefetcher: its scales and zero points, which follow its codes (quant/kv_layout.h), and its
+// first code rows are prefetched, and its scales touched. The touch is what helps on the Zen 4
+// VM (docs/PERFORMANCE.md, "what bounds it"): kivi-2 ~18% and kivi-4 ~13% faster on LLaMA-7B's
+// shape at 16K on one thread, where the prefetches alone changed nothing (no hardware counters
+// there to say why; a software prefetch whose page is not in the TLB may be dropped) and the
+// profile had charged ~40% of the block setup to the scales' first load. Not for the other
+// formats: one touch per per-token-group run (int4) gained nothing, and touching every 4 KiB
+// page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%.
 inline void prefetch_run(const KvRun& r) {
-  if (r.format != KvFormat::kUniformCols) return;
+  if (r.format != KvFormat::kUniformCols || r.n == 0) return;
   const uint8_t* meta = r.rows + r.scales_off;
+  touch_byte(meta);
   for (size_t o = 0; o < size_t(r.head_dim) * 4; o += 64) __builtin_prefetch(meta + o);
   for (size_t o = 0; o < std::min<size_t>(size_t(r.n) * r.stride, 256); o += 64) __builtin_prefetch(r.rows + o);
 }
