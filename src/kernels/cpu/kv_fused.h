@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // Fused attention kernels over a packed run for n_q queries (kv_fused_*.cc, one file per format
-// family): they read the codes directly, without decoding to a tile. Uniform formats (KIVI, int-b) unpack each row once for
-// all the queries (a GQA group); the others repeat the single-query kernel per query. A
-// query's result does not depend on n_q. Each returns false for a format or shape it does not
-// fuse (the caller then decodes a tile); results agree with the tile path within float
-// reassociation. Specification: ref::decode_run_ref followed by a dot product / axpy.
+// family): they read the codes directly, without decoding to a tile. Uniform formats (KIVI,
+// int-b) unpack each row once for all the queries (a GQA group); the others repeat the
+// single-query kernel per query. A query's result does not depend on n_q. Each returns false
+// for a format or shape it does not fuse (the caller then decodes a tile); results agree with
+// the tile path within float reassociation. Specification: ref::decode_run_ref followed by a
+// dot product / axpy.
 #pragma once
 
 #include "kernels/kv_run.h"

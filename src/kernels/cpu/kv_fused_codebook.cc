@@ -360,19 +360,13 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
 }
 
 bool AccumulateRunCodebook(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
-  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
-  switch (r.format) {
-    case KvFormat::kCodebookRow:
-      if (r.bits < 2 || r.bits > 4) return false;
-      WithHeadDim(r.head_dim, [&](auto kHd) {
-        WithCodeBits(r.bits, [&](auto b) {
-          if constexpr (b() <= 4) CodebookRowAccumulate<b(), kHd()>(r, p, n_q, ldp, out);
-        });
-      });
-      return true;
-    default:
-      return false;
-  }
+  if (r.bits < 2 || r.bits > 4) return false;
+  WithHeadDim(r.head_dim, [&](auto kHd) {
+    WithCodeBits(r.bits, [&](auto b) {
+      if constexpr (b() <= 4) CodebookRowAccumulate<b(), kHd()>(r, p, n_q, ldp, out);
+    });
+  });
+  return true;
 }
 
 }  // namespace HWY_NAMESPACE

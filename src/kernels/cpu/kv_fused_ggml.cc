@@ -261,22 +261,17 @@ void GgmlAccumulateQ(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
 }
 
 bool AccumulateRunGgml(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
-  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
   const size_t hd = size_t(r.head_dim);
-  switch (r.format) {
-    case KvFormat::kQ8_0:
-      ForQueryPasses<4>(n_q, [&](auto kq, int i0) {
-        GgmlAccumulateQ<false, decltype(kq)::value>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
-      });
-      return true;
-    case KvFormat::kQ4_0:
-      ForQueryPasses<4>(n_q, [&](auto kq, int i0) {
-        GgmlAccumulateQ<true, decltype(kq)::value>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
-      });
-      return true;
-    default:
-      return false;
-  }
+  const bool q4 = r.format == KvFormat::kQ4_0;
+  ForQueryPasses<4>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    if (q4) {
+      GgmlAccumulateQ<true, kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
+    } else {
+      GgmlAccumulateQ<false, kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
+    }
+  });
+  return true;
 }
 
 }  // namespace HWY_NAMESPACE

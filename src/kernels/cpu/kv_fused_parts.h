@@ -2,7 +2,9 @@
 // The fused kernels of each format family (kv_fused_ggml.cc, kv_fused_uniform_scores.cc,
 // kv_fused_uniform_values.cc, kv_fused_codebook.cc), each dispatched at run time to the CPU's
 // target; kv_fused.cc routes the public entry points (kernels/cpu/kv_fused.h) to them by
-// format. Same contracts as there: false for a format or shape the family does not fuse.
+// format and checks the head size once (scores: a multiple of 16, values: of 32; at most 512),
+// so each takes only its own formats at those sizes. Same contracts as there otherwise: false
+// for a shape the family does not fuse.
 #pragma once
 
 #include <cstddef>

@@ -299,22 +299,14 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
 
 
 bool ScoreRunUniform(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
-  if (r.head_dim % 16 != 0 || r.head_dim > 512) return false;
-  switch (r.format) {
-    case KvFormat::kUniformCols:
-    case KvFormat::kUniformRow: {
-      bool fused = false;
-      WithCodeBits(r.bits, [&](auto b) {
-        if (!ClassBlocksFit<b()>(r)) return;
-        fused = true;
-        if (r.format == KvFormat::kUniformCols) return ColsScores<b()>(r, q, n_q, scale, s, lds);
-        RowScores<b()>(r, q, n_q, scale, s, lds);
-      });
-      return fused;
-    }
-    default:
-      return false;
-  }
+  bool fused = false;
+  WithCodeBits(r.bits, [&](auto b) {
+    if (!ClassBlocksFit<b()>(r)) return;
+    fused = true;
+    if (r.format == KvFormat::kUniformCols) return ColsScores<b()>(r, q, n_q, scale, s, lds);
+    RowScores<b()>(r, q, n_q, scale, s, lds);
+  });
+  return fused;
 }
 
 }  // namespace HWY_NAMESPACE

@@ -340,46 +340,39 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
 #endif
 
 bool AccumulateRunUniform(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
-  if (r.head_dim % 32 != 0 || r.head_dim > 512) return false;
-  [[maybe_unused]] const size_t hd = size_t(r.head_dim);  // the integer kernel's (AVX2) output stride
-  switch (r.format) {
-    case KvFormat::kUniformRow: {
-      if (r.bits == 2) {  // in integers (RowAccumulateI8); other targets and shapes: the reference
+  if (r.bits == 2) {  // in integers (RowAccumulateI8); other targets and shapes: the reference
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-        const int nv = RowI8Vectors(r);
-        if (nv == 0) return false;
-        const int n_groups = r.head_dim / std::min(r.group, r.head_dim);
-        auto run = [&](auto kv, auto kg) {
-          for (int i = 0; i < n_q; ++i) RowAccumulateI8<kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
-        };
-        auto with_groups = [&](auto kv) {
-          if (n_groups == 1) return run(kv, std::integral_constant<int, 1>());
-          if (n_groups == 2) return run(kv, std::integral_constant<int, 2>());
-          run(kv, std::integral_constant<int, 4>());
-        };
-        switch (nv) {
-          case -1: with_groups(std::integral_constant<int, -1>()); break;
-          case 1: with_groups(std::integral_constant<int, 1>()); break;
-          case 2: with_groups(std::integral_constant<int, 2>()); break;
-          case 3: with_groups(std::integral_constant<int, 3>()); break;
-          default: with_groups(std::integral_constant<int, 4>()); break;
-        }
-        return true;
-#else
-        return false;
-#endif
-      }
-      bool fused = false;
-      WithCodeBits(r.bits, [&](auto b) {
-        if (!ClassBlocksFit<b()>(r)) return;
-        fused = true;
-        RowAccumulate<b()>(r, p, n_q, ldp, out);
-      });
-      return fused;
+    const size_t hd = size_t(r.head_dim);
+    const int nv = RowI8Vectors(r);
+    if (nv == 0) return false;
+    const int n_groups = r.head_dim / std::min(r.group, r.head_dim);
+    auto run = [&](auto kv, auto kg) {
+      for (int i = 0; i < n_q; ++i) RowAccumulateI8<kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+    };
+    auto with_groups = [&](auto kv) {
+      if (n_groups == 1) return run(kv, std::integral_constant<int, 1>());
+      if (n_groups == 2) return run(kv, std::integral_constant<int, 2>());
+      run(kv, std::integral_constant<int, 4>());
+    };
+    switch (nv) {
+      case -1: with_groups(std::integral_constant<int, -1>()); break;
+      case 1: with_groups(std::integral_constant<int, 1>()); break;
+      case 2: with_groups(std::integral_constant<int, 2>()); break;
+      case 3: with_groups(std::integral_constant<int, 3>()); break;
+      default: with_groups(std::integral_constant<int, 4>()); break;
     }
-    default:
-      return false;
+    return true;
+#else
+    return false;
+#endif
   }
+  bool fused = false;
+  WithCodeBits(r.bits, [&](auto b) {
+    if (!ClassBlocksFit<b()>(r)) return;
+    fused = true;
+    RowAccumulate<b()>(r, p, n_q, ldp, out);
+  });
+  return fused;
 }
 
 }  // namespace HWY_NAMESPACE
