@@ -73,6 +73,33 @@ SeqRequest request(const LlamaModel& m, const std::string& prompt, int max_token
   return r;
 }
 
+// A reader takes one piece per read however far it lags (a stream's events are tokens, not
+// whatever piled up), and the end comes with the last piece, once.
+TEST(SeqChannel, OnePiecePerReadThenTheEndOnce) {
+  SeqChannel ch;
+  ch.push_text("Once");
+  ch.push_text("");  // nothing to send: no piece
+  ch.push_text(" upon");
+  ch.push_text(" a");
+  ch.finish(FinishReason::kLength, Status(), 5, 3);
+  SeqUpdate u;
+  ASSERT_TRUE(ch.wait(&u, std::chrono::milliseconds(0)));
+  EXPECT_EQ(u.text, "Once");
+  EXPECT_FALSE(u.done);
+  ASSERT_TRUE(ch.wait(&u, std::chrono::milliseconds(0)));
+  EXPECT_EQ(u.text, " upon");
+  EXPECT_FALSE(u.done);
+  ASSERT_TRUE(ch.wait(&u, std::chrono::milliseconds(0)));
+  EXPECT_EQ(u.text, " a");
+  EXPECT_TRUE(u.done);
+  EXPECT_EQ(u.finish, FinishReason::kLength);
+  EXPECT_EQ(u.n_prompt, 5);
+  EXPECT_EQ(u.n_generated, 3);
+  EXPECT_FALSE(ch.wait(&u, std::chrono::milliseconds(0)));
+  EXPECT_TRUE(u.text.empty());
+  EXPECT_FALSE(u.done);
+}
+
 TEST(Scheduler, GreedyBatchEqualsGenerateAlone) {
   const LlamaModel& m = *fixture().model;
   const int n_ctx = 256;

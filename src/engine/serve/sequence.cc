@@ -18,7 +18,7 @@ void SeqChannel::push_text(const std::string& text) {
   if (text.empty()) return;
   {
     std::lock_guard<std::mutex> l(mu_);
-    text_ += text;
+    pieces_.push_back(text);
   }
   cv_.notify_all();
 }
@@ -43,10 +43,13 @@ void SeqChannel::finish(FinishReason r, const Status& error, int n_prompt, int n
 
 bool SeqChannel::wait(SeqUpdate* out, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> l(mu_);
-  cv_.wait_for(l, timeout, [&] { return !text_.empty() || (done_ && !delivered_done_); });
+  cv_.wait_for(l, timeout, [&] { return !pieces_.empty() || (done_ && !delivered_done_); });
   *out = SeqUpdate{};
-  out->text.swap(text_);
-  if (done_ && !delivered_done_) {
+  if (!pieces_.empty()) {
+    out->text = std::move(pieces_.front());
+    pieces_.pop_front();
+  }
+  if (pieces_.empty() && done_ && !delivered_done_) {
     delivered_done_ = true;
     out->done = true;
     out->finish = finish_;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -30,7 +31,8 @@ enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 // OpenAI's finish_reason: "stop", "length"; ours beyond it: "cancelled", "error".
 const char* finish_reason_name(FinishReason r);
 
-// What a reader takes from a channel: the text since its last read and, once, the end.
+// What a reader takes from a channel: the next piece of text (one generated token's, or what
+// a stop-string or UTF-8 hold-back released at once) and, once, after the last piece, the end.
 struct SeqUpdate {
   std::string text;
   bool done = false;
@@ -48,8 +50,10 @@ class SeqChannel {
   void count_token();
   void finish(FinishReason r, const Status& error, int n_prompt, int n_generated);
 
-  // Reader: waits up to timeout for text or the end; false when nothing came (text empty,
-  // not done). After the update with done, nothing more comes.
+  // Reader: waits up to timeout for the next piece or the end; false when nothing came (text
+  // empty, not done). One piece per read, however far the reader lags, so a stream sends each
+  // token's text as its own event (as OpenAI and llama-server do) rather than whatever piled
+  // up since the last write. After the update with done, nothing more comes.
   bool wait(SeqUpdate* out, std::chrono::milliseconds timeout);
   // Reader (or shutdown): asks the scheduler to stop this sequence and free its cache; the
   // channel then finishes with kCancelled (unless it finished first).
@@ -65,7 +69,7 @@ class SeqChannel {
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::string text_;
+  std::deque<std::string> pieces_;
   bool done_ = false, delivered_done_ = false, cancelled_ = false;
   FinishReason finish_ = FinishReason::kNone;
   Status error_;
