@@ -150,10 +150,11 @@ got=$(curl -s -o /dev/null -w '%{http_code}' "$M/health")
 
 echo "== clients leaving mid-stream (${SECONDS}s)"
 # Each client leaves as soon as its first event arrives (or after 10 s): a fixed stay would
-# race the generation, and three 500-token streams take about a second on a quiet machine.
+# race the generation, and three 500-token streams take about a second on a quiet machine
+# (ignore_eos: a story may end after ~100 tokens, before a loaded machine's client leaves).
 for i in 1 2 3; do
   curl -s -N --max-time 60 -H "Authorization: Bearer $KEY" "${J[@]}" \
-    -d '{"prompt": "Once upon a time", "max_tokens": 500, "stream": true, "temperature": 1}' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 500, "stream": true, "temperature": 1, "ignore_eos": true}' \
     "$M/v1/completions" > "$TMP/left$i" &
   CLIENTS+=($!)
 done
@@ -185,7 +186,7 @@ expect_idle_and_empty "$PORT_main" 16
 echo "== queue full: 503 with Retry-After (${SECONDS}s)"
 start small -m "$MODEL" -c 256 -np 1 --max-queue 1 -t 1 --slot-save-path "$TMP/slots_small"
 for i in $(seq 1 12); do
-  curl -s -D "$TMP/h$i" -o "$TMP/q$i" -w '%{http_code}\n' -d '{"prompt": "Once", "max_tokens": 100}' \
+  curl -s -D "$TMP/h$i" -o "$TMP/q$i" -w '%{http_code}\n' -d '{"prompt": "Once", "max_tokens": 100, "ignore_eos": true}' \
     "http://127.0.0.1:$PORT_small/v1/completions" > "$TMP/qc$i" &
   CLIENTS+=($!)
 done
