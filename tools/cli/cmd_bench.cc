@@ -208,14 +208,23 @@ Status run(const std::vector<std::string>& argv) {
   const int held = cache->n_tokens(0);
   KVQ_ASSIGN_OR_RETURN(BitsReport predicted, predict_cache_bits(spec, model->kv_shape(n_ctx), held, cal.calibration()));
   // Without -d the cache is filled by the timed steps: measured after them (their workspace is
-  // freed by then, the cache holds the most it did).
+  // freed by then, the cache holds the most it did). RSS moves in pages and by the workspace's
+  // arenas and thread stacks (a few MiB): below kRssResolution the growth says nothing about
+  // the cache, and a percentage of it would read as a wrong prediction.
+  constexpr double kRssResolution = 64.0 * 1024 * 1024;
   if (depth == 0) rss_filled = settled_rss_bytes();
   const double grew = rss_filled - rss_base;
   std::printf("memory: KV cache %.0f bytes allocated for %d tokens, %.0f predicted (kvq info -c %d); RSS grew "
-              "%.0f bytes while it filled (%+.1f%% of the prediction); peak RSS grew %.0f bytes over the run "
-              "(the cache, steps of -b %d tokens and attention's scratch; the weights were resident before)\n",
-              double(bytes), held, predicted.total_bytes(), held, grew,
-              100.0 * (grew - predicted.total_bytes()) / std::max(1.0, predicted.total_bytes()),
+              "%.0f bytes while it filled ",
+              double(bytes), held, predicted.total_bytes(), held, grew);
+  if (predicted.total_bytes() >= kRssResolution) {
+    std::printf("(%+.1f%% of the prediction)", 100.0 * (grew - predicted.total_bytes()) / predicted.total_bytes());
+  } else {
+    std::printf("(not compared: a cache under %s is below what RSS resolves next to the workspace; fill one "
+                "with -d to compare)", format_bytes(kRssResolution).c_str());
+  }
+  std::printf("; peak RSS grew %.0f bytes over the run (the cache, steps of -b %d tokens and attention's scratch; "
+              "the weights were resident before)\n",
               peak_rss_bytes() - rss_base, batch);
   // Last: its buffer would count in the peak RSS above.
   if (read_bandwidth) KVQ_RETURN_IF_ERROR(print_streaming_limit(ctx, *model, common.model, tg.empty() ? 0 : median(tg)));
