@@ -386,5 +386,43 @@ TEST(Cli, BenchAttention) {
   expect_error("bench attention --depths 4k", "--depths expects");
   expect_error("bench attention --cache q9", "unknown cache type 'q9'");
 }
+// kvq bench-serve: one row per cache with the capacity the budget holds (as the scheduler
+// reserves: KIVI's fp16 window makes a 96-token sequence dearer than f16's, page granularity
+// both above 16 bits), every client run to its end, and a refusal before anything runs when
+// the budget holds no sequence at all (one line, no empty table before it).
+TEST(Cli, BenchServe) {
+  const std::string testbed = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string base = "bench-serve -m " + testbed + " --kv-budget 4MiB -c 96 -p 16 -t 2 ";
+  Result r = kvq(base + "--clients 4 --cache f16,kivi-2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  long cap[2] = {0, 0};
+  int admitted[2] = {0, 0};
+  double bits[2] = {0, 0}, tps[2] = {0, 0};
+  const char* const names[2] = {"{\"cache\":\"f16\"", "{\"cache\":\"kivi-2\""};
+  for (int i = 0; i < 2; ++i) {
+    const size_t at = r.output.find(names[i]);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    const size_t c = r.output.find("\"capacity\":", at);
+    ASSERT_EQ(std::sscanf(r.output.c_str() + c,
+                          "\"capacity\":%ld,\"admitted\":%d,\"bits_per_value\":%lf,\"decode_tokens_per_s\":%lf",
+                          &cap[i], &admitted[i], &bits[i], &tps[i]),
+              4)
+        << r.output;
+    EXPECT_EQ(admitted[i], 4) << r.output;  // every client fits at once
+    EXPECT_GT(tps[i], 0.0) << r.output;
+  }
+  // 96 tokens in pages of 64: 128 allocated, f16 at 16 * 128 / 96 bits; 4 MiB / 384 KiB = 10.
+  EXPECT_NEAR(bits[0], 16.0 * 128 / 96, 1e-3) << r.output;
+  EXPECT_EQ(cap[0], 10) << r.output;
+  EXPECT_GT(bits[1], bits[0]) << r.output;
+  EXPECT_LE(cap[1], cap[0]) << r.output;
+  r = kvq(base + "--clients 0 --cache f16,kvquant-3:norm=8 --calib auto --calib-windows 1 --calib-window 64");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("kvquant-3:norm=8 "), std::string::npos) << r.output;
+  expect_error("bench-serve -m " + testbed + " --kv-budget 10KiB --clients 2 -c 96",
+               "the request needs 393216 bytes of f16 KV cache");
+  expect_error("bench-serve -m " + testbed + " --kv-budget 0", "--kv-budget expects a size");
+  expect_error("bench-serve -m " + testbed + " -p 200 -c 100", "-p must be below -c");
+}
 }  // namespace
 }  // namespace kvq

@@ -69,12 +69,20 @@ Status bench_serve(const std::vector<std::string>& argv) {
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. One day, "
       "she saw a big red ball in the park. She wanted to play with it, but a boy named Tom had it first. ",
       false, false);
-  if (!json_out) {
+  // The cache column is as wide as the longest spec, so that the figures stay in their columns.
+  int name_width = 12;
+  for (const CacheSpec& spec : specs) name_width = std::max(name_width, int(spec.text.size()));
+  // The table's head goes out with its first row, so that a refusal (a budget too small for
+  // one sequence) is not preceded by an empty table.
+  bool head_printed = false;
+  auto print_head = [&] {
+    if (json_out || head_printed) return;
+    head_printed = true;
     std::printf("kv budget %s, %d clients, %d+%d tokens each, %d threads\n", kv_budget.c_str(), n_clients, n_prompt,
                 n_seq - n_prompt, common.n_threads);
-    std::printf("%-12s %8s %9s %8s %11s %9s %9s %9s %9s %8s\n", "cache", "capacity", "admitted", "bits/v", "decode t/s", "ttft p50",
-                "ttft p99", "tpot p50", "tpot p99", "wall s");
-  }
+    std::printf("%-*s %8s %9s %8s %11s %9s %9s %9s %9s %8s\n", name_width, "cache", "capacity", "admitted", "bits/v",
+                "decode t/s", "ttft p50", "ttft p99", "tpot p50", "tpot p99", "wall s");
+  };
   for (const CacheSpec& spec : specs) {
     so.spec = spec;
     KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
@@ -125,9 +133,9 @@ Status bench_serve(const std::vector<std::string>& argv) {
                   spec.text.c_str(), so.kv_budget, n_clients, capacity, peak_active, bits, tps, percentile(ttft, 50),
                   percentile(ttft, 99), percentile(tpot, 50), percentile(tpot, 99), secs);
     } else {
-      std::printf("%-12s %8ld %9d %8.2f %11.1f %8.3fs %8.3fs %7.2fms %7.2fms %8.1f\n", spec.text.c_str(), capacity,
-                  peak_active,
-                  bits, tps, percentile(ttft, 50), percentile(ttft, 99), 1e3 * percentile(tpot, 50),
+      print_head();
+      std::printf("%-*s %8ld %9d %8.2f %11.1f %8.3fs %8.3fs %7.2fms %7.2fms %8.1f\n", name_width, spec.text.c_str(),
+                  capacity, peak_active, bits, tps, percentile(ttft, 50), percentile(ttft, 99), 1e3 * percentile(tpot, 50),
                   1e3 * percentile(tpot, 99), secs);
     }
     std::fflush(stdout);
