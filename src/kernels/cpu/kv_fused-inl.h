@@ -146,13 +146,14 @@ HWY_INLINE V SumChains(const V (&a)[kN]) {
 }
 
 
-// s[i * lds] = (GetLane(SumOfLanes(a[i])) + add[i]) * scale for the kQ sums of a score pass
-// (add null: nothing added), bit for bit the same whichever way the lanes are summed; on AVX2
-// four queries' sums go through one transpose (SumOfLanes4).
+// s[i * lds] = (sum of a[i]'s lanes + add[i]) * scale for the kQ sums of a score pass (add
+// null: nothing added), bit for bit the same whichever way the lanes are summed: on x86 four
+// queries' sums go through one transpose (SumOfLanes4 for 8 lanes, SumOfLanes16x4 for 16), and
+// 16-lane vectors are summed in SumOfLanes16's grouping (lane_sums-inl.h) one by one too.
 template <int kQ, class V>
 HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, float scale, float* HWY_RESTRICT s,
                             size_t lds) {
-#if HWY_TARGET == HWY_AVX2
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
   if constexpr (kQ == 4 && sizeof(V) == 32) {
     const hn::Full256<float> d;
     const hn::Vec256<float> all[4] = {a[0], a[1], a[2], a[3]};
@@ -167,6 +168,28 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
     return;
   }
 #endif
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if constexpr (sizeof(V) == 64) {
+    if constexpr (kQ == 4) {
+      const hn::Full512<float> d;
+      const hn::Vec512<float> all[4] = {a[0], a[1], a[2], a[3]};
+      HWY_ALIGN float sums[16];
+      hn::Store(SumOfLanes16x4(all), d, sums);  // query i's sum in lane 8 (i % 2) + 4 (i / 2)
+      for (int i = 0; i < kQ; ++i) {
+        float x = sums[i % 2 * 8 + i / 2 * 4];
+        if (add) x += add[i];
+        s[size_t(i) * lds] = x * scale;
+      }
+    } else {
+      for (int i = 0; i < kQ; ++i) {
+        float x = SumOfLanes16(a[i]);
+        if (add) x += add[i];
+        s[size_t(i) * lds] = x * scale;
+      }
+    }
+    return;
+  }
+#endif
   const hn::DFromV<V> d;
   for (int i = 0; i < kQ; ++i) {
     float x = hn::GetLane(hn::SumOfLanes(d, a[i]));
@@ -177,24 +200,34 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
 
 // Rows of a score pass 8 at a time, from *t on while 8 are left: block(t0, keep) calls
 // keep(t, sums) with the kQ vectors of partial sums of each row t in [t0, t0 + 8), and their
-// scores are stored 8 at a time, GetLane(SumOfLanes(sums[i])) * scale for row t at
-// s[i * lds + t]: bit for bit what StoreScores stores, the lanes of 8 rows summed in one
-// transpose (SumOfLanes8), ~13 instructions a row with its stores instead of ~25 (measured;
-// AVX2, elsewhere rows are left to the caller's StoreScores). *t: the first row not stored.
+// scores are stored 8 at a time, (sum of sums[i]'s lanes) * scale for row t at s[i * lds + t]:
+// bit for bit what StoreScores stores, the lanes of 8 rows summed in one transpose
+// (SumOfLanes8 of 8-lane vectors, SumOfLanes16x8 of 16-lane ones), ~13 instructions a row with
+// its stores instead of ~25 (measured, AVX2; x86 only, elsewhere rows are left to the caller's
+// StoreScores). *t: the first row not stored.
 template <int kQ, class Block>
 HWY_INLINE void ForRowsOf8(int n, float scale, float* HWY_RESTRICT s, size_t lds, int* t, const Block& block) {
-#if HWY_TARGET == HWY_AVX2
-  const hn::Full256<float> d;
-  HWY_ALIGN float buf[kQ][8][8];
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  const DF d;
+  using V = hn::Vec<DF>;
+  constexpr size_t N = hn::MaxLanes(DF());
+  static_assert(N == 8 || N == 16);
+  const hn::Full256<float> d8;
+  HWY_ALIGN float buf[kQ][8][N];
   for (; *t + 8 <= n; *t += 8) {
     const int t0 = *t;
-    block(t0, [&](int tw, const hn::Vec256<float>(&sums)[kQ]) {
+    block(t0, [&](int tw, const V(&sums)[kQ]) {
       for (int i = 0; i < kQ; ++i) hn::Store(sums[i], d, buf[i][tw - t0]);
     });
     for (int i = 0; i < kQ; ++i) {
-      hn::Vec256<float> rows8[8];
+      V rows8[8];
       for (int w = 0; w < 8; ++w) rows8[w] = hn::Load(d, buf[i][w]);
-      hn::StoreU(hn::Mul(SumOfLanes8(rows8), hn::Set(d, scale)), d, s + size_t(i) * lds + size_t(t0));
+#if HWY_TARGET <= HWY_AVX3
+      const hn::Vec256<float> sums8 = SumOfLanes16x8(rows8);
+#else
+      const hn::Vec256<float> sums8 = SumOfLanes8(rows8);
+#endif
+      hn::StoreU(hn::Mul(sums8, hn::Set(d8, scale)), d8, s + size_t(i) * lds + size_t(t0));
     }
   }
 #else
