@@ -36,7 +36,8 @@ Status bench_serve(const std::vector<std::string>& argv) {
   bool json_out = false;
   ArgParser p("bench-serve");
   add_common_flags(p, &common);
-  add_cache_flags(p, &cache_args, true);
+  add_cache_flags(p, &cache_args, true,
+                  "KV cache type, or a comma-separated list run one after another (default f16; docs/CACHE_SPEC.md)");
   p.add_string("--kv-budget", &kv_budget, "KV bytes for all sequences (default 1GiB; 'unlimited')");
   p.add_int("--clients", &n_clients, 0, 1 << 20,
             "concurrent requests, all submitted at once (default 64; 0: only the capacity, nothing runs)");

@@ -23,7 +23,8 @@ Status run(const std::vector<std::string>& argv) {
   std::string budget_text;
   ArgParser p("info");
   add_common_flags(p, &common);
-  add_cache_flags(p, &cache_args, true);
+  add_cache_flags(p, &cache_args, true,
+                  "KV cache type, or a comma-separated list to account side by side (default f16; docs/CACHE_SPEC.md)");
   p.add_int("-c,--ctx-size", &n_ctx, 0, 1 << 24, "context size to size the cache for (default: the model's)");
   p.add_flag("--metadata", &show_metadata, "also list every GGUF metadata key");
   p.add_string("--kv-budget", &budget_text,
