@@ -57,8 +57,8 @@ HWY_INLINE float RowSum(D d, hn::Vec<D> v) {
 }
 
 // Scores of kQ queries (ldq apart) against n_rows keys, into s (queries lds apart). Each
-// (query, key) pair is one accumulator summed over head_dim in increasing order and reduced by
-// SumOfLanes, whatever kQ is and however the rows are blocked: a query's scores do not depend on
+// (query, key) pair is one accumulator summed over head_dim in increasing order and reduced in
+// RowSum's grouping, whatever kQ is and however the rows are blocked: a query's scores do not depend on
 // the other queries of its pass (prefill and decode agree bit for bit). Blocking only shares
 // loads: a key row is converted once for kQ queries, and two rows share each query load. Whole
 // vectors first, then one masked step for a head_dim that is not a multiple of the vector; on
@@ -105,6 +105,7 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
       }
       continue;
     } else if constexpr (hn::MaxLanes(D()) == 16) {  // 1 or 2 queries: their rows' four sums
+      static_assert(kQ <= 2);
       const V all[4] = {a0[0], a1[0], a0[kQ - 1], a1[kQ - 1]};
       HWY_ALIGN float sums[16];
       hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes16x4(all), hn::Set(d, scale)), d, sums);
