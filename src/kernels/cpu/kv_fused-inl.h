@@ -104,6 +104,19 @@ bool ClassBlocksFit(const KvRun& r) {
   return hd % g == 0 && g * kBits % (8 * N) == 0 && hd / g <= 64;
 }
 
+// Calls fn(std::integral_constant<int, bits>()) for a uniform run whose codes split into
+// whole class blocks (ClassBlocksFit); false, fn not called, for any other width or shape.
+template <class Fn>
+HWY_INLINE bool WithClassBlocks(const KvRun& r, const Fn& fn) {
+  bool fits = false;
+  WithCodeBits(r.bits, [&](auto b) {
+    if (!ClassBlocksFit<b()>(r)) return;
+    fits = true;
+    fn(b);
+  });
+  return fits;
+}
+
 // Calls run_q(std::integral_constant<int, kQ>(), i0) over queries [0, n_q) in passes of at
 // most kMax (a power of two). Each query's arithmetic is the same in every pass size.
 template <size_t kMax = kMaxQ, class Fn>

@@ -299,14 +299,10 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
 
 
 bool ScoreRunUniform(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
-  bool fused = false;
-  WithCodeBits(r.bits, [&](auto b) {
-    if (!ClassBlocksFit<b()>(r)) return;
-    fused = true;
+  return WithClassBlocks(r, [&](auto b) {
     if (r.format == KvFormat::kUniformCols) return ColsScores<b()>(r, q, n_q, scale, s, lds);
     RowScores<b()>(r, q, n_q, scale, s, lds);
   });
-  return fused;
 }
 
 }  // namespace HWY_NAMESPACE

@@ -366,13 +366,7 @@ bool AccumulateRunUniform(const KvRun& r, const float* p, int n_q, size_t ldp, f
     return false;
 #endif
   }
-  bool fused = false;
-  WithCodeBits(r.bits, [&](auto b) {
-    if (!ClassBlocksFit<b()>(r)) return;
-    fused = true;
-    RowAccumulate<b()>(r, p, n_q, ldp, out);
-  });
-  return fused;
+  return WithClassBlocks(r, [&](auto b) { RowAccumulate<b()>(r, p, n_q, ldp, out); });
 }
 
 }  // namespace HWY_NAMESPACE
