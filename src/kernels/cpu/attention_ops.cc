@@ -62,8 +62,8 @@ HWY_INLINE float RowSum(D d, hn::Vec<D> v) {
 // the other queries of its pass (prefill and decode agree bit for bit). Blocking only shares
 // loads: a key row is converted once for kQ queries, and two rows share each query load. Whole
 // vectors first, then one masked step for a head_dim that is not a multiple of the vector; on
-// x86 a pass's 2 rows are reduced by one transpose (SumOfLanes8 of 4 queries' 8-lane sums;
-// SumOfLanes16x8 / SumOfLanes16x4 of 16-lane ones).
+// x86 a pass's 2 rows are reduced by one transpose (SumOfLanes8 of 4 queries' 8- or 16-lane
+// sums, SumOfLanes16x4 of 1 or 2 queries' 16-lane ones).
 template <size_t kQ, class D, typename T>
 HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T* HWY_RESTRICT k, size_t ldk,
                            int n_rows, int head_dim, float scale, float* HWY_RESTRICT s, size_t lds) {
@@ -93,37 +93,27 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
         a1[u] = hn::MulAdd(qi, r1, a1[u]);
       }
     }
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-    if constexpr (hn::MaxLanes(D()) == 16 && kQ == 4) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+    if constexpr (kQ == 4 && hn::MaxLanes(D()) >= 8) {  // 8 or 16 lanes: SumOfLanes8 takes both
       const V all[8] = {a0[0], a1[0], a0[1], a1[1], a0[2], a1[2], a0[3], a1[3]};
-      HWY_ALIGN float sums[8];
       const hn::Full256<float> d8;
-      hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes16x8(all), hn::Set(d8, scale)), d8, sums);
+      HWY_ALIGN float sums[8];
+      hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes8(all), hn::Set(d8, scale)), d8, sums);
       for (size_t u = 0; u < kQ; ++u) {
         s[u * lds + size_t(j)] = sums[2 * u];
         s[u * lds + size_t(j) + 1] = sums[2 * u + 1];
       }
       continue;
-    } else if constexpr (hn::MaxLanes(D()) == 16) {  // 1 or 2 queries: their rows' four sums
-      static_assert(kQ <= 2);
+    }
+#endif
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+    if constexpr (hn::MaxLanes(D()) == 16 && kQ <= 2) {  // 1 or 2 queries: their rows' four sums
       const V all[4] = {a0[0], a1[0], a0[kQ - 1], a1[kQ - 1]};
       HWY_ALIGN float sums[16];
       hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes16x4(all), hn::Set(d, scale)), d, sums);
       for (size_t u = 0; u < kQ; ++u) {  // lanes 0, 8 (query 0), 4, 12 (query 1)
         s[u * lds + size_t(j)] = sums[4 * u];
         s[u * lds + size_t(j) + 1] = sums[4 * u + 8];
-      }
-      continue;
-    }
-#endif
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-    if constexpr (kQ == 4 && hn::MaxLanes(D()) == 8) {
-      const V all[8] = {a0[0], a1[0], a0[1], a1[1], a0[2], a1[2], a0[3], a1[3]};
-      HWY_ALIGN float sums[8];
-      hn::Store(hn::Mul(kvq::HWY_NAMESPACE::SumOfLanes8(all), hn::Set(d, scale)), d, sums);
-      for (size_t u = 0; u < kQ; ++u) {
-        s[u * lds + size_t(j)] = sums[2 * u];
-        s[u * lds + size_t(j) + 1] = sums[2 * u + 1];
       }
       continue;
     }

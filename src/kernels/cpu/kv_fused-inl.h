@@ -215,7 +215,7 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
 // keep(t, sums) with the kQ vectors of partial sums of each row t in [t0, t0 + 8), and their
 // scores are stored 8 at a time, (sum of sums[i]'s lanes) * scale for row t at s[i * lds + t]:
 // bit for bit what StoreScores stores, the lanes of 8 rows summed in one transpose
-// (SumOfLanes8 of 8-lane vectors, SumOfLanes16x8 of 16-lane ones), ~13 instructions a row with
+// (SumOfLanes8, of 8- or 16-lane vectors), ~13 instructions a row with
 // its stores instead of ~25 (measured, AVX2; x86 only, elsewhere rows are left to the caller's
 // StoreScores). *t: the first row not stored.
 template <int kQ, class Block>
@@ -235,12 +235,7 @@ HWY_INLINE void ForRowsOf8(int n, float scale, float* HWY_RESTRICT s, size_t lds
     for (int i = 0; i < kQ; ++i) {
       V rows8[8];
       for (int w = 0; w < 8; ++w) rows8[w] = hn::Load(d, buf[i][w]);
-#if HWY_TARGET <= HWY_AVX3
-      const hn::Vec256<float> sums8 = SumOfLanes16x8(rows8);
-#else
-      const hn::Vec256<float> sums8 = SumOfLanes8(rows8);
-#endif
-      hn::StoreU(hn::Mul(sums8, hn::Set(d8, scale)), d8, s + size_t(i) * lds + size_t(t0));
+      hn::StoreU(hn::Mul(SumOfLanes8(rows8), hn::Set(d8, scale)), d8, s + size_t(i) * lds + size_t(t0));
     }
   }
 #else

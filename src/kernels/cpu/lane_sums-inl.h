@@ -87,8 +87,9 @@ HWY_INLINE __m512 LastSums16(__m512 x, __m512 y) {
 }
 }  // namespace detail
 
-// Lane k: SumOfLanes16(a[k]), k < 8, in 27 instructions for the 8 sums (~11 each alone).
-HWY_INLINE hn::Vec256<float> SumOfLanes16x8(const hn::Vec512<float> (&a)[8]) {
+// Lane k: SumOfLanes16(a[k]), k < 8, in 27 instructions for the 8 sums (~11 each alone): the
+// 16-lane SumOfLanes8, so that callers take 8 sums of either width alike.
+HWY_INLINE hn::Vec256<float> SumOfLanes8(const hn::Vec512<float> (&a)[8]) {
   const __m512 z01 = detail::QuarterSums16(detail::HalfSums16(a[0].raw, a[4].raw),   // a0 a4 a1 a5
                                            detail::HalfSums16(a[1].raw, a[5].raw));
   const __m512 z23 = detail::QuarterSums16(detail::HalfSums16(a[2].raw, a[6].raw),   // a2 a6 a3 a7

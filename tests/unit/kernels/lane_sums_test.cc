@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The transposed lane sums of kernels/cpu/lane_sums-inl.h against their specification, on
-// every target this CPU runs: each lane of SumOfLanes16x8 / SumOfLanes16x4 is bit for bit
-// SumOfLanes16 of its vector, and SumOfLanes16 is the scalar grouping its comment gives
-// (h_i = x_i + x_(i+8), g_j = h_j + h_(j+4), (g_0 + g_2) + (g_1 + g_3)); SumOfLanes8 /
-// SumOfLanes4 equal Highway's SumOfLanes of each 8-lane vector. Inputs spread over magnitudes
-// and signs, so that another grouping rounds differently (checked: a sequential sum differs).
+// every target this CPU runs: each lane of the 16-lane SumOfLanes8 and of SumOfLanes16x4 is
+// bit for bit SumOfLanes16 of its vector, and SumOfLanes16 is the scalar grouping its comment
+// gives (h_i = x_i + x_(i+8), g_j = h_j + h_(j+4), (g_0 + g_2) + (g_1 + g_3)); the 8-lane
+// SumOfLanes8 / SumOfLanes4 equal Highway's SumOfLanes of each vector. Inputs spread over
+// magnitudes and signs, so that another grouping rounds differently (checked: a sequential sum
+// differs).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "lane_sums_test.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -84,7 +85,7 @@ LaneSumChecks CheckLaneSums(uint32_t seed) {
       v[k] = hn::Load(d, x[k]);
     }
     HWY_ALIGN float s8[8], s4[16];
-    hn::Store(SumOfLanes16x8(v), hn::Full256<float>(), s8);
+    hn::Store(SumOfLanes8(v), hn::Full256<float>(), s8);
     const hn::Vec512<float> v4[4] = {v[0], v[1], v[2], v[3]};
     hn::Store(SumOfLanes16x4(v4), d, s4);
     for (int k = 0; k < 8; ++k) {
