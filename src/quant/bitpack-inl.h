@@ -37,10 +37,12 @@ struct UnpackTable {
 // right by (b*i) % 8 and masking leaves code i. The chunk's 8 bytes are broadcast to every
 // 16-byte block, so indices 0..8 are valid in each block (index 8 aliases byte 0, which is
 // only ever read into bits that the mask clears).
-constexpr UnpackTable make_unpack_table(int bits) {
+// at: the chunk's first byte within the 8 bytes read (2 for a row's last 3-bit chunk read from
+// 2 bytes before it, UnpackRowCodes).
+constexpr UnpackTable make_unpack_table(int bits, int at = 0) {
   UnpackTable t{};
   for (int i = 0; i < 16; ++i) {
-    const int byte = (bits * i) >> 3;
+    const int byte = at + ((bits * i) >> 3);
     t.idx[4 * i + 0] = uint8_t(byte);
     t.idx[4 * i + 1] = uint8_t(byte + 1);
     t.idx[4 * i + 2] = 0;
@@ -66,6 +68,7 @@ alignas(64) inline constexpr CodeBits<kBits> kCodeBit = make_code_bits<kBits>();
 alignas(64) inline constexpr UnpackTable kUnpack2 = make_unpack_table(2);
 alignas(64) inline constexpr UnpackTable kUnpack3 = make_unpack_table(3);
 alignas(64) inline constexpr UnpackTable kUnpack4 = make_unpack_table(4);
+alignas(64) inline constexpr UnpackTable kUnpack3Last = make_unpack_table(3, 2);
 
 // One stored f16 as float, with the target's conversion instruction (F16C on x86) instead of
 // base/fp16.h's portable bit manipulation; exact either way.
@@ -75,10 +78,25 @@ HWY_INLINE float F16ToF32(const void* HWY_RESTRICT p) {
                                                    static_cast<const hwy::float16_t*>(p))));
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// Lanes [lane0, lane0 + N) of a chunk whose bytes are those of bits64 from table t's first
+// byte on: each lane's two bytes picked, shifted to its code and (kMask) masked.
+template <int kBits, bool kMask>
+HWY_INLINE hn::Vec<DU> UnpackWord(uint64_t bits64, const UnpackTable& t, size_t lane0) {
+  const DU du;
+  const hn::Repartition<uint8_t, DU> du8;
+  const hn::Repartition<uint64_t, DU> du64;
+  const auto bytes = hn::BitCast(du8, hn::Set(du64, bits64));
+  const auto lanes = hn::BitCast(du, hn::TableLookupBytes(bytes, hn::LoadU(du8, t.idx + 4 * lane0)));
+  const auto shifted = lanes >> hn::LoadU(du, t.shift + lane0);
+  if constexpr (!kMask) return shifted;
+  return hn::And(shifted, hn::Set(du, (1u << kBits) - 1u));
+}
+#endif
+
 // Codes [lane0, lane0 + Lanes(du)) of the 16-code chunk starting at `chunk` (2*kBits bytes).
-// kMask false: on the broadcast-word path (AVX2 and narrower up to 4 bits), each lane's code
-// in its low kBits with the following codes' bits above it, for a lookup that reads only the
-// low bits (codebook-inl.h's LevelLut).
+// kMask false: each lane's code in its low kBits with other bits above it, for a lookup that
+// reads only the low bits (codebook-inl.h's LevelLut).
 template <int kBits, bool kMask = true>
 HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lane0) {
   const DU du;
@@ -103,8 +121,6 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
     if constexpr (!kMask) return hn::Set(du, w) >> shift;
     return hn::And(hn::Set(du, w) >> shift, hn::Set(du, (1u << kBits) - 1u));
   } else {
-    const hn::Repartition<uint8_t, DU> du8;
-    const hn::Repartition<uint64_t, DU> du64;
     const UnpackTable& t = kBits == 2 ? kUnpack2 : kBits == 3 ? kUnpack3 : kUnpack4;
     // Register loads of exactly 2*kBits bytes (a 6-byte memcpy into a stack u64 would stall
     // on store forwarding for 3-bit).
@@ -122,12 +138,30 @@ HWY_INLINE hn::Vec<DU> UnpackCodes(const uint8_t* HWY_RESTRICT chunk, size_t lan
       std::memcpy(&h, chunk + 4, 2);
       bits64 = w | uint64_t(h) << 32;
     }
-    const auto bytes = hn::BitCast(du8, hn::Set(du64, bits64));
-    const auto lanes = hn::BitCast(du, hn::TableLookupBytes(bytes, hn::LoadU(du8, t.idx + 4 * lane0)));
-    const auto shifted = lanes >> hn::LoadU(du, t.shift + lane0);
-    return hn::And(shifted, hn::Set(du, (1u << kBits) - 1u));
+    return UnpackWord<kBits, kMask>(bits64, t, lane0);
   }
 #endif
+}
+
+// Codes [c, c + Lanes(du)) of a packed row of row_bytes bytes, c a multiple of the lanes:
+// UnpackCodes of c's chunk, except that a 3-bit chunk on 16 lanes (6 bytes, which UnpackCodes
+// reads as two loads, a shift and an or: 5 scalar instructions per 16 codes, as many as the
+// rest of a codebook lookup) is one 8-byte broadcast load inside the row: at the chunk, or for
+// the row's last chunk 2 bytes before it.
+template <int kBits, bool kMask = true>
+HWY_INLINE hn::Vec<DU> UnpackRowCodes(const uint8_t* HWY_RESTRICT row, size_t c, size_t row_bytes) {
+  const size_t off = c / kChunk * 2 * kBits;
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (kBits == 3 && hn::MaxLanes(DU()) == kChunk) {
+    if (off + 8 <= row_bytes || off >= 2) {
+      const bool last = off + 8 > row_bytes;
+      uint64_t bits64;
+      std::memcpy(&bits64, row + off - (last ? 2 : 0), 8);
+      return UnpackWord<kBits, kMask>(bits64, last ? kUnpack3Last : kUnpack3, 0);
+    }
+  }
+#endif
+  return UnpackCodes<kBits, kMask>(row + off, c % kChunk);
 }
 
 // Codes [i, i + N) of a packed row as float lanes (i a multiple of N: lanes never straddle a

@@ -37,32 +37,43 @@ HWY_INLINE hn::Vec<DF> Lut(const float* HWY_RESTRICT lut, hn::Vec<DI> idx) {
 }
 
 // The levels of a packed row's codes, for the fused attention kernels' inner loops: the codes
-// of a chunk unpacked and looked up in one call. On AVX2 up to 3 bits the codes are not masked
-// (vpermps reads an index's low 3 bits; a 2-bit table is repeated to 8 lanes), one instruction
-// of the ~6 per 8 codes fewer; elsewhere UnpackCodes then Lut.
+// unpacked and looked up in one call. Where the levels fit one register (up to 3 bits on AVX2,
+// 4 on AVX-512) the codes are not masked: the permute reads an index's low 3 (AVX2) or 4 bits,
+// and the table repeats the 2^kBits levels to fill them; one instruction of ~5 per vector fewer.
+// Elsewhere UnpackRowCodes then Lut. The lanes' permutes are raw intrinsics because Highway's
+// checked builds reject indices past the lanes.
 template <int kBits>
 class LevelLut {
  public:
   HWY_INLINE explicit LevelLut(const float* HWY_RESTRICT levels) : levels_(levels) {
-#if HWY_TARGET == HWY_AVX2
-    if constexpr (kBits == 2) lanes_ = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(levels));
-    if constexpr (kBits == 3) lanes_ = _mm256_loadu_ps(levels);
-#endif
-  }
-  // Levels of codes [lane0, lane0 + N) of the 16-code chunk at `chunk`.
-  HWY_INLINE hn::Vec<DF> operator()(const uint8_t* HWY_RESTRICT chunk, size_t lane0) const {
-#if HWY_TARGET == HWY_AVX2
-    if constexpr (kBits <= 3) {
-      return hn::Vec<DF>{_mm256_permutevar8x32_ps(lanes_, UnpackCodes<kBits, false>(chunk, lane0).raw)};
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+    if constexpr (kRepeat) {
+      HWY_ALIGN float t[hn::MaxLanes(DF())];
+      for (size_t j = 0; j < hn::MaxLanes(DF()); ++j) t[j] = levels[j % (size_t(1) << kBits)];
+      lanes_ = hn::LoadU(DF(), t);
     }
 #endif
-    return Lut<kBits>(levels_, hn::BitCast(DI(), UnpackCodes<kBits>(chunk, lane0)));
+  }
+  // Levels of codes [c, c + N) of a packed row of row_bytes bytes (c a multiple of N).
+  HWY_INLINE hn::Vec<DF> at(const uint8_t* HWY_RESTRICT row, size_t c, size_t row_bytes) const {
+#if HWY_TARGET == HWY_AVX2
+    if constexpr (kRepeat) {
+      return hn::Vec<DF>{_mm256_permutevar8x32_ps(lanes_.raw, UnpackRowCodes<kBits, false>(row, c, row_bytes).raw)};
+    }
+#elif HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+    if constexpr (kRepeat) {
+      return hn::Vec<DF>{_mm512_permutexvar_ps(UnpackRowCodes<kBits, false>(row, c, row_bytes).raw, lanes_.raw)};
+    }
+#endif
+    return Lut<kBits>(levels_, hn::BitCast(DI(), UnpackRowCodes<kBits>(row, c, row_bytes)));
   }
 
  private:
+  // The levels repeated to fill one register, looked up by unmasked codes.
+  static constexpr bool kRepeat = (1u << kBits) <= hn::MaxLanes(DF()) && hn::MaxLanes(DF()) >= 8;
   const float* levels_;
-#if HWY_TARGET == HWY_AVX2
-  __m256 lanes_ = _mm256_setzero_ps();
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  hn::Vec<DF> lanes_ = hn::Zero(DF());
 #endif
 };
 

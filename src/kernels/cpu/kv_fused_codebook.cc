@@ -157,6 +157,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
   const float* h = r.ch_half;
   const float* z = r.ch_zero;
   const LevelLut<kBits> lut(r.levels);
+  const size_t row_bytes = hd * kBits / 8;
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
@@ -177,15 +178,12 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
       for (size_t i0v = 0; i0v < hd; i0v += kStep) {
         for (size_t ch = 0; ch < kChains; ++ch) {
           const size_t i = i0v + ch * N;
-          // The step's first chunk of codes, whose offset the compiler does not reuse across
-          // the chains by itself (kStep is a whole number of chunks, or part of one).
-          const size_t c0 = i0v / kChunk * 2 * kBits + (kStep >= kChunk ? ch * N / kChunk * 2 * kBits : 0);
           const auto vh = hn::LoadU(df, h + i), vz = hn::LoadU(df, z + i);
           for (int w = 0; w < kRows; ++w) {
             const uint8_t* row = r.rows + size_t(t0 + w) * r.stride;
             const float* C = table + size_t(t0 + w) * 2 * hd;
             const float* S = C + hd;
-            const auto k = hn::MulAdd(lut(row + c0, i % kChunk), vh, vz);
+            const auto k = hn::MulAdd(lut.at(row, i, row_bytes), vh, vz);
             const auto kr = hn::MulAdd(hn::Reverse2(df, k), hn::LoadU(df, S + i), hn::Mul(k, hn::LoadU(df, C + i)));
             for (int j = 0; j < kQ; ++j) acc[w][j][ch] = hn::MulAdd(hn::LoadU(df, qs + size_t(j) * hd + i), kr, acc[w][j][ch]);
           }
@@ -322,6 +320,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     return;
   }
   const LevelLut<kBits> lut(r.levels);
+  const size_t row_bytes = hd * kBits / 8;
   ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
@@ -340,7 +339,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
         const uint8_t* row = r.rows + size_t(t) * r.stride;
         for (size_t v = 0; v < kNv; ++v) {
           const size_t c = c0 + v * N;
-          const auto lv = lut(row + c / kChunk * 2 * kBits, c % kChunk);
+          const auto lv = lut.at(row, c, row_bytes);
           for (int i = 0; i < kQ; ++i) acc[i][v] = hn::MulAdd(w[i], lv, acc[i][v]);
         }
       }
