@@ -58,6 +58,7 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
   meta.n_windows = acts.args().n_windows;
   meta.window = acts.args().window;
   meta.seed = acts.args().seed;
+  if (meta.v_outliers < 0) meta.v_outliers = meta.outliers;
   meta.loss = acts.loss();
   f.meta_ = meta;
   f.layers_.resize(size_t(c.n_layers));
@@ -77,6 +78,7 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
     o.rotate = meta.rot && !meta.pre_rope;
     KVQ_ASSIGN_OR_RETURN(KvquantParams k, acts.key_params(o, meta.weighting, tick));
     o.rotate = meta.rot;
+    o.outliers = meta.v_outliers;
     KVQ_ASSIGN_OR_RETURN(KvquantParams v, acts.value_params(o, meta.weighting, tick));
     const size_t n = size_t(1) << bits, b = size_t(bits - 2);
     for (int il = 0; il < c.n_layers; ++il) {
@@ -111,7 +113,7 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
     for (bool keys : {true, false}) {
       KvquantOptions o;
       o.bits = bits;
-      o.outliers = meta_.outliers;
+      o.outliers = keys ? meta_.outliers : meta_.v_outliers;
       o.sinks = meta_.sinks;
       o.pre_rope = meta_.pre_rope;
       o.rotate = meta_.rot && (!keys || !meta_.pre_rope);
@@ -127,6 +129,7 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
   CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
                                     meta_.sinks);
   base.v.norm8 = meta_.norm_bits == 8;
+  base.v.outlier_fraction = meta_.v_outliers;
   KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err, per_head));
   meta_.bits_budget = bits_budget;
   meta_.budget_context = context;
@@ -154,6 +157,7 @@ Status CalibrationFile::save(OutputFile& out) const {
   w.add_u32("kvq.calib.window", uint32_t(meta_.window));
   w.add_u64("kvq.calib.seed", meta_.seed);
   w.add_f32("kvq.calib.outliers", float(meta_.outliers));
+  w.add_f32("kvq.calib.v_outliers", float(meta_.v_outliers));
   w.add_u32("kvq.calib.sinks", uint32_t(meta_.sinks));
   w.add_bool("kvq.calib.prerope", meta_.pre_rope);
   w.add_bool("kvq.calib.rot", meta_.rot);
@@ -256,7 +260,14 @@ StatusOr<CalibrationFile> CalibrationFile::from_gguf(const GgufFile& f, const st
   if (!std::isfinite(*loss)) return fail("kvq.calib.loss is not finite");
   auto w = parse_weighting(weighting);
   if (!w.ok()) return fail(w.status().message());
-  m.outliers = *outliers;
+  m.outliers = m.v_outliers = *outliers;
+  if (f.find("kvq.calib.v_outliers")) {
+    auto v = f.get_f64("kvq.calib.v_outliers");
+    if (!v.ok() || !std::isfinite(*v) || *v < 0.0 || *v > 0.5) {
+      return fail("kvq.calib.v_outliers must be a finite fraction in [0, 0.5]");
+    }
+    m.v_outliers = *v;
+  }
   m.pre_rope = *prerope;
   if (f.find("kvq.calib.rot")) {
     auto rot = f.get_bool("kvq.calib.rot");
@@ -406,9 +417,12 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
     return invalid_argument("the calibration file was made with " + what + "; recalibrate with matching "
                             "'kvq calibrate' options or change the cache spec");
   };
-  // The file stores the fraction as f32.
-  if (std::fabs(o.outliers - meta_.outliers) > 1e-6) {
-    return mismatch("outliers=" + std::to_string(meta_.outliers) + " but the cache asks outliers=" + std::to_string(o.outliers));
+  // The file stores the fractions as f32.
+  const double file_outliers = keys ? meta_.outliers : meta_.v_outliers;
+  if (std::fabs(o.outliers - file_outliers) > 1e-6) {
+    return mismatch(std::string(meta_.outliers != meta_.v_outliers ? (keys ? "keys' " : "values' ") : "") + "outliers=" +
+                    std::to_string(file_outliers) + " but the cache asks outliers=" + std::to_string(o.outliers) +
+                    " for the " + (keys ? "keys" : "values"));
   }
   if (keys && o.pre_rope != meta_.pre_rope) return mismatch(std::string("prerope=") + (meta_.pre_rope ? "1" : "0"));
   if (o.sinks != meta_.sinks) return mismatch("sinks=" + std::to_string(meta_.sinks));
@@ -475,8 +489,14 @@ StatusOr<KvActivations::ForSpec> CalibrationFile::for_spec(const CacheSpec& spec
 
 std::string CalibrationFile::describe() const {
   char nums[256];
-  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %g, sinks %d, prerope %d, rot %d, norm %d",
-                meta_.n_windows, meta_.window, (unsigned long long)meta_.seed, meta_.outliers, meta_.sinks,
+  char outliers[64];
+  if (meta_.v_outliers == meta_.outliers) {
+    std::snprintf(outliers, sizeof outliers, "%g", meta_.outliers);
+  } else {
+    std::snprintf(outliers, sizeof outliers, "%g (values %g)", meta_.outliers, meta_.v_outliers);
+  }
+  std::snprintf(nums, sizeof nums, "%d x %d tokens, seed %llu, outliers %s, sinks %d, prerope %d, rot %d, norm %d",
+                meta_.n_windows, meta_.window, (unsigned long long)meta_.seed, outliers, meta_.sinks,
                 int(meta_.pre_rope), int(meta_.rot), meta_.norm_bits);
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.4f", meta_.loss);

@@ -28,7 +28,11 @@ struct CalibrationMeta {
   uint64_t tensor_hash = 0;
   int n_windows = 0, window = 0;
   uint64_t seed = 0;
-  double outliers = 0.01, loss = 0;
+  // Outlier fraction the thresholds are set for: the keys' (outliers) and the values'
+  // (v_outliers; kvq calibrate --outliers-v, e.g. 0 for key outliers only). v_outliers < 0
+  // asks build() for the keys' fraction; a built or loaded file's is always resolved. Files
+  // without kvq.calib.v_outliers read as one fraction for both.
+  double outliers = 0.01, v_outliers = -1, loss = 0;
   int sinks = 1;
   bool pre_rope = true;
   // Fitted on rows in the Hadamard basis (kv/rotated_store.h): the values, and the keys when

@@ -27,7 +27,7 @@ std::unique_ptr<LlamaModel> load(const char* name) {
 
 StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false, double bits_budget = 0,
                                     int norm_bits = 16, double outliers = 0.01, bool per_head = false,
-                                    int sinks = 1) {
+                                    int sinks = 1, double v_outliers = -1) {
   const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
   CalibrationArgs ca;
   ca.n_windows = 3;
@@ -42,6 +42,7 @@ StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool
   meta.bits_budget = bits_budget;
   meta.norm_bits = norm_bits;
   meta.outliers = outliers;
+  meta.v_outliers = v_outliers;
   meta.per_head_widths = per_head;
   meta.sinks = sinks;
   return CalibrationFile::build(acts, model, meta);
@@ -367,6 +368,63 @@ TEST(Calibration, MixedWidthsPlannedForTheCacheNorm) {
   auto bad = write_patched(key.size() + 4, std::string(reinterpret_cast<const char*>(&twelve), 4));
   EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss);
   EXPECT_NE(bad.status().message().find("kvq.calib.norm_bits"), std::string::npos) << bad.status().message();
+}
+
+// `kvq calibrate --outliers 0.01 --outliers-v 0`: key outliers only. The keys are those of a
+// file calibrated with 0.01 for both, the values those of one with 0 for both; the widths are
+// planned at the accounting of that split (a cache with K outliers=0.01 and V outliers=0
+// allocates the plan's bits); a spec with another fraction on either side is refused naming
+// the side; an older file without the key reads as one fraction, a bad value is refused.
+TEST(Calibration, KeyOnlyOutliersPlannedAndServedPerSide) {
+  auto model = load("stories260K.gguf");
+  const int n_ctx = model->config().n_ctx_train;
+  const KvCacheShape shape = model->kv_shape(n_ctx);
+  auto split = calibrate(*model, 2, false, 5.5, 16, 0.01, false, 1, 0.0);
+  auto both = calibrate(*model, 2, false, 0, 16, 0.01), none = calibrate(*model, 2, false, 0, 16, 0.0);
+  ASSERT_TRUE(split.ok() && both.ok() && none.ok()) << split.status().to_string();
+  EXPECT_EQ(both->meta().v_outliers, 0.01);  // unset: the keys' fraction
+  ASSERT_NE(split->mixed(), nullptr);
+  const std::string path = ::testing::TempDir() + "/split.kvqc";
+  ASSERT_TRUE(split->save(path).ok());
+  auto back = CalibrationFile::load(path, *model);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->meta().v_outliers, 0.0);
+  EXPECT_NEAR(back->meta().outliers, 0.01, 1e-9);
+  EXPECT_EQ(back->describe(), split->describe());
+  EXPECT_NE(back->describe().find("outliers 0.01 (values 0)"), std::string::npos) << back->describe();
+  const CacheSpec spec = parse_cache_spec("kvquant-mixed", "kvquant-mixed:outliers=0").value();
+  auto p = back->for_spec(spec);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  const CacheSpec uniform = parse_cache_spec("kvquant-3", "kvquant-3:outliers=0").value();
+  auto u = back->for_spec(uniform).value();
+  auto b = both->for_spec(parse_cache_spec("kvquant-3").value()).value();
+  auto n = none->for_spec(parse_cache_spec("kvquant-3:outliers=0").value()).value();
+  for (size_t il = 0; il < u.k->layers.size(); ++il) {
+    EXPECT_EQ(u.k->layers[il].upper, b.k->layers[il].upper);
+    EXPECT_EQ(u.k->layers[il].codebook.values, b.k->layers[il].codebook.values);
+    EXPECT_EQ(u.v->layers[il].codebook.values, n.v->layers[il].codebook.values);
+  }
+  auto acc = account_bits(cache_config(spec, shape, p->calibration()), n_ctx);
+  ASSERT_TRUE(acc.ok());
+  EXPECT_NEAR(acc->bits_per_value(), split->mixed()->bits_per_value, 1e-9);
+  EXPECT_TRUE(make_cache(spec, shape, p->calibration()).ok());
+  auto st = back->for_spec(parse_cache_spec("kvquant-mixed").value()).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("values' outliers=0.000000"), std::string::npos) << st.message();
+  st = back->for_spec(parse_cache_spec("kvquant-mixed:outliers=0").value()).status();
+  EXPECT_NE(st.message().find("keys' outliers=0.010000"), std::string::npos) << st.message();
+  // An older file: the key renamed away; a NaN fraction: refused as corrupt.
+  const std::string old = corrupt_copy(path, "kvq.calib.v_outliers", -1, 'x', "split_old.kvqc");
+  ASSERT_FALSE(old.empty());
+  auto o = CalibrationFile::load(old, *model);
+  ASSERT_TRUE(o.ok()) << o.status().to_string();
+  EXPECT_EQ(o->meta().v_outliers, o->meta().outliers);
+  const std::string bad = corrupt_copy(path, "kvq.calib.v_outliers", 4 + 3, 0x7f, "split_nan.kvqc");
+  ASSERT_FALSE(bad.empty());
+  const std::string bad2 = corrupt_copy(bad, "kvq.calib.v_outliers", 4 + 2, 0xc0, "split_nan2.kvqc");
+  auto nan = CalibrationFile::load(bad2, *model);
+  EXPECT_EQ(nan.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(nan.status().message().find("kvq.calib.v_outliers"), std::string::npos) << nan.status().message();
 }
 
 // `kvq calibrate --rot 1`: values fitted on rotated rows (pre-RoPE keys are never rotated); the

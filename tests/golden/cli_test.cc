@@ -188,6 +188,30 @@ TEST(Cli, MixedPrecisionPerHead) {
   EXPECT_NE(r.output.find("per-head widths for --bits-budget 3.2"), std::string::npos) << r.output;
 }
 
+// --outliers-v: key outliers only; the file plans for the split and serves it, and a value
+// spec with the keys' fraction is refused naming the values.
+TEST(Cli, KeyOnlyOutliers) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string out = ::testing::TempDir() + "/cli_kout.kvqc";
+  expect_error("calibrate -m " + tb + " -o " + out + " --outliers-v 0.7", "--outliers-v must be");
+  expect_error("calibrate -m " + tb + " -o " + out + " --outliers-v x", "--outliers-v must be");
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0.002 --outliers-v 0 " +
+                 "--norm 8 --sinks 0 --bits-budget 3.5 -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("outliers 0.002 (values 0)"), std::string::npos) << r.output;
+  const std::string plan_bits = plan_bits_in(r.output, "per-head");
+  ASSERT_FALSE(plan_bits.empty()) << r.output;
+  const std::string spec = " --cache-k kvquant-mixed:outliers=0.002:sinks=0 --cache-v kvquant-mixed:outliers=0:norm=8:sinks=0"
+                           " --calib " + out;
+  r = kvq("info -m " + tb + " -c 1024" + spec);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
+  r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  expect_error("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache kvquant-mixed:outliers=0.002:norm=8:sinks=0 --calib " + out,
+               "values' outliers=0.000000");
+}
+
 TEST(Cli, FailedRunLeavesNoOutputFile) {
   const std::string out = ::testing::TempDir() + "/never.kvql";
   std::filesystem::remove(out);

@@ -23,10 +23,11 @@ class MixedKl {
   // accounted at n_ctx tokens, what the evaluation's cache holds).
   // outliers, norm_bits, sinks: the calibration's outlier fraction, value norm (kvq calibrate
   // --norm) and fp16 sinks (the cache spec must match them); per_head: widths per KV head
-  // (kvq calibrate --width-per head).
+  // (kvq calibrate --width-per head); v_outliers: the values' fraction when it differs from
+  // the keys' (kvq calibrate --outliers-v; < 0: as outliers).
   MixedKl(int n_ctx, int n_chunks, int calib_windows, int calib_window, const std::vector<double>& budgets,
           double outliers, const char* eval_text = "text/tinystories/validation_head.txt", int norm_bits = 16,
-          int sinks = 1, bool per_head = false)
+          int sinks = 1, bool per_head = false, double v_outliers = -1)
       : ctx_(2) {
     auto m = LlamaModel::load(shared_path("models/tinystories-l6-d256-h64.gguf"));
     EXPECT_TRUE(m.ok()) << m.status().to_string();
@@ -44,6 +45,7 @@ class MixedKl {
       meta.text = "train_head.txt";
       meta.bits_budget = b;
       meta.outliers = outliers;
+      meta.v_outliers = v_outliers;
       meta.budget_context = n_ctx;
       meta.norm_bits = norm_bits;
       meta.sinks = sinks;
@@ -63,8 +65,8 @@ class MixedKl {
   const CalibrationFile& file(size_t i) const { return *files_[i]; }
 
   // spec with the calibration of budget i, compared with f16.
-  PplResult run(const std::string& spec_text, size_t i) {
-    const CacheSpec spec = parse_cache_spec(spec_text).value();
+  PplResult run(const CacheSpec& spec, size_t i) {
+    const std::string& spec_text = spec.text;
     auto cal = files_[i]->for_spec(spec);
     EXPECT_TRUE(cal.ok()) << cal.status().to_string();
     PplArgs a = args_;
@@ -92,14 +94,19 @@ class MixedKl {
 
 // One kvquant-mixed run (spec: kvquant-mixed with the calibration's outliers): its allocated
 // bits within the budget (key outliers are data dependent: a small slack) and its KL at most kl.
-inline void expect_mixed(MixedKl& runs, const std::string& spec, size_t i, double budget, double kl) {
-  const PplResult r = runs.run(spec, i);
+inline void expect_mixed(MixedKl& runs, const CacheSpec& cache, size_t i, double budget, double kl) {
+  const std::string& spec = cache.text;
+  const PplResult r = runs.run(cache, i);
   ASSERT_TRUE(r.has_kl);
   const double bits = runs.bits(r);
   std::printf("%s, budget %.2f: %.3f bits/value allocated, KL %.5f (bound %.5f), dPPL %+.4f +- %.4f\n",
               spec.c_str(), budget, bits, r.kl_mean, kl, r.delta_ppl, r.delta_ppl_stderr);
   EXPECT_LE(bits, budget + 0.02);
   EXPECT_LE(r.kl_mean, kl);
+}
+
+inline void expect_mixed(MixedKl& runs, const std::string& spec, size_t i, double budget, double kl) {
+  expect_mixed(runs, parse_cache_spec(spec).value(), i, budget, kl);
 }
 
 }  // namespace kvq::testing

@@ -29,7 +29,7 @@ std::string variant_path(const std::string& out, const std::string& weighting, c
 
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
-  std::string text, out, weightings = "fisher-s2", outliers = "0.01";
+  std::string text, out, weightings = "fisher-s2", outliers = "0.01", v_outliers_text;
   int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, batch = kDefaultBatch;
   uint64_t seed = 0;
   std::string budgets_text, width_per;  // empty: head
@@ -44,6 +44,9 @@ Status run(const std::vector<std::string>& argv) {
   p.add_u64("--seed", &seed, "window placement and k-means seed (default 0)");
   p.add_string("--weighting", &weightings, "k-means weights: fisher-s2 (default), fisher, none; a comma list writes one file each");
   p.add_string("--outliers", &outliers, "outlier fraction the thresholds are set for (default 0.01); a comma list writes one file each");
+  p.add_string("--outliers-v", &v_outliers_text,
+               "the values' outlier fraction when it differs from the keys' (--outliers), e.g. 0 for key "
+               "outliers only: caches then give the values' spec outliers=F (default: as --outliers)");
   p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
   p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
   p.add_int("--rot", &rot, 0, 1, "fit on Hadamard-rotated rows, for caches with rot=1: values, and keys with --prerope 0 (default 0)");
@@ -70,15 +73,25 @@ Status run(const std::vector<std::string>& argv) {
     KVQ_ASSIGN_OR_RETURN(CodebookWeighting x, parse_weighting(w));
     ws.push_back(x);
   }
-  std::vector<std::pair<std::string, double>> os;
-  for (const auto& o : split_spec_list(outliers)) {
+  auto fraction = [](const std::string& o, const char* flag) -> StatusOr<double> {
     char* end = nullptr;
     const double x = std::strtod(o.c_str(), &end);
     if (o.empty() || *end != '\0' || !(x >= 0.0 && x <= 0.5)) {
-      return invalid_argument("--outliers must be fractions in [0, 0.5], got '" + o + "'");
+      return invalid_argument(std::string(flag) + " must be fractions in [0, 0.5], got '" + printable(o) + "'");
     }
+    return x;
+  };
+  std::vector<std::pair<std::string, double>> os;
+  for (const auto& o : split_spec_list(outliers)) {
+    KVQ_ASSIGN_OR_RETURN(double x, fraction(o, "--outliers"));
     os.emplace_back(o, x);
   }
+  // The values' fraction: one for every file (-1: each file's --outliers).
+  double v_outliers = -1;
+  if (!v_outliers_text.empty()) {
+    KVQ_ASSIGN_OR_RETURN(v_outliers, fraction(v_outliers_text, "--outliers-v"));
+  }
+  auto values_fraction = [&](double keys) { return v_outliers >= 0 ? v_outliers : keys; };
   std::vector<std::pair<std::string, double>> bs;  // empty: no per-layer widths
   if (!budgets_text.empty()) {
     for (const auto& b : split_spec_list(budgets_text)) {
@@ -122,7 +135,8 @@ Status run(const std::vector<std::string>& argv) {
           const std::string path_out =
               ws.size() * os.size() * budgets.size() * pers.size() == 1
                   ? out
-                  : variant_path(out, weighting_name(w), o.first, budgets.size() > 1 ? b.first : "",
+                  : variant_path(out, weighting_name(w), o.first + (v_outliers >= 0 ? "v" + v_outliers_text : ""),
+                                 budgets.size() > 1 ? b.first : "",
                                  pers.size() > 1 ? per : "");
           KVQ_ASSIGN_OR_RETURN(OutputFile f, files.add_output("-o", path_out));
           outputs.emplace_back(path_out, std::move(f));
@@ -140,12 +154,14 @@ Status run(const std::vector<std::string>& argv) {
     for (const auto& o : os) {
       CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
       all2.v.norm8 = norm == 8;
+      all2.v.outlier_fraction = values_fraction(o.second);
       KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(all2, budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
       if (r.bits_per_value() > bits_budget) {
         char m[200];
         std::snprintf(m, sizeof m, "--bits-budget %g is below %.3f bits per value, what every layer at 2 bits "
                       "allocates at %d tokens (outliers %s)", bits_budget, r.bits_per_value(),
-                      budget_ctx > 0 ? budget_ctx : mc.n_ctx_train, o.first.c_str());
+                      budget_ctx > 0 ? budget_ctx : mc.n_ctx_train,
+                      (o.first + (v_outliers >= 0 ? ", values " + v_outliers_text : "")).c_str());
         if (os.size() * bs.size() == 1) return invalid_argument(m);
         std::fprintf(stderr, "kvq calibrate: note: %s: no file for it\n", m);
         skipped.emplace(o.first, b_text);
@@ -180,6 +196,7 @@ Status run(const std::vector<std::string>& argv) {
       CalibrationMeta meta;
       meta.text = text;
       meta.outliers = o;
+      meta.v_outliers = values_fraction(o);
       meta.sinks = sinks;
       meta.pre_rope = prerope != 0;
       meta.rot = rot != 0;
