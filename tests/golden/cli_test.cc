@@ -134,23 +134,39 @@ std::string plan_bits_in(const std::string& output, const std::string& which) {
   return at == std::string::npos ? std::string() : output.substr(at + tag.size(), 5);
 }
 
+// What expect_plan_accounted saw: kvq calibrate's output and kvq info's.
+struct PlanOutputs {
+  std::string calibrate, info;
+};
+
+// kvq calibrate on the testbed (one window of 128 tokens of kText) with flags, writing out; its
+// `which` ("per-layer", "per-head") plan at --bits-budget 3.5 must be what kvq info -c 1024
+// accounts for spec (the --cache flags and --calib FILE). Empty outputs after a failure.
+PlanOutputs expect_plan_accounted(const std::string& flags, const std::string& out, const std::string& which,
+                                  const std::string& spec) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 " + flags + " -o " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::string plan_bits = plan_bits_in(r.output, which);
+  EXPECT_FALSE(plan_bits.empty()) << r.output;
+  if (r.exit_code != 0 || plan_bits.empty()) return {};
+  Result info = kvq("info -m " + tb + " -c 1024" + spec);
+  EXPECT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_NE(info.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << info.output;
+  return {r.output, info.output};
+}
+
 // kvq calibrate --norm 8: the widths' bits per value is what kvq info accounts for the
 // kvquant-mixed:norm=8 cache it serves; another value norm is refused with the fix.
 TEST(Cli, MixedPrecisionPlannedForTheCacheNorm) {
   const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
   const std::string out = ::testing::TempDir() + "/cli_mixed_n8.kvqc";
   expect_error("calibrate -m " + tb + " -o " + out + " --norm 12 --bits-budget 3", "--norm must be 16 or 8");
-  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --bits-budget 3.5 " +
-                 "--width-per layer -o " + out);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(", norm 8,"), std::string::npos) << r.output;
-  const std::string plan_bits = plan_bits_in(r.output, "per-layer");
-  ASSERT_FALSE(plan_bits.empty()) << r.output;
-  r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0:norm=8 --calib " + out);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
+  const PlanOutputs plan = expect_plan_accounted("--outliers 0 --norm 8 --bits-budget 3.5 --width-per layer", out,
+                                                 "per-layer", " --cache kvquant-mixed:outliers=0:norm=8 --calib " + out);
+  EXPECT_NE(plan.calibrate.find(", norm 8,"), std::string::npos) << plan.calibrate;
   // (info has printed the model by then: not one line, so not expect_error.)
-  r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0 --calib " + out);
+  Result r = kvq("info -m " + tb + " -c 1024 --cache kvquant-mixed:outliers=0 --calib " + out);
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("chosen for values with norm=8 but the cache asks norm=16; recalibrate with 'kvq calibrate "
                           "--norm 16'"),
@@ -169,18 +185,12 @@ TEST(Cli, MixedPrecisionPerHead) {
   const std::string head = ::testing::TempDir() + "/cli_heads.fisher-s2.o0.head.kvqc";
   expect_error("calibrate -m " + tb + " -o " + out + " --bits-budget 3 --width-per kv", "--width-per must be layer or head");
   expect_error("calibrate -m " + tb + " -o " + out + " --width-per head", "only with --bits-budget");
-  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --norm 8 --sinks 0 " +
-                 "--bits-budget 3.5 --width-per layer,head -o " + out);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("per-layer widths for --bits-budget 3.5"), std::string::npos) << r.output;
-  const std::string plan_bits = plan_bits_in(r.output, "per-head");
-  ASSERT_FALSE(plan_bits.empty()) << r.output;
   const std::string spec = " --cache kvquant-mixed:outliers=0:norm=8:sinks=0 --calib " + head;
-  r = kvq("info -m " + tb + " -c 1024" + spec);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
-  EXPECT_NE(r.output.find("per-head widths (kvquant-mixed)"), std::string::npos) << r.output;
-  r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
+  const PlanOutputs plan = expect_plan_accounted("--outliers 0 --norm 8 --sinks 0 --bits-budget 3.5 --width-per layer,head",
+                                                 out, "per-head", spec);
+  EXPECT_NE(plan.calibrate.find("per-layer widths for --bits-budget 3.5"), std::string::npos) << plan.calibrate;
+  EXPECT_NE(plan.info.find("per-head widths (kvquant-mixed)"), std::string::npos) << plan.info;
+  Result r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   // Per head is the default.
   r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0 --bits-budget 3.2 -o " + out);
@@ -195,18 +205,12 @@ TEST(Cli, KeyOnlyOutliers) {
   const std::string out = ::testing::TempDir() + "/cli_kout.kvqc";
   expect_error("calibrate -m " + tb + " -o " + out + " --outliers-v 0.7", "--outliers-v must be");
   expect_error("calibrate -m " + tb + " -o " + out + " --outliers-v x", "--outliers-v must be");
-  Result r = kvq("calibrate -m " + tb + " -f " + kText + " --windows 1 --window 128 --outliers 0.002 --outliers-v 0 " +
-                 "--norm 8 --sinks 0 --bits-budget 3.5 -o " + out);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("outliers 0.002 (values 0)"), std::string::npos) << r.output;
-  const std::string plan_bits = plan_bits_in(r.output, "per-head");
-  ASSERT_FALSE(plan_bits.empty()) << r.output;
   const std::string spec = " --cache-k kvquant-mixed:outliers=0.002:sinks=0 --cache-v kvquant-mixed:outliers=0:norm=8:sinks=0"
                            " --calib " + out;
-  r = kvq("info -m " + tb + " -c 1024" + spec);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(plan_bits + " bits/value"), std::string::npos) << plan_bits << "\n" << r.output;
-  r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
+  const PlanOutputs plan = expect_plan_accounted("--outliers 0.002 --outliers-v 0 --norm 8 --sinks 0 --bits-budget 3.5", out,
+                                                 "per-head", spec);
+  EXPECT_NE(plan.calibrate.find("outliers 0.002 (values 0)"), std::string::npos) << plan.calibrate;
+  Result r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   expect_error("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache kvquant-mixed:outliers=0.002:norm=8:sinks=0 --calib " + out,
                "values' outliers=0.000000");

@@ -21,11 +21,10 @@
 #include <cstring>
 #include <random>
 
+#include "../every_target.h"
+
 namespace kvq {
-// Counts of the checks a target ran and of those that failed.
-struct LaneSumChecks {
-  int run = 0, failed = 0;
-};
+using testing::TargetChecks;
 inline bool same_float(float a, float b) {
   uint32_t x, y;
   std::memcpy(&x, &a, 4);
@@ -51,8 +50,8 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-LaneSumChecks CheckLaneSums(uint32_t seed) {
-  LaneSumChecks c;
+TargetChecks CheckLaneSums(uint32_t seed) {
+  TargetChecks c;
   std::mt19937 g(seed);
   auto check = [&](bool ok) {
     ++c.run;
@@ -110,21 +109,13 @@ namespace {
 HWY_EXPORT(CheckLaneSums);
 
 TEST(LaneSums, TransposedSumsEqualOneVectorsSumOnEveryTarget) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    LaneSumChecks total;
-    for (uint32_t seed = 0; seed < 200; ++seed) {
-      const LaneSumChecks c = HWY_DYNAMIC_DISPATCH(CheckLaneSums)(seed);
-      total.run += c.run;
-      total.failed += c.failed;
-    }
-    EXPECT_EQ(total.failed, 0) << "of " << total.run;
+  const auto totals =
+      testing::expect_every_target_passes(200, [](uint32_t seed) { return HWY_DYNAMIC_DISPATCH(CheckLaneSums)(seed); });
+  for (const auto& [target, total] : totals) {
     if (target == HWY_AVX2 || target == HWY_AVX3) {
-      EXPECT_GT(total.run, 0);  // the sums exist there
+      EXPECT_GT(total.run, 0) << hwy::TargetName(target);  // the sums exist there
     }
   }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 // The inputs do tell groupings apart: a sequential sum of the same vectors differs from the

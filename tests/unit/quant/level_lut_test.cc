@@ -19,13 +19,11 @@
 #include <random>
 #include <vector>
 
+#include "../every_target.h"
 #include "quant/bitpack.h"
 
 namespace kvq {
-// Counts of the lanes a target checked and of those that were wrong.
-struct LutChecks {
-  int run = 0, failed = 0;
-};
+using testing::TargetChecks;
 }  // namespace kvq
 #endif
 
@@ -34,7 +32,7 @@ namespace kvq {
 namespace HWY_NAMESPACE {
 
 template <int kBits>
-void CheckRows(std::mt19937& g, LutChecks* out) {
+void CheckRows(std::mt19937& g, TargetChecks* out) {
   const DF df;
   constexpr size_t N = hn::MaxLanes(DF());
   HWY_ALIGN float levels[16];
@@ -61,9 +59,9 @@ void CheckRows(std::mt19937& g, LutChecks* out) {
   }
 }
 
-LutChecks CheckLevelLut(uint32_t seed) {
+TargetChecks CheckLevelLut(uint32_t seed) {
   std::mt19937 g(seed);
-  LutChecks c;
+  TargetChecks c;
   CheckRows<2>(g, &c);
   CheckRows<3>(g, &c);
   CheckRows<4>(g, &c);
@@ -80,19 +78,11 @@ namespace {
 HWY_EXPORT(CheckLevelLut);
 
 TEST(LevelLut, RowLookupsEqualTheScalarUnpackOnEveryTarget) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    LutChecks total;
-    for (uint32_t seed = 0; seed < 20; ++seed) {
-      const LutChecks c = HWY_DYNAMIC_DISPATCH(CheckLevelLut)(seed);
-      total.run += c.run;
-      total.failed += c.failed;
-    }
-    EXPECT_GT(total.run, 0);
-    EXPECT_EQ(total.failed, 0) << "of " << total.run;
+  const auto totals =
+      testing::expect_every_target_passes(20, [](uint32_t seed) { return HWY_DYNAMIC_DISPATCH(CheckLevelLut)(seed); });
+  for (const auto& [target, total] : totals) {
+    EXPECT_GT(total.run, 0) << hwy::TargetName(target);
   }
-  hwy::SetSupportedTargetsForTest(0);
 }
 }  // namespace
 }  // namespace kvq
