@@ -112,21 +112,16 @@ HWY_INLINE void EncodeRow(const float* HWY_RESTRICT x, size_t n, float z, float 
 }
 
 // Walks the packed row in 16-code chunks: fn(i, lut_values_vector) for every vector of lanes
-// [i, i + N), then tail(i, code) for the last n % 16 codes.
+// [i, i + N), then tail(i, code) for the last n % 16 codes. The lookups are LevelLut's (the
+// row's bytes are packed_bytes(kBits, n)).
 template <int kBits, class Fn, class Tail>
 HWY_INLINE void ForEachLut(const uint8_t* HWY_RESTRICT codes, size_t n,
                            const float* HWY_RESTRICT lut, const Fn& fn, const Tail& tail) {
-  const DI di;
-  const size_t N = hn::Lanes(di);
-  const size_t n_chunks = n / kChunk;
-  for (size_t c = 0; c < n_chunks; ++c) {
-    const uint8_t* chunk = codes + c * 2 * kBits;
-    for (size_t l = 0; l < kChunk; l += N) {
-      const auto idx = hn::BitCast(di, UnpackCodes<kBits>(chunk, l));
-      fn(c * kChunk + l, Lut<kBits>(lut, idx));
-    }
-  }
-  for (size_t i = n_chunks * kChunk; i < n; ++i) tail(i, code_at(codes, kBits, i));
+  const size_t N = hn::Lanes(DF());
+  const LevelLut<kBits> levels(lut);
+  const size_t n_full = n / kChunk * kChunk, bytes = packed_bytes(kBits, n);
+  for (size_t i = 0; i < n_full; i += N) fn(i, levels.at(codes, i, bytes));
+  for (size_t i = n_full; i < n; ++i) tail(i, code_at(codes, kBits, i));
 }
 
 template <int kBits>
