@@ -46,7 +46,7 @@ Status run(const std::vector<std::string>& argv) {
   p.add_string("--outliers", &outliers, "outlier fraction the thresholds are set for (default 0.01); a comma list writes one file each");
   p.add_string("--outliers-v", &v_outliers_text,
                "the values' outlier fraction when it differs from the keys' (--outliers), e.g. 0 for key "
-               "outliers only: caches then give the values' spec outliers=F (default: as --outliers)");
+               "outliers only; the value spec then takes outliers= this fraction (default: as --outliers)");
   p.add_int("--sinks", &sinks, 0, 1 << 20, "first tokens kept fp16 and excluded from statistics (default 1)");
   p.add_int("--prerope", &prerope, 0, 1, "calibrate keys before RoPE (default 1)");
   p.add_int("--rot", &rot, 0, 1, "fit on Hadamard-rotated rows, for caches with rot=1: values, and keys with --prerope 0 (default 0)");
