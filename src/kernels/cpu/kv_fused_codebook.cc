@@ -157,7 +157,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
   const float* h = r.ch_half;
   const float* z = r.ch_zero;
   const LevelLut<kBits> lut(r.levels);
-  const size_t row_bytes = hd * kBits / 8;
+  const size_t row_bytes = packed_bytes(kBits, hd);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
@@ -320,7 +320,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     return;
   }
   const LevelLut<kBits> lut(r.levels);
-  const size_t row_bytes = hd * kBits / 8;
+  const size_t row_bytes = packed_bytes(kBits, hd);
   ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
