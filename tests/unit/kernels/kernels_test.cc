@@ -32,8 +32,10 @@ float abs_dot(const float* a, const float* b, int n) {
 
 TEST(Kernels, MatmulMatchesReferenceOnOddSizes) {
   Rng rng(1);
-  for (int n_tokens : {1, 2, 3, 5, 7}) {
-    for (int n_rows : {1, 3, 4, 7, 33}) {
+  // Up to 16 tokens rows go outermost with the next 4 prefetched (12 rows: two blocks that
+  // prefetch, one that does not); from 17 the tokens go outermost.
+  for (int n_tokens : {1, 2, 3, 5, 7, 16, 17, 22}) {
+    for (int n_rows : {1, 3, 4, 7, 12, 33}) {
       for (int n_in : {1, 7, 8, 31, 33, 127, 172}) {
         auto x = random_vec(rng, size_t(n_tokens) * n_in);
         auto w = random_vec(rng, size_t(n_rows) * n_in);
@@ -58,20 +60,22 @@ TEST(Kernels, MatmulMatchesReferenceOnOddSizes) {
 // independent of the thread count and of prefill batching.
 TEST(Kernels, MatmulIsTilingInvariant) {
   Rng rng(2);
-  const int n_tokens = 9, n_rows = 13, n_in = 67;
-  auto x = random_vec(rng, size_t(n_tokens) * n_in);
-  auto w = random_vec(rng, size_t(n_rows) * n_in);
-  std::vector<float> whole(size_t(n_tokens) * n_rows), parts(whole.size());
-  cpu::matmul({x.data(), w.data(), whole.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
-               n_tokens, n_rows, n_in});
-  for (int t = 0; t < n_tokens; ++t) {
-    for (int r = 0; r < n_rows; ++r) {
-      cpu::matmul({x.data() + size_t(t) * n_in, w.data() + size_t(r) * n_in,
-                   parts.data() + size_t(t) * n_rows + r, size_t(n_in), size_t(n_in),
-                   size_t(n_rows), 1, 1, n_in});
+  const int n_rows = 13, n_in = 67;
+  for (int n_tokens : {9, 21}) {  // rows outermost, tokens outermost
+    auto x = random_vec(rng, size_t(n_tokens) * n_in);
+    auto w = random_vec(rng, size_t(n_rows) * n_in);
+    std::vector<float> whole(size_t(n_tokens) * n_rows), parts(whole.size());
+    cpu::matmul({x.data(), w.data(), whole.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
+                 n_tokens, n_rows, n_in});
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int r = 0; r < n_rows; ++r) {
+        cpu::matmul({x.data() + size_t(t) * n_in, w.data() + size_t(r) * n_in,
+                     parts.data() + size_t(t) * n_rows + r, size_t(n_in), size_t(n_in),
+                     size_t(n_rows), 1, 1, n_in});
+      }
     }
+    EXPECT_EQ(whole, parts) << n_tokens << " tokens";
   }
-  EXPECT_EQ(whole, parts);
 }
 
 // The panel kernel (batched matmuls over packed weights) against the reference on odd sizes,
