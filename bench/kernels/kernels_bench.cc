@@ -34,6 +34,24 @@ void BM_Matmul(benchmark::State& st) {
 }
 BENCHMARK(BM_Matmul)->Args({1, 256, 256})->Args({1, 768, 256})->Args({1, 512, 256})->Args({64, 768, 256})->Args({256, 256, 256});
 
+// The same over 64 MiB of weights, one matrix after another, as a decode step reads a model's
+// weights from memory rather than from cache: "GB/s" is the weights' read rate.
+void BM_MatmulFromMemory(benchmark::State& st) {
+  const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));
+  const size_t per = size_t(r) * k, n_mat = (size_t(64) << 20) / (per * sizeof(float));
+  auto x = rnd(size_t(t) * k), w = rnd(per * n_mat);
+  std::vector<float> y(size_t(t) * r);
+  for (auto _ : st) {
+    for (size_t m = 0; m < n_mat; ++m) {
+      cpu::matmul({x.data(), w.data() + m * per, y.data(), size_t(k), size_t(k), size_t(r), t, r, k});
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GB/s"] =
+      benchmark::Counter(double(per * n_mat * sizeof(float)), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MatmulFromMemory)->Args({1, 96, 256})->Args({8, 96, 256})->Args({8, 768, 256})->Args({16, 96, 256});
+
 void BM_MatmulRef(benchmark::State& st) {
   const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));
   auto x = rnd(size_t(t) * k), w = rnd(size_t(r) * k);
