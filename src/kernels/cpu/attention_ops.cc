@@ -6,6 +6,7 @@
 #define HWY_TARGET_INCLUDE "kernels/cpu/attention_ops.cc"
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
@@ -382,12 +383,21 @@ void ConvertF32ToF16(const float* x, f16_t* y, size_t n) {
   for (; i < n; ++i) y[i] = f32_to_f16(x[i]);
 }
 
-void ConvertF16ToF32(const f16_t* x, float* y, size_t n) {
+void ConvertF16ToF32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) {
   const hn::ScalableTag<float> d;
   const hn::Rebind<hwy::float16_t, decltype(d)> dh;
   const size_t N = hn::Lanes(d);
   const auto* xh = reinterpret_cast<const hwy::float16_t*>(x);
   size_t i = 0;
+  if (prefetch_bytes > 0) {
+    // One prefetch per 64-byte line of the source; the address as an integer, since it may
+    // point past x's end.
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
+    for (; i + N <= n; i += N) {
+      if (i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
+      hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
+    }
+  }
   for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
   for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
 }
@@ -498,8 +508,8 @@ bool rope_rotate_rows(float* x, int n_rows, int head_dim, int rope_dim, const fl
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertF32ToF16)(x, y, n);
 }
-void convert_f16_to_f32(const f16_t* x, float* y, size_t n) {
-  HWY_DYNAMIC_DISPATCH(ConvertF16ToF32)(x, y, n);
+void convert_f16_to_f32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) {
+  HWY_DYNAMIC_DISPATCH(ConvertF16ToF32)(x, y, n, prefetch_bytes);
 }
 }  // namespace kvq::cpu
 #endif

@@ -82,8 +82,11 @@ void swiglu(float* g, const float* u, size_t n);
 // of two, signs from hadamard_signs.
 void hadamard_rows(float* x, int n_rows, int head_dim, const float* signs, bool inverse);
 
-// Converts n floats to f16 (round to nearest even), and back.
+// Converts n floats to f16 (round to nearest even), and back. prefetch_bytes > 0: also
+// prefetches the source that many bytes ahead of where it reads, into L2 (the rows of an F16
+// weight matrix follow each other in memory and a decode step streams them from there; the
+// addresses may pass x's end, which a prefetch never faults on).
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);
-void convert_f16_to_f32(const f16_t* x, float* y, size_t n);
+void convert_f16_to_f32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes = 0);
 
 }  // namespace kvq::cpu
