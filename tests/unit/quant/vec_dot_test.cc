@@ -13,6 +13,7 @@
 
 #include "base/fp16.h"
 #include "base/rng.h"
+#include "quant/ggml_blocks.h"
 #include "quant/weight/vec_dot.h"
 #include "test_util.h"
 
@@ -70,6 +71,27 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
                               vec_dot_q4_k_q8_k);
   check<BlockQ6_K, BlockQ8_K>("q6_k", kQK_K, kQK_K, {offsetof(BlockQ6_K, d)}, dequantize_row_q6_k_ref, quantize_row_q8_k_ref,
                               dequantize_row_q8_k_ref, vec_dot_q6_k_q8_k);
+}
+
+// The x86 Q8_0 / Q4_0 kernels take |w| times a * sign(w) (pmaddubsw), which is exact only for
+// activation codes within +-127 (-128 has no positive counterpart in int8): the activation
+// quantizer never gives -128, at any scale, including rows whose extremes tie or whose scale is
+// near float's smallest normal.
+TEST(VecDot, Q8_0ActivationCodesStayWithin127) {
+  Rng rng(9);
+  for (float scale : {1e-30f, 1e-3f, 1.0f, 7.0f, 3e4f, 1e30f}) {
+    for (int trial = 0; trial < 50; ++trial) {
+      std::vector<float> x(64);
+      for (auto& v : x) v = scale * rng.uniform(-1.0f, 1.0f);
+      x[size_t(trial) % 32] = -scale;  // the block's extreme negative
+      x[32 + size_t(trial) % 32] = trial % 2 ? scale : -scale;
+      std::vector<BlockQ8_0> a(2);
+      ASSERT_TRUE(quantize_row_q8_0(x.data(), a.data(), 64).ok());
+      for (const auto& b : a) {
+        for (int8_t q : b.qs) ASSERT_GE(q, -127) << "scale " << scale;
+      }
+    }
+  }
 }
 
 // The multi-row Q4_K kernel (pairs of rows sharing activation loads) against the single-row
