@@ -131,7 +131,8 @@ constexpr WeightFormat kFormats[] = {
     blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k>(GgmlType::kQ3_K, kQ8_KAct),
     blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k, vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>,
            vec_dot_rows<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k_rows>>(GgmlType::kQ4_K, kQ8_KAct),
-    blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k>(GgmlType::kQ5_K, kQ8_KAct),
+    blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k, vec_dot<BlockQ5_K, BlockQ8_K, vec_dot_q5_k_q8_k>>(
+        GgmlType::kQ5_K, kQ8_KAct),
     blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k, vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>>(
         GgmlType::kQ6_K, kQ8_KAct),
     blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl>(GgmlType::kIQ4_NL, kQ8_0Act),

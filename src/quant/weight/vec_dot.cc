@@ -24,9 +24,16 @@ inline float q8_k_block(float acc, float dw_da, float dmin_da, int32_t sumi, int
   return acc + dw_da * float(sumi) - dmin_da * float(summ);
 }
 
-// Q4_K: the weights' 8 sub-block scales and mins.
-inline void q4_k_scales(const BlockQ4_K& b, uint8_t sc[8], uint8_t m[8]) {
+// Q4_K and Q5_K: the weights' 8 sub-block scales and mins.
+template <typename Block>
+inline void k_scales(const Block& b, uint8_t sc[8], uint8_t m[8]) {
   for (int j = 0; j < 8; ++j) k_scale_min(j, b.scales, &sc[j], &m[j]);
+}
+// Q5_K: weight l of sub-block j (l < 32): nibble of qs[32 (j / 2) + l] (high for odd j) with bit
+// j of qh[l] on top, 0..31.
+inline int8_t q5_k_weight(const BlockQ5_K& b, int j, int l) {
+  const uint8_t q = b.qs[32 * (j / 2) + l];
+  return int8_t((j % 2 ? q >> 4 : q & 15) | (((b.qh[l] >> j) & 1) << 4));
 }
 inline int32_t q4_k_min_sum(const uint8_t m[8], const BlockQ8_K& a) {
   int32_t s = 0;
@@ -153,7 +160,7 @@ HWY_INLINE float HSum(__m128 s) {
 // activations are within +-127, quantize_row_q8_0), the pairs summed to int32 by pmaddwd, and
 // the block's scale d_w d_a (F16C) multiplied in as float: ~8 vector instructions per 32
 // weights, where the portable kernel widened to int16 and converted the scales in software
-// (~50: 10 GB/s of Q8_0 from one core, below the read bandwidth). Prefetches as Q4KRow does.
+// (~50: 10 GB/s of Q8_0 from one core, below the read bandwidth). Prefetches as KQuantRow does.
 constexpr int64_t kQ8PrefetchBytes = 4608;
 HWY_INLINE __m256 Q8_0Block(__m256 acc, __m256i w8, const uint8_t* HWY_RESTRICT a8, f16_t dw, f16_t da) {
   const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a8));
@@ -229,17 +236,20 @@ float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT 
 // does not keep enough lines in flight). Walking two rows at once, to share each activation
 // load, halved that streaming rate (two streams 2.3 KB apart), so rows go one at a time.
 constexpr int kQ4KPrefetchBlocks = 32;
-HWY_INLINE float Q4KRow(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t nb) {
+// Q5_K (kHigh) is Q4_K with a fifth bit per weight: bit j of qh[l] on top of sub-block j's
+// nibbles, at most 2 * 31 * 127 per pmaddubsw pair; the same walk otherwise.
+template <class Block, bool kHigh>
+HWY_INLINE float KQuantRow(const Block* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t nb) {
   const __m256i low_mask = _mm256_set1_epi8(15);
+  const __m256i one = _mm256_set1_epi8(1);
   __m256 acc = _mm256_setzero_ps();
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const char* ahead = reinterpret_cast<const char*>(w + b + kQ4KPrefetchBlocks);
-    _mm_prefetch(ahead, _MM_HINT_T0);  // a block's 144 bytes span up to 3 cache lines
-    _mm_prefetch(ahead + 64, _MM_HINT_T0);
-    _mm_prefetch(ahead + 128, _MM_HINT_T0);
+    // One prefetch per 64 bytes of the block (144 or 176): consecutive blocks cover every line.
+    for (size_t off = 0; off < sizeof(Block); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     const BlockQ8_K& ab = a[b];
-    const BlockQ4_K& wb = w[b];
+    const Block& wb = w[b];
     // The activation's 16-sums added in pairs: the sum over each 32-weight sub-block.
     const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
     const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
@@ -251,12 +261,18 @@ HWY_INLINE float Q4KRow(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RE
     acc_m = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_permute_ps(dd, 0x55), acc_m);
     const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
     __m256i sumi = _mm256_setzero_si256();
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kHigh) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.qh));
     for (int c = 0; c < 4; ++c) {
       const __m256i a_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs + 64 * c));
       const __m256i a_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs + 64 * c + 32));
       const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(bits, low_mask);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_mask);
+      __m256i lo = _mm256_and_si256(bits, low_mask);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_mask);
+      if constexpr (kHigh) {  // bits 2c and 2c + 1 of qh, moved to bit 4
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
       const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), _mm256_shuffle_epi8(scales, ScaleShuffle(2 * c)));
       const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), _mm256_shuffle_epi8(scales, ScaleShuffle(2 * c + 1)));
       sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
@@ -267,12 +283,16 @@ HWY_INLINE float Q4KRow(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RE
 }
 
 float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
-  return Q4KRow(w, a, n / kQK_K);
+  return KQuantRow<BlockQ4_K, false>(w, a, n / kQK_K);
+}
+
+float VecDotQ5K(const BlockQ5_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  return KQuantRow<BlockQ5_K, true>(w, a, n / kQK_K);
 }
 
 void VecDotQ4KRows(const BlockQ4_K* HWY_RESTRICT w, size_t stride, int n_rows, const BlockQ8_K* HWY_RESTRICT a,
                    int64_t n, float* HWY_RESTRICT y) {
-  for (int r = 0; r < n_rows; ++r) y[r] = Q4KRow(w + size_t(r) * stride, a, n / kQK_K);
+  for (int r = 0; r < n_rows; ++r) y[r] = KQuantRow<BlockQ4_K, false>(w + size_t(r) * stride, a, n / kQK_K);
 }
 #else
 float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
@@ -286,7 +306,7 @@ float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
       UnpackNibbles(w[b].qs + 32 * c + 16, 0, q + 64 * c + 16, q + 64 * c + 48);
     }
     uint8_t sc[8], m[8];
-    q4_k_scales(w[b], sc, m);
+    k_scales(w[b], sc, m);
     auto sumi = hn::Zero(d32);
     for (int j = 0; j < 8; ++j) sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q + 32 * j, a[b].qs + 32 * j, 32), hn::Set(d32, int32_t(sc[j]))));
     acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
@@ -298,6 +318,25 @@ float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
 void VecDotQ4KRows(const BlockQ4_K* HWY_RESTRICT w, size_t stride, int n_rows, const BlockQ8_K* HWY_RESTRICT a,
                    int64_t n, float* HWY_RESTRICT y) {
   for (int r = 0; r < n_rows; ++r) y[r] = VecDotQ4K(w + size_t(r) * stride, a, n);
+}
+
+float VecDotQ5K(const BlockQ5_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const D32 d32;
+  auto acc = hn::Zero(DF());
+  float mins = 0;
+  alignas(64) int8_t q[kQK_K];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    for (int j = 0; j < 8; ++j) {
+      for (int l = 0; l < 32; ++l) q[32 * j + l] = q5_k_weight(w[b], j, l);
+    }
+    uint8_t sc[8], m[8];
+    k_scales(w[b], sc, m);
+    auto sumi = hn::Zero(d32);
+    for (int j = 0; j < 8; ++j) sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q + 32 * j, a[b].qs + 32 * j, 32), hn::Set(d32, int32_t(sc[j]))));
+    acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
+    mins += f16_to_f32(w[b].dmin) * a[b].d * float(q4_k_min_sum(m, a[b]));
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc)) - mins;
 }
 #endif
 
@@ -342,6 +381,7 @@ HWY_EXPORT(VecDotQ8_0);
 HWY_EXPORT(VecDotQ4_0);
 HWY_EXPORT(VecDotQ4K);
 HWY_EXPORT(VecDotQ4KRows);
+HWY_EXPORT(VecDotQ5K);
 HWY_EXPORT(VecDotQ6K);
 
 namespace {
@@ -375,11 +415,28 @@ float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
   float acc = 0;
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     uint8_t sc[8], m[8];
-    q4_k_scales(w[b], sc, m);
+    k_scales(w[b], sc, m);
     int32_t sumi = 0;
     for (int j = 0; j < 8; ++j) {
       int8_t q[32];
       for (int l = 0; l < 32; ++l) q[l] = int8_t(j % 2 ? w[b].qs[32 * (j / 2) + l] >> 4 : w[b].qs[32 * (j / 2) + l] & 15);
+      sumi += int32_t(sc[j]) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
+    }
+    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi,
+                     q4_k_min_sum(m, a[b]));
+  }
+  return acc;
+}
+
+float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    uint8_t sc[8], m[8];
+    k_scales(w[b], sc, m);
+    int32_t sumi = 0;
+    for (int j = 0; j < 8; ++j) {
+      int8_t q[32];
+      for (int l = 0; l < 32; ++l) q[l] = q5_k_weight(w[b], j, l);
       sumi += int32_t(sc[j]) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
     }
     acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi,
@@ -407,6 +464,9 @@ float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, Kerne
 }
 float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q4_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4_0)(w, a, n);
+}
+float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q5_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5K)(w, a, n);
 }
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q4_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4K)(w, a, n);

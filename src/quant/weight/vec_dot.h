@@ -12,6 +12,7 @@
 #include "base/kernel_path.h"
 #include "quant/ggml_blocks.h"
 #include "quant/weight/q4_k.h"
+#include "quant/weight/q5_k.h"
 #include "quant/weight/q6_k.h"
 #include "quant/weight/q8_k.h"
 
@@ -20,13 +21,16 @@ namespace kvq {
 // Q8_0 and Q4_0 weights with Q8_0 activations: sum_b d_w d_a sum_j q_w q_a.
 float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n);
 float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n);
-// K-quant weights with Q8_K activations; Q4_K's minimums use the activation's 16-sums.
+// K-quant weights with Q8_K activations; Q4_K's and Q5_K's minimums use the activation's
+// 16-sums.
 float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n);
+float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n);
 float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n);
 
 float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 
 // y[r] = vec_dot_q4_k_q8_k(w + r * row_stride, a, n, path) for r in [0, n_rows) (row_stride in

@@ -69,6 +69,9 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
   check<BlockQ4_K, BlockQ8_K>("q4_k", kQK_K, kQK_K, {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)},
                               dequantize_row_q4_k_ref, quantize_row_q8_k_ref, dequantize_row_q8_k_ref,
                               vec_dot_q4_k_q8_k);
+  check<BlockQ5_K, BlockQ8_K>("q5_k", kQK_K, kQK_K, {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)},
+                              dequantize_row_q5_k_ref, quantize_row_q8_k_ref, dequantize_row_q8_k_ref,
+                              vec_dot_q5_k_q8_k);
   check<BlockQ6_K, BlockQ8_K>("q6_k", kQK_K, kQK_K, {offsetof(BlockQ6_K, d)}, dequantize_row_q6_k_ref, quantize_row_q8_k_ref,
                               dequantize_row_q8_k_ref, vec_dot_q6_k_q8_k);
 }
