@@ -135,8 +135,10 @@ constexpr WeightFormat kFormats[] = {
         GgmlType::kQ5_K, kQ8_KAct),
     blocks<BlockQ6_K, dequantize_row_q6_k_ref, dequantize_row_q6_k, vec_dot<BlockQ6_K, BlockQ8_K, vec_dot_q6_k_q8_k>>(
         GgmlType::kQ6_K, kQ8_KAct),
-    blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl>(GgmlType::kIQ4_NL, kQ8_0Act),
-    blocks<BlockIQ4_XS, dequantize_row_iq4_xs_ref, dequantize_row_iq4_xs>(GgmlType::kIQ4_XS, kQ8_KAct),
+    blocks<BlockIQ4_NL, dequantize_row_iq4_nl_ref, dequantize_row_iq4_nl,
+           vec_dot<BlockIQ4_NL, BlockQ8_0, vec_dot_iq4_nl_q8_0>>(GgmlType::kIQ4_NL, kQ8_0Act),
+    blocks<BlockIQ4_XS, dequantize_row_iq4_xs_ref, dequantize_row_iq4_xs,
+           vec_dot<BlockIQ4_XS, BlockQ8_K, vec_dot_iq4_xs_q8_k>>(GgmlType::kIQ4_XS, kQ8_KAct),
 };
 
 }  // namespace

@@ -41,6 +41,18 @@ inline int32_t q4_k_min_sum(const uint8_t m[8], const BlockQ8_K& a) {
   return s;
 }
 
+// IQ4_XS: sub-block b's scale, ls - 32 (for_each_iq4_xs_sub_block's).
+inline int iq4_xs_scale(const BlockIQ4_XS& x, int b) {
+  return (((x.scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x.scales_h >> (2 * b)) & 3) << 4)) - 32;
+}
+// IQ4 nibbles: 16 bytes to 32 levels, the low nibbles first (the blocks' weight order).
+inline void iq4_levels(const uint8_t* qs, int8_t* q) {
+  for (int j = 0; j < 16; ++j) {
+    q[j] = kIq4nlValues[qs[j] & 0xF];
+    q[j + 16] = kIq4nlValues[qs[j] >> 4];
+  }
+}
+
 }  // namespace
 }  // namespace kvq
 #endif  // KVQ_QUANT_WEIGHT_VEC_DOT_HELPERS_
@@ -105,6 +117,31 @@ float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT 
   for (int64_t b = 0; b < n / 32; ++b) {
     UnpackNibbles(w[b].qs, 8, q, q + 16);
     acc = AccumulateBlock(acc, DotI8Lanes(q, a[b].qs, 32), f16_to_f32(w[b].d) * f16_to_f32(a[b].d));
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc));
+}
+
+float VecDotIQ4NL(const BlockIQ4_NL* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
+  auto acc = hn::Zero(DF());
+  alignas(32) int8_t q[32];
+  for (int64_t b = 0; b < n / 32; ++b) {
+    iq4_levels(w[b].qs, q);
+    acc = AccumulateBlock(acc, DotI8Lanes(q, a[b].qs, 32), f16_to_f32(w[b].d) * f16_to_f32(a[b].d));
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc));
+}
+
+float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const D32 d32;
+  auto acc = hn::Zero(DF());
+  alignas(32) int8_t q[32];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    auto sumi = hn::Zero(d32);
+    for (int j = 0; j < 8; ++j) {
+      iq4_levels(w[b].qs + 16 * j, q);
+      sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q, a[b].qs + 32 * j, 32), hn::Set(d32, int32_t(iq4_xs_scale(w[b], j)))));
+    }
+    acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
   }
   return hn::GetLane(hn::SumOfLanes(DF(), acc));
 }
@@ -226,6 +263,48 @@ float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT 
     const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
     acc = Q8_0Block(acc, _mm256_sub_epi8(nib, _mm256_set1_epi8(8)), reinterpret_cast<const uint8_t*>(a[b].qs), w[b].d,
                     a[b].d);
+  }
+  return HSum(acc);
+}
+
+// IQ4: 16 bytes of nibbles to their 32 levels in weight order (low nibbles, then high), by one
+// pshufb of kIq4nlValues (levels within +-127, so the sign trick of Q8_0Block holds).
+HWY_INLINE __m256i IQ4Levels(const uint8_t* HWY_RESTRICT qs, __m256i table) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+  return _mm256_shuffle_epi8(table, nib);
+}
+HWY_INLINE __m256i IQ4Table() {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+}
+
+float VecDotIQ4NL(const BlockIQ4_NL* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
+  const __m256i table = IQ4Table();
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b) {
+    PrefetchBlockAhead(w + b);
+    acc = Q8_0Block(acc, IQ4Levels(w[b].qs, table), reinterpret_cast<const uint8_t*>(a[b].qs), w[b].d, a[b].d);
+  }
+  return HSum(acc);
+}
+
+// IQ4_XS: each 32-weight sub-block's pair sums (pmaddubsw, as Q8_0Block) times its scale ls - 32
+// by pmaddwd (at most 2 * 32 * 32,258 in int32), then d_w d_a once per 256 weights.
+float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const __m256i table = IQ4Table();
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
+    for (size_t off = 0; off < sizeof(BlockIQ4_XS); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    const BlockIQ4_XS& wb = w[b];
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w8 = IQ4Levels(wb.qs + 16 * j, table);
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 32 * j));
+      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w8, w8), _mm256_sign_epi8(av, w8));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, _mm256_set1_epi16(int16_t(iq4_xs_scale(wb, j)))));
+    }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(wb.d) * a[b].d), acc);
   }
   return HSum(acc);
 }
@@ -379,6 +458,8 @@ namespace kvq {
 
 HWY_EXPORT(VecDotQ8_0);
 HWY_EXPORT(VecDotQ4_0);
+HWY_EXPORT(VecDotIQ4NL);
+HWY_EXPORT(VecDotIQ4XS);
 HWY_EXPORT(VecDotQ4K);
 HWY_EXPORT(VecDotQ4KRows);
 HWY_EXPORT(VecDotQ5K);
@@ -407,6 +488,30 @@ float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n) {
       q[j + 16] = int8_t((w[b].qs[j] >> 4) - 8);
     }
     acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(q, a[b].qs, 32));
+  }
+  return acc;
+}
+
+float vec_dot_iq4_nl_q8_0_ref(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int8_t q[32];
+    iq4_levels(w[b].qs, q);
+    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(q, a[b].qs, 32));
+  }
+  return acc;
+}
+
+float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 8; ++j) {
+      int8_t q[32];
+      iq4_levels(w[b].qs + 16 * j, q);
+      sumi += iq4_xs_scale(w[b], j) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
+    }
+    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, 0.0f, sumi, 0);
   }
   return acc;
 }
@@ -467,6 +572,12 @@ float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, Kerne
 }
 float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q5_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5K)(w, a, n);
+}
+float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_iq4_nl_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotIQ4NL)(w, a, n);
+}
+float vec_dot_iq4_xs_q8_k(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_iq4_xs_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotIQ4XS)(w, a, n);
 }
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q4_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4K)(w, a, n);

@@ -11,6 +11,8 @@
 
 #include "base/kernel_path.h"
 #include "quant/ggml_blocks.h"
+#include "quant/weight/iq4_nl.h"
+#include "quant/weight/iq4_xs.h"
 #include "quant/weight/q4_k.h"
 #include "quant/weight/q5_k.h"
 #include "quant/weight/q6_k.h"
@@ -21,6 +23,9 @@ namespace kvq {
 // Q8_0 and Q4_0 weights with Q8_0 activations: sum_b d_w d_a sum_j q_w q_a.
 float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n);
 float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n);
+// IQ4_NL (Q8_0 activations) and IQ4_XS (Q8_K): each nibble's level from kIq4nlValues.
+float vec_dot_iq4_nl_q8_0_ref(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n);
+float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n);
 // K-quant weights with Q8_K activations; Q4_K's and Q5_K's minimums use the activation's
 // 16-sums.
 float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n);
@@ -29,6 +34,8 @@ float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n);
 
 float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_iq4_xs_q8_k(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);

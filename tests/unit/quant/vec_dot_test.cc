@@ -66,6 +66,10 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
                               dequantize_row_q8_0_ref, vec_dot_q8_0_q8_0);
   check<BlockQ4_0, BlockQ8_0>("q4_0", 32, 32, {offsetof(BlockQ4_0, d)}, dequantize_row_q4_0_ref, quantize_row_q8_0_ref,
                               dequantize_row_q8_0_ref, vec_dot_q4_0_q8_0);
+  check<BlockIQ4_NL, BlockQ8_0>("iq4_nl", 32, 32, {offsetof(BlockIQ4_NL, d)}, dequantize_row_iq4_nl_ref,
+                                quantize_row_q8_0_ref, dequantize_row_q8_0_ref, vec_dot_iq4_nl_q8_0);
+  check<BlockIQ4_XS, BlockQ8_K>("iq4_xs", kQK_K, kQK_K, {offsetof(BlockIQ4_XS, d)}, dequantize_row_iq4_xs_ref,
+                                quantize_row_q8_k_ref, dequantize_row_q8_k_ref, vec_dot_iq4_xs_q8_k);
   check<BlockQ4_K, BlockQ8_K>("q4_k", kQK_K, kQK_K, {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)},
                               dequantize_row_q4_k_ref, quantize_row_q8_k_ref, dequantize_row_q8_k_ref,
                               vec_dot_q4_k_q8_k);
