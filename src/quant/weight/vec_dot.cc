@@ -41,6 +41,23 @@ inline int32_t q4_k_min_sum(const uint8_t m[8], const BlockQ8_K& a) {
   return s;
 }
 
+// Q4_1, Q5_0, Q5_1: a block's 32 codes in weight order (the low nibbles, then the high ones),
+// with bit j of qh on top of code j for the 5-bit types: 0..15 or 0..31.
+template <class Block>
+inline void legacy_codes(const Block& b, uint8_t q[32]) {
+  uint32_t qh = 0;
+  if constexpr (requires { b.qh; }) std::memcpy(&qh, b.qh, 4);
+  for (int j = 0; j < 16; ++j) {
+    q[j] = uint8_t((b.qs[j] & 15) | (((qh >> j) & 1) << 4));
+    q[j + 16] = uint8_t((b.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+  }
+}
+inline int32_t code_sum(const int8_t* a) {
+  int32_t s = 0;
+  for (int j = 0; j < 32; ++j) s += a[j];
+  return s;
+}
+
 // IQ4_XS: sub-block b's scale, ls - 32 (for_each_iq4_xs_sub_block's).
 inline int iq4_xs_scale(const BlockIQ4_XS& x, int b) {
   return (((x.scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x.scales_h >> (2 * b)) & 3) << 4)) - 32;
@@ -144,6 +161,24 @@ float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRI
     acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
   }
   return hn::GetLane(hn::SumOfLanes(DF(), acc));
+}
+
+template <class Block>
+float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
+  auto acc = hn::Zero(DF());
+  float mins = 0;
+  alignas(32) uint8_t q[32];
+  for (int64_t b = 0; b < n / 32; ++b) {
+    legacy_codes(w[b], q);
+    const float da = f16_to_f32(a[b].d);
+    if constexpr (requires { w[b].m; }) {
+      mins += f16_to_f32(w[b].m) * da * float(code_sum(a[b].qs));
+    } else {
+      for (auto& c : q) c = uint8_t(c - 16);  // Q5_0: signed, two's complement
+    }
+    acc = AccumulateBlock(acc, DotI8Lanes(reinterpret_cast<const int8_t*>(q), a[b].qs, 32), f16_to_f32(w[b].d) * da);
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc)) + mins;
 }
 #endif
 
@@ -309,6 +344,44 @@ float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRI
   return HSum(acc);
 }
 
+// Q4_1, Q5_0, Q5_1 (ggml's layouts): the 32 codes in weight order in one register, the 5-bit
+// types' qh bits spread to bytes (ggml's bytes_from_bits_32: each byte gets its qh byte, or-ed
+// with a mask that leaves all ones exactly where its bit is set) and or-ed in as 16. Q5_0's codes
+// minus 16 go through Q8_0Block's sign trick; Q4_1's and Q5_1's stay unsigned for pmaddubsw (at
+// most 2 * 31 * 127) and their minimum m multiplies the activation block's code sum.
+HWY_INLINE __m256i BitsToBytes(const uint8_t* HWY_RESTRICT qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int(bits)), shuf);
+  const __m256i set = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_cmpeq_epi8(set, _mm256_set1_epi8(-1));
+}
+
+template <class Block>
+float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b) {
+    PrefetchBlockAhead(w + b);
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+    if constexpr (requires { w[b].qh; }) v = _mm256_or_si256(v, _mm256_and_si256(BitsToBytes(w[b].qh), _mm256_set1_epi8(16)));
+    const uint8_t* a8 = reinterpret_cast<const uint8_t*>(a[b].qs);
+    if constexpr (requires { w[b].m; }) {
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a8));
+      const float da = _cvtsh_ss(a[b].d);
+      const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), ones16);
+      const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av), ones16);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(_cvtsh_ss(w[b].d) * da), acc);
+      acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_set1_ps(_cvtsh_ss(w[b].m) * da), acc_m);
+    } else {
+      acc = Q8_0Block(acc, _mm256_sub_epi8(v, _mm256_set1_epi8(16)), a8, w[b].d, a[b].d);
+    }
+  }
+  return HSum(acc) + HSum(acc_m);
+}
+
 // One weight row's dot with a, n / 256 blocks. Prefetches kQ4KPrefetchBlocks ahead (into the
 // next rows at a row's end; a prefetch past the matrix is harmless): a one-thread loop over a
 // 75 MB matrix ran at 8-10 Gweights/s without it, 12-18 with it (the hardware prefetcher alone
@@ -449,6 +522,10 @@ float VecDotQ6K(const BlockQ6_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
 }
 #endif
 
+float VecDotQ4_1(const BlockQ4_1* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
+float VecDotQ5_0(const BlockQ5_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
+float VecDotQ5_1(const BlockQ5_1* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
+
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq
 HWY_AFTER_NAMESPACE();
@@ -458,6 +535,9 @@ namespace kvq {
 
 HWY_EXPORT(VecDotQ8_0);
 HWY_EXPORT(VecDotQ4_0);
+HWY_EXPORT(VecDotQ4_1);
+HWY_EXPORT(VecDotQ5_0);
+HWY_EXPORT(VecDotQ5_1);
 HWY_EXPORT(VecDotIQ4NL);
 HWY_EXPORT(VecDotIQ4XS);
 HWY_EXPORT(VecDotQ4K);
@@ -491,6 +571,27 @@ float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n) {
   }
   return acc;
 }
+
+namespace {
+template <class Block>
+float legacy_row_ref(const Block* w, const BlockQ8_0* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    uint8_t q[32];
+    legacy_codes(w[b], q);
+    int8_t qi[32];
+    constexpr bool kMin = requires { w[b].m; };
+    for (int j = 0; j < 32; ++j) qi[j] = int8_t(kMin ? q[j] : q[j] - 16);
+    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(qi, a[b].qs, 32));
+    if constexpr (kMin) acc += float(code_sum(a[b].qs)) * (f16_to_f32(w[b].m) * f16_to_f32(a[b].d));
+  }
+  return acc;
+}
+}  // namespace
+
+float vec_dot_q4_1_q8_0_ref(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
+float vec_dot_q5_0_q8_0_ref(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
+float vec_dot_q5_1_q8_0_ref(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
 
 float vec_dot_iq4_nl_q8_0_ref(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n) {
   float acc = 0;
@@ -572,6 +673,15 @@ float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, Kerne
 }
 float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q5_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5K)(w, a, n);
+}
+float vec_dot_q4_1_q8_0(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q4_1_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4_1)(w, a, n);
+}
+float vec_dot_q5_0_q8_0(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q5_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5_0)(w, a, n);
+}
+float vec_dot_q5_1_q8_0(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q5_1_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5_1)(w, a, n);
 }
 float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_iq4_nl_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotIQ4NL)(w, a, n);

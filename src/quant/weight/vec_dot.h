@@ -13,7 +13,10 @@
 #include "quant/ggml_blocks.h"
 #include "quant/weight/iq4_nl.h"
 #include "quant/weight/iq4_xs.h"
+#include "quant/weight/q4_1.h"
 #include "quant/weight/q4_k.h"
+#include "quant/weight/q5_0.h"
+#include "quant/weight/q5_1.h"
 #include "quant/weight/q5_k.h"
 #include "quant/weight/q6_k.h"
 #include "quant/weight/q8_k.h"
@@ -23,6 +26,11 @@ namespace kvq {
 // Q8_0 and Q4_0 weights with Q8_0 activations: sum_b d_w d_a sum_j q_w q_a.
 float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n);
 float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n);
+// Q4_1 and Q5_1 (d q + m, q unsigned) and Q5_0 (d (q - 16)) with Q8_0 activations: Q4_1's and
+// Q5_1's m times d_a and the activation block's code sum.
+float vec_dot_q4_1_q8_0_ref(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n);
+float vec_dot_q5_0_q8_0_ref(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n);
+float vec_dot_q5_1_q8_0_ref(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n);
 // IQ4_NL (Q8_0 activations) and IQ4_XS (Q8_K): each nibble's level from kIq4nlValues.
 float vec_dot_iq4_nl_q8_0_ref(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n);
 float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n);
@@ -34,6 +42,9 @@ float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n);
 
 float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q4_1_q8_0(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q5_0_q8_0(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q5_1_q8_0(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_iq4_xs_q8_k(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);

@@ -66,6 +66,12 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
                               dequantize_row_q8_0_ref, vec_dot_q8_0_q8_0);
   check<BlockQ4_0, BlockQ8_0>("q4_0", 32, 32, {offsetof(BlockQ4_0, d)}, dequantize_row_q4_0_ref, quantize_row_q8_0_ref,
                               dequantize_row_q8_0_ref, vec_dot_q4_0_q8_0);
+  check<BlockQ4_1, BlockQ8_0>("q4_1", 32, 32, {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)}, dequantize_row_q4_1_ref,
+                              quantize_row_q8_0_ref, dequantize_row_q8_0_ref, vec_dot_q4_1_q8_0);
+  check<BlockQ5_0, BlockQ8_0>("q5_0", 32, 32, {offsetof(BlockQ5_0, d)}, dequantize_row_q5_0_ref, quantize_row_q8_0_ref,
+                              dequantize_row_q8_0_ref, vec_dot_q5_0_q8_0);
+  check<BlockQ5_1, BlockQ8_0>("q5_1", 32, 32, {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)}, dequantize_row_q5_1_ref,
+                              quantize_row_q8_0_ref, dequantize_row_q8_0_ref, vec_dot_q5_1_q8_0);
   check<BlockIQ4_NL, BlockQ8_0>("iq4_nl", 32, 32, {offsetof(BlockIQ4_NL, d)}, dequantize_row_iq4_nl_ref,
                                 quantize_row_q8_0_ref, dequantize_row_q8_0_ref, vec_dot_iq4_nl_q8_0);
   check<BlockIQ4_XS, BlockQ8_K>("iq4_xs", kQK_K, kQK_K, {offsetof(BlockIQ4_XS, d)}, dequantize_row_iq4_xs_ref,
