@@ -130,8 +130,10 @@ constexpr WeightFormat kFormats[] = {
         GgmlType::kQ5_0, kQ8_0Act),
     blocks<BlockQ5_1, dequantize_row_q5_1_ref, dequantize_row_q5_1, vec_dot<BlockQ5_1, BlockQ8_0, vec_dot_q5_1_q8_0>>(
         GgmlType::kQ5_1, kQ8_0Act),
-    blocks<BlockQ2_K, dequantize_row_q2_k_ref, dequantize_row_q2_k>(GgmlType::kQ2_K, kQ8_KAct),
-    blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k>(GgmlType::kQ3_K, kQ8_KAct),
+    blocks<BlockQ2_K, dequantize_row_q2_k_ref, dequantize_row_q2_k, vec_dot<BlockQ2_K, BlockQ8_K, vec_dot_q2_k_q8_k>>(
+        GgmlType::kQ2_K, kQ8_KAct),
+    blocks<BlockQ3_K, dequantize_row_q3_k_ref, dequantize_row_q3_k, vec_dot<BlockQ3_K, BlockQ8_K, vec_dot_q3_k_q8_k>>(
+        GgmlType::kQ3_K, kQ8_KAct),
     blocks<BlockQ4_K, dequantize_row_q4_k_ref, dequantize_row_q4_k, vec_dot<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k>,
            vec_dot_rows<BlockQ4_K, BlockQ8_K, vec_dot_q4_k_q8_k_rows>>(GgmlType::kQ4_K, kQ8_KAct),
     blocks<BlockQ5_K, dequantize_row_q5_k_ref, dequantize_row_q5_k, vec_dot<BlockQ5_K, BlockQ8_K, vec_dot_q5_k_q8_k>>(

@@ -58,6 +58,18 @@ inline int32_t code_sum(const int8_t* a) {
   return s;
 }
 
+// Q2_K and Q3_K: the block's 256 codes in weight order, 128h + 32p + l from bits 2p, 2p + 1 of
+// qs[32h + l] (Q3_K: minus 4 unless bit 4h + p of hmask[l] is set).
+inline void q2_k_codes(const BlockQ2_K& b, int8_t q[256]) {
+  for (int i = 0; i < 256; ++i) q[i] = int8_t((b.qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3);
+}
+inline void q3_k_codes(const BlockQ3_K& b, int8_t q[256]) {
+  for (int i = 0; i < 256; ++i) {
+    const int h = i / 128, p = (i % 128) / 32, l = i % 32;
+    q[i] = int8_t(((b.qs[32 * h + l] >> (2 * p)) & 3) - ((b.hmask[l] >> (4 * h + p)) & 1 ? 0 : 4));
+  }
+}
+
 // IQ4_XS: sub-block b's scale, ls - 32 (for_each_iq4_xs_sub_block's).
 inline int iq4_xs_scale(const BlockIQ4_XS& x, int b) {
   return (((x.scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x.scales_h >> (2 * b)) & 3) << 4)) - 32;
@@ -179,6 +191,40 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
     acc = AccumulateBlock(acc, DotI8Lanes(reinterpret_cast<const int8_t*>(q), a[b].qs, 32), f16_to_f32(w[b].d) * da);
   }
   return hn::GetLane(hn::SumOfLanes(DF(), acc)) + mins;
+}
+
+float VecDotQ2K(const BlockQ2_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const D32 d32;
+  auto acc = hn::Zero(DF());
+  float mins = 0;
+  alignas(64) int8_t q[kQK_K];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    q2_k_codes(w[b], q);
+    auto sumi = hn::Zero(d32);
+    int32_t summ = 0;
+    for (int g = 0; g < 16; ++g) {
+      sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q + 16 * g, a[b].qs + 16 * g, 16), hn::Set(d32, int32_t(w[b].scales[g] & 15))));
+      summ += int32_t(w[b].scales[g] >> 4) * a[b].bsums[g];
+    }
+    acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
+    mins += f16_to_f32(w[b].dmin) * a[b].d * float(summ);
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc)) - mins;
+}
+
+float VecDotQ3K(const BlockQ3_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const D32 d32;
+  auto acc = hn::Zero(DF());
+  alignas(64) int8_t q[kQK_K];
+  int8_t sc[16];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    q3_k_codes(w[b], q);
+    unpack_q3_k_scales(w[b].scales, sc);
+    auto sumi = hn::Zero(d32);
+    for (int g = 0; g < 16; ++g) sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q + 16 * g, a[b].qs + 16 * g, 16), hn::Set(d32, int32_t(sc[g]))));
+    acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
+  }
+  return hn::GetLane(hn::SumOfLanes(DF(), acc));
 }
 #endif
 
@@ -382,6 +428,68 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
   return HSum(acc) + HSum(acc_m);
 }
 
+// Q2_K and Q3_K: per half h of the block, weights 128h + 32p + l come from bits 2p, 2p + 1 of
+// qs[32h + l] (Q3_K: plus 4 where bit 4h + p of hmask[l] is set, the offset 4 then taken off
+// as 4 * the activation's pair sums), unsigned for pmaddubsw (at most 2 * 7 * 127); each 16
+// weights' scale by pmaddwd (Q3_K's signed 6-bit ones unpacked per block). Q2_K's minimums
+// times the activation's 16-sums once per block, as the reference.
+HWY_INLINE __m256i PairScales(int8_t lo, int8_t hi) { return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)); }
+
+float VecDotQ2K(const BlockQ2_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
+    for (size_t off = 0; off < sizeof(BlockQ2_K); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    const BlockQ2_K& wb = w[b];
+    __m256i sumi = _mm256_setzero_si256();
+    int32_t summ = 0;
+    for (int g = 0; g < 16; ++g) summ += int32_t(wb.scales[g] >> 4) * a[b].bsums[g];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.qs + 32 * h));
+      for (int p = 0; p < 4; ++p) {
+        const __m256i v = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * p), m3);
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * p));
+        const int g = 8 * h + 2 * p;
+        const __m256i sc = PairScales(int8_t(wb.scales[g] & 15), int8_t(wb.scales[g + 1] & 15));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), sc));
+      }
+    }
+    const float da = a[b].d;
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(wb.d) * da), acc);
+    mins += _cvtsh_ss(wb.dmin) * da * float(summ);
+  }
+  return HSum(acc) - mins;
+}
+
+float VecDotQ3K(const BlockQ3_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  __m256 acc = _mm256_setzero_ps();
+  int8_t sc[16];
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
+    for (size_t off = 0; off < sizeof(BlockQ3_K); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    const BlockQ3_K& wb = w[b];
+    unpack_q3_k_scales(wb.scales, sc);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.hmask));
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.qs + 32 * h));
+      for (int p = 0; p < 4; ++p) {
+        const __m256i hbit = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + p), one);
+        const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qs, 2 * p), m3), _mm256_slli_epi16(hbit, 2));
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * p));
+        const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(v, av), _mm256_maddubs_epi16(four, av));
+        const int g = 8 * h + 2 * p;
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, PairScales(sc[g], sc[g + 1])));
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(wb.d) * a[b].d), acc);
+  }
+  return HSum(acc);
+}
+
 // One weight row's dot with a, n / 256 blocks. Prefetches kQ4KPrefetchBlocks ahead (into the
 // next rows at a row's end; a prefetch past the matrix is harmless): a one-thread loop over a
 // 75 MB matrix ran at 8-10 Gweights/s without it, 12-18 with it (the hardware prefetcher alone
@@ -540,6 +648,8 @@ HWY_EXPORT(VecDotQ5_0);
 HWY_EXPORT(VecDotQ5_1);
 HWY_EXPORT(VecDotIQ4NL);
 HWY_EXPORT(VecDotIQ4XS);
+HWY_EXPORT(VecDotQ2K);
+HWY_EXPORT(VecDotQ3K);
 HWY_EXPORT(VecDotQ4K);
 HWY_EXPORT(VecDotQ4KRows);
 HWY_EXPORT(VecDotQ5K);
@@ -634,6 +744,34 @@ float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
   return acc;
 }
 
+float vec_dot_q2_k_q8_k_ref(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int8_t q[kQK_K];
+    q2_k_codes(w[b], q);
+    int32_t sumi = 0, summ = 0;
+    for (int g = 0; g < 16; ++g) {
+      sumi += int32_t(w[b].scales[g] & 15) * dot_i8_ref(q + 16 * g, a[b].qs + 16 * g, 16);
+      summ += int32_t(w[b].scales[g] >> 4) * a[b].bsums[g];
+    }
+    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi, summ);
+  }
+  return acc;
+}
+
+float vec_dot_q3_k_q8_k_ref(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int8_t q[kQK_K], sc[16];
+    q3_k_codes(w[b], q);
+    unpack_q3_k_scales(w[b].scales, sc);
+    int32_t sumi = 0;
+    for (int g = 0; g < 16; ++g) sumi += int32_t(sc[g]) * dot_i8_ref(q + 16 * g, a[b].qs + 16 * g, 16);
+    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, 0.0f, sumi, 0);
+  }
+  return acc;
+}
+
 float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n) {
   float acc = 0;
   for (int64_t b = 0; b < n / kQK_K; ++b) {
@@ -670,6 +808,12 @@ float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, Kerne
 }
 float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q4_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4_0)(w, a, n);
+}
+float vec_dot_q2_k_q8_k(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q2_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ2K)(w, a, n);
+}
+float vec_dot_q3_k_q8_k(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
+  return path == KernelPath::kRef ? vec_dot_q3_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ3K)(w, a, n);
 }
 float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
   return path == KernelPath::kRef ? vec_dot_q5_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5K)(w, a, n);

@@ -13,6 +13,8 @@
 #include "quant/ggml_blocks.h"
 #include "quant/weight/iq4_nl.h"
 #include "quant/weight/iq4_xs.h"
+#include "quant/weight/q2_k.h"
+#include "quant/weight/q3_k.h"
 #include "quant/weight/q4_1.h"
 #include "quant/weight/q4_k.h"
 #include "quant/weight/q5_0.h"
@@ -38,6 +40,9 @@ float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t 
 // 16-sums.
 float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n);
 float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n);
+// Q2_K (its 4-bit minimums with the activation's 16-sums) and Q3_K (signed 6-bit scales).
+float vec_dot_q2_k_q8_k_ref(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n);
+float vec_dot_q3_k_q8_k_ref(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n);
 float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n);
 
 float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
@@ -48,6 +53,8 @@ float vec_dot_q5_1_q8_0(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n, Kerne
 float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_iq4_xs_q8_k(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q2_k_q8_k(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
+float vec_dot_q3_k_q8_k(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path = KernelPath::kSimd);
 

@@ -76,6 +76,11 @@ TEST(VecDot, EveryTargetMatchesTheReference) {
                                 quantize_row_q8_0_ref, dequantize_row_q8_0_ref, vec_dot_iq4_nl_q8_0);
   check<BlockIQ4_XS, BlockQ8_K>("iq4_xs", kQK_K, kQK_K, {offsetof(BlockIQ4_XS, d)}, dequantize_row_iq4_xs_ref,
                                 quantize_row_q8_k_ref, dequantize_row_q8_k_ref, vec_dot_iq4_xs_q8_k);
+  check<BlockQ2_K, BlockQ8_K>("q2_k", kQK_K, kQK_K, {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)},
+                              dequantize_row_q2_k_ref, quantize_row_q8_k_ref, dequantize_row_q8_k_ref,
+                              vec_dot_q2_k_q8_k);
+  check<BlockQ3_K, BlockQ8_K>("q3_k", kQK_K, kQK_K, {offsetof(BlockQ3_K, d)}, dequantize_row_q3_k_ref,
+                              quantize_row_q8_k_ref, dequantize_row_q8_k_ref, vec_dot_q3_k_q8_k);
   check<BlockQ4_K, BlockQ8_K>("q4_k", kQK_K, kQK_K, {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)},
                               dequantize_row_q4_k_ref, quantize_row_q8_k_ref, dequantize_row_q8_k_ref,
                               vec_dot_q4_k_q8_k);
