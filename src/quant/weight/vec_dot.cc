@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// vec_dot.h: scalar references and Highway kernels. Each block's weights are unpacked to int8
-// (in registers, stored to a 32- or 256-byte stack buffer), then multiplied with the int8
-// activations in int16 pairs summed to int32 (ReorderWidenMulAccumulate: pmaddwd on x86).
+// vec_dot.h: scalar references and Highway kernels. On x86 with AVX2 or AVX-512 each type has a
+// kernel in registers on pmaddubsw (below, "x86"); elsewhere each block's weights are unpacked
+// to int8 in a 32- or 256-byte stack buffer, then multiplied with the int8 activations in int16
+// pairs summed to int32 (ReorderWidenMulAccumulate).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "quant/weight/vec_dot.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -803,39 +804,25 @@ float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n) {
   return acc;
 }
 
-float vec_dot_q8_0_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q8_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ8_0)(w, a, n);
-}
-float vec_dot_q4_0_q8_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q4_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4_0)(w, a, n);
-}
-float vec_dot_q2_k_q8_k(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q2_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ2K)(w, a, n);
-}
-float vec_dot_q3_k_q8_k(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q3_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ3K)(w, a, n);
-}
-float vec_dot_q5_k_q8_k(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q5_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5K)(w, a, n);
-}
-float vec_dot_q4_1_q8_0(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q4_1_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4_1)(w, a, n);
-}
-float vec_dot_q5_0_q8_0(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q5_0_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5_0)(w, a, n);
-}
-float vec_dot_q5_1_q8_0(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q5_1_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ5_1)(w, a, n);
-}
-float vec_dot_iq4_nl_q8_0(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_iq4_nl_q8_0_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotIQ4NL)(w, a, n);
-}
-float vec_dot_iq4_xs_q8_k(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_iq4_xs_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotIQ4XS)(w, a, n);
-}
-float vec_dot_q4_k_q8_k(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q4_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ4K)(w, a, n);
-}
+// Each type's entry: its reference on KernelPath::kRef, else the dispatched target's kernel.
+#define KVQ_VEC_DOT_ENTRY(name, Block, ActBlock, Kernel)                                       \
+  float name(const Block* w, const ActBlock* a, int64_t n, KernelPath path) {                 \
+    return path == KernelPath::kRef ? name##_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(Kernel)(w, a, n); \
+  }
+KVQ_VEC_DOT_ENTRY(vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0, VecDotQ8_0)
+KVQ_VEC_DOT_ENTRY(vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0, VecDotQ4_0)
+KVQ_VEC_DOT_ENTRY(vec_dot_q2_k_q8_k, BlockQ2_K, BlockQ8_K, VecDotQ2K)
+KVQ_VEC_DOT_ENTRY(vec_dot_q3_k_q8_k, BlockQ3_K, BlockQ8_K, VecDotQ3K)
+KVQ_VEC_DOT_ENTRY(vec_dot_q5_k_q8_k, BlockQ5_K, BlockQ8_K, VecDotQ5K)
+KVQ_VEC_DOT_ENTRY(vec_dot_q4_1_q8_0, BlockQ4_1, BlockQ8_0, VecDotQ4_1)
+KVQ_VEC_DOT_ENTRY(vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0, VecDotQ5_0)
+KVQ_VEC_DOT_ENTRY(vec_dot_q5_1_q8_0, BlockQ5_1, BlockQ8_0, VecDotQ5_1)
+KVQ_VEC_DOT_ENTRY(vec_dot_iq4_nl_q8_0, BlockIQ4_NL, BlockQ8_0, VecDotIQ4NL)
+KVQ_VEC_DOT_ENTRY(vec_dot_iq4_xs_q8_k, BlockIQ4_XS, BlockQ8_K, VecDotIQ4XS)
+KVQ_VEC_DOT_ENTRY(vec_dot_q4_k_q8_k, BlockQ4_K, BlockQ8_K, VecDotQ4K)
+KVQ_VEC_DOT_ENTRY(vec_dot_q6_k_q8_k, BlockQ6_K, BlockQ8_K, VecDotQ6K)
+#undef KVQ_VEC_DOT_ENTRY
+
 void vec_dot_q4_k_q8_k_rows(const BlockQ4_K* w, size_t row_stride, int n_rows, const BlockQ8_K* a, int64_t n, float* y,
                             KernelPath path) {
   if (path == KernelPath::kRef) {
@@ -843,9 +830,6 @@ void vec_dot_q4_k_q8_k_rows(const BlockQ4_K* w, size_t row_stride, int n_rows, c
     return;
   }
   HWY_DYNAMIC_DISPATCH(VecDotQ4KRows)(w, row_stride, n_rows, a, n, y);
-}
-float vec_dot_q6_k_q8_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n, KernelPath path) {
-  return path == KernelPath::kRef ? vec_dot_q6_k_q8_k_ref(w, a, n) : HWY_DYNAMIC_DISPATCH(VecDotQ6K)(w, a, n);
 }
 
 }  // namespace kvq
