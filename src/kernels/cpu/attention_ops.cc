@@ -402,6 +402,21 @@ void ConvertF16ToF32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) 
   for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
 }
 
+// bf16 is a float's upper 16 bits: each widened to 32 and shifted up (exact).
+void ConvertBf16ToF32(const bf16_t* x, float* y, size_t n, size_t prefetch_bytes) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const hn::Rebind<uint16_t, decltype(d)> d16;
+  const size_t N = hn::Lanes(d);
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    if (prefetch_bytes > 0 && i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
+    hn::StoreU(hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, x + i)))), d, y + i);
+  }
+  for (; i < n; ++i) y[i] = bf16_to_f32(x[i]);
+}
+
 // Softmax over x[0, n): vector max, Highway Exp (within a few ulp of expf), float lane sums.
 // Tail elements go through the same vector code via a padded buffer, so every element is
 // computed the same way wherever it sits.
@@ -479,6 +494,7 @@ HWY_EXPORT(RopeRowsTable);
 HWY_EXPORT(RopeRotateRows);
 HWY_EXPORT(ConvertF32ToF16);
 HWY_EXPORT(ConvertF16ToF32);
+HWY_EXPORT(ConvertBf16ToF32);
 HWY_EXPORT(Softmax);
 void softmax(float* x, int n, bool round_f16, float* max, float* sum) {
   HWY_DYNAMIC_DISPATCH(Softmax)(x, n, round_f16, max, sum);
@@ -510,6 +526,9 @@ void convert_f32_to_f16(const float* x, f16_t* y, size_t n) {
 }
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) {
   HWY_DYNAMIC_DISPATCH(ConvertF16ToF32)(x, y, n, prefetch_bytes);
+}
+void convert_bf16_to_f32(const bf16_t* x, float* y, size_t n, size_t prefetch_bytes) {
+  HWY_DYNAMIC_DISPATCH(ConvertBf16ToF32)(x, y, n, prefetch_bytes);
 }
 }  // namespace kvq::cpu
 #endif

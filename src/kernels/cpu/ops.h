@@ -88,5 +88,7 @@ void hadamard_rows(float* x, int n_rows, int head_dim, const float* signs, bool 
 // addresses may pass x's end, which a prefetch never faults on).
 void convert_f32_to_f16(const float* x, f16_t* y, size_t n);
 void convert_f16_to_f32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes = 0);
+// bf16 to float (exact), prefetching as convert_f16_to_f32.
+void convert_bf16_to_f32(const bf16_t* x, float* y, size_t n, size_t prefetch_bytes = 0);
 
 }  // namespace kvq::cpu

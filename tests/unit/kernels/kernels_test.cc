@@ -280,7 +280,7 @@ TEST(Kernels, RopeRotateRowsMatchesRopeRotate) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(y[i], float(i + 1)) << "nothing done when refused";
 }
 
-TEST(Kernels, F16ConversionIsExact) {
+TEST(Kernels, F16AndBf16ConversionsAreExact) {
   Rng rng(4);
   for (size_t n : {1, 7, 31, 33, 127}) {
     auto x = random_vec(rng, n);
@@ -296,6 +296,19 @@ TEST(Kernels, F16ConversionIsExact) {
       ASSERT_EQ(h[i], f32_to_f16(x[i]));
       ASSERT_EQ(back[i], f16_to_f32(h[i]));
       ASSERT_EQ(streamed[i], back[i]);
+    }
+    // bf16: the float's upper half, exactly as bf16_to_f32 (NaN and infinity too), with and
+    // without prefetching.
+    std::vector<bf16_t> b(n);
+    for (size_t i = 0; i < n; ++i) b[i] = f32_to_bf16(x[i]);
+    if (n > 3) b[1] = 0x7fc1, b[2] = 0xff80, b[3] = 0x0001;  // a NaN, -infinity, a subnormal
+    std::vector<float> bf(n), bf_streamed(n);
+    cpu::convert_bf16_to_f32(b.data(), bf.data(), n);
+    cpu::convert_bf16_to_f32(b.data(), bf_streamed.data(), n, 8192);
+    for (size_t i = 0; i < n; ++i) {
+      const float want = bf16_to_f32(b[i]);
+      ASSERT_EQ(std::memcmp(&bf[i], &want, 4), 0) << i;
+      ASSERT_EQ(std::memcmp(&bf_streamed[i], &want, 4), 0) << i;
     }
   }
 }
