@@ -556,16 +556,17 @@ void VecDotQ4KRows(const BlockQ4_K* HWY_RESTRICT w, size_t stride, int n_rows, c
   for (int r = 0; r < n_rows; ++r) y[r] = KQuantRow<BlockQ4_K, false>(w + size_t(r) * stride, a, n / kQK_K);
 }
 #else
-float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+// Q4_K and Q5_K: the block's 256 codes unpacked by unpack(block, q), then each sub-block's
+// pair sums times its scale; the minimums once per block.
+template <class Block, class Unpack>
+HWY_INLINE float KScaleMinRow(const Block* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n,
+                              const Unpack& unpack) {
   const D32 d32;
   auto acc = hn::Zero(DF());
   float mins = 0;
   alignas(64) int8_t q[kQK_K];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    for (int c = 0; c < 4; ++c) {
-      UnpackNibbles(w[b].qs + 32 * c, 0, q + 64 * c, q + 64 * c + 32);
-      UnpackNibbles(w[b].qs + 32 * c + 16, 0, q + 64 * c + 16, q + 64 * c + 48);
-    }
+    unpack(w[b], q);
     uint8_t sc[8], m[8];
     k_scales(w[b], sc, m);
     auto sumi = hn::Zero(d32);
@@ -574,6 +575,15 @@ float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
     mins += f16_to_f32(w[b].dmin) * a[b].d * float(q4_k_min_sum(m, a[b]));
   }
   return hn::GetLane(hn::SumOfLanes(DF(), acc)) - mins;
+}
+
+float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
+  return KScaleMinRow(w, a, n, [](const BlockQ4_K& b, int8_t* q) {
+    for (int c = 0; c < 4; ++c) {
+      UnpackNibbles(b.qs + 32 * c, 0, q + 64 * c, q + 64 * c + 32);
+      UnpackNibbles(b.qs + 32 * c + 16, 0, q + 64 * c + 16, q + 64 * c + 48);
+    }
+  });
 }
 
 void VecDotQ4KRows(const BlockQ4_K* HWY_RESTRICT w, size_t stride, int n_rows, const BlockQ8_K* HWY_RESTRICT a,
@@ -582,22 +592,11 @@ void VecDotQ4KRows(const BlockQ4_K* HWY_RESTRICT w, size_t stride, int n_rows, c
 }
 
 float VecDotQ5K(const BlockQ5_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
-  const D32 d32;
-  auto acc = hn::Zero(DF());
-  float mins = 0;
-  alignas(64) int8_t q[kQK_K];
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
+  return KScaleMinRow(w, a, n, [](const BlockQ5_K& b, int8_t* q) {
     for (int j = 0; j < 8; ++j) {
-      for (int l = 0; l < 32; ++l) q[32 * j + l] = q5_k_weight(w[b], j, l);
+      for (int l = 0; l < 32; ++l) q[32 * j + l] = q5_k_weight(b, j, l);
     }
-    uint8_t sc[8], m[8];
-    k_scales(w[b], sc, m);
-    auto sumi = hn::Zero(d32);
-    for (int j = 0; j < 8; ++j) sumi = hn::Add(sumi, hn::Mul(DotI8Lanes(q + 32 * j, a[b].qs + 32 * j, 32), hn::Set(d32, int32_t(sc[j]))));
-    acc = AccumulateBlock(acc, sumi, f16_to_f32(w[b].d) * a[b].d);
-    mins += f16_to_f32(w[b].dmin) * a[b].d * float(q4_k_min_sum(m, a[b]));
-  }
-  return hn::GetLane(hn::SumOfLanes(DF(), acc)) - mins;
+  });
 }
 #endif
 
@@ -728,7 +727,11 @@ float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t 
   return acc;
 }
 
-float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
+namespace {
+// Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minimums; kWeight(block, j, l) is
+// weight l of sub-block j.
+template <class Block, int8_t (*kWeight)(const Block&, int, int)>
+float k_scale_min_row_ref(const Block* w, const BlockQ8_K* a, int64_t n) {
   float acc = 0;
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     uint8_t sc[8], m[8];
@@ -736,13 +739,22 @@ float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
     int32_t sumi = 0;
     for (int j = 0; j < 8; ++j) {
       int8_t q[32];
-      for (int l = 0; l < 32; ++l) q[l] = int8_t(j % 2 ? w[b].qs[32 * (j / 2) + l] >> 4 : w[b].qs[32 * (j / 2) + l] & 15);
+      for (int l = 0; l < 32; ++l) q[l] = kWeight(w[b], j, l);
       sumi += int32_t(sc[j]) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
     }
     acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi,
                      q4_k_min_sum(m, a[b]));
   }
   return acc;
+}
+int8_t q4_k_weight(const BlockQ4_K& b, int j, int l) {
+  const uint8_t q = b.qs[32 * (j / 2) + l];
+  return int8_t(j % 2 ? q >> 4 : q & 15);
+}
+}  // namespace
+
+float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
+  return k_scale_min_row_ref<BlockQ4_K, q4_k_weight>(w, a, n);
 }
 
 float vec_dot_q2_k_q8_k_ref(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n) {
@@ -774,20 +786,7 @@ float vec_dot_q3_k_q8_k_ref(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n) {
 }
 
 float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    uint8_t sc[8], m[8];
-    k_scales(w[b], sc, m);
-    int32_t sumi = 0;
-    for (int j = 0; j < 8; ++j) {
-      int8_t q[32];
-      for (int l = 0; l < 32; ++l) q[l] = q5_k_weight(w[b], j, l);
-      sumi += int32_t(sc[j]) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
-    }
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi,
-                     q4_k_min_sum(m, a[b]));
-  }
-  return acc;
+  return k_scale_min_row_ref<BlockQ5_K, q5_k_weight>(w, a, n);
 }
 
 float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n) {
