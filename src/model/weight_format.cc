@@ -35,8 +35,9 @@ void f16_row_ref(const uint8_t* s, float* d, int64_t n) {
   }
 }
 // The rows that follow are prefetched 8 KiB ahead as a row is converted: a decode step reads an
-// F16 (or BF16) matrix from memory row after row, and the hardware prefetcher alone reached ~60% of the
-// read bandwidth on the project's Zen 4 VM (7B-shaped model: 27.5 -> 31.4-33.9 tok/s with it).
+// F16 or BF16 matrix from memory row after row, and the hardware prefetcher alone reached ~60%
+// of the read bandwidth on the project's Zen 4 VM (7B-shaped F16 model: 27.5 -> 31.4-33.9 tok/s
+// with it).
 constexpr size_t kF16RowPrefetchBytes = 8192;
 void f16_row_simd(const uint8_t* s, float* d, int64_t n) {
   cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(s), d, size_t(n), kF16RowPrefetchBytes);

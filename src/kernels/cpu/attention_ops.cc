@@ -388,21 +388,19 @@ void ConvertF16ToF32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) 
   const hn::Rebind<hwy::float16_t, decltype(d)> dh;
   const size_t N = hn::Lanes(d);
   const auto* xh = reinterpret_cast<const hwy::float16_t*>(x);
+  // One prefetch per 64-byte line of the source; the address as an integer, since it may point
+  // past x's end.
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
   size_t i = 0;
-  if (prefetch_bytes > 0) {
-    // One prefetch per 64-byte line of the source; the address as an integer, since it may
-    // point past x's end.
-    const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
-    for (; i + N <= n; i += N) {
-      if (i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
-      hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
-    }
+  for (; i + N <= n; i += N) {
+    if (prefetch_bytes > 0 && i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
+    hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
   }
-  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
   for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
 }
 
-// bf16 is a float's upper 16 bits: each widened to 32 and shifted up (exact).
+// bf16 is a float's upper 16 bits: each widened to 32 and shifted up (exact); prefetching as
+// ConvertF16ToF32.
 void ConvertBf16ToF32(const bf16_t* x, float* y, size_t n, size_t prefetch_bytes) {
   const hn::ScalableTag<float> d;
   const hn::RebindToUnsigned<decltype(d)> du;

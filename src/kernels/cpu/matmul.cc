@@ -72,9 +72,9 @@ HWY_INLINE void MatmulTokens(const MatmulParams& p, int t0) {
 
 // Up to this many tokens (a decode step of up to 16 sequences) the weights are what a matmul
 // reads from memory, and the register blocks run rows outermost: each 4 rows are read once,
-// their next 4 prefetched into L2 by the first 4 tokens' pass (without it the rows arrive at a
-// third of the read bandwidth: on the project's Zen 4 VM 6-7 GB/s for 8 tokens on weights
-// beyond L3, 13-15 GB/s with it), the other tokens' passes find them in L1.
+// their next 4 prefetched into L2 by the first 4 tokens' pass, and the other tokens' passes
+// find them in L1 (kernels_bench BM_MatmulFromMemory, one thread on the project's Zen 4 VM: 8
+// tokens read the weights at 5.4-5.7 GB/s tokens outermost, 10.2-11.0 so).
 constexpr int kFewTokens = 16;
 
 // Rows [r, r + kR) for every token, 4 at a time; the first pass prefetches the kR rows at pf
