@@ -1,96 +1,22 @@
 // SPDX-License-Identifier: MIT
-// vec_dot.h: scalar references and Highway kernels. On x86 with AVX2 or AVX-512 each type has a
-// kernel in registers on pmaddubsw (below, "x86"); elsewhere each block's weights are unpacked
-// to int8 in a 32- or 256-byte stack buffer, then multiplied with the int8 activations in int16
-// pairs summed to int32 (ReorderWidenMulAccumulate).
+// vec_dot.h's Highway kernels (the references: vec_dot_ref.cc). On x86 with AVX2 or AVX-512
+// each type has a kernel in registers on pmaddubsw (below, "x86"); elsewhere each block's
+// weights are unpacked to int8 in a 32- or 256-byte stack buffer, then multiplied with the int8
+// activations in int16 pairs summed to int32 (ReorderWidenMulAccumulate).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "quant/weight/vec_dot.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "quant/weight/vec_dot.h"
+#include "quant/weight/vec_dot_codes.h"
 
 #include <cstring>
-
-// Defined once, although foreach_target re-includes this file per target.
-#ifndef KVQ_QUANT_WEIGHT_VEC_DOT_HELPERS_
-#define KVQ_QUANT_WEIGHT_VEC_DOT_HELPERS_
-namespace kvq {
-namespace {
-
-// The references' float step per block.
-inline float q8_0_block(float acc, f16_t dw, f16_t da, int32_t isum) {
-  return acc + float(isum) * (f16_to_f32(dw) * f16_to_f32(da));
-}
-inline float q8_k_block(float acc, float dw_da, float dmin_da, int32_t sumi, int32_t summ) {
-  return acc + dw_da * float(sumi) - dmin_da * float(summ);
-}
-
-// Q4_K and Q5_K: the weights' 8 sub-block scales and mins.
-template <typename Block>
-inline void k_scales(const Block& b, uint8_t sc[8], uint8_t m[8]) {
-  for (int j = 0; j < 8; ++j) k_scale_min(j, b.scales, &sc[j], &m[j]);
-}
-// Q5_K: weight l of sub-block j (l < 32): nibble of qs[32 (j / 2) + l] (high for odd j) with bit
-// j of qh[l] on top, 0..31.
-inline int8_t q5_k_weight(const BlockQ5_K& b, int j, int l) {
-  const uint8_t q = b.qs[32 * (j / 2) + l];
-  return int8_t((j % 2 ? q >> 4 : q & 15) | (((b.qh[l] >> j) & 1) << 4));
-}
-inline int32_t q4_k_min_sum(const uint8_t m[8], const BlockQ8_K& a) {
-  int32_t s = 0;
-  for (int j = 0; j < 8; ++j) s += int32_t(m[j]) * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
-  return s;
-}
-
-// Q4_1, Q5_0, Q5_1: a block's 32 codes in weight order (the low nibbles, then the high ones),
-// with bit j of qh on top of code j for the 5-bit types: 0..15 or 0..31.
-template <class Block>
-inline void legacy_codes(const Block& b, uint8_t q[32]) {
-  uint32_t qh = 0;
-  if constexpr (requires { b.qh; }) std::memcpy(&qh, b.qh, 4);
-  for (int j = 0; j < 16; ++j) {
-    q[j] = uint8_t((b.qs[j] & 15) | (((qh >> j) & 1) << 4));
-    q[j + 16] = uint8_t((b.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-  }
-}
-inline int32_t code_sum(const int8_t* a) {
-  int32_t s = 0;
-  for (int j = 0; j < 32; ++j) s += a[j];
-  return s;
-}
-
-// Q2_K and Q3_K: the block's 256 codes in weight order, 128h + 32p + l from bits 2p, 2p + 1 of
-// qs[32h + l] (Q3_K: minus 4 unless bit 4h + p of hmask[l] is set).
-inline void q2_k_codes(const BlockQ2_K& b, int8_t q[256]) {
-  for (int i = 0; i < 256; ++i) q[i] = int8_t((b.qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3);
-}
-inline void q3_k_codes(const BlockQ3_K& b, int8_t q[256]) {
-  for (int i = 0; i < 256; ++i) {
-    const int h = i / 128, p = (i % 128) / 32, l = i % 32;
-    q[i] = int8_t(((b.qs[32 * h + l] >> (2 * p)) & 3) - ((b.hmask[l] >> (4 * h + p)) & 1 ? 0 : 4));
-  }
-}
-
-// IQ4_XS: sub-block b's scale, ls - 32 (for_each_iq4_xs_sub_block's).
-inline int iq4_xs_scale(const BlockIQ4_XS& x, int b) {
-  return (((x.scales_l[b / 2] >> (4 * (b % 2))) & 0xF) | (((x.scales_h >> (2 * b)) & 3) << 4)) - 32;
-}
-// IQ4 nibbles: 16 bytes to 32 levels, the low nibbles first (the blocks' weight order).
-inline void iq4_levels(const uint8_t* qs, int8_t* q) {
-  for (int j = 0; j < 16; ++j) {
-    q[j] = kIq4nlValues[qs[j] & 0xF];
-    q[j + 16] = kIq4nlValues[qs[j] >> 4];
-  }
-}
-
-}  // namespace
-}  // namespace kvq
-#endif  // KVQ_QUANT_WEIGHT_VEC_DOT_HELPERS_
 
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+using namespace vec_dot_detail;  // the blocks' codes and scales (vec_dot_codes.h)
 
 using D16 = hn::CappedTag<int16_t, 16>;
 using D32 = hn::Repartition<int32_t, D16>;
@@ -654,154 +580,6 @@ HWY_EXPORT(VecDotQ4K);
 HWY_EXPORT(VecDotQ4KRows);
 HWY_EXPORT(VecDotQ5K);
 HWY_EXPORT(VecDotQ6K);
-
-namespace {
-int32_t dot_i8_ref(const int8_t* a, const int8_t* b, int n) {
-  int32_t s = 0;
-  for (int j = 0; j < n; ++j) s += int32_t(a[j]) * int32_t(b[j]);
-  return s;
-}
-}  // namespace
-
-float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(w[b].qs, a[b].qs, 32));
-  return acc;
-}
-
-float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int8_t q[32];
-    for (int j = 0; j < 16; ++j) {
-      q[j] = int8_t((w[b].qs[j] & 15) - 8);
-      q[j + 16] = int8_t((w[b].qs[j] >> 4) - 8);
-    }
-    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(q, a[b].qs, 32));
-  }
-  return acc;
-}
-
-namespace {
-template <class Block>
-float legacy_row_ref(const Block* w, const BlockQ8_0* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    uint8_t q[32];
-    legacy_codes(w[b], q);
-    int8_t qi[32];
-    constexpr bool kMin = requires { w[b].m; };
-    for (int j = 0; j < 32; ++j) qi[j] = int8_t(kMin ? q[j] : q[j] - 16);
-    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(qi, a[b].qs, 32));
-    if constexpr (kMin) acc += float(code_sum(a[b].qs)) * (f16_to_f32(w[b].m) * f16_to_f32(a[b].d));
-  }
-  return acc;
-}
-}  // namespace
-
-float vec_dot_q4_1_q8_0_ref(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
-float vec_dot_q5_0_q8_0_ref(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
-float vec_dot_q5_1_q8_0_ref(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
-
-float vec_dot_iq4_nl_q8_0_ref(const BlockIQ4_NL* w, const BlockQ8_0* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int8_t q[32];
-    iq4_levels(w[b].qs, q);
-    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(q, a[b].qs, 32));
-  }
-  return acc;
-}
-
-float vec_dot_iq4_xs_q8_k_ref(const BlockIQ4_XS* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int32_t sumi = 0;
-    for (int j = 0; j < 8; ++j) {
-      int8_t q[32];
-      iq4_levels(w[b].qs + 16 * j, q);
-      sumi += iq4_xs_scale(w[b], j) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
-    }
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, 0.0f, sumi, 0);
-  }
-  return acc;
-}
-
-namespace {
-// Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minimums; kWeight(block, j, l) is
-// weight l of sub-block j.
-template <class Block, int8_t (*kWeight)(const Block&, int, int)>
-float k_scale_min_row_ref(const Block* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    uint8_t sc[8], m[8];
-    k_scales(w[b], sc, m);
-    int32_t sumi = 0;
-    for (int j = 0; j < 8; ++j) {
-      int8_t q[32];
-      for (int l = 0; l < 32; ++l) q[l] = kWeight(w[b], j, l);
-      sumi += int32_t(sc[j]) * dot_i8_ref(q, a[b].qs + 32 * j, 32);
-    }
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi,
-                     q4_k_min_sum(m, a[b]));
-  }
-  return acc;
-}
-int8_t q4_k_weight(const BlockQ4_K& b, int j, int l) {
-  const uint8_t q = b.qs[32 * (j / 2) + l];
-  return int8_t(j % 2 ? q >> 4 : q & 15);
-}
-}  // namespace
-
-float vec_dot_q4_k_q8_k_ref(const BlockQ4_K* w, const BlockQ8_K* a, int64_t n) {
-  return k_scale_min_row_ref<BlockQ4_K, q4_k_weight>(w, a, n);
-}
-
-float vec_dot_q2_k_q8_k_ref(const BlockQ2_K* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int8_t q[kQK_K];
-    q2_k_codes(w[b], q);
-    int32_t sumi = 0, summ = 0;
-    for (int g = 0; g < 16; ++g) {
-      sumi += int32_t(w[b].scales[g] & 15) * dot_i8_ref(q + 16 * g, a[b].qs + 16 * g, 16);
-      summ += int32_t(w[b].scales[g] >> 4) * a[b].bsums[g];
-    }
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, f16_to_f32(w[b].dmin) * a[b].d, sumi, summ);
-  }
-  return acc;
-}
-
-float vec_dot_q3_k_q8_k_ref(const BlockQ3_K* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int8_t q[kQK_K], sc[16];
-    q3_k_codes(w[b], q);
-    unpack_q3_k_scales(w[b].scales, sc);
-    int32_t sumi = 0;
-    for (int g = 0; g < 16; ++g) sumi += int32_t(sc[g]) * dot_i8_ref(q + 16 * g, a[b].qs + 16 * g, 16);
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, 0.0f, sumi, 0);
-  }
-  return acc;
-}
-
-float vec_dot_q5_k_q8_k_ref(const BlockQ5_K* w, const BlockQ8_K* a, int64_t n) {
-  return k_scale_min_row_ref<BlockQ5_K, q5_k_weight>(w, a, n);
-}
-
-float vec_dot_q6_k_q8_k_ref(const BlockQ6_K* w, const BlockQ8_K* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int32_t sumi = 0;
-    for_each_q6_k_group(w[b], [&](int g, const uint8_t* ql, bool high, const uint8_t* qh, int shift, float) {
-      int8_t q[16];
-      for (int l = 0; l < 16; ++l) q[l] = int8_t(((high ? ql[l] >> 4 : ql[l] & 15) | (((qh[l] >> shift) & 3) << 4)) - 32);
-      sumi += int32_t(w[b].scales[g]) * dot_i8_ref(q, a[b].qs + 16 * g, 16);
-    });
-    acc = q8_k_block(acc, f16_to_f32(w[b].d) * a[b].d, 0.0f, sumi, 0);
-  }
-  return acc;
-}
 
 // Each type's entry: its reference on KernelPath::kRef, else the dispatched target's kernel.
 #define KVQ_VEC_DOT_ENTRY(name, Block, ActBlock, Kernel)                                       \
