@@ -45,16 +45,15 @@ HWY_INLINE hn::Vec<DF> AccumulateBlock(hn::Vec<DF> acc, hn::Vec<D32> lanes, floa
   return hn::MulAdd(hn::ConvertTo(DF(), lanes), hn::Set(DF(), scale), acc);
 }
 
-// 16 packed bytes to int8: low nibbles to lo[0, 16), high nibbles to hi[0, 16), minus bias.
-HWY_INLINE void UnpackNibbles(const uint8_t* HWY_RESTRICT p, int bias, int8_t* lo, int8_t* hi) {
+// 16 packed bytes to int8: low nibbles to lo[0, 16), high nibbles to hi[0, 16).
+HWY_INLINE void UnpackNibbles(const uint8_t* HWY_RESTRICT p, int8_t* lo, int8_t* hi) {
   const DB db;
   const hn::RebindToSigned<DB> di8;
   const size_t L = hn::Lanes(db);
-  const auto vbias = hn::Set(di8, int8_t(bias));
   for (size_t j = 0; j < 16; j += L) {
     const auto b = hn::LoadU(db, p + j);
-    hn::StoreU(hn::Sub(hn::BitCast(di8, hn::And(b, hn::Set(db, uint8_t(15)))), vbias), di8, lo + j);
-    hn::StoreU(hn::Sub(hn::BitCast(di8, hn::ShiftRight<4>(b)), vbias), di8, hi + j);
+    hn::StoreU(hn::BitCast(di8, hn::And(b, hn::Set(db, uint8_t(15)))), di8, lo + j);
+    hn::StoreU(hn::BitCast(di8, hn::ShiftRight<4>(b)), di8, hi + j);
   }
 }
 
@@ -63,16 +62,6 @@ float VecDotQ8_0(const BlockQ8_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT 
   auto acc = hn::Zero(DF());
   for (int64_t b = 0; b < n / 32; ++b) {
     acc = AccumulateBlock(acc, DotI8Lanes(w[b].qs, a[b].qs, 32), f16_to_f32(w[b].d) * f16_to_f32(a[b].d));
-  }
-  return hn::GetLane(hn::SumOfLanes(DF(), acc));
-}
-
-float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
-  auto acc = hn::Zero(DF());
-  alignas(32) int8_t q[32];
-  for (int64_t b = 0; b < n / 32; ++b) {
-    UnpackNibbles(w[b].qs, 8, q, q + 16);
-    acc = AccumulateBlock(acc, DotI8Lanes(q, a[b].qs, 32), f16_to_f32(w[b].d) * f16_to_f32(a[b].d));
   }
   return hn::GetLane(hn::SumOfLanes(DF(), acc));
 }
@@ -110,10 +99,10 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
   for (int64_t b = 0; b < n / 32; ++b) {
     legacy_codes(w[b], q);
     const float da = f16_to_f32(a[b].d);
-    if constexpr (requires { w[b].m; }) {
+    if constexpr (kLegacyMin<Block>) {
       mins += f16_to_f32(w[b].m) * da * float(code_sum(a[b].qs));
     } else {
-      for (auto& c : q) c = uint8_t(c - 16);  // Q5_0: signed, two's complement
+      for (auto& c : q) c = uint8_t(c - kLegacyOffset<Block>);  // signed, two's complement
     }
     acc = AccumulateBlock(acc, DotI8Lanes(reinterpret_cast<const int8_t*>(q), a[b].qs, 32), f16_to_f32(w[b].d) * da);
   }
@@ -200,7 +189,8 @@ HWY_INLINE float HSum(__m128 s) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// Q8_0 and Q4_0 rows against Q8_0 activations (ggml's sign trick): |w| as unsigned bytes times
+// Signed codes against Q8_0 activations (ggml's sign trick; Q8_0 here, Q4_0, Q5_0 and IQ4_NL
+// below): |w| as unsigned bytes times
 // a * sign(w) with pmaddubsw (at most 2 * 128 * 127 per int16 pair: no saturation; the
 // activations are within +-127, quantize_row_q8_0), the pairs summed to int32 by pmaddwd, and
 // the block's scale d_w d_a (F16C) multiplied in as float: ~8 vector instructions per 32
@@ -213,9 +203,20 @@ HWY_INLINE __m256 Q8_0Block(__m256 acc, __m256i w8, const uint8_t* HWY_RESTRICT 
   const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(_cvtsh_ss(dw) * _cvtsh_ss(da)), acc);
 }
-HWY_INLINE void PrefetchBlockAhead(const void* block) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(block) + kQ8PrefetchBytes), _MM_HINT_T0);
+// Prefetches the block kQ8PrefetchBytes ahead, one line per 64 bytes of it (consecutive blocks
+// cover every line); the address as an integer, since it may pass the matrix's end.
+template <class Block>
+HWY_INLINE void PrefetchBlockAhead(const Block* block) {
+  const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(block) + kQ8PrefetchBytes);
+  for (size_t off = 0; off < sizeof(Block); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
 }
+// 16 bytes of nibbles as 32 bytes in weight order: the low nibbles, then the high ones.
+HWY_INLINE __m256i Nibbles32(const uint8_t* HWY_RESTRICT qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+}
+// Each 16 weights' scale by pmaddwd: lo for the low 128 bits' 8 int16 pairs, hi for the high.
+HWY_INLINE __m256i PairScales(int8_t lo, int8_t hi) { return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)); }
 
 float VecDotQ8_0(const BlockQ8_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
@@ -237,8 +238,7 @@ float VecDotQ6K(const BlockQ6_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
   const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
-    for (int off = 0; off < int(sizeof(BlockQ6_K)); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    PrefetchBlockAhead(w + b);
     const BlockQ6_K& wb = w[b];
     __m256i sumi = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
@@ -253,8 +253,7 @@ float VecDotQ6K(const BlockQ6_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * p));
         const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, av), _mm256_maddubs_epi16(m32, av));
         const int g = 8 * h + 2 * p;  // the scale of weights l < 16; g + 1 of l >= 16
-        const __m256i sc = _mm256_set_m128i(_mm_set1_epi16(wb.scales[g + 1]), _mm_set1_epi16(wb.scales[g]));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, sc));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, PairScales(wb.scales[g], wb.scales[g + 1])));
       }
     }
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(wb.d) * a[b].d), acc);
@@ -262,25 +261,10 @@ float VecDotQ6K(const BlockQ6_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
   return HSum(acc);
 }
 
-float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n / 32; ++b) {
-    PrefetchBlockAhead(w + b);
-    // Weights 0-15: the low nibbles, 16-31: the high ones, each minus 8.
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
-    const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
-    acc = Q8_0Block(acc, _mm256_sub_epi8(nib, _mm256_set1_epi8(8)), reinterpret_cast<const uint8_t*>(a[b].qs), w[b].d,
-                    a[b].d);
-  }
-  return HSum(acc);
-}
-
 // IQ4: 16 bytes of nibbles to their 32 levels in weight order (low nibbles, then high), by one
 // pshufb of kIq4nlValues (levels within +-127, so the sign trick of Q8_0Block holds).
 HWY_INLINE __m256i IQ4Levels(const uint8_t* HWY_RESTRICT qs, __m256i table) {
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
-  return _mm256_shuffle_epi8(table, nib);
+  return _mm256_shuffle_epi8(table, Nibbles32(qs));
 }
 HWY_INLINE __m256i IQ4Table() {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
@@ -302,8 +286,7 @@ float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRI
   const __m256i table = IQ4Table();
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
-    for (size_t off = 0; off < sizeof(BlockIQ4_XS); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    PrefetchBlockAhead(w + b);
     const BlockIQ4_XS& wb = w[b];
     __m256i sumi = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
@@ -317,11 +300,12 @@ float VecDotIQ4XS(const BlockIQ4_XS* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRI
   return HSum(acc);
 }
 
-// Q4_1, Q5_0, Q5_1 (ggml's layouts): the 32 codes in weight order in one register, the 5-bit
-// types' qh bits spread to bytes (ggml's bytes_from_bits_32: each byte gets its qh byte, or-ed
-// with a mask that leaves all ones exactly where its bit is set) and or-ed in as 16. Q5_0's codes
-// minus 16 go through Q8_0Block's sign trick; Q4_1's and Q5_1's stay unsigned for pmaddubsw (at
-// most 2 * 31 * 127) and their minimum m multiplies the activation block's code sum.
+// Q4_0, Q4_1, Q5_0, Q5_1 (ggml's layouts): the 32 codes in weight order in one register, the
+// 5-bit types' qh bits spread to bytes (ggml's bytes_from_bits_32: each byte gets its qh byte,
+// or-ed with a mask that leaves all ones exactly where its bit is set) and or-ed in as 16.
+// Q4_0's and Q5_0's codes minus kLegacyOffset (8, 16) go through Q8_0Block's sign trick; Q4_1's
+// and Q5_1's stay unsigned for pmaddubsw (at most 2 * 31 * 127) and their minimum m multiplies
+// the activation block's code sum.
 HWY_INLINE __m256i BitsToBytes(const uint8_t* HWY_RESTRICT qh) {
   uint32_t bits;
   std::memcpy(&bits, qh, 4);
@@ -337,11 +321,10 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
   __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b) {
     PrefetchBlockAhead(w + b);
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
-    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+    __m256i v = Nibbles32(w[b].qs);
     if constexpr (requires { w[b].qh; }) v = _mm256_or_si256(v, _mm256_and_si256(BitsToBytes(w[b].qh), _mm256_set1_epi8(16)));
     const uint8_t* a8 = reinterpret_cast<const uint8_t*>(a[b].qs);
-    if constexpr (requires { w[b].m; }) {
+    if constexpr (kLegacyMin<Block>) {
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a8));
       const float da = _cvtsh_ss(a[b].d);
       const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(v, av), ones16);
@@ -349,7 +332,7 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(_cvtsh_ss(w[b].d) * da), acc);
       acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_set1_ps(_cvtsh_ss(w[b].m) * da), acc_m);
     } else {
-      acc = Q8_0Block(acc, _mm256_sub_epi8(v, _mm256_set1_epi8(16)), a8, w[b].d, a[b].d);
+      acc = Q8_0Block(acc, _mm256_sub_epi8(v, _mm256_set1_epi8(kLegacyOffset<Block>)), a8, w[b].d, a[b].d);
     }
   }
   return HSum(acc) + HSum(acc_m);
@@ -360,15 +343,12 @@ float LegacyRow(const Block* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, in
 // as 4 * the activation's pair sums), unsigned for pmaddubsw (at most 2 * 7 * 127); each 16
 // weights' scale by pmaddwd (Q3_K's signed 6-bit ones unpacked per block). Q2_K's minimums
 // times the activation's 16-sums once per block, as the reference.
-HWY_INLINE __m256i PairScales(int8_t lo, int8_t hi) { return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)); }
-
 float VecDotQ2K(const BlockQ2_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
   const __m256i m3 = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
   float mins = 0;
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
-    for (size_t off = 0; off < sizeof(BlockQ2_K); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    PrefetchBlockAhead(w + b);
     const BlockQ2_K& wb = w[b];
     __m256i sumi = _mm256_setzero_si256();
     int32_t summ = 0;
@@ -395,8 +375,7 @@ float VecDotQ3K(const BlockQ3_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
   __m256 acc = _mm256_setzero_ps();
   int8_t sc[16];
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + b) + kQ8PrefetchBytes);
-    for (size_t off = 0; off < sizeof(BlockQ3_K); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    PrefetchBlockAhead(w + b);
     const BlockQ3_K& wb = w[b];
     unpack_q3_k_scales(wb.scales, sc);
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb.hmask));
@@ -506,8 +485,8 @@ HWY_INLINE float KScaleMinRow(const Block* HWY_RESTRICT w, const BlockQ8_K* HWY_
 float VecDotQ4K(const BlockQ4_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a, int64_t n) {
   return KScaleMinRow(w, a, n, [](const BlockQ4_K& b, int8_t* q) {
     for (int c = 0; c < 4; ++c) {
-      UnpackNibbles(b.qs + 32 * c, 0, q + 64 * c, q + 64 * c + 32);
-      UnpackNibbles(b.qs + 32 * c + 16, 0, q + 64 * c + 16, q + 64 * c + 48);
+      UnpackNibbles(b.qs + 32 * c, q + 64 * c, q + 64 * c + 32);
+      UnpackNibbles(b.qs + 32 * c + 16, q + 64 * c + 16, q + 64 * c + 48);
     }
   });
 }
@@ -556,6 +535,7 @@ float VecDotQ6K(const BlockQ6_K* HWY_RESTRICT w, const BlockQ8_K* HWY_RESTRICT a
 }
 #endif
 
+float VecDotQ4_0(const BlockQ4_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
 float VecDotQ4_1(const BlockQ4_1* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
 float VecDotQ5_0(const BlockQ5_0* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }
 float VecDotQ5_1(const BlockQ5_1* HWY_RESTRICT w, const BlockQ8_0* HWY_RESTRICT a, int64_t n) { return LegacyRow(w, a, n); }

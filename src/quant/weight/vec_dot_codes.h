@@ -43,8 +43,13 @@ inline int32_t q4_k_min_sum(const uint8_t m[8], const BlockQ8_K& a) {
   return s;
 }
 
-// Q4_1, Q5_0, Q5_1: a block's 32 codes in weight order (the low nibbles, then the high ones),
-// with bit j of qh on top of code j for the 5-bit types: 0..15 or 0..31.
+// Q4_0, Q4_1, Q5_0, Q5_1: a block's 32 codes in weight order (the low nibbles, then the high
+// ones), with bit j of qh on top of code j for the 5-bit types: 0..15 or 0..31. Q4_1 and Q5_1
+// add a minimum m; Q4_0 and Q5_0 weigh code - kLegacyOffset (half the codes' range) instead.
+template <class Block>
+inline constexpr bool kLegacyMin = requires(const Block& b) { b.m; };
+template <class Block>
+inline constexpr int kLegacyOffset = kLegacyMin<Block> ? 0 : requires(const Block& b) { b.qh; } ? 16 : 8;
 template <class Block>
 inline void legacy_codes(const Block& b, uint8_t q[32]) {
   uint32_t qh = 0;

@@ -17,19 +17,6 @@ float vec_dot_q8_0_q8_0_ref(const BlockQ8_0* w, const BlockQ8_0* a, int64_t n) {
   return acc;
 }
 
-float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n) {
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int8_t q[32];
-    for (int j = 0; j < 16; ++j) {
-      q[j] = int8_t((w[b].qs[j] & 15) - 8);
-      q[j + 16] = int8_t((w[b].qs[j] >> 4) - 8);
-    }
-    acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(q, a[b].qs, 32));
-  }
-  return acc;
-}
-
 namespace {
 template <class Block>
 float legacy_row_ref(const Block* w, const BlockQ8_0* a, int64_t n) {
@@ -38,15 +25,15 @@ float legacy_row_ref(const Block* w, const BlockQ8_0* a, int64_t n) {
     uint8_t q[32];
     legacy_codes(w[b], q);
     int8_t qi[32];
-    constexpr bool kMin = requires { w[b].m; };
-    for (int j = 0; j < 32; ++j) qi[j] = int8_t(kMin ? q[j] : q[j] - 16);
+    for (int j = 0; j < 32; ++j) qi[j] = int8_t(q[j] - kLegacyOffset<Block>);
     acc = q8_0_block(acc, w[b].d, a[b].d, dot_i8_ref(qi, a[b].qs, 32));
-    if constexpr (kMin) acc += float(code_sum(a[b].qs)) * (f16_to_f32(w[b].m) * f16_to_f32(a[b].d));
+    if constexpr (kLegacyMin<Block>) acc += float(code_sum(a[b].qs)) * (f16_to_f32(w[b].m) * f16_to_f32(a[b].d));
   }
   return acc;
 }
 }  // namespace
 
+float vec_dot_q4_0_q8_0_ref(const BlockQ4_0* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
 float vec_dot_q4_1_q8_0_ref(const BlockQ4_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
 float vec_dot_q5_0_q8_0_ref(const BlockQ5_0* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
 float vec_dot_q5_1_q8_0_ref(const BlockQ5_1* w, const BlockQ8_0* a, int64_t n) { return legacy_row_ref(w, a, n); }
