@@ -168,9 +168,8 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& l = weights_->layers[size_t(il)];
     rmsnorm_rows(ctx, x, l.attn_norm, ws.xb.data(), n, c.rms_eps);
-    matmul(ctx, l.wq, ws.xb.data(), ws.q.data(), n);
-    matmul(ctx, l.wk, ws.xb.data(), ws.k.data(), n);
-    matmul(ctx, l.wv, ws.xb.data(), ws.v.data(), n);
+    const MatmulOutput qkv[] = {{&l.wq, ws.q.data()}, {&l.wk, ws.k.data()}, {&l.wv, ws.v.data()}};
+    matmul(ctx, qkv, ws.xb.data(), n);
     add_bias_rows(l.bq, ws.q.data(), n);
     add_bias_rows(l.bk, ws.k.data(), n);
     add_bias_rows(l.bv, ws.v.data(), n);
@@ -197,8 +196,8 @@ Status LlamaModel::run_layers(ExecContext& ctx, std::span<const Segment> segs, F
     for (size_t i = 0; i < size_t(n) * d; ++i) x[i] += ws.xb[i];
 
     rmsnorm_rows(ctx, x, l.ffn_norm, ws.xb.data(), n, c.rms_eps);
-    matmul(ctx, l.w_gate, ws.xb.data(), ws.hb.data(), n);
-    matmul(ctx, l.w_up, ws.xb.data(), ws.hb2.data(), n);
+    const MatmulOutput gate_up[] = {{&l.w_gate, ws.hb.data()}, {&l.w_up, ws.hb2.data()}};
+    matmul(ctx, gate_up, ws.xb.data(), n);
     const size_t nf = size_t(n) * size_t(c.n_ff);
     if (c.ffn_act == FfnActivation::kGelu) {
       for (size_t i = 0; i < nf; ++i) ws.hb[i] = ref::gelu_ggml(ws.hb[i]) * ws.hb2[i];

@@ -60,12 +60,23 @@ void matmul_panels(ExecContext& ctx, const Matrix& w, const float* xs, float* y,
 }
 }  // namespace
 
-void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens) {
-  const int n_rows = w.rows, n_in = w.cols;
+void matmul(ExecContext& ctx, std::span<const MatmulOutput> outs, const float* x, int n_tokens) {
+  KVQ_CHECK(!outs.empty(), "matmul without an output");
+  const Matrix& w0 = *outs.front().w;
   const KernelPath path = ctx.path();
-  const WeightFormat& fmt = *w.format;
+  const bool panels = path != KernelPath::kRef && w0.type() != GgmlType::kF32 && n_tokens >= kPanelMinTokens;
+  bool one_pass = !panels;  // a prefill's panels are heavy enough to run one weight at a time
+  for (const MatmulOutput& o : outs) one_pass = one_pass && o.w->format == w0.format && o.w->cols == w0.cols;
+  if (outs.size() > 1 && !one_pass) {
+    for (const MatmulOutput& o : outs) matmul(ctx, *o.w, x, o.y, n_tokens);
+    return;
+  }
+  const int n_in = w0.cols;
+  const WeightFormat& fmt = *w0.format;
   const RoundActivationsFn round = fmt.round_activations;
-  const int64_t macs = int64_t(n_tokens) * n_rows * n_in;
+  int total_rows = 0;
+  for (const MatmulOutput& o : outs) total_rows += o.w->rows;
+  const int64_t macs = int64_t(n_tokens) * total_rows * n_in;
   const bool integer = fmt.vec_dot && n_tokens <= kVecDotMaxTokens;
   // The tile and panel paths multiply W round(x): the activations are rounded once per matmul,
   // before any task (each task rounding its own tokens again was a large part of a packed
@@ -85,20 +96,18 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
     }
     x = xr;
   }
-  if (path != KernelPath::kRef && w.type() != GgmlType::kF32 && n_tokens >= kPanelMinTokens &&
-      macs >= kMinParallelMacs) {
-    return matmul_panels(ctx, w, x, y, n_tokens);
-  }
-  // Output rows [r0, r1) of tokens [t0, t1) from activations xs (row t0 first) and f32 rows
-  // w_rows (row r0 first), both of row stride n_in.
-  auto block = [&](const float* xs, const float* w_rows, int t0, int t1, int r0, int r1) {
+  if (panels && macs >= kMinParallelMacs) return matmul_panels(ctx, w0, x, outs.front().y, n_tokens);
+  // Output rows [r0, r1) of tokens [t0, t1) of output o from activations xs (row t0 first) and
+  // f32 rows w_rows (row r0 first), both of row stride n_in.
+  auto block = [&](const MatmulOutput& o, const float* xs, const float* w_rows, int t0, int t1, int r0, int r1) {
+    const int n_rows = o.w->rows;
     if (path == KernelPath::kRef) {
       for (int t = t0; t < t1; ++t)
         for (int r = r0; r < r1; ++r)
-          y[size_t(t) * n_rows + r] = ref::dot_ref(xs + size_t(t - t0) * n_in, w_rows + size_t(r - r0) * n_in, n_in);
+          o.y[size_t(t) * n_rows + r] = ref::dot_ref(xs + size_t(t - t0) * n_in, w_rows + size_t(r - r0) * n_in, n_in);
       return;
     }
-    cpu::matmul({xs, w_rows, y + size_t(t0) * n_rows + r0, size_t(n_in), size_t(n_in), size_t(n_rows), t1 - t0,
+    cpu::matmul({xs, w_rows, o.y + size_t(t0) * n_rows + r0, size_t(n_in), size_t(n_in), size_t(n_rows), t1 - t0,
                  r1 - r0, n_in});
   };
   // A decode step on a type with an integer path: its few tokens are quantized to activation
@@ -115,13 +124,14 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
       if (fmt.quantize_activations(x + size_t(t) * n_in, act + size_t(t) * act_row, n_in)) finite |= 1ull << t;
     }
   }
-  auto run = [&](int t0, int t1, int r0, int r1, int worker) {
+  auto run = [&](const MatmulOutput& o, int t0, int t1, int r0, int r1, int worker) {
+    const Matrix& w = *o.w;
     if (act) {
       // kTileRows rows (36 KiB of 4096-wide Q4_K) stay in L2 while the tokens walk them.
       for (int r = r0; r < r1; r += kTileRows) {
         const int nr = std::min(r1, r + kTileRows) - r;
         for (int t = t0; t < t1; ++t) {
-          float* yt = y + size_t(t) * n_rows + r;
+          float* yt = o.y + size_t(t) * w.rows + r;
           if ((finite >> t) & 1) {
             fmt.vec_dot_rows(w.row(r), w.row_bytes, nr, act + size_t(t) * act_row, n_in, yt, path);
           } else {
@@ -132,27 +142,45 @@ void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_t
       return;
     }
     const float* xs = x + size_t(t0) * n_in;
-    if (w.type() == GgmlType::kF32) return block(xs, w.f32() + size_t(r0) * n_in, t0, t1, r0, r1);
+    if (w.type() == GgmlType::kF32) return block(o, xs, w.f32() + size_t(r0) * n_in, t0, t1, r0, r1);
     float* tile = ctx.scratch(worker, size_t(kTileRows) * size_t(n_in));
     for (int r = r0; r < r1; r += kTileRows) {
       const int r_end = std::min(r1, r + kTileRows);
       for (int i = r; i < r_end; ++i) w.dequantize_row(i, tile + size_t(i - r) * n_in, path);
-      block(xs, tile, t0, t1, r, r_end);
+      block(o, xs, tile, t0, t1, r, r_end);
     }
   };
   const int n_threads = ctx.n_threads();
-  if (n_threads == 1 || macs < kMinParallelMacs) return run(0, n_tokens, 0, n_rows, 0);
+  if (n_threads == 1 || macs < kMinParallelMacs) {
+    for (const MatmulOutput& o : outs) run(o, 0, n_tokens, 0, o.w->rows, 0);
+    return;
+  }
   const int n_tblocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
-  // Enough row blocks for load balance: ~4 tasks per thread, rows a multiple of 4.
-  int n_rblocks = std::max(1, (4 * n_threads + n_tblocks - 1) / n_tblocks);
-  int rows_per = (n_rows + n_rblocks - 1) / n_rblocks;
+  // Enough row blocks for load balance: ~4 tasks per thread over all the outputs' rows, rows a
+  // multiple of 4. Each output's rows split into blocks of their own: a task writes one output.
+  const int n_rblocks = std::max(1, (4 * n_threads + n_tblocks - 1) / n_tblocks);
+  int rows_per = (total_rows + n_rblocks - 1) / n_rblocks;
   rows_per = std::max(4, (rows_per + 3) / 4 * 4);
-  n_rblocks = (n_rows + rows_per - 1) / rows_per;
-  ctx.pool().parallel_for(int64_t(n_tblocks) * n_rblocks, [&](int64_t task, int worker) {
-    const int tb = int(task / n_rblocks), rb = int(task % n_rblocks);
-    run(tb * kTokenBlock, std::min(n_tokens, (tb + 1) * kTokenBlock), rb * rows_per,
-        std::min(n_rows, (rb + 1) * rows_per), worker);
+  int blocks_before[kMaxMatmulOutputs + 1] = {0};
+  KVQ_CHECK(outs.size() <= size_t(kMaxMatmulOutputs), "%zu outputs in one matmul", outs.size());
+  for (size_t i = 0; i < outs.size(); ++i) {
+    blocks_before[i + 1] = blocks_before[i] + (outs[i].w->rows + rows_per - 1) / rows_per;
+  }
+  const int n_blocks = blocks_before[outs.size()];
+  ctx.pool().parallel_for(int64_t(n_tblocks) * n_blocks, [&](int64_t task, int worker) {
+    const int tb = int(task / n_blocks), b = int(task % n_blocks);
+    size_t i = 0;
+    while (b >= blocks_before[i + 1]) ++i;
+    const MatmulOutput& o = outs[i];
+    const int rb = b - blocks_before[i];
+    run(o, tb * kTokenBlock, std::min(n_tokens, (tb + 1) * kTokenBlock), rb * rows_per,
+        std::min(o.w->rows, (rb + 1) * rows_per), worker);
   });
+}
+
+void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens) {
+  const MatmulOutput out{&w, y};
+  matmul(ctx, std::span<const MatmulOutput>(&out, 1), x, n_tokens);
 }
 
 void add_bias_rows(const Matrix& bias, float* y, int n_tokens) {

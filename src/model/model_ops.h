@@ -4,6 +4,8 @@
 // thread count.
 #pragma once
 
+#include <span>
+
 #include "base/exec_context.h"
 #include "model/weights.h"
 
@@ -16,6 +18,18 @@ namespace kvq {
 // it instead, equal up to float rounding. Independent of the thread count; for those types a
 // one-token step and a batch agree to float rounding, not bit for bit.
 void matmul(ExecContext& ctx, const Matrix& w, const float* x, float* y, int n_tokens);
+// One output of a matmul over a shared input: y = w . x, y: [n_tokens, w->rows].
+struct MatmulOutput {
+  const Matrix* w;
+  float* y;
+};
+inline constexpr int kMaxMatmulOutputs = 4;
+// The same for up to kMaxMatmulOutputs weights of one input (a layer's Q, K and V; the FFN's gate
+// and up), each output exactly as matmul gives it alone. A decode step's weights then take one
+// pass over the threads instead of one each: the testbed's step waited on the pool ~55 times.
+// Weights of different types or widths, and prefill batches of packed weights (their panels),
+// run one after another.
+void matmul(ExecContext& ctx, std::span<const MatmulOutput> outs, const float* x, int n_tokens);
 // y[t, :] += bias for each of the n_tokens rows of y (bias.cols wide); nothing when the bias
 // is absent.
 void add_bias_rows(const Matrix& bias, float* y, int n_tokens);

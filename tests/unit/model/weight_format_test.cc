@@ -137,6 +137,57 @@ TEST_P(WeightFormatTest, SimdMatchesReference) {
   }
 }
 
+// A layer's Q, K and V (or gate and up) in one pass over the threads: each output equals its
+// own matmul bit for bit, on every path (integer, tile, panel, f32) and thread count, and
+// weights of different types still run (one after another).
+TEST_P(WeightFormatTest, OnePassOverSeveralOutputsEqualsEachAlone) {
+  const TypeCase& c = GetParam();
+  const WeightFormat* fmt = find_weight_format(uint32_t(c.type));
+  ASSERT_NE(fmt, nullptr);
+  const int elems = int(ggml_block_info(uint32_t(c.type)).block_elems);
+  const int cols = elems == 1 ? 97 : elems * 3;
+  const int rows[] = {37, 13, 61};
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<Matrix> ws;
+  for (int i = 0; i < 3; ++i) bytes.push_back(random_rows(c, rows[i], cols, uint64_t(rows[i]) * 7 + uint64_t(c.type)));
+  for (int i = 0; i < 3; ++i) ws.push_back(Matrix{bytes[size_t(i)].data(), fmt, rows[i], cols, bytes[size_t(i)].size() / size_t(rows[i])});
+  // A different type with the same width: the pass splits into one matmul per weight.
+  const TypeCase& other = c.type == GgmlType::kF32 ? kCases[1] : kCases[0];
+  const int other_elems = int(ggml_block_info(uint32_t(other.type)).block_elems);
+  const bool other_fits = cols % other_elems == 0;
+  const auto other_bytes = random_rows(other, 11, other_fits ? cols : other_elems, 99);
+  const Matrix w_other{other_bytes.data(), find_weight_format(uint32_t(other.type)), 11, cols,
+                       other_bytes.size() / 11};
+  for (int n_tokens : {1, 3, 8, 40}) {
+    Rng rng(uint64_t(n_tokens) + 11);
+    std::vector<float> x(size_t(n_tokens) * cols);
+    for (auto& v : x) v = rng.uniform(-1.0f, 1.0f);
+    for (int n_threads : {1, 2}) {
+      ExecContext ctx(n_threads);
+      std::vector<std::vector<float>> alone(4), fused(4);
+      std::vector<MatmulOutput> outs;
+      const int n_out = other_fits ? 4 : 3;
+      for (int i = 0; i < n_out; ++i) {
+        const Matrix& w = i < 3 ? ws[size_t(i)] : w_other;
+        alone[size_t(i)].assign(size_t(n_tokens) * w.rows, 0.0f);
+        fused[size_t(i)].assign(size_t(n_tokens) * w.rows, -1.0f);
+        matmul(ctx, w, x.data(), alone[size_t(i)].data(), n_tokens);
+      }
+      for (int n : {3, n_out}) {
+        outs.clear();
+        for (int i = 0; i < n; ++i) outs.push_back({i < 3 ? &ws[size_t(i)] : &w_other, fused[size_t(i)].data()});
+        matmul(ctx, outs, x.data(), n_tokens);
+        for (int i = 0; i < n; ++i) {
+          for (size_t j = 0; j < alone[size_t(i)].size(); ++j) {
+            ASSERT_TRUE(test::same_bits(fused[size_t(i)][j], alone[size_t(i)][j]))
+                << "output " << i << " of " << n << ", " << n_tokens << " tokens, " << n_threads << " threads, at " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, WeightFormatTest, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return ggml_type_name(uint32_t(i.param.type));
