@@ -156,25 +156,24 @@ void matmul(ExecContext& ctx, std::span<const MatmulOutput> outs, const float* x
     return;
   }
   const int n_tblocks = (n_tokens + kTokenBlock - 1) / kTokenBlock;
-  // Enough row blocks for load balance: ~4 tasks per thread over all the outputs' rows, rows a
-  // multiple of 4. Each output's rows split into blocks of their own: a task writes one output.
-  const int n_rblocks = std::max(1, (4 * n_threads + n_tblocks - 1) / n_tblocks);
+  // Enough row blocks for load balance: ~4 tasks per thread, rows a multiple of 4. The outputs'
+  // rows are blocked as one range (a block may end one output and start the next), so the
+  // tasks stay equal whatever the outputs' sizes (three 4096-row blocks per output would leave
+  // 9 tasks to 2 threads).
+  int n_rblocks = std::max(1, (4 * n_threads + n_tblocks - 1) / n_tblocks);
   int rows_per = (total_rows + n_rblocks - 1) / n_rblocks;
   rows_per = std::max(4, (rows_per + 3) / 4 * 4);
-  int blocks_before[kMaxMatmulOutputs + 1] = {0};
-  KVQ_CHECK(outs.size() <= size_t(kMaxMatmulOutputs), "%zu outputs in one matmul", outs.size());
-  for (size_t i = 0; i < outs.size(); ++i) {
-    blocks_before[i + 1] = blocks_before[i] + (outs[i].w->rows + rows_per - 1) / rows_per;
-  }
-  const int n_blocks = blocks_before[outs.size()];
-  ctx.pool().parallel_for(int64_t(n_tblocks) * n_blocks, [&](int64_t task, int worker) {
-    const int tb = int(task / n_blocks), b = int(task % n_blocks);
-    size_t i = 0;
-    while (b >= blocks_before[i + 1]) ++i;
-    const MatmulOutput& o = outs[i];
-    const int rb = b - blocks_before[i];
-    run(o, tb * kTokenBlock, std::min(n_tokens, (tb + 1) * kTokenBlock), rb * rows_per,
-        std::min(o.w->rows, (rb + 1) * rows_per), worker);
+  n_rblocks = (total_rows + rows_per - 1) / rows_per;
+  ctx.pool().parallel_for(int64_t(n_tblocks) * n_rblocks, [&](int64_t task, int worker) {
+    const int tb = int(task / n_rblocks), rb = int(task % n_rblocks);
+    const int t0 = tb * kTokenBlock, t1 = std::min(n_tokens, (tb + 1) * kTokenBlock);
+    const int g0 = rb * rows_per, g1 = std::min(total_rows, g0 + rows_per);
+    int first = 0;  // the first row of outs[i] in the one range
+    for (const MatmulOutput& o : outs) {
+      const int r0 = std::max(g0, first) - first, r1 = std::min(g1, first + o.w->rows) - first;
+      if (r0 < r1) run(o, t0, t1, r0, r1, worker);
+      first += o.w->rows;
+    }
   });
 }
 

@@ -23,8 +23,7 @@ struct MatmulOutput {
   const Matrix* w;
   float* y;
 };
-inline constexpr int kMaxMatmulOutputs = 4;
-// The same for up to kMaxMatmulOutputs weights of one input (a layer's Q, K and V; the FFN's gate
+// The same for several weights of one input (a layer's Q, K and V; the FFN's gate
 // and up), each output exactly as matmul gives it alone. A decode step's weights then take one
 // pass over the threads instead of one each (the testbed's decode step: 31 waits on the pool, from 49).
 // Weights of different types or widths, and prefill batches of packed weights (their panels),
