@@ -3,6 +3,8 @@
 // references and a plain memcpy bandwidth measured in the same run.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <vector>
 
@@ -51,6 +53,37 @@ void BM_MatmulFromMemory(benchmark::State& st) {
       benchmark::Counter(double(per * n_mat * sizeof(float)), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_MatmulFromMemory)->Args({1, 96, 256})->Args({8, 96, 256})->Args({8, 768, 256})->Args({16, 96, 256});
+
+// The same over f16 weights (a GGUF's F16 tensors at decode): converted in registers by the
+// kernel (`direct`, arg 3 = 1), or first into a 16-row f32 tile that the f32 kernel then reads
+// (arg 3 = 0, what model_ops did before); bytes are the f16 weights'.
+void BM_MatmulF16FromMemory(benchmark::State& st) {
+  const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));
+  const bool direct = st.range(3) != 0;
+  const size_t per = size_t(r) * k, n_mat = (size_t(64) << 20) / (per * sizeof(f16_t));
+  auto x = rnd(size_t(t) * k), wf = rnd(per * n_mat);
+  std::vector<f16_t> w(wf.size());
+  cpu::convert_f32_to_f16(wf.data(), w.data(), w.size());
+  std::vector<float> y(size_t(t) * r), tile(size_t(16) * k);
+  for (auto _ : st) {
+    for (size_t m = 0; m < n_mat; ++m) {
+      const f16_t* wm = w.data() + m * per;
+      if (direct) {
+        cpu::matmul(cpu::MatmulHalfParams{{x.data(), wm, y.data(), size_t(k), size_t(k), size_t(r), t, r, k}});
+        continue;
+      }
+      for (int r0 = 0; r0 < r; r0 += 16) {
+        const int nr = std::min(16, r - r0);
+        cpu::convert_f16_to_f32(wm + size_t(r0) * k, tile.data(), size_t(nr) * k, 8192);
+        cpu::matmul({x.data(), tile.data(), y.data() + r0, size_t(k), size_t(k), size_t(r), t, nr, k});
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GB/s"] =
+      benchmark::Counter(double(per * n_mat * sizeof(f16_t)), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MatmulF16FromMemory)->ArgsProduct({{1, 8}, {96}, {4096}, {0, 1}});
 
 void BM_MatmulRef(benchmark::State& st) {
   const int t = int(st.range(0)), r = int(st.range(1)), k = int(st.range(2));

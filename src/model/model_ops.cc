@@ -19,6 +19,11 @@ constexpr int kTokenBlock = 64;  // keeps a block of activations in L2 while row
 // multiplied there by the f32 kernel: the weights stay in their file format, and the f32 tile
 // (16 x n_in floats, 256 KiB at n_in 4096) stays in L2 while a token block walks it.
 constexpr int kTileRows = 16;
+// Up to this many tokens F16 and BF16 rows are multiplied where they lie, converted in
+// registers (cpu::matmul over 16-bit rows, bit-identical to the tile): each weight is used by
+// few tokens, and the tile's store and reload of every weight took a quarter of a 7B-shaped F16
+// decode step (docs/PERFORMANCE.md).
+constexpr int kHalfDirectTokens = 16;
 // Up to this many tokens, types with an integer path use it (a decode step: each weight byte is
 // read once and multiplied as int8, 1.4x the tile path's speed on a 168M-parameter Q8_0 model);
 // larger batches use the tile path, whose register-blocked f32 kernel reuses each dequantized
@@ -143,6 +148,13 @@ void matmul(ExecContext& ctx, std::span<const MatmulOutput> outs, const float* x
     }
     const float* xs = x + size_t(t0) * n_in;
     if (w.type() == GgmlType::kF32) return block(o, xs, w.f32() + size_t(r0) * n_in, t0, t1, r0, r1);
+    const bool half = w.type() == GgmlType::kF16 || w.type() == GgmlType::kBF16;
+    if (half && path == KernelPath::kSimd && t1 - t0 <= kHalfDirectTokens) {
+      cpu::matmul(cpu::MatmulHalfParams{{xs, reinterpret_cast<const uint16_t*>(w.row(r0)), o.y + size_t(t0) * w.rows + r0,
+                                         size_t(n_in), size_t(n_in), size_t(w.rows), t1 - t0, r1 - r0, n_in},
+                                        w.type() == GgmlType::kF16 ? cpu::HalfType::kF16 : cpu::HalfType::kBF16});
+      return;
+    }
     float* tile = ctx.scratch(worker, size_t(kTileRows) * size_t(n_in));
     for (int r = r0; r < r1; r += kTileRows) {
       const int r_end = std::min(r1, r + kTileRows);

@@ -12,6 +12,7 @@
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/cpu/lane_sums-inl.h"
+#include "kernels/cpu/load_partial-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -22,7 +23,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // The last, partial vector of a row: values [i, n), n - i < Lanes(d), zeros after them.
 template <class D>
 HWY_INLINE hn::Vec<D> LoadTail(D d, const float* p, size_t i, size_t n) {
-  return hn::MaskedLoad(hn::FirstN(d, n - i), d, p + i);
+  return kvq::HWY_NAMESPACE::LoadPartial(d, p + i, n - i);
 }
 
 template <class D>

@@ -6,6 +6,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+#include "kernels/cpu/load_partial-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -27,8 +28,8 @@ void SwiGlu(float* g, const float* u, size_t n) {
   size_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(gate(hn::LoadU(d, g + i), hn::LoadU(d, u + i)), d, g + i);
   if (i < n) {
-    const auto m = hn::FirstN(d, n - i);
-    const auto x = hn::MaskedLoad(m, d, g + i), up = hn::MaskedLoad(m, d, u + i);
+    const auto x = kvq::HWY_NAMESPACE::LoadPartial(d, g + i, n - i);
+    const auto up = kvq::HWY_NAMESPACE::LoadPartial(d, u + i, n - i);
     HWY_ALIGN float buf[hn::MaxLanes(d)];
     hn::Store(gate(x, up), d, buf);
     for (size_t k = 0; k < n - i; ++k) g[i + k] = buf[k];

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Highway matmul over f32 weights: register-blocked 4 tokens x 4 rows, one vector accumulator
-// per output, fused multiply-add along n_in, masked tail, then a horizontal sum. A few tokens
-// (a decode step) go rows outermost with the next rows prefetched, as their weights come from
-// memory; more tokens (prefill) go tokens outermost.
+// Highway matmul over f32 weights, or f16 / bf16 weights converted in registers as they are
+// loaded: register-blocked 4 tokens x 4 rows, one vector accumulator per output, fused
+// multiply-add along n_in, a zero-padded tail, then the block's sums in one transpose. A few
+// tokens (a decode step) go rows outermost with the next rows prefetched, as their weights come
+// from memory; more tokens (prefill) go tokens outermost.
 #include <algorithm>
 
 #undef HWY_TARGET_INCLUDE
@@ -11,6 +12,7 @@
 
 #include "hwy/highway.h"
 #include "kernels/cpu/lane_sums-inl.h"
+#include "kernels/cpu/load_partial-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -22,8 +24,40 @@ namespace hn = hwy::HWY_NAMESPACE;
 // sees the same sequence of MulAdds regardless of kT/kR, which keeps results tiling-independent.
 // kPrefetch: also prefetches kR rows from pf (ldw apart) into L2, a line of each per 64 bytes
 // of n_in, as the block reads its own.
-template <size_t kT, size_t kR, bool kPrefetch = false>
-HWY_INLINE void MatmulBlock(const MatmulParams& p, int t0, int r0, const float* pf = nullptr) {
+// A whole vector of weights as f32, and the last partial one (lanes past n zero).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeights(D d, const float* w) {
+  return hn::LoadU(d, w);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeights(D d, const f16_t* w) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::float16_t, D>(), reinterpret_cast<const hwy::float16_t*>(w)));
+}
+// bf16 rows: the element type tells the loads apart from f16's (both are 16-bit words).
+struct Bf16 {
+  uint16_t bits;
+};
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeights(D d, const Bf16* w) {
+  const hn::RebindToUnsigned<D> du;
+  const auto h = hn::LoadU(hn::Rebind<uint16_t, D>(), reinterpret_cast<const uint16_t*>(w));
+  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, h)));  // a float's upper half
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadWeightsTail(D d, const float* w, size_t n) {
+  return kvq::HWY_NAMESPACE::LoadPartial(d, w, n);
+}
+// 16-bit rows: through a zero-padded buffer (no masked load of 16-bit lanes on every target).
+template <class D, typename W>
+HWY_INLINE hn::Vec<D> LoadWeightsTail(D d, const W* w, size_t n) {
+  static_assert(sizeof(W) == 2);
+  HWY_ALIGN W buf[hn::MaxLanes(D())] = {};
+  for (size_t k = 0; k < n; ++k) buf[k] = w[k];
+  return LoadWeights(d, static_cast<const W*>(buf));
+}
+
+template <size_t kT, size_t kR, bool kPrefetch = false, typename W>
+HWY_INLINE void MatmulBlock(const MatmulParamsT<W>& p, int t0, int r0, const W* pf = nullptr) {
   const hn::ScalableTag<float> d;
   using V = hn::Vec<decltype(d)>;
   const size_t N = hn::Lanes(d);
@@ -32,7 +66,7 @@ HWY_INLINE void MatmulBlock(const MatmulParams& p, int t0, int r0, const float* 
   for (size_t t = 0; t < kT; ++t)
     for (size_t r = 0; r < kR; ++r) acc[t][r] = hn::Zero(d);
   const float* xr[kT];
-  const float* wr[kR];
+  const W* wr[kR];
   for (size_t t = 0; t < kT; ++t) xr[t] = p.x + (t0 + t) * p.ldx;
   for (size_t r = 0; r < kR; ++r) wr[r] = p.w + (r0 + r) * p.ldw;
   size_t i = 0;
@@ -40,21 +74,20 @@ HWY_INLINE void MatmulBlock(const MatmulParams& p, int t0, int r0, const float* 
     V xv[kT];
     for (size_t t = 0; t < kT; ++t) xv[t] = hn::LoadU(d, xr[t] + i);
     if constexpr (kPrefetch) {
-      if (i % 16 == 0) {
+      if ((i * sizeof(W)) % 64 == 0) {
         for (size_t r = 0; r < kR; ++r) __builtin_prefetch(pf + r * p.ldw + i, 0, 2);
       }
     }
     for (size_t r = 0; r < kR; ++r) {
-      const V wv = hn::LoadU(d, wr[r] + i);
+      const V wv = LoadWeights(d, wr[r] + i);
       for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
     }
   }
   if (i < n_in) {
-    const auto m = hn::FirstN(d, n_in - i);
     V xv[kT];
-    for (size_t t = 0; t < kT; ++t) xv[t] = hn::MaskedLoad(m, d, xr[t] + i);
+    for (size_t t = 0; t < kT; ++t) xv[t] = kvq::HWY_NAMESPACE::LoadPartial(d, xr[t] + i, n_in - i);
     for (size_t r = 0; r < kR; ++r) {
-      const V wv = hn::MaskedLoad(m, d, wr[r] + i);
+      const V wv = LoadWeightsTail(d, wr[r] + i, n_in - i);
       for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
     }
   }
@@ -78,8 +111,8 @@ HWY_INLINE void MatmulBlock(const MatmulParams& p, int t0, int r0, const float* 
   }
 }
 
-template <size_t kT>
-HWY_INLINE void MatmulTokens(const MatmulParams& p, int t0) {
+template <size_t kT, typename W>
+HWY_INLINE void MatmulTokens(const MatmulParamsT<W>& p, int t0) {
   int r = 0;
   for (; r + 4 <= p.n_rows; r += 4) MatmulBlock<kT, 4>(p, t0, r);
   for (; r < p.n_rows; ++r) MatmulBlock<kT, 1>(p, t0, r);
@@ -94,8 +127,8 @@ constexpr int kFewTokens = 16;
 
 // Rows [r, r + kR) for every token, 4 at a time; the first pass prefetches the kR rows at pf
 // unless pf is null.
-template <size_t kR>
-HWY_INLINE void RowsForAllTokens(const MatmulParams& p, int r, const float* pf) {
+template <size_t kR, typename W>
+HWY_INLINE void RowsForAllTokens(const MatmulParamsT<W>& p, int r, const W* pf) {
   int t = 0;
   if (pf) {
     t = std::min(p.n_tokens, 4);
@@ -116,15 +149,17 @@ HWY_INLINE void RowsForAllTokens(const MatmulParams& p, int r, const float* pf) 
   }
 }
 
-void MatmulFewTokens(const MatmulParams& p) {
+template <typename W>
+HWY_INLINE void MatmulFewTokens(const MatmulParamsT<W>& p) {
   int r = 0;
   for (; r + 4 <= p.n_rows; r += 4) {
-    RowsForAllTokens<4>(p, r, r + 8 <= p.n_rows ? p.w + size_t(r + 4) * p.ldw : nullptr);
+    RowsForAllTokens<4>(p, r, r + 8 <= p.n_rows ? p.w + size_t(r + 4) * p.ldw : static_cast<const W*>(nullptr));
   }
-  for (; r < p.n_rows; ++r) RowsForAllTokens<1>(p, r, nullptr);
+  for (; r < p.n_rows; ++r) RowsForAllTokens<1>(p, r, static_cast<const W*>(nullptr));
 }
 
-void Matmul(const MatmulParams& p) {
+template <typename W>
+HWY_INLINE void MatmulT(const MatmulParamsT<W>& p) {
   if (p.n_tokens <= kFewTokens) return MatmulFewTokens(p);
   int t = 0;
   for (; t + 4 <= p.n_tokens; t += 4) MatmulTokens<4>(p, t);
@@ -136,6 +171,14 @@ void Matmul(const MatmulParams& p) {
   }
 }
 
+void Matmul(const MatmulParams& p) { MatmulT(p); }
+void MatmulHalf(const MatmulHalfParams& p) {
+  const MatmulParamsT<uint16_t>& h = p.m;
+  if (p.type == HalfType::kF16) return MatmulT(h);
+  MatmulT(MatmulParamsT<Bf16>{h.x, reinterpret_cast<const Bf16*>(h.w), h.y, h.ldx, h.ldw, h.ldy, h.n_tokens, h.n_rows,
+                              h.n_in});
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::cpu
 HWY_AFTER_NAMESPACE();
@@ -143,6 +186,8 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace kvq::cpu {
 HWY_EXPORT(Matmul);
+HWY_EXPORT(MatmulHalf);
 void matmul(const MatmulParams& p) { HWY_DYNAMIC_DISPATCH(Matmul)(p); }
+void matmul(const MatmulHalfParams& p) { HWY_DYNAMIC_DISPATCH(MatmulHalf)(p); }
 }  // namespace kvq::cpu
 #endif

@@ -11,18 +11,33 @@
 
 namespace kvq::cpu {
 
-// Plain strided view of a row-major float matrix.
-struct MatmulParams {
+// Plain strided views of row-major matrices: f32 activations, weights of type W (float, or
+// f16 rows as a GGUF's F16 tensors hold them).
+template <typename W>
+struct MatmulParamsT {
   const float* x = nullptr;  // [n_tokens, n_in], row stride ldx
-  const float* w = nullptr;  // [n_rows, n_in], row stride ldw
+  const W* w = nullptr;      // [n_rows, n_in], row stride ldw
   float* y = nullptr;        // [n_tokens, n_rows], row stride ldy
   size_t ldx = 0, ldw = 0, ldy = 0;
   int n_tokens = 0, n_rows = 0, n_in = 0;
 };
+using MatmulParams = MatmulParamsT<float>;
 
 // y[t, r] = x[t, :] . w[r, :]. Every output element is accumulated in the same order whatever
 // n_tokens / n_rows the call covers, so tiling and threading do not change results.
 void matmul(const MatmulParams& p);
+// Weights of 16-bit floats, as a GGUF's F16 and BF16 tensors hold them.
+enum class HalfType { kF16, kBF16 };
+struct MatmulHalfParams {
+  MatmulParamsT<uint16_t> m;  // the rows' 16-bit words
+  HalfType type = HalfType::kF16;
+};
+// The same over f16 or bf16 weights, each converted to f32 in registers as it is loaded: bit
+// for bit convert_f16_to_f32 (convert_bf16_to_f32) of the rows, then matmul. For a decode
+// step's few tokens (each weight used by each token once), where converting the rows into a
+// tile first costs a store and a reload of every weight; a prefill converts each row once into
+// a tile and reuses it instead.
+void matmul(const MatmulHalfParams& p);
 
 // A panel: kPanelRows weight rows stored k-major, panel[k * kPanelRows + r] = w[r0 + r, k]
 // (rows past the matrix's end are zero). Batched matmuls over packed weights dequantize each

@@ -6,7 +6,9 @@
 #include <cstring>
 #include <vector>
 
+#include "base/fp16.h"
 #include "base/rng.h"
+#include "hwy/targets.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/ref/ops_ref.h"
 #include "kernels/rope.h"
@@ -30,30 +32,82 @@ float abs_dot(const float* a, const float* b, int n) {
   return s;
 }
 
+// Runs fn on every Highway target this CPU runs (SSE4, AVX2, AVX-512, ...), not just the best:
+// each target has its own tails (Highway 1.0.3's MaskedLoad is an aligned whole load on SSE4).
+template <class Fn>
+void on_every_target(const Fn& fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 TEST(Kernels, MatmulMatchesReferenceOnOddSizes) {
-  Rng rng(1);
-  // Up to 16 tokens rows go outermost with the next 4 prefetched (12 rows: two blocks that
-  // prefetch, one that does not); from 17 the tokens go outermost.
-  for (int n_tokens : {1, 2, 3, 5, 7, 16, 17, 22}) {
-    for (int n_rows : {1, 3, 4, 7, 12, 33}) {
-      for (int n_in : {1, 7, 8, 31, 33, 127, 172}) {
-        auto x = random_vec(rng, size_t(n_tokens) * n_in);
-        auto w = random_vec(rng, size_t(n_rows) * n_in);
-        std::vector<float> y(size_t(n_tokens) * n_rows), y_ref(y.size());
-        ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
-        cpu::matmul({x.data(), w.data(), y.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
-                     n_tokens, n_rows, n_in});
-        for (int t = 0; t < n_tokens; ++t) {
-          for (int r = 0; r < n_rows; ++r) {
-            const float bound = kRelTol * std::sqrt(float(n_in)) *
-                                abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
-            ASSERT_NEAR(y[size_t(t) * n_rows + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
-                << n_tokens << "x" << n_rows << "x" << n_in;
+  on_every_target([&] {
+    Rng rng(1);
+    // Up to 16 tokens rows go outermost with the next 4 prefetched (12 rows: two blocks that
+    // prefetch, one that does not); from 17 the tokens go outermost.
+    for (int n_tokens : {1, 2, 3, 5, 7, 16, 17, 22}) {
+      for (int n_rows : {1, 3, 4, 7, 12, 33}) {
+        for (int n_in : {1, 7, 8, 31, 33, 127, 172}) {
+          auto x = random_vec(rng, size_t(n_tokens) * n_in);
+          auto w = random_vec(rng, size_t(n_rows) * n_in);
+          std::vector<float> y(size_t(n_tokens) * n_rows), y_ref(y.size());
+          ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+          cpu::matmul({x.data(), w.data(), y.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
+                       n_tokens, n_rows, n_in});
+          for (int t = 0; t < n_tokens; ++t) {
+            for (int r = 0; r < n_rows; ++r) {
+              const float bound = kRelTol * std::sqrt(float(n_in)) *
+                                  abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
+              ASSERT_NEAR(y[size_t(t) * n_rows + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
+                  << n_tokens << "x" << n_rows << "x" << n_in;
+            }
           }
         }
       }
     }
-  }
+  });
+}
+
+// Over f16 or bf16 rows (a GGUF's F16/BF16 weights at decode) the kernel converts each weight in registers:
+// bit for bit the f32 kernel over the converted rows, on every target, for odd sizes (the last
+// partial vector goes through a padded buffer), a row stride wider than n_in, and the row
+// blocks that prefetch.
+TEST(Kernels, MatmulOverHalfRowsEqualsTheConvertedRows) {
+  Rng rng(3);
+  on_every_target([&] {
+    for (int n_tokens : {1, 3, 4, 5, 16, 17}) {
+      for (int n_rows : {1, 4, 7, 12}) {
+        for (int n_in : {1, 7, 16, 33, 172}) {
+          const size_t ldw = size_t(n_in) + 3;
+          auto x = random_vec(rng, size_t(n_tokens) * n_in);
+          for (cpu::HalfType type : {cpu::HalfType::kF16, cpu::HalfType::kBF16}) {
+            const bool f16 = type == cpu::HalfType::kF16;
+            std::vector<uint16_t> w16(size_t(n_rows) * ldw);
+            std::vector<float> w(w16.size());
+            for (size_t i = 0; i < w16.size(); ++i) {
+              const float v = float(rng.normal());
+              w16[i] = f16 ? f32_to_f16(v) : f32_to_bf16(v);
+              w[i] = f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
+            }
+            std::vector<float> y(size_t(n_tokens) * n_rows), y16(y.size(), -1.0f);
+            cpu::matmul({x.data(), w.data(), y.data(), size_t(n_in), ldw, size_t(n_rows), n_tokens, n_rows, n_in});
+            cpu::matmul(cpu::MatmulHalfParams{
+                {x.data(), w16.data(), y16.data(), size_t(n_in), ldw, size_t(n_rows), n_tokens, n_rows, n_in}, type});
+            for (size_t i = 0; i < y.size(); ++i) {
+              uint32_t a, b;
+              std::memcpy(&a, &y[i], 4);
+              std::memcpy(&b, &y16[i], 4);
+              ASSERT_EQ(a, b) << (f16 ? "f16 " : "bf16 ") << n_tokens << "x" << n_rows << "x" << n_in << " at " << i;
+            }
+          }
+        }
+      }
+    }
+  });
 }
 
 // Any split of tokens and rows gives bit-identical outputs: the property that makes results
@@ -81,70 +135,74 @@ TEST(Kernels, MatmulIsTilingInvariant) {
 // The panel kernel (batched matmuls over packed weights) against the reference on odd sizes,
 // through pack_panel; and any token split gives bit-identical outputs.
 TEST(Kernels, MatmulPanelMatchesReferenceOnOddSizes) {
-  Rng rng(4);
-  for (int n_tokens : {1, 5, 6, 7, 13, 37}) {
-    for (int n_rows : {1, 3, 8, 15, 16}) {
-      for (int n_in : {1, 7, 33, 172}) {
-        auto x = random_vec(rng, size_t(n_tokens) * n_in);
-        auto w = random_vec(rng, size_t(n_rows) * n_in);
-        std::vector<float> panel(size_t(cpu::kPanelRows) * n_in, -1.0f);
-        cpu::pack_panel(w.data(), size_t(n_in), n_rows, n_in, panel.data());
-        const size_t ldy = size_t(n_rows) + 2;  // a wider output stride: only n_rows are written
-        std::vector<float> y(size_t(n_tokens) * ldy, 7.0f), y_ref(size_t(n_tokens) * n_rows);
-        ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
-        cpu::matmul_panel({x.data(), panel.data(), y.data(), size_t(n_in), ldy, n_tokens, n_rows, n_in});
-        for (int t = 0; t < n_tokens; ++t) {
-          for (int r = 0; r < n_rows; ++r) {
-            const float bound = kRelTol * std::sqrt(float(n_in)) *
-                                abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
-            ASSERT_NEAR(y[size_t(t) * ldy + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
-                << n_tokens << "x" << n_rows << "x" << n_in;
+  on_every_target([&] {
+    Rng rng(4);
+    for (int n_tokens : {1, 5, 6, 7, 13, 37}) {
+      for (int n_rows : {1, 3, 8, 15, 16}) {
+        for (int n_in : {1, 7, 33, 172}) {
+          auto x = random_vec(rng, size_t(n_tokens) * n_in);
+          auto w = random_vec(rng, size_t(n_rows) * n_in);
+          std::vector<float> panel(size_t(cpu::kPanelRows) * n_in, -1.0f);
+          cpu::pack_panel(w.data(), size_t(n_in), n_rows, n_in, panel.data());
+          const size_t ldy = size_t(n_rows) + 2;  // a wider output stride: only n_rows are written
+          std::vector<float> y(size_t(n_tokens) * ldy, 7.0f), y_ref(size_t(n_tokens) * n_rows);
+          ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+          cpu::matmul_panel({x.data(), panel.data(), y.data(), size_t(n_in), ldy, n_tokens, n_rows, n_in});
+          for (int t = 0; t < n_tokens; ++t) {
+            for (int r = 0; r < n_rows; ++r) {
+              const float bound = kRelTol * std::sqrt(float(n_in)) *
+                                  abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
+              ASSERT_NEAR(y[size_t(t) * ldy + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
+                  << n_tokens << "x" << n_rows << "x" << n_in;
+            }
+            ASSERT_EQ(y[size_t(t) * ldy + n_rows], 7.0f);
+            ASSERT_EQ(y[size_t(t) * ldy + n_rows + 1], 7.0f);
           }
-          ASSERT_EQ(y[size_t(t) * ldy + n_rows], 7.0f);
-          ASSERT_EQ(y[size_t(t) * ldy + n_rows + 1], 7.0f);
+          std::vector<float> parts(y.size(), 7.0f);
+          for (int t = 0; t < n_tokens; ++t) {
+            cpu::matmul_panel({x.data() + size_t(t) * n_in, panel.data(), parts.data() + size_t(t) * ldy, size_t(n_in),
+                               ldy, 1, n_rows, n_in});
+          }
+          ASSERT_EQ(parts, y) << n_tokens << "x" << n_rows << "x" << n_in;
         }
-        std::vector<float> parts(y.size(), 7.0f);
-        for (int t = 0; t < n_tokens; ++t) {
-          cpu::matmul_panel({x.data() + size_t(t) * n_in, panel.data(), parts.data() + size_t(t) * ldy, size_t(n_in),
-                             ldy, 1, n_rows, n_in});
-        }
-        ASSERT_EQ(parts, y) << n_tokens << "x" << n_rows << "x" << n_in;
       }
     }
-  }
+  });
 }
 
 TEST(Kernels, AttentionOpsMatchReference) {
-  Rng rng(3);
-  for (int head_dim : {1, 7, 8, 9, 16, 31, 64, 65, 128}) {
-    for (int n_rows : {1, 2, 17, 97}) {
-      auto q = random_vec(rng, size_t(head_dim));
-      auto k = random_vec(rng, size_t(n_rows) * head_dim);
-      std::vector<f16_t> k16(k.size());
-      for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]);
-      std::vector<float> s(static_cast<size_t>(n_rows)), s16(static_cast<size_t>(n_rows));
-      const size_t hd = size_t(head_dim);
-      cpu::attn_scores(q.data(), hd, 1, k.data(), hd, n_rows, head_dim, 0.5f, s.data(), size_t(n_rows));
-      cpu::attn_scores(q.data(), hd, 1, k16.data(), hd, n_rows, head_dim, 0.5f, s16.data(), size_t(n_rows));
-      for (int j = 0; j < n_rows; ++j) {
-        const float bound = 1e-5f * abs_dot(q.data(), &k[size_t(j) * head_dim], head_dim) + 1e-30f;
-        ASSERT_NEAR(s[j], 0.5f * ref::dot_ref(q.data(), &k[size_t(j) * head_dim], head_dim), bound);
-        ASSERT_NEAR(s16[j], 0.5f * ref::dot_f16_ref(q.data(), &k16[size_t(j) * head_dim], head_dim),
-                    bound);
-      }
-      std::vector<float> out(static_cast<size_t>(head_dim), 0.25f), out16(out), out_ref(out), out16_ref(out);
-      cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k.data(), hd, n_rows, head_dim, out.data(), hd);
-      cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k16.data(), hd, n_rows, head_dim, out16.data(), hd);
-      for (int j = 0; j < n_rows; ++j) {
-        ref::axpy_ref(s[j], &k[size_t(j) * head_dim], out_ref.data(), head_dim);
-        ref::axpy_f16_ref(s[j], &k16[size_t(j) * head_dim], out16_ref.data(), head_dim);
-      }
-      for (int i = 0; i < head_dim; ++i) {
-        ASSERT_NEAR(out[i], out_ref[i], 1e-4f * (1 + std::fabs(out_ref[i])));
-        ASSERT_NEAR(out16[i], out16_ref[i], 1e-4f * (1 + std::fabs(out16_ref[i])));
+  on_every_target([&] {
+    Rng rng(3);
+    for (int head_dim : {1, 7, 8, 9, 16, 31, 64, 65, 128}) {
+      for (int n_rows : {1, 2, 17, 97}) {
+        auto q = random_vec(rng, size_t(head_dim));
+        auto k = random_vec(rng, size_t(n_rows) * head_dim);
+        std::vector<f16_t> k16(k.size());
+        for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]);
+        std::vector<float> s(static_cast<size_t>(n_rows)), s16(static_cast<size_t>(n_rows));
+        const size_t hd = size_t(head_dim);
+        cpu::attn_scores(q.data(), hd, 1, k.data(), hd, n_rows, head_dim, 0.5f, s.data(), size_t(n_rows));
+        cpu::attn_scores(q.data(), hd, 1, k16.data(), hd, n_rows, head_dim, 0.5f, s16.data(), size_t(n_rows));
+        for (int j = 0; j < n_rows; ++j) {
+          const float bound = 1e-5f * abs_dot(q.data(), &k[size_t(j) * head_dim], head_dim) + 1e-30f;
+          ASSERT_NEAR(s[j], 0.5f * ref::dot_ref(q.data(), &k[size_t(j) * head_dim], head_dim), bound);
+          ASSERT_NEAR(s16[j], 0.5f * ref::dot_f16_ref(q.data(), &k16[size_t(j) * head_dim], head_dim),
+                      bound);
+        }
+        std::vector<float> out(static_cast<size_t>(head_dim), 0.25f), out16(out), out_ref(out), out16_ref(out);
+        cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k.data(), hd, n_rows, head_dim, out.data(), hd);
+        cpu::attn_accumulate(s.data(), size_t(n_rows), 1, k16.data(), hd, n_rows, head_dim, out16.data(), hd);
+        for (int j = 0; j < n_rows; ++j) {
+          ref::axpy_ref(s[j], &k[size_t(j) * head_dim], out_ref.data(), head_dim);
+          ref::axpy_f16_ref(s[j], &k16[size_t(j) * head_dim], out16_ref.data(), head_dim);
+        }
+        for (int i = 0; i < head_dim; ++i) {
+          ASSERT_NEAR(out[i], out_ref[i], 1e-4f * (1 + std::fabs(out_ref[i])));
+          ASSERT_NEAR(out16[i], out16_ref[i], 1e-4f * (1 + std::fabs(out16_ref[i])));
+        }
       }
     }
-  }
+  });
 }
 
 // Queries go through the kernels in passes that share row loads; a query's scores and output
@@ -215,36 +273,40 @@ TEST(Kernels, AttentionAccumulateIsBlockingInvariant) {
 }
 
 TEST(Kernels, SwiGluMatchesReference) {
-  Rng rng(6);
-  for (size_t n : {1, 7, 8, 9, 31, 100, 1029}) {
-    auto g = random_vec(rng, n), u = random_vec(rng, n);
-    for (auto& x : g) x *= 8.0f;
-    if (n > 9) g[3] = -200.0f, g[4] = 200.0f, g[5] = -90.0f, g[6] = 0.0f;  // the clamp, both tails
-    auto got = g;
-    cpu::swiglu(got.data(), u.data(), n);
-    for (size_t i = 0; i < n; ++i) {
-      const float want = ref::silu(g[i]) * u[i];
-      ASSERT_NEAR(got[i], want, 4e-7f * std::fabs(want) + 1e-30f) << "n " << n << " x " << g[i];
+  on_every_target([&] {
+    Rng rng(6);
+    for (size_t n : {1, 7, 8, 9, 31, 100, 1029}) {
+      auto g = random_vec(rng, n), u = random_vec(rng, n);
+      for (auto& x : g) x *= 8.0f;
+      if (n > 9) g[3] = -200.0f, g[4] = 200.0f, g[5] = -90.0f, g[6] = 0.0f;  // the clamp, both tails
+      auto got = g;
+      cpu::swiglu(got.data(), u.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        const float want = ref::silu(g[i]) * u[i];
+        ASSERT_NEAR(got[i], want, 4e-7f * std::fabs(want) + 1e-30f) << "n " << n << " x " << g[i];
+      }
     }
-  }
+  });
 }
 
 TEST(Kernels, SoftmaxMatchesReference) {
-  Rng rng(5);
-  for (int n : {1, 2, 7, 8, 15, 16, 17, 33, 127, 1000}) {
-    for (bool round : {false, true}) {
-      auto x = random_vec(rng, size_t(n));
-      for (auto& v : x) v *= 4.0f;
-      auto ref = x;
-      ref::softmax_ref(ref.data(), n);
-      cpu::softmax(x.data(), n, round);
-      for (int i = 0; i < n; ++i) {
-        const float want = round ? round_to_f16(ref[i]) : ref[i];
-        // Highway Exp is within a few ulp of expf; an f16 rounding may then flip by one f16 ulp.
-        ASSERT_NEAR(x[i], want, (round ? 1e-3f : 1e-5f) * want + 1e-7f) << n << " " << i;
+  on_every_target([&] {
+    Rng rng(5);
+    for (int n : {1, 2, 7, 8, 15, 16, 17, 33, 127, 1000}) {
+      for (bool round : {false, true}) {
+        auto x = random_vec(rng, size_t(n));
+        for (auto& v : x) v *= 4.0f;
+        auto ref = x;
+        ref::softmax_ref(ref.data(), n);
+        cpu::softmax(x.data(), n, round);
+        for (int i = 0; i < n; ++i) {
+          const float want = round ? round_to_f16(ref[i]) : ref[i];
+          // Highway Exp is within a few ulp of expf; an f16 rounding may then flip by one f16 ulp.
+          ASSERT_NEAR(x[i], want, (round ? 1e-3f : 1e-5f) * want + 1e-7f) << n << " " << i;
+        }
       }
     }
-  }
+  });
 }
 
 // The queries' rotation by one angle set (attention, pre-RoPE keys) against Rope::rotate, its
