@@ -32,6 +32,21 @@ float abs_dot(const float* a, const float* b, int n) {
   return s;
 }
 
+// y[t, r] (ldy apart) against ref::matmul_ref of x [n_tokens, n_in] and w [n_rows, n_in], within
+// kRelTol * sqrt(n_in) of the sum of |terms|.
+void expect_near_reference(const std::vector<float>& x, const std::vector<float>& w, const float* y, size_t ldy,
+                           int n_tokens, int n_rows, int n_in) {
+  std::vector<float> y_ref(size_t(n_tokens) * n_rows);
+  ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int r = 0; r < n_rows; ++r) {
+      const float bound = kRelTol * std::sqrt(float(n_in)) * abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
+      ASSERT_NEAR(y[size_t(t) * ldy + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
+          << n_tokens << "x" << n_rows << "x" << n_in << " at token " << t << ", row " << r;
+    }
+  }
+}
+
 // Runs fn on every Highway target this CPU runs (SSE4, AVX2, AVX-512, ...), not just the best:
 // each target has its own tails (Highway 1.0.3's MaskedLoad is an aligned whole load on SSE4).
 template <class Fn>
@@ -54,18 +69,10 @@ TEST(Kernels, MatmulMatchesReferenceOnOddSizes) {
         for (int n_in : {1, 7, 8, 31, 33, 127, 172}) {
           auto x = random_vec(rng, size_t(n_tokens) * n_in);
           auto w = random_vec(rng, size_t(n_rows) * n_in);
-          std::vector<float> y(size_t(n_tokens) * n_rows), y_ref(y.size());
-          ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+          std::vector<float> y(size_t(n_tokens) * n_rows);
           cpu::matmul({x.data(), w.data(), y.data(), size_t(n_in), size_t(n_in), size_t(n_rows),
                        n_tokens, n_rows, n_in});
-          for (int t = 0; t < n_tokens; ++t) {
-            for (int r = 0; r < n_rows; ++r) {
-              const float bound = kRelTol * std::sqrt(float(n_in)) *
-                                  abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
-              ASSERT_NEAR(y[size_t(t) * n_rows + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
-                  << n_tokens << "x" << n_rows << "x" << n_in;
-            }
-          }
+          expect_near_reference(x, w, y.data(), size_t(n_rows), n_tokens, n_rows, n_in);
         }
       }
     }
@@ -145,16 +152,10 @@ TEST(Kernels, MatmulPanelMatchesReferenceOnOddSizes) {
           std::vector<float> panel(size_t(cpu::kPanelRows) * n_in, -1.0f);
           cpu::pack_panel(w.data(), size_t(n_in), n_rows, n_in, panel.data());
           const size_t ldy = size_t(n_rows) + 2;  // a wider output stride: only n_rows are written
-          std::vector<float> y(size_t(n_tokens) * ldy, 7.0f), y_ref(size_t(n_tokens) * n_rows);
-          ref::matmul_ref(x.data(), w.data(), y_ref.data(), n_tokens, n_rows, n_in);
+          std::vector<float> y(size_t(n_tokens) * ldy, 7.0f);
           cpu::matmul_panel({x.data(), panel.data(), y.data(), size_t(n_in), ldy, n_tokens, n_rows, n_in});
+          expect_near_reference(x, w, y.data(), ldy, n_tokens, n_rows, n_in);
           for (int t = 0; t < n_tokens; ++t) {
-            for (int r = 0; r < n_rows; ++r) {
-              const float bound = kRelTol * std::sqrt(float(n_in)) *
-                                  abs_dot(&x[size_t(t) * n_in], &w[size_t(r) * n_in], n_in);
-              ASSERT_NEAR(y[size_t(t) * ldy + r], y_ref[size_t(t) * n_rows + r], bound + 1e-30f)
-                  << n_tokens << "x" << n_rows << "x" << n_in;
-            }
             ASSERT_EQ(y[size_t(t) * ldy + n_rows], 7.0f);
             ASSERT_EQ(y[size_t(t) * ldy + n_rows + 1], 7.0f);
           }
