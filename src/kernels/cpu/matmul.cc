@@ -20,10 +20,6 @@ namespace kvq::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Computes the kT x kR block of outputs starting at token t0, row r0. Each output's accumulator
-// sees the same sequence of MulAdds regardless of kT/kR, which keeps results tiling-independent.
-// kPrefetch: also prefetches kR rows from pf (ldw apart) into L2, a line of each per 64 bytes
-// of n_in, as the block reads its own.
 // A whole vector of weights as f32, and the last partial one (lanes past n zero).
 template <class D>
 HWY_INLINE hn::Vec<D> LoadWeights(D d, const float* w) {
@@ -56,6 +52,10 @@ HWY_INLINE hn::Vec<D> LoadWeightsTail(D d, const W* w, size_t n) {
   return LoadWeights(d, static_cast<const W*>(buf));
 }
 
+// Computes the kT x kR block of outputs starting at token t0, row r0. Each output's accumulator
+// sees the same sequence of MulAdds regardless of kT/kR, which keeps results tiling-independent.
+// kPrefetch: also prefetches kR rows from pf (ldw apart) into L2, a line of each per 64 bytes
+// of weights read, as the block reads its own; W: the weights' type (float, f16 words or Bf16).
 template <size_t kT, size_t kR, bool kPrefetch = false, typename W>
 HWY_INLINE void MatmulBlock(const MatmulParamsT<W>& p, int t0, int r0, const W* pf = nullptr) {
   const hn::ScalableTag<float> d;
