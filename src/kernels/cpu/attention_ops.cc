@@ -12,7 +12,7 @@
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/cpu/lane_sums-inl.h"
-#include "kernels/cpu/load_partial-inl.h"
+#include "kernels/cpu/vector_loads-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -20,33 +20,10 @@ namespace kvq::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// The last, partial vector of a row: values [i, n), n - i < Lanes(d), zeros after them.
-template <class D>
-HWY_INLINE hn::Vec<D> LoadTail(D d, const float* p, size_t i, size_t n) {
-  return kvq::HWY_NAMESPACE::LoadPartial(d, p + i, n - i);
-}
-
-template <class D>
-HWY_INLINE hn::Vec<D> LoadTail(D d, const f16_t* p, size_t i, size_t n) {
-  // Copied into a zero-padded buffer (f16 has no masked load on every target).
-  const hn::Rebind<hwy::float16_t, D> dh;
-  const auto* ph = reinterpret_cast<const hwy::float16_t*>(p + i);
-  HWY_ALIGN hwy::float16_t buf[hn::MaxLanes(dh)] = {};
-  for (size_t k = 0; k < n - i; ++k) buf[k] = ph[k];
-  return hn::PromoteTo(d, hn::Load(dh, buf));
-}
-
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWhole(D d, const float* p) {
-  return hn::LoadU(d, p);
-}
-
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWhole(D d, const f16_t* p) {
-  const hn::Rebind<hwy::float16_t, D> dh;
-  return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
-}
-
+// Whole and partial vectors of f32, f16 or bf16 rows as f32 (vector_loads-inl.h).
+using kvq::HWY_NAMESPACE::Bf16;
+using kvq::HWY_NAMESPACE::LoadPartial;
+using kvq::HWY_NAMESPACE::LoadWhole;
 
 // The sum of a score accumulator's lanes: SumOfLanes's, or on AVX3 for 16 lanes SumOfLanes16
 // (the grouping of the transposed sums below, lane_sums-inl.h).
@@ -88,9 +65,9 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
       }
     }
     if (whole < n) {
-      const V r0 = LoadTail(d, k0, whole, n), r1 = LoadTail(d, k1, whole, n);
+      const V r0 = LoadPartial(d, k0 + whole, n - whole), r1 = LoadPartial(d, k1 + whole, n - whole);
       for (size_t u = 0; u < kQ; ++u) {
-        const V qi = LoadTail(d, q + u * ldq, whole, n);
+        const V qi = LoadPartial(d, q + u * ldq + whole, n - whole);
         a0[u] = hn::MulAdd(qi, r0, a0[u]);
         a1[u] = hn::MulAdd(qi, r1, a1[u]);
       }
@@ -134,14 +111,14 @@ HWY_INLINE void ScoresImpl(D d, const float* HWY_RESTRICT q, size_t ldq, const T
       for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(hn::LoadU(d, q + u * ldq + i), r, a[u]);
     }
     if (whole < n) {
-      const V r = LoadTail(d, kr, whole, n);
-      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(LoadTail(d, q + u * ldq, whole, n), r, a[u]);
+      const V r = LoadPartial(d, kr + whole, n - whole);
+      for (size_t u = 0; u < kQ; ++u) a[u] = hn::MulAdd(LoadPartial(d, q + u * ldq + whole, n - whole), r, a[u]);
     }
     for (size_t u = 0; u < kQ; ++u) s[u * lds + size_t(j)] = RowSum(d, a[u]) * scale;
   }
 }
 
-// Stores lanes [0, n - i) of v at out + i (the partial vector LoadTail read).
+// Stores lanes [0, n - i) of v at out + i (the partial vector LoadPartial read).
 template <class D>
 HWY_INLINE void StoreTail(D d, hn::Vec<D> v, float* out, size_t i, size_t n) {
   HWY_ALIGN float buf[hn::MaxLanes(d)];
@@ -177,7 +154,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
     V a[kQ][kN];
     for (size_t u = 0; u < kQ; ++u) {
       for (size_t x = 0; x < kN; ++x) {
-        a[u][x] = kTail ? LoadTail(d, out + u * ldo, i, n) : hn::LoadU(d, out + u * ldo + i + x * N);
+        a[u][x] = kTail ? LoadPartial(d, out + u * ldo + i, n - i) : hn::LoadU(d, out + u * ldo + i + x * N);
       }
     }
     for (int j = 0; j < nb; ++j) {
@@ -187,7 +164,7 @@ HWY_INLINE void AccumulateImpl(D d, const float* HWY_RESTRICT p, size_t ldp, con
         for (size_t o = 64; o < n * sizeof(T); o += 64) __builtin_prefetch(b + o);
       }
       V r[kN];
-      for (size_t x = 0; x < kN; ++x) r[x] = kTail ? LoadTail(d, vr, i, n) : LoadWhole(d, vr + i + x * N);
+      for (size_t x = 0; x < kN; ++x) r[x] = kTail ? LoadPartial(d, vr + i, n - i) : LoadWhole(d, vr + i + x * N);
       for (size_t u = 0; u < kQ; ++u) {
         const V pj = hn::Set(d, w[j][u]);
         for (size_t x = 0; x < kN; ++x) a[u][x] = hn::MulAdd(pj, r[x], a[u][x]);
@@ -390,36 +367,27 @@ void ConvertF32ToF16(const float* x, f16_t* y, size_t n) {
   for (; i < n; ++i) y[i] = f32_to_f16(x[i]);
 }
 
-void ConvertF16ToF32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) {
+// 16-bit floats to f32, exactly: f16 (T = f16_t) or bf16 (T = Bf16) vectors as vector_loads-inl.h
+// loads them, the last few values by the scalar conversion. One prefetch per 64-byte line of the
+// source; the address as an integer, since it may point past x's end.
+template <typename T, float (*kScalar)(uint16_t)>
+HWY_INLINE void HalfToF32(const uint16_t* x, float* y, size_t n, size_t prefetch_bytes) {
   const hn::ScalableTag<float> d;
-  const hn::Rebind<hwy::float16_t, decltype(d)> dh;
   const size_t N = hn::Lanes(d);
-  const auto* xh = reinterpret_cast<const hwy::float16_t*>(x);
-  // One prefetch per 64-byte line of the source; the address as an integer, since it may point
-  // past x's end.
   const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
   size_t i = 0;
   for (; i + N <= n; i += N) {
     if (prefetch_bytes > 0 && i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
-    hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, xh + i)), d, y + i);
+    hn::StoreU(LoadWhole(d, reinterpret_cast<const T*>(x + i)), d, y + i);
   }
-  for (; i < n; ++i) y[i] = f16_to_f32(x[i]);
+  for (; i < n; ++i) y[i] = kScalar(x[i]);
 }
 
-// bf16 is a float's upper 16 bits: each widened to 32 and shifted up (exact); prefetching as
-// ConvertF16ToF32.
+void ConvertF16ToF32(const f16_t* x, float* y, size_t n, size_t prefetch_bytes) {
+  HalfToF32<f16_t, f16_to_f32>(x, y, n, prefetch_bytes);
+}
 void ConvertBf16ToF32(const bf16_t* x, float* y, size_t n, size_t prefetch_bytes) {
-  const hn::ScalableTag<float> d;
-  const hn::RebindToUnsigned<decltype(d)> du;
-  const hn::Rebind<uint16_t, decltype(d)> d16;
-  const size_t N = hn::Lanes(d);
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(x) + prefetch_bytes;
-  size_t i = 0;
-  for (; i + N <= n; i += N) {
-    if (prefetch_bytes > 0 && i % 32 == 0) __builtin_prefetch(reinterpret_cast<const void*>(ahead + 2 * i), 0, 2);
-    hn::StoreU(hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, x + i)))), d, y + i);
-  }
-  for (; i < n; ++i) y[i] = bf16_to_f32(x[i]);
+  HalfToF32<Bf16, bf16_to_f32>(x, y, n, prefetch_bytes);
 }
 
 // Softmax over x[0, n): vector max, Highway Exp (within a few ulp of expf), float lane sums.

@@ -12,7 +12,7 @@
 
 #include "hwy/highway.h"
 #include "kernels/cpu/lane_sums-inl.h"
-#include "kernels/cpu/load_partial-inl.h"
+#include "kernels/cpu/vector_loads-inl.h"
 #include "kernels/cpu/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -20,37 +20,10 @@ namespace kvq::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// A whole vector of weights as f32, and the last partial one (lanes past n zero).
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWeights(D d, const float* w) {
-  return hn::LoadU(d, w);
-}
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWeights(D d, const f16_t* w) {
-  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::float16_t, D>(), reinterpret_cast<const hwy::float16_t*>(w)));
-}
-// bf16 rows: the element type tells the loads apart from f16's (both are 16-bit words).
-struct Bf16 {
-  uint16_t bits;
-};
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWeights(D d, const Bf16* w) {
-  const hn::RebindToUnsigned<D> du;
-  const auto h = hn::LoadU(hn::Rebind<uint16_t, D>(), reinterpret_cast<const uint16_t*>(w));
-  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, h)));  // a float's upper half
-}
-template <class D>
-HWY_INLINE hn::Vec<D> LoadWeightsTail(D d, const float* w, size_t n) {
-  return kvq::HWY_NAMESPACE::LoadPartial(d, w, n);
-}
-// 16-bit rows: through a zero-padded buffer (no masked load of 16-bit lanes on every target).
-template <class D, typename W>
-HWY_INLINE hn::Vec<D> LoadWeightsTail(D d, const W* w, size_t n) {
-  static_assert(sizeof(W) == 2);
-  HWY_ALIGN W buf[hn::MaxLanes(D())] = {};
-  for (size_t k = 0; k < n; ++k) buf[k] = w[k];
-  return LoadWeights(d, static_cast<const W*>(buf));
-}
+// Rows of f32, f16 words or bf16 (Bf16) loaded as f32 (vector_loads-inl.h).
+using kvq::HWY_NAMESPACE::Bf16;
+using kvq::HWY_NAMESPACE::LoadPartial;
+using kvq::HWY_NAMESPACE::LoadWhole;
 
 // Computes the kT x kR block of outputs starting at token t0, row r0. Each output's accumulator
 // sees the same sequence of MulAdds regardless of kT/kR, which keeps results tiling-independent.
@@ -79,15 +52,15 @@ HWY_INLINE void MatmulBlock(const MatmulParamsT<W>& p, int t0, int r0, const W* 
       }
     }
     for (size_t r = 0; r < kR; ++r) {
-      const V wv = LoadWeights(d, wr[r] + i);
+      const V wv = LoadWhole(d, wr[r] + i);
       for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
     }
   }
   if (i < n_in) {
     V xv[kT];
-    for (size_t t = 0; t < kT; ++t) xv[t] = kvq::HWY_NAMESPACE::LoadPartial(d, xr[t] + i, n_in - i);
+    for (size_t t = 0; t < kT; ++t) xv[t] = LoadPartial(d, xr[t] + i, n_in - i);
     for (size_t r = 0; r < kR; ++r) {
-      const V wv = LoadWeightsTail(d, wr[r] + i, n_in - i);
+      const V wv = LoadPartial(d, wr[r] + i, n_in - i);
       for (size_t t = 0; t < kT; ++t) acc[t][r] = hn::MulAdd(xv[t], wv, acc[t][r]);
     }
   }
