@@ -19,7 +19,7 @@ namespace kvq {
 namespace {
 
 constexpr int kHeads = 8, kHd = 128;
-const char* const kSpecs[] = {"f16", "q4_0", "kivi-2", "kvquant-2", "kvquant-3"};
+const char* const kSpecs[] = {"f16", "q4_0", "kivi-2", "kvquant-2", "kvquant-3", "int4", "q8_0", "kivi-4"};
 
 KvquantParams params(int bits, bool keys, int n_kv_heads) {
   KvquantParams p;
@@ -67,7 +67,7 @@ void BM_AttendDecode(benchmark::State& st) {
   st.counters["values/s"] =
       benchmark::Counter(2.0 * n * double(row), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_AttendDecode)->ArgsProduct({{0, 1, 2, 3, 4}, {4096}, {1, 4}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttendDecode)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {4096}, {1, 4}})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kvq

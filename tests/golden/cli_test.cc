@@ -331,6 +331,27 @@ TEST(Cli, BatchSizeAndBenchDepth) {
   EXPECT_NE(r.output.find("of memory is available"), std::string::npos) << r.output;
 }
 
+// A --cache list is measured in alternating rounds in one process: a row per cache, each one's
+// speed over the first's round by round, and the memory of every cache (held at once, so RSS is
+// not attributed to one); KIVI keeps refilling its depth each round. Together they must fit.
+TEST(Cli, BenchCacheListInRounds) {
+  Result r = kvq("bench -m " + kModel + " -d 300 -p 4 -n 6 -r 3 -t 1 --cache f16,int4,kivi-2:g=8:r=16 --text " + kText);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"| f16 | ", "| int4 | ", "| kivi-2:g=8:r=16 | "}) {
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << r.output;
+  }
+  EXPECT_NE(r.output.find("tg int4 / f16: median "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("pp kivi-2:g=8:r=16 / f16: median "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" of 3 rounds ("), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("memory: KV cache of int4: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("RSS not compared: 3 caches held at once"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("kivi-2:g=8:r=16 cannot drop tokens back to -d 300"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("nan"), std::string::npos) << r.output;
+  r = kvq("bench -m " + shared_path("models/tinystories-l6-d256-h64.gguf") + " -d 200000000 --cache f32,q4_0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("tokens of f32 + q4_0 KV caches (held at once) need"), std::string::npos) << r.output;
+}
+
 // kvq bench says how long the model took to load and, with --read-bandwidth, how fast decode
 // is against the weight-streaming limit of this machine.
 TEST(Cli, BenchLoadTimeAndStreamingLimit) {

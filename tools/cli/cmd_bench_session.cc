@@ -103,7 +103,7 @@ Status run(const std::vector<std::string>& argv) {
     KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
     auto fresh = [&]() { return make_cache(spec, model->kv_shape(n_tokens), cal.calibration()); };
     KVQ_ASSIGN_OR_RETURN(auto cache, fresh());
-    KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_tokens, "-p " + std::to_string(n_tokens)));
+    KVQ_RETURN_IF_ERROR(check_cache_fits({cache.get()}, n_tokens, "-p " + std::to_string(n_tokens)));
     std::vector<double> prefill_ms, save_ms, restore_ms;
     std::vector<float> logits(static_cast<size_t>(nv));
     ForwardWorkspace ws;

@@ -180,7 +180,7 @@ Status run(const std::vector<std::string>& argv) {
     if (probe_spec.k.kind == TensorKind::kKvquant) probe_spec.k = parse_tensor_spec("f16").value();
     if (probe_spec.v.kind == TensorKind::kKvquant) probe_spec.v = parse_tensor_spec("f16").value();
     KVQ_ASSIGN_OR_RETURN(auto probe, make_cache(probe_spec, model->kv_shape(args.n_ctx)));
-    KVQ_RETURN_IF_ERROR(check_cache_fits(*probe, args.n_ctx, "-c " + std::to_string(args.n_ctx)));
+    KVQ_RETURN_IF_ERROR(check_cache_fits({probe.get()}, args.n_ctx, "-c " + std::to_string(args.n_ctx)));
   }
   const auto& tok = model->tokenizer();
   const std::vector<int32_t> tokens = tok.encode(text, tok.add_bos(), true);

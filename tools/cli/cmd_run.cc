@@ -69,7 +69,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
   CalibrationContext calib(cache_args, common.model, "run", gen.batch);
   KVQ_ASSIGN_OR_RETURN(auto cal, calib.for_spec(ctx, *model, spec));
   KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(spec, model->kv_shape(n_ctx), cal.calibration()));
-  KVQ_RETURN_IF_ERROR(check_cache_fits(*cache, n_ctx, "-c " + std::to_string(n_ctx)));
+  KVQ_RETURN_IF_ERROR(check_cache_fits({cache.get()}, n_ctx, "-c " + std::to_string(n_ctx)));
   warn_beyond_training("run", *model, n_ctx, "-c " + std::to_string(n_ctx));
 
   auto on_piece = [](std::string_view s) {

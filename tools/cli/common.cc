@@ -111,13 +111,19 @@ void warn_beyond_training(const std::string& command, const LlamaModel& model, i
                     " tokens: positions beyond it were never trained");
 }
 
-Status check_cache_fits(const KvCache& cache, int n_tokens, const std::string& what) {
-  const double need = double(cache.bytes_for(n_tokens));
+Status check_cache_fits(const std::vector<const KvCache*>& caches, int n_tokens, const std::string& what) {
+  double need = 0;
+  std::string names;
+  for (const KvCache* c : caches) {
+    need += double(c->bytes_for(n_tokens));
+    names += (names.empty() ? "" : " + ") + c->name();
+  }
   const double avail = available_memory();
   // 10% is left for the weights, activations and everything else of the process.
   if (avail > 0 && need > 0.9 * avail) {
-    return out_of_memory(what + ": " + std::to_string(n_tokens) + " tokens of " + cache.name() + " KV cache need " +
-                         format_bytes(need) + ", but only " + format_bytes(avail) +
+    return out_of_memory(what + ": " + std::to_string(n_tokens) + " tokens of " + names + " KV cache" +
+                         (caches.size() > 1 ? "s (held at once)" : "") + " need " + format_bytes(need) +
+                         ", but only " + format_bytes(avail) +
                          " of memory is available (MemAvailable): use fewer tokens or a smaller cache type");
   }
   return ok_status();

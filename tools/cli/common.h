@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/exec_context.h"
 #include "base/thread_pool.h"
@@ -52,10 +53,10 @@ class CommandFiles {
  private:
   std::vector<NamedPath> files_;
 };
-// Fails, before the cache's storage is allocated (pages come on demand), when n_tokens of it
-// cannot fit in the memory available; the message states the bytes needed and available.
+// Fails, before the caches' storage is allocated (pages come on demand), when n_tokens of each
+// of them, held at once, cannot fit in the memory available; the message states the bytes needed and available.
 // what names the tokens in it ("-c 4096", "-d 100000 + -p 128 + -n 128").
-Status check_cache_fits(const KvCache& cache, int n_tokens, const std::string& what);
+Status check_cache_fits(const std::vector<const KvCache*>& caches, int n_tokens, const std::string& what);
 // A regular file's bytes; what names it in errors (a flag).
 StatusOr<std::string> read_text_file(const std::string& path, const std::string& what = "text file");
 // Default texts of the shared folder, relative to its text/ folder: the calibration text
