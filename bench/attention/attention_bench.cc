@@ -67,7 +67,7 @@ void BM_AttendDecode(benchmark::State& st) {
   st.counters["values/s"] =
       benchmark::Counter(2.0 * n * double(row), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_AttendDecode)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {4096}, {1, 4}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttendDecode)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {512, 4096}, {1, 4}})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kvq

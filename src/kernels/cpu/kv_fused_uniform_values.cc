@@ -55,6 +55,16 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
       const int t1 = std::min(r.n, t0 + tc);
       for (int t = t0; t < t1; ++t) {
         const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+        if (n_groups == 1) {
+          // One scale and zero point: in scalars, the same products and FMAs as the lanes below.
+          const float sk = F16ToF32(meta + r.scales_off), zk = F16ToF32(meta + r.zeros_off);
+          for (int i = 0; i < kQ; ++i) {
+            const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
+            w[i][size_t(t - t0)] = pt == 0.0f ? 0.0f : pt * sk;
+            if (pt != 0.0f) zacc[i][0] = std::fma(pt, zk, zacc[i][0]);
+          }
+          continue;
+        }
         if (one_vector) {
           HWY_ALIGN uint16_t h[8] = {};  // up to 4 scales and 4 zero points
           switch (n_groups) {  // constant sizes: a move or two, not a call
@@ -118,7 +128,7 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
       }
     }
     for (int i = 0; i < kQ; ++i) {
-      if (one_vector) {
+      if (one_vector && n_groups > 1) {
         HWY_ALIGN float z[hn::MaxLanes(DF8())];
         hn::Store(zv[i], df, z);
         std::copy(z + n_groups, z + 2 * n_groups, zacc[i]);
