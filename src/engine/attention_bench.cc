@@ -99,23 +99,25 @@ KvCacheShape cache_shape(const AttentionShape& s, int n_ctx) {
   return c;
 }
 
-// Median seconds of one decode call (one query token at the last position, whole depth).
-StatusOr<double> time_decode(ExecContext& ctx, const AttentionBenchOptions& o, const AttentionParams& p,
-                             const KvCache& cache, int depth, const float* q, float* out) {
+// One decode call (one query token at the last position, whole depth) as a warm-up, its output
+// checked: the number of calls a repetition times so that it lasts o.min_rep_seconds.
+StatusOr<int> warm_up(ExecContext& ctx, const AttentionBenchOptions& o, const AttentionParams& p, const KvCache& cache,
+                      int depth, const float* q, float* out) {
   Timer t;
-  KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));  // warm-up, sizes the repetitions
+  KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));
   const double first = std::max(t.seconds(), 1e-7);
   for (int i = 0; i < p.n_heads * p.head_dim; ++i) {
     if (!std::isfinite(out[i])) return internal_error("attention over " + cache.name() + " gave a non-finite output");
   }
-  const int calls = std::clamp(int(std::ceil(o.min_rep_seconds / first)), 1, 1000);
-  std::vector<double> times;
-  for (int r = 0; r < o.repetitions; ++r) {
-    t.reset();
-    for (int c = 0; c < calls; ++c) KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));
-    times.push_back(t.seconds() / calls);
-  }
-  return median(times);
+  return std::clamp(int(std::ceil(o.min_rep_seconds / first)), 1, 1000);
+}
+
+// Seconds of one decode call, averaged over one repetition of calls.
+StatusOr<double> time_decode(ExecContext& ctx, const AttentionParams& p, const KvCache& cache, int depth, int calls,
+                             const float* q, float* out) {
+  Timer t;
+  for (int c = 0; c < calls; ++c) KVQ_RETURN_IF_ERROR(attend(ctx, p, cache, 0, q, 1, depth - 1, out));
+  return t.seconds() / calls;
 }
 
 // Fills cache from the pool (cyclically) up to depth tokens and settles windowed caches.
@@ -156,21 +158,25 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
   const int max_depth = depths.back();
 
   // Calibrate and check memory for everything before filling anything, so a run that cannot
-  // fit fails in seconds, not after the smaller depths.
+  // fit fails in seconds, not after the smaller depths. A shape's caches are held at once (they
+  // are timed in alternating rounds).
   std::vector<SyntheticKv> gens;
   std::vector<std::vector<KvActivations::ForSpec>> calib;
   for (const auto& s : opts.shapes) {
     gens.emplace_back(s.n_kv_heads, s.head_dim, opts.seed);
     KVQ_ASSIGN_OR_RETURN(auto c, calibrate_shape(opts, s, gens.back(), specs));
     calib.push_back(std::move(c));
+    double need = 0;
+    std::string names;
     for (size_t i = 0; i < specs.size(); ++i) {
       KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(specs[i], cache_shape(s, max_depth), calib.back()[i].calibration()));
-      const double need = double(cache->bytes_for(max_depth));
-      if (opts.available_memory > 0 && need > 0.8 * opts.available_memory) {
-        return out_of_memory(s.name + " with a " + specs[i].text + " cache at " + std::to_string(max_depth) +
-                             " tokens needs " + gib(need) + " per layer but only " + gib(opts.available_memory) +
-                             " of memory is available: lower the depth or drop that cache type");
-      }
+      need += double(cache->bytes_for(max_depth));
+      names += (names.empty() ? "" : ", ") + specs[i].text;
+    }
+    if (opts.available_memory > 0 && need > 0.8 * opts.available_memory) {
+      return out_of_memory(s.name + " with " + names + " caches, held at once, at " + std::to_string(max_depth) +
+                           " tokens needs " + gib(need) + " per layer but only " + gib(opts.available_memory) +
+                           " of memory is available: lower the depth or drop cache types");
     }
   }
 
@@ -199,23 +205,47 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
     std::vector<float> q(size_t(s.n_heads) * size_t(s.head_dim)), out(q.size());
     Rng rng(opts.seed + 3000);
     for (auto& x : q) x = float(rng.normal());
+    std::vector<std::unique_ptr<KvCache>> caches;
     for (size_t i = 0; i < specs.size(); ++i) {
       KVQ_ASSIGN_OR_RETURN(auto cache, make_cache(specs[i], cache_shape(s, max_depth), calib[si][i].calibration()));
-      for (int depth : depths) {
+      caches.push_back(std::move(cache));
+    }
+    const size_t f16 = size_t(std::find_if(specs.begin(), specs.end(), [](const CacheSpec& c) { return c.text == "f16"; }) -
+                              specs.begin());
+    for (int depth : depths) {
+      std::vector<AttentionBenchRow> rows(specs.size());
+      std::vector<int> calls(specs.size());
+      for (size_t i = 0; i < specs.size(); ++i) {
         const std::string what = "fill " + s.name + " " + specs[i].text;
         Timer fill;
-        KVQ_RETURN_IF_ERROR(fill_to(opts, what, *cache, depth, pool_k, pool_v, pool_tokens));
-        AttentionBenchRow row;
-        row.fill_seconds = fill.seconds();
-        KVQ_ASSIGN_OR_RETURN(const double sec, time_decode(ctx, opts, params, *cache, depth, q.data(), out.data()));
+        KVQ_RETURN_IF_ERROR(fill_to(opts, what, *caches[i], depth, pool_k, pool_v, pool_tokens));
+        rows[i].fill_seconds = fill.seconds();
+        KVQ_ASSIGN_OR_RETURN(calls[i], warm_up(ctx, opts, params, *caches[i], depth, q.data(), out.data()));
+      }
+      // Every cache in each repetition, forward in even ones and backward in odd ones, so that
+      // each speedup is taken between calls seconds apart, never minutes.
+      std::vector<std::vector<double>> times(specs.size());
+      for (int r = 0; r < opts.repetitions; ++r) {
+        for (size_t k = 0; k < specs.size(); ++k) {
+          const size_t i = r % 2 == 0 ? k : specs.size() - 1 - k;
+          KVQ_ASSIGN_OR_RETURN(const double sec, time_decode(ctx, params, *caches[i], depth, calls[i], q.data(), out.data()));
+          times[i].push_back(sec);
+        }
+      }
+      for (size_t i = 0; i < specs.size(); ++i) {
+        AttentionBenchRow& row = rows[i];
+        const double sec = median(times[i]);
+        std::vector<double> ratios;
+        for (int r = 0; r < opts.repetitions; ++r) ratios.push_back(times[f16][size_t(r)] / times[i][size_t(r)]);
         row.shape = s.name;
         row.depth = depth;
         row.cache = specs[i].text;
         row.us_per_token = sec * 1e6;
-        row.bytes_read = cache->bytes_used() / size_t(cache->shape().n_layers);
+        row.bytes_read = caches[i]->bytes_used() / size_t(caches[i]->shape().n_layers);
         row.gbps = double(row.bytes_read) / sec / 1e9;
         row.read_gbps = result.read_gbps;
         row.bandwidth_fraction = row.gbps / result.read_gbps;
+        row.speedup_vs_f16 = median(ratios);
         if (opts.log) {
           char buf[256];
           std::snprintf(buf, sizeof buf, "%s %s at %d tokens: filled in %.2f s, %.0f us/token", s.name.c_str(),
@@ -227,12 +257,7 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
     }
   }
 
-  // Speedups against the f16 row of the same shape and depth, then rows in report order.
-  for (auto& r : result.rows) {
-    for (const auto& f : result.rows) {
-      if (f.cache == "f16" && f.shape == r.shape && f.depth == r.depth) r.speedup_vs_f16 = f.us_per_token / r.us_per_token;
-    }
-  }
+  // Rows in report order.
   auto shape_index = [&](const std::string& name) {
     return std::find_if(opts.shapes.begin(), opts.shapes.end(), [&](const auto& s) { return s.name == name; }) -
            opts.shapes.begin();

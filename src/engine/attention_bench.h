@@ -34,7 +34,7 @@ struct AttentionBenchOptions {
   std::vector<CacheSpec> caches;    // f16 is measured too when missing (the speedup base)
   int n_threads = 1;
   KernelPath path = KernelPath::kSimd;
-  int repetitions = 3;              // the median is reported
+  int repetitions = 3;              // rounds over every cache; medians are reported
   double min_rep_seconds = 0.1;     // each repetition times enough decode calls to last this
   int pool_tokens = 2048;           // synthetic tokens generated once, appended cyclically
   int calib_windows = 2;            // kvquant calibration sample: windows x window tokens
@@ -57,7 +57,8 @@ struct AttentionBenchRow {
   double gbps = 0;           // bytes_read / time
   double read_gbps = 0;      // the machine's read bandwidth (same run)
   double bandwidth_fraction = 0;
-  double speedup_vs_f16 = 0; // f16 time / this time, same shape and depth
+  double speedup_vs_f16 = 0; // median over repetitions of f16's time / this time in the same
+                             // repetition (same shape and depth; caches alternate within one)
   double fill_seconds = 0;   // appending (quantizing) the tokens added for this depth
 };
 
@@ -69,8 +70,10 @@ struct AttentionBenchResult {
   std::string simd_target;
 };
 
-// Runs every shape x cache x depth. Errors: kInvalidArgument for bad options, kOutOfMemory
-// (before anything is filled) when a cache at the largest depth would not fit.
+// Runs every shape x cache x depth: a shape's caches are held at once, filled depth by depth,
+// and timed in alternating repetitions. Errors: kInvalidArgument for bad options,
+// kOutOfMemory (before anything is filled) when a shape's caches at the largest depth would
+// not fit together.
 StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& opts);
 
 }  // namespace kvq

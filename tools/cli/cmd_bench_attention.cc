@@ -36,6 +36,8 @@ void print_markdown(const AttentionBenchResult& r, int n_threads, const std::str
               kernels.c_str(), r.simd_target.c_str());
   std::printf("Read bandwidth %.1f GB/s: %s.\n", r.read_gbps, r.bandwidth_method.c_str());
   if (!r.calibration_note.empty()) std::printf("Calibration: %s.\n", r.calibration_note.c_str());
+  std::printf("Every cache of a shape is timed in each repetition, in alternating order; µs/token is the median "
+              "of the repetitions, vs f16 the median of each repetition's ratio.\n");
   std::printf("\n| shape | depth | cache | µs/token | bytes read | GB/s | read BW GB/s | of BW | vs f16 |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& w : r.rows) {
@@ -80,7 +82,7 @@ Status run(const std::vector<std::string>& argv) {
   p.add_string("--cache", &caches, std::string("cache types, comma list (default ") + kDefaultCaches +
                                        "); f16 is always measured as the speedup base");
   p.add_int("-t,--threads", &common.n_threads, 1, 512, "threads (default: all cores)");
-  p.add_int("-r,--repetitions", &o.repetitions, 1, 1000, "repetitions; the median is reported (default 3)");
+  p.add_int("-r,--repetitions", &o.repetitions, 1, 1000, "repetitions, each timing every cache in turn; medians are reported (default 3)");
   p.add_string("--kernels", &common.kernels, "simd (default) or ref: scalar reference kernels");
   p.add_string("--json", &json, "also write the results as JSON to FILE");
   KVQ_RETURN_IF_ERROR(p.parse(argv));

@@ -81,6 +81,18 @@ TEST(AttentionBench, RefusesWhatDoesNotFitBeforeFilling) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory);
   EXPECT_NE(r.status().message().find("memory is available"), std::string::npos) << r.status().message();
+  // A shape's caches are held at once (timed in alternating rounds): room for f16 alone is not
+  // room for f16 and q8_0.
+  const double f16_bytes = double(make_cache(parse_cache_spec("f16").value(), tiny_cache(4000)).value()->bytes_for(4000));
+  o = tiny({"f16", "q8_0"}, {4000});
+  o.available_memory = 1.3 * f16_bytes;
+  r = run_attention_bench(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory);
+  EXPECT_NE(r.status().message().find("f16, q8_0 caches, held at once"), std::string::npos) << r.status().message();
+  o = tiny({"f16"}, {4000});
+  o.available_memory = 1.3 * f16_bytes;
+  EXPECT_TRUE(run_attention_bench(o).ok());
 }
 
 TEST(AttentionBench, BadOptions) {
