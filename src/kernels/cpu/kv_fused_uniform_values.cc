@@ -25,6 +25,13 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
+// a * b + c as one lane of MulAdd: fused where the target has FMA and not elsewhere, as the
+// vector lanes it stands in for (std::fma would call libm's software FMA on SSE4).
+HWY_INLINE float ScalarMulAdd(float a, float b, float c) {
+  const hn::CappedTag<float, 1> d1;
+  return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+}
+
 // out_i += sum_t p_it (s_tg code_t + z_tg). Per block of N code bytes, the run's tokens stream
 // by while the block's class sums (kPer per query) stay in registers; they are added to a
 // class-ordered accumulator and permuted back once per run. Zero terms are summed per group.
@@ -61,7 +68,7 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
           for (int i = 0; i < kQ; ++i) {
             const float pt = p[size_t(i0 + i) * ldp + size_t(t)];
             w[i][size_t(t - t0)] = pt == 0.0f ? 0.0f : pt * sk;
-            if (pt != 0.0f) zacc[i][0] = std::fma(pt, zk, zacc[i][0]);
+            if (pt != 0.0f) zacc[i][0] = ScalarMulAdd(pt, zk, zacc[i][0]);
           }
           continue;
         }
