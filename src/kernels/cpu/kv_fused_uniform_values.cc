@@ -25,11 +25,15 @@ HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
 
-// a * b + c as one lane of MulAdd: fused where the target has FMA and not elsewhere, as the
-// vector lanes it stands in for (std::fma would call libm's software FMA on SSE4).
+// a * b + c as a lane of MulAdd computes it: fused where the target has FMA (one instruction),
+// a product and a sum elsewhere (std::fma would call libm's software FMA there).
 HWY_INLINE float ScalarMulAdd(float a, float b, float c) {
-  const hn::CappedTag<float, 1> d1;
-  return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+#if HWY_NATIVE_FMA
+  return std::fma(a, b, c);
+#else
+  const float ab = a * b;  // its own statement: never contracted
+  return ab + c;
+#endif
 }
 
 // out_i += sum_t p_it (s_tg code_t + z_tg). Per block of N code bytes, the run's tokens stream
