@@ -212,30 +212,37 @@ HWY_INLINE void StoreScores(const V (&a)[kQ], const float* HWY_RESTRICT add, flo
 }
 
 // Rows of a score pass 8 at a time, from *t on while 8 are left: block(t0, keep) calls
-// keep(t, sums) with the kQ vectors of partial sums of each row t in [t0, t0 + 8), and their
-// scores are stored 8 at a time, (sum of sums[i]'s lanes) * scale for row t at s[i * lds + t]:
-// bit for bit what StoreScores stores, the lanes of 8 rows summed in one transpose
-// (SumOfLanes8, of 8- or 16-lane vectors), ~13 instructions a row with
-// its stores instead of ~25 (measured, AVX2; x86 only, elsewhere rows are left to the caller's
-// StoreScores). *t: the first row not stored.
-template <int kQ, class Block>
+// keep(t, sums) with the kQ vectors (of descriptor D: 8 or 16 lanes) of partial sums of each
+// row t in [t0, t0 + 8), and their scores are stored 8 at a time, (sum of sums[i]'s lanes) *
+// scale for row t at s[i * lds + t]: bit for bit what StoreScores stores, the lanes of 8 rows
+// summed in one transpose (SumOfLanes8, of 8- or 16-lane vectors), ~13 instructions a row with
+// its stores instead of ~25 (measured, AVX2). With kAdd, keep(t, sums, add) also takes kQ
+// terms, and (sum + add[i]) * scale is stored, as StoreScores with add. x86 only; elsewhere rows
+// are left to the caller's StoreScores. *t: the first row not stored.
+template <int kQ, class D = DF, bool kAdd = false, class Block>
 HWY_INLINE void ForRowsOf8(int n, float scale, float* HWY_RESTRICT s, size_t lds, int* t, const Block& block) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-  const DF d;
-  using V = hn::Vec<DF>;
-  constexpr size_t N = hn::MaxLanes(DF());
+  const D d;
+  using V = hn::Vec<D>;
+  constexpr size_t N = hn::MaxLanes(D());
   static_assert(N == 8 || N == 16);
   const hn::Full256<float> d8;
   HWY_ALIGN float buf[kQ][8][N];
+  HWY_ALIGN float added[kQ][8];
   for (; *t + 8 <= n; *t += 8) {
     const int t0 = *t;
-    block(t0, [&](int tw, const V(&sums)[kQ]) {
-      for (int i = 0; i < kQ; ++i) hn::Store(sums[i], d, buf[i][tw - t0]);
+    block(t0, [&](int tw, const V(&sums)[kQ], const float* add = nullptr) {
+      for (int i = 0; i < kQ; ++i) {
+        hn::Store(sums[i], d, buf[i][tw - t0]);
+        if constexpr (kAdd) added[i][tw - t0] = add[i];
+      }
     });
     for (int i = 0; i < kQ; ++i) {
       V rows8[8];
       for (int w = 0; w < 8; ++w) rows8[w] = hn::Load(d, buf[i][w]);
-      hn::StoreU(hn::Mul(SumOfLanes8(rows8), hn::Set(d8, scale)), d8, s + size_t(i) * lds + size_t(t0));
+      auto sums8 = SumOfLanes8(rows8);
+      if constexpr (kAdd) sums8 = hn::Add(sums8, hn::Load(d8, added[i]));
+      hn::StoreU(hn::Mul(sums8, hn::Set(d8, scale)), d8, s + size_t(i) * lds + size_t(t0));
     }
   }
 #else

@@ -294,30 +294,15 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
     };
     float* sq = s + size_t(i0) * lds;
     int t = 0;
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-    // 8 rows' lanes summed in one transpose (SumOfLanes8, the grouping StoreScores sums one row
-    // in), then (sum + zero term) * scale as StoreScores computes it: ~20 instructions of lane
-    // sums and a scalar store per row and query otherwise.
-    static_assert(hn::MaxLanes(DF8()) == 8);
-    HWY_ALIGN float buf[kQ][8][8], zb[kQ][8];
-    for (; t + 8 <= r.n; t += 8) {
+    // 8 rows' lanes summed in one transpose, then (sum + zero term) * scale.
+    ForRowsOf8<kQ, DF8, true>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
       for (int w = 0; w < 8; ++w) {
         hn::Vec<DF8> acc[kQ];
         float zpart[kQ];
-        row_sums(t + w, acc, zpart);
-        for (int i = 0; i < kQ; ++i) {
-          hn::Store(acc[i], df, buf[i][w]);
-          zb[i][w] = zpart[i];
-        }
+        row_sums(t0 + w, acc, zpart);
+        keep(t0 + w, acc, zpart);
       }
-      for (int i = 0; i < kQ; ++i) {
-        hn::Vec256<float> rows8[8];
-        for (int w = 0; w < 8; ++w) rows8[w] = hn::Load(df, buf[i][w]);
-        hn::StoreU(hn::Mul(hn::Add(SumOfLanes8(rows8), hn::Load(df, zb[i])), hn::Set(df, scale)), df,
-                   sq + size_t(i) * lds + size_t(t));
-      }
-    }
-#endif
+    });
     for (; t < r.n; ++t) {
       hn::Vec<DF8> acc[kQ];
       float zpart[kQ];
