@@ -35,11 +35,6 @@ constexpr double kProgressSeconds = 3.0;
 constexpr size_t kBandwidthBytes = size_t(256) << 20;
 constexpr int kBandwidthPasses = 5;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // The keys and values of one window of text, prefilled for real (BOS first, at a seeded place
 // in the text's first kDepthTextBytes), that -d replays.
 StatusOr<KvActivations> capture_depth_window(ExecContext& ctx, const LlamaModel& model, const std::string& path,

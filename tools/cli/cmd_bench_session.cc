@@ -25,11 +25,6 @@ namespace {
 constexpr const char* kDefaultCaches = "f16,q8_0,q4_0,int4,kivi-2,kivi-4,kvquant-2,kvquant-3";
 constexpr size_t kTextBytes = 256 * 1024;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Whether b holds what a holds: every layer and head read() bit for bit.
 bool same_contents(const KvCache& a, const KvCache& b) {
   const std::vector<float> x = read_all(a), y = read_all(b);

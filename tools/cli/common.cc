@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +110,11 @@ void warn_beyond_training(const std::string& command, const LlamaModel& model, i
   if (n_tokens <= trained) return;
   warn(command, what + " exceeds the model's context of " + std::to_string(trained) +
                     " tokens: positions beyond it were never trained");
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 Status check_cache_fits(const std::vector<const KvCache*>& caches, int n_tokens, const std::string& what) {

@@ -36,6 +36,8 @@ double peak_rss_bytes();
 // The process's resident set now, after handing freed heap memory back to the system
 // (malloc_trim), so that what is allocated next shows as growth.
 double settled_rss_bytes();
+// The middle of v's values (the upper one of the two middle ones for an even count); v non-empty.
+double median(std::vector<double> v);
 // Warns (never refuses, as llama.cpp does) when n_tokens positions go beyond the context the
 // model was trained for; what names them in the message ("-c 8192").
 void warn_beyond_training(const std::string& command, const LlamaModel& model, int64_t n_tokens,
