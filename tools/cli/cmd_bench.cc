@@ -95,7 +95,6 @@ struct CacheBench {
   KvActivations::ForSpec cal;
   std::unique_ptr<KvCache> cache;
   std::vector<double> pp, tg;
-  double rss_filled = 0;  // one cache only: RSS after its depth is filled, before any step
 };
 
 // Brings b's cache back to the depth before a repetition: the replayed tokens are kept unless
@@ -187,7 +186,7 @@ Status run(const std::vector<std::string>& argv) {
   std::vector<CacheBench> benches;
   std::vector<const KvCache*> caches;
   for (const CacheSpec& spec : specs) {
-    CacheBench b{spec, {}, nullptr, {}, {}, 0};
+    CacheBench b{spec, {}, nullptr, {}, {}};
     KVQ_ASSIGN_OR_RETURN(b.cal, calib.for_spec(ctx, *model, spec));
     KVQ_ASSIGN_OR_RETURN(b.cache, make_cache(spec, model->kv_shape(n_ctx), b.cal.calibration()));
     caches.push_back(b.cache.get());
@@ -212,13 +211,14 @@ Status run(const std::vector<std::string>& argv) {
   // bounded by -b and by attention's scratch.
   const double rss_base = settled_rss_bytes();
   const bool one = benches.size() == 1;
+  double rss_filled = 0;  // one cache only: after its depth is filled, before any step
   for (int r = 0; r <= reps; ++r) {  // repetition 0 warms up and is not counted
     // A list goes in alternating order (forward, then backward), so that no cache always runs
     // right after the same one.
     for (size_t k = 0; k < benches.size(); ++k) {
       CacheBench& b = benches[r % 2 == 0 ? k : benches.size() - 1 - k];
       KVQ_RETURN_IF_ERROR(back_to_depth(*model, window.get(), b, depth, batch, r));
-      if (r == 0 && one) b.rss_filled = settled_rss_bytes();
+      if (r == 0 && one) rss_filled = settled_rss_bytes();
       Timer t;
       KVQ_RETURN_IF_ERROR(prefill(ctx, *model, prompt, *b.cache, ws, logits.data(), false, batch));
       const double prefill_s = t.seconds();
@@ -256,7 +256,7 @@ Status run(const std::vector<std::string>& argv) {
   // arenas and thread stacks (a few MiB): below kRssResolution the growth says nothing about
   // the cache, and a percentage of it would read as a wrong prediction.
   constexpr double kRssResolution = 64.0 * 1024 * 1024;
-  for (CacheBench& b : benches) {
+  for (const CacheBench& b : benches) {
     const size_t bytes = b.cache->bytes_used();
     const int held = b.cache->n_tokens(0);
     KVQ_ASSIGN_OR_RETURN(BitsReport predicted,
@@ -268,8 +268,8 @@ Status run(const std::vector<std::string>& argv) {
       std::printf("; RSS not compared: %zu caches held at once\n", benches.size());
       continue;
     }
-    if (depth == 0) b.rss_filled = settled_rss_bytes();
-    const double grew = b.rss_filled - rss_base;
+    if (depth == 0) rss_filled = settled_rss_bytes();
+    const double grew = rss_filled - rss_base;
     std::printf("; RSS grew %.0f bytes while it filled ", grew);
     if (predicted.total_bytes() >= kRssResolution) {
       std::printf("(%+.1f%% of the prediction)", 100.0 * (grew - predicted.total_bytes()) / predicted.total_bytes());
