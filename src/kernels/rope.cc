@@ -40,6 +40,16 @@ Rope::Rope(int head_dim, int rope_dim, float freq_base, RopeMode mode, std::vect
       s[a + step] = offset(j)[2 * i + 1];
     }
   }
+  const size_t n_pairs = size_t(head_dim) / 2;
+  pairs_.assign(size_t(kKeyOffsets) * 2 * n_pairs, 0.0f);
+  for (int j = 0; j < kKeyOffsets; ++j) {
+    float* c = &pairs_[size_t(j) * 2 * n_pairs];
+    for (size_t i = 0; i < n_pairs; ++i) c[i] = 1.0f;
+    for (int i = 0; i < half; ++i) {
+      c[i] = offset(j)[2 * i];
+      c[n_pairs + size_t(i)] = offset(j)[2 * i + 1];
+    }
+  }
 }
 
 void Rope::ggml_angles(int64_t pos0, int n_tokens, float* cs) const {

@@ -53,6 +53,10 @@ class Rope {
   // C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...); in neox mode C = (c0, c1, ..., c0,
   // c1, ...), S = (-s0, -s1, ..., s0, s1, ...); 1 and 0 past rope_dim.
   const float* key_table() const { return keys_.data(); }
+  // The same offsets by pair for kernels that hold a pair's two dims in two vectors: row j is
+  // [cos | sin] over head_dim / 2 pairs (pair i: dims pair_first(i) and its partner), R(j)
+  // taking (x, y) to (x cos - y sin, x sin + y cos); cos 1 and sin 0 past rope_dim / 2.
+  const float* key_pair_table() const { return pairs_.data(); }
 
  private:
   int head_dim_ = 0, rope_dim_ = 0;
@@ -62,6 +66,7 @@ class Rope {
   std::vector<double> inv_freq_;  // base^(-2i / rope_dim) / freq_factor[i]
   std::vector<float> offsets_;    // [kOffsets][rope_dim / 2][2]
   std::vector<float> keys_;       // [kKeyOffsets][2][head_dim]
+  std::vector<float> pairs_;      // [kKeyOffsets][2][head_dim / 2]
 };
 
 }  // namespace kvq

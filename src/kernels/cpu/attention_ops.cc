@@ -338,7 +338,7 @@ void RopeRowsTable(float* x, int n_rows, int head_dim, const float* table, int p
     const size_t half = size_t(pair_stride);
     if (half % hn::Lanes(d) == 0) return RopeRowsNeoxImpl(d, x, n_rows, hd, half, table);
     if (half % 4 == 0) return RopeRowsNeoxImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, half, table);
-  } else {
+  } else if (hn::MaxLanes(d) >= 2) {  // one lane holds no pair: the loop below
     if (hd % hn::Lanes(d) == 0) return RopeRowsImpl(d, x, n_rows, hd, table);
     if (hd % 8 == 0) return RopeRowsImpl(hn::CappedTag<float, 8>(), x, n_rows, hd, table);
     if (hd % 4 == 0) return RopeRowsImpl(hn::CappedTag<float, 4>(), x, n_rows, hd, table);

@@ -256,6 +256,22 @@ TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
+// KVQuant's pre-RoPE keys: with one query per KV head the rotation is folded into the query
+// (AVX-512, head sizes of a multiple of 32), with GQA each key is rotated once for the group;
+// every target, code width and both forms, head sizes 64, 96 and 128, odd lengths.
+TEST(FusedAttention, KvquantPreRopeKeysOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {64, 96, 128}) {
+      for (int group : {1, 3}) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"kvquant-2", "kvquant-3:sinks=0", "kvquant-4:outliers=0"}) {
+          for (int n : {1, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
+        }
+      }
+    }
+  });
+}
+
 // KIVI keys are scored in integers against each block's weighted query rounded to int8
 // (ref::uniform_cols_scores_ref): AVX2's pmaddubsw kernel (rows of whole 32-byte vectors, or of
 // 16 bytes in pairs), the float kernel of the other targets and of the other row sizes, and the
@@ -386,12 +402,13 @@ TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
 // batch-invariant caches a batched prefill equals decoding one token at a time.
 // Group sizes 4 and 3: the fused kernels take a GQA group's queries in passes (decode: the
 // group; prefill: 16 tokens of it), so a group of 3 runs decode as passes of 2 + 1 and prefill
-// as passes of 4: each query's arithmetic must not depend on its pass.
+// as passes of 4: each query's arithmetic must not depend on its pass. Group size 1: decode
+// takes one query, prefill passes of 4 (KVQuant's keys then in their folded form).
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   const int n = 2 * kAttentionChunk + 77;
-  for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}})
-  for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kvquant-3:norm=8", "kivi-2",
-                        "int3:rot=1", "kivi-2:rot=1", "int4"}) {
+  for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}, HeadShape{2, 2, 64}})
+  for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kvquant-3:norm=8", "kvquant-4",
+                        "kivi-2", "int3:rot=1", "kivi-2:rot=1", "int4"}) {
     SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
     Rng rng(5);
     Cache c = make(f, f, s, n);
