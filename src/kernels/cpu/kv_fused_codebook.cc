@@ -138,6 +138,26 @@ HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTR
   ForRunOutliers(r, vec8, add);
 }
 
+// A pre-RoPE score pass's rows and outliers: rows(kRows, t0, emit) computes rows
+// [t0, t0 + kRows) and calls emit(t, sums) with each row's kQ vectors of partial sums; rows go
+// in pairs, 8 at a time through one transpose where kQ <= 2, the rest one by one, then the
+// run's outliers correct the scores (sq: the pass's first query's, queries lds apart).
+template <int kQ, class Rows>
+HWY_INLINE void ScorePassRows(const KvRun& r, const Rows& rows, const float* HWY_RESTRICT qs,
+                              const float* HWY_RESTRICT table, float scale, float* HWY_RESTRICT sq, size_t lds) {
+  const auto store = [&](int t, const hn::Vec<DF>(&sums)[kQ]) { StoreScores<kQ>(sums, nullptr, scale, sq + t, lds); };
+  int t = 0;
+  if constexpr (kQ <= 2) {
+    ForRowsOf8<kQ>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
+      for (int w = 0; w < 8; w += 2) rows(std::integral_constant<int, 2>(), t0 + w, keep);
+    });
+    for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t, store);
+  }
+  for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t, store);
+  // Outliers in a pass of their own, so that the row loop above keeps its registers.
+  if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, sq, lds);
+}
+
 // KVQuant keys stored before RoPE (kvquant.md §2), scored without a tile: each row is decoded
 // (level * half_c + zero_c), rotated by its offset j in the run with the key table
 // (R(j) k = k * C_j + swap_pairs(k) * S_j, kernels/rope.h) and dotted in registers, once for
@@ -195,18 +215,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
         emit(t0 + w, sums);
       }
     };
-    float* sq = s + size_t(i0) * lds;
-    const auto store = [&](int t, const hn::Vec<DF>(&sums)[kQ]) { StoreScores<kQ>(sums, nullptr, scale, sq + t, lds); };
-    int t = 0;
-    if constexpr (kQ <= 2) {
-      ForRowsOf8<kQ>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
-        for (int w = 0; w < 8; w += 2) rows(std::integral_constant<int, 2>(), t0 + w, keep);
-      });
-      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t, store);
-    }
-    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t, store);
-    // Outliers in a pass of their own, so that the row loop above keeps its registers.
-    if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, s + size_t(i0) * lds, lds);
+    ScorePassRows<kQ>(r, rows, qs, table, scale, s + size_t(i0) * lds, lds);
   });
 }
 
@@ -326,18 +335,7 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
         emit(t0 + w, sums);
       }
     };
-    float* sq = s + size_t(i0) * lds;
-    const auto store = [&](int t, const V16(&sums)[kQ]) { StoreScores<kQ>(sums, nullptr, scale, sq + t, lds); };
-    int t = 0;
-    if constexpr (kQ <= 2) {
-      ForRowsOf8<kQ>(r.n, scale, sq, lds, &t, [&](int t0, const auto& keep) {
-        for (int w = 0; w < 8; w += 2) rows(std::integral_constant<int, 2>(), t0 + w, keep);
-      });
-      for (; t + 2 <= r.n; t += 2) rows(std::integral_constant<int, 2>(), t, store);
-    }
-    for (; t < r.n; ++t) rows(std::integral_constant<int, 1>(), t, store);
-    // Outliers in a pass of their own, so that the row loop above keeps its registers.
-    if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, table, scale, sq, lds);
+    ScorePassRows<kQ>(r, rows, qs, table, scale, s + size_t(i0) * lds, lds);
   });
 }
 #endif
