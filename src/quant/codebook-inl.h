@@ -61,12 +61,19 @@ class LevelLut {
       return hn::Vec<DF>{_mm256_permutevar8x32_ps(lanes_.raw, UnpackRowCodes<kBits, false>(row, c, row_bytes).raw)};
     }
 #elif HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-    if constexpr (kRepeat) {
-      return hn::Vec<DF>{_mm512_permutexvar_ps(UnpackRowCodes<kBits, false>(row, c, row_bytes).raw, lanes_.raw)};
-    }
+    if constexpr (kRepeat) return of_unmasked(UnpackRowCodes<kBits, false>(row, c, row_bytes).raw);
 #endif
     return Lut<kBits>(levels_, hn::BitCast(DI(), UnpackRowCodes<kBits>(row, c, row_bytes)));
   }
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // Levels of codes already unpacked, one per lane in its low kBits with any bits above (the
+  // permute reads the low 4, which the repeated levels cover), for kernels with their own lane
+  // order.
+  HWY_INLINE hn::Vec<DF> of_unmasked(__m512i codes) const {
+    static_assert(kRepeat);
+    return hn::Vec<DF>{_mm512_permutexvar_ps(codes, lanes_.raw)};
+  }
+#endif
 
  private:
   // The levels repeated to fill one register, looked up by unmasked codes.

@@ -234,8 +234,7 @@ void CodebookPcRopeScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, 
 using V16 = hn::Vec<DF>;
 
 // Codes of channels 32 b + 2l (e) and 32 b + 2l + 1 (o), l < 16, of a packed row, each in the
-// low bits of its lane with other bits above (the permute reads the low 4, and the levels
-// repeat to fill 16).
+// low bits of its lane with other bits above (LevelLut::of_unmasked).
 template <int kBits>
 HWY_INLINE void PairCodes(const uint8_t* HWY_RESTRICT row, size_t b, __m512i* e, __m512i* o) {
   if constexpr (kBits == 4) {  // byte l: channel 2l low, 2l + 1 high
@@ -282,18 +281,23 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
                                 const float* HWY_RESTRICT pairs, float scale, float* HWY_RESTRICT s, size_t lds) {
   const DF df;
   const size_t hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim), hp = hd / 2, nb = hd / 32;
-  HWY_ALIGN float lv[16];
-  for (size_t j = 0; j < 16; ++j) lv[j] = r.levels[j % (size_t(1) << kBits)];
-  const __m512 lanes = _mm512_load_ps(lv);
+  const LevelLut<kBits> lut(r.levels);
+  // The half-ranges and zeros of each block, split once for every pass: [nb][hE, hO, zE, zO].
+  HWY_ALIGN float hz[512 / 32][4][16];
+  for (size_t b = 0; b < nb; ++b) {
+    V16 x[4];
+    SplitPairs(r.ch_half + 32 * b, &x[0], &x[1]);
+    SplitPairs(r.ch_zero + 32 * b, &x[2], &x[3]);
+    for (int k = 0; k < 4; ++k) hn::Store(x[k], df, hz[b][k]);
+  }
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
     // f[b][j][0..5]: query j's a1 a2 a3 b1 b2 b3 of block b (P = a1 lE + a2 lO + a3, Q likewise).
     HWY_ALIGN float f[512 / 32][kQ][6][16];
     for (size_t b = 0; b < nb; ++b) {
-      V16 he, ho, ze, zo;
-      SplitPairs(r.ch_half + 32 * b, &he, &ho);
-      SplitPairs(r.ch_zero + 32 * b, &ze, &zo);
+      const V16 he = hn::Load(df, hz[b][0]), ho = hn::Load(df, hz[b][1]);
+      const V16 ze = hn::Load(df, hz[b][2]), zo = hn::Load(df, hz[b][3]);
       for (int j = 0; j < kQ; ++j) {
         V16 qe, qo;
         SplitPairs(qs + size_t(j) * hd + 32 * b, &qe, &qo);
@@ -317,7 +321,7 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
         for (int w = 0; w < kRows; ++w) {
           __m512i ce, co;
           PairCodes<kBits>(r.rows + size_t(t0 + w) * r.stride, b, &ce, &co);
-          const V16 le{_mm512_permutexvar_ps(ce, lanes)}, lo{_mm512_permutexvar_ps(co, lanes)};
+          const V16 le = lut.of_unmasked(ce), lo = lut.of_unmasked(co);
           const float* cs = pairs + size_t(t0 + w) * hd + 16 * b;
           const V16 c = hn::LoadU(df, cs), sn = hn::LoadU(df, cs + hp);
           for (int j = 0; j < kQ; ++j) {
