@@ -139,6 +139,7 @@ void GgmlScoresQ8(const KvRun& r, const BlockQ8_0* HWY_RESTRICT q8, int n_q, flo
         for (auto& x : a) x = hn::Zero(df);
       }
       const uint8_t* row0 = r.rows + size_t(t0) * r.stride;
+      prefetch_rows_ahead(row0, kRows * r.stride);
       for (size_t b = 0; b < nb; ++b) {
         for (int w = 0; w < kRows; ++w) {
           const uint8_t* kb = row0 + size_t(w) * r.stride + b * blk;
@@ -219,6 +220,7 @@ void GgmlAccumulateQ(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
     const size_t b0 = c0 / 32, o = c0 % 32;
     const uint8_t* bp = r.rows + size_t(t0) * r.stride + b0 * blk;
     for (int t = 0; t < nt; ++t, bp += r.stride) {
+      if (c0 == 0) prefetch_rows_ahead(bp, r.stride);  // the later passes find the rows in L1
       hn::Vec<DF> codes[kV];
       for (size_t v = 0; v < kV; ++v) {
         codes[v] = kW ? BlockCodes<kQ4>(bp + v * N / 32 * blk, v * N % 32) : BlockCodes<kQ4>(bp, o + v * N);
