@@ -227,17 +227,21 @@ TEST(FusedAttention, EveryFormatMatchesAttentionOverRead) {
 }
 
 // q4_0 / q8_0 values take a GQA group's queries in passes of up to 4 (one or two queries: whole
-// blocks per pass, 64 channels with one, and a 32-channel pass for what is left; more: half
-// blocks): every group size up to 5 and head sizes that leave a 32-channel remainder.
-TEST(FusedAttention, GgmlValuesInQueryPasses) {
-  for (int hd : {96, 160}) {
-    for (int group = 1; group <= 5; ++group) {
-      const HeadShape s{2 * group, 2, hd};
-      for (const char* f : {"q8_0", "q4_0"}) {
-        for (int n : {1, 65, 130}) check_against_read("f16", f, s, n, 2, KernelPath::kSimd);
+// blocks per pass, 64 channels with one, and a 32-channel pass for what is left; four: the
+// run's weights taken first a vector of tokens at a time, then whole blocks on AVX-512, half
+// blocks on the narrower targets): every target, every group size up to 5, head sizes that
+// leave a 32-channel remainder, and runs that end inside a vector of tokens (100 = 64 + 36).
+TEST(FusedAttention, GgmlValuesInQueryPassesOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {96, 160}) {
+      for (int group = 1; group <= 5; ++group) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"q8_0", "q4_0"}) {
+          for (int n : {1, 65, 100, 130}) check_against_read("f16", f, s, n, 2, KernelPath::kSimd);
+        }
       }
     }
-  }
+  });
 }
 
 // q4_0 / q8_0 keys are scored in integers against the query rounded to q8_0 (score_run_q8):
