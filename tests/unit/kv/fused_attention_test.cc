@@ -260,6 +260,39 @@ TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
+// On a CPU with AVX-512 VNNI the q4_0 / q8_0 kernels are compiled for Highway's AVX3_DL
+// target too (kernels/cpu/kv_fused_ggml.cc), where a key block's byte products are summed by
+// vpdpbusd instead of pmaddubsw + pmaddwd: the same integers in the same lanes, so attention
+// must be bit for bit the AVX3 target's (which for_each_target, limited to the targets the
+// tests compile, does not reach).
+TEST(FusedAttention, GgmlKeysWithVnniEqualAvx3BitForBit) {
+  if (!(hwy::SupportedTargets() & HWY_AVX3)) GTEST_SKIP() << "this CPU has no AVX-512: nothing to compare";
+  for (int hd : {96, 128}) {
+    for (int group : {1, 4}) {
+      const HeadShape s{2 * group, 2, hd};
+      for (const char* f : {"q8_0", "q4_0"}) {
+        SCOPED_TRACE(std::string(f) + " hd " + std::to_string(hd) + " group " + std::to_string(group));
+        const int n = 130, n_q = 3;
+        Rng rng(uint64_t(hd) * 7 + uint64_t(group));
+        Cache c = make(f, f, s, n);
+        ASSERT_TRUE(c.cache);
+        fill(*c.cache, rng, n, s);
+        const Rope rope(hd, hd, 10000.0f);
+        const auto q = randn(rng, size_t(n_q) * s.n_heads * hd);
+        const AttentionParams p{s.n_heads, s.n_kv_heads, hd, 1.0f / std::sqrt(float(hd)), &rope};
+        std::vector<float> best(q.size()), avx3(q.size());
+        ExecContext ctx(2, KernelPath::kSimd);
+        ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), n_q, n - n_q, best.data()).ok());
+        hwy::SetSupportedTargetsForTest(HWY_AVX3);
+        const bool ok = attend(ctx, p, *c.cache, 0, q.data(), n_q, n - n_q, avx3.data()).ok();
+        hwy::SetSupportedTargetsForTest(0);
+        ASSERT_TRUE(ok);
+        for (size_t i = 0; i < best.size(); ++i) ASSERT_TRUE(test::same_bits(best[i], avx3[i])) << i;
+      }
+    }
+  }
+}
+
 // KVQuant's pre-RoPE keys: with one query per KV head the rotation is folded into the query
 // (AVX-512, head sizes of a multiple of 32), with GQA each key is rotated once for the group;
 // every target, code width and both forms, head sizes 64, 96 and 128, odd lengths.
