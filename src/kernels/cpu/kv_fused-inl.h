@@ -30,6 +30,15 @@ using DF8 = hn::CappedTag<float, 8>;
 using DU8 = hn::RebindToUnsigned<DF8>;
 constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in registers
 
+#if HWY_TARGET == HWY_AVX3_DL
+// *acc += in each int32 lane the 4 products of u's unsigned bytes by w's signed bytes (VNNI's
+// vpdpbusd, exact: no saturation), the lanes pmaddubsw + pmaddwd would give. EVEX-encoded by
+// hand: GCC may give the intrinsic AVX-VNNI's VEX form, which AVX-512 CPUs such as Zen 4 lack
+// (SIGILL). Only the files that opt in to Highway's AVX3_DL target (HWY_WANT_AVX3_DL: kv_fused_ggml.cc)
+// reach it.
+HWY_INLINE void DotBytesAdd(__m256i* acc, __m256i u, __m256i w) { asm("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u), "v"(w)); }
+#endif
+
 // Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N
 // lanes of whole bytes, and lane b shifted right by k * bits and masked is code
 // (8 / bits) * b + k of the block, its "class" k. The per-channel float operands (the weighted

@@ -85,11 +85,9 @@ HWY_INLINE hn::Vec<DF8> BlockDot(__m256i codes, const QueryBlockI8& qb) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i p;
 #if HWY_TARGET == HWY_AVX3_DL
-  // VNNI's vpdpbusd (unsigned bytes times signed bytes, summed by 4 into int32, exact): q4_0's
-  // nibbles as they are, q8_0's codes c as c + 128 (c xor 0x80); the offsets 8 (resp. 128)
-  // times each 4 query bytes' sum are subtracted by starting from their negation. EVEX-encoded
-  // by hand: the intrinsic may be given AVX-VNNI's VEX form, which AVX-512 CPUs such as Zen 4
-  // lack. The same lanes as the pmaddubsw path below, so the same scores.
+  // VNNI (DotBytesAdd): q4_0's nibbles as they are, q8_0's codes c as c + 128 (c xor 0x80); the
+  // offsets 8 (resp. 128) times each 4 query bytes' sum are subtracted by starting from their
+  // negation. The same lanes as the pmaddubsw path below, so the same scores.
   (void)ones;
   __m256i u = codes;
   if constexpr (kQ4) {
@@ -98,7 +96,7 @@ HWY_INLINE hn::Vec<DF8> BlockDot(__m256i codes, const QueryBlockI8& qb) {
     p = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(qb.q4_offset, 4));
     u = _mm256_xor_si256(codes, _mm256_set1_epi8(char(0x80)));
   }
-  asm("vpdpbusd %2, %1, %0" : "+v"(p) : "v"(u), "v"(qb.q));
+  DotBytesAdd(&p, u, qb.q);
   return hn::Vec<DF8>{_mm256_cvtepi32_ps(p)};
 #endif
   if constexpr (kQ4) {

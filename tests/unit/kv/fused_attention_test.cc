@@ -260,14 +260,14 @@ TEST(FusedAttention, GgmlKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
-// On a CPU with AVX-512 VNNI the q4_0 / q8_0 kernels are compiled for Highway's AVX3_DL
-// target too (kernels/cpu/kv_fused_ggml.cc), where a key block's byte products are summed by
-// vpdpbusd instead of pmaddubsw + pmaddwd: the same integers in the same lanes, so attention
-// must be bit for bit the AVX3 target's (which for_each_target, limited to the targets the
-// tests compile, does not reach).
+// On a CPU with AVX-512 VNNI the q4_0 / q8_0 kernels are compiled for Highway's AVX3_DL target
+// too (kernels/cpu/kv_fused_ggml.cc), where a key block's byte products are summed by vpdpbusd
+// instead of pmaddubsw + pmaddwd: the same integers in the same lanes, so attention must be bit
+// for bit the AVX3 target's (which for_each_target, limited to the targets the tests compile,
+// does not reach).
 TEST(FusedAttention, GgmlKeysWithVnniEqualAvx3BitForBit) {
   if (!(hwy::SupportedTargets() & HWY_AVX3)) GTEST_SKIP() << "this CPU has no AVX-512: nothing to compare";
-  for (int hd : {96, 128}) {
+  for (int hd : {64, 96, 128}) {
     for (int group : {1, 4}) {
       const HeadShape s{2 * group, 2, hd};
       for (const char* f : {"q8_0", "q4_0"}) {
