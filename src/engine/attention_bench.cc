@@ -11,6 +11,7 @@
 #include "base/rng.h"
 #include "base/timer.h"
 #include "engine/calibrate.h"
+#include "engine/runtime.h"
 #include "engine/read_bandwidth.h"
 #include "engine/synthetic_kv.h"
 #include "quant/common.h"
@@ -182,7 +183,7 @@ StatusOr<AttentionBenchResult> run_attention_bench(const AttentionBenchOptions& 
 
   ExecContext ctx(opts.n_threads, opts.path);
   AttentionBenchResult result;
-  result.simd_target = simd_target_name();
+  result.simd_target = simd_targets_label();
   {
     KVQ_ASSIGN_OR_RETURN(ReadBandwidth bw, measure_read_bandwidth(ctx.pool(), opts.bandwidth_bytes, opts.bandwidth_passes));
     result.read_gbps = bw.gbps;

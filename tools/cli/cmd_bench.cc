@@ -240,7 +240,7 @@ Status run(const std::vector<std::string>& argv) {
     const size_t bytes = b.cache->bytes_used();
     // Three significant digits: decode at millions of tokens runs below one token per second.
     std::printf("| %s | %s | %d | %s (%s) | %d | %.3g | %.3g | %.1f | %s | %s |\n", printable(common.model).c_str(),
-                b.spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_target_name(), depth, median(b.pp),
+                b.spec.text.c_str(), common.n_threads, common.kernels.c_str(), simd_targets_label().c_str(), depth, median(b.pp),
                 b.tg.empty() ? 0.0 : median(b.tg), double(bytes) / b.cache->n_tokens(0),
                 format_bytes(double(bytes)).c_str(), format_bytes(peak_rss_bytes()).c_str());
   }

@@ -134,7 +134,7 @@ Status run(const std::vector<std::string>& argv) {
                   cal->describe_mixed().c_str());
     }
   }
-  std::printf("simd target: %s\n", simd_target_name());
+  std::printf("simd target: %s\n", simd_targets_label().c_str());
   if (show_metadata) {
     for (const auto& kv : model->gguf().kvs()) {
       std::printf("  %s = %s\n", printable(kv.key).c_str(), gguf_value_to_string(kv.value).c_str());

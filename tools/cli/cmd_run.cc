@@ -94,7 +94,7 @@ Status run(const std::vector<std::string>& argv, bool* help) {
                st.n_prompt, st.prefill_seconds, st.n_prompt / std::max(1e-9, st.prefill_seconds),
                st.n_generated, st.decode_seconds,
                st.n_generated / std::max(1e-9, st.decode_seconds), common.n_threads,
-               common.kernels.c_str(), simd_target_name());
+               common.kernels.c_str(), simd_targets_label().c_str());
   // What the same tokens take in an f16 cache, allocated the same way.
   auto f16 = make_cache(parse_cache_spec("f16").value(), model->kv_shape(n_ctx)).value();
   const double used = double(cache->bytes_used()), f16_bytes = double(f16->bytes_for(n_cached));

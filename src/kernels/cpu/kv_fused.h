@@ -36,5 +36,8 @@ bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, 
 // ref::uniform_row_accumulate_ref specifies (on AVX2 for groups of a multiple of 32, at most 4
 // per token; false for the rest, which take the reference).
 bool accumulate_run_fused(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
+// The Highway target q4_0 / q8_0 attention dispatches to: besides the targets every kernel is
+// built for, kv_fused_ggml.cc alone is built for AVX3_DL, whose VNNI sums its key blocks.
+const char* ggml_kernels_target();
 
 }  // namespace kvq::cpu

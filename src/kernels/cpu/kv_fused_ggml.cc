@@ -304,6 +304,8 @@ void GgmlAccumulateQ(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
   }
 }
 
+const char* GgmlTarget() { return hwy::TargetName(HWY_TARGET); }
+
 bool AccumulateRunGgml(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
   const size_t hd = size_t(r.head_dim);
   const bool q4 = r.format == KvFormat::kQ4_0;
@@ -326,9 +328,11 @@ HWY_AFTER_NAMESPACE();
 namespace kvq::cpu {
 HWY_EXPORT(ScoreRunQ8);
 HWY_EXPORT(AccumulateRunGgml);
+HWY_EXPORT(GgmlTarget);
 bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunQ8)(run, q8, n_q, scale, scores, ld);
 }
+const char* ggml_kernels_target() { return HWY_DYNAMIC_DISPATCH(GgmlTarget)(); }
 bool accumulate_run_ggml(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
   return HWY_DYNAMIC_DISPATCH(AccumulateRunGgml)(run, p, n_q, ld, out);
 }
