@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-
 #include <string>
 
 #include "kernels/cpu/kv_fused.h"
