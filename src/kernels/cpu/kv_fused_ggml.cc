@@ -52,17 +52,25 @@ HWY_INLINE hn::Vec<DF> BlockCodes(const uint8_t* HWY_RESTRICT blk, size_t j) {
 // pmaddubsw + pmaddwd per query (unsigned nibbles times the signed query; the -8 as
 // 8 * sum(q) per lane, once per query block); elsewhere the same sums, widened to int32.
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-// Block b of a query: its 32 int8 values, and 8 * (the sums of each 4 of them) for q4_0 keys.
+// Block b of a query: its 32 int8 values, and per int32 lane the offset its key format's codes
+// carry, from the sum of each 4 query values: for q4_0 keys (nibble - 8) 8 times that sum, to
+// subtract; on AVX3_DL, where the sums start from it (BlockDot), minus 8 (q4_0) or minus 128
+// (q8_0 codes taken as c + 128) times it. Once per query block, not per key row.
 struct QueryBlockI8 {
-  __m256i q, q4_offset;
+  __m256i q, offset;
 };
+template <bool kQ4>
 HWY_INLINE QueryBlockI8 LoadQueryBlock(const BlockQ8_0& b) {
   const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-  const __m256i off = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
-  return {q, off};
+  const __m256i off8 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
+#if HWY_TARGET == HWY_AVX3_DL
+  return {q, _mm256_sub_epi32(_mm256_setzero_si256(), kQ4 ? off8 : _mm256_slli_epi32(off8, 4))};
+#else
+  return {q, off8};
+#endif
 }
 // The block's 32 codes as bytes in value order: nibbles 0..15 (q4_0: the low nibbles, then
-// the high ones), or the int8 codes.
+// the high ones), or the int8 codes (on AVX3_DL as c + 128, unsigned for vpdpbusd: BlockDot).
 template <bool kQ4>
 HWY_INLINE __m256i KeyBlockBytes(const uint8_t* HWY_RESTRICT blk) {
   if constexpr (kQ4) {  // the 16 bytes in both halves, the upper half shifted down a nibble
@@ -70,7 +78,12 @@ HWY_INLINE __m256i KeyBlockBytes(const uint8_t* HWY_RESTRICT blk) {
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const BlockQ4_0*>(blk)->qs)));
     return _mm256_and_si256(_mm256_srlv_epi64(b, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
   } else {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ8_0*>(blk)->qs));
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ8_0*>(blk)->qs));
+#if HWY_TARGET == HWY_AVX3_DL
+    return _mm256_xor_si256(c, _mm256_set1_epi8(char(0x80)));
+#else
+    return c;
+#endif
   }
 }
 // The block's scale d in every lane (a word broadcast and one conversion).
@@ -82,34 +95,27 @@ HWY_INLINE hn::Vec<DF8> BlockScale(const uint8_t* HWY_RESTRICT blk) {
 // Lane k: sum_{j in [4k, 4k + 4)} c_j q_j, as float (exact: |sum| < 2^24).
 template <bool kQ4>
 HWY_INLINE hn::Vec<DF8> BlockDot(__m256i codes, const QueryBlockI8& qb) {
+#if HWY_TARGET == HWY_AVX3_DL
+  // VNNI (DotBytesAdd) from the block's negated offset, the codes unsigned (q4_0's nibbles,
+  // q8_0's c + 128): the same lanes as the pmaddubsw path, so the same scores.
+  __m256i p = qb.offset;
+  DotBytesAdd(&p, codes, qb.q);
+#else
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i p;
-#if HWY_TARGET == HWY_AVX3_DL
-  // VNNI (DotBytesAdd): q4_0's nibbles as they are, q8_0's codes c as c + 128 (c xor 0x80); the
-  // offsets 8 (resp. 128) times each 4 query bytes' sum are subtracted by starting from their
-  // negation. The same lanes as the pmaddubsw path below, so the same scores.
-  (void)ones;
-  __m256i u = codes;
   if constexpr (kQ4) {
-    p = _mm256_sub_epi32(_mm256_setzero_si256(), qb.q4_offset);
-  } else {
-    p = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(qb.q4_offset, 4));
-    u = _mm256_xor_si256(codes, _mm256_set1_epi8(char(0x80)));
-  }
-  DotBytesAdd(&p, u, qb.q);
-  return hn::Vec<DF8>{_mm256_cvtepi32_ps(p)};
-#endif
-  if constexpr (kQ4) {
-    p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qb.q), ones), qb.q4_offset);
+    p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, qb.q), ones), qb.offset);
   } else {  // |c| times q with c's sign: pmaddubsw takes its first operand unsigned
     p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(codes, codes), _mm256_sign_epi8(qb.q, codes)), ones);
   }
+#endif
   return hn::Vec<DF8>{_mm256_cvtepi32_ps(p)};
 }
 #else
 struct QueryBlockI8 {
   const int8_t* q;
 };
+template <bool kQ4>
 HWY_INLINE QueryBlockI8 LoadQueryBlock(const BlockQ8_0& b) { return {b.qs}; }
 template <bool kQ4>
 HWY_INLINE const uint8_t* KeyBlockBytes(const uint8_t* HWY_RESTRICT blk) { return blk; }
@@ -146,7 +152,7 @@ void GgmlScoresQ8(const KvRun& r, const BlockQ8_0* HWY_RESTRICT q8, int n_q, flo
     for (int i = 0; i < kQ; ++i) {
       for (size_t b = 0; b < nb; ++b) {
         const BlockQ8_0& x = q8[size_t(i0 + i) * nb + b];
-        qb[i][b] = LoadQueryBlock(x);
+        qb[i][b] = LoadQueryBlock<kQ4>(x);
         dq[i][b] = BlockScale(reinterpret_cast<const uint8_t*>(&x));
       }
     }
