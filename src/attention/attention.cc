@@ -55,7 +55,7 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
 // Calls fn(run, pos) for the runs of head h covering positions [a, b): at most kTile tokens,
 // never across a page, starting at positions fixed by the segment layout and a. Before each
 // run, what the next one reads first is prefetched where that was measured to help
-// (prefetch_run: KIVI key blocks).
+// (prefetch_run: KIVI key blocks, KVQuant outlier lists).
 template <class Fn>
 void for_each_run(const KvStoreView& sv, int h, int a, int b, const Fn& fn) {
   for (int si = 0; si < sv.n_segments; ++si) {

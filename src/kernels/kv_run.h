@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "base/fp16.h"
 #include "quant/outlier_layout.h"
@@ -88,17 +89,45 @@ inline void prefetch_rows_ahead(const uint8_t* p, size_t n) {
   for (size_t o = 0; o < n; o += 64) __builtin_prefetch(reinterpret_cast<const void*>(a + o));
 }
 
-// Asks ahead of use for what a KIVI key block reads first, called one run ahead (attention's
-// for_each_run). Its block is a page of its own, ~1.5 KB per head, too short for the hardware
-// prefetcher: its scales and zero points, which follow its codes (quant/kv_layout.h), and its
-// first code rows are prefetched, and its scales touched. The touch is what helps on the Zen 4
-// VM (docs/PERFORMANCE.md, "what bounds it"): kivi-2 ~18% and kivi-4 ~13% faster on LLaMA-7B's
-// shape at 16K on one thread, where the prefetches alone changed nothing (no hardware counters
-// there to say why; a software prefetch whose page is not in the TLB may be dropped) and the
-// profile had charged ~40% of the block setup to the scales' first load. Not for the other
-// formats: one touch per per-token-group run (int4) gained nothing, and touching every 4 KiB
-// page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%.
+// How much of a run's sealed outlier list (its cells, and as much of its values) prefetch_run
+// asks for: at 1% outliers a 64-token run of a 128-value head holds ~82 entries, 164 bytes of
+// each.
+inline constexpr size_t kOutlierPrefetchBytes = 192;
+
+// Asks ahead of use for what the next run reads first where the hardware prefetcher cannot
+// know it, called one run ahead (attention's for_each_run):
+//  - the run's list of KVQuant outliers on a sealed page: a few cache lines of cells and of
+//    values in the page's own block, which each run's correction pass started with a miss on.
+//    From DRAM (LLaMA-7B's shape at 32K tokens, kvquant-2 and -3) the key corrections' time
+//    fell by a third and the values' by 40%, ~9% of the attention (docs/PERFORMANCE.md,
+//    "Where KVQuant's decode time goes").
+//  - a KIVI key block, a page of its own, ~1.5 KB per head, too short for the hardware
+//    prefetcher: its scales and zero points, which follow its codes (quant/kv_layout.h), and its
+//    first code rows are prefetched, and its scales touched. The touch is what helps on the Zen
+//    4 VM (docs/PERFORMANCE.md, "what bounds it"): kivi-2 ~18% and kivi-4 ~13% faster on
+//    LLaMA-7B's shape at 16K on one thread, where the prefetches alone changed nothing (no
+//    hardware counters there to say why; a software prefetch whose page is not in the TLB may be
+//    dropped) and the profile had charged ~40% of the block setup to the scales' first load.
+// Not for the rows of the other formats: one touch per per-token-group run (int4) gained
+// nothing, touching every 4 KiB page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%, and
+// prefetching the first 256 bytes of KVQuant's next rows changed nothing measurable.
 inline void prefetch_run(const KvRun& r) {
+  if (r.out_ptr != nullptr && r.out_sealed && r.n > 0) {
+    uint32_t e;  // the head's first entry (quant/outlier_layout.h), from the block's pointers
+    if (r.out_layout.ptr_bytes == 2) {
+      uint16_t e16;
+      std::memcpy(&e16, r.out_ptr, 2);
+      e = e16;
+    } else {
+      std::memcpy(&e, r.out_ptr, 4);
+    }
+    const uint8_t* cells = r.out_idx + size_t(e) * OutlierLayout::kCellBytes;
+    const uint8_t* vals = reinterpret_cast<const uint8_t*>(r.out_val + e);
+    for (size_t o = 0; o < kOutlierPrefetchBytes; o += 64) {
+      __builtin_prefetch(cells + o);
+      __builtin_prefetch(vals + o);
+    }
+  }
   if (r.format != KvFormat::kUniformCols || r.n == 0) return;
   const uint8_t* meta = r.rows + r.scales_off;
   touch_byte(meta);
