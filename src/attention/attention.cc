@@ -185,8 +185,7 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
   }
   // The fused kernel rotates adjacent pairs; neox halves take the tile below.
   if (c.path == KernelPath::kSimd && c.k.pre_rope && c.p->rope->pair_stride() == 1 &&
-      cpu::score_run_rope_fused(run, q, n_q, c.group, c.p->rope->key_table(), c.p->rope->key_pair_table(),
-                                scale, s, kAttentionChunk)) {
+      cpu::score_run_rope_fused(run, q, n_q, c.group, c.p->rope->key_tables(), scale, s, kAttentionChunk)) {
     return;  // decoded, rotated and dotted in registers, once for every query of the group
   }
   if (f == KvFormat::kUniformCols) {

@@ -108,9 +108,13 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    LLaMA-7B's shape at 16K on one thread, where the prefetches alone changed nothing (no
 //    hardware counters there to say why; a software prefetch whose page is not in the TLB may be
 //    dropped) and the profile had charged ~40% of the block setup to the scales' first load.
+//  - the code rows of 2-bit KVQuant keys (at most 2 KiB a run), which the kernel with tokens in
+//    lanes (kernels/cpu/kv_fused_codebook.cc) loads all at once to transpose them: without it
+//    the loads' misses were ~17% of that kernel's samples, with it ~5%.
 // Not for the rows of the other formats: one touch per per-token-group run (int4) gained
 // nothing, touching every 4 KiB page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%, and
-// prefetching the first 256 bytes of KVQuant's next rows changed nothing measurable.
+// prefetching the first 256 bytes of KVQuant's other rows (3 and 4 bits, values) changed
+// nothing measurable.
 inline void prefetch_run(const KvRun& r) {
   if (r.out_ptr != nullptr && r.out_sealed && r.n > 0) {
     uint32_t e;  // the head's first entry (quant/outlier_layout.h), from the block's pointers
@@ -127,6 +131,10 @@ inline void prefetch_run(const KvRun& r) {
       __builtin_prefetch(cells + o);
       __builtin_prefetch(vals + o);
     }
+  }
+  if (r.format == KvFormat::kCodebookPc && r.bits == 2) {
+    for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
+    return;
   }
   if (r.format != KvFormat::kUniformCols || r.n == 0) return;
   const uint8_t* meta = r.rows + r.scales_off;

@@ -50,6 +50,10 @@ Rope::Rope(int head_dim, int rope_dim, float freq_base, RopeMode mode, std::vect
       c[n_pairs + size_t(i)] = offset(j)[2 * i + 1];
     }
   }
+  lanes_.resize(pairs_.size());
+  for (int j = 0; j < kKeyOffsets; ++j) {
+    for (size_t k = 0; k < 2 * n_pairs; ++k) lanes_[k * kKeyOffsets + size_t(j)] = pairs_[size_t(j) * 2 * n_pairs + k];
+  }
 }
 
 void Rope::ggml_angles(int64_t pos0, int n_tokens, float* cs) const {

@@ -20,6 +20,15 @@ namespace kvq {
 
 enum class RopeMode { kNormal, kNeox };
 
+// The offset tables a pre-RoPE score kernel reads (offsets j < Rope::kKeyOffsets within a run),
+// in the three layouts its forms need: Rope::key_table(), key_pair_table() and
+// key_pair_lanes().
+struct RopeKeyTables {
+  const float* by_dim = nullptr;
+  const float* by_pair = nullptr;
+  const float* by_offset = nullptr;
+};
+
 class Rope {
  public:
   static constexpr int kOffsets = 1024;  // tabulated offsets j in [0, kOffsets)
@@ -57,6 +66,10 @@ class Rope {
   // [cos | sin] over head_dim / 2 pairs (pair i: dims pair_first(i) and its partner), R(j)
   // taking (x, y) to (x cos - y sin, x sin + y cos); cos 1 and sin 0 past rope_dim / 2.
   const float* key_pair_table() const { return pairs_.data(); }
+  // The same cos and sin with the offsets in lanes, for kernels that hold a run's tokens in
+  // lanes: [cos | sin][head_dim / 2 pairs][kKeyOffsets], i.e. key_pair_table() transposed.
+  const float* key_pair_lanes() const { return lanes_.data(); }
+  RopeKeyTables key_tables() const { return {keys_.data(), pairs_.data(), lanes_.data()}; }
 
  private:
   int head_dim_ = 0, rope_dim_ = 0;
@@ -67,6 +80,7 @@ class Rope {
   std::vector<float> offsets_;    // [kOffsets][rope_dim / 2][2]
   std::vector<float> keys_;       // [kKeyOffsets][2][head_dim]
   std::vector<float> pairs_;      // [kKeyOffsets][2][head_dim / 2]
+  std::vector<float> lanes_;      // [2][head_dim / 2][kKeyOffsets]
 };
 
 }  // namespace kvq

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "kernels/kv_run.h"
+#include "kernels/rope.h"
 #include "quant/ggml_blocks.h"
 
 namespace kvq::cpu {
@@ -23,14 +24,13 @@ bool score_run_fused(const KvRun& run, const float* q, int n_q, float scale, flo
 // 32] blocks, q8_i' their dequantized values; the block sums in integers.
 bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, float* scores, size_t ld);
 // Keys stored before RoPE (KVQuant codebook keys): scores[i * ld + t] = scale * q_i . R(t) x'_t,
-// R(t) the rotation of row t of key_table (Rope::key_table(): offsets within the run, t <
-// Rope::kKeyOffsets) in adjacent-pair mode (Rope::pair_stride() == 1), q: [n_q][head_dim]
-// rotated to the run's first position; key_pairs: the same offsets by pair
-// (Rope::key_pair_table()). group: the model's queries per KV head, which chooses one
-// arithmetic for every query of the model whatever the pass (1: the rotation folded into each
-// query; more: each key rotated once for the group), so prefill and decode agree.
-bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const float* key_table,
-                          const float* key_pairs, float scale, float* scores, size_t ld);
+// R(t) the rotation of offset t within the run (t < Rope::kKeyOffsets; rope: Rope::key_tables())
+// in adjacent-pair mode (Rope::pair_stride() == 1), q: [n_q][head_dim] rotated to the run's
+// first position. group: the model's queries per KV head, which chooses one arithmetic for
+// every query of the model whatever the pass (1: the rotation folded into each query, at 2 bits
+// with tokens in lanes; more: each key rotated once for the group), so prefill and decode agree.
+bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const RopeKeyTables& rope,
+                          float scale, float* scores, size_t ld);
 // out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim]. 2-bit per-token groups (KIVI-2
 // values, int2) accumulate in integers with each run's weights rounded to uint8, as
 // ref::uniform_row_accumulate_ref specifies (on AVX2 for groups of a multiple of 32, at most 4

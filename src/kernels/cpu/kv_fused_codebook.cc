@@ -18,6 +18,7 @@
 #include <cstring>
 #include <utility>
 
+#include "kernels/rope.h"
 #include "quant/normalize.h"
 #endif
 
@@ -276,40 +277,55 @@ HWY_INLINE void SplitPairs(const float* HWY_RESTRICT x, V16* e, V16* o) {
   *o = hn::ConcatOdd(df, hi, lo);
 }
 
+// The folded form's per-call constants: each 32-channel block's half-ranges and zeros split
+// into even and odd dims, [nb][hE, hO, zE, zO][16].
+struct FoldedBlocks {
+  HWY_ALIGN float hz[512 / 32][4][16];
+};
+HWY_INLINE void SplitHalfZero(const KvRun& r, size_t nb, FoldedBlocks* fb) {
+  const DF df;
+  for (size_t b = 0; b < nb; ++b) {
+    V16 x[4];
+    SplitPairs(r.ch_half + 32 * b, &x[0], &x[1]);
+    SplitPairs(r.ch_zero + 32 * b, &x[2], &x[3]);
+    for (int k = 0; k < 4; ++k) hn::Store(x[k], df, fb->hz[b][k]);
+  }
+}
+
+// Query qj's six factors of each block, f[b][0..5][16]: a1 a2 a3 b1 b2 b3 by pair, so that
+// P = a1 lE + a2 lO + a3 and Q = b1 lE + b2 lO + b3 (the comment above).
+HWY_INLINE void FoldedFactors(const FoldedBlocks& fb, const float* HWY_RESTRICT qj, size_t nb,
+                              float (*HWY_RESTRICT f)[6][16]) {
+  const DF df;
+  for (size_t b = 0; b < nb; ++b) {
+    const V16 he = hn::Load(df, fb.hz[b][0]), ho = hn::Load(df, fb.hz[b][1]);
+    const V16 ze = hn::Load(df, fb.hz[b][2]), zo = hn::Load(df, fb.hz[b][3]);
+    V16 qe, qo;
+    SplitPairs(qj + 32 * b, &qe, &qo);
+    float* fj = f[b][0];
+    hn::Store(hn::Mul(qe, he), df, fj);
+    hn::Store(hn::Mul(qo, ho), df, fj + 16);
+    hn::Store(hn::MulAdd(qe, ze, hn::Mul(qo, zo)), df, fj + 32);
+    hn::Store(hn::Mul(qo, he), df, fj + 48);
+    hn::Store(hn::Neg(hn::Mul(qe, ho)), df, fj + 64);
+    hn::Store(hn::NegMulAdd(qe, zo, hn::Mul(qo, ze)), df, fj + 80);
+  }
+}
+
 template <int kBits, int kHd>
 void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const float* HWY_RESTRICT table,
                                 const float* HWY_RESTRICT pairs, float scale, float* HWY_RESTRICT s, size_t lds) {
   const DF df;
   const size_t hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim), hp = hd / 2, nb = hd / 32;
   const LevelLut<kBits> lut(r.levels);
-  // The half-ranges and zeros of each block, split once for every pass: [nb][hE, hO, zE, zO].
-  HWY_ALIGN float hz[512 / 32][4][16];
-  for (size_t b = 0; b < nb; ++b) {
-    V16 x[4];
-    SplitPairs(r.ch_half + 32 * b, &x[0], &x[1]);
-    SplitPairs(r.ch_zero + 32 * b, &x[2], &x[3]);
-    for (int k = 0; k < 4; ++k) hn::Store(x[k], df, hz[b][k]);
-  }
+  FoldedBlocks fb;
+  SplitHalfZero(r, nb, &fb);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     const float* qs = q + size_t(i0) * hd;
-    // f[b][j][0..5]: query j's a1 a2 a3 b1 b2 b3 of block b (P = a1 lE + a2 lO + a3, Q likewise).
-    HWY_ALIGN float f[512 / 32][kQ][6][16];
-    for (size_t b = 0; b < nb; ++b) {
-      const V16 he = hn::Load(df, hz[b][0]), ho = hn::Load(df, hz[b][1]);
-      const V16 ze = hn::Load(df, hz[b][2]), zo = hn::Load(df, hz[b][3]);
-      for (int j = 0; j < kQ; ++j) {
-        V16 qe, qo;
-        SplitPairs(qs + size_t(j) * hd + 32 * b, &qe, &qo);
-        float* fj = f[b][j][0];
-        hn::Store(hn::Mul(qe, he), df, fj);
-        hn::Store(hn::Mul(qo, ho), df, fj + 16);
-        hn::Store(hn::MulAdd(qe, ze, hn::Mul(qo, zo)), df, fj + 32);
-        hn::Store(hn::Mul(qo, he), df, fj + 48);
-        hn::Store(hn::Neg(hn::Mul(qe, ho)), df, fj + 64);
-        hn::Store(hn::NegMulAdd(qe, zo, hn::Mul(qo, ze)), df, fj + 80);
-      }
-    }
+    // f[j][b][0..5]: query j's a1 a2 a3 b1 b2 b3 of block b (P = a1 lE + a2 lO + a3, Q likewise).
+    HWY_ALIGN float f[kQ][512 / 32][6][16];
+    for (int j = 0; j < kQ; ++j) FoldedFactors(fb, qs + size_t(j) * hd, nb, f[j]);
     auto rows = [&](auto kr_, int t0, const auto& emit) {
       constexpr int kRows = decltype(kr_)::value;
       V16 ac[kRows][kQ], as[kRows][kQ];  // the cos and sin terms' chains
@@ -325,7 +341,7 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
           const float* cs = pairs + size_t(t0 + w) * hd + 16 * b;
           const V16 c = hn::LoadU(df, cs), sn = hn::LoadU(df, cs + hp);
           for (int j = 0; j < kQ; ++j) {
-            const float* fj = f[b][j][0];
+            const float* fj = f[j][b][0];
             const V16 P = hn::MulAdd(hn::Load(df, fj), le, hn::MulAdd(hn::Load(df, fj + 16), lo, hn::Load(df, fj + 32)));
             const V16 Q = hn::MulAdd(hn::Load(df, fj + 48), le, hn::MulAdd(hn::Load(df, fj + 64), lo, hn::Load(df, fj + 80)));
             ac[w][j] = hn::MulAdd(c, P, ac[w][j]);
@@ -342,22 +358,199 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
     ScorePassRows<kQ>(r, rows, qs, table, scale, s + size_t(i0) * lds, lds);
   });
 }
+
+// 2-bit keys with one query per KV head, tokens in lanes (kvquant-2 on LLaMA-7B's shape,
+// issue 9's million tokens). At 2 bits a RoPE pair's two codes are one nibble u = cE + 4 cO of
+// the row (bits 4l of pair l), so the folded form's P_l and Q_l take 16 values per pair and
+// query, tabulated in two registers per pair and run (TP_l[u] = a1 L[u & 3] + (a2 L[u >> 2] +
+// a3), the folded kernel's operations), and a score is
+//   s_t = sum_l cos_l(t) TP_l[u_lt] + sin_l(t) TQ_l[u_lt],
+// with 16 tokens in the lanes: per pair, one shift, two permutes (vpermps reads an index's low
+// 4 bits, so the nibble needs no mask) and two multiply-adds for 16 tokens (4 more per pair and
+// run for the tables), where the folded kernel takes 3 multiply-adds per 16 values, the codes'
+// shuffles and a sum across the lanes per row: the key kernel ~30% faster on LLaMA-7B's shape
+// (docs/PERFORMANCE.md). The cos and sin come by offset (Rope::key_pair_lanes()); the run's
+// codes are transposed once per call, 16 rows of kW words to kW vectors of 16 tokens
+// (LaneTranspose), the rows asked for a run ahead (kernels/kv_run.h prefetch_run).
+
+// The permutes of a 16 x kW transpose of 32-bit words (kW = 4 or 8: a row of 64 or 128 2-bit
+// codes): registers p < kW start as rows [16 / kW p, +16 / kW) loaded contiguously (lane i:
+// row i / kW, word i % kW) and end as words (register w, lane t: row t's word w); stage s pairs
+// registers that differ in bit s and gathers into each the words whose bit s is its own.
+template <int kW>
+struct LaneTranspose {
+  static constexpr int kStages = kW == 8 ? 3 : 2;
+  uint32_t idx[kStages][kW][16];  // output register r of stage s: lanes of (r & ~2^s) then (r | 2^s) + 16
+  bool ok = false;                 // the stages end in the transpose (checked at compile time)
+};
+
+template <int kW>
+constexpr LaneTranspose<kW> MakeLaneTranspose() {
+  static_assert(kW == 4 || kW == 8);
+  LaneTranspose<kW> x{};
+  int row[kW][16] = {}, word[kW][16] = {};
+  for (int p = 0; p < kW; ++p) {
+    for (int i = 0; i < 16; ++i) row[p][i] = p * (16 / kW) + i / kW, word[p][i] = i % kW;
+  }
+  for (int s = 0; s < LaneTranspose<kW>::kStages; ++s) {
+    int nrow[kW][16] = {}, nword[kW][16] = {};
+    for (int r = 0; r < kW; ++r) {
+      const int a = r & ~(1 << s), b = r | (1 << s), bit = (r >> s) & 1;
+      int ct[16] = {}, cw[16] = {}, cj[16] = {}, m = 0;
+      for (int j = 0; j < 32; ++j) {
+        const int rr = j < 16 ? a : b, ii = j % 16;
+        if (((word[rr][ii] >> s) & 1) != bit) continue;
+        ct[m] = row[rr][ii], cw[m] = word[rr][ii], cj[m] = j, ++m;
+      }
+      for (int i = 1; i < 16; ++i) {  // by (row, word): at the end, lane t holds row t
+        for (int k = i; k > 0 && (ct[k - 1] > ct[k] || (ct[k - 1] == ct[k] && cw[k - 1] > cw[k])); --k) {
+          std::swap(ct[k - 1], ct[k]), std::swap(cw[k - 1], cw[k]), std::swap(cj[k - 1], cj[k]);
+        }
+      }
+      for (int i = 0; i < 16; ++i) x.idx[s][r][i] = uint32_t(cj[i]), nrow[r][i] = ct[i], nword[r][i] = cw[i];
+    }
+    for (int r = 0; r < kW; ++r) {
+      for (int i = 0; i < 16; ++i) row[r][i] = nrow[r][i], word[r][i] = nword[r][i];
+    }
+  }
+  x.ok = true;
+  for (int r = 0; r < kW; ++r) {
+    for (int i = 0; i < 16; ++i) x.ok = x.ok && row[r][i] == i && word[r][i] == r;
+  }
+  return x;
+}
+
+// codes[w] lane t = word w of row t of rows [0, 16), each rows_stride apart and kW words long.
+template <int kW>
+HWY_INLINE void TransposeRows16(const uint8_t* HWY_RESTRICT rows, size_t stride, __m512i (&codes)[kW]) {
+  alignas(64) static constexpr LaneTranspose<kW> kT = MakeLaneTranspose<kW>();
+  static_assert(kT.ok);
+  constexpr size_t kRowBytes = 4 * kW;
+  __m512i v[kW];
+  if (stride == kRowBytes) {
+    for (int p = 0; p < kW; ++p) v[p] = _mm512_loadu_si512(rows + 64 * size_t(p));
+  } else {
+    alignas(64) uint8_t packed[16 * kRowBytes];
+    for (size_t t = 0; t < 16; ++t) std::memcpy(packed + t * kRowBytes, rows + t * stride, kRowBytes);
+    for (int p = 0; p < kW; ++p) v[p] = _mm512_load_si512(packed + 64 * size_t(p));
+  }
+  for (int s = 0; s < LaneTranspose<kW>::kStages; ++s) {
+    __m512i n[kW];
+    for (int r = 0; r < kW; ++r) {
+      const int a = r & ~(1 << s), b = r | (1 << s);
+      n[r] = _mm512_permutex2var_epi32(v[a], _mm512_load_si512(kT.idx[s][r]), v[b]);
+    }
+    for (int r = 0; r < kW; ++r) v[r] = n[r];
+  }
+  for (int w = 0; w < kW; ++w) codes[w] = v[w];
+}
+
+// kG groups of 16 tokens, the run's codes transposed in tc[g][w]: the scores of one query
+// from its factors f (FoldedFactors: [head_dim / 32][6][16]), the levels by nibble le / lo and
+// the offsets' cos / sin by pair (cs: [2][head_dim / 2][64]). Each pair's two tables are
+// built in registers and serve the kG groups.
+template <int kW, int kG>
+HWY_INLINE void LaneScores(const __m512i (*HWY_RESTRICT tc)[kW], const float (*HWY_RESTRICT f)[6][16], __m512 le,
+                           __m512 lo, const float* HWY_RESTRICT cs, int n, float scale, float* HWY_RESTRICT s) {
+  constexpr size_t hp = 8 * kW;  // pairs
+  __m512 ac[kG], as[kG];
+  for (int g = 0; g < kG; ++g) ac[g] = as[g] = _mm512_setzero_ps();
+  for (int w = 0; w < kW; ++w) {
+    const float* fb = f[w / 2][0] + 8 * (w % 2);  // pairs 8w .. 8w + 7 are lanes 8 (w % 2) + k of block w / 2
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const size_t l = size_t(8 * w + k);
+      // TP_l[u] = fma(a1, L[u & 3], fma(a2, L[u >> 2], a3)), TQ_l likewise: the folded form's P, Q.
+      const __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(fb[k]), le,
+                                       _mm512_fmadd_ps(_mm512_set1_ps(fb[16 + k]), lo, _mm512_set1_ps(fb[32 + k])));
+      const __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(fb[48 + k]), le,
+                                       _mm512_fmadd_ps(_mm512_set1_ps(fb[64 + k]), lo, _mm512_set1_ps(fb[80 + k])));
+      const float* c = cs + l * Rope::kKeyOffsets;
+      const float* sn = c + hp * Rope::kKeyOffsets;
+      for (int g = 0; g < kG; ++g) {
+        const __m512i u = _mm512_srli_epi32(tc[g][w], unsigned(4 * k));
+        ac[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c + 16 * g), _mm512_permutexvar_ps(u, p), ac[g]);
+        as[g] = _mm512_fmadd_ps(_mm512_loadu_ps(sn + 16 * g), _mm512_permutexvar_ps(u, q), as[g]);
+      }
+    }
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int g = 0; g < kG; ++g) {
+    const int left = n - 16 * g;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+    _mm512_mask_storeu_ps(s + 16 * g, m, _mm512_mul_ps(_mm512_add_ps(ac[g], as[g]), vs));
+  }
+}
+
+template <int kHd>
+void CodebookPc2RopeLaneScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, const RopeKeyTables& rope,
+                               float scale, float* HWY_RESTRICT s, size_t lds) {
+  static_assert(kHd == 64 || kHd == 128);
+  constexpr int kW = kHd / 16;  // 32-bit words of a row of 2-bit codes
+  constexpr size_t hd = size_t(kHd), nb = hd / 32;
+  const int ng = (r.n + 15) / 16;
+  // The run's codes with tokens in lanes; rows past n read as zeros (their scores not stored).
+  __m512i tc[4][kW];
+  for (int g = 0; g < ng; ++g) {
+    const int t0 = 16 * g;
+    if (t0 + 16 <= r.n) {
+      TransposeRows16<kW>(r.rows + size_t(t0) * r.stride, r.stride, tc[g]);
+    } else {
+      alignas(64) uint8_t tail[16 * 4 * kW] = {};
+      for (int t = t0; t < r.n; ++t) std::memcpy(tail + size_t(t - t0) * 4 * kW, r.rows + size_t(t) * r.stride, 4 * kW);
+      TransposeRows16<kW>(tail, 4 * kW, tc[g]);
+    }
+  }
+  // The levels by nibble: LE[u] = L[u & 3], LO[u] = L[u >> 2].
+  const __m512 levels = _mm512_loadu_ps(r.levels);
+  const __m512i u = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512 le = _mm512_permutexvar_ps(_mm512_and_si512(u, _mm512_set1_epi32(3)), levels);
+  const __m512 lo = _mm512_permutexvar_ps(_mm512_srli_epi32(u, 2), levels);
+  FoldedBlocks fb;
+  SplitHalfZero(r, nb, &fb);
+  ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
+    constexpr int kQ = decltype(kq)::value;
+    const float* qs = q + size_t(i0) * hd;
+    float* sq = s + size_t(i0) * lds;
+    for (int j = 0; j < kQ; ++j) {
+      HWY_ALIGN float f[nb][6][16];
+      FoldedFactors(fb, qs + size_t(j) * hd, nb, f);
+      float* sj = sq + size_t(j) * lds;
+      switch (ng) {
+        case 1: LaneScores<kW, 1>(tc, f, le, lo, rope.by_offset, r.n, scale, sj); break;
+        case 2: LaneScores<kW, 2>(tc, f, le, lo, rope.by_offset, r.n, scale, sj); break;
+        case 3: LaneScores<kW, 3>(tc, f, le, lo, rope.by_offset, r.n, scale, sj); break;
+        default: LaneScores<kW, 4>(tc, f, le, lo, rope.by_offset, r.n, scale, sj); break;
+      }
+    }
+    if (r.out_ptr) KeyOutlierCorrections<kQ>(r, qs, rope.by_dim, scale, sq, lds);
+  });
+}
 #endif
 
-bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, int group, const float* table, const float* pairs,
-                       float scale, float* s, size_t lds) {
+bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, int group, const RopeKeyTables& rope, float scale,
+                       float* s, size_t lds) {
   if (r.format != KvFormat::kCodebookPc || r.bits < 2 || r.bits > 4 || r.head_dim > 512) return false;
+  const float* table = rope.by_dim;
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if (group == 1 && r.bits == 2 && r.head_dim == 128) {
+    CodebookPc2RopeLaneScores<128>(r, q, n_q, rope, scale, s, lds);
+    return true;
+  }
+  if (group == 1 && r.bits == 2 && r.head_dim == 64) {
+    CodebookPc2RopeLaneScores<64>(r, q, n_q, rope, scale, s, lds);
+    return true;
+  }
   if (group == 1 && r.head_dim % 32 == 0) {
     WithHeadDim(r.head_dim, [&](auto kHd) {
       WithCodeBits(r.bits, [&](auto b) {
-        if constexpr (b() <= 4) CodebookPcRopeFoldedScores<b(), kHd()>(r, q, n_q, table, pairs, scale, s, lds);
+        if constexpr (b() <= 4) CodebookPcRopeFoldedScores<b(), kHd()>(r, q, n_q, table, rope.by_pair, scale, s, lds);
       });
     });
     return true;
   }
 #endif
-  (void)group, (void)pairs;
+  (void)group;
   // One lane holds no pair (Reverse2 would leave it alone): the caller's tile path.
   if (hn::MaxLanes(DF()) < 2 || r.head_dim % (kChains * hn::MaxLanes(DF())) != 0 || r.head_dim % kChunk != 0) {
     return false;
@@ -521,9 +714,9 @@ HWY_AFTER_NAMESPACE();
 namespace kvq::cpu {
 HWY_EXPORT(ScoreRunRopeFused);
 HWY_EXPORT(AccumulateRunCodebook);
-bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const float* key_table,
-                          const float* key_pairs, float scale, float* scores, size_t ld) {
-  return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, group, key_table, key_pairs, scale, scores, ld);
+bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const RopeKeyTables& rope,
+                          float scale, float* scores, size_t ld) {
+  return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, group, rope, scale, scores, ld);
 }
 bool accumulate_run_codebook(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
   return HWY_DYNAMIC_DISPATCH(AccumulateRunCodebook)(run, p, n_q, ld, out);
