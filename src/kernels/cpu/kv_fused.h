@@ -27,8 +27,8 @@ bool score_run_q8(const KvRun& run, const BlockQ8_0* q8, int n_q, float scale, f
 // R(t) the rotation of offset t within the run (t < Rope::kKeyOffsets; rope: Rope::key_tables())
 // in adjacent-pair mode (Rope::pair_stride() == 1), q: [n_q][head_dim] rotated to the run's
 // first position. group: the model's queries per KV head, which chooses one arithmetic for
-// every query of the model whatever the pass (1: the rotation folded into each query, at 2 bits
-// with tokens in lanes; more: each key rotated once for the group), so prefill and decode agree.
+// every query of the model whatever the pass (1: the rotation folded into each query; 1 or 2 at
+// 2 bits: tokens in lanes; more: each key rotated once for the group), so prefill and decode agree.
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const RopeKeyTables& rope,
                           float scale, float* scores, size_t ld);
 // out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim]. 2-bit per-token groups (KIVI-2

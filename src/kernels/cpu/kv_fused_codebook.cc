@@ -359,8 +359,8 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
   });
 }
 
-// 2-bit keys with one query per KV head, tokens in lanes (kvquant-2 on LLaMA-7B's shape,
-// issue 9's million tokens). At 2 bits a RoPE pair's two codes are one nibble u = cE + 4 cO of
+// 2-bit keys with one or two queries per KV head, tokens in lanes (kvquant-2 on LLaMA-7B's
+// shape, issue 9's million tokens; the testbed). At 2 bits a RoPE pair's two codes are one nibble u = cE + 4 cO of
 // the row (bits 4l of pair l), so the folded form's P_l and Q_l take 16 values per pair and
 // query, tabulated in two registers per pair and run (TP_l[u] = a1 L[u & 3] + (a2 L[u >> 2] +
 // a3), the folded kernel's operations), and a score is
@@ -369,7 +369,9 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
 // 4 bits, so the nibble needs no mask) and two multiply-adds for 16 tokens (4 more per pair and
 // run for the tables), where the folded kernel takes 3 multiply-adds per 16 values, the codes'
 // shuffles and a sum across the lanes per row: the key kernel ~30% faster on LLaMA-7B's shape
-// (docs/PERFORMANCE.md). The cos and sin come by offset (Rope::key_pair_lanes()); the run's
+// (docs/PERFORMANCE.md). Each query pays for its own tables and permutes, so with two queries
+// per KV head it still beats rotating the key once for the pair (~40% on the testbed), and from
+// four on it would not. The cos and sin come by offset (Rope::key_pair_lanes()); the run's
 // codes are transposed once per call, 16 rows of kW words to kW vectors of 16 tokens
 // (LaneTranspose), the rows asked for a run ahead (kernels/kv_run.h prefetch_run).
 
@@ -533,11 +535,11 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, int group, const
   if (r.format != KvFormat::kCodebookPc || r.bits < 2 || r.bits > 4 || r.head_dim > 512) return false;
   const float* table = rope.by_dim;
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  if (group == 1 && r.bits == 2 && r.head_dim == 128) {
+  if (group <= 2 && r.bits == 2 && r.head_dim == 128) {
     CodebookPc2RopeLaneScores<128>(r, q, n_q, rope, scale, s, lds);
     return true;
   }
-  if (group == 1 && r.bits == 2 && r.head_dim == 64) {
+  if (group <= 2 && r.bits == 2 && r.head_dim == 64) {
     CodebookPc2RopeLaneScores<64>(r, q, n_q, rope, scale, s, lds);
     return true;
   }

@@ -299,7 +299,7 @@ TEST(FusedAttention, GgmlKeysWithVnniEqualAvx3BitForBit) {
 TEST(FusedAttention, KvquantPreRopeKeysOnEveryTarget) {
   test::for_each_target([] {
     for (int hd : {64, 96, 128}) {
-      for (int group : {1, 3}) {
+      for (int group : {1, 2, 3}) {  // 2-bit keys with 1 or 2 queries per KV head: tokens in lanes
         const HeadShape s{2 * group, 2, hd};
         for (const char* f : {"kvquant-2", "kvquant-3:sinks=0", "kvquant-4:outliers=0"}) {
           for (int n : {1, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
@@ -443,7 +443,7 @@ TEST(FusedAttention, RotatedStoresThroughTheFusedKernels) {
 // takes one query, prefill passes of 4 (KVQuant's keys then in their folded form).
 TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   const int n = 2 * kAttentionChunk + 77;
-  for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}, HeadShape{2, 2, 64}})
+  for (const HeadShape s : {HeadShape{8, 2, 64}, HeadShape{6, 2, 64}, HeadShape{4, 2, 64}, HeadShape{2, 2, 64}})
   for (const char* f : {"f16", "q4_0", "q8_0", "int3", "kvquant-3", "kvquant-2:sinks=3", "kvquant-3:norm=8", "kvquant-4",
                         "kivi-2", "int3:rot=1", "kivi-2:rot=1", "int4"}) {
     SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
