@@ -360,9 +360,9 @@ void CodebookPcRopeFoldedScores(const KvRun& r, const float* HWY_RESTRICT q, int
 }
 
 // 2-bit keys with one or two queries per KV head, tokens in lanes (kvquant-2 on LLaMA-7B's
-// shape, issue 9's million tokens; the testbed). At 2 bits a RoPE pair's two codes are one nibble u = cE + 4 cO of
-// the row (bits 4l of pair l), so the folded form's P_l and Q_l take 16 values per pair and
-// query, tabulated in two registers per pair and run (TP_l[u] = a1 L[u & 3] + (a2 L[u >> 2] +
+// shape, issue 9's million tokens; the testbed). At 2 bits a RoPE pair's two codes are one
+// nibble u = cE + 4 cO of the row (bits 4l of pair l), so the folded form's P_l and Q_l take 16
+// values per pair and query, tabulated in two registers per pair and run (TP_l[u] = a1 L[u & 3] + (a2 L[u >> 2] +
 // a3), the folded kernel's operations), and a score is
 //   s_t = sum_l cos_l(t) TP_l[u_lt] + sin_l(t) TQ_l[u_lt],
 // with 16 tokens in the lanes: per pair, one shift, two permutes (vpermps reads an index's low
@@ -422,18 +422,19 @@ constexpr LaneTranspose<kW> MakeLaneTranspose() {
   return x;
 }
 
-// codes[w] lane t = word w of row t of rows [0, 16), each rows_stride apart and kW words long.
+// codes[w] lane t = word w of row t of rows [0, n), n <= 16, each stride apart and kW words
+// long; rows past n read as zeros.
 template <int kW>
-HWY_INLINE void TransposeRows16(const uint8_t* HWY_RESTRICT rows, size_t stride, __m512i (&codes)[kW]) {
+HWY_INLINE void TransposeRows16(const uint8_t* HWY_RESTRICT rows, size_t stride, int n, __m512i (&codes)[kW]) {
   alignas(64) static constexpr LaneTranspose<kW> kT = MakeLaneTranspose<kW>();
   static_assert(kT.ok);
   constexpr size_t kRowBytes = 4 * kW;
   __m512i v[kW];
-  if (stride == kRowBytes) {
+  if (stride == kRowBytes && n == 16) {
     for (int p = 0; p < kW; ++p) v[p] = _mm512_loadu_si512(rows + 64 * size_t(p));
   } else {
-    alignas(64) uint8_t packed[16 * kRowBytes];
-    for (size_t t = 0; t < 16; ++t) std::memcpy(packed + t * kRowBytes, rows + t * stride, kRowBytes);
+    alignas(64) uint8_t packed[16 * kRowBytes] = {};
+    for (int t = 0; t < n; ++t) std::memcpy(packed + size_t(t) * kRowBytes, rows + size_t(t) * stride, kRowBytes);
     for (int p = 0; p < kW; ++p) v[p] = _mm512_load_si512(packed + 64 * size_t(p));
   }
   for (int s = 0; s < LaneTranspose<kW>::kStages; ++s) {
@@ -494,14 +495,7 @@ void CodebookPc2RopeLaneScores(const KvRun& r, const float* HWY_RESTRICT q, int 
   // The run's codes with tokens in lanes; rows past n read as zeros (their scores not stored).
   __m512i tc[4][kW];
   for (int g = 0; g < ng; ++g) {
-    const int t0 = 16 * g;
-    if (t0 + 16 <= r.n) {
-      TransposeRows16<kW>(r.rows + size_t(t0) * r.stride, r.stride, tc[g]);
-    } else {
-      alignas(64) uint8_t tail[16 * 4 * kW] = {};
-      for (int t = t0; t < r.n; ++t) std::memcpy(tail + size_t(t - t0) * 4 * kW, r.rows + size_t(t) * r.stride, 4 * kW);
-      TransposeRows16<kW>(tail, 4 * kW, tc[g]);
-    }
+    TransposeRows16<kW>(r.rows + size_t(16 * g) * r.stride, r.stride, std::min(16, r.n - 16 * g), tc[g]);
   }
   // The levels by nibble: LE[u] = L[u & 3], LO[u] = L[u >> 2].
   const __m512 levels = _mm512_loadu_ps(r.levels);
@@ -535,12 +529,10 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, int group, const
   if (r.format != KvFormat::kCodebookPc || r.bits < 2 || r.bits > 4 || r.head_dim > 512) return false;
   const float* table = rope.by_dim;
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  if (group <= 2 && r.bits == 2 && r.head_dim == 128) {
-    CodebookPc2RopeLaneScores<128>(r, q, n_q, rope, scale, s, lds);
-    return true;
-  }
-  if (group <= 2 && r.bits == 2 && r.head_dim == 64) {
-    CodebookPc2RopeLaneScores<64>(r, q, n_q, rope, scale, s, lds);
+  if (group <= 2 && r.bits == 2 && (r.head_dim == 64 || r.head_dim == 128)) {
+    WithHeadDim(r.head_dim, [&](auto kHd) {
+      if constexpr (kHd() != 0) CodebookPc2RopeLaneScores<kHd()>(r, q, n_q, rope, scale, s, lds);
+    });
     return true;
   }
   if (group == 1 && r.head_dim % 32 == 0) {
