@@ -35,6 +35,13 @@ const char* kv_format_name(KvFormat f);
 // would overflow).
 inline constexpr float kRoundedMaxFloor = 1e-30f;
 
+// 2-bit KVQuant values accumulate in integers too: the run's four codebook levels are rounded to
+// int8 steps of max|level| / s, s at most kLevelSteps (ref::round_levels_ref). 63, not 127, so
+// that a pair of products of a uint8 weight and a level (2 * 255 * 63 = 32130) fits pmaddubsw's
+// int16 sums without saturating: AVX2's pmaddubsw + pmaddwd and VNNI's vpdpbusd give the same
+// integers.
+inline constexpr int kLevelSteps = 63;
+
 struct KvRun {
   KvFormat format = KvFormat::kF16;
   int n = 0;            // tokens
@@ -52,6 +59,10 @@ struct KvRun {
   // table read by the SIMD lookups, quant/codebook-inl.h); kCodebookPc: per-channel half-range
   // and zero [head_dim]; kCodebookRow: token t's NormParams at rows + norm_off + t * meta_stride.
   const float* levels = nullptr;
+  // kCodebookRow at 2 bits: levels[0..3] in int8 steps of level_step, ref::round_levels_ref's
+  // result, computed once with the codebook by the store (null: the kernel rounds them).
+  const int8_t* levels_q = nullptr;
+  float level_step = 0.0f;
   const float* ch_half = nullptr;
   const float* ch_zero = nullptr;
   ptrdiff_t norm_off = 0;
@@ -110,11 +121,13 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    dropped) and the profile had charged ~40% of the block setup to the scales' first load.
 //  - the code rows of 2-bit KVQuant keys (at most 2 KiB a run), which the kernel with tokens in
 //    lanes (kernels/cpu/kv_fused_codebook.cc) loads all at once to transpose them: without it
-//    the loads' misses were ~17% of that kernel's samples, with it ~5%.
+//    the loads' misses were ~17% of that kernel's samples, with it ~5%; and those of 2-bit
+//    values with their norms, which the integer kernel (kv_fused_codebook_values.cc) reads four
+//    rows at a time (its samples over the key kernel's 0.51 -> 0.43).
 // Not for the rows of the other formats: one touch per per-token-group run (int4) gained
 // nothing, touching every 4 KiB page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%, and
-// prefetching the first 256 bytes of KVQuant's other rows (3 and 4 bits, values) changed
-// nothing measurable.
+// prefetching the first 256 bytes of KVQuant's other rows (3 and 4 bits) changed nothing
+// measurable.
 inline void prefetch_run(const KvRun& r) {
   if (r.out_ptr != nullptr && r.out_sealed && r.n > 0) {
     uint32_t e;  // the head's first entry (quant/outlier_layout.h), from the block's pointers
@@ -132,8 +145,12 @@ inline void prefetch_run(const KvRun& r) {
       __builtin_prefetch(vals + o);
     }
   }
-  if (r.format == KvFormat::kCodebookPc && r.bits == 2) {
+  if ((r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow) && r.bits == 2) {
     for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
+    if (r.format == KvFormat::kCodebookRow) {
+      const uint8_t* norms = r.rows + r.norm_off;
+      for (size_t o = 0; o < size_t(r.n) * r.meta_stride; o += 64) __builtin_prefetch(norms + o);
+    }
     return;
   }
   if (r.format != KvFormat::kUniformCols || r.n == 0) return;

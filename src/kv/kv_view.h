@@ -15,11 +15,13 @@ namespace kvq {
 
 // One KV head's part of a segment whose heads differ in code width (kvquant-mixed with widths
 // per head): within a page its rows start at `offset` and are `stride` bytes apart, coded at
-// `bits` with decode levels `levels`.
+// `bits` with decode levels `levels` (2-bit values: also in int8 steps, KvRun::levels_q).
 struct KvHeadPart {
   size_t offset = 0, stride = 0;
   int bits = 0;
   const float* levels = nullptr;
+  const int8_t* levels_q = nullptr;
+  float level_step = 0.0f;
 };
 
 struct KvSegment {
@@ -65,6 +67,8 @@ struct KvSegment {
       r.stride = hp.stride;
       r.bits = hp.bits;
       r.levels = hp.levels;
+      r.levels_q = hp.levels_q;
+      r.level_step = hp.level_step;
     }
     r.rows = p + row_off;
     r.meta_stride = meta_stride;

@@ -8,6 +8,7 @@
 
 #include "base/hash.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/ref/kv_decode_ref.h"
 #include "quant/bitpack.h"
 
 namespace kvq {
@@ -82,12 +83,23 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
         const Codebook& cb = p.head_codebooks[size_t(h)];
         l.width_cb[size_t(cb.bits - 2)] = cb;
       }
+    }
+    // The 2-bit levels' integer form, once per layer (as the codebook, a lookup table of the view).
+    const Codebook& cb2 = l.bits == 2 ? l.codebook : l.width_cb[0];
+    if (role == KvRole::kValue && (l.bits == 2 || (l.bits == 0 && cb2.bits == 2))) {
+      l.level_step = ref::round_levels_ref(cb2.values.data(), 4, l.levels_q.data());
+    }
+    if (l.bits == 0) {
       for (int h = 0; h < shape.n_kv_heads; ++h) {
         KvHeadPart hp;
         hp.offset = l.quant.part_offset(h) * size_t(l.quant.page_records());
         hp.stride = l.quant.part_size(h);
         hp.bits = l.head_bits[size_t(h)];
         hp.levels = l.width_cb[size_t(hp.bits - 2)].values.data();
+        if (hp.bits == 2 && role == KvRole::kValue) {
+          hp.levels_q = l.levels_q.data();
+          hp.level_step = l.level_step;
+        }
         l.parts.push_back(hp);
       }
     }
@@ -466,6 +478,10 @@ KvStoreView KvquantStore::view(int il) const {
     KvRun& p = seg.proto;
     p.bits = l.bits;
     p.levels = l.codebook.values.data();
+    if (role_ == KvRole::kValue && l.bits == 2) {
+      p.levels_q = l.levels_q.data();
+      p.level_step = l.level_step;
+    }
     // Widths per KV head: each head's run gets its own rows, width and levels.
     if (l.bits == 0) {
       p.levels = nullptr;

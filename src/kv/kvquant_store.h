@@ -102,6 +102,10 @@ class KvquantStore final : public KvStore {
     size_t codes_bytes = 0;              // packed codes of one row (every head at its width)
     Codebook codebook;                   // bits != 0
     std::array<Codebook, 3> width_cb;    // bits == 0: index width - 2, the heads' codebooks (bits 0: unused)
+    // Values: the 2-bit codebook's levels in int8 steps of level_step (ref::round_levels_ref),
+    // which 2-bit value runs accumulate in integers (kernels/ref/kv_decode_ref.h).
+    std::array<int8_t, 4> levels_q{};
+    float level_step = 0.0f;
     std::vector<KvHeadPart> parts;       // bits == 0: each head's layout in a page, for the view
     ChannelNorm norm;                    // keys: the whole row
     std::vector<ChannelNorm> head_norms; // keys: one per kv head

@@ -34,8 +34,8 @@ constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in regist
 // *acc += in each int32 lane the 4 products of u's unsigned bytes by w's signed bytes (VNNI's
 // vpdpbusd, exact: no saturation), the lanes pmaddubsw + pmaddwd would give. EVEX-encoded by
 // hand: GCC may give the intrinsic AVX-VNNI's VEX form, which AVX-512 CPUs such as Zen 4 lack
-// (SIGILL). Only the files that opt in to Highway's AVX3_DL target (HWY_WANT_AVX3_DL: kv_fused_ggml.cc)
-// reach it.
+// (SIGILL). Only the files that opt in to Highway's AVX3_DL target (HWY_WANT_AVX3_DL:
+// kv_fused_ggml.cc, kv_fused_codebook_values.cc) reach it.
 HWY_INLINE void DotBytesAdd(__m256i* acc, __m256i u, __m256i w) { asm("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u), "v"(w)); }
 #endif
 

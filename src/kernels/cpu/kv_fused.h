@@ -34,10 +34,13 @@ bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, 
 // out_i[:] += sum_t p[i * ld + t] * x'_t, out: [n_q][head_dim]. 2-bit per-token groups (KIVI-2
 // values, int2) accumulate in integers with each run's weights rounded to uint8, as
 // ref::uniform_row_accumulate_ref specifies (on AVX2 for groups of a multiple of 32, at most 4
-// per token; false for the rest, which take the reference).
+// per token; false for the rest, which take the reference); so do 2-bit KVQuant values, their
+// levels rounded to int8 steps too, as ref::codebook_row_accumulate_ref specifies (on AVX2 for
+// head_dim 64 and 128 and runs of at most 64 tokens; false for the rest).
 bool accumulate_run_fused(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
 // The Highway target q4_0 / q8_0 attention dispatches to: besides the targets every kernel is
-// built for, kv_fused_ggml.cc alone is built for AVX3_DL, whose VNNI sums its key blocks.
+// built for, kv_fused_ggml.cc is built for AVX3_DL, whose VNNI sums its key blocks (as
+// kv_fused_codebook_values.cc is, for 2-bit KVQuant values).
 const char* ggml_kernels_target();
 
 }  // namespace kvq::cpu

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Fused attention kernels for KVQuant codebooks (kvquant.md): keys stored before RoPE, each row
-// decoded (level * half_c + zero_c), rotated by its offset in the run and dotted in registers;
-// values (codebook rows) accumulated
-//   out += (p half) level[code] + p zero,  then  out[i] += p c_i per outlier (c_i = x_i - dense_i, stored).
-// Specification: ref::decode_run_ref, then the rotation, dot / axpy; results agree within float
+// Fused score kernels for KVQuant's keys (kvquant.md), stored before RoPE: each row decoded
+// (level * half_c + zero_c), rotated by its offset in the run and dotted in registers, then the
+// run's sparse outliers correct the scores (values: kv_fused_codebook_values.cc).
+// Specification: ref::decode_run_ref, then the rotation and dot; results agree within float
 // reassociation (tested against attention over read()).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused_codebook.cc"
@@ -11,6 +10,7 @@
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_fused-inl.h"
 #include "kernels/cpu/kv_fused_parts.h"
+#include "kernels/cpu/kv_outliers-inl.h"
 #include "quant/codebook-inl.h"
 #ifndef KVQ_KERNELS_KV_FUSED_CODEBOOK_ONCE
 #define KVQ_KERNELS_KV_FUSED_CODEBOOK_ONCE
@@ -25,40 +25,6 @@
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
 namespace HWY_NAMESPACE {
-
-// The sparse outliers of a KVQuant run (§3.4), the run's list of its head (kernels/kv_run.h),
-// each stored as its correction x - dense to what its code decodes to (KvquantStore), so that
-// it moves what the dense pass computed without the code being decoded again. Functions of
-// their own, not inlined, so that the walk gets registers of its own: inlined in the row
-// kernels it spilled and reloaded its operands for every entry (~70 instructions per outlier,
-// measured).
-// Calls add(t, c, v) for each of the run's outliers (its token within the run, channel within
-// the head, stored correction) in order; except that on AVX2 a sealed list (kernels/kv_run.h)
-// goes 8 entries at a time to vec8(t, c, v) with them as lanes, decoded in vectors, and
-// vec8 must do what add does, lane by lane in order; the last entries go to add. A run that
-// reaches its list's end takes it without scanning (sealed_outlier_range).
-template <class Vec8, class Add>
-HWY_INLINE void ForRunOutliers(const KvRun& r, const Vec8& vec8, const Add& add) {
-#if HWY_TARGET == HWY_AVX2
-  if (r.out_sealed) {
-    uint32_t e, stop;
-    sealed_outlier_range(r, &e, &stop);
-    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
-    const int sh = r.out_layout.ch_bits;
-    const __m256i mask = _mm256_set1_epi32((1 << sh) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
-    for (; e + 8 <= stop; e += 8) {
-      const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + e)));
-      vec8(_mm256_sub_epi32(_mm256_srl_epi32(x, _mm_cvtsi32_si128(sh)), slot0), _mm256_and_si256(x, mask),
-           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + e))));
-    }
-    for (; e != stop; ++e) add(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & ((1u << sh) - 1u)), F16At(r.out_val[e]));
-    return;
-  }
-#else
-  (void)vec8;
-#endif
-  for_each_run_outlier(r, add, F16At);
-}
 
 // Keys: the score of token t moves by (x - dense) * (R(t)^T q)_c, where
 // (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
@@ -98,38 +64,6 @@ HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRIC
       for (int j = 0; j < kQ; ++j) {
         float& sj = s[size_t(j) * lds + size_t(tt[l])];
         sj = std::fma(d[l], x[j][l], sj);
-      }
-    }
-  };
-#else
-  const auto vec8 = nullptr;
-#endif
-  ForRunOutliers(r, vec8, add);
-}
-
-// Values: out_i[c] += p_it (x - dense) for queries [0, kQ) (p and out ldp and head_dim apart),
-// as fma(p_it, x - dense, out_i[c]) on every path.
-template <int kQ>
-HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp,
-                                          float* HWY_RESTRICT out) {
-  const size_t hd = size_t(r.head_dim);
-  const auto add = [=](int t, size_t c, float corr) {
-    for (int i = 0; i < kQ; ++i) {
-      float& o = out[size_t(i) * hd + c];
-      o = std::fma(p[size_t(i) * ldp + size_t(t)], corr, o);
-    }
-  };
-#if HWY_TARGET == HWY_AVX2
-  const auto vec8 = [&](__m256i t, __m256i c, __m256 v) {
-    HWY_ALIGN float pt[kQ][8], vv[8];
-    HWY_ALIGN int32_t cc[8];
-    for (int i = 0; i < kQ; ++i) _mm256_store_ps(pt[i], _mm256_i32gather_ps(p + size_t(i) * ldp, t, 4));
-    _mm256_store_ps(vv, v);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(cc), c);
-    for (int l = 0; l < 8; ++l) {
-      for (int i = 0; i < kQ; ++i) {
-        float& o = out[size_t(i) * hd + size_t(cc[l])];
-        o = std::fma(pt[i][l], vv[l], o);
       }
     }
   };
@@ -557,149 +491,6 @@ bool ScoreRunRopeFused(const KvRun& r, const float* q, int n_q, int group, const
   return true;
 }
 
-// The weights of a KVQuant value run (<= 64 tokens) for kQ queries (p: the first query's
-// probabilities, queries ldp apart): a[i][t] = p_it half_t, and zsum[i] = sum_t p_it zero_t,
-// both taken as 0 where p_it is 0 whatever the norm; a is written up to the next multiple of N
-// tokens. Vectors of tokens where the norms are fp16 pairs at a stride of whole words (one
-// gather per N tokens), else gathered one token at a time; the zero points' sums in lanes by
-// token (t mod N), then across the lanes.
-template <int kQ>
-HWY_INLINE void RowWeights(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, float (&a)[kQ][64],
-                           float (&zsum)[kQ]) {
-  const DF df;
-  const DI di;
-  constexpr size_t N = hn::MaxLanes(DF());
-  static_assert(64 % N == 0);
-  hn::Vec<DF> zacc[kQ];
-  for (auto& z : zacc) z = hn::Zero(df);
-  // Tokens [t, t + N) with their zero points, half-ranges and the queries' probabilities.
-  auto step = [&](size_t t, hn::Vec<DF> zero, hn::Vec<DF> half, const float* pt, size_t ldpt) {
-    for (int i = 0; i < kQ; ++i) {
-      const auto pv = hn::LoadU(df, pt + size_t(i) * ldpt);
-      const auto live = hn::Ne(pv, hn::Zero(df));
-      hn::StoreU(hn::IfThenElseZero(live, hn::Mul(pv, half)), df, a[i] + t);
-      zacc[i] = hn::Add(zacc[i], hn::IfThenElseZero(live, hn::Mul(pv, zero)));
-    }
-  };
-  size_t t = 0;
-  if (!r.norm8 && r.meta_stride % 4 == 0) {
-    const hn::Rebind<uint16_t, DI> du16;
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    const size_t words = r.meta_stride / 4;
-    const auto* norms = reinterpret_cast<const int32_t*>(r.rows + r.norm_off);  // NormParams: zero, half
-    const auto at = hn::Mul(hn::Iota(di, 0), hn::Set(di, int32_t(words)));
-    for (; t + N <= size_t(r.n); t += N) {
-      const auto w = hn::GatherIndex(di, norms + t * words, at);
-      const auto high = hn::BitCast(di, hn::ShiftRight<16>(hn::BitCast(DU(), w)));  // logical: [0, 0xFFFF]
-      step(t, hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, hn::And(w, hn::Set(di, 0xFFFF))))),
-           hn::PromoteTo(df, hn::BitCast(dh, hn::DemoteTo(du16, high))), p + t, ldp);
-    }
-  }
-  // The rest N at a time from scalars, zero-padded: each token in the lane it would have had
-  // (t mod N) and +0 added where none is, as a prefill's masked tokens add, so that a query's
-  // sums are the same whatever the run's length.
-  for (; t < size_t(r.n); t += N) {
-    HWY_ALIGN float zero[N] = {}, half[N] = {}, pt[kQ][N] = {};
-    for (size_t k = 0; k < N && t + k < size_t(r.n); ++k) {
-      const NormF f = RunNorm(r, int(t + k));
-      zero[k] = f.zero;
-      half[k] = f.half;
-      for (int i = 0; i < kQ; ++i) pt[i][k] = p[size_t(i) * ldp + t + k];
-    }
-    step(t, hn::Load(df, zero), hn::Load(df, half), pt[0], N);
-  }
-  for (int i = 0; i < kQ; ++i) zsum[i] = hn::GetLane(hn::SumOfLanes(df, zacc[i]));
-}
-
-// KVQuant values: out_i += sum_t (p_it half_t) level[code_t] + sum_t p_it zero_t; sparse
-// outliers then correct their dense value. A row's codes are looked up in the levels once
-// (lane permutes) for every query of a pass (a GQA group) and each query's weight
-// a_it = p_it half_t multiplies them in one FMA; the channels go in passes whose sums stay in
-// registers while the run's tokens stream by. A query's sums are the same chains whatever the
-// pass size (prefill and decode agree). Rows of a length the packing splits unevenly: a 2^bits
-// table scaled per token feeds the codebook axpy, query by query.
-// kHd: as CodebookPcRopeScores's.
-template <int kBits, int kHd>
-void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
-  const DF df;
-  const size_t N = hn::Lanes(df), hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
-  // Then the zero points' sum, after the outliers.
-  auto add_zero = [&](float* oi, float zsum) {
-    const auto z = hn::Set(df, zsum);
-    size_t i = 0;
-    for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, oi + i), z), df, oi + i);
-    if constexpr (kHd == 0) {  // a whole number of vectors otherwise
-      for (; i < hd; ++i) oi[i] += zsum;
-    }
-  };
-  if (!(r.n <= 64 && hd % kChunk == 0)) {
-    HWY_ALIGN float alut[16] = {};
-    for (int q = 0; q < n_q; ++q) {
-      const float* pi = p + size_t(q) * ldp;
-      float* oi = out + size_t(q) * hd;
-      float zsum = 0.0f;
-      for (int t = 0; t < r.n; ++t) {
-        if (pi[t] == 0.0f) continue;
-        const NormF f = RunNorm(r, t);
-        const float a = pi[t] * f.half;
-        for (int j = 0; j < (1 << kBits); ++j) alut[j] = r.levels[j] * a;
-        zsum += pi[t] * f.zero;
-        AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, oi);
-      }
-      if (r.out_ptr) ValueOutlierCorrections<1>(r, pi, ldp, oi);
-      add_zero(oi, zsum);
-    }
-    return;
-  }
-  const LevelLut<kBits> lut(r.levels);
-  const size_t row_bytes = packed_bytes(kBits, hd);
-  ForQueryPasses<kMaxQ>(n_q, [&](auto kq, int i0) {
-    constexpr int kQ = decltype(kq)::value;
-    // Channels per pass: kQ * kV sums, kQ weights and the looked-up levels fit the registers.
-    constexpr size_t kV = kQ >= 4 ? 2 : kQ == 2 ? 4 : 8;
-    float a[kQ][64], zsum[kQ];
-    RowWeights<kQ>(r, p + size_t(i0) * ldp, ldp, a, zsum);
-    auto pass = [&](auto kv, size_t c0) {
-      constexpr size_t kNv = decltype(kv)::value;
-      hn::Vec<DF> acc[kQ][kNv];
-      for (auto& x : acc) {
-        for (auto& v : x) v = hn::Zero(df);
-      }
-      for (int t = 0; t < r.n; ++t) {
-        hn::Vec<DF> w[kQ];
-        for (int i = 0; i < kQ; ++i) w[i] = hn::Set(df, a[i][t]);
-        const uint8_t* row = r.rows + size_t(t) * r.stride;
-        for (size_t v = 0; v < kNv; ++v) {
-          const size_t c = c0 + v * N;
-          const auto lv = lut.at(row, c, row_bytes);
-          for (int i = 0; i < kQ; ++i) acc[i][v] = hn::MulAdd(w[i], lv, acc[i][v]);
-        }
-      }
-      for (int i = 0; i < kQ; ++i) {
-        float* o = out + size_t(i0 + i) * hd + c0;
-        for (size_t v = 0; v < kNv; ++v) hn::StoreU(hn::Add(hn::LoadU(df, o + v * N), acc[i][v]), df, o + v * N);
-      }
-    };
-    size_t c0 = 0;
-#pragma GCC unroll 8
-    for (; c0 + kV * N <= hd; c0 += kV * N) pass(std::integral_constant<size_t, kV>(), c0);
-    for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
-    // Outliers in a pass of their own, so that the row loops keep their registers.
-    if (r.out_ptr) ValueOutlierCorrections<kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
-    for (int i = 0; i < kQ; ++i) add_zero(out + size_t(i0 + i) * hd, zsum[i]);
-  });
-}
-
-bool AccumulateRunCodebook(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
-  if (r.bits < 2 || r.bits > 4) return false;
-  WithHeadDim(r.head_dim, [&](auto kHd) {
-    WithCodeBits(r.bits, [&](auto b) {
-      if constexpr (b() <= 4) CodebookRowAccumulate<b(), kHd()>(r, p, n_q, ldp, out);
-    });
-  });
-  return true;
-}
-
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq
 HWY_AFTER_NAMESPACE();
@@ -707,13 +498,9 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace kvq::cpu {
 HWY_EXPORT(ScoreRunRopeFused);
-HWY_EXPORT(AccumulateRunCodebook);
 bool score_run_rope_fused(const KvRun& run, const float* q, int n_q, int group, const RopeKeyTables& rope,
                           float scale, float* scores, size_t ld) {
   return HWY_DYNAMIC_DISPATCH(ScoreRunRopeFused)(run, q, n_q, group, rope, scale, scores, ld);
-}
-bool accumulate_run_codebook(const KvRun& run, const float* p, int n_q, size_t ld, float* out) {
-  return HWY_DYNAMIC_DISPATCH(AccumulateRunCodebook)(run, p, n_q, ld, out);
 }
 }  // namespace kvq::cpu
 #endif

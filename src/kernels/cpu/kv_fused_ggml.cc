@@ -5,7 +5,7 @@
 // the block sums in integers; values accumulated out += (p d) code for several queries at a
 // time. Specification: ref::decode_run_ref, then dot (with the rounded query) / axpy.
 #ifndef HWY_WANT_AVX3_DL
-#define HWY_WANT_AVX3_DL  // this file only: VNNI's byte dot products (BlockDot)
+#define HWY_WANT_AVX3_DL  // this file and kv_fused_codebook_values.cc: VNNI's byte dot products (BlockDot)
 #endif
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused_ggml.cc"

@@ -30,6 +30,32 @@ const char* kv_format_name(KvFormat f) {
 }
 
 namespace ref {
+namespace {
+
+// Zero point and half-range of token t of a codebook-row run (KvRun::norm_off).
+NormF run_norm_ref(const KvRun& r, int t) {
+  const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+  if (r.norm8) {
+    NormParams8 p8;
+    std::memcpy(&p8, at, sizeof p8);
+    return norm_float(norm8_decode(p8));  // the fp16 NormParams it stands for
+  }
+  NormParams np;
+  std::memcpy(&np, at, sizeof np);
+  return norm_float(np);
+}
+
+// out_i += sum_t p_it x'_t in floats: the decoded rows, one axpy per token.
+void decode_axpy_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
+  const size_t hd = size_t(r.head_dim);
+  std::vector<float> x(static_cast<size_t>(r.n) * hd);
+  decode_run_ref(r, x.data());
+  for (int i = 0; i < n_q; ++i) {
+    for (int t = 0; t < r.n; ++t) axpy_ref(p[size_t(i) * ld + size_t(t)], &x[size_t(t) * hd], out + size_t(i) * hd, int(hd));
+  }
+}
+
+}  // namespace
 
 void decode_run_ref(const KvRun& r, float* out) {
   const size_t hd = size_t(r.head_dim);
@@ -68,17 +94,7 @@ void decode_run_ref(const KvRun& r, float* out) {
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * r.ch_half[i] + r.ch_zero[i];
         break;
       case KvFormat::kCodebookRow: {
-        const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
-        NormF f;
-        if (r.norm8) {
-          NormParams8 p8;
-          std::memcpy(&p8, at, sizeof p8);
-          f = norm_float(norm8_decode(p8));  // the fp16 NormParams it stands for
-        } else {
-          NormParams np;
-          std::memcpy(&np, at, sizeof np);
-          f = norm_float(np);
-        }
+        const NormF f = run_norm_ref(r, t);
         for (size_t i = 0; i < hd; ++i) o[i] = r.levels[code_at(row, r.bits, i)] * f.half + f.zero;
         break;
       }
@@ -147,14 +163,7 @@ float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
 void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
   KVQ_CHECK(r.format == KvFormat::kUniformRow);
   const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
-  if (r.bits != 2) {  // float: decoded rows, one axpy per token
-    std::vector<float> x(static_cast<size_t>(r.n) * hd);
-    decode_run_ref(r, x.data());
-    for (int i = 0; i < n_q; ++i) {
-      for (int t = 0; t < r.n; ++t) axpy_ref(p[size_t(i) * ld + size_t(t)], &x[size_t(t) * hd], out + size_t(i) * hd, int(hd));
-    }
-    return;
-  }
+  if (r.bits != 2) return decode_axpy_ref(r, p, n_q, ld, out);
   std::vector<float> w(static_cast<size_t>(r.n) * n_groups), zsum(n_groups);
   std::vector<uint8_t> w8(w.size());
   for (int i = 0; i < n_q; ++i) {
@@ -178,6 +187,67 @@ void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t 
       }
       o[c] += d * float(sum) + zsum[c / g];
     }
+  }
+}
+
+float round_levels_ref(const float* levels, int n, int8_t* lq) {
+  float lmax = 0.0f;
+  bool finite = true;
+  for (int j = 0; j < n; ++j) {
+    finite = finite && std::isfinite(levels[j]);
+    lmax = std::max(lmax, std::fabs(levels[j]));
+  }
+  if (!finite || !(lmax >= kRoundedMaxFloor)) {
+    std::fill(lq, lq + n, int8_t(0));
+    return finite ? 0.0f : NAN;
+  }
+  // The scale whose steps fit the levels best: s steps to lmax for s in [kLevelSteps / 2,
+  // kLevelSteps], the least sum of squared rounding errors (in level units), the finest on a tie.
+  int best = kLevelSteps;
+  float best_err = INFINITY;
+  for (int st = kLevelSteps; st >= kLevelSteps / 2; --st) {
+    const float id = float(st) / lmax, step = lmax / float(st);
+    float err = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      const float e = (levels[j] * id - std::nearbyint(levels[j] * id)) * step;
+      err += e * e;
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = st;
+    }
+  }
+  const float id = float(best) / lmax;
+  for (int j = 0; j < n; ++j) lq[j] = int8_t(std::nearbyint(levels[j] * id));
+  return lmax / float(best);
+}
+
+void codebook_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
+  KVQ_CHECK(r.format == KvFormat::kCodebookRow);
+  if (r.bits != 2) return decode_axpy_ref(r, p, n_q, ld, out);
+  const size_t hd = size_t(r.head_dim);
+  int8_t lq[4];
+  const float lambda = round_levels_ref(r.levels, 4, lq);
+  std::vector<float> a(static_cast<size_t>(r.n));
+  std::vector<uint8_t> w8(a.size());
+  for (int i = 0; i < n_q; ++i) {
+    const float* pi = p + size_t(i) * ld;
+    float zsum = 0.0f;
+    for (int t = 0; t < r.n; ++t) {
+      const NormF f = run_norm_ref(r, t);
+      a[size_t(t)] = pi[t] == 0.0f ? 0.0f : pi[t] * f.half;
+      if (pi[t] != 0.0f) zsum += pi[t] * f.zero;
+    }
+    const float dl = round_weights_u8_ref(a.data(), r.n, w8.data()) * lambda;
+    float* o = out + size_t(i) * hd;
+    for (size_t c = 0; c < hd; ++c) {
+      int32_t sum = 0;
+      for (int t = 0; t < r.n; ++t) sum += int32_t(w8[size_t(t)]) * int32_t(lq[code_at(r.rows + size_t(t) * r.stride, 2, c)]);
+      o[c] += dl * float(sum);
+    }
+    // KVQuant's sparse outliers (§3.4) correct their channel by p_t (x - dense), in floats.
+    if (r.out_ptr) for_each_run_outlier(r, [&](int t, size_t c, float v) { o[c] = std::fma(pi[t], v, o[c]); });
+    for (size_t c = 0; c < hd; ++c) o[c] += zsum;
   }
 }
 

@@ -34,4 +34,24 @@ float round_weights_u8_ref(const float* w, int n, uint8_t* w8);
 // above: the specification of the fused value kernel.
 void uniform_row_accumulate_ref(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
 
+// 2-bit KVQuant values (KvFormat::kCodebookRow at bits 2) accumulate in integers: the run's
+// levels L_j are rounded to int8 steps, Lq_j = nearbyint(L_j * s / lmax), lmax = max_j |L_j|,
+// s the step count in [kLevelSteps / 2, kLevelSteps] with the least sum of squared rounding
+// errors (lmax / s)^2 sum_j (L_j s / lmax - Lq_j)^2 (the largest s on a tie): a codebook's four
+// levels are a per-layer constant, and a rounding that fits them shifts every token's value the
+// same way, which attention's sum does not average away (with s fixed at 63 the testbed's 2.5-bit
+// cache lost 1.7% in KL, with the best fit none; docs/PERFORMANCE.md). The weights
+// a_t = p_t half_t (0 where p_t is 0) are rounded to uint8 as above (round_weights_u8_ref), and
+//   out_c += (d lambda) * sum_t w8_t Lq[code_tc],   then   out_c = fma(p_t, corr, out_c)
+// for each sparse outlier (token order), then out_c += sum_t p_t zero_t,
+// the inner sum exact. Returns lambda = lmax / s and sets lq [n]; NaN (lq zero) when a level is
+// not finite, 0 (lq zero) when lmax is below kRoundedMaxFloor. A level moves by at most
+// lambda / 2, a weight by d / 2. The stores compute it once per codebook (KvRun::levels_q).
+float round_levels_ref(const float* levels, int n, int8_t* lq);
+
+// out[i * head_dim + c] += sum_t p[i * ld + t] * x'_t for a kCodebookRow run, 2-bit runs as
+// above (others: decode_run_ref, then an axpy per token): the specification of the fused value
+// kernel.
+void codebook_row_accumulate_ref(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
+
 }  // namespace kvq::ref

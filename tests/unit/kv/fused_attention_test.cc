@@ -8,10 +8,12 @@
 //    token-by-token decode for batch-invariant caches, at contexts split into several chunks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "attention/attention.h"
 #include "base/rng.h"
@@ -171,11 +173,13 @@ void check_against_read(const std::string& k_spec, const std::string& v_spec, co
       test::round_query_for_keys(k_spec, qh.data(), hd);
       float slack = 0.0f;
       test::attention_head_as_stored(*c.cache, 0, h / group, qh.data(), kd.data(), vd.data(), ref.data(), pos0 + i + 1, hd,
-                                     scale, path, path == KernelPath::kSimd ? &slack : nullptr);
+                                     scale, path, path == KernelPath::kSimd || c.cache->pre_rope() ? &slack : nullptr);
       const float* got = &out[(size_t(i) * s.n_heads + h) * hd];
       // f16 rounds the probabilities to f16 on purpose (llama.cpp parity); 2-bit per-token
-      // groups round their weights to uint8 (slack: test::attention_head_as_stored); pre-RoPE
-      // keys are rotated by composed angles (a few ulp from the direct ones).
+      // groups and KVQuant values round their weights to uint8 (slack: test::
+      // attention_head_as_stored); pre-RoPE keys are rotated by composed angles (a few ulp from
+      // the direct ones), on the reference path too, so that a weight may round the other way
+      // there as well.
       const float tol = f16 ? 2e-3f : c.cache->pre_rope() ? 2e-5f : 1e-5f;
       for (int d = 0; d < hd; ++d) {
         ASSERT_NEAR(got[d], ref[d], tol * (1.0f + std::fabs(ref[d])) + slack) << "head " << h;
@@ -326,6 +330,51 @@ TEST(FusedAttention, KiviKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
+// Each value run of format fmt in layer 0 of a cache of spec f (2 KV heads of hd, 261 tokens
+// drawn from rng), cut into runs of 1-64 tokens: fn(run, k), k the run's index in its head.
+void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std::function<void(const KvRun&, int)>& fn) {
+  const HeadShape s{2, 2, hd};
+  Cache c = make(f, f, s, 300);
+  ASSERT_TRUE(c.cache) << f;
+  fill(*c.cache, rng, 261, s);
+  KvStoreView views[2];
+  c.cache->views(0, &views[0], &views[1]);
+  for (int si = 0; si < views[1].n_segments; ++si) {
+    const KvSegment& seg = views[1].seg[si];
+    for (int h = 0; h < s.n_kv_heads; ++h) {
+      for (int i = 0, k = 0; i < seg.n; ++k) {
+        const int n = std::min({seg.n - i, seg.page_left(i), 1 + (k * 23) % 64});
+        const KvRun run = seg.run(h, i, n);
+        i += n;
+        if (run.format != fmt) continue;
+        SCOPED_TRACE(std::string(f) + " hd " + std::to_string(hd) + " n " + std::to_string(n));
+        fn(run, k);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// Probabilities of n_q queries, ld apart, for run k: a fifth zero, and some runs of vanishing
+// ones (far tokens of a long context: weights below kRoundedMaxFloor count as zero, never an
+// overflowing 255 / wmax).
+std::vector<float> run_probs(Rng& rng, int n_q, size_t ld, int k) {
+  std::vector<float> p(size_t(n_q) * ld);
+  const float tiny = k % 5 == 0 ? 1e-33f : k % 5 == 1 ? 1e-28f : 1.0f;
+  for (auto& x : p) x = rng.uniform() < 0.2 ? 0.0f : tiny * float(rng.uniform());
+  return p;
+}
+
+// A fused integer kernel's outputs against its reference's, given the same probabilities: the
+// same integer sums, float only in the per-run scales and the zero points' sums (a weight
+// rounded the other way would move an output by ~1e-3 here).
+void expect_outputs_near(const std::vector<float>& a, const std::vector<float>& b) {
+  for (size_t j = 0; j < a.size(); ++j) {
+    ASSERT_TRUE(std::isfinite(a[j]) && std::isfinite(b[j])) << j;
+    ASSERT_NEAR(a[j], b[j], 1e-5f * (1.0f + std::fabs(b[j]))) << j;
+  }
+}
+
 // 2-bit per-token groups accumulate in integers (ref::uniform_row_accumulate_ref): given the same
 // probabilities the fused kernel's sums are the reference's (exact integers; float only in the
 // zero points' sums and d * sum + z): every value run of layer 0 cut into runs of 1-64 tokens,
@@ -336,43 +385,111 @@ TEST(FusedAttention, TwoBitValuesInIntegersMatchTheirReference) {
   test::for_each_target([&] {
     for (int hd : {64, 128, 256}) {
       for (const char* f : {"kivi-2:g=32:r=32", "int2", "int2:g=64", "kivi-2:g=16:r=16"}) {
-        const HeadShape s{2, 2, hd};
         Rng rng(uint64_t(hd) + 3);
-        Cache c = make(f, f, s, 300);
-        ASSERT_TRUE(c.cache) << f;
-        fill(*c.cache, rng, 261, s);
-        KvStoreView views[2];
-        c.cache->views(0, &views[0], &views[1]);
-        for (int si = 0; si < views[1].n_segments; ++si) {
-          const KvSegment& seg = views[1].seg[si];
-          for (int h = 0; h < s.n_kv_heads; ++h) {
-            for (int i = 0, k = 0; i < seg.n; ++k) {
-              const int n = std::min({seg.n - i, seg.page_left(i), 1 + (k * 23) % 64});
-              const KvRun run = seg.run(h, i, n);
-              i += n;
-              if (run.format != KvFormat::kUniformRow) continue;
-              SCOPED_TRACE(std::string(f) + " hd " + std::to_string(hd) + " n " + std::to_string(n));
-              for (int n_q : {1, 3}) {
-                const size_t ld = size_t(n) + 3;
-                std::vector<float> p(size_t(n_q) * ld);
-                // Some runs of vanishing probabilities (far tokens of a long context): weights
-                // below kRoundedMaxFloor count as zero, never an overflowing 255 / wmax.
-                const float tiny = k % 5 == 0 ? 1e-33f : k % 5 == 1 ? 1e-28f : 1.0f;
-                for (auto& x : p) x = rng.uniform() < 0.2 ? 0.0f : tiny * float(rng.uniform());
-                auto a = randn(rng, size_t(n_q) * size_t(hd)), b = a;
-                const bool fused = cpu::accumulate_run_fused(run, p.data(), n_q, ld, a.data());
-                ref::uniform_row_accumulate_ref(run, p.data(), n_q, ld, b.data());
-                if (!fused) continue;
-                ++fused_runs;
-                // A weight rounded differently would move an output by d * code, ~1e-3 here.
-                for (size_t j = 0; j < a.size(); ++j) {
-                  ASSERT_TRUE(std::isfinite(a[j]) && std::isfinite(b[j])) << j;
-                  ASSERT_NEAR(a[j], b[j], 1e-5f * (1.0f + std::fabs(b[j]))) << j;
-                }
+        for_each_value_run(f, hd, rng, KvFormat::kUniformRow, [&](const KvRun& run, int k) {
+          for (int n_q : {1, 3}) {
+            const size_t ld = size_t(run.n) + 3;
+            const std::vector<float> p = run_probs(rng, n_q, ld, k);
+            auto a = randn(rng, size_t(n_q) * size_t(hd)), b = a;
+            const bool fused = cpu::accumulate_run_fused(run, p.data(), n_q, ld, a.data());
+            ref::uniform_row_accumulate_ref(run, p.data(), n_q, ld, b.data());
+            if (!fused) continue;
+            ++fused_runs;
+            ASSERT_NO_FATAL_FAILURE(expect_outputs_near(a, b));
+          }
+        });
+      }
+    }
+  });
+  if (hwy::SupportedTargets() & HWY_AVX2) {
+    EXPECT_GT(fused_runs, 200);  // AVX2's kernel took them
+  }
+}
+
+// A codebook's four levels in int8 steps: within half a step each, never worse in squared error
+// than the finest step (kLevelSteps) alone, exact where the levels are evenly spaced; levels
+// not finite give NaN, vanishing ones 0, with zero steps either way.
+TEST(FusedAttention, CodebookLevelsRoundToTheirBestSteps) {
+  int8_t lq[4];
+  const float even[4] = {-1.0f, -1.0f / 3, 1.0f / 3, 1.0f};
+  EXPECT_FLOAT_EQ(ref::round_levels_ref(even, 4, lq), 1.0f / 63);
+  EXPECT_EQ(std::vector<int>(lq, lq + 4), (std::vector<int>{-63, -21, 21, 63}));
+  Rng rng(23);
+  for (int k = 0; k < 1000; ++k) {
+    float l[4];
+    for (float& x : l) x = float(rng.normal()) * (k % 3 == 0 ? 1e-3f : 2.0f);
+    const float step = ref::round_levels_ref(l, 4, lq);
+    float lmax = 0.0f, err = 0.0f, err63 = 0.0f;
+    for (const float x : l) lmax = std::max(lmax, std::fabs(x));
+    ASSERT_GE(step, lmax / kLevelSteps * 0.999999f);
+    ASSERT_LE(step, lmax / (kLevelSteps / 2) * 1.000001f);
+    for (int j = 0; j < 4; ++j) {
+      ASSERT_LE(std::abs(int(lq[j])), kLevelSteps);
+      const float e = l[j] - step * float(lq[j]);
+      ASSERT_LE(std::fabs(e), step * 0.5f * 1.0001f) << j;
+      const float e63 = l[j] - lmax / kLevelSteps * std::nearbyint(l[j] * kLevelSteps / lmax);
+      err += e * e;
+      err63 += e63 * e63;
+    }
+    ASSERT_LE(err, err63 * 1.0001f + 1e-30f);
+  }
+  const float bad[4] = {0.0f, NAN, 1.0f, 2.0f}, tiny[4] = {1e-31f, 0.0f, -1e-31f, 0.0f};
+  EXPECT_TRUE(std::isnan(ref::round_levels_ref(bad, 4, lq)));
+  EXPECT_EQ(std::vector<int>(lq, lq + 4), std::vector<int>(4, 0));
+  EXPECT_EQ(ref::round_levels_ref(tiny, 4, lq), 0.0f);
+  EXPECT_EQ(std::vector<int>(lq, lq + 4), std::vector<int>(4, 0));
+}
+
+// 2-bit KVQuant values accumulate in integers (kernels/ref/kv_decode_ref.h): the fused kernel
+// against its scalar specification, and the specification against the exact sum of the decoded
+// values within what the rounding of the weights and levels may move it by.
+TEST(FusedAttention, CodebookTwoBitValuesInIntegersMatchTheirReference) {
+  int fused_runs = 0;
+  test::for_each_target([&] {
+    for (int hd : {64, 128}) {
+      for (const char* f : {"kvquant-2", "kvquant-2:sinks=0:outliers=0:norm=8"}) {
+        Rng rng(uint64_t(hd) + 11);
+        for_each_value_run(f, hd, rng, KvFormat::kCodebookRow, [&](const KvRun& run, int k) {
+          ASSERT_EQ(run.bits, 2);
+          const int n = run.n;
+          std::vector<float> x(size_t(n) * size_t(hd));
+          ref::decode_run_ref(run, x.data());
+          int8_t lq[4];
+          const float lambda = ref::round_levels_ref(run.levels, 4, lq);
+          // The store's steps, computed once per codebook, are the specification's.
+          ASSERT_NE(run.levels_q, nullptr);
+          ASSERT_EQ(run.level_step, lambda);
+          ASSERT_EQ(0, std::memcmp(run.levels_q, lq, 4));
+          float lmax = 0.0f;
+          for (int j = 0; j < 4; ++j) lmax = std::max(lmax, std::fabs(run.levels[j]));
+          for (int n_q : {1, 3, 4}) {
+            const size_t ld = size_t(n) + 3;
+            const std::vector<float> p = run_probs(rng, n_q, ld, k);
+            auto a = randn(rng, size_t(n_q) * size_t(hd)), b = a, e = a;
+            const bool fused = cpu::accumulate_run_fused(run, p.data(), n_q, ld, a.data());
+            ref::codebook_row_accumulate_ref(run, p.data(), n_q, ld, b.data());
+            for (int q = 0; q < n_q; ++q) {
+              // The exact sum, and the bound of the rounding: a weight a_t = p_t half_t moves
+              // by at most d / 2 (d = max a / 255), a level by lambda / 2.
+              std::vector<float> wa(static_cast<size_t>(n));
+              for (int t = 0; t < n; ++t) {
+                const float pt = p[size_t(q) * ld + size_t(t)];
+                ref::axpy_ref(pt, &x[size_t(t) * size_t(hd)], &e[size_t(q) * size_t(hd)], hd);
+                wa[size_t(t)] = pt * test::codebook_half_of(run, t);
+              }
+              const float d = *std::max_element(wa.begin(), wa.end()) / 255.0f;
+              float bound = 0.0f;
+              for (const float at : wa) bound += d / 2 * lmax + at * lambda / 2 + d * lambda / 4;
+              for (int c = 0; c < hd; ++c) {
+                const size_t j = size_t(q) * size_t(hd) + size_t(c);
+                ASSERT_NEAR(b[j], e[j], bound + 1e-5f * (1.0f + std::fabs(e[j]))) << "query " << q << " channel " << c;
               }
             }
+            if (!fused) continue;
+            ++fused_runs;
+            ASSERT_NO_FATAL_FAILURE(expect_outputs_near(a, b));
           }
-        }
+        });
       }
     }
   });

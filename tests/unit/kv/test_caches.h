@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "kv/kv_view.h"
 #include "quant/codebook.h"
 #include "quant/ggml_blocks.h"
+#include "quant/normalize.h"
 
 namespace kvq {
 namespace test {
@@ -47,6 +49,19 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
   if (!signs.empty()) ref::hadamard_rows_ref(q, 1, hd, signs.data(), true);
 }
 
+// Half-range of token t of a codebook-row run (KVQuant values), as the store wrote it.
+inline float codebook_half_of(const KvRun& r, int t) {
+  const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+  if (r.norm8) {
+    NormParams8 p8;
+    std::memcpy(&p8, at, sizeof p8);
+    return norm_float(norm8_decode(p8)).half;
+  }
+  NormParams np;
+  std::memcpy(&np, at, sizeof np);
+  return norm_float(np).half;
+}
+
 // Attention of query q [hd] (rounded by round_query_for_keys) over the keys kd and values vd
 // [n_kv][hd] that read() gave for KV head kvh of layer il, its scores as the store's keys are
 // scored: q . k, except KIVI's key blocks (uniform-cols runs, kernels/ref/kv_decode_ref.h), scored
@@ -55,11 +70,13 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
 // transform of `path`, as attention turns it, so that a rounding sees the same w), the codes
 // recovered from the keys read; its output sum_t p_t v_t, except 2-bit per-token groups
 // (uniform-row runs at bits 2), whose weights p_t s_tg are rounded to uint8 per run
-// (ref::round_weights_u8_ref), likewise in the stored basis. *slack (when given): what a SIMD
-// path may differ by beyond float reassociation: its scores (lane sums) and softmax (kernels/
-// cpu/ops.h) move a probability by up to ~1e-5 of itself, enough to round a weight within 0.01
-// steps of a rounding boundary the other way, moving the output by at most 3 d (code 3) for
-// each such weight; the reference path's softmax is the oracle's, so it gets none.
+// (ref::round_weights_u8_ref), likewise in the stored basis, and 2-bit KVQuant values
+// (codebook-row runs at bits 2, ref::codebook_row_accumulate_ref). *slack (when given): what a
+// SIMD path may differ by beyond float reassociation: its scores (lane sums) and softmax
+// (kernels/cpu/ops.h) move a probability by up to ~1e-5 of itself, enough to round a weight
+// within 0.01 steps of a rounding boundary the other way, moving the output by at most 3 d
+// (code 3; KVQuant: kLevelSteps d lambda) for each such weight; the reference path's softmax is
+// the oracle's, so it needs none unless its keys are rotated at attention time (pre-RoPE).
 inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, const float* q, const float* kd,
                                      const float* vd, float* out, int n_kv, int hd, float scale,
                                      KernelPath path = KernelPath::kRef, float* slack = nullptr) {
@@ -109,7 +126,9 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
   for (auto& x : s) x *= scale;
   ref::softmax_ref(s.data(), n_kv);
   // Values: p_t v_t, except 2-bit per-token groups (uniform-row runs at bits 2), whose weights
-  // p_t s_tg are rounded to uint8 per run (ref::round_weights_u8_ref), in the stored basis.
+  // p_t s_tg are rounded to uint8 per run (ref::round_weights_u8_ref), in the stored basis, and
+  // 2-bit KVQuant values (codebook-row runs at bits 2), weights and levels rounded as
+  // ref::codebook_row_accumulate_ref specifies.
   std::vector<float> vrows(vd, vd + size_t(n_kv) * size_t(hd)), o(static_cast<size_t>(hd), 0.0f);
   if (vv.rotated) ref::hadamard_rows_ref(vrows.data(), n_kv, hd, signs.data(), false);
   std::vector<bool> done(static_cast<size_t>(n_kv), false);
@@ -155,6 +174,25 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
             sum += int32_t(wt8[size_t(j * n_groups + c / g)]) * int32_t(code);
           }
           o[size_t(c)] += d * float(sum) + zsum[size_t(c / g)];
+        }
+        for (int j = 0; j < cnt; ++j) done[size_t(seg.t0 + i + j)] = true;
+      }
+      if (r.format == KvFormat::kCodebookRow && r.bits == 2) {
+        // 2-bit KVQuant values: their specification on the run as stored, with the oracle's
+        // probabilities (its rounding checked against the exact sum in fused_attention_test).
+        const float* pt = &s[size_t(seg.t0 + i)];
+        ref::codebook_row_accumulate_ref(r, pt, 1, size_t(cnt), o.data());
+        if (slack) {
+          std::vector<float> wt(static_cast<size_t>(cnt));
+          for (int j = 0; j < cnt; ++j) wt[size_t(j)] = pt[j] == 0.0f ? 0.0f : pt[j] * codebook_half_of(r, j);
+          std::vector<uint8_t> wt8(wt.size());
+          int8_t lq[4];
+          const float d = ref::round_weights_u8_ref(wt.data(), cnt, wt8.data());
+          const float dl = d * ref::round_levels_ref(r.levels, 4, lq);
+          for (const float x : wt) {
+            const float u = d > 0.0f ? x / d : 0.0f;
+            if (d > 0.0f && std::fabs(u - std::floor(u) - 0.5f) < 1e-2f) *slack += float(kLevelSteps) * dl;
+          }
         }
         for (int j = 0; j < cnt; ++j) done[size_t(seg.t0 + i + j)] = true;
       }
