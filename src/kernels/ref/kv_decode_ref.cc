@@ -55,6 +55,22 @@ void decode_axpy_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* 
   }
 }
 
+// The largest |x_j| of x [n] (*amax), when the values round to int8 steps of it: false, with
+// every q zero and *amax NaN when a value is not finite, 0 when it is below kRoundedMaxFloor.
+bool rounded_max_abs(const float* x, int n, int8_t* q, float* amax) {
+  float m = 0.0f;
+  bool finite = true;
+  for (int j = 0; j < n; ++j) {
+    finite = finite && std::isfinite(x[j]);
+    m = std::max(m, std::fabs(x[j]));
+  }
+  *amax = m;
+  if (finite && m >= kRoundedMaxFloor) return true;
+  std::fill(q, q + n, int8_t(0));
+  *amax = finite ? 0.0f : NAN;
+  return false;
+}
+
 }  // namespace
 
 void decode_run_ref(const KvRun& r, float* out) {
@@ -105,16 +121,8 @@ void decode_run_ref(const KvRun& r, float* out) {
 }
 
 float round_weighted_query_ref(const float* w, int n, int8_t* w8) {
-  float amax = 0.0f;
-  bool finite = true;
-  for (int c = 0; c < n; ++c) {
-    finite = finite && std::isfinite(w[c]);
-    amax = std::max(amax, std::fabs(w[c]));
-  }
-  if (!finite || !(amax >= kRoundedMaxFloor)) {
-    std::fill(w8, w8 + n, int8_t(0));
-    return finite ? 0.0f : NAN;
-  }
+  float amax;
+  if (!rounded_max_abs(w, n, w8, &amax)) return std::isnan(amax) ? NAN : 0.0f;
   const float id = 127.0f / amax;
   for (int c = 0; c < n; ++c) w8[c] = int8_t(std::nearbyint(w[c] * id));
   return amax / 127.0f;
@@ -191,16 +199,8 @@ void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t 
 }
 
 float round_levels_ref(const float* levels, int n, int8_t* lq) {
-  float lmax = 0.0f;
-  bool finite = true;
-  for (int j = 0; j < n; ++j) {
-    finite = finite && std::isfinite(levels[j]);
-    lmax = std::max(lmax, std::fabs(levels[j]));
-  }
-  if (!finite || !(lmax >= kRoundedMaxFloor)) {
-    std::fill(lq, lq + n, int8_t(0));
-    return finite ? 0.0f : NAN;
-  }
+  float lmax;
+  if (!rounded_max_abs(levels, n, lq, &lmax)) return std::isnan(lmax) ? NAN : 0.0f;
   // The scale whose steps fit the levels best: s steps to lmax for s in [kLevelSteps / 2,
   // kLevelSteps], the least sum of squared rounding errors (in level units), the finest on a tie.
   int best = kLevelSteps;
