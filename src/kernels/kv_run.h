@@ -60,7 +60,8 @@ struct KvRun {
   // and zero [head_dim]; kCodebookRow: token t's NormParams at rows + norm_off + t * meta_stride.
   const float* levels = nullptr;
   // kCodebookRow at 2 bits: levels[0..3] in int8 steps of level_step, ref::round_levels_ref's
-  // result, computed once with the codebook by the store (null: the kernel rounds them).
+  // result, computed once with the codebook by the store (null: the reference takes the run,
+  // which rounds them itself).
   const int8_t* levels_q = nullptr;
   float level_step = 0.0f;
   const float* ch_half = nullptr;

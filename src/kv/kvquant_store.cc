@@ -85,8 +85,8 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
       }
     }
     // The 2-bit levels' integer form, once per layer (as the codebook, a lookup table of the view).
-    const Codebook& cb2 = l.bits == 2 ? l.codebook : l.width_cb[0];
-    if (role == KvRole::kValue && (l.bits == 2 || (l.bits == 0 && cb2.bits == 2))) {
+    const Codebook& cb2 = l.bits != 0 ? l.codebook : l.width_cb[0];
+    if (role == KvRole::kValue && cb2.bits == 2) {
       l.level_step = ref::round_levels_ref(cb2.values.data(), 4, l.levels_q.data());
     }
     if (l.bits == 0) {

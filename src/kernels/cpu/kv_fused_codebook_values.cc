@@ -24,7 +24,6 @@
 #include <cstring>
 #include <utility>
 
-#include "kernels/ref/kv_decode_ref.h"
 #include "quant/normalize.h"
 #endif
 
@@ -62,6 +61,16 @@ HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTR
   const auto vec8 = nullptr;
 #endif
   ForRunOutliers(r, vec8, add);
+}
+
+// o[0, n) += z: a run's zero points' sum, added after its outliers on every path.
+HWY_INLINE void AddToRow(float* HWY_RESTRICT o, size_t n, float z) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const auto zv = hn::Set(df, z);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Add(hn::LoadU(df, o + i), zv), df, o + i);
+  for (; i < n; ++i) o[i] += z;
 }
 
 // The weights of a KVQuant value run (<= 64 tokens) for kQ queries (p: the first query's
@@ -130,15 +139,6 @@ template <int kBits, int kHd>
 void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t ldp, float* HWY_RESTRICT out) {
   const DF df;
   const size_t N = hn::Lanes(df), hd = kHd > 0 ? size_t(kHd) : size_t(r.head_dim);
-  // Then the zero points' sum, after the outliers.
-  auto add_zero = [&](float* oi, float zsum) {
-    const auto z = hn::Set(df, zsum);
-    size_t i = 0;
-    for (; i + N <= hd; i += N) hn::StoreU(hn::Add(hn::LoadU(df, oi + i), z), df, oi + i);
-    if constexpr (kHd == 0) {  // a whole number of vectors otherwise
-      for (; i < hd; ++i) oi[i] += zsum;
-    }
-  };
   if (!(r.n <= 64 && hd % kChunk == 0)) {
     HWY_ALIGN float alut[16] = {};
     for (int q = 0; q < n_q; ++q) {
@@ -154,7 +154,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
         AxpyRowT<kBits>(r.rows + size_t(t) * r.stride, hd, alut, oi);
       }
       if (r.out_ptr) ValueOutlierCorrections<1>(r, pi, ldp, oi);
-      add_zero(oi, zsum);
+      AddToRow(oi, hd, zsum);
     }
     return;
   }
@@ -193,7 +193,7 @@ void CodebookRowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q,
     for (; c0 < hd; c0 += N) pass(std::integral_constant<size_t, 1>(), c0);
     // Outliers in a pass of their own, so that the row loops keep their registers.
     if (r.out_ptr) ValueOutlierCorrections<kQ>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * hd);
-    for (int i = 0; i < kQ; ++i) add_zero(out + size_t(i0 + i) * hd, zsum[i]);
+    for (int i = 0; i < kQ; ++i) AddToRow(out + size_t(i0 + i) * hd, hd, zsum[i]);
   });
 }
 
@@ -230,19 +230,12 @@ HWY_INLINE void CodebookRowAccumulateI8(const KvRun& r, const float* HWY_RESTRIC
   const size_t N = hn::Lanes(df);
   float a[kQ][64], zsum[kQ];
   RowWeights<kQ>(r, p, ldp, a, zsum);
-  // The levels in int8 steps (the store's, computed once; else rounded here) and the pshufb
-  // tables of a nibble n: T0[n] = Lq[n & 3] (the four bytes repeated), T1[n] = Lq[n >> 2].
-  int8_t lq[4];
-  float lambda = r.level_step;
-  if (r.levels_q) {
-    std::memcpy(lq, r.levels_q, 4);
-  } else {
-    lambda = ref::round_levels_ref(r.levels, 4, lq);
-  }
+  // The levels in int8 steps (the store's, computed once per codebook) and the pshufb tables of
+  // a nibble n: T0[n] = Lq[n & 3] (the four bytes repeated), T1[n] = Lq[n >> 2].
+  const float lambda = r.level_step;
   int32_t l4;
-  std::memcpy(&l4, lq, 4);
-  const __m128i l8 = _mm_cvtsi32_si128(l4);
-  const __m256i T0 = _mm256_set1_epi32(_mm_cvtsi128_si32(l8));
+  std::memcpy(&l4, r.levels_q, 4);
+  const __m256i T0 = _mm256_set1_epi32(l4);
   const __m256i T1 = _mm256_shuffle_epi8(T0, _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0, 1,
                                                               1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
   // Tokens padded to whole steps: their weights are 0 (RowWeights writes a to a multiple of N).
@@ -267,8 +260,10 @@ HWY_INLINE void CodebookRowAccumulateI8(const KvRun& r, const float* HWY_RESTRIC
       std::memcpy(wb[i] + t, &w4, 4);
     }
   }
-  const __m256i m0f = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  (void)ones;  // VNNI sums the products without it
+  const __m256i m0f = _mm256_set1_epi8(0x0F);
+#if HWY_TARGET != HWY_AVX3_DL
+  const __m256i ones = _mm256_set1_epi16(1);  // pmaddwd's pair sums (VNNI needs none)
+#endif
   // The last partial step's rows, zero-padded (no read past the run).
   alignas(32) uint8_t tail[kTok][kRowBytes] = {};
   for (int t = n_full; t < r.n; ++t) std::memcpy(tail[t - n_full], r.rows + size_t(t) * r.stride, kRowBytes);
@@ -353,11 +348,7 @@ HWY_INLINE void CodebookRowAccumulateI8(const KvRun& r, const float* HWY_RESTRIC
   }
   // Outliers in floats, then the zero points, as the float kernel adds them.
   if (r.out_ptr) ValueOutlierCorrections<kQ>(r, p, ldp, out);
-  for (int i = 0; i < kQ; ++i) {
-    const auto z = hn::Set(df, zsum[i]);
-    float* o = out + size_t(i) * kHd;
-    for (size_t c = 0; c < size_t(kHd); c += N) hn::StoreU(hn::Add(hn::LoadU(df, o + c), z), df, o + c);
-  }
+  for (int i = 0; i < kQ; ++i) AddToRow(out + size_t(i) * kHd, kHd, zsum[i]);
 }
 #endif
 
@@ -365,7 +356,7 @@ bool AccumulateRunCodebook(const KvRun& r, const float* p, int n_q, size_t ldp, 
   if (r.bits < 2 || r.bits > 4) return false;
   if (r.bits == 2) {  // in integers (CodebookRowAccumulateI8); other targets and shapes: the reference
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-    if (r.n > 64 || (r.head_dim != 64 && r.head_dim != 128)) return false;
+    if (r.n > 64 || (r.head_dim != 64 && r.head_dim != 128) || r.levels_q == nullptr) return false;
     auto run = [&](auto kHd) {
       ForQueryPasses<kI8Q>(n_q, [&](auto kq, int i0) {
         CodebookRowAccumulateI8<decltype(kq)::value, kHd()>(r, p + size_t(i0) * ldp, ldp, out + size_t(i0) * kHd());

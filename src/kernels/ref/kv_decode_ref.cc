@@ -32,19 +32,6 @@ const char* kv_format_name(KvFormat f) {
 namespace ref {
 namespace {
 
-// Zero point and half-range of token t of a codebook-row run (KvRun::norm_off).
-NormF run_norm_ref(const KvRun& r, int t) {
-  const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
-  if (r.norm8) {
-    NormParams8 p8;
-    std::memcpy(&p8, at, sizeof p8);
-    return norm_float(norm8_decode(p8));  // the fp16 NormParams it stands for
-  }
-  NormParams np;
-  std::memcpy(&np, at, sizeof np);
-  return norm_float(np);
-}
-
 // out_i += sum_t p_it x'_t in floats: the decoded rows, one axpy per token.
 void decode_axpy_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
   const size_t hd = size_t(r.head_dim);
@@ -72,6 +59,18 @@ bool rounded_max_abs(const float* x, int n, int8_t* q, float* amax) {
 }
 
 }  // namespace
+
+NormF run_norm_ref(const KvRun& r, int t) {
+  const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
+  if (r.norm8) {
+    NormParams8 p8;
+    std::memcpy(&p8, at, sizeof p8);
+    return norm_float(norm8_decode(p8));  // the fp16 NormParams it stands for
+  }
+  NormParams np;
+  std::memcpy(&np, at, sizeof np);
+  return norm_float(np);
+}
 
 void decode_run_ref(const KvRun& r, float* out) {
   const size_t hd = size_t(r.head_dim);
@@ -122,7 +121,7 @@ void decode_run_ref(const KvRun& r, float* out) {
 
 float round_weighted_query_ref(const float* w, int n, int8_t* w8) {
   float amax;
-  if (!rounded_max_abs(w, n, w8, &amax)) return std::isnan(amax) ? NAN : 0.0f;
+  if (!rounded_max_abs(w, n, w8, &amax)) return amax;
   const float id = 127.0f / amax;
   for (int c = 0; c < n; ++c) w8[c] = int8_t(std::nearbyint(w[c] * id));
   return amax / 127.0f;
@@ -200,7 +199,7 @@ void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t 
 
 float round_levels_ref(const float* levels, int n, int8_t* lq) {
   float lmax;
-  if (!rounded_max_abs(levels, n, lq, &lmax)) return std::isnan(lmax) ? NAN : 0.0f;
+  if (!rounded_max_abs(levels, n, lq, &lmax)) return lmax;
   // The scale whose steps fit the levels best: s steps to lmax for s in [kLevelSteps / 2,
   // kLevelSteps], the least sum of squared rounding errors (in level units), the finest on a tie.
   int best = kLevelSteps;

@@ -3,11 +3,15 @@
 #pragma once
 
 #include "kernels/kv_run.h"
+#include "quant/normalize.h"
 
 namespace kvq::ref {
 
 // out: [run.n, head_dim] f32, the exact values the cache holds (outliers applied).
 void decode_run_ref(const KvRun& run, float* out);
+
+// Zero point and half-range of token t of a kCodebookRow run (KvRun::norm_off, norm8).
+NormF run_norm_ref(const KvRun& run, int t);
 
 // KIVI keys (KvFormat::kUniformCols) are scored in integers, as llama.cpp scores q4_0 / q8_0 keys
 // against a query rounded to q8_0: each block's weighted query w = q * s (s the block's channel

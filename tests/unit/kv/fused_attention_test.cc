@@ -475,7 +475,7 @@ TEST(FusedAttention, CodebookTwoBitValuesInIntegersMatchTheirReference) {
               for (int t = 0; t < n; ++t) {
                 const float pt = p[size_t(q) * ld + size_t(t)];
                 ref::axpy_ref(pt, &x[size_t(t) * size_t(hd)], &e[size_t(q) * size_t(hd)], hd);
-                wa[size_t(t)] = pt * test::codebook_half_of(run, t);
+                wa[size_t(t)] = pt * ref::run_norm_ref(run, t).half;
               }
               const float d = *std::max_element(wa.begin(), wa.end()) / 255.0f;
               float bound = 0.0f;

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,7 +22,6 @@
 #include "kv/kv_view.h"
 #include "quant/codebook.h"
 #include "quant/ggml_blocks.h"
-#include "quant/normalize.h"
 
 namespace kvq {
 namespace test {
@@ -47,19 +45,6 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
   quantize_row_q8_0_ref(q, blocks.data(), hd);
   dequantize_row_q8_0_ref(blocks.data(), q, hd);
   if (!signs.empty()) ref::hadamard_rows_ref(q, 1, hd, signs.data(), true);
-}
-
-// Half-range of token t of a codebook-row run (KVQuant values), as the store wrote it.
-inline float codebook_half_of(const KvRun& r, int t) {
-  const uint8_t* at = r.rows + r.norm_off + size_t(t) * r.meta_stride;
-  if (r.norm8) {
-    NormParams8 p8;
-    std::memcpy(&p8, at, sizeof p8);
-    return norm_float(norm8_decode(p8)).half;
-  }
-  NormParams np;
-  std::memcpy(&np, at, sizeof np);
-  return norm_float(np).half;
 }
 
 // Attention of query q [hd] (rounded by round_query_for_keys) over the keys kd and values vd
@@ -184,7 +169,7 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
         ref::codebook_row_accumulate_ref(r, pt, 1, size_t(cnt), o.data());
         if (slack) {
           std::vector<float> wt(static_cast<size_t>(cnt));
-          for (int j = 0; j < cnt; ++j) wt[size_t(j)] = pt[j] == 0.0f ? 0.0f : pt[j] * codebook_half_of(r, j);
+          for (int j = 0; j < cnt; ++j) wt[size_t(j)] = pt[j] == 0.0f ? 0.0f : pt[j] * ref::run_norm_ref(r, j).half;
           std::vector<uint8_t> wt8(wt.size());
           int8_t lq[4];
           const float d = ref::round_weights_u8_ref(wt.data(), cnt, wt8.data());
