@@ -129,6 +129,8 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
   CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
                                     meta_.sinks);
   base.v.norm8 = meta_.norm_bits == 8;
+  set_kvquant_window(&base.k, meta_.residual);
+  set_kvquant_window(&base.v, meta_.residual);
   base.v.outlier_fraction = meta_.v_outliers;
   KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err, per_head));
   meta_.bits_budget = bits_budget;
@@ -167,6 +169,7 @@ Status CalibrationFile::save(OutputFile& out) const {
   if (mixed_) {
     w.add_f32("kvq.mixed.bits_budget", float(meta_.bits_budget));
     w.add_u32("kvq.mixed.context", uint32_t(meta_.budget_context));
+    if (meta_.residual > 0) w.add_u32("kvq.mixed.r", uint32_t(meta_.residual));
     w.add_f32("kvq.mixed.bits_per_value", float(mixed_->bits_per_value));
     // Per head: other keys, so that a kvq that knows only per-layer widths refuses the file
     // (its kvq.mixed.* are incomplete) instead of reading other widths.
@@ -406,6 +409,11 @@ Status CalibrationFile::read_mixed(const GgufFile& f, const std::string& path, c
     plan.v_error.push_back(v);
     plan.error += k[size_t(plan.k_bits.back() - 2)] + v[size_t(plan.v_bits.back() - 2)];
   }
+  if (f.find("kvq.mixed.r")) {
+    auto r = f.get_u64("kvq.mixed.r");
+    if (!r.ok() || *r == 0 || *r > (1u << 20)) return fail("kvq.mixed.r must be a window of 1 to 2^20 tokens");
+    meta_.residual = int(*r);
+  }
   meta_.bits_budget = *budget;
   meta_.budget_context = int(*context);
   mixed_ = std::move(plan);
@@ -443,6 +451,13 @@ StatusOr<KvquantParams> CalibrationFile::params(const KvquantOptions& o, bool ke
     return invalid_argument("the per-layer widths were chosen for values with norm=" + std::to_string(meta_.norm_bits) +
                             " but the cache asks norm=" + std::to_string(o.norm_bits) +
                             "; recalibrate with 'kvq calibrate --norm " + std::to_string(o.norm_bits) +
+                            "' or change the cache spec");
+  }
+  // Likewise the bytes of the fp16 window they were planned with.
+  if (o.bits == 0 && o.window != meta_.residual) {
+    return invalid_argument("the per-layer widths were chosen for an fp16 window of r=" + std::to_string(meta_.residual) +
+                            " tokens but the cache asks r=" + std::to_string(o.window) +
+                            "; recalibrate with 'kvq calibrate --r " + std::to_string(o.window) +
                             "' or change the cache spec");
   }
   KvquantParams p;
@@ -529,8 +544,9 @@ std::string CalibrationFile::describe_mixed() const {
                   mixed_->k_bits[i], mixed_->v_bits[i], k[0], k[1], k[2], v[0], v[1], v[2]);
     s += line;
   }
-  std::snprintf(line, sizeof line, "  total Fisher-weighted error %.4g; %.3f bits/value allocated at %d tokens (budget %g)\n",
-                mixed_->error, mixed_->bits_per_value, meta_.budget_context, meta_.bits_budget);
+  const std::string window = meta_.residual > 0 ? ", fp16 window r=" + std::to_string(meta_.residual) : "";
+  std::snprintf(line, sizeof line, "  total Fisher-weighted error %.4g; %.3f bits/value allocated at %d tokens (budget %g%s)\n",
+                mixed_->error, mixed_->bits_per_value, meta_.budget_context, meta_.bits_budget, window.c_str());
   s += line;
   return s;
 }

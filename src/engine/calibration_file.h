@@ -42,6 +42,10 @@ struct CalibrationMeta {
   // calibrate --norm): the per-layer widths are chosen with that accounting and that error, so
   // kvquant-mixed refuses a value spec with another norm. Absent in older files: 16.
   int norm_bits = 16;
+  // The fp16 window of the newest tokens the cache will run with (the spec's r=N, kvq calibrate
+  // --r): --bits-budget accounts its bytes, so kvquant-mixed refuses another r. Written with the
+  // widths (kvq.mixed.r); absent: 0.
+  int residual = 0;
   CodebookWeighting weighting = CodebookWeighting::kFisherScale2;
   // kvq calibrate --bits-budget B: per-layer K/V widths for kvquant-mixed within B bits per
   // value as allocated at budget_context tokens (0: no widths chosen; budget_context 0: the

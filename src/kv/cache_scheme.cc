@@ -83,6 +83,7 @@ TensorQuantConfig account_kvquant(const TensorSpec& t, KvRole role, const Kvquan
   c.outlier_fraction = t.kvquant.outliers;
   c.qnorm = t.kvquant.qnorm;
   c.norm8 = role == KvRole::kValue && t.kvquant.norm_bits == 8;
+  set_kvquant_window(&c, t.kvquant.window);  // the fp16 window of the newest tokens (r=N)
   // kvquant-mixed: the widths the calibration chose (none: account_bits says so).
   if (t.bits == 0 && params) {
     size_t heads = 0;  // widths per KV head in some layer: that many heads
@@ -110,8 +111,9 @@ constexpr CacheScheme kSchemes[] = {
     {TensorKind::kKivi, "kivi", {{"kivi-2", 2}, {"kivi-4", 4}}, "g,r,rot", "[:g=N][:r=N][:rot=0|1]", 32, 128, false,
      make_kivi, account_kivi},
     {TensorKind::kKvquant, "kvquant", {{"kvquant-2", 2}, {"kvquant-3", 3}, {"kvquant-4", 4}, {"kvquant-mixed", 0}},
-     "outliers,sinks,qnorm,codebook,prerope,rot,norm",
-     "[:outliers=F][:sinks=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1][:rot=0|1][:norm=16|8]", 0, 0, true,
+     "outliers,sinks,r,qnorm,codebook,prerope,rot,norm",
+     "[:outliers=F][:sinks=N][:r=N][:qnorm=0|1][:codebook=nuq|nf|uniform][:prerope=0|1][:rot=0|1][:norm=16|8]", 0, 0,
+     true,
      make_kvquant, account_kvquant},
 };
 

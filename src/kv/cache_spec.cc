@@ -112,6 +112,7 @@ StatusOr<TensorSpec> parse_tensor_spec(std::string_view spec) {
   }
   // Calibration fits a kvquant store's thresholds and codebooks on rotated rows.
   t.kvquant.rotate = t.rot;
+  t.kvquant.window = t.residual;
   t.text = std::string(spec);
   return t;
 }

@@ -23,7 +23,7 @@ struct TensorSpec {
   TensorKind kind = TensorKind::kF16;
   int bits = 16;        // 0: kvquant-mixed, a width per layer from the calibration
   int group = 0;        // int: 0 = whole vector; kivi: G (defaults: the scheme table)
-  int residual = 0;     // kivi: R
+  int residual = 0;     // kivi, kvquant: R, the fp16 window of the newest tokens (r=N)
   KvquantOptions kvquant;
   bool rot = false;     // rows stored in the randomized Hadamard basis (kv/rotated_store.h)
   std::string text;     // canonical spec string

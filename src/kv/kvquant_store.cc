@@ -29,6 +29,7 @@ StatusOr<std::unique_ptr<KvStore>> KvquantStore::make(const KvCacheShape& shape,
   if (opts.outliers < 0.0 || opts.outliers > 0.5) return invalid_argument("kvquant outliers must be in [0, 0.5]");
   if (opts.sinks < 0 || opts.sinks > shape.n_ctx) return invalid_argument("kvquant sinks out of range");
   if (opts.norm_bits != 16 && opts.norm_bits != 8) return invalid_argument("kvquant norm must be 16 or 8 bits");
+  if (opts.window < 0) return invalid_argument("kvquant window r must not be negative");
   if (params.layers.size() != size_t(shape.n_layers)) {
     return invalid_argument("kvquant calibration has " + std::to_string(params.layers.size()) +
                             " layers, the model " + std::to_string(shape.n_layers));
@@ -137,14 +138,16 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     // NormParams (the extra bytes).
     l.quant = PagedRows(pool, part_sizes, record_layout(l.head_bits[0]).norm_bytes());
     l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.n_kv_heads, shape.head_dim);
+    l.window = RowRing(pool, shape.row_values() * sizeof(f16_t));
   }
 }
 
 std::string KvquantStore::name() const {
-  char buf[160];
+  char buf[192];
   const std::string width = opts_.bits == 0 ? "mixed" : std::to_string(opts_.bits);
-  std::snprintf(buf, sizeof buf, "kvquant-%s:outliers=%g:sinks=%d:qnorm=%d:codebook=%s%s%s", width.c_str(),
-                opts_.outliers, opts_.sinks, int(opts_.qnorm), codebook_kind_name(opts_.codebook),
+  const std::string window = opts_.window > 0 ? ":r=" + std::to_string(opts_.window) : "";
+  std::snprintf(buf, sizeof buf, "kvquant-%s:outliers=%g:sinks=%d%s:qnorm=%d:codebook=%s%s%s", width.c_str(),
+                opts_.outliers, opts_.sinks, window.c_str(), int(opts_.qnorm), codebook_kind_name(opts_.codebook),
                 role_ == KvRole::kKey && !opts_.pre_rope ? ":prerope=0" : "",
                 role_ == KvRole::kValue && opts_.norm_bits == 8 ? ":norm=8" : "");
   return buf;
@@ -152,11 +155,84 @@ std::string KvquantStore::name() const {
 
 int KvquantStore::n_tokens(int il) const {
   const Layer& l = layers_[size_t(il)];
-  return l.sink.n_tokens() + l.quant.n_tokens();
+  return l.sink.n_tokens() + l.quant.n_tokens() + l.window.size();
 }
 
 Status KvquantStore::append(int il, int n, const float* x) {
   Layer& l = layers_[size_t(il)];
+  const size_t row = shape().row_values();
+  // A step that was not ended (end_step) is ended here, as KIVI's is.
+  KVQ_RETURN_IF_ERROR(end_step_layer(l));
+  std::vector<f16_t> sink_row(row);
+  const int sink0 = l.sink.n_tokens(), win0 = l.window.size();
+  auto rollback = [&](const Status& s) {
+    (void)l.sink.resize(sink0);
+    l.window.truncate(win0);
+    return s;
+  };
+  auto check = [&](const float* xr) {
+    for (size_t i = 0; i < row; ++i) {
+      if (!std::isfinite(xr[i])) return invalid_argument("kvquant: non-finite K/V value");
+    }
+    return ok_status();
+  };
+  int t = 0;
+  for (; t < n && l.sink.n_tokens() < opts_.sinks && l.quant.n_tokens() == 0 && l.window.size() == 0; ++t) {
+    // Attention sink (§5.3): the first tokens are kept in fp16.
+    const float* xr = x + size_t(t) * row;
+    if (Status st = check(xr); !st.ok()) return rollback(st);
+    const int s = l.sink.n_tokens();
+    if (Status st = l.sink.resize(s + 1); !st.ok()) return rollback(st);
+    cpu::convert_f32_to_f16(xr, sink_row.data(), row);
+    l.sink.put(s, reinterpret_cast<const uint8_t*>(sink_row.data()));
+  }
+  if (t == n) return ok_status();
+  if (opts_.window == 0) {
+    if (Status st = quantize_rows(l, n - t, x + size_t(t) * row); !st.ok()) return rollback(st);
+    return ok_status();
+  }
+  // The window: the tokens wait in fp16 until end_step() (or, simulating, go on at once).
+  for (int i = t; i < n; ++i) {
+    if (Status st = check(x + size_t(i) * row); !st.ok()) return rollback(st);
+  }
+  if (Status st = l.window.push(n - t, kvquant_window_rows(opts_.window)); !st.ok()) return rollback(st);
+  for (int i = t; i < n; ++i) {
+    cpu::convert_f32_to_f16(x + size_t(i) * row, reinterpret_cast<f16_t*>(l.window.row(win0 + i - t)), row);
+  }
+  if (eager_) {
+    if (Status st = flush(l, l.window.size()); !st.ok()) return rollback(st);
+  }
+  return ok_status();
+}
+
+Status KvquantStore::flush(Layer& l, int n) {
+  if (n == 0) return ok_status();
+  const size_t row = shape().row_values();
+  std::vector<float> x(size_t(n) * row);
+  for (int i = 0; i < n; ++i) {
+    cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.window.row(i)), x.data() + size_t(i) * row, row);
+  }
+  KVQ_RETURN_IF_ERROR(quantize_rows(l, n, x.data()));
+  l.window.pop_front(n);
+  // One piece, from the block's start: with pre-RoPE keys, where attention splits its runs
+  // changes the rounding of their rotation, so the window's runs must depend on positions
+  // only (a context shift then matches a fresh cache bit for bit). R rows moved per step.
+  l.window.compact();
+  return ok_status();
+}
+
+Status KvquantStore::end_step_layer(Layer& l) {
+  if (opts_.window == 0) return ok_status();
+  const int w = l.window.size();
+  if (w > opts_.window) KVQ_RETURN_IF_ERROR(flush(l, w - opts_.window));
+  // After a prefill chunk, back to the steady ring (a smaller block: may fail only for lack of
+  // memory, which keeps the larger one).
+  const int steady = kvquant_window_rows(opts_.window);
+  if (l.window.capacity() > steady && l.window.size() <= steady) (void)l.window.reallocate(steady);
+  return ok_status();
+}
+
+Status KvquantStore::quantize_rows(Layer& l, int n, const float* x) {
   const size_t row = shape().row_values();
   std::vector<uint16_t> idx(row);
   std::vector<f16_t> val(row);
@@ -164,28 +240,15 @@ Status KvquantStore::append(int il, int n, const float* x) {
   // Widths per KV head: the row is encoded once per width in use (the norm and the outliers do
   // not depend on the codebook), and each head takes its part of its width's codes.
   std::vector<uint8_t> width_codes(l.bits == 0 ? packed_bytes(4, row) : 0);
-  std::vector<f16_t> sink_row(row);
   std::vector<float> dense(shape().head_dim);
-  const int sink0 = l.sink.n_tokens(), quant0 = l.quant.n_tokens();
+  const int quant0 = l.quant.n_tokens();
   auto rollback = [&](const Status& s) {
-    (void)l.sink.resize(sink0);
     (void)l.quant.resize(quant0);
     l.outliers.truncate(size_t(quant0));
     return s;
   };
   for (int t = 0; t < n; ++t) {
     const float* xr = x + size_t(t) * row;
-    if (l.sink.n_tokens() < opts_.sinks && l.quant.n_tokens() == 0) {
-      // Attention sink (§5.3): the first tokens are kept in fp16.
-      for (size_t i = 0; i < row; ++i) {
-        if (!std::isfinite(xr[i])) return rollback(invalid_argument("kvquant: non-finite K/V value"));
-      }
-      const int s = l.sink.n_tokens();
-      KVQ_RETURN_IF_ERROR(l.sink.resize(s + 1));
-      cpu::convert_f32_to_f16(xr, sink_row.data(), row);
-      l.sink.put(s, reinterpret_cast<const uint8_t*>(sink_row.data()));
-      continue;
-    }
     const int q = l.quant.n_tokens();
     if (Status st = l.quant.resize(q + 1); !st.ok()) return rollback(st);
     size_t count = 0;
@@ -290,6 +353,11 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
       continue;
     }
     const int q = t - n_sink;
+    if (q >= l.quant.n_tokens()) {
+      const auto* w = reinterpret_cast<const f16_t*>(l.window.row(q - l.quant.n_tokens()));
+      cpu::convert_f16_to_f32(w + lo, o, hd);
+      continue;
+    }
     decode_dense(l, q, kvh, o);
     if (opts_.outliers == 0.0) continue;
     // A sparse outlier is stored as its correction to the dense decode (append()).
@@ -299,13 +367,21 @@ void KvquantStore::read(int il, int kvh, int t0, int n, float* out) const {
   }
 }
 
+// Tokens past n leave from the newest: the window's first, then the body's, then the sinks'.
+// What stays keeps its form (a body token does not return to the window).
 Status KvquantStore::truncate(int n) {
   for (auto& l : layers_) {
+    const int body = l.sink.n_tokens() + l.quant.n_tokens();
+    if (n >= body) {
+      l.window.truncate(n - body);
+      continue;
+    }
+    l.window.truncate(0);
     if (n < l.sink.n_tokens()) {
       KVQ_RETURN_IF_ERROR(l.sink.resize(n));
       KVQ_RETURN_IF_ERROR(l.quant.resize(0));
       l.outliers.truncate(0);
-    } else if (n - l.sink.n_tokens() < l.quant.n_tokens()) {
+    } else {
       KVQ_RETURN_IF_ERROR(l.quant.resize(n - l.sink.n_tokens()));
       l.outliers.truncate(size_t(n - l.sink.n_tokens()));
     }
@@ -314,7 +390,10 @@ Status KvquantStore::truncate(int n) {
 }
 
 Status KvquantStore::end_step() {
-  for (auto& l : layers_) l.outliers.seal_full_pages();
+  for (auto& l : layers_) {
+    KVQ_RETURN_IF_ERROR(end_step_layer(l));
+    l.outliers.seal_full_pages();
+  }
   return ok_status();
 }
 
@@ -329,6 +408,12 @@ Status KvquantStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
     return unimplemented("kvquant shifts its context a page at a time after its sink tokens: keep " +
                          std::to_string(sinks) + " tokens and drop a multiple of " + std::to_string(page) +
                          " (asked: keep " + std::to_string(n_keep) + ", drop " + std::to_string(n_drop) + ")");
+  }
+  // The pages dropped are the body's: a shift never reaches into the fp16 window.
+  const int body = layers_.empty() ? 0 : layers_[0].quant.n_tokens();
+  if (n_drop > body) {
+    return unimplemented("kvquant shifts whole pages of its quantized tokens: drop " + std::to_string(n_drop) +
+                         " asks for more than the " + std::to_string(body) + " held outside its sinks and window");
   }
   return ok_status();
 }
@@ -354,7 +439,7 @@ size_t KvquantStore::per_layer_bytes(const Layer& l) const {
 size_t KvquantStore::bytes_used() const {
   size_t b = 0;
   for (const auto& l : layers_) {
-    b += l.sink.bytes() + l.quant.bytes() + per_layer_bytes(l);
+    b += l.sink.bytes() + l.quant.bytes() + l.window.bytes() + per_layer_bytes(l);
     if (opts_.outliers > 0.0) b += l.outliers.bytes();
   }
   return b;
@@ -362,9 +447,13 @@ size_t KvquantStore::bytes_used() const {
 
 size_t KvquantStore::bytes_for(int n) const {
   // Outliers at the configured fraction (keys: expected, values: exact top/bottom counts).
+  // After a step the window holds the newest r tokens past the sinks (none when simulating),
+  // in a ring of kvquant_window_rows(r) rows allocated with the first of them.
   const int n_sink = std::min(n, opts_.sinks);
-  const int nq = n - n_sink;
+  const int n_win = eager_ ? 0 : std::min(n - n_sink, opts_.window);
+  const int nq = n - n_sink - n_win;
   const size_t row = shape().row_values();
+  const size_t ring = n > n_sink ? size_t(kvquant_window_rows(opts_.window)) * row * sizeof(f16_t) : 0;
   const size_t per_side = role_ == KvRole::kValue ? outliers_per_side(row, opts_.outliers)
                                                   : size_t(double(row) * opts_.outliers / 2.0 + 0.5);
   // Per page of outliers (OutlierLayout, the same widths in every layer): a full page sealed
@@ -381,7 +470,9 @@ size_t KvquantStore::bytes_for(int n) const {
   }
   // Layers differ only in their width (kvquant-mixed): the codes and the codebook.
   size_t b = 0;
-  for (const Layer& l : layers_) b += l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + per_layer_bytes(l);
+  for (const Layer& l : layers_) {
+    b += l.sink.bytes_for(n_sink) + l.quant.bytes_for(nq) + sparse + ring + per_layer_bytes(l);
+  }
   return b;
 }
 
@@ -395,6 +486,7 @@ struct KvquantStore::State : KvStoreState {
   struct Parts {
     PagedRows sink, quant;
     PagedOutliers outliers;
+    RowRing window;
   };
   std::vector<Parts> layers;
 };
@@ -404,6 +496,7 @@ void KvquantStore::write_state(ByteWriter& w) const {
     l.sink.write(w);
     l.quant.write(w);
     if (opts_.outliers > 0.0) l.outliers.write(w);
+    if (opts_.window > 0) l.window.write(w);
   }
 }
 
@@ -414,11 +507,18 @@ StatusOr<std::unique_ptr<KvStoreState>> KvquantStore::read_state(ByteReader& r, 
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
     const std::string what = name() + " layer " + std::to_string(il);
-    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records(), shape().n_kv_heads, shape().head_dim)};
+    State::Parts p{l.sink.like(), l.quant.like(), PagedOutliers(pool(), l.quant.page_records(), shape().n_kv_heads, shape().head_dim),
+                   RowRing(pool(), shape().row_values() * sizeof(f16_t))};
     KVQ_RETURN_IF_ERROR(p.sink.read(r, n_sink, n_sink, what + " sinks"));
-    KVQ_RETURN_IF_ERROR(p.quant.read(r, n - n_sink, n - n_sink, what + " rows"));
+    // A saved step has at most r tokens in its window (fewer after a truncation).
+    KVQ_RETURN_IF_ERROR(p.quant.read(r, std::max(0, n - n_sink - opts_.window), n - n_sink, what + " rows"));
+    const int nq = p.quant.n_tokens();
     if (opts_.outliers > 0.0) {
-      KVQ_RETURN_IF_ERROR(p.outliers.read(r, size_t(n - n_sink), what + " outliers"));
+      KVQ_RETURN_IF_ERROR(p.outliers.read(r, size_t(nq), what + " outliers"));
+    }
+    if (opts_.window > 0) {
+      KVQ_RETURN_IF_ERROR(p.window.read(r, n - n_sink - nq, kvquant_window_rows(opts_.window), what + " window"));
+      p.window.compact();
     }
     st->layers.push_back(std::move(p));
   }
@@ -432,6 +532,7 @@ void KvquantStore::install_state(std::unique_ptr<KvStoreState> state) {
     layers_[il].sink = std::move(st->layers[il].sink);
     layers_[il].quant = std::move(st->layers[il].quant);
     layers_[il].outliers = std::move(st->layers[il].outliers);
+    layers_[il].window = std::move(st->layers[il].window);
   }
 }
 
@@ -496,6 +597,12 @@ KvStoreView KvquantStore::view(int il) const {
       seg.out_pages = l.outliers.pages();
       seg.out_layout = l.outliers.layout();
     }
+  }
+  const uint8_t* base[2];
+  int count[2];
+  if (const int np = l.window.pieces(base, count); np > 0) {
+    KVQ_CHECK(np == 1);  // flush() and read_state() compact the ring
+    v.add() = f16_window_segment(n_sink + nq, count[0], s.n_kv_heads, s.head_dim, base[0]);
   }
   return v;
 }

@@ -8,7 +8,9 @@
 //           of each value token, are kept as fp16 + index (§5.1): the fp16 holds the
 //           value's correction to its dense decode (x - dense), which attention adds to what
 //           it computed from the codes;
-//   sinks:  the first n tokens stay fp16 (§5.3); Q-Norm adjusts the decode levels (§5.2).
+//   sinks:  the first n tokens stay fp16 (§5.3); Q-Norm adjusts the decode levels (§5.2);
+//   window: with r=N the newest N tokens stay fp16 too (KIVI's residual, kivi.md §1.5; not in
+//           KVQuant) and are quantized one at a time as they leave it, at the end of a step.
 #pragma once
 
 #include <array>
@@ -18,6 +20,7 @@
 #include "kv/kv_store.h"
 #include "kv/paged_outliers.h"
 #include "kv/paged_rows.h"
+#include "kv/row_ring.h"
 #include "quant/codebook.h"
 #include "quant/kv_layout.h"
 #include "quant/normalize.h"
@@ -42,6 +45,10 @@ struct KvquantOptions {
   // and half-range), 8 a NormParams8 (quant/normalize.h). Keys' norms are per channel and
   // offline (no per-token norm), so it changes nothing there.
   int norm_bits = 16;
+  // The fp16 window of the newest tokens (the spec's r=N; 0: none). The attention most models
+  // give their last few tokens makes those tokens' quantization error cost the most
+  // (docs/QUALITY.md, "A window of recent tokens").
+  int window = 0;
 };
 
 // Calibrated parameters for one of K/V, per layer.
@@ -66,23 +73,28 @@ class KvquantStore final : public KvStore {
                                                  const KvquantParams& params);
   std::string name() const override;
   bool pre_rope() const override { return role_ == KvRole::kKey && opts_.pre_rope; }
+  // A window makes what a token is attended with depend on when it was attended.
+  bool batch_invariant() const override { return opts_.window == 0; }
   Status append(int il, int n, const float* x) override;
   int n_tokens(int il) const override;
   void read(int il, int kvh, int t0, int n, float* out) const override;
   KvStoreView view(int il) const override;
   Status truncate(int n) override;
-  // Seals the outlier pages the step filled (kv/paged_outliers.h). Cannot fail: a page the pool
-  // refuses stays as it was.
+  // Quantizes what left the window (errors: the encoding's, or out of memory, each leaving the
+  // layer as it was), then seals the outlier pages the step filled (kv/paged_outliers.h; a page
+  // the pool refuses stays as it was).
   Status end_step() override;
+  // Simulated quantization: every token past the sinks is quantized as it is appended.
+  void set_eager(bool eager) override { eager_ = eager; }
   // Drops whole pages after the sinks: n_keep must be the sinks held, n_drop a multiple of the
-  // page size. Keys stored after RoPE (prerope=0) are refused.
+  // page size within the quantized tokens. Keys stored after RoPE (prerope=0) are refused.
   Status check_shift(int n_keep, int n_drop, bool rerotate) const override;
   void shift(int n_keep, int n_drop, const Rope* rope) override;
   int sink_tokens() const override { return opts_.sinks; }
   size_t bytes_used() const override;
   size_t bytes_for(int n) const override;
-  // Per layer: the sink rows, the quantized rows (PagedRows::write), then the outlier pages
-  // when outliers > 0 (PagedOutliers::write).
+  // Per layer: the sink rows, the quantized rows (PagedRows::write), the outlier pages when
+  // outliers > 0 (PagedOutliers::write), then the window ring when r > 0 (RowRing::write).
   void write_state(ByteWriter& w) const override;
   StatusOr<std::unique_ptr<KvStoreState>> read_state(ByteReader& r, int n_tokens) const override;
   void install_state(std::unique_ptr<KvStoreState> state) override;
@@ -91,6 +103,8 @@ class KvquantStore final : public KvStore {
 
   // Outliers stored so far over all layers (accounting checks).
   size_t n_outliers() const;
+  // Tokens of layer il held in the fp16 window (tests).
+  int n_window(int il) const { return layers_[size_t(il)].window.size(); }
 
  private:
   // head_bits: per layer, each KV head's width.
@@ -112,6 +126,7 @@ class KvquantStore final : public KvStore {
     PagedRows sink;                      // fp16 rows of the first opts_.sinks tokens
     PagedRows quant;                     // values: codes then NormParams; keys: codes
     PagedOutliers outliers;              // paged like quant
+    RowRing window;                      // r > 0: fp16 rows [n_kv_heads * head_dim], oldest first
   };
   struct State;
   // A token's record at `bits` (quant/kv_layout.h): values carry a norm, keys none.
@@ -119,11 +134,18 @@ class KvquantStore final : public KvStore {
     return {bits, size_t(shape().head_dim), role_ == KvRole::kValue ? opts_.norm_bits : 0};
   }
   size_t per_layer_bytes(const Layer& l) const;
+  // Appends n rows x [n, n_kv_heads * head_dim] to the quantized body; all or nothing.
+  Status quantize_rows(Layer& l, int n, const float* x);
+  // Quantizes the oldest n window rows into the body; all or nothing.
+  Status flush(Layer& l, int n);
+  // Flushes what is past the window's r newest tokens and returns the ring to its steady size.
+  Status end_step_layer(Layer& l);
   // Record q's head kvh as its dense codes decode it (no outliers): out [head_dim].
   void decode_dense(const Layer& l, int q, int kvh, float* out) const;
 
   KvRole role_;
   KvquantOptions opts_;
+  bool eager_ = false;
   std::vector<Layer> layers_;
 };
 

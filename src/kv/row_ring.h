@@ -58,6 +58,20 @@ class RowRing {
     n_ -= n;
   }
   void truncate(int n) { n_ = std::min(n_, n); }
+  // Moves the rows to the block's start (oldest first), so that they are one piece.
+  void compact() {
+    if (head_ == 0 || n_ == 0) {
+      head_ = 0;
+      return;
+    }
+    uint8_t* b = block_.data();
+    if (head_ + n_ <= cap_) {
+      std::memmove(b, b + size_t(head_) * row_, size_t(n_) * row_);
+    } else {  // wrapped: rotate the block left by head_ rows
+      std::rotate(b, b + size_t(head_) * row_, b + size_t(cap_) * row_);
+    }
+    head_ = 0;
+  }
   // Removes rows [i0, i0 + n), moving the later ones down.
   void erase(int i0, int n) {
     KVQ_CHECK(i0 >= 0 && n >= 0 && i0 + n <= n_);

@@ -70,7 +70,8 @@ TensorBytes account_tensor(const TensorQuantConfig& t, const CacheConfig& c, int
     n_q = t.flush_in_blocks ? n_eff / t.residual * t.residual : std::max<int64_t>(n_eff - t.residual, 0);
   }
   if (t.scheme == KvScheme::kUniform && t.per_channel) n_q = n_q / t.group_size * t.group_size;
-  const int64_t window = t.window_rows > 0 && n > 0 ? std::max<int64_t>(t.window_rows, n_eff - n_q) : n_eff - n_q;
+  // The ring is allocated with the first token past the sinks (KIVI has none).
+  const int64_t window = t.window_rows > 0 && n_eff > 0 ? std::max<int64_t>(t.window_rows, n_eff - n_q) : n_eff - n_q;
   b.fp16_window = double(window) * d_kv * 2 * L;
   // Capacity: per-token records live in pages of kKvPageTokens (kv/paged_rows.h), so a page
   // begun is a page allocated. KIVI's per-channel key groups are records of their own (pages
@@ -264,6 +265,12 @@ CacheConfig kivi_config(int n_layers, int n_kv_heads, int head_dim, int bits, in
   c.k.per_channel = true;
   c.k.flush_in_blocks = true;
   return c;
+}
+
+void set_kvquant_window(TensorQuantConfig* t, int residual) {
+  t->residual = residual;
+  t->flush_in_blocks = false;
+  t->window_rows = kvquant_window_rows(residual);
 }
 
 CacheConfig kvquant_config(int n_layers, int n_kv_heads, int head_dim, int bits,

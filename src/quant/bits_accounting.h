@@ -42,6 +42,10 @@ inline int kivi_window_rows(bool keys, int residual, int group_size) {
   return keys ? (residual > group_size ? residual : group_size) : residual + 1;
 }
 
+// Rows of KVQuant's fp16 window ring (the spec's r=N): R plus the step's token, as KIVI's values
+// (it slides one token at a time); 0 without a window.
+inline int kvquant_window_rows(int residual) { return residual > 0 ? residual + 1 : 0; }
+
 // kF16: full precision, 16 or 32 bits.
 enum class KvScheme { kF16, kUniform, kNuq, kNf, kQ8_0, kQ4_0 };
 
@@ -118,5 +122,7 @@ CacheConfig kivi_config(int n_layers, int n_kv_heads, int head_dim, int bits, in
 // KVQuant nuq-b (or nf-b) with `fraction` outliers and n_sink fp16 tokens (KVQuant §3).
 CacheConfig kvquant_config(int n_layers, int n_kv_heads, int head_dim, int bits,
                            double outlier_fraction, int n_sink, bool nf = false);
+// Gives t KVQuant's fp16 window of the newest `residual` tokens (the spec's r=N; 0: none).
+void set_kvquant_window(TensorQuantConfig* t, int residual);
 
 }  // namespace kvq

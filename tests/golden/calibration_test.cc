@@ -27,7 +27,7 @@ std::unique_ptr<LlamaModel> load(const char* name) {
 
 StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool rot = false, double bits_budget = 0,
                                     int norm_bits = 16, double outliers = 0.01, bool per_head = false,
-                                    int sinks = 1, double v_outliers = -1) {
+                                    int sinks = 1, double v_outliers = -1, int residual = 0) {
   const auto toks = model.tokenizer().encode(read_text("text/tinystories/train_head.txt").substr(0, 200000), true, true);
   CalibrationArgs ca;
   ca.n_windows = 3;
@@ -45,6 +45,7 @@ StatusOr<CalibrationFile> calibrate(const LlamaModel& model, int n_threads, bool
   meta.v_outliers = v_outliers;
   meta.per_head_widths = per_head;
   meta.sinks = sinks;
+  meta.residual = residual;
   return CalibrationFile::build(acts, model, meta);
 }
 
@@ -289,6 +290,58 @@ TEST(Calibration, PerHeadWidthsRoundTripAndAccountExactly) {
       EXPECT_NEAR(8.0 * double((*cache)->bytes_for(n_ctx)) / values, plan.bits_per_value, 1e-9);
     }
   }
+}
+
+// `kvq calibrate --r N`: the widths are planned with the bytes of an fp16 window of N tokens, so
+// the plan's bits per value is what kvquant-mixed:r=N allocates (the plan spends less on widths
+// than without it); r round-trips (kvq.mixed.r), another r is refused with the fix, and a
+// corrupt r is refused as corrupt.
+TEST(Calibration, MixedWidthsPlannedForTheWindow) {
+  auto model = load("stories260K.gguf");
+  const ModelConfig& mc = model->config();
+  const int n_ctx = mc.n_ctx_train;
+  const KvCacheShape shape = model->kv_shape(n_ctx);
+  const double budget = 3.3;
+  auto none = calibrate(*model, 1, false, budget, 8, 0.0, true, 0);
+  auto win = calibrate(*model, 1, false, budget, 8, 0.0, true, 0, -1, 16);
+  ASSERT_TRUE(none.ok() && win.ok()) << none.status().to_string() << win.status().to_string();
+  ASSERT_NE(win->mixed(), nullptr);
+  EXPECT_LE(win->mixed()->bits_per_value, budget);
+  EXPECT_GT(win->mixed()->error, none->mixed()->error);  // fewer bits left for the widths
+  EXPECT_NE(win->describe_mixed().find("fp16 window r=16"), std::string::npos) << win->describe_mixed();
+  const std::string path = ::testing::TempDir() + "/window.kvqc";
+  ASSERT_TRUE(win->save(path).ok());
+  auto back = CalibrationFile::load(path, *model);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->meta().residual, 16);
+  EXPECT_EQ(back->mixed()->k_bits, win->mixed()->k_bits);
+  const CacheSpec spec = parse_cache_spec("kvquant-mixed:outliers=0:norm=8:sinks=0:r=16").value();
+  auto params = back->for_spec(spec);
+  ASSERT_TRUE(params.ok()) << params.status().to_string();
+  auto cache = make_cache(spec, shape, params->calibration());
+  ASSERT_TRUE(cache.ok()) << cache.status().to_string();
+  const double values = 2.0 * n_ctx * mc.n_layers * mc.n_kv_heads * mc.head_dim;
+  EXPECT_NEAR(8.0 * double((*cache)->bytes_for(n_ctx)) / values, win->mixed()->bits_per_value, 1e-9);
+  auto acc = account_bits(cache_config(spec, shape, params->calibration()), n_ctx);
+  ASSERT_TRUE(acc.ok()) << acc.status().to_string();
+  EXPECT_NEAR(acc->bits_per_value(), win->mixed()->bits_per_value, 1e-9);
+  // Another window (none included) is refused, naming the fix; a file without one reads as r=0.
+  for (const char* other : {"kvquant-mixed:outliers=0:norm=8:sinks=0", "kvquant-mixed:outliers=0:norm=8:sinks=0:r=8"}) {
+    const Status st = back->for_spec(parse_cache_spec(other).value()).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << other;
+    EXPECT_NE(st.message().find("fp16 window of r=16 tokens"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("kvq calibrate --r"), std::string::npos) << st.message();
+  }
+  EXPECT_EQ(none->meta().residual, 0);
+  EXPECT_FALSE(none->for_spec(spec).ok());
+  // Uniform widths take any window.
+  EXPECT_TRUE(back->for_spec(parse_cache_spec("kvquant-3:outliers=0:norm=8:sinks=0:r=4").value()).ok());
+  // kvq.mixed.r = 0 (the u32's low byte, after its type) is refused as corrupt.
+  const std::string bad = corrupt_copy(path, "kvq.mixed.r", 4, 0, "window_bad.kvqc");
+  ASSERT_FALSE(bad.empty());
+  const Status st = CalibrationFile::load(bad, *model).status();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
+  EXPECT_NE(st.message().find("kvq.mixed.r"), std::string::npos) << st.message();
 }
 
 // `kvq calibrate --norm 8`: the widths are planned with the bits a norm=8 cache allocates, so

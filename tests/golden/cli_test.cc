@@ -216,6 +216,24 @@ TEST(Cli, KeyOnlyOutliers) {
                "values' outliers=0.000000");
 }
 
+// kvq calibrate --r: the widths are planned with the fp16 window's bytes, which kvq info accounts
+// for the cache with that r=; a cache with another r is refused with the fix.
+TEST(Cli, MixedPrecisionPlannedForTheWindow) {
+  const std::string tb = shared_path("models/tinystories-l6-d256-h64.gguf");
+  const std::string out = ::testing::TempDir() + "/cli_window.kvqc";
+  expect_error("calibrate -m " + tb + " -o " + out + " --r 8", "--r is used only with --bits-budget");
+  expect_error("calibrate -m " + tb + " -o " + out + " --r -1 --bits-budget 3", "--r");
+  const std::string spec = " --cache kvquant-mixed:outliers=0:norm=8:sinks=0:r=16 --calib " + out;
+  const PlanOutputs plan = expect_plan_accounted("--outliers 0 --norm 8 --sinks 0 --r 16 --bits-budget 3.5", out,
+                                                 "per-head", spec);
+  EXPECT_NE(plan.calibrate.find("fp16 window r=16"), std::string::npos) << plan.calibrate;
+  EXPECT_NE(plan.info.find("kvquant-mixed:outliers=0:norm=8:sinks=0:r=16"), std::string::npos) << plan.info;
+  Result r = kvq("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1" + spec);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  expect_error("ppl -m " + tb + " -f " + kText + " -c 128 --chunks 1 --cache kvquant-mixed:outliers=0:norm=8:sinks=0 --calib " + out,
+               "chosen for an fp16 window of r=16 tokens but the cache asks r=0; recalibrate with 'kvq calibrate --r 0'");
+}
+
 TEST(Cli, FailedRunLeavesNoOutputFile) {
   const std::string out = ::testing::TempDir() + "/never.kvql";
   std::filesystem::remove(out);

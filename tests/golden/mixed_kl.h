@@ -24,10 +24,11 @@ class MixedKl {
   // outliers, norm_bits, sinks: the calibration's outlier fraction, value norm (kvq calibrate
   // --norm) and fp16 sinks (the cache spec must match them); per_head: widths per KV head
   // (kvq calibrate --width-per head); v_outliers: the values' fraction when it differs from
-  // the keys' (kvq calibrate --outliers-v; < 0: as outliers).
+  // the keys' (kvq calibrate --outliers-v; < 0: as outliers); residual: the fp16 window the
+  // widths are planned for (kvq calibrate --r).
   MixedKl(int n_ctx, int n_chunks, int calib_windows, int calib_window, const std::vector<double>& budgets,
           double outliers, const char* eval_text = "text/tinystories/validation_head.txt", int norm_bits = 16,
-          int sinks = 1, bool per_head = false, double v_outliers = -1)
+          int sinks = 1, bool per_head = false, double v_outliers = -1, int residual = 0)
       : ctx_(2) {
     auto m = LlamaModel::load(shared_path("models/tinystories-l6-d256-h64.gguf"));
     EXPECT_TRUE(m.ok()) << m.status().to_string();
@@ -50,6 +51,7 @@ class MixedKl {
       meta.norm_bits = norm_bits;
       meta.sinks = sinks;
       meta.per_head_widths = per_head;
+      meta.residual = residual;
       auto f = CalibrationFile::build(*a, *model_, meta);
       EXPECT_TRUE(f.ok()) << f.status().to_string();
       files_.push_back(std::make_unique<CalibrationFile>(std::move(*f)));

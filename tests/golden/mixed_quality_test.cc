@@ -50,5 +50,20 @@ TEST(MixedQuality, KeyOnlyOutliersWithinBudgetAndBoundedKl) {
                         0, 3.5, 0.0096);
 }
 
+// An fp16 window of the newest tokens (kvq calibrate --r, docs/QUALITY.md, "A window of recent
+// tokens"): no outliers (so that the allocation is exactly the plan's), values with Q-Norm,
+// per-head widths planned with the window's bytes, within 2.5 bits as allocated at 512 tokens
+// (r=4: the ring's 5 rows cost 0.16 bits there), KL bounded. Measured 2026-12-04: 2.466 bits, KL 0.02463;
+// the bound is about 1.5x that.
+TEST(MixedQuality, RecentWindowWithinBudgetAndBoundedKl) {
+  testing::MixedKl runs(512, 1, 2, 512, {2.5}, 0.0, "text/tinystories/validation_head.txt", 8, 0, true, 0.0, 4);
+  ASSERT_NE(runs.file(0).mixed(), nullptr);
+  std::printf("%s", runs.file(0).describe_mixed().c_str());
+  testing::expect_mixed(runs,
+                        parse_cache_spec("kvquant-mixed:outliers=0:sinks=0:r=4",
+                                         "kvquant-mixed:outliers=0:norm=8:sinks=0:r=4:qnorm=1").value(),
+                        0, 2.5, 0.037);
+}
+
 }  // namespace
 }  // namespace kvq

@@ -30,7 +30,7 @@ std::string variant_path(const std::string& out, const std::string& weighting, c
 Status run(const std::vector<std::string>& argv) {
   CommonArgs common;
   std::string text, out, weightings = "fisher-s2", outliers = "0.01", v_outliers_text;
-  int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, batch = kDefaultBatch;
+  int windows = 16, window = 0, sinks = 1, prerope = 1, rot = 0, norm = 16, residual = 0, batch = kDefaultBatch;
   uint64_t seed = 0;
   std::string budgets_text, width_per;  // empty: head
   int budget_ctx = 0;
@@ -53,6 +53,9 @@ Status run(const std::vector<std::string>& argv) {
   p.add_int("--norm", &norm, 8, 16,
             "bits of the values' per-token norm the cache runs with (its norm=16|8, default 16): --bits-budget "
             "accounts and weighs the widths for it, and kvquant-mixed then needs that norm");
+  p.add_int("--r", &residual, 0, 1 << 20,
+            "fp16 window of the newest tokens the cache runs with (its r=N, default 0): --bits-budget accounts "
+            "its bytes, and kvquant-mixed then needs that r");
   p.add_string("--bits-budget", &budgets_text,
                "also choose each layer's K and V width (2/3/4) for --cache kvquant-mixed: least Fisher-weighted "
                "error within this many bits per value as allocated, e.g. 2.5; a comma list writes one file each");
@@ -118,6 +121,7 @@ Status run(const std::vector<std::string>& argv) {
   if (!width_per.empty() && bs.empty()) return invalid_argument("--width-per is used only with --bits-budget");
   if (bs.empty()) pers = {"layer"};
   if (norm != 16 && norm != 8) return invalid_argument("--norm must be 16 or 8, got " + std::to_string(norm));
+  if (residual > 0 && bs.empty()) return invalid_argument("--r is used only with --bits-budget");
   const std::vector<std::pair<std::string, double>> budgets = bs.empty() ? decltype(bs){{"", 0.0}} : bs;
   // Every file is checked before any work (the outputs against the inputs and each other).
   if (common.model.empty()) return invalid_argument("no model given: pass -m FILE.gguf");
@@ -154,6 +158,8 @@ Status run(const std::vector<std::string>& argv) {
     for (const auto& o : os) {
       CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
       all2.v.norm8 = norm == 8;
+      set_kvquant_window(&all2.k, residual);
+      set_kvquant_window(&all2.v, residual);
       all2.v.outlier_fraction = values_fraction(o.second);
       KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(all2, budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
       if (r.bits_per_value() > bits_budget) {
@@ -201,6 +207,7 @@ Status run(const std::vector<std::string>& argv) {
       meta.pre_rope = prerope != 0;
       meta.rot = rot != 0;
       meta.norm_bits = norm;
+      meta.residual = residual;
       meta.weighting = w;
       Timer fit;
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {

@@ -30,7 +30,7 @@ constexpr size_t kRow = size_t(kKvHeads) * kHd;
 const char* const kAll[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32", "kivi-2:g=32:r=64", "kivi-4:g=16:r=32",
                             "kvquant-3", "kvquant-2:outliers=0:sinks=0", "kvquant-4:prerope=0:qnorm=1",
                             "K=kvquant-3,V=kivi-2:g=32:r=64", "K=kvquant-2,V=f16", "kvquant-mixed",
-                            "K=kvquant-mixed:outliers=0:sinks=0,V=kvquant-mixed"};
+                            "K=kvquant-mixed:outliers=0:sinks=0,V=kvquant-mixed", "kvquant-3:r=16"};
 
 std::vector<float> random_rows(Rng& rng, int n) {
   std::vector<float> x(size_t(n) * kRow);
@@ -145,7 +145,7 @@ TEST(ContextShift, PreRopeCachesMatchAFreshCacheOfTheKeptTokensExactly) {
   ExecContext ctx(2);
   const AttentionParams p{kHeads, kKvHeads, kHd, 0.125f, &rope};
   for (const char* spec : {"kvquant-3", "kvquant-2:outliers=0:sinks=0", "K=kvquant-3,V=kivi-2:g=32:r=64",
-                           "K=kvquant-2,V=f16", "kvquant-4:sinks=4:qnorm=1"}) {
+                           "K=kvquant-2,V=f16", "kvquant-4:sinks=4:qnorm=1", "kvquant-3:r=16"}) {
     const int n = 4 + 64 * 5 + 21;
     const auto k = random_rows(rng, n), v = random_rows(rng, n);
     Built a = build(spec, 1024);

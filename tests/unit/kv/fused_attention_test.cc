@@ -95,7 +95,7 @@ const char* const kFormats[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32
                                 "kivi-2:g=32:r=64", "kivi-4:g=16:r=32", "kvquant-3", "kvquant-4:sinks=5",
                                 "kvquant-2:outliers=0:sinks=0", "kvquant-3:prerope=0:qnorm=1",
                                 "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-3:prerope=0:rot=1", "kvquant-3:norm=8",
-                                "kvquant-2:outliers=0:norm=8"};
+                                "kvquant-2:outliers=0:norm=8", "kvquant-3:r=16"};
 
 // Every run of layer 0 (K and V, each head, runs of at most max_run tokens within a page)
 // decoded by the kernel and by its reference: bit-identical. per_segment sees each segment.

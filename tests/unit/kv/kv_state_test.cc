@@ -27,7 +27,7 @@ const char* const kSpecs[] = {
     "kvquant-2", "kvquant-3", "kvquant-3:outliers=0", "kvquant-4:sinks=0", "kvquant-3:sinks=5",
     "q4_0:rot=1", "int4:rot=1", "kivi-2:rot=1", "kvquant-3:prerope=0:rot=1",
     "K=kvquant-3,V=f16", "K=q8_0,V=kivi-2", "K=f16,V=kvquant-2:rot=1", "kvquant-mixed",
-    "K=kvquant-mixed:outliers=0,V=kvquant-3", "kvquant-3:norm=8"};
+    "K=kvquant-mixed:outliers=0,V=kvquant-3", "kvquant-3:norm=8", "kvquant-3:r=16", "K=kvquant-2:r=8,V=kvquant-3:r=24:sinks=0"};
 
 // Appends n random tokens to every layer, in steps of `step` with end_step() after each.
 void fill(KvCache& c, int n, int step, uint32_t seed) {

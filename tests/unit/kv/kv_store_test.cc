@@ -10,6 +10,7 @@
 #include "kv/composite_cache.h"
 #include "kv/kivi_store.h"
 #include "kv/kvquant_store.h"
+#include "quant/bits_accounting.h"
 #include "quant/codebook.h"
 
 namespace kvq {
@@ -280,6 +281,94 @@ TEST(KvquantStore, Norm8ValuesAndTheirLimit) {
     EXPECT_EQ(s->n_tokens(0), n);
     EXPECT_EQ(s->bytes_used(), bytes);
   }
+}
+
+// r=N: the newest N tokens past the sinks stay fp16 and are quantized as they leave, at the end
+// of a step. Each token then reads back exactly as a store without a window reads the same token
+// rounded to fp16 (what the window held); the allocation is what bytes_for and the bits
+// accounting say after every step; truncation and a refused append keep the counts.
+TEST(KvquantStore, WindowHoldsTheNewestTokensInFp16) {
+  const int n = 150, r = 16, row = int(kShape.row_values()), hd = kShape.head_dim;
+  const auto x = laplace_rows(n, size_t(row), 9, 4.0f);
+  std::vector<float> x16(x.size());
+  for (size_t i = 0; i < x.size(); ++i) x16[i] = round_to_f16(x[i]);
+  for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
+    for (double outliers : {0.0, 0.02}) {
+      KvquantOptions o;
+      o.bits = 3;
+      o.sinks = 1;
+      o.outliers = outliers;
+      const KvquantParams params = params_for(x, n, 3, 0.02, role);
+      auto plain = KvquantStore::make(kShape, test_pool(), role, o, params).value();
+      o.window = r;
+      auto win = KvquantStore::make(kShape, test_pool(), role, o, params).value();
+      auto* w = static_cast<KvquantStore*>(win.get());
+      EXPECT_NE(win->name().find(":r=16"), std::string::npos) << win->name();
+      EXPECT_FALSE(win->batch_invariant());
+      ASSERT_TRUE(plain->append(0, n, x16.data()).ok());
+      // A 40-token chunk, then one token per step.
+      for (int t = 0; t < n;) {
+        const int m = t == 0 ? 40 : 1;
+        for (int il = 0; il < kShape.n_layers; ++il) ASSERT_TRUE(win->append(il, m, x.data() + size_t(t) * row).ok());
+        t += m;
+        if (m > 1) {
+          EXPECT_EQ(w->n_window(0), m - 1);  // every token past the sink until the step ends
+        }
+        ASSERT_TRUE(win->end_step().ok());
+        EXPECT_EQ(w->n_window(0), std::min(r, t - 1));
+        EXPECT_EQ(win->n_tokens(1), t);
+        if (outliers == 0.0) {  // (a growing outlier page's capacity runs ahead of bytes_for)
+          EXPECT_EQ(win->bytes_used(), win->bytes_for(t)) << t;
+        }
+      }
+      std::vector<float> got(size_t(n) * hd), want(got.size());
+      for (int h = 0; h < kShape.n_kv_heads; ++h) {
+        win->read(0, h, 0, n, got.data());
+        plain->read(0, h, 0, n, want.data());
+        for (int t = 0; t < n; ++t) {
+          for (int d = 0; d < hd; ++d) {
+            const size_t i = size_t(t) * hd + size_t(d);
+            // The window's tokens as appended (fp16), the others as the plain store has them.
+            const float e = t >= n - r ? x16[size_t(t) * row + size_t(h * hd + d)] : want[i];
+            ASSERT_EQ(got[i], e) << t << " " << d;
+          }
+        }
+      }
+      // The bits accounting of the same spec counts what the store allocated (without outliers:
+      // 150 tokens end inside a page).
+      auto spec = parse_cache_spec(outliers > 0 ? "kvquant-3:r=16:outliers=0.02" : "kvquant-3:r=16:outliers=0");
+      ASSERT_TRUE(spec.ok());
+      EXPECT_EQ(spec->k.kvquant.window, r);
+      const CacheConfig cfg = cache_config(*spec, kShape);
+      const TensorBytes tb = account_bits(cfg, n).value().*(role == KvRole::kKey ? &BitsReport::k : &BitsReport::v);
+      if (outliers == 0.0) {
+        EXPECT_EQ(double(win->bytes_used()), tb.total());
+      }
+      EXPECT_EQ(tb.fp16_window, double(r + 1) * row * 2 * kShape.n_layers);
+      // A refused append changes nothing; truncation takes the window's tokens first.
+      std::vector<float> bad(size_t(row), 1.0f);
+      bad[5] = NAN;
+      const size_t bytes = win->bytes_used();
+      EXPECT_FALSE(win->append(0, 1, bad.data()).ok());
+      EXPECT_EQ(win->n_tokens(0), n);
+      EXPECT_EQ(w->n_window(0), r);
+      EXPECT_EQ(win->bytes_used(), bytes);
+      ASSERT_TRUE(win->truncate(n - 5).ok());
+      EXPECT_EQ(w->n_window(0), r - 5);
+      ASSERT_TRUE(win->truncate(n - 40).ok());
+      EXPECT_EQ(w->n_window(0), 0);
+      EXPECT_EQ(win->n_tokens(1), n - 40);
+      win->read(0, 1, 0, n - 40, got.data());
+      plain->read(0, 1, 0, n - 40, want.data());
+      for (size_t i = 0; i < size_t(n - 40) * hd; ++i) ASSERT_EQ(got[i], want[i]);
+      // Simulated quantization: nothing waits in the window.
+      win->set_eager(true);
+      ASSERT_TRUE(win->append(0, 3, x.data()).ok());
+      EXPECT_EQ(w->n_window(0), 0);
+    }
+  }
+  auto neg = parse_cache_spec("kvquant-3:r=-1");
+  EXPECT_FALSE(neg.ok());
 }
 
 TEST(CacheSpec, BadSpecsNameTheProblem) {

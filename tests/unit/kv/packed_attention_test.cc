@@ -30,7 +30,9 @@ const char* const kSpecs[] = {"f32", "f16", "q8_0", "q4_0", "int3", "int4:g=32",
                               "kvquant-4:prerope=0:qnorm=1",
                               // Rotated (kv/rotated_store.h): read() rotates back, attention does not.
                               "q4_0:rot=1", "int3:rot=1", "kivi-2:g=32:r=64:rot=1", "kvquant-4:prerope=0:rot=1",
-                              "K=kvquant-3,V=kvquant-3:rot=1"};
+                              "K=kvquant-3,V=kvquant-3:rot=1",
+                              // An fp16 window of the newest tokens after the packed body.
+                              "kvquant-3:r=16", "kvquant-2:outliers=0:sinks=0:r=8"};
 
 // Random keys, values and queries for positions [0, n), the keys and values appended to layer
 // il of cache in one step.
