@@ -409,12 +409,6 @@ Status KvquantStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
                          std::to_string(sinks) + " tokens and drop a multiple of " + std::to_string(page) +
                          " (asked: keep " + std::to_string(n_keep) + ", drop " + std::to_string(n_drop) + ")");
   }
-  // The pages dropped are the body's: a shift never reaches into the fp16 window.
-  const int body = layers_.empty() ? 0 : layers_[0].quant.n_tokens();
-  if (n_drop > body) {
-    return unimplemented("kvquant shifts whole pages of its quantized tokens: drop " + std::to_string(n_drop) +
-                         " asks for more than the " + std::to_string(body) + " held outside its sinks and window");
-  }
   return ok_status();
 }
 
@@ -422,8 +416,18 @@ Status KvquantStore::check_shift(int n_keep, int n_drop, bool rerotate) const {
 // pre-RoPE keys take their new positions at attention time (§2).
 void KvquantStore::shift(int n_keep, int n_drop, const Rope* rope) {
   for (auto& l : layers_) {
-    l.quant.erase(0, n_drop);
-    if (opts_.outliers > 0.0) l.outliers.drop_front_pages(size_t(n_drop));
+    const int body = l.quant.n_tokens();
+    if (n_drop <= body) {
+      l.quant.erase(0, n_drop);
+      if (opts_.outliers > 0.0) l.outliers.drop_front_pages(size_t(n_drop));
+      continue;
+    }
+    // A context of fewer than a page past its sinks and window: the whole body goes, then the
+    // window's oldest rows.
+    l.quant.erase(0, body);
+    l.outliers.truncate(0);
+    l.window.erase(0, n_drop - body);
+    l.window.compact();
   }
 }
 

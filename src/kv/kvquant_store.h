@@ -87,7 +87,8 @@ class KvquantStore final : public KvStore {
   // Simulated quantization: every token past the sinks is quantized as it is appended.
   void set_eager(bool eager) override { eager_ = eager; }
   // Drops whole pages after the sinks: n_keep must be the sinks held, n_drop a multiple of the
-  // page size within the quantized tokens. Keys stored after RoPE (prerope=0) are refused.
+  // page size (past the quantized tokens, into the window's oldest). Keys stored after RoPE
+  // (prerope=0) are refused.
   Status check_shift(int n_keep, int n_drop, bool rerotate) const override;
   void shift(int n_keep, int n_drop, const Rope* rope) override;
   int sink_tokens() const override { return opts_.sinks; }

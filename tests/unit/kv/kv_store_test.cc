@@ -361,6 +361,28 @@ TEST(KvquantStore, WindowHoldsTheNewestTokensInFp16) {
       win->read(0, 1, 0, n - 40, got.data());
       plain->read(0, 1, 0, n - 40, want.data());
       for (size_t i = 0; i < size_t(n - 40) * hd; ++i) ASSERT_EQ(got[i], want[i]);
+      // A shift past the body reaches into the window: its oldest rows go too (a context of
+      // fewer than a page past the sinks and the window).
+      {
+        auto small = KvquantStore::make(kShape, test_pool(), role, o, params).value();
+        auto* sw = static_cast<KvquantStore*>(small.get());
+        for (int t = 0; t < 70; ++t) {
+          for (int il = 0; il < kShape.n_layers; ++il) ASSERT_TRUE(small->append(il, 1, x.data() + size_t(t) * row).ok());
+          ASSERT_TRUE(small->end_step().ok());
+        }
+        ASSERT_EQ(sw->n_window(0), r);  // 1 sink, 53 quantized, 16 fp16
+        ASSERT_TRUE(small->check_shift(1, 64, false).ok());
+        small->shift(1, 64, nullptr);
+        EXPECT_EQ(small->n_tokens(0), 6);
+        EXPECT_EQ(sw->n_window(0), 5);
+        small->read(0, 0, 1, 5, got.data());
+        for (int t = 0; t < 5; ++t) {
+          for (int d = 0; d < hd; ++d) ASSERT_EQ(got[size_t(t) * hd + d], x16[size_t(65 + t) * row + d]);
+        }
+        if (outliers == 0.0) {
+          EXPECT_EQ(small->bytes_used(), small->bytes_for(6));
+        }
+      }
       // Simulated quantization: nothing waits in the window.
       win->set_eager(true);
       ASSERT_TRUE(win->append(0, 3, x.data()).ok());
