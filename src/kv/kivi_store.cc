@@ -117,11 +117,7 @@ Status KiviStore::end_step_layer(int il) {
   } else if (w > residual_) {
     KVQ_RETURN_IF_ERROR(flush(il, w - residual_));
   }
-  // After a prefill chunk, back to the steady window (a smaller block: cannot fail for lack of
-  // budget, but may for lack of memory, which leaves the larger one).
-  if (l.window.capacity() > window_rows() && l.window.size() <= window_rows()) {
-    (void)l.window.reallocate(window_rows());
-  }
+  l.window.shrink(window_rows());  // after a prefill chunk, back to the steady window
   return ok_status();
 }
 
@@ -132,16 +128,8 @@ Status KiviStore::end_step() {
 
 Status KiviStore::append(int il, int n, const float* x) {
   Layer& l = layers_[size_t(il)];
-  const size_t row = shape().row_values();
   KVQ_RETURN_IF_ERROR(end_step_layer(il));
-  for (size_t i = 0; i < size_t(n) * row; ++i) {
-    if (!std::isfinite(x[i])) return invalid_argument("kivi: non-finite K/V value");
-  }
-  const int old = l.window.size();
-  KVQ_RETURN_IF_ERROR(l.window.push(n, window_rows()));
-  for (int t = 0; t < n; ++t) {
-    cpu::convert_f32_to_f16(x + size_t(t) * row, reinterpret_cast<f16_t*>(l.window.row(old + t)), row);
-  }
+  KVQ_RETURN_IF_ERROR(l.window.push_f16(x, n, window_rows(), "kivi K/V"));
   if (eager_ || residual_ == 0) {
     // Simulated quantization: everything quantized now (keys in whole G-token groups; a
     // trailing partial group stays fp16 until it fills).

@@ -170,17 +170,11 @@ Status KvquantStore::append(int il, int n, const float* x) {
     l.window.truncate(win0);
     return s;
   };
-  auto check = [&](const float* xr) {
-    for (size_t i = 0; i < row; ++i) {
-      if (!std::isfinite(xr[i])) return invalid_argument("kvquant: non-finite K/V value");
-    }
-    return ok_status();
-  };
   int t = 0;
   for (; t < n && l.sink.n_tokens() < opts_.sinks && l.quant.n_tokens() == 0 && l.window.size() == 0; ++t) {
     // Attention sink (§5.3): the first tokens are kept in fp16.
     const float* xr = x + size_t(t) * row;
-    if (Status st = check(xr); !st.ok()) return rollback(st);
+    if (Status st = check_finite(xr, row, "kvquant K/V", true); !st.ok()) return rollback(st);
     const int s = l.sink.n_tokens();
     if (Status st = l.sink.resize(s + 1); !st.ok()) return rollback(st);
     cpu::convert_f32_to_f16(xr, sink_row.data(), row);
@@ -192,12 +186,9 @@ Status KvquantStore::append(int il, int n, const float* x) {
     return ok_status();
   }
   // The window: the tokens wait in fp16 until end_step() (or, simulating, go on at once).
-  for (int i = t; i < n; ++i) {
-    if (Status st = check(x + size_t(i) * row); !st.ok()) return rollback(st);
-  }
-  if (Status st = l.window.push(n - t, kvquant_window_rows(opts_.window)); !st.ok()) return rollback(st);
-  for (int i = t; i < n; ++i) {
-    cpu::convert_f32_to_f16(x + size_t(i) * row, reinterpret_cast<f16_t*>(l.window.row(win0 + i - t)), row);
+  if (Status st = l.window.push_f16(x + size_t(t) * row, n - t, kvquant_window_rows(opts_.window), "kvquant K/V");
+      !st.ok()) {
+    return rollback(st);
   }
   if (eager_) {
     if (Status st = flush(l, l.window.size()); !st.ok()) return rollback(st);
@@ -225,10 +216,7 @@ Status KvquantStore::end_step_layer(Layer& l) {
   if (opts_.window == 0) return ok_status();
   const int w = l.window.size();
   if (w > opts_.window) KVQ_RETURN_IF_ERROR(flush(l, w - opts_.window));
-  // After a prefill chunk, back to the steady ring (a smaller block: may fail only for lack of
-  // memory, which keeps the larger one).
-  const int steady = kvquant_window_rows(opts_.window);
-  if (l.window.capacity() > steady && l.window.size() <= steady) (void)l.window.reallocate(steady);
+  l.window.shrink(kvquant_window_rows(opts_.window));  // after a prefill chunk, back to the steady ring
   return ok_status();
 }
 

@@ -11,9 +11,12 @@
 #include <string_view>
 
 #include "base/check.h"
+#include "base/fp16.h"
 #include "io/byte_stream.h"
+#include "kernels/cpu/ops.h"
 #include "kv/page_pool.h"
 #include "kvq/status.h"
+#include "quant/common.h"
 
 namespace kvq {
 
@@ -51,6 +54,22 @@ class RowRing {
     if (n_ + n > cap_) KVQ_RETURN_IF_ERROR(reallocate(std::max(n_ + n, min_cap)));
     n_ += n;
     return ok_status();
+  }
+  // Adds x [n, row_bytes / 2] at the back as fp16 rows (the windows' rows), growing to at least
+  // min_cap rows. A value that is not finite or beyond fp16's range is refused first (`what`
+  // names the input), before anything changes.
+  Status push_f16(const float* x, int n, int min_cap, const char* what) {
+    const size_t values = row_ / sizeof(f16_t);
+    KVQ_RETURN_IF_ERROR(check_finite(x, size_t(n) * values, what, true));
+    const int old = n_;
+    KVQ_RETURN_IF_ERROR(push(n, min_cap));
+    for (int t = 0; t < n; ++t) cpu::convert_f32_to_f16(x + size_t(t) * values, reinterpret_cast<f16_t*>(row(old + t)), values);
+    return ok_status();
+  }
+  // Back to a block of `rows` rows once it holds no more (after a prefill chunk): a smaller
+  // block, so it can fail only for lack of memory, which keeps the larger one.
+  void shrink(int rows) {
+    if (cap_ > rows && n_ <= rows) (void)reallocate(rows);
   }
   void pop_front(int n) {
     KVQ_CHECK(n >= 0 && n <= n_);

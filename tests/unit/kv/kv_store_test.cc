@@ -183,6 +183,22 @@ TEST(KiviStore, WindowBoundariesInDecode) {
   }
 }
 
+// A KIVI window refuses what fp16 cannot hold (it would keep it as Inf), before anything changes.
+TEST(KiviStore, WindowRefusesValuesBeyondFp16) {
+  for (KvRole role : {KvRole::kKey, KvRole::kValue}) {
+    auto s = kivi(role, 16);
+    std::vector<float> x(kShape.row_values(), 0.5f);
+    ASSERT_TRUE(s->append(0, 1, x.data()).ok());
+    for (float bad : {1e5f, NAN}) {
+      x[7] = bad;
+      const Status st = s->append(0, 1, x.data());
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(st.message().find("kivi K/V"), std::string::npos) << st.message();
+      EXPECT_EQ(s->n_tokens(0), 1);
+    }
+  }
+}
+
 // A batched prefill of T tokens is attended in fp16 and settled at the next append:
 // T - (T mod R) keys and T - R values quantized (kivi.md §1.4).
 TEST(KiviStore, PrefillThenSettle) {
@@ -350,6 +366,12 @@ TEST(KvquantStore, WindowHoldsTheNewestTokensInFp16) {
       bad[5] = NAN;
       const size_t bytes = win->bytes_used();
       EXPECT_FALSE(win->append(0, 1, bad.data()).ok());
+      EXPECT_EQ(win->n_tokens(0), n);
+      // So does a value fp16 cannot hold (the window would keep it as Inf).
+      bad[5] = 1e5f;
+      const Status big = win->append(0, 1, bad.data());
+      EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(big.message().find("exceeds the fp16 range"), std::string::npos) << big.message();
       EXPECT_EQ(win->n_tokens(0), n);
       EXPECT_EQ(w->n_window(0), r);
       EXPECT_EQ(win->bytes_used(), bytes);
