@@ -101,6 +101,16 @@ StatusOr<CalibrationFile> CalibrationFile::build(const KvActivations& acts, cons
   return f;
 }
 
+CacheConfig planned_cache_config(const CalibrationMeta& meta, int bits) {
+  CacheConfig c = kvquant_config(int(meta.n_layers), int(meta.n_kv_heads), int(meta.head_dim), bits, meta.outliers,
+                                 meta.sinks);
+  c.v.outlier_fraction = meta.v_outliers;
+  c.v.norm8 = meta.norm_bits == 8;  // the values' per-token norm in 2 bytes
+  set_kvquant_window(&c.k, meta.residual);
+  set_kvquant_window(&c.v, meta.residual);
+  return c;
+}
+
 Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_budget, int context, bool per_head) {
   // Per-layer (per-head) widths: every layer's (head's) K and V error at each width, with this
   // file's codebooks.
@@ -125,14 +135,8 @@ Status CalibrationFile::choose_widths(const KvActivations& acts, double bits_bud
       for (size_t i = 0; i < n_items; ++i) (keys ? k_err : v_err)[i][size_t(bits - 2)] = e[i];
     }
   }
-  // Accounted as the cache will allocate: with norm=8 the values' per-token norm is 2 bytes.
-  CacheConfig base = kvquant_config(n_layers, int(meta_.n_kv_heads), int(meta_.head_dim), 3, meta_.outliers,
-                                    meta_.sinks);
-  base.v.norm8 = meta_.norm_bits == 8;
-  set_kvquant_window(&base.k, meta_.residual);
-  set_kvquant_window(&base.v, meta_.residual);
-  base.v.outlier_fraction = meta_.v_outliers;
-  KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(base, context, bits_budget, k_err, v_err, per_head));
+  KVQ_ASSIGN_OR_RETURN(MixedPlan plan, plan_mixed_precision(planned_cache_config(meta_, 3), context, bits_budget, k_err,
+                                                            v_err, per_head));
   meta_.bits_budget = bits_budget;
   meta_.budget_context = context;
   mixed_ = std::move(plan);

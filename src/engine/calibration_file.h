@@ -57,6 +57,11 @@ struct CalibrationMeta {
   bool per_head_widths = false;
 };
 
+// The cache --bits-budget plans for, accounted as it will allocate: kvquant at `bits` in every
+// layer of meta's model (n_layers, n_kv_heads, head_dim) with meta's key and value outlier
+// fractions, sinks, value norm and fp16 window.
+CacheConfig planned_cache_config(const CalibrationMeta& meta, int bits);
+
 class CalibrationFile {
  public:
   // Derives everything from captured activations (with Fisher unless weighting is none).

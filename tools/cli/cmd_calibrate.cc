@@ -156,12 +156,16 @@ Status run(const std::vector<std::string>& argv) {
   for (const auto& [b_text, bits_budget] : bs) {
     const ModelConfig& mc = model->config();
     for (const auto& o : os) {
-      CacheConfig all2 = kvquant_config(mc.n_layers, mc.n_kv_heads, mc.head_dim, 2, o.second, sinks);
-      all2.v.norm8 = norm == 8;
-      set_kvquant_window(&all2.k, residual);
-      set_kvquant_window(&all2.v, residual);
-      all2.v.outlier_fraction = values_fraction(o.second);
-      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(all2, budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
+      CalibrationMeta m;
+      m.n_layers = uint32_t(mc.n_layers);
+      m.n_kv_heads = uint32_t(mc.n_kv_heads);
+      m.head_dim = uint32_t(mc.head_dim);
+      m.outliers = o.second;
+      m.v_outliers = values_fraction(o.second);
+      m.sinks = sinks;
+      m.norm_bits = norm;
+      m.residual = residual;
+      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(planned_cache_config(m, 2), budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
       if (r.bits_per_value() > bits_budget) {
         char m[200];
         std::snprintf(m, sizeof m, "--bits-budget %g is below %.3f bits per value, what every layer at 2 bits "
