@@ -4,6 +4,10 @@
 // decoded once from the packed pages and used by every query of the group), the chunk's
 // softmax is taken in one pass over its scores, and the values are accumulated tile by tile.
 // Each chunk yields a state {max, sum, normalized output}; states merge left to right.
+// A decode task takes a span of KV heads of one chunk and reads their runs page by page, the
+// heads of a page in order: a page holds its heads one after another (kv/paged_rows.h), so the
+// task streams through it, where a task per head jumped a page (16-512 KB) every 64 tokens.
+// f16 at 32K tokens went from 36% to 83% of the read bandwidth (docs/PERFORMANCE.md).
 #include "attention/attention.h"
 
 #include <algorithm>
@@ -27,6 +31,7 @@ namespace {
 constexpr int kTile = Rope::kKeyOffsets;  // tokens per run (key offsets tabulated)
 constexpr int kSubTile = 16;              // tokens decoded at a time: the f32 tile stays in L1
 constexpr int kQueryBlock = 16;           // query tokens per prefill task
+constexpr int kMaxSpan = 64;              // KV heads per decode task, at most
 
 // Softmax state of one query over some keys: out is normalized by sum.
 struct SoftState {
@@ -52,27 +57,31 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
   a.sum = wa + wb;
 }
 
-// Calls fn(run, pos) for the runs of head h covering positions [a, b): at most kTile tokens,
-// never across a page, starting at positions fixed by the segment layout and a. Before each
-// run, what the next one reads first is prefetched where that was measured to help
-// (prefetch_run: KIVI key blocks, KVQuant outlier lists).
+// Calls fn(run, pos, g) for the runs of heads [h0, h0 + n_heads) covering positions [a, b):
+// at most kTile tokens, never across a page, starting at positions fixed by the segment layout
+// and a; at each position the heads in order (head g of the span is h0 + g), so that a page's
+// heads, which lie one after another in it (kv/paged_rows.h), are read as one stream. Before
+// each run, what the next one reads first is prefetched where that was measured to help
+// (prefetch_run: KIVI key blocks, KVQuant outlier lists and 2-bit rows).
 template <class Fn>
-void for_each_run(const KvStoreView& sv, int h, int a, int b, const Fn& fn) {
+void for_each_run(const KvStoreView& sv, int h0, int n_heads, int a, int b, const Fn& fn) {
   for (int si = 0; si < sv.n_segments; ++si) {
     const KvSegment& s = sv.seg[si];
     const int lo = std::max(a, s.t0), hi = std::min(b, s.t0 + s.n);
-    auto run_at = [&](int t) { return s.run(h, t - s.t0, std::min({hi - t, s.page_left(t - s.t0), kTile})); };
     if (lo >= hi) continue;
-    KvRun run = run_at(lo);
-    for (int t = lo; t < hi;) {
-      const int next = t + run.n;
+    auto len = [&](int t) { return std::min({hi - t, s.page_left(t - s.t0), kTile}); };
+    int t = lo, g = 0;
+    KvRun run = s.run(h0, t - s.t0, len(t));
+    while (t < hi) {
+      int nt = t, ng = g + 1;
+      if (ng == n_heads) nt = t + run.n, ng = 0;
       KvRun after;
-      if (next < hi) {
-        after = run_at(next);
+      if (nt < hi) {
+        after = s.run(h0 + ng, nt - s.t0, len(nt));
         prefetch_run(after);
       }
-      fn(run, t);
-      t = next;
+      fn(run, t, g);
+      t = nt, g = ng;
       run = after;
     }
   }
@@ -97,7 +106,7 @@ void rotate_rows(const Call& c, float* x, int n_rows, bool inverse) {
   ref::hadamard_rows_ref(x, n_rows, c.p->head_dim, c.signs.data(), inverse);
 }
 
-// The per-worker buffers of one task.
+// One KV head's buffers in a task (the tile is shared by the task's heads).
 struct Work {
   float* qbuf;   // [n_q][hd] queries as given (f16-rounded when the keys are)
   float* qrot;   // [n_q][hd] queries rotated for the current run (pre-RoPE)
@@ -113,22 +122,32 @@ size_t q8_floats(int n_q, int hd) {
   return (size_t(n_q) * size_t(hd / kQK8_0) * sizeof(BlockQ8_0) + sizeof(float) - 1) / sizeof(float);
 }
 
-size_t work_floats(int n_q, int hd) {
-  return size_t(n_q) * (4 * size_t(hd) + kAttentionChunk) + size_t(kTile) * size_t(hd) +
-         2 * size_t(n_q) + q8_floats(n_q, hd) + 64;
+// One head's buffers, in whole cache lines.
+size_t head_floats(int n_q, int hd) {
+  const size_t f = size_t(n_q) * (4 * size_t(hd) + kAttentionChunk) + 2 * size_t(n_q) + q8_floats(n_q, hd);
+  return (f + 15) / 16 * 16;
 }
 
-Work carve(float* base, int n_q, int hd) {
-  Work w;
-  w.qbuf = base;
-  w.qrot = w.qbuf + size_t(n_q) * hd;
-  w.qc = w.qrot + size_t(n_q) * hd;
-  w.tile = w.qc + size_t(n_q) * hd;
-  w.s = w.tile + size_t(kTile) * hd;
-  w.o = w.s + size_t(n_q) * kAttentionChunk;
-  w.st = reinterpret_cast<SoftState*>(w.o + size_t(n_q) * hd);
-  w.q8 = reinterpret_cast<BlockQ8_0*>(w.st + n_q);
-  return w;
+// The buffers of a task over n_heads KV heads.
+size_t work_floats(int n_heads, int n_q, int hd) {
+  return size_t(kTile) * size_t(hd) + size_t(n_heads) * head_floats(n_q, hd) + 64;
+}
+
+// w[g], g < n_heads: head g's buffers, carved from base (work_floats(n_heads, n_q, hd) floats).
+void carve(float* base, int n_heads, int n_q, int hd, Work* w) {
+  float* tile = base;
+  float* b = tile + size_t(kTile) * hd;
+  for (int g = 0; g < n_heads; ++g, b += head_floats(n_q, hd)) {
+    Work& x = w[g];
+    x.tile = tile;
+    x.qbuf = b;
+    x.qrot = x.qbuf + size_t(n_q) * hd;
+    x.qc = x.qrot + size_t(n_q) * hd;
+    x.s = x.qc + size_t(n_q) * hd;
+    x.o = x.s + size_t(n_q) * kAttentionChunk;
+    x.st = reinterpret_cast<SoftState*>(x.o + size_t(n_q) * hd);
+    x.q8 = reinterpret_cast<BlockQ8_0*>(x.st + n_q);
+  }
 }
 
 void softmax_rows(KernelPath path, float* x, int n, bool round_f16, SoftState* st) {
@@ -275,9 +294,10 @@ void rotate_queries(const Call& c, float* q, int n_q, const float* cs) {
   for (int i = 0; i < n_q; ++i) rope.rotate(q + size_t(i) * size_t(c.p->head_dim), cs, true);
 }
 
-// The state of queries w.qbuf[0, n_q) of KV head h (query i at position pos[i / group]) over
-// chunk ci: w.st and w.o. Depends only on the queries, the chunk and its contents.
-void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos) {
+// The states of queries w[g].qbuf[0, n_q) of KV heads h0 + g, g < n_heads (query i at
+// position pos[i / group]) over chunk ci: w[g].st and w[g].o. Each head's state depends only on
+// its queries, the chunk and its contents, not on the heads taken with it.
+void chunk_state(const Call& c, Work* w, int h0, int n_heads, int ci, int n_q, const int* pos) {
   const int hd = c.p->head_dim;
   const int c0 = ci * kAttentionChunk;
   int last = 0;
@@ -289,35 +309,43 @@ void chunk_state(const Call& c, Work& w, int h, int ci, int n_q, const int* pos)
     any = window_start(c, pos[i / c.group], c0, n_valid) < n_valid;
   }
   if (!any) {
-    std::fill(w.st, w.st + n_q, SoftState{});
-    std::memset(w.o, 0, size_t(n_q) * hd * sizeof(float));
+    for (int g = 0; g < n_heads; ++g) {
+      std::fill(w[g].st, w[g].st + n_q, SoftState{});
+      std::memset(w[g].o, 0, size_t(n_q) * hd * sizeof(float));
+    }
     return;
   }
-  const float* q = w.qbuf;
   if (c.k.pre_rope) {
-    // q . R(c0 + r + j) k = (R(r)^T R(c0)^T q) . (R(j) k): rotate the query to the chunk start.
-    std::memcpy(w.qc, w.qbuf, size_t(n_q) * hd * sizeof(float));
-    rotate_queries(c, w.qc, n_q, &c.chunk_rot[size_t(ci) * c.p->rope->rope_dim()]);
-  }
-  for_each_run(c.k, h, c0, c1, [&](const KvRun& run, int t) {
-    if (c.k.pre_rope) {
-      std::memcpy(w.qrot, w.qc, size_t(n_q) * hd * sizeof(float));
-      rotate_queries(c, w.qrot, n_q, c.p->rope->offset(t - c0));
-      q = w.qrot;
+    // q . R(c0 + r + j) k = (R(r)^T R(c0)^T q) . (R(j) k): rotate the queries to the chunk start.
+    for (int g = 0; g < n_heads; ++g) {
+      std::memcpy(w[g].qc, w[g].qbuf, size_t(n_q) * hd * sizeof(float));
+      rotate_queries(c, w[g].qc, n_q, &c.chunk_rot[size_t(ci) * c.p->rope->rope_dim()]);
     }
-    score_run(c, w, run, q, n_q, w.s + (t - c0));
-  });
-  for (int i = 0; i < n_q; ++i) {
-    float* si = w.s + size_t(i) * kAttentionChunk;
-    const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
-    const int first = window_start(c, pos[i / c.group], c0, n_valid);
-    w.st[i] = SoftState{};
-    if (n_valid > first) softmax_rows(c.path, si + first, n_valid - first, c.v.f16_numerics, &w.st[i]);
-    std::fill(si, si + first, 0.0f);
-    std::fill(si + std::max(n_valid, first), si + (c1 - c0), 0.0f);
   }
-  std::memset(w.o, 0, size_t(n_q) * hd * sizeof(float));
-  for_each_run(c.v, h, c0, c1, [&](const KvRun& run, int t) { accumulate_run(c, w, run, w.s + (t - c0), n_q); });
+  for_each_run(c.k, h0, n_heads, c0, c1, [&](const KvRun& run, int t, int g) {
+    Work& x = w[g];
+    const float* q = x.qbuf;
+    if (c.k.pre_rope) {
+      std::memcpy(x.qrot, x.qc, size_t(n_q) * hd * sizeof(float));
+      rotate_queries(c, x.qrot, n_q, c.p->rope->offset(t - c0));
+      q = x.qrot;
+    }
+    score_run(c, x, run, q, n_q, x.s + (t - c0));
+  });
+  for (int g = 0; g < n_heads; ++g) {
+    for (int i = 0; i < n_q; ++i) {
+      float* si = w[g].s + size_t(i) * kAttentionChunk;
+      const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
+      const int first = window_start(c, pos[i / c.group], c0, n_valid);
+      w[g].st[i] = SoftState{};
+      if (n_valid > first) softmax_rows(c.path, si + first, n_valid - first, c.v.f16_numerics, &w[g].st[i]);
+      std::fill(si, si + first, 0.0f);
+      std::fill(si + std::max(n_valid, first), si + (c1 - c0), 0.0f);
+    }
+    std::memset(w[g].o, 0, size_t(n_q) * hd * sizeof(float));
+  }
+  for_each_run(c.v, h0, n_heads, c0, c1,
+               [&](const KvRun& run, int t, int g) { accumulate_run(c, w[g], run, w[g].s + (t - c0), n_q); });
 }
 
 // q: [hd] to its q8_0 blocks q8, and q to their values, as llama.cpp rounds a query for q4_0 /
@@ -383,17 +411,20 @@ struct Plan {
   int n_tokens = 0;
   float* out = nullptr;
   int n_chunks = 0;
-  bool split = false;  // decode: tasks (chunk, KV head), then a merge task per KV head
+  bool split = false;  // decode: tasks (chunk, span of KV heads), then a merge task per KV head
   int n_q = 0;         // split: queries per KV head
+  int span = 1;        // split: KV heads per task (a divisor of n_kv_heads)
   int n_blocks = 0;    // otherwise: blocks of kQueryBlock query tokens
   size_t state0 = 0;   // split: where its chunk states start in the shared buffer
   size_t state_floats = 0;
-  int64_t tasks() const { return split ? int64_t(n_chunks) * c.p->n_kv_heads : int64_t(c.p->n_kv_heads) * n_blocks; }
+  int64_t tasks() const {
+    return split ? int64_t(n_chunks) * (c.p->n_kv_heads / span) : int64_t(c.p->n_kv_heads) * n_blocks;
+  }
   size_t scratch_floats() const {
     const int hd = c.p->head_dim;
-    if (split) return work_floats(n_q, hd);
+    if (split) return work_floats(span, n_q, hd);
     const int max_q = kQueryBlock * c.group;
-    return work_floats(max_q, hd) + size_t(max_q) * (size_t(hd) + 2);
+    return work_floats(1, max_q, hd) + size_t(max_q) * (size_t(hd) + 2);
   }
 };
 
@@ -430,6 +461,20 @@ Status make_plan(ExecContext& ctx, const AttentionParams& p, int il, const Atten
   plan->n_q = item.n_tokens * c.group;
   plan->n_blocks = (item.n_tokens + kQueryBlock - 1) / kQueryBlock;
   plan->state_floats = size_t(plan->n_q) * (size_t(p.head_dim) + 2);
+  // A decode task takes a span of KV heads of one chunk, their runs page by page, so that it
+  // reads each page's heads as one stream (for_each_run): the widest span that leaves at least
+  // kTasksPerThread tasks per thread. Each head's state is the same whatever its span, so the
+  // thread count changes only the order of the work, never a result.
+  constexpr int64_t kTasksPerThread = 8;
+  if (plan->split) {
+    const int64_t want = kTasksPerThread * ctx.pool().n_threads();
+    plan->span = 1;
+    for (int d = 1; d <= p.n_kv_heads; ++d) {
+      if (p.n_kv_heads % d != 0 || p.n_kv_heads / d > kMaxSpan) continue;
+      plan->span = p.n_kv_heads / d;
+      if (int64_t(plan->n_chunks) * d >= want) break;
+    }
+  }
   return ok_status();
 }
 
@@ -439,16 +484,20 @@ void run_task(ExecContext& ctx, const Plan& plan, int64_t task, int worker, size
   const AttentionParams& p = *c.p;
   const int hd = p.head_dim;
   if (plan.split) {
-    // Decode: one task per (chunk, KV head), chunk-major so the heads of a chunk run together
-    // (their rows share cache lines); the merge tasks then take each head's chunks in order.
-    const int ci = int(task / p.n_kv_heads), h = int(task % p.n_kv_heads);
-    Work w = carve(ctx.scratch(worker, scratch), plan.n_q, hd);
+    // Decode: one task per (chunk, span of KV heads), chunk-major; the merge tasks then take
+    // each head's chunks in order.
+    const int n_spans = p.n_kv_heads / plan.span;
+    const int ci = int(task / n_spans), h0 = int(task % n_spans) * plan.span;
+    Work w[kMaxSpan];
+    carve(ctx.scratch(worker, scratch), plan.span, plan.n_q, hd, w);
     int pos[kQueryBlock];
-    load_queries(c, w, h, 0, plan.n_tokens, pos);
-    chunk_state(c, w, h, ci, plan.n_q, pos);
-    float* dst = states + plan.state0 + size_t(task) * plan.state_floats;
-    std::memcpy(dst, w.o, size_t(plan.n_q) * hd * sizeof(float));
-    std::memcpy(dst + size_t(plan.n_q) * hd, w.st, size_t(plan.n_q) * sizeof(SoftState));
+    for (int g = 0; g < plan.span; ++g) load_queries(c, w[g], h0 + g, 0, plan.n_tokens, pos);
+    chunk_state(c, w, h0, plan.span, ci, plan.n_q, pos);
+    for (int g = 0; g < plan.span; ++g) {
+      float* dst = states + plan.state0 + (size_t(ci) * p.n_kv_heads + size_t(h0 + g)) * plan.state_floats;
+      std::memcpy(dst, w[g].o, size_t(plan.n_q) * hd * sizeof(float));
+      std::memcpy(dst + size_t(plan.n_q) * hd, w[g].st, size_t(plan.n_q) * sizeof(SoftState));
+    }
     return;
   }
   // Prefill: one task per (KV head, block of query tokens); chunks are visited in order and
@@ -457,15 +506,16 @@ void run_task(ExecContext& ctx, const Plan& plan, int64_t task, int worker, size
   const int t0 = b * kQueryBlock, n = std::min(kQueryBlock, plan.n_tokens - t0);
   const int max_q = kQueryBlock * c.group;
   float* base = ctx.scratch(worker, scratch);
-  Work w = carve(base, max_q, hd);
-  float* acc = base + work_floats(max_q, hd);
+  Work w;
+  carve(base, 1, max_q, hd, &w);
+  float* acc = base + work_floats(1, max_q, hd);
   auto* acc_st = reinterpret_cast<SoftState*>(acc + size_t(max_q) * hd);
   int pos[kQueryBlock];
   const int n_q = load_queries(c, w, h, t0, n, pos);
   for (int i = 0; i < n_q; ++i) acc_st[i] = SoftState{};
   const int last_chunk = pos[n - 1] / kAttentionChunk;
   for (int ci = 0; ci <= last_chunk; ++ci) {
-    chunk_state(c, w, h, ci, n_q, pos);
+    chunk_state(c, &w, h, 1, ci, n_q, pos);
     for (int i = 0; i < n_q; ++i) merge_state(acc_st[i], acc + size_t(i) * hd, w.st[i], w.o + size_t(i) * hd, hd);
   }
   store_output(c, acc, h, t0, n, plan.out);
@@ -475,7 +525,8 @@ void run_task(ExecContext& ctx, const Plan& plan, int64_t task, int worker, size
 void merge_head(ExecContext& ctx, const Plan& plan, int h, int worker, size_t scratch, const float* states) {
   const Call& c = plan.c;
   const int hd = c.p->head_dim, n_q = plan.n_q;
-  Work w = carve(ctx.scratch(worker, scratch), n_q, hd);
+  Work w;
+  carve(ctx.scratch(worker, scratch), 1, n_q, hd, &w);
   std::fill(w.st, w.st + n_q, SoftState{});
   for (int ci = 0; ci < plan.n_chunks; ++ci) {
     const float* src = states + plan.state0 + (size_t(ci) * c.p->n_kv_heads + size_t(h)) * plan.state_floats;
@@ -504,7 +555,7 @@ Status attend_batch(ExecContext& ctx, const AttentionParams& p, int il, std::spa
     }
     if (plan.split) {
       plan.state0 = n_states;
-      n_states += size_t(plan.tasks()) * plan.state_floats;
+      n_states += size_t(plan.n_chunks) * size_t(p.n_kv_heads) * plan.state_floats;
     }
     scratch = std::max(scratch, plan.scratch_floats());
     first[i + 1] = first[i] + plan.tasks();

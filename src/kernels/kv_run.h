@@ -125,10 +125,14 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    the loads' misses were ~17% of that kernel's samples, with it ~5%; and those of 2-bit
 //    values with their norms, which the integer kernel (kv_fused_codebook_values.cc) reads four
 //    rows at a time (its samples over the key kernel's 0.51 -> 0.43).
-// Not for the rows of the other formats: one touch per per-token-group run (int4) gained
-// nothing, touching every 4 KiB page of each run cost f16, q4_0, q8_0 and kvquant-3 10-25%, and
-// prefetching the first 256 bytes of KVQuant's other rows (3 and 4 bits) changed nothing
-// measurable.
+//  - every row of an f16 run (16 KiB at head_dim 128): attention reads a page's heads one
+//    after another, and asked for a run ahead they kept f16 at 32K tokens at 88-93% of the read
+//    bandwidth on LLaMA-7B's shape where the hardware prefetcher alone gave 77-83% (~8% less
+//    time; docs/PERFORMANCE.md, "Heads of a page in one stream").
+// Not for the rows of the other formats: whole runs of q8_0 and q4_0 asked for ahead took 5-10%
+// more time, as their kernels are bound by their arithmetic there; one touch per
+// per-token-group run (int4) gained nothing, and prefetching the first 256 bytes of KVQuant's
+// other rows (3 and 4 bits) changed nothing measurable.
 inline void prefetch_run(const KvRun& r) {
   if (r.out_ptr != nullptr && r.out_sealed && r.n > 0) {
     uint32_t e;  // the head's first entry (quant/outlier_layout.h), from the block's pointers
@@ -152,6 +156,10 @@ inline void prefetch_run(const KvRun& r) {
       const uint8_t* norms = r.rows + r.norm_off;
       for (size_t o = 0; o < size_t(r.n) * r.meta_stride; o += 64) __builtin_prefetch(norms + o);
     }
+    return;
+  }
+  if (r.format == KvFormat::kF16) {
+    for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
     return;
   }
   if (r.format != KvFormat::kUniformCols || r.n == 0) return;

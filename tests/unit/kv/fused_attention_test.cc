@@ -611,6 +611,44 @@ TEST(FusedAttention, SplitKIsThreadInvariantAndPrefillEqualsDecode) {
   }
 }
 
+// A decode task takes a span of KV heads of one chunk, read page by page and head by head
+// (attention.cc); the span is chosen from the chunk count and the thread count. Here 10 chunks
+// of 8 KV heads give spans of 8, 4, 2 and 1 for 1, 2, 3 and 7 threads: every span must give
+// each head the same bits (span 1 is the decode that the test above ties to prefill). Sinks
+// and fp16 windows make several segments, whose runs the spans cross.
+TEST(FusedAttention, DecodeSpansOfHeadsGiveTheSameBits) {
+  const int n = 9 * kAttentionChunk + 77;
+  for (const HeadShape s : {HeadShape{8, 8, 64}, HeadShape{16, 8, 64}})
+  for (const char* f : {"f16", "q4_0", "q8_0", "kvquant-2", "kvquant-3:sinks=3:r=16", "kvquant-2:sinks=2:r=8", "kivi-2",
+                        "int3:rot=1"}) {
+    SCOPED_TRACE(std::string(f) + " group " + std::to_string(s.n_heads / s.n_kv_heads));
+    Rng rng(9);
+    Cache c = make(f, f, s, n);
+    ASSERT_TRUE(c.cache);
+    const size_t row = size_t(s.n_kv_heads) * s.head_dim, q_row = size_t(s.n_heads) * s.head_dim;
+    const auto k = randn(rng, size_t(n) * row), v = randn(rng, size_t(n) * row), q = randn(rng, 3 * q_row);
+    ASSERT_TRUE(c.cache->append(0, n, k.data(), v.data()).ok());
+    ASSERT_TRUE(c.cache->end_step().ok());
+    const Rope rope(s.head_dim, s.head_dim, 10000.0f);
+    const AttentionParams p{s.n_heads, s.n_kv_heads, s.head_dim, 0.125f, &rope};
+    std::vector<float> first;
+    for (int threads : {1, 2, 3, 7}) {
+      ExecContext ctx(threads);
+      std::vector<float> out(3 * q_row);
+      for (int i = 0; i < 3; ++i) {  // the last position, and two earlier ones (a partial last chunk)
+        const int pos = n - 1 - 600 * i;
+        ASSERT_TRUE(attend(ctx, p, *c.cache, 0, &q[size_t(i) * q_row], 1, pos, &out[size_t(i) * q_row]).ok());
+      }
+      for (float x : out) ASSERT_TRUE(std::isfinite(x));
+      if (first.empty()) {
+        first = out;
+      } else {
+        ASSERT_EQ(0, std::memcmp(out.data(), first.data(), out.size() * 4)) << threads << " threads";
+      }
+    }
+  }
+}
+
 // A batched step (attend_batch): sequences of different cache types and lengths, some decoding
 // one token over a context split into chunks, some prefilling a block, all in one pass over the
 // threads; each sequence's output equals attend() on it alone, bit for bit, for any thread count.
