@@ -332,18 +332,19 @@ void chunk_state(const Call& c, Work* w, int h0, int n_heads, int ci, int n_q, c
     }
     score_run(c, x, run, q, n_q, x.s + (t - c0));
   });
-  for (int g = 0; g < n_heads; ++g) {
-    for (int i = 0; i < n_q; ++i) {
+  for (int i = 0; i < n_q; ++i) {
+    // Query i's keys of the chunk, the same for every head.
+    const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
+    const int first = window_start(c, pos[i / c.group], c0, n_valid);
+    for (int g = 0; g < n_heads; ++g) {
       float* si = w[g].s + size_t(i) * kAttentionChunk;
-      const int n_valid = std::clamp(pos[i / c.group] + 1 - c0, 0, c1 - c0);
-      const int first = window_start(c, pos[i / c.group], c0, n_valid);
       w[g].st[i] = SoftState{};
       if (n_valid > first) softmax_rows(c.path, si + first, n_valid - first, c.v.f16_numerics, &w[g].st[i]);
       std::fill(si, si + first, 0.0f);
       std::fill(si + std::max(n_valid, first), si + (c1 - c0), 0.0f);
     }
-    std::memset(w[g].o, 0, size_t(n_q) * hd * sizeof(float));
   }
+  for (int g = 0; g < n_heads; ++g) std::memset(w[g].o, 0, size_t(n_q) * hd * sizeof(float));
   for_each_run(c.v, h0, n_heads, c0, c1,
                [&](const KvRun& run, int t, int g) { accumulate_run(c, w[g], run, w[g].s + (t - c0), n_q); });
 }
@@ -417,6 +418,8 @@ struct Plan {
   int n_blocks = 0;    // otherwise: blocks of kQueryBlock query tokens
   size_t state0 = 0;   // split: where its chunk states start in the shared buffer
   size_t state_floats = 0;
+  // split: the state of chunk ci and KV head h in the shared buffer, [n_chunks][n_kv_heads].
+  size_t state_at(int ci, int h) const { return state0 + (size_t(ci) * c.p->n_kv_heads + size_t(h)) * state_floats; }
   int64_t tasks() const {
     return split ? int64_t(n_chunks) * (c.p->n_kv_heads / span) : int64_t(c.p->n_kv_heads) * n_blocks;
   }
@@ -494,7 +497,7 @@ void run_task(ExecContext& ctx, const Plan& plan, int64_t task, int worker, size
     for (int g = 0; g < plan.span; ++g) load_queries(c, w[g], h0 + g, 0, plan.n_tokens, pos);
     chunk_state(c, w, h0, plan.span, ci, plan.n_q, pos);
     for (int g = 0; g < plan.span; ++g) {
-      float* dst = states + plan.state0 + (size_t(ci) * p.n_kv_heads + size_t(h0 + g)) * plan.state_floats;
+      float* dst = states + plan.state_at(ci, h0 + g);
       std::memcpy(dst, w[g].o, size_t(plan.n_q) * hd * sizeof(float));
       std::memcpy(dst + size_t(plan.n_q) * hd, w[g].st, size_t(plan.n_q) * sizeof(SoftState));
     }
@@ -529,7 +532,7 @@ void merge_head(ExecContext& ctx, const Plan& plan, int h, int worker, size_t sc
   carve(ctx.scratch(worker, scratch), 1, n_q, hd, &w);
   std::fill(w.st, w.st + n_q, SoftState{});
   for (int ci = 0; ci < plan.n_chunks; ++ci) {
-    const float* src = states + plan.state0 + (size_t(ci) * c.p->n_kv_heads + size_t(h)) * plan.state_floats;
+    const float* src = states + plan.state_at(ci, h);
     const auto* st = reinterpret_cast<const SoftState*>(src + size_t(n_q) * hd);
     for (int i = 0; i < n_q; ++i) merge_state(w.st[i], w.qbuf + size_t(i) * hd, st[i], src + size_t(i) * hd, hd);
   }

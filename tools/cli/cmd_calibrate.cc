@@ -152,20 +152,29 @@ Status run(const std::vector<std::string>& argv) {
   KVQ_ASSIGN_OR_RETURN(auto model, load_model(common));
   // A budget below every layer at 2 bits is refused before the (long) Fisher pass; in a list
   // of outlier fractions and budgets such combinations are skipped with a note instead.
+  const ModelConfig& mc = model->config();
+  // A file's settings for key outlier fraction o, one description for the check below and for
+  // the files written after the Fisher pass (CalibrationFile::build keeps the model's shape).
+  auto meta_for = [&](double o) {
+    CalibrationMeta m;
+    m.n_layers = uint32_t(mc.n_layers);
+    m.n_kv_heads = uint32_t(mc.n_kv_heads);
+    m.head_dim = uint32_t(mc.head_dim);
+    m.text = text;
+    m.outliers = o;
+    m.v_outliers = values_fraction(o);
+    m.sinks = sinks;
+    m.pre_rope = prerope != 0;
+    m.rot = rot != 0;
+    m.norm_bits = norm;
+    m.residual = residual;
+    return m;
+  };
   std::set<std::pair<std::string, std::string>> skipped;  // (outliers, budget)
   for (const auto& [b_text, bits_budget] : bs) {
-    const ModelConfig& mc = model->config();
     for (const auto& o : os) {
-      CalibrationMeta m;
-      m.n_layers = uint32_t(mc.n_layers);
-      m.n_kv_heads = uint32_t(mc.n_kv_heads);
-      m.head_dim = uint32_t(mc.head_dim);
-      m.outliers = o.second;
-      m.v_outliers = values_fraction(o.second);
-      m.sinks = sinks;
-      m.norm_bits = norm;
-      m.residual = residual;
-      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(planned_cache_config(m, 2), budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
+      KVQ_ASSIGN_OR_RETURN(BitsReport r, account_bits(planned_cache_config(meta_for(o.second), 2),
+                                                      budget_ctx > 0 ? budget_ctx : mc.n_ctx_train));
       if (r.bits_per_value() > bits_budget) {
         char m[200];
         std::snprintf(m, sizeof m, "--bits-budget %g is below %.3f bits per value, what every layer at 2 bits "
@@ -203,15 +212,7 @@ Status run(const std::vector<std::string>& argv) {
   size_t next_out = 0;
   for (auto w : ws) {
     for (const auto& [o_text, o] : os) {
-      CalibrationMeta meta;
-      meta.text = text;
-      meta.outliers = o;
-      meta.v_outliers = values_fraction(o);
-      meta.sinks = sinks;
-      meta.pre_rope = prerope != 0;
-      meta.rot = rot != 0;
-      meta.norm_bits = norm;
-      meta.residual = residual;
+      CalibrationMeta meta = meta_for(o);
       meta.weighting = w;
       Timer fit;
       KVQ_ASSIGN_OR_RETURN(CalibrationFile f, CalibrationFile::build(acts, *model, meta, [&](int d, int t) {
