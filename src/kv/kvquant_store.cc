@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <span>
 
 #include "base/hash.h"
 #include "kernels/cpu/ops.h"
@@ -140,6 +141,15 @@ KvquantStore::KvquantStore(const KvCacheShape& shape, PagePool* pool, KvRole rol
     l.outliers = PagedOutliers(pool, l.quant.page_records(), shape.n_kv_heads, shape.head_dim);
     l.window = RowRing(pool, shape.row_values() * sizeof(f16_t));
   }
+  const size_t row = shape.row_values();
+  scratch_.sink_row.resize(row);
+  scratch_.idx.resize(row);
+  scratch_.val.resize(row);
+  for (const Layer& l : layers_) {
+    scratch_.rec.resize(std::max(scratch_.rec.size(), l.quant.record_bytes()));
+    if (l.bits == 0) scratch_.width_codes.resize(packed_bytes(4, row));
+  }
+  scratch_.dense.resize(size_t(shape.head_dim));
 }
 
 std::string KvquantStore::name() const {
@@ -163,7 +173,7 @@ Status KvquantStore::append(int il, int n, const float* x) {
   const size_t row = shape().row_values();
   // A step that was not ended (end_step) is ended here, as KIVI's is.
   KVQ_RETURN_IF_ERROR(end_step_layer(l));
-  std::vector<f16_t> sink_row(row);
+  f16_t* sink_row = scratch_.sink_row.data();
   const int sink0 = l.sink.n_tokens(), win0 = l.window.size();
   auto rollback = [&](const Status& s) {
     (void)l.sink.resize(sink0);
@@ -177,8 +187,8 @@ Status KvquantStore::append(int il, int n, const float* x) {
     if (Status st = check_finite(xr, row, "kvquant K/V", true); !st.ok()) return rollback(st);
     const int s = l.sink.n_tokens();
     if (Status st = l.sink.resize(s + 1); !st.ok()) return rollback(st);
-    cpu::convert_f32_to_f16(xr, sink_row.data(), row);
-    l.sink.put(s, reinterpret_cast<const uint8_t*>(sink_row.data()));
+    cpu::convert_f32_to_f16(xr, sink_row, row);
+    l.sink.put(s, reinterpret_cast<const uint8_t*>(sink_row));
   }
   if (t == n) return ok_status();
   if (opts_.window == 0) {
@@ -199,7 +209,8 @@ Status KvquantStore::append(int il, int n, const float* x) {
 Status KvquantStore::flush(Layer& l, int n) {
   if (n == 0) return ok_status();
   const size_t row = shape().row_values();
-  std::vector<float> x(size_t(n) * row);
+  std::vector<float>& x = scratch_.rows;
+  x.resize(size_t(n) * row);
   for (int i = 0; i < n; ++i) {
     cpu::convert_f16_to_f32(reinterpret_cast<const f16_t*>(l.window.row(i)), x.data() + size_t(i) * row, row);
   }
@@ -222,13 +233,16 @@ Status KvquantStore::end_step_layer(Layer& l) {
 
 Status KvquantStore::quantize_rows(Layer& l, int n, const float* x) {
   const size_t row = shape().row_values();
-  std::vector<uint16_t> idx(row);
-  std::vector<f16_t> val(row);
-  std::vector<uint8_t> rec(l.quant.record_bytes());
+  uint16_t* idx = scratch_.idx.data();
+  f16_t* val = scratch_.val.data();
+  const std::span<uint8_t> rec(scratch_.rec.data(), l.quant.record_bytes());
   // Widths per KV head: the row is encoded once per width in use (the norm and the outliers do
   // not depend on the codebook), and each head takes its part of its width's codes.
-  std::vector<uint8_t> width_codes(l.bits == 0 ? packed_bytes(4, row) : 0);
-  std::vector<float> dense(shape().head_dim);
+  const std::span<uint8_t> width_codes(scratch_.width_codes.data(), l.bits == 0 ? packed_bytes(4, row) : 0);
+  // Both start from zeros on every call, as the buffers made per call did.
+  std::fill(rec.begin(), rec.end(), uint8_t(0));
+  std::fill(width_codes.begin(), width_codes.end(), uint8_t(0));
+  float* dense = scratch_.dense.data();
   const int quant0 = l.quant.n_tokens();
   auto rollback = [&](const Status& s) {
     (void)l.quant.resize(quant0);
@@ -248,11 +262,11 @@ Status KvquantStore::quantize_rows(Layer& l, int n, const float* x) {
     auto encode = [&](const Codebook& cb, uint8_t* codes) -> Status {
       if (role_ == KvRole::kKey) {
         return opts_.outliers > 0.0
-                   ? quantize_dense_sparse_channels(xr, row, l.norm, cb, codes, idx.data(), val.data(), &count)
+                   ? quantize_dense_sparse_channels(xr, row, l.norm, cb, codes, idx, val, &count)
                    : encode_codebook_row_pc(xr, row, l.norm, cb, codes);
       }
       if (opts_.outliers > 0.0) {
-        return quantize_dense_sparse_token(xr, row, opts_.outliers, cb, codes, &norm, idx.data(), val.data(), &count,
+        return quantize_dense_sparse_token(xr, row, opts_.outliers, cb, codes, &norm, idx, val, &count,
                                            KernelPath::kSimd, n8);
       }
       KVQ_RETURN_IF_ERROR(check_finite(xr, row, "V", true));
@@ -294,7 +308,7 @@ Status KvquantStore::quantize_rows(Layer& l, int n, const float* x) {
       const size_t hd = size_t(shape().head_dim);
       for (size_t j = 0; j < count;) {
         const size_t h = idx[j] / hd;  // indices ascend: a head's outliers are consecutive
-        decode_dense(l, q, int(h), dense.data());
+        decode_dense(l, q, int(h), dense);
         for (; j < count && idx[j] / hd == h; ++j) {
           val[j] = f32_to_f16(xr[idx[j]] - dense[idx[j] - h * hd]);
           if (!std::isfinite(f16_to_f32(val[j]))) {
@@ -303,7 +317,7 @@ Status KvquantStore::quantize_rows(Layer& l, int n, const float* x) {
           }
         }
       }
-      if (Status os = l.outliers.append_row(idx.data(), val.data(), count); !os.ok()) return rollback(os);
+      if (Status os = l.outliers.append_row(idx, val, count); !os.ok()) return rollback(os);
     }
   }
   return ok_status();

@@ -148,6 +148,19 @@ class KvquantStore final : public KvStore {
   KvquantOptions opts_;
   bool eager_ = false;
   std::vector<Layer> layers_;
+  // Buffers of append / quantize_rows / flush, kept between calls (an append per layer and
+  // step, so per-call vectors cost allocations on every token). Not cache memory: bytes_used()
+  // does not count them, as it does not count the model's workspace.
+  struct Scratch {
+    std::vector<f16_t> sink_row;      // [row]
+    std::vector<uint16_t> idx;        // [row] a row's outlier channels
+    std::vector<f16_t> val;           // [row] their corrections
+    std::vector<uint8_t> rec;         // the largest record of any layer
+    std::vector<uint8_t> width_codes; // mixed widths: a row's codes at one width
+    std::vector<float> dense;         // [head_dim]
+    std::vector<float> rows;          // flush: window rows in f32
+  };
+  Scratch scratch_;
 };
 
 }  // namespace kvq
