@@ -1,25 +1,67 @@
 // SPDX-License-Identifier: MIT
-#include "quant/common.h"
-
-#include <algorithm>
 #include <bit>
+#include <cstdint>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "quant/common.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Whether any of x[0, n) has a magnitude whose bits are >= bad_from (NaN and Inf lie above
+// every finite value's; bad_from < 2^31, so the test is a signed compare): check_finite's fast
+// pass, two vectors a step.
+bool AnyMagnitudeAtLeastSimd(const float* HWY_RESTRICT x, size_t n, int32_t bad_from) {
+  const hn::ScalableTag<int32_t> di;
+  const size_t kN = hn::Lanes(di);
+  const auto mag = hn::Set(di, 0x7fffffff);
+  const auto lim = hn::Set(di, bad_from - 1);
+  const int32_t* xi = reinterpret_cast<const int32_t*>(x);
+  auto worst = hn::Zero(di);  // lanes of magnitudes' bits above lim, or zero: the OR of them
+  size_t i = 0;
+  for (; i + 2 * kN <= n; i += 2 * kN) {
+    const auto a = hn::And(hn::LoadU(di, xi + i), mag);
+    const auto b = hn::And(hn::LoadU(di, xi + i + kN), mag);
+    worst = hn::Or(worst, hn::Or(hn::VecFromMask(di, hn::Gt(a, lim)), hn::VecFromMask(di, hn::Gt(b, lim))));
+  }
+  bool any = !hn::AllFalse(di, hn::Ne(worst, hn::Zero(di)));
+  for (; i < n; ++i) any |= int32_t(std::bit_cast<uint32_t>(x[i]) & 0x7fffffffu) >= bad_from;
+  return any;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <algorithm>
 #include <cmath>
 #include <string>
 
-#include "hwy/highway.h"
+#include "quant/common.h"
 
 namespace kvq {
+
+HWY_EXPORT(AnyMagnitudeAtLeastSimd);
 
 Status check_finite(const float* x, size_t n, const char* what, bool f16_range,
                     size_t stride) {
   if (n > 0 && x == nullptr) return invalid_argument(std::string(what) + ": null pointer");
-  // A branch-free pass first, which the compiler vectorizes: the largest magnitude's bits (NaN
-  // and Inf above every finite value's). Every K/V row of every append is checked, so the
+  // A branch-free pass first: is any magnitude's bit pattern at or above the first bad one (NaN
+  // and Inf lie above every finite value's). Every K/V row of every append is checked, so the
   // search for the first bad value (and its message) runs only when there is one.
-  const uint32_t bad_from = f16_range ? std::bit_cast<uint32_t>(kF16Max) + 1 : 0x7f800000u;
-  uint32_t worst = 0;
-  for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::bit_cast<uint32_t>(x[i * stride]) & 0x7fffffffu);
-  if (worst < bad_from) return ok_status();
+  const int32_t bad_from = int32_t(f16_range ? std::bit_cast<uint32_t>(kF16Max) + 1 : 0x7f800000u);
+  bool any = false;
+  if (stride == 1) {
+    any = HWY_DYNAMIC_DISPATCH(AnyMagnitudeAtLeastSimd)(x, n, bad_from);
+  } else {
+    for (size_t i = 0; i < n; ++i) any |= int32_t(std::bit_cast<uint32_t>(x[i * stride]) & 0x7fffffffu) >= bad_from;
+  }
+  if (!any) return ok_status();
   for (size_t i = 0; i < n; ++i) {
     const float v = x[i * stride];
     if (!std::isfinite(v)) {
@@ -49,3 +91,4 @@ const char* simd_target_name() {
 }
 
 }  // namespace kvq
+#endif  // HWY_ONCE

@@ -30,7 +30,7 @@ namespace kvq {
 size_t outliers_per_side(size_t n, double fraction);
 
 // Per-token selection. idx receives the 2k outlier indices in ascending order; upper/lower
-// the inlier range (max and min of x when k = 0). n >= 1, 2k < n.
+// the inlier range (max and min of x when k = 0). n >= 1, 2k < n, x finite (callers check it).
 void select_token_outliers(const float* x, size_t n, size_t k, uint16_t* idx, float* upper,
                            float* lower);
 // Brute-force specification: a full sort in the tie-broken order.
