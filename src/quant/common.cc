@@ -59,7 +59,9 @@ Status check_finite(const float* x, size_t n, const char* what, bool f16_range,
   if (stride == 1) {
     any = HWY_DYNAMIC_DISPATCH(AnyMagnitudeAtLeastSimd)(x, n, bad_from);
   } else {
-    for (size_t i = 0; i < n; ++i) any |= int32_t(std::bit_cast<uint32_t>(x[i * stride]) & 0x7fffffffu) >= bad_from;
+    for (size_t i = 0; i < n; ++i) {
+      any |= int32_t(std::bit_cast<uint32_t>(x[i * stride]) & 0x7fffffffu) >= bad_from;
+    }
   }
   if (!any) return ok_status();
   for (size_t i = 0; i < n; ++i) {

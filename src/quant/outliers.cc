@@ -167,9 +167,10 @@ void select_token_outliers(const float* x, size_t n, size_t k, uint16_t* idx, fl
   }
   // Bounds first, where the row has at least m whole chunks of 64 values (d = 4096 at 1%: 64
   // chunks, m = 22): t_hi, the m-th largest chunk maximum, has m values >= it, so no value below
-  // it is among the m largest; likewise no value above t_lo among the m smallest. The scan below then takes only values outside
-  // (t_hi, t_lo) and the heaps' extremes: ~30 a side at d = 4096 and 1%, where the heaps alone
-  // took ~140 (each entry a few mispredicted branches: most of a KVQuant value row's quantize).
+  // it is among the m largest; likewise no value above t_lo among the m smallest. The scan below
+  // then takes only values outside (t_hi, t_lo) and the heaps' extremes: ~30 a side at d = 4096
+  // and 1%, where the heaps alone took ~140 (each entry a few mispredicted branches: most of a
+  // KVQuant value row's quantize).
   float hi_bound = -std::numeric_limits<float>::infinity();  // values <= it cannot be in the top
   float lo_bound = std::numeric_limits<float>::infinity();   // values > it cannot be in the bottom
   constexpr size_t kChunk = 64;
@@ -218,9 +219,9 @@ void select_token_outliers_ref(const float* x, size_t n, size_t k, uint16_t* idx
 size_t select_channel_outliers(const float* x, size_t n, const float* upper, const float* lower,
                                uint16_t* idx) {
   size_t count = 0;
-  for (size_t i = HWY_DYNAMIC_DISPATCH(FirstChannelOutsideSimd)(x, upper, lower, n); i < n;
-       i += 1 + HWY_DYNAMIC_DISPATCH(FirstChannelOutsideSimd)(x + i + 1, upper + i + 1, lower + i + 1, n - i - 1)) {
-    idx[count++] = uint16_t(i);
+  for (size_t i = 0; i < n; ++i) {
+    i += HWY_DYNAMIC_DISPATCH(FirstChannelOutsideSimd)(x + i, upper + i, lower + i, n - i);
+    if (i < n) idx[count++] = uint16_t(i);
   }
   return count;
 }

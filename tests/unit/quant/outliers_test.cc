@@ -22,87 +22,93 @@ TEST(Outliers, PerSideCount) {
   EXPECT_EQ(outliers_per_side(4096, 0.0), 0u);
 }
 
-// Fast selection equals the full-sort specification, including heavy ties.
+// Fast selection equals the full-sort specification, including heavy ties, on every target.
 TEST(Outliers, SelectionMatchesReference) {
-  uint64_t seed = 1;
-  for (size_t n : test::kOddSizes) {
-    for (double frac : {0.0, 0.01, 0.05, 0.3}) {
-      for (int ties = 0; ties < 2; ++ties) {
-        auto x = test::make_data(test::Dist(seed % 3), n, seed);
-        ++seed;
-        if (ties) for (auto& v : x) v = std::round(v);  // many equal values
-        const size_t k = outliers_per_side(n, frac);
-        std::vector<uint16_t> a(2 * k + 1), b(2 * k + 1);
-        float ua, la, ub, lb;
-        select_token_outliers(x.data(), n, k, a.data(), &ua, &la);
-        select_token_outliers_ref(x.data(), n, k, b.data(), &ub, &lb);
-        ASSERT_EQ(a, b) << "n " << n << " frac " << frac;
-        ASSERT_EQ(ua, ub);
-        ASSERT_EQ(la, lb);
-        for (size_t j = 1; j < 2 * k; ++j) ASSERT_LT(a[j - 1], a[j]);  // distinct, ascending
+  test::for_each_target([&] {
+    uint64_t seed = 1;
+    for (size_t n : test::kOddSizes) {
+      for (double frac : {0.0, 0.01, 0.05, 0.3}) {
+        for (int ties = 0; ties < 2; ++ties) {
+          auto x = test::make_data(test::Dist(seed % 3), n, seed);
+          ++seed;
+          if (ties) for (auto& v : x) v = std::round(v);  // many equal values
+          const size_t k = outliers_per_side(n, frac);
+          std::vector<uint16_t> a(2 * k + 1), b(2 * k + 1);
+          float ua, la, ub, lb;
+          select_token_outliers(x.data(), n, k, a.data(), &ua, &la);
+          select_token_outliers_ref(x.data(), n, k, b.data(), &ub, &lb);
+          ASSERT_EQ(a, b) << "n " << n << " frac " << frac;
+          ASSERT_EQ(ua, ub);
+          ASSERT_EQ(la, lb);
+          for (size_t j = 1; j < 2 * k; ++j) ASSERT_LT(a[j - 1], a[j]);  // distinct, ascending
+        }
       }
     }
-  }
-  std::vector<float> c(9, 1.0f);  // constant: top = first k, bottom = last k
-  uint16_t idx[4];
-  float u, l;
-  select_token_outliers(c.data(), 9, 2, idx, &u, &l);
-  EXPECT_EQ(idx[0], 0);
-  EXPECT_EQ(idx[1], 1);
-  EXPECT_EQ(idx[2], 7);
-  EXPECT_EQ(idx[3], 8);
+    std::vector<float> c(9, 1.0f);  // constant: top = first k, bottom = last k
+    uint16_t idx[4];
+    float u, l;
+    select_token_outliers(c.data(), 9, 2, idx, &u, &l);
+    EXPECT_EQ(idx[0], 0);
+    EXPECT_EQ(idx[1], 1);
+    EXPECT_EQ(idx[2], 7);
+    EXPECT_EQ(idx[3], 8);
+  });
 }
 
 // The selection skips blocks of values that cannot enter either list: rows whose extremes move
 // in every block (ascending, descending, growing zig-zag) and extremes at a block's last value
 // take it through every branch, and must still give the specification's choice.
 TEST(Outliers, SelectionMatchesReferenceOnOrderedRows) {
-  for (size_t n : {size_t(33), size_t(129), size_t(1000), size_t(4096), size_t(4099)}) {
-    for (int shape = 0; shape < 4; ++shape) {
-      std::vector<float> x(n);
-      for (size_t i = 0; i < n; ++i) {
-        const float v = float(i);
-        x[i] = shape == 0 ? v : shape == 1 ? -v : shape == 2 ? (i % 2 ? v : -v) : (i % 16 == 15 ? v : 0.5f);
-      }
-      for (double frac : {0.01, 0.05, 0.3}) {
-        const size_t k = outliers_per_side(n, frac);
-        std::vector<uint16_t> a(2 * k + 1), b(2 * k + 1);
-        float ua, la, ub, lb;
-        select_token_outliers(x.data(), n, k, a.data(), &ua, &la);
-        select_token_outliers_ref(x.data(), n, k, b.data(), &ub, &lb);
-        ASSERT_EQ(a, b) << "n " << n << " shape " << shape << " frac " << frac;
-        ASSERT_EQ(ua, ub);
-        ASSERT_EQ(la, lb);
+  test::for_each_target([&] {
+    for (size_t n : {size_t(33), size_t(129), size_t(1000), size_t(4096), size_t(4099)}) {
+      for (int shape = 0; shape < 4; ++shape) {
+        std::vector<float> x(n);
+        for (size_t i = 0; i < n; ++i) {
+          const float v = float(i);
+          x[i] = shape == 0 ? v : shape == 1 ? -v : shape == 2 ? (i % 2 ? v : -v) : (i % 16 == 15 ? v : 0.5f);
+        }
+        for (double frac : {0.01, 0.05, 0.3}) {
+          const size_t k = outliers_per_side(n, frac);
+          std::vector<uint16_t> a(2 * k + 1), b(2 * k + 1);
+          float ua, la, ub, lb;
+          select_token_outliers(x.data(), n, k, a.data(), &ua, &la);
+          select_token_outliers_ref(x.data(), n, k, b.data(), &ub, &lb);
+          ASSERT_EQ(a, b) << "n " << n << " shape " << shape << " frac " << frac;
+          ASSERT_EQ(ua, ub);
+          ASSERT_EQ(la, lb);
+        }
       }
     }
-  }
+  });
 }
 
 // Per-channel selection (a vector of channels per test) against the plain loop, its
 // specification: odd sizes, values exactly at the thresholds (strict, so not outliers), runs of
 // outliers, none, all.
 TEST(Outliers, ChannelSelectionMatchesTheLoop) {
-  uint64_t seed = 5;
-  for (size_t n : test::kOddSizes) {
-    for (int mode = 0; mode < 4; ++mode) {
-      auto x = test::make_data(test::Dist(seed % 3), n, seed);
-      ++seed;
-      std::vector<float> up(n), lo(n);
-      for (size_t i = 0; i < n; ++i) {
-        up[i] = mode == 2 ? -10.0f : mode == 3 ? 1e9f : 1.5f + 0.001f * float(i % 7);
-        lo[i] = mode == 2 ? 10.0f : mode == 3 ? -1e9f : -1.5f - 0.001f * float(i % 5);
-        if (mode == 1 && i % 3 == 0) x[i] = i % 2 ? up[i] : lo[i];  // at the threshold: inlier
-        if (mode == 1 && i % 11 < 4) x[i] = 100.0f;                 // runs of outliers
+  test::for_each_target([&] {
+    uint64_t seed = 5;
+    for (size_t n : test::kOddSizes) {
+      for (int mode = 0; mode < 4; ++mode) {
+        auto x = test::make_data(test::Dist(seed % 3), n, seed);
+        ++seed;
+        std::vector<float> up(n), lo(n);
+        for (size_t i = 0; i < n; ++i) {
+          up[i] = mode == 2 ? -10.0f : mode == 3 ? 1e9f : 1.5f + 0.001f * float(i % 7);
+          lo[i] = mode == 2 ? 10.0f : mode == 3 ? -1e9f : -1.5f - 0.001f * float(i % 5);
+          if (mode == 1 && i % 3 == 0) x[i] = i % 2 ? up[i] : lo[i];  // at the threshold: inlier
+          if (mode == 1 && i % 11 < 4) x[i] = 100.0f;                 // runs of outliers
+        }
+        std::vector<uint16_t> want;
+        for (size_t i = 0; i < n; ++i) {
+          if (x[i] > up[i] || x[i] < lo[i]) want.push_back(uint16_t(i));
+        }
+        std::vector<uint16_t> got(n + 1);
+        got.resize(select_channel_outliers(x.data(), n, up.data(), lo.data(), got.data()));
+        ASSERT_EQ(got, want) << "n " << n << " mode " << mode;
       }
-      std::vector<uint16_t> want;
-      for (size_t i = 0; i < n; ++i) {
-        if (x[i] > up[i] || x[i] < lo[i]) want.push_back(uint16_t(i));
-      }
-      std::vector<uint16_t> got(n + 1);
-      got.resize(select_channel_outliers(x.data(), n, up.data(), lo.data(), got.data()));
-      ASSERT_EQ(got, want) << "n " << n << " mode " << mode;
     }
-  }
+  });
 }
 
 // KVQuant values at d = 4096, 1%: exactly 42 outliers, stored exactly; inliers within the
