@@ -21,14 +21,14 @@ bool AnyMagnitudeAtLeastSimd(const float* HWY_RESTRICT x, size_t n, int32_t bad_
   const auto mag = hn::Set(di, 0x7fffffff);
   const auto lim = hn::Set(di, bad_from - 1);
   const int32_t* xi = reinterpret_cast<const int32_t*>(x);
-  auto worst = hn::Zero(di);  // lanes of magnitudes' bits above lim, or zero: the OR of them
+  auto bad = hn::Zero(di);  // all ones in a lane where some value's magnitude was above lim
   size_t i = 0;
   for (; i + 2 * kN <= n; i += 2 * kN) {
     const auto a = hn::And(hn::LoadU(di, xi + i), mag);
     const auto b = hn::And(hn::LoadU(di, xi + i + kN), mag);
-    worst = hn::Or(worst, hn::Or(hn::VecFromMask(di, hn::Gt(a, lim)), hn::VecFromMask(di, hn::Gt(b, lim))));
+    bad = hn::Or(bad, hn::Or(hn::VecFromMask(di, hn::Gt(a, lim)), hn::VecFromMask(di, hn::Gt(b, lim))));
   }
-  bool any = !hn::AllFalse(di, hn::Ne(worst, hn::Zero(di)));
+  bool any = !hn::AllFalse(di, hn::Ne(bad, hn::Zero(di)));
   for (; i < n; ++i) any |= int32_t(std::bit_cast<uint32_t>(x[i]) & 0x7fffffffu) >= bad_from;
   return any;
 }

@@ -4,6 +4,7 @@
 #define HWY_TARGET_INCLUDE "quant/outliers.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "quant/uniform_group-inl.h"  // MinMaxSpan
 
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
@@ -48,24 +49,10 @@ size_t FirstChannelOutsideSimd(const float* HWY_RESTRICT x, const float* HWY_RES
   return n;
 }
 
-// hi[c], lo[c]: the largest and smallest of x[c * s, (c + 1) * s) for c < n_chunks (s a
-// multiple of the lanes: the selection's 64 is, on every x86 and Arm target). Finite x.
+// hi[c], lo[c]: the largest and smallest of x[c * s, (c + 1) * s) for c < n_chunks.
 void ChunkExtremesSimd(const float* HWY_RESTRICT x, size_t n_chunks, size_t s, float* HWY_RESTRICT hi,
                        float* HWY_RESTRICT lo) {
-  const hn::ScalableTag<float> d;
-  const size_t kN = hn::Lanes(d);
-  for (size_t c = 0; c < n_chunks; ++c) {
-    const float* p = x + c * s;
-    auto mx = hn::LoadU(d, p);
-    auto mn = mx;
-    for (size_t j = kN; j < s; j += kN) {
-      const auto v = hn::LoadU(d, p + j);
-      mx = hn::Max(mx, v);
-      mn = hn::Min(mn, v);
-    }
-    hi[c] = hn::GetLane(hn::MaxOfLanes(d, mx));
-    lo[c] = hn::GetLane(hn::MinOfLanes(d, mn));
-  }
+  for (size_t c = 0; c < n_chunks; ++c) MinMaxSpan(x + c * s, s, lo[c], hi[c]);
 }
 
 }  // namespace HWY_NAMESPACE
