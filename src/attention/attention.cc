@@ -232,11 +232,6 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
   }
 }
 
-// Value runs whose rounding to integers is part of their format's specification
-// (kernels/ref/kv_decode_ref.h): 2-bit per-token groups (KIVI-2, int2) and 2-bit KVQuant values.
-bool accumulates_in_integers(const KvRun& run) {
-  return run.bits == 2 && (run.format == KvFormat::kUniformRow || run.format == KvFormat::kCodebookRow);
-}
 // Their scalar specifications (KIVI's at every width).
 void accumulate_run_ref(const KvRun& run, const float* p, int n_q, float* o) {
   if (run.format == KvFormat::kUniformRow) return ref::uniform_row_accumulate_ref(run, p, n_q, kAttentionChunk, o);
@@ -254,9 +249,10 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     } else if (f == KvFormat::kF32) {
       cpu::attn_accumulate(p, kAttentionChunk, n_q, reinterpret_cast<const float*>(run.rows), run.stride / 4,
                            run.n, hd, w.o, size_t(hd));
-    } else if (accumulates_in_integers(run)) {
-      // 2-bit per-token groups and KVQuant values accumulate in integers on every path (the
-      // fused kernel, or its scalar specification for the targets and shapes it leaves).
+    } else if (value_weights_in_integers(run)) {
+      // Values whose weights are rounded to uint8 (kernels/kv_run.h) accumulate in integers on
+      // every path (the fused kernel, or its scalar specification for the targets and shapes
+      // it leaves).
       if (!cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) accumulate_run_ref(run, p, n_q, w.o);
     } else if ((c.group > 1 && !accumulate_unpacks_once(f)) ||
                !cpu::accumulate_run_fused(run, p, n_q, kAttentionChunk, w.o)) {
@@ -268,7 +264,7 @@ void accumulate_run(const Call& c, Work& w, const KvRun& run, const float* p, in
     }
     return;
   }
-  if (f == KvFormat::kUniformRow || accumulates_in_integers(run)) return accumulate_run_ref(run, p, n_q, w.o);
+  if (f == KvFormat::kUniformRow || value_weights_in_integers(run)) return accumulate_run_ref(run, p, n_q, w.o);
   ref::decode_run_ref(run, w.tile);
   for (int i = 0; i < n_q; ++i) {
     for (int j = 0; j < run.n; ++j) {

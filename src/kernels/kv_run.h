@@ -29,7 +29,7 @@ enum class KvFormat : uint8_t {
 const char* kv_format_name(KvFormat f);
 
 
-// KIVI keys and 2-bit per-token-group values are scored / accumulated in integers against a
+// KIVI keys and 2- and 4-bit per-token-group values are scored / accumulated in integers against a
 // query or weights rounded to 8 bits (kernels/ref/kv_decode_ref.h): a set whose largest term is
 // below this is taken as all zero (its terms are below float resolution, and 127 or 255 over it
 // would overflow).
@@ -84,6 +84,15 @@ struct KvRun {
   int out_slot0 = 0;
   OutlierLayout out_layout;
 };
+
+// The value runs whose weights are rounded to uint8 (their formats' specifications,
+// kernels/ref/kv_decode_ref.h) on every path: per-token groups of 2 and 4 bits (KIVI's values,
+// int2, int4) and 2-bit KVQuant values. 3-bit codes straddle bytes and 8-bit ones gain nothing
+// from it; 3- and 4-bit KVQuant values look their codes up in float levels.
+inline bool value_weights_in_integers(const KvRun& r) {
+  return (r.format == KvFormat::kUniformRow && (r.bits == 2 || r.bits == 4)) ||
+         (r.format == KvFormat::kCodebookRow && r.bits == 2);
+}
 
 // A load the CPU must complete (not a hint): it starts the address translation and the miss of
 // a page that the next run reads, while the current run is computed.

@@ -156,21 +156,24 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
   });
 }
 
-// 2-bit per-token groups (KIVI-2 values, int2) accumulated in integers (specification:
-// ref::uniform_row_accumulate_ref): a run's weights w_tg = p_t s_tg rounded to uint8 with one
-// scale d per run and query, then out_c += d sum_t w8_t,g(c) code_tc + sum_t p_t z_t,g(c). On
-// AVX2 the code bytes of two tokens are interleaved (punpcklbw), so one pmaddubsw per class
-// multiplies 16 channels of both by their two weights (w8 unsigned, codes signed) into int16
-// sums: ~18 instructions per 128-value token against ~125 for float FMAs. The int16 sums
-// (at most 2 * 255 * 3 per pair) are widened to int32 every 16 pairs.
+// 2- and 4-bit per-token groups (KIVI values, int2, int4) accumulated in integers
+// (specification: ref::uniform_row_accumulate_ref): a run's weights w_tg = p_t s_tg rounded to
+// uint8 with one scale d per run and query, then out_c += d sum_t w8_t,g(c) code_tc + sum_t p_t
+// z_t,g(c). On AVX2 the code bytes of two tokens are interleaved (punpcklbw), so one pmaddubsw
+// per class (8 / bits of them per byte) multiplies 16 channels of both by their two weights (w8
+// unsigned, codes signed) into int16 sums: at 2 bits ~18 instructions per 128-value token
+// against ~125 for float FMAs. A product pair is at most 2 * 255 * (2^bits - 1) (1,530 or
+// 7,650), so the sums, all non-negative, are widened to int32 as unsigned every 16 pairs (2
+// bits) or 8 (4 bits: 61,200 < 2^16).
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-// Whether the kernel takes a run: 2-bit rows of whole 32-byte vectors (kNv of them) or of 16
-// bytes (kNv -1: rows t, t + 2 and t + 1, t + 3 share vectors), up to 4 groups of a multiple of
-// 32 values whose scales and zero points are one vector (RowAccumulate's one_vector), at most
+// Whether the kernel takes a run: 2- or 4-bit rows of whole 32-byte vectors (kNv of them) or of
+// 16 bytes (kNv -1: rows t, t + 2 and t + 1, t + 3 share vectors), up to 4 groups of a multiple
+// of 32 values whose scales and zero points are one vector (RowAccumulate's one_vector), at most
 // kAttentionChunk tokens.
 inline int RowI8Vectors(const KvRun& r) {
-  const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g, rb = hd / 4;
-  if (r.bits != 2 || hd % g != 0 || g % 32 != 0 || n_groups == 3 || n_groups > 4 || r.n > 1024 ||
+  const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
+  const size_t rb = hd * size_t(r.bits) / 8;
+  if ((r.bits != 2 && r.bits != 4) || hd % g != 0 || g % 32 != 0 || n_groups == 3 || n_groups > 4 || r.n > 1024 ||
       r.zeros_off != r.scales_off + ptrdiff_t(2 * n_groups)) {
     return 0;
   }
@@ -207,8 +210,9 @@ struct RowI8Ctl {
   }();
 };
 
-template <int kNv, int kG>
+template <int kBits, int kNv, int kG>
 void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+  constexpr int kPer = 8 / kBits, kFlushPairs = kBits == 2 ? 16 : 8;
   constexpr bool kHalf = kNv < 0;
   constexpr int nv = kHalf ? 1 : kNv;
   const size_t g = size_t(r.head_dim) / kG;
@@ -249,7 +253,7 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
   }
   const bool kept = finite && wm >= kRoundedMaxFloor;  // else every w8 zero
   const float d = !finite ? NAN : kept ? wm / 255.0f : 0.0f;
-  HWY_ALIGN int32_t isum[nv * 2 * 4 * 16];  // class-position order, below
+  HWY_ALIGN int32_t isum[nv * 2 * kPer * 16];  // class-position order, below
   for (size_t j = 0; j < sizeof(isum) / 32; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(isum) + j, _mm256_setzero_si256());
   if (kept) {
     // Pass 2: w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past r.n).
@@ -266,21 +270,21 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
     for (int jv = 0; jv < nv; ++jv) {
       for (int h = 0; h < 2; ++h) ctl[jv][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(RowI8Ctl<kNv, kG>::kBytes[jv][h].data()));
     }
-    const __m256i m3 = _mm256_set1_epi8(3);
-    __m256i acc[nv][2][4];
+    const __m256i mask = _mm256_set1_epi8((1 << kBits) - 1);
+    __m256i acc[nv][2][kPer];
     auto zero_acc = [&] {
       for (auto& a : acc) for (auto& b : a) for (auto& x : b) x = _mm256_setzero_si256();
     };
-    auto flush = [&] {  // int16 sums into isum[((jv * 2 + h) * 4 + k) * 16 + lane]
+    auto flush = [&] {  // uint16 sums into isum[((jv * 2 + h) * kPer + k) * 16 + lane]
       for (int jv = 0; jv < nv; ++jv) {
         for (int h = 0; h < 2; ++h) {
-          for (int k = 0; k < 4; ++k) {
-            int32_t* dst = isum + ((jv * 2 + h) * 4 + k) * 16;
+          for (int k = 0; k < kPer; ++k) {
+            int32_t* dst = isum + ((jv * 2 + h) * kPer + k) * 16;
             const __m256i x = acc[jv][h][k];
             auto* d0 = reinterpret_cast<__m256i*>(dst);
-            _mm256_store_si256(d0, _mm256_add_epi32(_mm256_load_si256(d0), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(x))));
+            _mm256_store_si256(d0, _mm256_add_epi32(_mm256_load_si256(d0), _mm256_cvtepu16_epi32(_mm256_castsi256_si128(x))));
             _mm256_store_si256(d0 + 1, _mm256_add_epi32(_mm256_load_si256(d0 + 1),
-                                                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(x, 1))));
+                                                        _mm256_cvtepu16_epi32(_mm256_extracti128_si256(x, 1))));
           }
         }
       }
@@ -291,10 +295,11 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
       const __m256i il[2] = {_mm256_unpacklo_epi8(xa, xb), _mm256_unpackhi_epi8(xa, xb)};
       for (int h = 0; h < 2; ++h) {
         const __m256i w = _mm256_shuffle_epi8(wbv, ctl[jv][h]);
-        acc[jv][h][0] = _mm256_add_epi16(acc[jv][h][0], _mm256_maddubs_epi16(w, _mm256_and_si256(il[h], m3)));
-        acc[jv][h][1] = _mm256_add_epi16(acc[jv][h][1], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 2), m3)));
-        acc[jv][h][2] = _mm256_add_epi16(acc[jv][h][2], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 4), m3)));
-        acc[jv][h][3] = _mm256_add_epi16(acc[jv][h][3], _mm256_maddubs_epi16(w, _mm256_and_si256(_mm256_srli_epi16(il[h], 6), m3)));
+        acc[jv][h][0] = _mm256_add_epi16(acc[jv][h][0], _mm256_maddubs_epi16(w, _mm256_and_si256(il[h], mask)));
+        for (int k = 1; k < kPer; ++k) {
+          const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(il[h], k * kBits), mask);
+          acc[jv][h][k] = _mm256_add_epi16(acc[jv][h][k], _mm256_maddubs_epi16(w, codes));
+        }
       }
     };
     zero_acc();
@@ -309,7 +314,7 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
         const __m256i xa = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t)), row128(t + 2), 1);
         const __m256i xb = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t + 1)), row128(t + 3), 1);
         step(0, xa, xb, _mm256_load_si256(reinterpret_cast<const __m256i*>(wb + 16 * size_t(P))));
-        if (++since == 16) flush(), since = 0;
+        if (++since == kFlushPairs) flush(), since = 0;
       }
     } else {
       for (int P = 0; P < n_pairs; ++P) {
@@ -323,35 +328,45 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
                                          : _mm256_setzero_si256();
           step(jv, xa, xb, wbv);
         }
-        if (++since == 16) flush(), since = 0;
+        if (++since == kFlushPairs) flush(), since = 0;
       }
     }
     flush();
   }
-  // Channel c = 4 b + k of code byte b: isum position ((jv * 2 + h) * 4 + k) * 16 + 8 L + j with
-  // b = 32 jv + 16 L + 8 h + j (kHalf: b = 8 h + j, both lanes L summed). The four classes of 8
-  // bytes, 32 channels in one group (g % 32 == 0), are interleaved back in one 4 x 8 transpose.
+  // Channel c = kPer b + k of code byte b: isum position ((jv * 2 + h) * kPer + k) * 16 + 8 L + j
+  // with b = 32 jv + 16 L + 8 h + j (kHalf: b = 8 h + j, both lanes L summed). The classes of 8
+  // bytes, 8 kPer channels in one group (g % 32 == 0), are interleaved back in one kPer x 8
+  // transpose.
   const __m256 dv = _mm256_set1_ps(d);
   for (int jv = 0; jv < nv; ++jv) {
     for (int L = 0; L < (kHalf ? 1 : 2); ++L) {
       for (int h = 0; h < 2; ++h) {
         const size_t b0 = kHalf ? size_t(8 * h) : size_t(32 * jv + 16 * L + 8 * h);
-        __m256 v[4];
-        for (int k = 0; k < 4; ++k) {
-          const int32_t* q = isum + ((jv * 2 + h) * 4 + k) * 16;
+        __m256 v[kPer];
+        for (int k = 0; k < kPer; ++k) {
+          const int32_t* q = isum + ((jv * 2 + h) * kPer + k) * 16;
           __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8 * L));
           if (kHalf) x = _mm256_add_epi32(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8)));
           v[k] = _mm256_cvtepi32_ps(x);
         }
-        const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-        const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 nat[4] = {_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u2, u3, 0x20),
-                               _mm256_permute2f128_ps(u0, u1, 0x31), _mm256_permute2f128_ps(u2, u3, 0x31)};
-        const __m256 z = _mm256_set1_ps(zl[size_t(kG) + 4 * b0 / g]);
-        float* o = out + 4 * b0;
-        for (int m = 0; m < 4; ++m) {
+        __m256 nat[kPer];
+        if constexpr (kPer == 4) {
+          const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+          const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+          const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+          const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+          nat[0] = _mm256_permute2f128_ps(u0, u1, 0x20);
+          nat[1] = _mm256_permute2f128_ps(u2, u3, 0x20);
+          nat[2] = _mm256_permute2f128_ps(u0, u1, 0x31);
+          nat[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
+        } else {
+          const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+          nat[0] = _mm256_permute2f128_ps(t0, t1, 0x20);
+          nat[1] = _mm256_permute2f128_ps(t0, t1, 0x31);
+        }
+        const __m256 z = _mm256_set1_ps(zl[size_t(kG) + size_t(kPer) * b0 / g]);
+        float* o = out + size_t(kPer) * b0;
+        for (int m = 0; m < kPer; ++m) {
           _mm256_storeu_ps(o + 8 * m, _mm256_add_ps(_mm256_loadu_ps(o + 8 * m), _mm256_add_ps(_mm256_mul_ps(dv, nat[m]), z)));
         }
       }
@@ -361,14 +376,17 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
 #endif
 
 bool AccumulateRunUniform(const KvRun& r, const float* p, int n_q, size_t ldp, float* out) {
-  if (r.bits == 2) {  // in integers (RowAccumulateI8); other targets and shapes: the reference
+  if (value_weights_in_integers(r)) {  // in integers (RowAccumulateI8); other targets and shapes: the reference
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
     const size_t hd = size_t(r.head_dim);
     const int nv = RowI8Vectors(r);
     if (nv == 0) return false;
     const int n_groups = r.head_dim / std::min(r.group, r.head_dim);
     auto run = [&](auto kv, auto kg) {
-      for (int i = 0; i < n_q; ++i) RowAccumulateI8<kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      for (int i = 0; i < n_q; ++i) {
+        if (r.bits == 2) RowAccumulateI8<2, kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+        if (r.bits == 4) RowAccumulateI8<4, kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
+      }
     };
     auto with_groups = [&](auto kv) {
       if (n_groups == 1) return run(kv, std::integral_constant<int, 1>());

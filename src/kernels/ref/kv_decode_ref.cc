@@ -170,7 +170,7 @@ float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
 void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
   KVQ_CHECK(r.format == KvFormat::kUniformRow);
   const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
-  if (r.bits != 2) return decode_axpy_ref(r, p, n_q, ld, out);
+  if (!value_weights_in_integers(r)) return decode_axpy_ref(r, p, n_q, ld, out);
   std::vector<float> w(static_cast<size_t>(r.n) * n_groups), zsum(n_groups);
   std::vector<uint8_t> w8(w.size());
   for (int i = 0; i < n_q; ++i) {
@@ -190,7 +190,7 @@ void uniform_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t 
     for (size_t c = 0; c < hd; ++c) {
       int32_t sum = 0;
       for (int t = 0; t < r.n; ++t) {
-        sum += int32_t(w8[size_t(t) * n_groups + c / g]) * int32_t(code_at(r.rows + size_t(t) * r.stride, 2, c));
+        sum += int32_t(w8[size_t(t) * n_groups + c / g]) * int32_t(code_at(r.rows + size_t(t) * r.stride, r.bits, c));
       }
       o[c] += d * float(sum) + zsum[c / g];
     }
@@ -223,7 +223,7 @@ float round_levels_ref(const float* levels, int n, int8_t* lq) {
 
 void codebook_row_accumulate_ref(const KvRun& r, const float* p, int n_q, size_t ld, float* out) {
   KVQ_CHECK(r.format == KvFormat::kCodebookRow);
-  if (r.bits != 2) return decode_axpy_ref(r, p, n_q, ld, out);
+  if (!value_weights_in_integers(r)) return decode_axpy_ref(r, p, n_q, ld, out);
   const size_t hd = size_t(r.head_dim);
   int8_t lq[4];
   const float lambda = round_levels_ref(r.levels, 4, lq);

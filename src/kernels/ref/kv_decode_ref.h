@@ -26,16 +26,16 @@ float round_weighted_query_ref(const float* w, int n, int8_t* w8);
 // runs), q: [n_q][head_dim]: the specification of the fused KIVI key kernel.
 void uniform_cols_scores_ref(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
 
-// 2-bit per-token groups (KvFormat::kUniformRow at bits 2: KIVI-2 values, int2) accumulate in
-// integers: each run's weights w_tg = p_t * s_tg (0 where p_t is 0) are rounded to uint8 with one
+// 2- and 4-bit per-token groups (KvFormat::kUniformRow at bits 2 and 4: KIVI's values, int2,
+// int4; value_weights_in_integers, kernels/kv_run.h) accumulate in integers: each run's weights w_tg = p_t * s_tg (0 where p_t is 0) are rounded to uint8 with one
 // scale per run and query, w8 = clamp(nearbyint(w * 255 / wmax), 0, 255), wmax = max w, and
 //   out_c += d * sum_t w8_t,g(c) code_tc + sum_t p_t z_t,g(c),   d = wmax / 255,
 // the inner sum exact. Returns d and sets w8 [n]; NaN (w8 zero) when a w is not finite, 0 (w8
 // zero) when wmax is below kRoundedMaxFloor (a run of vanishing probabilities).
 float round_weights_u8_ref(const float* w, int n, uint8_t* w8);
 
-// out[i * head_dim + c] += sum_t p[i * ld + t] * x'_tc for a kUniformRow run, 2-bit runs as
-// above: the specification of the fused value kernel.
+// out[i * head_dim + c] += sum_t p[i * ld + t] * x'_tc for a kUniformRow run, 2- and 4-bit runs
+// as above: the specification of the fused value kernel.
 void uniform_row_accumulate_ref(const KvRun& run, const float* p, int n_q, size_t ld, float* out);
 
 // 2-bit KVQuant values (KvFormat::kCodebookRow at bits 2) accumulate in integers: the run's

@@ -375,16 +375,19 @@ void expect_outputs_near(const std::vector<float>& a, const std::vector<float>& 
   }
 }
 
-// 2-bit per-token groups accumulate in integers (ref::uniform_row_accumulate_ref): given the same
-// probabilities the fused kernel's sums are the reference's (exact integers; float only in the
-// zero points' sums and d * sum + z): every value run of layer 0 cut into runs of 1-64 tokens,
-// weights with zeros, 1 and 3 queries, head sizes 64 (16-byte rows in pairs), 128 and 256,
+// 2- and 4-bit per-token groups accumulate in integers (ref::uniform_row_accumulate_ref): given
+// the same probabilities the fused kernel's sums are the reference's (exact integers; float only
+// in the zero points' sums and d * sum + z): every value run of layer 0 cut into runs of 1-64
+// tokens (4-bit sums widened every 16 tokens, 2-bit every 32), weights with zeros, 1 and 3
+// queries, head sizes 32 (4 bits: 16-byte rows in pairs), 64 (2 bits: likewise), 128 and 256,
 // groups of 16-256 (more than 4 groups per token: the reference only).
-TEST(FusedAttention, TwoBitValuesInIntegersMatchTheirReference) {
-  int fused_runs = 0;
+TEST(FusedAttention, TwoAndFourBitValuesInIntegersMatchTheirReference) {
+  int fused_runs = 0, fused_4bit = 0;
   test::for_each_target([&] {
-    for (int hd : {64, 128, 256}) {
-      for (const char* f : {"kivi-2:g=32:r=32", "int2", "int2:g=64", "kivi-2:g=16:r=16"}) {
+    for (int hd : {32, 64, 128, 256}) {
+      for (const char* f : {"kivi-2:g=32:r=32", "int2", "int2:g=64", "kivi-2:g=16:r=16", "kivi-4:g=32:r=32", "int4",
+                            "int4:g=32", "int4:g=64", "kivi-4:g=16:r=16"}) {
+        if (hd == 32 && std::string(f).ends_with("g=64")) continue;  // a group wider than the head
         Rng rng(uint64_t(hd) + 3);
         for_each_value_run(f, hd, rng, KvFormat::kUniformRow, [&](const KvRun& run, int k) {
           for (int n_q : {1, 3}) {
@@ -395,6 +398,7 @@ TEST(FusedAttention, TwoBitValuesInIntegersMatchTheirReference) {
             ref::uniform_row_accumulate_ref(run, p.data(), n_q, ld, b.data());
             if (!fused) continue;
             ++fused_runs;
+            fused_4bit += run.bits == 4;
             ASSERT_NO_FATAL_FAILURE(expect_outputs_near(a, b));
           }
         });
@@ -402,7 +406,8 @@ TEST(FusedAttention, TwoBitValuesInIntegersMatchTheirReference) {
     }
   });
   if (hwy::SupportedTargets() & HWY_AVX2) {
-    EXPECT_GT(fused_runs, 200);  // AVX2's kernel took them
+    EXPECT_GT(fused_runs - fused_4bit, 200);  // AVX2's kernel took them, at both widths
+    EXPECT_GT(fused_4bit, 200);
   }
 }
 

@@ -53,14 +53,14 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
 // against each block's weighted query q * s rounded to int8 (ref::round_weighted_query_ref), in
 // the stored basis (rot=1: q and the keys turned by the store's Hadamard transform, q by the
 // transform of `path`, as attention turns it, so that a rounding sees the same w), the codes
-// recovered from the keys read; its output sum_t p_t v_t, except 2-bit per-token groups
-// (uniform-row runs at bits 2), whose weights p_t s_tg are rounded to uint8 per run
+// recovered from the keys read; its output sum_t p_t v_t, except 2- and 4-bit per-token groups
+// (uniform-row runs at bits 2 and 4), whose weights p_t s_tg are rounded to uint8 per run
 // (ref::round_weights_u8_ref), likewise in the stored basis, and 2-bit KVQuant values
 // (codebook-row runs at bits 2, ref::codebook_row_accumulate_ref). *slack (when given): what a
 // SIMD path may differ by beyond float reassociation: its scores (lane sums) and softmax
 // (kernels/cpu/ops.h) move a probability by up to ~1e-5 of itself, enough to round a weight
-// within 0.01 steps of a rounding boundary the other way, moving the output by at most 3 d
-// (code 3; KVQuant: kLevelSteps d lambda) for each such weight; the reference path's softmax is
+// within 0.01 steps of a rounding boundary the other way, moving the output by at most
+// (2^bits - 1) d (the largest code; KVQuant: kLevelSteps d lambda) for each such weight; the reference path's softmax is
 // the oracle's, so it needs none unless its keys are rotated at attention time (pre-RoPE).
 inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, const float* q, const float* kd,
                                      const float* vd, float* out, int n_kv, int hd, float scale,
@@ -110,7 +110,7 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
   }
   for (auto& x : s) x *= scale;
   ref::softmax_ref(s.data(), n_kv);
-  // Values: p_t v_t, except 2-bit per-token groups (uniform-row runs at bits 2), whose weights
+  // Values: p_t v_t, except 2- and 4-bit per-token groups (uniform-row runs), whose weights
   // p_t s_tg are rounded to uint8 per run (ref::round_weights_u8_ref), in the stored basis, and
   // 2-bit KVQuant values (codebook-row runs at bits 2), weights and levels rounded as
   // ref::codebook_row_accumulate_ref specifies.
@@ -126,7 +126,7 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
       for (int t = lo; t < hi;) {
         const int i = t - seg.t0, cnt = std::min({hi - t, seg.page_left(i), Rope::kKeyOffsets});
         const KvRun r = seg.run(kvh, i, cnt);
-      if (r.format == KvFormat::kUniformRow && r.bits == 2) {
+      if (r.format == KvFormat::kUniformRow && value_weights_in_integers(r)) {
         const int g = std::min(r.group, hd), n_groups = hd / g;
         std::vector<float> wt(size_t(cnt) * size_t(n_groups)), zsum(size_t(n_groups), 0.0f);
         std::vector<uint8_t> wt8(wt.size());
@@ -147,7 +147,7 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
         if (slack && d > 0.0f) {
           for (const float x : wt) {
             const float u = x / d;  // a weight this close to a rounding boundary may round either way
-            if (std::fabs(u - std::floor(u) - 0.5f) < 1e-2f) *slack += 3.0f * d;
+            if (std::fabs(u - std::floor(u) - 0.5f) < 1e-2f) *slack += float((1 << r.bits) - 1) * d;
           }
         }
         for (int c = 0; c < hd; ++c) {
