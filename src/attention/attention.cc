@@ -207,11 +207,13 @@ void score_run(const Call& c, Work& w, const KvRun& run, const float* q, int n_q
       cpu::score_run_rope_fused(run, q, n_q, c.group, c.p->rope->key_tables(), scale, s, kAttentionChunk)) {
     return;  // decoded, rotated and dotted in registers, once for every query of the group
   }
-  if (f == KvFormat::kUniformCols) {
-    // KIVI keys are scored in integers against each block's weighted query rounded to int8, on
-    // every path (the fused kernel above, or its scalar specification for the shapes it leaves).
+  if (key_query_in_integers(run)) {
+    // KIVI keys (against each block's weighted query) and int2 / int4 keys of one group per head
+    // (against the query) are scored in integers, the query rounded to int8, on every path (the
+    // fused kernel above, or its scalar specification for the shapes it leaves).
     KVQ_CHECK(!c.k.pre_rope);
-    return ref::uniform_cols_scores_ref(run, q, n_q, scale, s, kAttentionChunk);
+    if (f == KvFormat::kUniformCols) return ref::uniform_cols_scores_ref(run, q, n_q, scale, s, kAttentionChunk);
+    return ref::uniform_row_scores_ref(run, q, n_q, scale, s, kAttentionChunk);
   }
   if (c.path == KernelPath::kSimd) {
     for (int j = 0; j < run.n; j += kSubTile) {

@@ -85,6 +85,17 @@ struct KvRun {
   OutlierLayout out_layout;
 };
 
+// The key runs scored against the query rounded to int8 (their formats' specifications,
+// kernels/ref/kv_decode_ref.h) on every path: KIVI's per-channel blocks at every width (the
+// weighted query q * s per block), and per-token groups of 2 and 4 bits whose one group spans
+// the head (int2 and int4 at their default g = 128 on heads of up to 128: one scale and zero
+// point per token and head, so one rounded query serves every row). Narrower groups would need
+// an integer sum and a rounding per group; they stay in floats.
+inline bool key_query_in_integers(const KvRun& r) {
+  return r.format == KvFormat::kUniformCols ||
+         (r.format == KvFormat::kUniformRow && (r.bits == 2 || r.bits == 4) && r.group >= r.head_dim);
+}
+
 // The value runs whose weights are rounded to uint8 (their formats' specifications,
 // kernels/ref/kv_decode_ref.h) on every path: per-token groups of 2 and 4 bits (KIVI's values,
 // int2, int4) and 2-bit KVQuant values. 3-bit codes straddle bytes and 8-bit ones gain nothing

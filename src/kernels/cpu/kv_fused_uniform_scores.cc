@@ -2,13 +2,15 @@
 // Fused score kernels for uniform codes: KIVI keys (per-channel groups of G tokens) and
 // per-token groups (int-b keys):
 //   q . x' = d sum_c w8_c code_c + q . z           (KIVI keys; w8, d: w = q * s in int8 per block)
-//   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (per-token groups)
-// KIVI keys follow ref::uniform_cols_scores_ref (their rounding is part of the format's
-// specification); per-token groups ref::decode_run_ref then dot, within float reassociation
-// (tested against attention over read()).
+//   q . x' = (d sum_c w8_c code_c) s + z sum(q)    (int2 / int4, one group per head; w8, d: q in int8)
+//   q . x' = sum_g s_g (q_g . codes_g) + z_g sum(q_g) (other per-token groups)
+// The first two follow ref::uniform_cols_scores_ref and ref::uniform_row_scores_ref (their
+// rounding is part of the formats' specifications, key_query_in_integers); the others
+// ref::decode_run_ref then dot, within float reassociation (tested against attention over read()).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/kv_fused_uniform_scores.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "base/check.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_fused-inl.h"
 #include "kernels/cpu/kv_fused_parts.h"
@@ -58,9 +60,11 @@ bool ColsI8Fit(const KvRun& r) {
   return (kBits == 2 || kBits == 4) && (rb % 32 == 0 || rb == 16);
 }
 
-// Scores of kQ queries from their class-ordered w (ColsScores), rounded here to w8 = w * id.
-// kNv: 32-byte vectors per row when a constant (-1: a 16-byte half, rows in pairs; 0: rb / 32).
-template <int kBits, int kQ, int kNv>
+// Scores of kQ queries from their class-ordered w (ColsScores; RowScores: the query itself),
+// rounded here to w8 = w * id: (d sum + bias) * scale, or with kRows (int2 / int4 keys) ((d sum)
+// s_t + z_t bias) * scale with token t's scale and zero point. kNv: 32-byte vectors per row when
+// a constant (-1: a 16-byte half, rows in pairs; 0: rb / 32).
+template <int kBits, int kQ, int kNv, bool kRows = false>
 void ColsScoresI8(const KvRun& r, const float (*w)[512], const float* id, const float* d, const float* bias,
                   float scale, float* HWY_RESTRICT s, size_t lds) {
   constexpr int kPer = 8 / kBits;
@@ -96,20 +100,41 @@ void ColsScoresI8(const KvRun& r, const float (*w)[512], const float* id, const 
     }(std::make_integer_sequence<int, kPer>());
     for (int i = 0; i < kQ; ++i) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(p[i], ones));
   };
+  auto meta_f16 = [&](int t, ptrdiff_t off) {  // kRows: token t's scale or zero point
+    uint16_t h;
+    std::memcpy(&h, r.rows + size_t(t) * r.meta_stride + off, 2);
+    return h;
+  };
   auto store8 = [&](int t0, const __m256i (&sums)[kQ]) {
+    __m256 sv = _mm256_setzero_ps(), zv = sv;
+    if constexpr (kRows) {
+      HWY_ALIGN uint16_t sh[8], zh[8];
+      for (int u = 0; u < 8; ++u) sh[u] = meta_f16(t0 + u, r.scales_off), zh[u] = meta_f16(t0 + u, r.zeros_off);
+      sv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sh)));
+      zv = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(zh)));
+    }
     for (int i = 0; i < kQ; ++i) {
-      const __m256 x = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_set1_ps(d[i])),
-                                     _mm256_set1_ps(bias[i]));
+      const __m256 ds = _mm256_mul_ps(_mm256_cvtepi32_ps(sums[i]), _mm256_set1_ps(d[i]));
+      // kRows: one explicit FMA here and in store1, so that a row gives the same bits in a block
+      // of 8 as alone (which product the compiler would contract is its choice).
+      const __m256 x = kRows ? _mm256_fmadd_ps(ds, sv, _mm256_mul_ps(zv, _mm256_set1_ps(bias[i])))
+                             : _mm256_add_ps(ds, _mm256_set1_ps(bias[i]));
       _mm256_storeu_ps(s + size_t(i) * lds + size_t(t0), _mm256_mul_ps(x, _mm256_set1_ps(scale)));
     }
   };
   auto store1 = [&](int t, const __m256i (&acc)[kQ], int lane0) {  // one row's lanes [lane0, lane0 + 8 / (1 + half))
+    float st = 0.0f, zt = 0.0f;
+    if constexpr (kRows) {
+      const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+      st = F16ToF32(meta + r.scales_off), zt = F16ToF32(meta + r.zeros_off);
+    }
     for (int i = 0; i < kQ; ++i) {
       HWY_ALIGN int32_t l[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(l), acc[i]);
       int32_t sum = 0;
       for (int k = lane0; k < lane0 + (half ? 4 : 8); ++k) sum += l[k];
-      s[size_t(i) * lds + size_t(t)] = (d[i] * float(sum) + bias[i]) * scale;
+      s[size_t(i) * lds + size_t(t)] =
+          kRows ? std::fma(d[i] * float(sum), st, zt * bias[i]) * scale : (d[i] * float(sum) + bias[i]) * scale;
     }
   };
   const uint8_t* rows = r.rows;
@@ -238,9 +263,12 @@ void ColsScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scal
   });
 }
 
-// Per-token groups (int-b, KIVI values): scale s_g and zero z_g per group of g values:
-// q . x'_t = sum_g s_g (q_g . codes_g) + z_g sum(q_g).
-template <int kBits>
+// Per-token groups (int-b keys): scale s_g and zero z_g per group of g values:
+// q . x'_t = sum_g s_g (q_g . codes_g) + z_g sum(q_g); with kIntQuery (int2 / int4 of one group
+// per head, key_query_in_integers) q . x'_t = (d sum_c w8_c code_tc) s + z sum(q) against the
+// query rounded to int8 (ref::uniform_row_scores_ref): on AVX2 and up ColsScoresI8, elsewhere the
+// same integer sums in float (exact below 2^24: at most 127 * 15 * 512).
+template <int kBits, bool kIntQuery>
 void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale, float* HWY_RESTRICT s,
                size_t lds) {
   const DF8 df;
@@ -249,19 +277,50 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
   constexpr size_t kPer = 8 / kBits;
   HWY_ALIGN float qp[kMaxQ][512];
   float qsum[kMaxQ][64];
+  float dq[kMaxQ], id[kMaxQ], bias[kMaxQ];  // kIntQuery: the rounding of each query, and sum(q)
+  if constexpr (kIntQuery) KVQ_CHECK(n_groups == 1);
   ForQueryPasses<kScoreQ>(n_q, [&](auto kq, int i0) {
     constexpr int kQ = decltype(kq)::value;
     for (int i = 0; i < kQ; ++i) {
       const float* qi = q + size_t(i0 + i) * hd;
+      auto amax = hn::Zero(df), bad = hn::Zero(df);
       for (size_t c0 = 0; c0 < hd; c0 += kPer * N) {
         hn::Vec<DF8> x[kPer];
-        for (size_t k = 0; k < kPer; ++k) x[k] = hn::LoadU(df, qi + c0 + k * N);
+        for (size_t k = 0; k < kPer; ++k) {
+          x[k] = hn::LoadU(df, qi + c0 + k * N);
+          amax = hn::Max(amax, hn::Abs(x[k]));
+          bad = hn::Add(bad, x[k]);  // NaN once a q is NaN (an infinite one: amax)
+        }
         StoreClassOrder<kBits>(x, qp[i] + c0);
       }
       for (size_t k = 0; k < n_groups; ++k) {
         float sum = 0.0f;
         for (size_t c = k * g; c < (k + 1) * g; ++c) sum += qi[c];
         qsum[i][k] = sum;
+      }
+      if constexpr (kIntQuery) {  // round_weighted_query_ref of q_i (elementwise: the same w8)
+        const float am = hn::GetLane(hn::MaxOfLanes(df, amax));
+        const bool finite = std::isfinite(am) && !std::isnan(hn::GetLane(hn::SumOfLanes(df, bad)));
+        const bool kept = finite && am >= kRoundedMaxFloor;  // else every w8 zero
+        id[i] = kept ? 127.0f / am : 0.0f;
+        dq[i] = !finite ? NAN : kept ? am / 127.0f : 0.0f;
+        bias[i] = qsum[i][0];
+      }
+    }
+    if constexpr (kIntQuery) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+      if (ColsI8Fit<kBits>(r)) {
+        const size_t rb = hd * kBits / 8;
+        float* si = s + size_t(i0) * lds;
+        if (rb == 16) return ColsScoresI8<kBits, kQ, -1, true>(r, qp, id, dq, bias, scale, si, lds);
+        if (rb == 32) return ColsScoresI8<kBits, kQ, 1, true>(r, qp, id, dq, bias, scale, si, lds);
+        if (rb == 64) return ColsScoresI8<kBits, kQ, 2, true>(r, qp, id, dq, bias, scale, si, lds);
+        return ColsScoresI8<kBits, kQ, 0, true>(r, qp, id, dq, bias, scale, si, lds);
+      }
+#endif
+      for (int i = 0; i < kQ; ++i) {
+        const auto idv = hn::Set(df, id[i]);
+        for (size_t c = 0; c < hd; c += N) hn::Store(hn::Round(hn::Mul(hn::Load(df, qp[i] + c), idv)), df, qp[i] + c);
       }
     }
     // Row t's kQ partial-sum vectors and zero-point terms.
@@ -287,7 +346,8 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
         const auto sk = hn::Set(df, F16ToF32(sc + k));
         const float zk = F16ToF32(zc + k);
         for (int i = 0; i < kQ; ++i) {
-          acc[i] = hn::MulAdd(sk, SumChains(ga[i]), acc[i]);
+          // kIntQuery: the lanes' integer sums times s d (summed below), against (d sum) s.
+          acc[i] = hn::MulAdd(kIntQuery ? hn::Mul(sk, hn::Set(df, dq[i])) : sk, SumChains(ga[i]), acc[i]);
           zpart[i] += zk * qsum[i][k];
         }
       }
@@ -316,7 +376,10 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
 bool ScoreRunUniform(const KvRun& r, const float* q, int n_q, float scale, float* s, size_t lds) {
   return WithClassBlocks(r, [&](auto b) {
     if (r.format == KvFormat::kUniformCols) return ColsScores<b()>(r, q, n_q, scale, s, lds);
-    RowScores<b()>(r, q, n_q, scale, s, lds);
+    if (key_query_in_integers(r)) {
+      if constexpr (b() == 2 || b() == 4) return RowScores<b(), true>(r, q, n_q, scale, s, lds);
+    }
+    RowScores<b(), false>(r, q, n_q, scale, s, lds);
   });
 }
 

@@ -151,6 +151,27 @@ void uniform_cols_scores_ref(const KvRun& r, const float* q, int n_q, float scal
   }
 }
 
+void uniform_row_scores_ref(const KvRun& r, const float* q, int n_q, float scale, float* scores, size_t ld) {
+  KVQ_CHECK(r.format == KvFormat::kUniformRow && key_query_in_integers(r));
+  const int hd = r.head_dim;
+  std::vector<int8_t> w8(static_cast<size_t>(hd));
+  for (int i = 0; i < n_q; ++i) {
+    const float* qi = q + size_t(i) * size_t(hd);
+    float qsum = 0.0f;
+    for (int c = 0; c < hd; ++c) qsum += qi[c];
+    const float d = round_weighted_query_ref(qi, hd, w8.data());
+    for (int t = 0; t < r.n; ++t) {
+      const uint8_t* row = r.rows + size_t(t) * r.stride;
+      const uint8_t* meta = r.rows + size_t(t) * r.meta_stride;
+      const float st = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.scales_off)[0]);
+      const float zt = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.zeros_off)[0]);
+      int32_t sum = 0;
+      for (int c = 0; c < hd; ++c) sum += int32_t(w8[size_t(c)]) * int32_t(code_at(row, r.bits, size_t(c)));
+      scores[size_t(i) * ld + size_t(t)] = std::fma(d * float(sum), st, zt * qsum) * scale;
+    }
+  }
+}
+
 float round_weights_u8_ref(const float* w, int n, uint8_t* w8) {
   float wmax = 0.0f;
   bool finite = true;

@@ -26,6 +26,13 @@ float round_weighted_query_ref(const float* w, int n, int8_t* w8);
 // runs), q: [n_q][head_dim]: the specification of the fused KIVI key kernel.
 void uniform_cols_scores_ref(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
 
+// scores[i * ld + t] = scale * fma(d_i * sum_c w8_ic code_tc, s_t, z_t * sum_c q_ic) for t <
+// run.n, for kUniformRow key runs of one group per head at 2 and 4 bits (key_query_in_integers,
+// kernels/kv_run.h: int2, int4): each query rounded to int8 once (w8_i, d_i:
+// round_weighted_query_ref of q_i itself), s_t and z_t token t's scale and zero point. The
+// specification of the fused int-b key kernel.
+void uniform_row_scores_ref(const KvRun& run, const float* q, int n_q, float scale, float* scores, size_t ld);
+
 // 2- and 4-bit per-token groups (KvFormat::kUniformRow at bits 2 and 4: KIVI's values, int2,
 // int4; value_weights_in_integers, kernels/kv_run.h) accumulate in integers: each run's weights w_tg = p_t * s_tg (0 where p_t is 0) are rounded to uint8 with one
 // scale per run and query, w8 = clamp(nearbyint(w * 255 / wmax), 0, 255), wmax = max w, and

@@ -330,6 +330,26 @@ TEST(FusedAttention, KiviKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
+// int2 / int4 keys of one group per head are scored in integers against the query rounded to
+// int8 (ref::uniform_row_scores_ref): AVX2's pmaddubsw kernel (rows of whole 32-byte vectors, or
+// of 16 bytes in pairs), the float kernel of the other targets, and the scalar specification
+// where neither fits; GQA groups of 1-5, odd lengths, rotated rows; groups narrower than the head
+// (int4:g=32) stay in floats.
+TEST(FusedAttention, IntKeysScoredInIntegersOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {32, 64, 96, 128, 256}) {
+      for (int group : {1, 3, 5}) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"int2", "int4", "int4:rot=1", "int4:g=32", "int2:g=256"}) {
+          if (std::string(f).ends_with("g=256") && hd != 256) continue;  // no group wider than the head
+          if (std::string(f).find("rot=1") != std::string::npos && (hd & (hd - 1)) != 0) continue;
+          for (int n : {1, 47, 63, 130}) check_against_read(f, "f32", s, n, 2, KernelPath::kSimd);
+        }
+      }
+    }
+  });
+}
+
 // Each value run of format fmt in layer 0 of a cache of spec f (2 KV heads of hd, 261 tokens
 // drawn from rng), cut into runs of 1-64 tokens: fn(run, k), k the run's index in its head.
 void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std::function<void(const KvRun&, int)>& fn) {

@@ -50,7 +50,8 @@ inline void round_query_for_keys(const std::string& k_spec, float* q, int hd) {
 // Attention of query q [hd] (rounded by round_query_for_keys) over the keys kd and values vd
 // [n_kv][hd] that read() gave for KV head kvh of layer il, its scores as the store's keys are
 // scored: q . k, except KIVI's key blocks (uniform-cols runs, kernels/ref/kv_decode_ref.h), scored
-// against each block's weighted query q * s rounded to int8 (ref::round_weighted_query_ref), in
+// against each block's weighted query q * s rounded to int8 (ref::round_weighted_query_ref), and
+// int2 / int4 keys of one group per head against q rounded to int8 (key_query_in_integers), in
 // the stored basis (rot=1: q and the keys turned by the store's Hadamard transform, q by the
 // transform of `path`, as attention turns it, so that a rounding sees the same w), the codes
 // recovered from the keys read; its output sum_t p_t v_t, except 2- and 4-bit per-token groups
@@ -103,6 +104,27 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
             sum += int32_t(w8[size_t(c)]) * int32_t(code);
           }
           s[size_t(t)] = d * float(sum) + bias;
+        }
+      }
+      if (r.format == KvFormat::kUniformRow && key_query_in_integers(r)) {
+        // int2 / int4 keys of one group per head: against the query rounded to int8
+        // (ref::uniform_row_scores_ref), each token's codes recovered from its keys as read.
+        float qsum = 0.0f;
+        for (int c = 0; c < hd; ++c) qsum += qr[size_t(c)];
+        const float d = ref::round_weighted_query_ref(qr.data(), hd, w8.data());
+        for (int j = 0; j < cnt && seg.t0 + i + j < n_kv; ++j) {
+          const int t = seg.t0 + i + j;
+          const uint8_t* meta = r.rows + size_t(j) * r.meta_stride;
+          const float st = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.scales_off)[0]);
+          const float zt = f16_to_f32(reinterpret_cast<const f16_t*>(meta + r.zeros_off)[0]);
+          kr.assign(kd + size_t(t) * size_t(hd), kd + size_t(t + 1) * size_t(hd));
+          if (kv.rotated) ref::hadamard_rows_ref(kr.data(), 1, hd, signs.data(), false);
+          int32_t sum = 0;
+          for (int c = 0; c < hd; ++c) {
+            const float code = st == 0.0f ? 0.0f : std::nearbyint((kr[size_t(c)] - zt) / st);
+            sum += int32_t(w8[size_t(c)]) * int32_t(code);
+          }
+          s[size_t(t)] = std::fma(d * float(sum), st, zt * qsum);
         }
       }
       i += cnt;
