@@ -288,8 +288,10 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
         hn::Vec<DF8> x[kPer];
         for (size_t k = 0; k < kPer; ++k) {
           x[k] = hn::LoadU(df, qi + c0 + k * N);
-          amax = hn::Max(amax, hn::Abs(x[k]));
-          bad = hn::Add(bad, x[k]);  // NaN once a q is NaN (an infinite one: amax)
+          if constexpr (kIntQuery) {
+            amax = hn::Max(amax, hn::Abs(x[k]));
+            bad = hn::Add(bad, x[k]);  // NaN once a q is NaN (an infinite one: amax)
+          }
         }
         StoreClassOrder<kBits>(x, qp[i] + c0);
       }

@@ -166,14 +166,15 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
 // 7,650), so the sums, all non-negative, are widened to int32 as unsigned every 16 pairs (2
 // bits) or 8 (4 bits: 61,200 < 2^16).
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-// Whether the kernel takes a run: 2- or 4-bit rows of whole 32-byte vectors (kNv of them) or of
+// Whether the kernel takes a run (one whose weights are rounded, value_weights_in_integers: 2 or
+// 4 bits, checked by its caller): rows of whole 32-byte vectors (kNv of them) or of
 // 16 bytes (kNv -1: rows t, t + 2 and t + 1, t + 3 share vectors), up to 4 groups of a multiple
 // of 32 values whose scales and zero points are one vector (RowAccumulate's one_vector), at most
 // kAttentionChunk tokens.
 inline int RowI8Vectors(const KvRun& r) {
   const size_t hd = size_t(r.head_dim), g = std::min(size_t(r.group), hd), n_groups = hd / g;
   const size_t rb = hd * size_t(r.bits) / 8;
-  if ((r.bits != 2 && r.bits != 4) || hd % g != 0 || g % 32 != 0 || n_groups == 3 || n_groups > 4 || r.n > 1024 ||
+  if (hd % g != 0 || g % 32 != 0 || n_groups == 3 || n_groups > 4 || r.n > 1024 ||
       r.zeros_off != r.scales_off + ptrdiff_t(2 * n_groups)) {
     return 0;
   }
@@ -350,8 +351,8 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
           v[k] = _mm256_cvtepi32_ps(x);
         }
         __m256 nat[kPer];
+        const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
         if constexpr (kPer == 4) {
-          const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
           const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
           const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
           const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
@@ -360,7 +361,6 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
           nat[2] = _mm256_permute2f128_ps(u0, u1, 0x31);
           nat[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
         } else {
-          const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
           nat[0] = _mm256_permute2f128_ps(t0, t1, 0x20);
           nat[1] = _mm256_permute2f128_ps(t0, t1, 0x31);
         }
