@@ -166,6 +166,12 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
 // 7,650), so the sums, all non-negative, are widened to int32 as unsigned every 16 pairs (2
 // bits) or 8 (4 bits: 61,200 < 2^16).
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+// Queries per call of RowAccumulateI8: two where the registers hold both's class sums (up to 16
+// vectors; AVX-512 has 32), else one. With grouped-query attention (Llama-3-8B's shape, four
+// queries per KV head) two at a time took int4's, kivi-2's and kivi-4's attention at 32K tokens
+// 7-14% faster (docs/PERFORMANCE.md).
+inline constexpr int kI8Queries = HWY_TARGET <= HWY_AVX3 ? 2 : 1;
+
 // Whether the kernel takes a run (one whose weights are rounded, value_weights_in_integers: 2 or
 // 4 bits, checked by its caller): rows of whole 32-byte vectors (kNv of them) or of
 // 16 bytes (kNv -1: rows t, t + 2 and t + 1, t + 3 share vectors), up to 4 groups of a multiple
@@ -211,12 +217,16 @@ struct RowI8Ctl {
   }();
 };
 
-template <int kBits, int kNv, int kG>
-void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+// kQ queries at once (p: query 0's probabilities, queries ldp apart; out: [kQ][head_dim]): the
+// code bytes are loaded, interleaved and split into classes once for all of them, and each
+// query's pmaddubsw sums its own weights. Each query's integers and floats are those it gets
+// alone, so results do not depend on how the queries are grouped.
+template <int kBits, int kNv, int kG, int kQ>
+void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, float* HWY_RESTRICT out) {
   constexpr int kPer = 8 / kBits, kFlushPairs = kBits == 2 ? 16 : 8;
   constexpr bool kHalf = kNv < 0;
   constexpr int nv = kHalf ? 1 : kNv;
-  const size_t g = size_t(r.head_dim) / kG;
+  const size_t hd = size_t(r.head_dim), g = hd / kG;
   // A token's kG scales and kG zero points (contiguous, quant/kv_layout.h), as one vector.
   auto token_sz = [&](int t) {
     const uint8_t* m = r.rows + size_t(t) * r.meta_stride + r.scales_off;
@@ -226,62 +236,85 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
     if constexpr (kG == 4) h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
     return _mm256_cvtph_ps(h);
   };
-  // Pass 1: each token's weights p_t s_tg (lanes [0, kG), 0 where p_t is 0, and past r.n up to
-  // a whole number of row quads), the largest, and the zero terms' sums (lanes [kG, 2 kG)).
-  HWY_ALIGN float wt[1024 + 4][4];
-  __m256 wmax = _mm256_setzero_ps(), bad = wmax, zv = wmax;
+  const int n_pairs = (r.n + 1) / 2, n_pairs_pad = kHalf ? (n_pairs + 1) & ~1 : n_pairs;
+  // Per query: pass 1, each token's weights p_t s_tg (lanes [0, kG), 0 where p_t is 0, and past
+  // r.n up to a whole number of row quads), the largest, and the zero terms' sums (lanes [kG,
+  // 2 kG)); pass 2, w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past
+  // r.n, and everywhere for a query whose weights are all zero or not finite).
+  // Pass 1 takes the tokens outermost, so that each token's scales are loaded once and the
+  // queries' running maxima and sums are independent chains.
+  HWY_ALIGN float wt[kQ][1024 + 4][4];
+  __m256 wmax[kQ], bad[kQ], zv[kQ];
+  for (int i = 0; i < kQ; ++i) wmax[i] = bad[i] = zv[i] = _mm256_setzero_ps();
   for (int t = 0; t < r.n; ++t) {
-    if (p[t] == 0.0f) {
-      _mm_store_ps(wt[t], _mm_setzero_ps());
+    const __m256 sz = token_sz(t);
+    for (int i = 0; i < kQ; ++i) {
+      const float pt = p[size_t(i) * ldp + size_t(t)];
+      if (pt == 0.0f) {
+        _mm_store_ps(wt[i][t], _mm_setzero_ps());
+        continue;
+      }
+      const __m256 pv = _mm256_set1_ps(pt), w = _mm256_mul_ps(pv, sz);
+      _mm_store_ps(wt[i][t], _mm256_castps256_ps128(w));
+      wmax[i] = _mm256_max_ps(wmax[i], w);
+      bad[i] = _mm256_add_ps(bad[i], w);
+      zv[i] = _mm256_fmadd_ps(pv, sz, zv[i]);
+    }
+  }
+  HWY_ALIGN uint8_t wb[kQ][(1024 / 2 + 2) * 16];
+  HWY_ALIGN float zl[kQ][8];
+  float d[kQ];
+  bool any_kept = false;  // else the sums are all zero: the codes are not read
+  for (int i = 0; i < kQ; ++i) {
+    for (int t = r.n; t < ((r.n + 3) & ~3); ++t) _mm_store_ps(wt[i][t], _mm_setzero_ps());
+    HWY_ALIGN float wl[8], bl[8];
+    _mm256_store_ps(wl, wmax[i]);
+    _mm256_store_ps(bl, bad[i]);
+    _mm256_store_ps(zl[i], zv[i]);
+    float wm = 0.0f;
+    bool finite = true;
+    for (int k = 0; k < kG; ++k) {
+      wm = std::max(wm, wl[k]);
+      finite = finite && std::isfinite(wl[k]) && !std::isnan(bl[k]);
+    }
+    const bool kept = finite && wm >= kRoundedMaxFloor;  // else every w8 zero
+    d[i] = !finite ? NAN : kept ? wm / 255.0f : 0.0f;
+    uint8_t* wbi = wb[i];
+    if (!kept) {
+      std::memset(wbi, 0, 16 * size_t(n_pairs_pad));
       continue;
     }
-    const __m256 pv = _mm256_set1_ps(p[t]), sz = token_sz(t), w = _mm256_mul_ps(pv, sz);
-    _mm_store_ps(wt[t], _mm256_castps256_ps128(w));
-    wmax = _mm256_max_ps(wmax, w);
-    bad = _mm256_add_ps(bad, w);
-    zv = _mm256_fmadd_ps(pv, sz, zv);
-  }
-  for (int t = r.n; t < ((r.n + 3) & ~3); ++t) _mm_store_ps(wt[t], _mm_setzero_ps());
-  HWY_ALIGN float wl[8], bl[8], zl[8];
-  _mm256_store_ps(wl, wmax);
-  _mm256_store_ps(bl, bad);
-  _mm256_store_ps(zl, zv);
-  float wm = 0.0f;
-  bool finite = true;
-  for (int k = 0; k < kG; ++k) {
-    wm = std::max(wm, wl[k]);
-    finite = finite && std::isfinite(wl[k]) && !std::isnan(bl[k]);
-  }
-  const bool kept = finite && wm >= kRoundedMaxFloor;  // else every w8 zero
-  const float d = !finite ? NAN : kept ? wm / 255.0f : 0.0f;
-  HWY_ALIGN int32_t isum[nv * 2 * kPer * 16];  // class-position order, below
-  for (size_t j = 0; j < sizeof(isum) / 32; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(isum) + j, _mm256_setzero_si256());
-  if (kept) {
-    // Pass 2: w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past r.n).
-    const int n_pairs = (r.n + 1) / 2, n_pairs_pad = kHalf ? (n_pairs + 1) & ~1 : n_pairs;
-    HWY_ALIGN uint8_t wb[(1024 / 2 + 2) * 16];
+    any_kept = true;
     const __m128 id = _mm_set1_ps(255.0f / wm);
     for (int P = 0; P < n_pairs_pad; ++P) {
-      const __m128i a = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[2 * P]), id));
-      const __m128i b = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[2 * P + 1]), id));
+      const __m128i a = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[i][2 * P]), id));
+      const __m128i b = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[i][2 * P + 1]), id));
       const __m128i w16 = _mm_packs_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
-      _mm_store_si128(reinterpret_cast<__m128i*>(wb + 16 * size_t(P)), _mm_packus_epi16(w16, w16));
+      _mm_store_si128(reinterpret_cast<__m128i*>(wbi + 16 * size_t(P)), _mm_packus_epi16(w16, w16));
     }
-    __m256i ctl[nv][2];
-    for (int jv = 0; jv < nv; ++jv) {
-      for (int h = 0; h < 2; ++h) ctl[jv][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(RowI8Ctl<kNv, kG>::kBytes[jv][h].data()));
+  }
+  HWY_ALIGN int32_t isum[kQ][nv * 2 * kPer * 16];  // class-position order, below
+  for (int i = 0; i < kQ; ++i) {
+    for (size_t j = 0; j < sizeof(isum[i]) / 32; ++j) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(isum[i]) + j, _mm256_setzero_si256());
     }
-    const __m256i mask = _mm256_set1_epi8((1 << kBits) - 1);
-    __m256i acc[nv][2][kPer];
-    auto zero_acc = [&] {
-      for (auto& a : acc) for (auto& b : a) for (auto& x : b) x = _mm256_setzero_si256();
-    };
-    auto flush = [&] {  // uint16 sums into isum[((jv * 2 + h) * kPer + k) * 16 + lane]
+  }
+  __m256i ctl[nv][2];
+  for (int jv = 0; jv < nv; ++jv) {
+    for (int h = 0; h < 2; ++h) ctl[jv][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(RowI8Ctl<kNv, kG>::kBytes[jv][h].data()));
+  }
+  const __m256i mask = _mm256_set1_epi8((1 << kBits) - 1);
+  __m256i acc[kQ][nv][2][kPer];
+  auto zero_acc = [&] {
+    for (auto& q : acc) for (auto& a : q) for (auto& b : a) for (auto& x : b) x = _mm256_setzero_si256();
+  };
+  auto flush = [&] {  // uint16 sums into isum[i][((jv * 2 + h) * kPer + k) * 16 + lane]
+    for (int i = 0; i < kQ; ++i) {
       for (int jv = 0; jv < nv; ++jv) {
         for (int h = 0; h < 2; ++h) {
           for (int k = 0; k < kPer; ++k) {
-            int32_t* dst = isum + ((jv * 2 + h) * kPer + k) * 16;
-            const __m256i x = acc[jv][h][k];
+            int32_t* dst = isum[i] + ((jv * 2 + h) * kPer + k) * 16;
+            const __m256i x = acc[i][jv][h][k];
             auto* d0 = reinterpret_cast<__m256i*>(dst);
             _mm256_store_si256(d0, _mm256_add_epi32(_mm256_load_si256(d0), _mm256_cvtepu16_epi32(_mm256_castsi256_si128(x))));
             _mm256_store_si256(d0 + 1, _mm256_add_epi32(_mm256_load_si256(d0 + 1),
@@ -289,45 +322,52 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
           }
         }
       }
-      zero_acc();
-    };
-    // acc[jv][.] += the products of the interleaved code bytes of two rows (or pairs) xa, xb.
-    auto step = [&](int jv, __m256i xa, __m256i xb, __m256i wbv) {
-      const __m256i il[2] = {_mm256_unpacklo_epi8(xa, xb), _mm256_unpackhi_epi8(xa, xb)};
-      for (int h = 0; h < 2; ++h) {
-        const __m256i w = _mm256_shuffle_epi8(wbv, ctl[jv][h]);
-        acc[jv][h][0] = _mm256_add_epi16(acc[jv][h][0], _mm256_maddubs_epi16(w, _mm256_and_si256(il[h], mask)));
-        for (int k = 1; k < kPer; ++k) {
-          const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(il[h], k * kBits), mask);
-          acc[jv][h][k] = _mm256_add_epi16(acc[jv][h][k], _mm256_maddubs_epi16(w, codes));
-        }
-      }
-    };
+    }
     zero_acc();
-    const uint8_t* rows = r.rows;
-    auto row128 = [&](int t) {
-      return t < r.n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + size_t(t) * r.stride)) : _mm_setzero_si128();
-    };
+  };
+  // acc[.][jv][.] += the products of the interleaved code bytes of two rows (or pairs) xa, xb,
+  // pair P's weights of each query.
+  auto step = [&](int jv, __m256i xa, __m256i xb, const auto& weights) {
+    const __m256i il[2] = {_mm256_unpacklo_epi8(xa, xb), _mm256_unpackhi_epi8(xa, xb)};
+    for (int h = 0; h < 2; ++h) {
+      __m256i codes[kPer];
+      codes[0] = _mm256_and_si256(il[h], mask);
+      for (int k = 1; k < kPer; ++k) codes[k] = _mm256_and_si256(_mm256_srli_epi16(il[h], k * kBits), mask);
+      for (int i = 0; i < kQ; ++i) {
+        const __m256i w = _mm256_shuffle_epi8(weights(i), ctl[jv][h]);
+        for (int k = 0; k < kPer; ++k) acc[i][jv][h][k] = _mm256_add_epi16(acc[i][jv][h][k], _mm256_maddubs_epi16(w, codes[k]));
+      }
+    }
+  };
+  zero_acc();
+  const uint8_t* rows = r.rows;
+  auto row128 = [&](int t) {
+    return t < r.n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + size_t(t) * r.stride)) : _mm_setzero_si128();
+  };
+  if (any_kept) {
     int since = 0;
     if constexpr (kHalf) {
       for (int P = 0; P < n_pairs; P += 2) {  // rows 2P..2P+3
         const int t = 2 * P;
         const __m256i xa = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t)), row128(t + 2), 1);
         const __m256i xb = _mm256_inserti128_si256(_mm256_castsi128_si256(row128(t + 1)), row128(t + 3), 1);
-        step(0, xa, xb, _mm256_load_si256(reinterpret_cast<const __m256i*>(wb + 16 * size_t(P))));
+        step(0, xa, xb, [&](int i) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(wb[i] + 16 * size_t(P))); });
         if (++since == kFlushPairs) flush(), since = 0;
       }
     } else {
       for (int P = 0; P < n_pairs; ++P) {
         const int t = 2 * P;
-        const __m256i wbv = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(wb + 16 * size_t(P))));
+        __m256i wbv[kQ];
+        for (int i = 0; i < kQ; ++i) {
+          wbv[i] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(wb[i] + 16 * size_t(P))));
+        }
         const uint8_t* ra = rows + size_t(t) * r.stride;
         const uint8_t* rb = rows + size_t(t + 1) * r.stride;
         for (int jv = 0; jv < nv; ++jv) {
           const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ra + 32 * jv));
           const __m256i xb = t + 1 < r.n ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rb + 32 * jv))
                                          : _mm256_setzero_si256();
-          step(jv, xa, xb, wbv);
+          step(jv, xa, xb, [&](int i) { return wbv[i]; });
         }
         if (++since == kFlushPairs) flush(), since = 0;
       }
@@ -338,36 +378,38 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, float* HWY_RES
   // with b = 32 jv + 16 L + 8 h + j (kHalf: b = 8 h + j, both lanes L summed). The classes of 8
   // bytes, 8 kPer channels in one group (g % 32 == 0), are interleaved back in one kPer x 8
   // transpose.
-  const __m256 dv = _mm256_set1_ps(d);
-  for (int jv = 0; jv < nv; ++jv) {
-    for (int L = 0; L < (kHalf ? 1 : 2); ++L) {
-      for (int h = 0; h < 2; ++h) {
-        const size_t b0 = kHalf ? size_t(8 * h) : size_t(32 * jv + 16 * L + 8 * h);
-        __m256 v[kPer];
-        for (int k = 0; k < kPer; ++k) {
-          const int32_t* q = isum + ((jv * 2 + h) * kPer + k) * 16;
-          __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8 * L));
-          if (kHalf) x = _mm256_add_epi32(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8)));
-          v[k] = _mm256_cvtepi32_ps(x);
-        }
-        __m256 nat[kPer];
-        const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-        if constexpr (kPer == 4) {
-          const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-          const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-          const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-          nat[0] = _mm256_permute2f128_ps(u0, u1, 0x20);
-          nat[1] = _mm256_permute2f128_ps(u2, u3, 0x20);
-          nat[2] = _mm256_permute2f128_ps(u0, u1, 0x31);
-          nat[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
-        } else {
-          nat[0] = _mm256_permute2f128_ps(t0, t1, 0x20);
-          nat[1] = _mm256_permute2f128_ps(t0, t1, 0x31);
-        }
-        const __m256 z = _mm256_set1_ps(zl[size_t(kG) + size_t(kPer) * b0 / g]);
-        float* o = out + size_t(kPer) * b0;
-        for (int m = 0; m < kPer; ++m) {
-          _mm256_storeu_ps(o + 8 * m, _mm256_add_ps(_mm256_loadu_ps(o + 8 * m), _mm256_add_ps(_mm256_mul_ps(dv, nat[m]), z)));
+  for (int i = 0; i < kQ; ++i) {
+    const __m256 dv = _mm256_set1_ps(d[i]);
+    for (int jv = 0; jv < nv; ++jv) {
+      for (int L = 0; L < (kHalf ? 1 : 2); ++L) {
+        for (int h = 0; h < 2; ++h) {
+          const size_t b0 = kHalf ? size_t(8 * h) : size_t(32 * jv + 16 * L + 8 * h);
+          __m256 v[kPer];
+          for (int k = 0; k < kPer; ++k) {
+            const int32_t* q = isum[i] + ((jv * 2 + h) * kPer + k) * 16;
+            __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8 * L));
+            if (kHalf) x = _mm256_add_epi32(x, _mm256_load_si256(reinterpret_cast<const __m256i*>(q + 8)));
+            v[k] = _mm256_cvtepi32_ps(x);
+          }
+          __m256 nat[kPer];
+          const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+          if constexpr (kPer == 4) {
+            const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            nat[0] = _mm256_permute2f128_ps(u0, u1, 0x20);
+            nat[1] = _mm256_permute2f128_ps(u2, u3, 0x20);
+            nat[2] = _mm256_permute2f128_ps(u0, u1, 0x31);
+            nat[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
+          } else {
+            nat[0] = _mm256_permute2f128_ps(t0, t1, 0x20);
+            nat[1] = _mm256_permute2f128_ps(t0, t1, 0x31);
+          }
+          const __m256 z = _mm256_set1_ps(zl[i][size_t(kG) + size_t(kPer) * b0 / g]);
+          float* o = out + size_t(i) * hd + size_t(kPer) * b0;
+          for (int m = 0; m < kPer; ++m) {
+            _mm256_storeu_ps(o + 8 * m, _mm256_add_ps(_mm256_loadu_ps(o + 8 * m), _mm256_add_ps(_mm256_mul_ps(dv, nat[m]), z)));
+          }
         }
       }
     }
@@ -383,10 +425,13 @@ bool AccumulateRunUniform(const KvRun& r, const float* p, int n_q, size_t ldp, f
     if (nv == 0) return false;
     const int n_groups = r.head_dim / std::min(r.group, r.head_dim);
     auto run = [&](auto kv, auto kg) {
-      for (int i = 0; i < n_q; ++i) {
-        if (r.bits == 2) RowAccumulateI8<2, kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
-        if (r.bits == 4) RowAccumulateI8<4, kv(), kg()>(r, p + size_t(i) * ldp, out + size_t(i) * hd);
-      }
+      ForQueryPasses<kI8Queries>(n_q, [&](auto kq, int i0) {
+        constexpr int kQ = decltype(kq)::value;
+        const float* pi = p + size_t(i0) * ldp;
+        float* oi = out + size_t(i0) * hd;
+        if (r.bits == 2) RowAccumulateI8<2, kv(), kg(), kQ>(r, pi, ldp, oi);
+        if (r.bits == 4) RowAccumulateI8<4, kv(), kg(), kQ>(r, pi, ldp, oi);
+      });
     };
     auto with_groups = [&](auto kv) {
       if (n_groups == 1) return run(kv, std::integral_constant<int, 1>());

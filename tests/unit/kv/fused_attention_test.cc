@@ -431,6 +431,46 @@ TEST(FusedAttention, TwoAndFourBitValuesInIntegersMatchTheirReference) {
   }
 }
 
+// The integer value kernel takes queries in passes (two at a time on AVX-512) that share the
+// code bytes: each query's outputs are the bits it gets alone, whatever its pass holds (a query
+// whose weights all round to zero, one with no weight at all, one with a NaN that makes its
+// outputs NaN), on every target.
+TEST(FusedAttention, IntegerValuesGiveTheSameBitsForAnyQueryGrouping) {
+  int compared = 0;
+  test::for_each_target([&] {
+    for (int hd : {64, 128}) {
+      for (const char* f : {"kivi-2:g=32:r=32", "int2", "kivi-4:g=32:r=32", "int4", "int4:g=64"}) {
+        Rng rng(uint64_t(hd) + 11);
+        for_each_value_run(f, hd, rng, KvFormat::kUniformRow, [&](const KvRun& run, int k) {
+          constexpr int kQ = 5;
+          const size_t ld = size_t(run.n) + 1;
+          std::vector<float> p(kQ * ld);
+          for (int i = 0; i < kQ; ++i) {
+            // Query (k + i) % kQ: 0 normal, 1 below float resolution, 2 none, 3 a NaN, 4 normal.
+            const int kind = (k + i) % kQ;
+            for (size_t t = 0; t < size_t(run.n); ++t) {
+              float x = kind == 2 ? 0.0f : float(rng.uniform()) * (kind == 1 ? 1e-33f : 1.0f);
+              if (kind == 3 && t == size_t(run.n) / 2) x = NAN;
+              p[size_t(i) * ld + t] = x;
+            }
+          }
+          const auto start = randn(rng, kQ * size_t(hd));
+          auto together = start;
+          if (!cpu::accumulate_run_fused(run, p.data(), kQ, ld, together.data())) return;
+          for (int i = 0; i < kQ; ++i) {
+            std::vector<float> alone(start.begin() + i * hd, start.begin() + (i + 1) * hd);
+            ASSERT_TRUE(cpu::accumulate_run_fused(run, p.data() + size_t(i) * ld, 1, ld, alone.data()));
+            ASSERT_EQ(0, std::memcmp(alone.data(), together.data() + size_t(i) * hd, alone.size() * sizeof(float)))
+                << f << " head_dim " << hd << " query " << i << " of kind " << (k + i) % kQ;
+          }
+          ++compared;
+        });
+      }
+    }
+  });
+  if (hwy::SupportedTargets() & HWY_AVX2) EXPECT_GT(compared, 100);
+}
+
 // A codebook's four levels in int8 steps: within half a step each, never worse in squared error
 // than the finest step (kLevelSteps) alone, exact where the levels are evenly spaced; levels
 // not finite give NaN, vanishing ones 0, with zero steps either way.
