@@ -315,8 +315,6 @@ void RowScores(const KvRun& r, const float* HWY_RESTRICT q, int n_q, float scale
     }
     if constexpr (kIntQuery) {
       for (int i = 0; i < kQ; ++i) bias[i] = qsum[i][0];
-    }
-    if constexpr (kIntQuery) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
       if (ColsI8Fit<kBits>(r)) {
         const size_t rb = hd * kBits / 8;

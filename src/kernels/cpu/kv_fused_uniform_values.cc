@@ -339,12 +339,12 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
       }
     }
   };
-  zero_acc();
   const uint8_t* rows = r.rows;
   auto row128 = [&](int t) {
     return t < r.n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + size_t(t) * r.stride)) : _mm_setzero_si128();
   };
   if (any_kept) {
+    zero_acc();
     int since = 0;
     if constexpr (kHalf) {
       for (int P = 0; P < n_pairs; P += 2) {  // rows 2P..2P+3
