@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/kv_decode.h"
@@ -63,26 +64,29 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
 // heads, which lie one after another in it (kv/paged_rows.h), are read as one stream. Before
 // each run, what the next one reads first is prefetched where that was measured to help
 // (prefetch_run: KIVI key blocks, KVQuant outlier lists and 2-bit rows).
+// The current run and the next are built in place in two buffers that swap roles, never copied.
 template <class Fn>
 void for_each_run(const KvStoreView& sv, int h0, int n_heads, int a, int b, const Fn& fn) {
+  KvRun buf[2];
   for (int si = 0; si < sv.n_segments; ++si) {
     const KvSegment& s = sv.seg[si];
     const int lo = std::max(a, s.t0), hi = std::min(b, s.t0 + s.n);
     if (lo >= hi) continue;
     auto len = [&](int t) { return std::min({hi - t, s.page_left(t - s.t0), kTile}); };
     int t = lo, g = 0;
-    KvRun run = s.run(h0, t - s.t0, len(t));
+    KvRun* run = &buf[0];
+    KvRun* after = &buf[1];
+    s.run(h0, t - s.t0, len(t), run);
     while (t < hi) {
       int nt = t, ng = g + 1;
-      if (ng == n_heads) nt = t + run.n, ng = 0;
-      KvRun after;
+      if (ng == n_heads) nt = t + run->n, ng = 0;
       if (nt < hi) {
-        after = s.run(h0 + ng, nt - s.t0, len(nt));
-        prefetch_run(after);
+        s.run(h0 + ng, nt - s.t0, len(nt), after);
+        prefetch_run(*after);
       }
-      fn(run, t, g);
+      fn(*run, t, g);
       t = nt, g = ng;
-      run = after;
+      std::swap(run, after);
     }
   }
 }

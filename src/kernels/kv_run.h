@@ -140,19 +140,29 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    LLaMA-7B's shape at 16K on one thread, where the prefetches alone changed nothing (no
 //    hardware counters there to say why; a software prefetch whose page is not in the TLB may be
 //    dropped) and the profile had charged ~40% of the block setup to the scales' first load.
+//    Since attention's walk stopped copying runs (kv/kv_view.h), the block's code rows are asked
+//    for whole, with the rows below.
 //  - the code rows of 2-bit KVQuant keys (at most 2 KiB a run), which the kernel with tokens in
 //    lanes (kernels/cpu/kv_fused_codebook.cc) loads all at once to transpose them: without it
 //    the loads' misses were ~17% of that kernel's samples, with it ~5%; and those of 2-bit
 //    values with their norms, which the integer kernel (kv_fused_codebook_values.cc) reads four
-//    rows at a time (its samples over the key kernel's 0.51 -> 0.43).
+//    rows at a time (its samples over the key kernel's 0.51 -> 0.43). The 3- and 4-bit rows
+//    likewise since the walk stopped copying runs: kvquant-3 and -4 at 32K tokens ~15% faster
+//    in two of three alternated runs on LLaMA-7B's shape (docs/PERFORMANCE.md, "Attention's
+//    walk without copies").
+//  - every row of a per-token-group run (KIVI's values, int-b) with its scales and zero points,
+//    and every code row of a KIVI key block: with the walk's copies gone these runs' kernels
+//    wait on memory, and asked for a run ahead kivi-2 at 32K tokens on LLaMA-7B's shape took
+//    ~25% less time, kivi-4 ~35%, int4 ~10% (same section).
 //  - every row of an f16 run (16 KiB at head_dim 128): attention reads a page's heads one
 //    after another, and asked for a run ahead they kept f16 at 32K tokens at 88-93% of the read
 //    bandwidth on LLaMA-7B's shape where the hardware prefetcher alone gave 77-83% (~8% less
 //    time; docs/PERFORMANCE.md, "Heads of a page in one stream").
-// Not for the rows of the other formats: whole runs of q8_0 and q4_0 asked for ahead took 5-10%
-// more time, as their kernels are bound by their arithmetic there; one touch per
-// per-token-group run (int4) gained nothing, and prefetching the first 256 bytes of KVQuant's
-// other rows (3 and 4 bits) changed nothing measurable.
+// Not for the rows of q8_0 and q4_0: asked for whole a run ahead they took 5-10% more time, and
+// again ~20-40% more with the walk's copies gone, on top of their kernels' own prefetch
+// (prefetch_rows_ahead). (Before the walk stopped copying runs, one touch per per-token-group run
+// (int4) gained nothing, and the first 256 bytes of KVQuant's 3- and 4-bit rows changed nothing
+// measurable.)
 inline void prefetch_run(const KvRun& r) {
   if (r.out_ptr != nullptr && r.out_sealed && r.n > 0) {
     uint32_t e;  // the head's first entry (quant/outlier_layout.h), from the block's pointers
@@ -170,7 +180,7 @@ inline void prefetch_run(const KvRun& r) {
       __builtin_prefetch(vals + o);
     }
   }
-  if ((r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow) && r.bits == 2) {
+  if (r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow) {
     for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
     if (r.format == KvFormat::kCodebookRow) {
       const uint8_t* norms = r.rows + r.norm_off;
@@ -178,15 +188,19 @@ inline void prefetch_run(const KvRun& r) {
     }
     return;
   }
-  if (r.format == KvFormat::kF16) {
+  if (r.format == KvFormat::kF16 || r.format == KvFormat::kUniformRow) {
     for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
+    if (r.format == KvFormat::kUniformRow) {
+      const uint8_t* meta = r.rows + r.scales_off;
+      for (size_t o = 0; o < size_t(r.n) * r.meta_stride; o += 64) __builtin_prefetch(meta + o);
+    }
     return;
   }
   if (r.format != KvFormat::kUniformCols || r.n == 0) return;
   const uint8_t* meta = r.rows + r.scales_off;
   touch_byte(meta);
   for (size_t o = 0; o < size_t(r.head_dim) * 4; o += 64) __builtin_prefetch(meta + o);
-  for (size_t o = 0; o < std::min<size_t>(size_t(r.n) * r.stride, 256); o += 64) __builtin_prefetch(r.rows + o);
+  for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
 }
 
 // This head's entries [*start, *stop) of token t of a growing page (with pointer type P and

@@ -52,12 +52,17 @@ struct KvSegment {
   // with head_stride and token_stride).
   const KvHeadPart* heads = nullptr;
 
-  // Tokens [i, i + count) of head h; the range must lie inside one page.
-  KvRun run(int h, int i, int count) const {
+  // *out: tokens [i, i + count) of head h; the range must lie inside one page. Written where
+  // the caller keeps it, not returned: a run built on the stack and copied at once was read back
+  // in 16-byte pieces over the fields just stored one by one, and those stalls with the zeroing
+  // of the run it was copied into were half of attention's walk, ~12% of kivi-2's decode
+  // attention in cache (docs/PERFORMANCE.md, "Attention's walk without copies").
+  void run(int h, int i, int count, KvRun* out) const {
     const int page = page_tokens > 0 ? i / page_tokens : 0;
     const int slot = page_tokens > 0 ? i % page_tokens : i;
     const uint8_t* p = pages ? pages[page] : base;
-    KvRun r = proto;
+    KvRun& r = *out;
+    r = proto;
     r.n = count;
     size_t row_off = size_t(h) * head_stride + size_t(slot) * token_stride;
     r.stride = token_stride;
@@ -96,7 +101,6 @@ struct KvSegment {
         r.out_idx = b + out_layout.idx_offset(page_tokens, OutlierLayout::cap_of(b));
       }
     }
-    return r;
   }
   // Tokens of the page that holds token i, from i on.
   int page_left(int i) const { return page_tokens > 0 ? page_tokens - i % page_tokens : n - i; }

@@ -110,7 +110,8 @@ void check_run_decoders(const KvCache& c, const HeadShape& s, int max_run,
       for (int h = 0; h < s.n_kv_heads; ++h) {
         for (int i = 0; i < seg.n;) {
           const int n = std::min({seg.n - i, seg.page_left(i), max_run});
-          const KvRun run = seg.run(h, i, n);
+          KvRun run;
+          seg.run(h, i, n, &run);
           std::vector<float> a(size_t(n) * size_t(s.head_dim)), b(a.size());
           cpu::decode_run(run, a.data());
           ref::decode_run_ref(run, b.data());
@@ -364,7 +365,8 @@ void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std
     for (int h = 0; h < s.n_kv_heads; ++h) {
       for (int i = 0, k = 0; i < seg.n; ++k) {
         const int n = std::min({seg.n - i, seg.page_left(i), 1 + (k * 23) % 64});
-        const KvRun run = seg.run(h, i, n);
+        KvRun run;
+        seg.run(h, i, n, &run);
         i += n;
         if (run.format != fmt) continue;
         SCOPED_TRACE(std::string(f) + " hd " + std::to_string(hd) + " n " + std::to_string(n));

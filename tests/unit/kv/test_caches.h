@@ -83,7 +83,8 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
     const KvSegment& seg = kv.seg[si];
     for (int i = 0; i < seg.n && seg.t0 + i < n_kv;) {
       const int cnt = std::min(seg.n - i, seg.page_left(i));
-      const KvRun r = seg.run(kvh, i, cnt);
+      KvRun r;
+      seg.run(kvh, i, cnt, &r);
       if (r.format == KvFormat::kUniformCols) {
         const auto* sc = reinterpret_cast<const f16_t*>(r.rows + r.scales_off);
         const auto* zc = reinterpret_cast<const f16_t*>(r.rows + r.zeros_off);
@@ -147,7 +148,8 @@ inline void attention_head_as_stored(const KvCache& cache, int il, int kvh, cons
       const int lo = std::max(c0, seg.t0), hi = std::min({c0 + kAttentionChunk, seg.t0 + seg.n, n_kv});
       for (int t = lo; t < hi;) {
         const int i = t - seg.t0, cnt = std::min({hi - t, seg.page_left(i), Rope::kKeyOffsets});
-        const KvRun r = seg.run(kvh, i, cnt);
+        KvRun r;
+        seg.run(kvh, i, cnt, &r);
       if (r.format == KvFormat::kUniformRow && value_weights_in_integers(r)) {
         const int g = std::min(r.group, hd), n_groups = hd / g;
         std::vector<float> wt(size_t(cnt) * size_t(n_groups)), zsum(size_t(n_groups), 0.0f);
