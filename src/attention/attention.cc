@@ -62,8 +62,9 @@ void merge_state(SoftState& a, float* oa, const SoftState& b, const float* ob, i
 // at most kTile tokens, never across a page, starting at positions fixed by the segment layout
 // and a; at each position the heads in order (head g of the span is h0 + g), so that a page's
 // heads, which lie one after another in it (kv/paged_rows.h), are read as one stream. Before
-// each run, what the next one reads first is prefetched where that was measured to help
-// (prefetch_run: KIVI key blocks, KVQuant outlier lists and 2-bit rows).
+// each run, what the next one reads is prefetched where that was measured to help
+// (prefetch_run: the rows of f16, per-token-group, KIVI key and KVQuant runs, KVQuant's outlier
+// lists; not q4_0 / q8_0, whose kernels ask for their own rows ahead).
 // The current run and the next are built in place in two buffers that swap roles, never copied.
 template <class Fn>
 void for_each_run(const KvStoreView& sv, int h0, int n_heads, int a, int b, const Fn& fn) {

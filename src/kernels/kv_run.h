@@ -147,13 +147,13 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    the loads' misses were ~17% of that kernel's samples, with it ~5%; and those of 2-bit
 //    values with their norms, which the integer kernel (kv_fused_codebook_values.cc) reads four
 //    rows at a time (its samples over the key kernel's 0.51 -> 0.43). The 3- and 4-bit rows
-//    likewise since the walk stopped copying runs: kvquant-3 and -4 at 32K tokens ~15% faster
-//    in two of three alternated runs on LLaMA-7B's shape (docs/PERFORMANCE.md, "Attention's
-//    walk without copies").
+//    likewise since the walk stopped copying runs: kvquant-3 and -4 at 32K tokens 10-27% faster
+//    in two of three alternated runs on LLaMA-7B's shape, the same in the third
+//    (docs/PERFORMANCE.md, "Attention's walk without copies").
 //  - every row of a per-token-group run (KIVI's values, int-b) with its scales and zero points,
 //    and every code row of a KIVI key block: with the walk's copies gone these runs' kernels
 //    wait on memory, and asked for a run ahead kivi-2 at 32K tokens on LLaMA-7B's shape took
-//    ~25% less time, kivi-4 ~35%, int4 ~10% (same section).
+//    ~25% less time, kivi-4 ~35%, int4 ~20% (same section).
 //  - every row of an f16 run (16 KiB at head_dim 128): attention reads a page's heads one
 //    after another, and asked for a run ahead they kept f16 at 32K tokens at 88-93% of the read
 //    bandwidth on LLaMA-7B's shape where the hardware prefetcher alone gave 77-83% (~8% less
