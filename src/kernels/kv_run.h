@@ -116,9 +116,13 @@ inline void touch_byte(const uint8_t* p) { (void)*static_cast<const volatile uin
 // bandwidth at 32K, and asking 1 KiB ahead made q8_0 ~15% and q4_0 ~25% faster there (2 KiB
 // and 512 bytes measured the same; docs/PERFORMANCE.md). f16's kernels gained nothing from it.
 inline constexpr size_t kRowPrefetchBytes = 1024;
+// Asks for [p, p + n) a cache line at a time (a hint: it never faults, whatever lies there).
+inline void prefetch_bytes(const uint8_t* p, size_t n) {
+  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o);
+}
 inline void prefetch_rows_ahead(const uint8_t* p, size_t n) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p) + kRowPrefetchBytes;
-  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(reinterpret_cast<const void*>(a + o));
+  // The address by integer arithmetic: it may lie past the rows' allocation.
+  prefetch_bytes(reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) + kRowPrefetchBytes), n);
 }
 
 // How much of a run's sealed outlier list (its cells, and as much of its values) prefetch_run
@@ -159,7 +163,7 @@ inline constexpr size_t kOutlierPrefetchBytes = 192;
 //    bandwidth on LLaMA-7B's shape where the hardware prefetcher alone gave 77-83% (~8% less
 //    time; docs/PERFORMANCE.md, "Heads of a page in one stream").
 // Not for the rows of q8_0 and q4_0: asked for whole a run ahead they took 5-10% more time, and
-// again ~20-40% more with the walk's copies gone, on top of their kernels' own prefetch
+// again ~20% more with the walk's copies gone, on top of their kernels' own prefetch
 // (prefetch_rows_ahead). (Before the walk stopped copying runs, one touch per per-token-group run
 // (int4) gained nothing, and the first 256 bytes of KVQuant's 3- and 4-bit rows changed nothing
 // measurable.)
@@ -180,27 +184,25 @@ inline void prefetch_run(const KvRun& r) {
       __builtin_prefetch(vals + o);
     }
   }
-  if (r.format == KvFormat::kCodebookPc || r.format == KvFormat::kCodebookRow) {
-    for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
-    if (r.format == KvFormat::kCodebookRow) {
-      const uint8_t* norms = r.rows + r.norm_off;
-      for (size_t o = 0; o < size_t(r.n) * r.meta_stride; o += 64) __builtin_prefetch(norms + o);
-    }
-    return;
+  const size_t row_bytes = size_t(r.n) * r.stride, meta_bytes = size_t(r.n) * r.meta_stride;
+  switch (r.format) {
+    case KvFormat::kF16:
+    case KvFormat::kCodebookPc:
+      return prefetch_bytes(r.rows, row_bytes);
+    case KvFormat::kUniformRow:  // with each token's scales and zero points
+      prefetch_bytes(r.rows, row_bytes);
+      return prefetch_bytes(r.rows + r.scales_off, meta_bytes);
+    case KvFormat::kCodebookRow:  // with each token's norm
+      prefetch_bytes(r.rows, row_bytes);
+      return prefetch_bytes(r.rows + r.norm_off, meta_bytes);
+    case KvFormat::kUniformCols:  // the block's scales touched first, then asked for with its rows
+      if (r.n == 0) return;
+      touch_byte(r.rows + r.scales_off);
+      prefetch_bytes(r.rows + r.scales_off, size_t(r.head_dim) * 4);
+      return prefetch_bytes(r.rows, row_bytes);
+    default:  // kF32; q4_0 / q8_0 (their kernels' prefetch_rows_ahead)
+      return;
   }
-  if (r.format == KvFormat::kF16 || r.format == KvFormat::kUniformRow) {
-    for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
-    if (r.format == KvFormat::kUniformRow) {
-      const uint8_t* meta = r.rows + r.scales_off;
-      for (size_t o = 0; o < size_t(r.n) * r.meta_stride; o += 64) __builtin_prefetch(meta + o);
-    }
-    return;
-  }
-  if (r.format != KvFormat::kUniformCols || r.n == 0) return;
-  const uint8_t* meta = r.rows + r.scales_off;
-  touch_byte(meta);
-  for (size_t o = 0; o < size_t(r.head_dim) * 4; o += 64) __builtin_prefetch(meta + o);
-  for (size_t o = 0; o < size_t(r.n) * r.stride; o += 64) __builtin_prefetch(r.rows + o);
 }
 
 // This head's entries [*start, *stop) of token t of a growing page (with pointer type P and
