@@ -37,6 +37,7 @@ constexpr int kMaxQ = 4;  // queries per pass: their accumulators stay in regist
 // (SIGILL). Only the files that opt in to Highway's AVX3_DL target (HWY_WANT_AVX3_DL:
 // kv_fused_ggml.cc, kv_fused_codebook_values.cc) reach it.
 HWY_INLINE void DotBytesAdd(__m256i* acc, __m256i u, __m256i w) { asm("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u), "v"(w)); }
+HWY_INLINE void DotBytesAdd(__m512i* acc, __m512i u, __m512i w) { asm("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(u), "v"(w)); }
 #endif
 
 // Uniform codes (KIVI keys, per-token groups) are read N bytes at a time: PromoteTo gives N

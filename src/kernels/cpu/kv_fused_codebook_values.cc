@@ -221,7 +221,12 @@ HWY_INLINE void CodebookRowAccumulateI8(const KvRun& r, const float* HWY_RESTRIC
                                         float* HWY_RESTRICT out) {
   static_assert(kHd == 64 || kHd == 128);
   constexpr bool kHalf = kHd == 64;
-  constexpr int kTok = kHalf ? 8 : 4, kRowBytes = kHd / 4;
+  // AVX-512 with head_dim 128: tokens t..t+3 in the low 256 bits, t+4..t+7 in the high, the
+  // halves' integer sums added at the end (the same sums: the same results); kvquant-2's
+  // attention in cache 3-5% less time, its value kernel being ~16% of it (docs/PERFORMANCE.md,
+  // "Integer kernels in 512-bit vectors").
+  constexpr bool kWide = !kHalf && HWY_TARGET <= HWY_AVX3;
+  constexpr int kTok = kHalf || kWide ? 8 : 4, kRowBytes = kHd / 4;
   // Byte positions X (4 of them, each an int32 lane of 4 tokens per byte) per slice: 4 kQ kXs
   // sums in registers.
   constexpr int kXs = std::max(1, (HWY_TARGET <= HWY_AVX3 ? 4 : 2) / kQ);
@@ -311,8 +316,63 @@ HWY_INLINE void CodebookRowAccumulateI8(const KvRun& r, const float* HWY_RESTRIC
         }
       }
     };
-    for (int t = 0; t < n_full; t += kTok) step(t, r.rows + size_t(t) * r.stride, r.stride);
-    if (n_full < nt) step(n_full, tail[0], kRowBytes);
+#if HWY_TARGET <= HWY_AVX3
+    if constexpr (kWide) {
+      const __m512i T05 = _mm512_broadcast_i64x4(T0), T15 = _mm512_broadcast_i64x4(T1);
+      const __m512i m0f5 = _mm512_set1_epi8(0x0F);
+#if HWY_TARGET != HWY_AVX3_DL
+      const __m512i ones5 = _mm512_set1_epi16(1);
+#endif
+      __m512i acc5[kQ][kXs][4];
+      for (auto& q : acc5) for (auto& x : q) for (auto& v : x) v = _mm512_setzero_si512();
+      auto step5 = [&](int t, const uint8_t* rows, size_t stride) {  // step's, rows t + k and t + 4 + k
+        __m512i R[4];
+        for (int k = 0; k < 4; ++k) {
+          R[k] = _mm512_inserti64x4(
+              _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + size_t(k) * stride))),
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + size_t(k + 4) * stride)), 1);
+        }
+        __m512i W[kQ];
+        for (int i = 0; i < kQ; ++i) {
+          int32_t lo, hi;
+          std::memcpy(&lo, wb[i] + t, 4);
+          std::memcpy(&hi, wb[i] + t + 4, 4);
+          W[i] = _mm512_inserti64x4(_mm512_set1_epi32(lo), _mm256_set1_epi32(hi), 1);
+        }
+        for (int xs = 0; xs < kXs; ++xs) {
+          const int x = x0 + xs;
+          const __m512i u0 = x < 2 ? _mm512_unpacklo_epi8(R[0], R[1]) : _mm512_unpackhi_epi8(R[0], R[1]);
+          const __m512i u1 = x < 2 ? _mm512_unpacklo_epi8(R[2], R[3]) : _mm512_unpackhi_epi8(R[2], R[3]);
+          const __m512i X = (x & 1) ? _mm512_unpackhi_epi16(u0, u1) : _mm512_unpacklo_epi16(u0, u1);
+          const __m512i lo = _mm512_and_si512(X, m0f5), hi = _mm512_and_si512(_mm512_srli_epi16(X, 4), m0f5);
+          const __m512i lev[4] = {_mm512_shuffle_epi8(T05, lo), _mm512_shuffle_epi8(T15, lo),
+                                  _mm512_shuffle_epi8(T05, hi), _mm512_shuffle_epi8(T15, hi)};
+          for (int i = 0; i < kQ; ++i) {
+            for (int k = 0; k < 4; ++k) {
+#if HWY_TARGET == HWY_AVX3_DL
+              DotBytesAdd(&acc5[i][xs][k], W[i], lev[k]);
+#else
+              acc5[i][xs][k] = _mm512_add_epi32(acc5[i][xs][k], _mm512_madd_epi16(_mm512_maddubs_epi16(W[i], lev[k]), ones5));
+#endif
+            }
+          }
+        }
+      };
+      for (int t = 0; t < n_full; t += kTok) step5(t, r.rows + size_t(t) * r.stride, r.stride);
+      if (n_full < nt) step5(n_full, tail[0], kRowBytes);
+      for (int i = 0; i < kQ; ++i) {
+        for (int xs = 0; xs < kXs; ++xs) {
+          for (int k = 0; k < 4; ++k) {
+            acc[i][xs][k] = _mm256_add_epi32(_mm512_castsi512_si256(acc5[i][xs][k]), _mm512_extracti64x4_epi64(acc5[i][xs][k], 1));
+          }
+        }
+      }
+    } else
+#endif
+    {
+      for (int t = 0; t < n_full; t += kTok) step(t, r.rows + size_t(t) * r.stride, r.stride);
+      if (n_full < nt) step(n_full, tail[0], kRowBytes);
+    }
     // Lane j of X x in 128-bit half L, class k: byte b = 16 L + 4 x + j, channel 4 b + k.
     for (int i = 0; i < kQ; ++i) {
       float* o = out + size_t(i) * kHd;

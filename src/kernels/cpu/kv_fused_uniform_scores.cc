@@ -170,6 +170,49 @@ void ColsScoresI8(const KvRun& r, const float (*w)[512], const float* id, const 
     const uint8_t* x = rows + size_t(tr) * r.stride;
     for (size_t j = 0; j < nv; ++j) dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j)), j, acc);
   };
+#if HWY_TARGET <= HWY_AVX3
+  // AVX-512: two rows side by side in the halves of each vector, the same integer sums (the
+  // same bits), half the instructions per row (docs/PERFORMANCE.md, "Integer kernels in
+  // 512-bit vectors"). Rows past the last whole 8 take the 256-bit loop below.
+  __m512i w8w[kQ][8][kPer];
+  for (int i = 0; i < kQ; ++i) {
+    for (size_t j = 0; j < nv; ++j) {
+      for (int k = 0; k < kPer; ++k) w8w[i][j][k] = _mm512_broadcast_i64x4(w8[i][j][k]);
+    }
+  }
+  const __m512i mask5 = _mm512_set1_epi8(char((1 << kBits) - 1)), ones5 = _mm512_set1_epi16(1);
+  auto row_pair = [&](int tr, __m512i (&acc)[kQ]) {  // rows tr (low half) and tr + 1 (high)
+    for (auto& a : acc) a = _mm512_setzero_si512();
+    const uint8_t* x = rows + size_t(tr) * r.stride;
+    for (size_t j = 0; j < nv; ++j) {
+      const __m512i v = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j))),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + r.stride + 32 * j)), 1);
+      __m512i p[kQ];
+      for (int k = 0; k < kPer; ++k) {
+        const __m512i c = _mm512_and_si512(k == 0 ? v : _mm512_srli_epi16(v, unsigned(k * kBits)), mask5);
+        for (int i = 0; i < kQ; ++i) {
+          const __m512i m = _mm512_maddubs_epi16(c, w8w[i][j][k]);
+          p[i] = k == 0 ? m : _mm512_add_epi16(p[i], m);
+        }
+      }
+      for (int i = 0; i < kQ; ++i) acc[i] = _mm512_add_epi32(acc[i], _mm512_madd_epi16(p[i], ones5));
+    }
+  };
+  for (; t + 8 <= r.n; t += 8) {
+    __m256i a[kQ][8], sums[kQ];
+    for (int u = 0; u < 8; u += 2) {
+      __m512i acc[kQ];
+      row_pair(t + u, acc);
+      for (int i = 0; i < kQ; ++i) {
+        a[i][u] = _mm512_castsi512_si256(acc[i]);
+        a[i][u + 1] = _mm512_extracti64x4_epi64(acc[i], 1);
+      }
+    }
+    for (int i = 0; i < kQ; ++i) sums[i] = SumRows8(a[i]);
+    store8(t, sums);
+  }
+#endif
   for (; t + 8 <= r.n; t += 8) {
     __m256i a[kQ][8], sums[kQ];
     for (int u = 0; u < 8; ++u) {

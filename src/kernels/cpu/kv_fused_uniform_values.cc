@@ -171,6 +171,15 @@ void RowAccumulate(const KvRun& r, const float* HWY_RESTRICT p, int n_q, size_t 
 // queries per KV head) two at a time took int4's, kivi-2's and kivi-4's attention at 32K tokens
 // 7-14% faster (docs/PERFORMANCE.md).
 inline constexpr int kI8Queries = HWY_TARGET <= HWY_AVX3 ? 2 : 1;
+// Whether the kernel takes 512-bit steps (AVX-512): pass 1 two tokens per vector (even in the
+// low half, odd in the high; the zero terms still summed token after token, as the reference
+// does), pass 2 four tokens per vector, the main loop two pairs of rows (four of half rows) side
+// by side in the halves of each vector: the same integers summed, so the same results
+// (FusedAttention.WideIntegerKernelsEqualAvx2BitForBit). The 256-bit form left half of a
+// full-width AVX-512 core (this Zen 5) idle; with the key kernel's wide form (ColsScoresI8)
+// kivi-2's attention in cache took 8-17% less time (docs/PERFORMANCE.md, "Integer kernels in
+// 512-bit vectors").
+inline constexpr bool kI8Wide = HWY_TARGET <= HWY_AVX3;
 
 // Whether the kernel takes a run (one whose weights are rounded, value_weights_in_integers: 2 or
 // 4 bits, checked by its caller): rows of whole 32-byte vectors (kNv of them) or of
@@ -236,17 +245,20 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
     if constexpr (kG == 4) h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
     return _mm256_cvtph_ps(h);
   };
-  const int n_pairs = (r.n + 1) / 2, n_pairs_pad = kHalf ? (n_pairs + 1) & ~1 : n_pairs;
+  // Pairs of rows per step of the main loop: 2 (4 with half rows) in 256-bit vectors, twice
+  // that in 512-bit ones; the weights are padded to whole steps (zero past r.n).
+  constexpr int kStepPairs = (kHalf ? 2 : 1) * (kI8Wide ? 2 : 1);
+  const int n_pairs = (r.n + 1) / 2, n_pairs_pad = (n_pairs + kStepPairs - 1) / kStepPairs * kStepPairs;
   // Per query: pass 1, each token's weights p_t s_tg (lanes [0, kG), 0 where p_t is 0, and past
-  // r.n up to a whole number of row quads), the largest, and the zero terms' sums (lanes [kG,
+  // r.n up to whole steps), the largest, and the zero terms' sums (lanes [kG,
   // 2 kG)); pass 2, w8 of tokens 2P, 2P + 1 interleaved by group, 16 bytes per pair (zero past
   // r.n, and everywhere for a query whose weights are all zero or not finite).
   // Pass 1 takes the tokens outermost, so that each token's scales are loaded once and the
   // queries' running maxima and sums are independent chains.
-  HWY_ALIGN float wt[kQ][1024 + 4][4];
+  HWY_ALIGN float wt[kQ][1024 + 8][4];
   __m256 wmax[kQ], bad[kQ], zv[kQ];
   for (int i = 0; i < kQ; ++i) wmax[i] = bad[i] = zv[i] = _mm256_setzero_ps();
-  for (int t = 0; t < r.n; ++t) {
+  auto weigh = [&](int t, __m256* z) {
     const __m256 sz = token_sz(t);
     for (int i = 0; i < kQ; ++i) {
       const float pt = p[size_t(i) * ldp + size_t(t)];
@@ -258,15 +270,47 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
       _mm_store_ps(wt[i][t], _mm256_castps256_ps128(w));
       wmax[i] = _mm256_max_ps(wmax[i], w);
       bad[i] = _mm256_add_ps(bad[i], w);
-      zv[i] = _mm256_fmadd_ps(pv, sz, zv[i]);
+      z[i] = _mm256_fmadd_ps(pv, sz, z[i]);
     }
+  };
+#if HWY_TARGET <= HWY_AVX3
+  if constexpr (kI8Wide) {  // two tokens at a time, even in the low half, odd in the high (maxima and sums order-free)
+    __m512 wmax5[kQ], bad5[kQ];
+    for (int i = 0; i < kQ; ++i) wmax5[i] = bad5[i] = _mm512_setzero_ps();
+    for (int t = 0; t < r.n; t += 2) {
+      const bool two = t + 1 < r.n;
+      const __m512 sz = _mm512_insertf32x8(_mm512_castps256_ps512(token_sz(t)), two ? token_sz(t + 1) : _mm256_setzero_ps(), 1);
+      for (int i = 0; i < kQ; ++i) {
+        const float p0 = p[size_t(i) * ldp + size_t(t)], p1 = two ? p[size_t(i) * ldp + size_t(t) + 1] : 0.0f;
+        const __m512 pv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(p0)), _mm256_set1_ps(p1), 1);
+        const __mmask16 m = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // as weigh's p_t != 0
+        const __m512 w = _mm512_maskz_mul_ps(m, pv, sz);
+        _mm_store_ps(wt[i][t], _mm512_castps512_ps128(w));
+        _mm_store_ps(wt[i][t + 1], _mm512_extractf32x4_ps(w, 2));  // zero past r.n (wt is padded)
+        wmax5[i] = _mm512_mask_max_ps(wmax5[i], m, wmax5[i], w);
+        bad5[i] = _mm512_mask_add_ps(bad5[i], m, bad5[i], w);
+        // The zero terms' sums token after token, as weigh (and the reference) add them.
+        if (p0 != 0.0f) zv[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(pv), _mm512_castps512_ps256(sz), zv[i]);
+        if (p1 != 0.0f) zv[i] = _mm256_fmadd_ps(_mm256_set1_ps(p1), _mm512_extractf32x8_ps(sz, 1), zv[i]);
+      }
+    }
+    for (int i = 0; i < kQ; ++i) {
+      auto lo = [](__m512 x) { return _mm512_castps512_ps256(x); };
+      auto hi = [](__m512 x) { return _mm512_extractf32x8_ps(x, 1); };
+      wmax[i] = _mm256_max_ps(lo(wmax5[i]), hi(wmax5[i]));
+      bad[i] = _mm256_add_ps(lo(bad5[i]), hi(bad5[i]));
+    }
+  } else
+#endif
+  {
+    for (int t = 0; t < r.n; ++t) weigh(t, zv);
   }
-  HWY_ALIGN uint8_t wb[kQ][(1024 / 2 + 2) * 16];
+  HWY_ALIGN uint8_t wb[kQ][(1024 / 2 + 4) * 16];
   HWY_ALIGN float zl[kQ][8];
   float d[kQ];
   bool any_kept = false;  // else the sums are all zero: the codes are not read
   for (int i = 0; i < kQ; ++i) {
-    for (int t = r.n; t < ((r.n + 3) & ~3); ++t) _mm_store_ps(wt[i][t], _mm_setzero_ps());
+    for (int t = r.n; t < 2 * n_pairs_pad; ++t) _mm_store_ps(wt[i][t], _mm_setzero_ps());
     HWY_ALIGN float wl[8], bl[8];
     _mm256_store_ps(wl, wmax[i]);
     _mm256_store_ps(bl, bad[i]);
@@ -286,6 +330,20 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
     }
     any_kept = true;
     const __m128 id = _mm_set1_ps(255.0f / wm);
+#if HWY_TARGET <= HWY_AVX3
+    if constexpr (kI8Wide) {  // two pairs at a time, each pair's 8 bytes as below (no copy in bytes 8-15)
+      const __m512 id5 = _mm512_set1_ps(255.0f / wm);
+      const __m512i order = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+      for (int P = 0; P < n_pairs_pad; P += 2) {
+        const __m512i a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(wt[i][2 * P]), id5));
+        // clamp to [0, 255] as packs_epi32 then packus_epi16 do
+        const __m128i b = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_permutexvar_epi32(order, a), _mm512_setzero_si512()));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(wbi + 16 * size_t(P)), b);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(wbi + 16 * size_t(P + 1)), _mm_unpackhi_epi64(b, b));
+      }
+      continue;
+    }
+#endif
     for (int P = 0; P < n_pairs_pad; ++P) {
       const __m128i a = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[i][2 * P]), id));
       const __m128i b = _mm_cvtps_epi32(_mm_mul_ps(_mm_load_ps(wt[i][2 * P + 1]), id));
@@ -343,7 +401,82 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
   auto row128 = [&](int t) {
     return t < r.n ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + size_t(t) * r.stride)) : _mm_setzero_si128();
   };
-  if (any_kept) {
+#if HWY_TARGET <= HWY_AVX3
+  if (any_kept && kI8Wide) {
+    __m512i ctl5[nv][2];
+    for (int jv = 0; jv < nv; ++jv) {
+      for (int h = 0; h < 2; ++h) ctl5[jv][h] = _mm512_broadcast_i64x4(ctl[jv][h]);
+    }
+    const __m512i mask5 = _mm512_set1_epi8((1 << kBits) - 1);
+    __m512i acc5[kQ][nv][2][kPer];
+    auto zero5 = [&] {
+      for (auto& q : acc5) for (auto& a : q) for (auto& b : a) for (auto& x : b) x = _mm512_setzero_si512();
+    };
+    auto flush5 = [&] {  // both halves' uint16 sums into isum, as flush
+      for (int i = 0; i < kQ; ++i) {
+        for (int jv = 0; jv < nv; ++jv) {
+          for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < kPer; ++k) {
+              int32_t* dst = isum[i] + ((jv * 2 + h) * kPer + k) * 16;
+              const __m512i x = acc5[i][jv][h][k];
+              const __m512i sum = _mm512_add_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)),
+                                                   _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)));
+              _mm512_storeu_si512(dst, _mm512_add_epi32(_mm512_loadu_si512(dst), sum));
+            }
+          }
+        }
+      }
+      zero5();
+    };
+    auto step5 = [&](int jv, __m512i xa, __m512i xb, const __m512i* wv) {  // step, two 256-bit halves at once
+      const __m512i il[2] = {_mm512_unpacklo_epi8(xa, xb), _mm512_unpackhi_epi8(xa, xb)};
+      for (int h = 0; h < 2; ++h) {
+        __m512i codes[kPer];
+        codes[0] = _mm512_and_si512(il[h], mask5);
+        for (int k = 1; k < kPer; ++k) codes[k] = _mm512_and_si512(_mm512_srli_epi16(il[h], k * kBits), mask5);
+        for (int i = 0; i < kQ; ++i) {
+          const __m512i w = _mm512_shuffle_epi8(wv[i], ctl5[jv][h]);
+          for (int k = 0; k < kPer; ++k) acc5[i][jv][h][k] = _mm512_add_epi16(acc5[i][jv][h][k], _mm512_maddubs_epi16(w, codes[k]));
+        }
+      }
+    };
+    zero5();
+    int since = 0;
+    __m512i wv[kQ];
+    if constexpr (kHalf) {
+      for (int P = 0; P < n_pairs; P += 4) {  // rows 2P..2P+7, pair P + L in 128-bit lane L
+        const int t = 2 * P;
+        __m512i xa = _mm512_castsi128_si512(row128(t)), xb = _mm512_castsi128_si512(row128(t + 1));
+        xa = _mm512_inserti32x4(xa, row128(t + 2), 1), xb = _mm512_inserti32x4(xb, row128(t + 3), 1);
+        xa = _mm512_inserti32x4(xa, row128(t + 4), 2), xb = _mm512_inserti32x4(xb, row128(t + 5), 2);
+        xa = _mm512_inserti32x4(xa, row128(t + 6), 3), xb = _mm512_inserti32x4(xb, row128(t + 7), 3);
+        for (int i = 0; i < kQ; ++i) wv[i] = _mm512_loadu_si512(wb[i] + 16 * size_t(P));
+        step5(0, xa, xb, wv);
+        if (++since == kFlushPairs) flush5(), since = 0;
+      }
+    } else {
+      auto row256 = [&](int t, int jv) {
+        return t < r.n ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + size_t(t) * r.stride + 32 * size_t(jv)))
+                       : _mm256_setzero_si256();
+      };
+      for (int P = 0; P < n_pairs; P += 2) {  // rows 2P..2P+3, pair P in the low half, P + 1 in the high
+        const int t = 2 * P;
+        for (int i = 0; i < kQ; ++i) {
+          const __m512i x = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[i] + 16 * size_t(P))));
+          wv[i] = _mm512_shuffle_i64x2(x, x, 0x50);  // 128-bit lanes 0, 0, 1, 1
+        }
+        for (int jv = 0; jv < nv; ++jv) {
+          const __m512i xa = _mm512_inserti64x4(_mm512_castsi256_si512(row256(t, jv)), row256(t + 2, jv), 1);
+          const __m512i xb = _mm512_inserti64x4(_mm512_castsi256_si512(row256(t + 1, jv)), row256(t + 3, jv), 1);
+          step5(jv, xa, xb, wv);
+        }
+        if (++since == kFlushPairs) flush5(), since = 0;
+      }
+    }
+    flush5();
+  }
+#endif
+  if (any_kept && !kI8Wide) {
     zero_acc();
     int since = 0;
     if constexpr (kHalf) {

@@ -351,17 +351,19 @@ TEST(FusedAttention, IntKeysScoredInIntegersOnEveryTarget) {
   });
 }
 
-// Each value run of format fmt in layer 0 of a cache of spec f (2 KV heads of hd, 261 tokens
-// drawn from rng), cut into runs of 1-64 tokens: fn(run, k), k the run's index in its head.
-void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std::function<void(const KvRun&, int)>& fn) {
+// Each key (which 0) or value (1) run of format fmt in layer 0 of a cache of spec f (2 KV heads
+// of hd, 261 tokens drawn from rng), cut into runs of 1-64 tokens: fn(run, k), k the run's
+// index in its head.
+void for_each_store_run(int which, const char* f, int hd, Rng& rng, KvFormat fmt,
+                        const std::function<void(const KvRun&, int)>& fn) {
   const HeadShape s{2, 2, hd};
   Cache c = make(f, f, s, 300);
   ASSERT_TRUE(c.cache) << f;
   fill(*c.cache, rng, 261, s);
   KvStoreView views[2];
   c.cache->views(0, &views[0], &views[1]);
-  for (int si = 0; si < views[1].n_segments; ++si) {
-    const KvSegment& seg = views[1].seg[si];
+  for (int si = 0; si < views[which].n_segments; ++si) {
+    const KvSegment& seg = views[which].seg[si];
     for (int h = 0; h < s.n_kv_heads; ++h) {
       for (int i = 0, k = 0; i < seg.n; ++k) {
         const int n = std::min({seg.n - i, seg.page_left(i), 1 + (k * 23) % 64});
@@ -375,6 +377,10 @@ void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std
       }
     }
   }
+}
+
+void for_each_value_run(const char* f, int hd, Rng& rng, KvFormat fmt, const std::function<void(const KvRun&, int)>& fn) {
+  for_each_store_run(1, f, hd, rng, fmt, fn);
 }
 
 // Probabilities of n_q queries, ld apart, for run k: a fifth zero, and some runs of vanishing
@@ -471,6 +477,71 @@ TEST(FusedAttention, IntegerValuesGiveTheSameBitsForAnyQueryGrouping) {
     }
   });
   if (hwy::SupportedTargets() & HWY_AVX2) EXPECT_GT(compared, 100);
+}
+
+// The integer kernels' AVX-512 forms (two pairs of rows per 512-bit vector in the value kernels
+// of KIVI / int-b and of 2-bit KVQuant, two rows per vector in the KIVI / int-b key kernel) sum
+// the same integers in the same order as their AVX2 forms: every key and value run of each
+// format, cut into runs of 1-64 tokens, gives AVX2's bits on every AVX-512 target (head sizes 64
+// and 128; 1, 3 and 4 queries); 2-bit KVQuant values, AVX3's on AVX3_DL.
+TEST(FusedAttention, WideIntegerKernelsEqualAvx2BitForBit) {
+  if (!(hwy::SupportedTargets() & HWY_AVX3)) GTEST_SKIP() << "this CPU has no AVX-512: nothing to compare";
+  int compared = 0;
+  // A CPU that has target and every lesser one (files compiled for fewer targets take their
+  // best below it).
+  const auto up_to = [](int64_t target) { return hwy::SupportedTargets() & ~(target - 1); };
+  // out = kernel(run, n_q) on base and on each better AVX-512 target, from the same start.
+  auto compare = [&](int64_t base, const std::vector<float>& start, const std::function<bool(float*)>& kernel) {
+    std::vector<float> avx2 = start;
+    hwy::SetSupportedTargetsForTest(up_to(base));
+    const bool fused = kernel(avx2.data());
+    hwy::SetSupportedTargetsForTest(0);
+    if (!fused) return;
+    for (int64_t target : {int64_t(HWY_AVX3), int64_t(HWY_AVX3_DL)}) {
+      if (target >= base || !(hwy::SupportedTargets() & target)) continue;
+      SCOPED_TRACE(hwy::TargetName(target));
+      std::vector<float> wide = start;
+      hwy::SetSupportedTargetsForTest(up_to(target));
+      const bool fused_wide = kernel(wide.data());
+      hwy::SetSupportedTargetsForTest(0);
+      ASSERT_TRUE(fused_wide);
+      for (size_t i = 0; i < wide.size(); ++i) ASSERT_TRUE(test::same_bits(avx2[i], wide[i])) << i;
+    }
+    ++compared;
+  };
+  for (int hd : {64, 128}) {
+    for (const char* f : {"kivi-2:g=32:r=32", "kivi-4:g=32:r=32", "int2", "int2:g=64", "int4", "int4:g=32", "kvquant-2",
+                          "kvquant-2:sinks=0:outliers=0:norm=8"}) {
+      const bool kvquant = std::string(f).starts_with("kvquant");
+      // KVQuant's run weights and outliers are summed in lanes of the target's width, so its
+      // 512-bit form (AVX3: pmaddubsw, AVX3_DL: vpdpbusd) is compared with itself.
+      const int64_t base = kvquant ? HWY_AVX3 : HWY_AVX2;
+      Rng rng(uint64_t(hd) + 5);
+      for_each_value_run(f, hd, rng, kvquant ? KvFormat::kCodebookRow : KvFormat::kUniformRow, [&](const KvRun& run, int k) {
+        for (int n_q : {1, 3, 4}) {
+          SCOPED_TRACE("values, queries " + std::to_string(n_q));
+          const size_t ld = size_t(run.n) + 3;
+          const std::vector<float> p = run_probs(rng, n_q, ld, k);
+          compare(base, randn(rng, size_t(n_q) * size_t(hd)),
+                  [&](float* out) { return cpu::accumulate_run_fused(run, p.data(), n_q, ld, out); });
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      });
+      if (kvquant) continue;
+      const KvFormat key_fmt = std::string(f).starts_with("kivi") ? KvFormat::kUniformCols : KvFormat::kUniformRow;
+      for_each_store_run(0, f, hd, rng, key_fmt, [&](const KvRun& run, int) {
+        for (int n_q : {1, 3, 4}) {
+          SCOPED_TRACE("keys, queries " + std::to_string(n_q));
+          const size_t ld = size_t(run.n) + 3;
+          const std::vector<float> q = randn(rng, size_t(n_q) * size_t(hd));
+          compare(HWY_AVX2, std::vector<float>(size_t(n_q) * ld, 0.0f),
+                  [&](float* s) { return cpu::score_run_fused(run, q.data(), n_q, 0.125f, s, ld); });
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      });
+    }
+  }
+  EXPECT_GT(compared, 500);
 }
 
 // A codebook's four levels in int8 steps: within half a step each, never worse in squared error
