@@ -179,10 +179,8 @@ inline void prefetch_run(const KvRun& r) {
     }
     const uint8_t* cells = r.out_idx + size_t(e) * OutlierLayout::kCellBytes;
     const uint8_t* vals = reinterpret_cast<const uint8_t*>(r.out_val + e);
-    for (size_t o = 0; o < kOutlierPrefetchBytes; o += 64) {
-      __builtin_prefetch(cells + o);
-      __builtin_prefetch(vals + o);
-    }
+    prefetch_bytes(cells, kOutlierPrefetchBytes);
+    prefetch_bytes(vals, kOutlierPrefetchBytes);
   }
   const size_t row_bytes = size_t(r.n) * r.stride, meta_bytes = size_t(r.n) * r.meta_stride;
   switch (r.format) {

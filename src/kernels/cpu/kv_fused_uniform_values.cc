@@ -258,21 +258,6 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
   HWY_ALIGN float wt[kQ][1024 + 8][4];
   __m256 wmax[kQ], bad[kQ], zv[kQ];
   for (int i = 0; i < kQ; ++i) wmax[i] = bad[i] = zv[i] = _mm256_setzero_ps();
-  auto weigh = [&](int t, __m256* z) {
-    const __m256 sz = token_sz(t);
-    for (int i = 0; i < kQ; ++i) {
-      const float pt = p[size_t(i) * ldp + size_t(t)];
-      if (pt == 0.0f) {
-        _mm_store_ps(wt[i][t], _mm_setzero_ps());
-        continue;
-      }
-      const __m256 pv = _mm256_set1_ps(pt), w = _mm256_mul_ps(pv, sz);
-      _mm_store_ps(wt[i][t], _mm256_castps256_ps128(w));
-      wmax[i] = _mm256_max_ps(wmax[i], w);
-      bad[i] = _mm256_add_ps(bad[i], w);
-      z[i] = _mm256_fmadd_ps(pv, sz, z[i]);
-    }
-  };
 #if HWY_TARGET <= HWY_AVX3
   if constexpr (kI8Wide) {  // two tokens at a time, even in the low half, odd in the high (maxima and sums order-free)
     __m512 wmax5[kQ], bad5[kQ];
@@ -283,13 +268,13 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
       for (int i = 0; i < kQ; ++i) {
         const float p0 = p[size_t(i) * ldp + size_t(t)], p1 = two ? p[size_t(i) * ldp + size_t(t) + 1] : 0.0f;
         const __m512 pv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(p0)), _mm256_set1_ps(p1), 1);
-        const __mmask16 m = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // as weigh's p_t != 0
+        const __mmask16 m = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // as the 256-bit pass's p_t != 0
         const __m512 w = _mm512_maskz_mul_ps(m, pv, sz);
         _mm_store_ps(wt[i][t], _mm512_castps512_ps128(w));
         _mm_store_ps(wt[i][t + 1], _mm512_extractf32x4_ps(w, 2));  // zero past r.n (wt is padded)
         wmax5[i] = _mm512_mask_max_ps(wmax5[i], m, wmax5[i], w);
         bad5[i] = _mm512_mask_add_ps(bad5[i], m, bad5[i], w);
-        // The zero terms' sums token after token, as weigh (and the reference) add them.
+        // The zero terms' sums token after token, as the 256-bit pass (and the reference) add them.
         if (p0 != 0.0f) zv[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(pv), _mm512_castps512_ps256(sz), zv[i]);
         if (p1 != 0.0f) zv[i] = _mm256_fmadd_ps(_mm256_set1_ps(p1), _mm512_extractf32x8_ps(sz, 1), zv[i]);
       }
@@ -303,7 +288,21 @@ void RowAccumulateI8(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp, fl
   } else
 #endif
   {
-    for (int t = 0; t < r.n; ++t) weigh(t, zv);
+    for (int t = 0; t < r.n; ++t) {
+      const __m256 sz = token_sz(t);
+      for (int i = 0; i < kQ; ++i) {
+        const float pt = p[size_t(i) * ldp + size_t(t)];
+        if (pt == 0.0f) {
+          _mm_store_ps(wt[i][t], _mm_setzero_ps());
+          continue;
+        }
+        const __m256 pv = _mm256_set1_ps(pt), w = _mm256_mul_ps(pv, sz);
+        _mm_store_ps(wt[i][t], _mm256_castps256_ps128(w));
+        wmax[i] = _mm256_max_ps(wmax[i], w);
+        bad[i] = _mm256_add_ps(bad[i], w);
+        zv[i] = _mm256_fmadd_ps(pv, sz, zv[i]);
+      }
+    }
   }
   HWY_ALIGN uint8_t wb[kQ][(1024 / 2 + 4) * 16];
   HWY_ALIGN float zl[kQ][8];

@@ -492,9 +492,9 @@ TEST(FusedAttention, WideIntegerKernelsEqualAvx2BitForBit) {
   const auto up_to = [](int64_t target) { return hwy::SupportedTargets() & ~(target - 1); };
   // out = kernel(run, n_q) on base and on each better AVX-512 target, from the same start.
   auto compare = [&](int64_t base, const std::vector<float>& start, const std::function<bool(float*)>& kernel) {
-    std::vector<float> avx2 = start;
+    std::vector<float> base_out = start;
     hwy::SetSupportedTargetsForTest(up_to(base));
-    const bool fused = kernel(avx2.data());
+    const bool fused = kernel(base_out.data());
     hwy::SetSupportedTargetsForTest(0);
     if (!fused) return;
     for (int64_t target : {int64_t(HWY_AVX3), int64_t(HWY_AVX3_DL)}) {
@@ -505,7 +505,7 @@ TEST(FusedAttention, WideIntegerKernelsEqualAvx2BitForBit) {
       const bool fused_wide = kernel(wide.data());
       hwy::SetSupportedTargetsForTest(0);
       ASSERT_TRUE(fused_wide);
-      for (size_t i = 0; i < wide.size(); ++i) ASSERT_TRUE(test::same_bits(avx2[i], wide[i])) << i;
+      for (size_t i = 0; i < wide.size(); ++i) ASSERT_TRUE(test::same_bits(base_out[i], wide[i])) << i;
     }
     ++compared;
   };
