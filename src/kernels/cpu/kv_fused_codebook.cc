@@ -30,11 +30,33 @@ namespace HWY_NAMESPACE {
 // (R(t)^T q)_c = q_c C_tc + q_c' S_tc', c' = c ^ 1 (kernels/rope.h's key table); s: the
 // scores of the pass's first query, queries lds apart. Each entry's arithmetic is spelled out
 // (fma(d, fma(q_c, C_tc, q_c' S_tc'), s)) so that the vector path and the one-by-one path
-// agree bit for bit whichever entries a run's length puts in each.
+// agree bit for bit whichever entries a run's length puts in each. A pass of two or four
+// queries (GQA) takes them in the lanes of one vector (kv_outliers-inl.h): with Llama-3's
+// groups of 4, kvquant-2's attention in cache ~13% faster, kvquant-3's ~7%, than with a scalar
+// update per query (AVX2's 8-entry gathers included; docs/PERFORMANCE.md).
 template <int kQ>
 HWY_NOINLINE void KeyOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT qs, const float* HWY_RESTRICT table,
                                         float scale, float* HWY_RESTRICT s, size_t lds) {
   const size_t hd = size_t(r.head_dim);
+  if constexpr (kQ >= 2 && kOutliersInLanes) {
+    if (size_t(r.n) <= kLaneTokens && hd <= kLaneHeadDim) {
+      // The queries in lanes, qa[c][j] = q_j[c]; the scores too, st[t][j].
+      const hn::CappedTag<float, kQ> dq;
+      HWY_ALIGN float qa[kLaneHeadDim * kQ], st[kLaneTokens * kQ];
+      RowsToLanes<kQ>(qs, hd, hd, qa);
+      RowsToLanes<kQ>(s, lds, size_t(r.n), st);
+      ForRunOutliers(r, nullptr, [&](int t, size_t c, float corr) {
+        const float* C = table + size_t(t) * 2 * hd;
+        const float* S = C + hd;
+        const auto x = hn::MulAdd(hn::Load(dq, qa + c * kQ), hn::Set(dq, C[c]),
+                                  hn::Mul(hn::Load(dq, qa + (c ^ 1) * kQ), hn::Set(dq, S[c ^ 1])));
+        float* o = st + size_t(t) * kQ;
+        hn::Store(hn::MulAdd(hn::Set(dq, corr * scale), x, hn::Load(dq, o)), dq, o);
+      });
+      LanesToRows<kQ>(st, size_t(r.n), s, lds);
+      return;
+    }
+  }
   const auto add = [=](int t, size_t c, float corr) {
     const float* C = table + size_t(t) * 2 * hd;
     const float* S = C + hd;

@@ -32,11 +32,27 @@ namespace kvq {
 namespace HWY_NAMESPACE {
 
 // Values: out_i[c] += p_it (x - dense) for queries [0, kQ) (p and out ldp and head_dim apart),
-// as fma(p_it, x - dense, out_i[c]) on every path.
+// as fma(p_it, x - dense, out_i[c]) on every path; a pass of two or four queries in the lanes
+// of one vector, as the keys' corrections (kv_fused_codebook.cc).
 template <int kQ>
 HWY_NOINLINE void ValueOutlierCorrections(const KvRun& r, const float* HWY_RESTRICT p, size_t ldp,
                                           float* HWY_RESTRICT out) {
   const size_t hd = size_t(r.head_dim);
+  if constexpr (kQ >= 2 && kOutliersInLanes) {
+    if (size_t(r.n) <= kLaneTokens && hd <= kLaneHeadDim) {
+      // The weights and the outputs in lanes: pt[t][i] = p_it, ot[c][i] = out_i[c].
+      const hn::CappedTag<float, kQ> dq;
+      HWY_ALIGN float pt[kLaneTokens * kQ], ot[kLaneHeadDim * kQ];
+      RowsToLanes<kQ>(p, ldp, size_t(r.n), pt);
+      RowsToLanes<kQ>(out, hd, hd, ot);
+      ForRunOutliers(r, nullptr, [&](int t, size_t c, float corr) {
+        float* o = ot + c * kQ;
+        hn::Store(hn::MulAdd(hn::Load(dq, pt + size_t(t) * kQ), hn::Set(dq, corr), hn::Load(dq, o)), dq, o);
+      });
+      LanesToRows<kQ>(ot, hd, out, hd);
+      return;
+    }
+  }
   const auto add = [=](int t, size_t c, float corr) {
     for (int i = 0; i < kQ; ++i) {
       float& o = out[size_t(i) * hd + c];

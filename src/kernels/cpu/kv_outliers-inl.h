@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_run-inl.h"
@@ -29,29 +30,93 @@ namespace HWY_NAMESPACE {
 // Calls add(t, c, v) for each of the run's outliers (its token within the run, channel within
 // the head, stored correction) in order; except that on AVX2 a sealed list (kernels/kv_run.h)
 // goes 8 entries at a time to vec8(t, c, v) with them as lanes, decoded in vectors, and
-// vec8 must do what add does, lane by lane in order; the last entries go to add. A run that
-// reaches its list's end takes it without scanning (sealed_outlier_range).
+// vec8 must do what add does, lane by lane in order; the last entries go to add (vec8 nullptr:
+// every entry to add). A run that reaches its list's end takes it without scanning
+// (sealed_outlier_range).
 template <class Vec8, class Add>
 HWY_INLINE void ForRunOutliers(const KvRun& r, const Vec8& vec8, const Add& add) {
 #if HWY_TARGET == HWY_AVX2
-  if (r.out_sealed) {
-    uint32_t e, stop;
-    sealed_outlier_range(r, &e, &stop);
-    const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
-    const int sh = r.out_layout.ch_bits;
-    const __m256i mask = _mm256_set1_epi32((1 << sh) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
-    for (; e + 8 <= stop; e += 8) {
-      const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + e)));
-      vec8(_mm256_sub_epi32(_mm256_srl_epi32(x, _mm_cvtsi32_si128(sh)), slot0), _mm256_and_si256(x, mask),
-           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + e))));
+  if constexpr (!std::is_null_pointer_v<Vec8>) {  // nullptr: every entry to add
+    if (r.out_sealed) {
+      uint32_t e, stop;
+      sealed_outlier_range(r, &e, &stop);
+      const auto* cell = reinterpret_cast<const uint16_t*>(r.out_idx);
+      const int sh = r.out_layout.ch_bits;
+      const __m256i mask = _mm256_set1_epi32((1 << sh) - 1), slot0 = _mm256_set1_epi32(r.out_slot0);
+      for (; e + 8 <= stop; e += 8) {
+        const __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cell + e)));
+        vec8(_mm256_sub_epi32(_mm256_srl_epi32(x, _mm_cvtsi32_si128(sh)), slot0), _mm256_and_si256(x, mask),
+             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.out_val + e))));
+      }
+      for (; e != stop; ++e) add(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & ((1u << sh) - 1u)), F16At(r.out_val[e]));
+      return;
     }
-    for (; e != stop; ++e) add(int(cell[e] >> sh) - r.out_slot0, size_t(cell[e] & ((1u << sh) - 1u)), F16At(r.out_val[e]));
-    return;
   }
 #else
   (void)vec8;
 #endif
   for_each_run_outlier(r, add, F16At);
+}
+
+// Where a pass has two or four queries, their corrections go in the lanes of one small vector:
+// a run's scores (keys) or a head's outputs (values) are transposed to [position][query] on
+// entry and back on exit, so that an outlier costs one vector update instead of one scalar
+// update per query. Each lane does what the one-by-one path does for its query, in the same
+// order (fma(d, x, s) per entry), so a query's result does not depend on its pass: prefill and
+// decode agree bit for bit. Targets with FMA, where MulAdd fuses as std::fma does.
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+inline constexpr bool kOutliersInLanes = true;
+#else
+inline constexpr bool kOutliersInLanes = false;
+#endif
+// The most a lane buffer holds: tokens of a run (Rope::kKeyOffsets) and values of a head.
+inline constexpr size_t kLaneTokens = 64, kLaneHeadDim = 512;
+
+// lanes[i * kQ + j] = x[j * ld + i] for i < n: kQ (2 or 4) rows of x, ld apart, to lanes.
+template <int kQ>
+HWY_INLINE void RowsToLanes(const float* HWY_RESTRICT x, size_t ld, size_t n, float* HWY_RESTRICT lanes) {
+  static_assert(kQ == 2 || kQ == 4);
+  const hn::ScalableTag<float> df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    if constexpr (kQ == 4) {
+      hn::StoreInterleaved4(hn::LoadU(df, x + i), hn::LoadU(df, x + ld + i), hn::LoadU(df, x + 2 * ld + i),
+                            hn::LoadU(df, x + 3 * ld + i), df, lanes + i * kQ);
+    } else {
+      hn::StoreInterleaved2(hn::LoadU(df, x + i), hn::LoadU(df, x + ld + i), df, lanes + i * kQ);
+    }
+  }
+  for (; i < n; ++i) {
+    for (int j = 0; j < kQ; ++j) lanes[i * kQ + size_t(j)] = x[size_t(j) * ld + i];
+  }
+}
+
+// The inverse: x[j * ld + i] = lanes[i * kQ + j] for i < n.
+template <int kQ>
+HWY_INLINE void LanesToRows(const float* HWY_RESTRICT lanes, size_t n, float* HWY_RESTRICT x, size_t ld) {
+  static_assert(kQ == 2 || kQ == 4);
+  const hn::ScalableTag<float> df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    if constexpr (kQ == 4) {
+      hn::Vec<decltype(df)> v0, v1, v2, v3;
+      hn::LoadInterleaved4(df, lanes + i * kQ, v0, v1, v2, v3);
+      hn::StoreU(v0, df, x + i);
+      hn::StoreU(v1, df, x + ld + i);
+      hn::StoreU(v2, df, x + 2 * ld + i);
+      hn::StoreU(v3, df, x + 3 * ld + i);
+    } else {
+      hn::Vec<decltype(df)> v0, v1;
+      hn::LoadInterleaved2(df, lanes + i * kQ, v0, v1);
+      hn::StoreU(v0, df, x + i);
+      hn::StoreU(v1, df, x + ld + i);
+    }
+  }
+  for (; i < n; ++i) {
+    for (int j = 0; j < kQ; ++j) x[size_t(j) * ld + i] = lanes[i * kQ + size_t(j)];
+  }
 }
 
 }  // namespace HWY_NAMESPACE

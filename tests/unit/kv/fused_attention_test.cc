@@ -314,6 +314,41 @@ TEST(FusedAttention, KvquantPreRopeKeysOnEveryTarget) {
   });
 }
 
+// KVQuant's sparse outliers correct a pass of two or four queries in the lanes of one vector
+// (kv_outliers-inl.h), one query alone one by one: a query's bits must not depend on its pass.
+// Prefill takes the queries of 16 tokens in passes of 4, decode a group of 2 in one pass and a
+// group of 3 in passes of 2 and 1; every target (AVX2's sealed lists of one query go 8 entries
+// at a time), keys before RoPE (their corrections) and after (values' only), sealed pages and a
+// growing one, head sizes 64 and 128.
+TEST(FusedAttention, KvquantOutliersInLanesGiveTheSameBitsOnEveryTarget) {
+  test::for_each_target([] {
+    for (int hd : {64, 128}) {
+      for (int group : {2, 3, 4}) {
+        const HeadShape s{2 * group, 2, hd};
+        for (const char* f : {"kvquant-2", "kvquant-3:sinks=0", "kvquant-4:prerope=0"}) {
+          SCOPED_TRACE(std::string(f) + " head_dim " + std::to_string(hd) + " group " + std::to_string(group));
+          const int n = 150;  // two sealed pages of 64 tokens and a growing one
+          Rng rng(uint64_t(hd + group));
+          Cache c = make(f, f, s, n);
+          ASSERT_TRUE(c.cache);
+          const size_t row = size_t(s.n_kv_heads) * hd, q_row = size_t(s.n_heads) * hd;
+          auto k = randn(rng, size_t(n) * row), v = randn(rng, size_t(n) * row), q = randn(rng, size_t(n) * q_row);
+          ASSERT_TRUE(c.cache->append(0, n, k.data(), v.data()).ok());
+          const Rope rope(hd, hd, 10000.0f);
+          const AttentionParams p{s.n_heads, s.n_kv_heads, hd, 0.125f, &rope};
+          ExecContext ctx(1);
+          std::vector<float> prefill(size_t(n) * q_row), dec(q_row);
+          ASSERT_TRUE(attend(ctx, p, *c.cache, 0, q.data(), n, 0, prefill.data()).ok());
+          for (int pos : {0, 63, 64, 100, n - 1}) {
+            ASSERT_TRUE(attend(ctx, p, *c.cache, 0, &q[size_t(pos) * q_row], 1, pos, dec.data()).ok());
+            ASSERT_EQ(0, std::memcmp(dec.data(), &prefill[size_t(pos) * q_row], q_row * 4)) << "position " << pos;
+          }
+        }
+      }
+    }
+  });
+}
+
 // KIVI keys are scored in integers against each block's weighted query rounded to int8
 // (ref::uniform_cols_scores_ref): AVX2's pmaddubsw kernel (rows of whole 32-byte vectors, or of
 // 16 bytes in pairs), the float kernel of the other targets and of the other row sizes, and the
@@ -476,7 +511,9 @@ TEST(FusedAttention, IntegerValuesGiveTheSameBitsForAnyQueryGrouping) {
       }
     }
   });
-  if (hwy::SupportedTargets() & HWY_AVX2) EXPECT_GT(compared, 100);
+  if (hwy::SupportedTargets() & HWY_AVX2) {
+    EXPECT_GT(compared, 100);
+  }
 }
 
 // The integer kernels' AVX-512 forms (two pairs of rows per 512-bit vector in the value kernels
