@@ -72,51 +72,49 @@ inline constexpr bool kOutliersInLanes = false;
 // The most a lane buffer holds: tokens of a run (Rope::kKeyOffsets) and values of a head.
 inline constexpr size_t kLaneTokens = 64, kLaneHeadDim = 512;
 
-// lanes[i * kQ + j] = x[j * ld + i] for i < n: kQ (2 or 4) rows of x, ld apart, to lanes.
-template <int kQ>
-HWY_INLINE void RowsToLanes(const float* HWY_RESTRICT x, size_t ld, size_t n, float* HWY_RESTRICT lanes) {
+// kQ (2 or 4) rows of x, ld apart, and their lanes [n][kQ]: rows to lanes (kToLanes:
+// lanes[i * kQ + j] = x[j * ld + i] for i < n, X a const float*) or lanes back to rows (X float*).
+template <int kQ, bool kToLanes, class X>
+HWY_INLINE void MoveLanes(X x, size_t ld, size_t n, float* HWY_RESTRICT lanes) {
   static_assert(kQ == 2 || kQ == 4);
   const hn::ScalableTag<float> df;
   const size_t N = hn::Lanes(df);
   size_t i = 0;
   for (; i + N <= n; i += N) {
-    if constexpr (kQ == 4) {
-      hn::StoreInterleaved4(hn::LoadU(df, x + i), hn::LoadU(df, x + ld + i), hn::LoadU(df, x + 2 * ld + i),
-                            hn::LoadU(df, x + 3 * ld + i), df, lanes + i * kQ);
+    hn::Vec<decltype(df)> v[4];
+    if constexpr (kToLanes) {
+      for (int j = 0; j < kQ; ++j) v[j] = hn::LoadU(df, x + size_t(j) * ld + i);
+      if constexpr (kQ == 4) {
+        hn::StoreInterleaved4(v[0], v[1], v[2], v[3], df, lanes + i * kQ);
+      } else {
+        hn::StoreInterleaved2(v[0], v[1], df, lanes + i * kQ);
+      }
     } else {
-      hn::StoreInterleaved2(hn::LoadU(df, x + i), hn::LoadU(df, x + ld + i), df, lanes + i * kQ);
+      if constexpr (kQ == 4) {
+        hn::LoadInterleaved4(df, lanes + i * kQ, v[0], v[1], v[2], v[3]);
+      } else {
+        hn::LoadInterleaved2(df, lanes + i * kQ, v[0], v[1]);
+      }
+      for (int j = 0; j < kQ; ++j) hn::StoreU(v[j], df, x + size_t(j) * ld + i);
     }
   }
   for (; i < n; ++i) {
-    for (int j = 0; j < kQ; ++j) lanes[i * kQ + size_t(j)] = x[size_t(j) * ld + i];
+    for (int j = 0; j < kQ; ++j) {
+      if constexpr (kToLanes) {
+        lanes[i * kQ + size_t(j)] = x[size_t(j) * ld + i];
+      } else {
+        x[size_t(j) * ld + i] = lanes[i * kQ + size_t(j)];
+      }
+    }
   }
 }
-
-// The inverse: x[j * ld + i] = lanes[i * kQ + j] for i < n.
 template <int kQ>
-HWY_INLINE void LanesToRows(const float* HWY_RESTRICT lanes, size_t n, float* HWY_RESTRICT x, size_t ld) {
-  static_assert(kQ == 2 || kQ == 4);
-  const hn::ScalableTag<float> df;
-  const size_t N = hn::Lanes(df);
-  size_t i = 0;
-  for (; i + N <= n; i += N) {
-    if constexpr (kQ == 4) {
-      hn::Vec<decltype(df)> v0, v1, v2, v3;
-      hn::LoadInterleaved4(df, lanes + i * kQ, v0, v1, v2, v3);
-      hn::StoreU(v0, df, x + i);
-      hn::StoreU(v1, df, x + ld + i);
-      hn::StoreU(v2, df, x + 2 * ld + i);
-      hn::StoreU(v3, df, x + 3 * ld + i);
-    } else {
-      hn::Vec<decltype(df)> v0, v1;
-      hn::LoadInterleaved2(df, lanes + i * kQ, v0, v1);
-      hn::StoreU(v0, df, x + i);
-      hn::StoreU(v1, df, x + ld + i);
-    }
-  }
-  for (; i < n; ++i) {
-    for (int j = 0; j < kQ; ++j) x[size_t(j) * ld + i] = lanes[i * kQ + size_t(j)];
-  }
+HWY_INLINE void RowsToLanes(const float* HWY_RESTRICT x, size_t ld, size_t n, float* HWY_RESTRICT lanes) {
+  MoveLanes<kQ, true>(x, ld, n, lanes);
+}
+template <int kQ>
+HWY_INLINE void LanesToRows(float* HWY_RESTRICT lanes, size_t n, float* HWY_RESTRICT x, size_t ld) {
+  MoveLanes<kQ, false>(x, ld, n, lanes);
 }
 
 }  // namespace HWY_NAMESPACE
