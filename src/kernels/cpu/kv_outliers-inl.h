@@ -16,6 +16,7 @@
 #include "hwy/highway.h"
 #include "kernels/cpu/kv_run-inl.h"
 #include "kernels/kv_run.h"
+#include "kernels/rope.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace kvq {
@@ -69,8 +70,9 @@ inline constexpr bool kOutliersInLanes = true;
 #else
 inline constexpr bool kOutliersInLanes = false;
 #endif
-// The most a lane buffer holds: tokens of a run (Rope::kKeyOffsets) and values of a head.
-inline constexpr size_t kLaneTokens = 64, kLaneHeadDim = 512;
+// The most a lane buffer holds: tokens of a run (attention's runs end at the key table's
+// offsets) and values of a head.
+inline constexpr size_t kLaneTokens = size_t(Rope::kKeyOffsets), kLaneHeadDim = 512;
 
 // kQ (2 or 4) rows of x, ld apart, and their lanes [n][kQ]: rows to lanes (kToLanes:
 // lanes[i * kQ + j] = x[j * ld + i] for i < n, X a const float*) or lanes back to rows (X float*).
