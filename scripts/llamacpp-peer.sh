@@ -89,19 +89,20 @@ compare() {
     esac
   done
   [ -n "$model" ] && [ -f "$model" ] || die "-m MODEL: a GGUF file is required"
-  [ -x "$dir/llama-bench" ] || die "no $dir/llama-bench: run '$0 fetch' first"
-  [ -x "$kvq" ] || die "no kvq binary at $kvq (build first, or --kvq BIN)"
   local n
   for n in "$depth" "$prompt" "$gen" "$threads" "$rounds" "$reps"; do
-    [[ $n =~ ^[0-9]+$ ]] || die "'$n' is not a whole number"
+    [[ $n =~ ^[0-9]{1,9}$ ]] || die "'$n' is not a whole number"
   done
-  [ "$gen" -ge 1 ] && [ "$rounds" -ge 1 ] && [ "$reps" -ge 1 ] || die "-n, --rounds and --reps must be at least 1"
-  local IFS_old=$IFS c
+  [ "$gen" -ge 1 ] && [ "$threads" -ge 1 ] && [ "$rounds" -ge 1 ] && [ "$reps" -ge 1 ] ||
+    die "-n, -t, --rounds and --reps must be at least 1"
+  local c clist=()
   IFS=, read -r -a clist <<<"$caches"
-  IFS=$IFS_old
+  [ ${#clist[@]} -gt 0 ] || die "--cache: an empty list"
   for c in "${clist[@]}"; do
     case $c in f16 | q8_0 | q4_0) ;; *) die "cache '$c': both engines have f16, q8_0 and q4_0" ;; esac
   done
+  [ -x "$dir/llama-bench" ] || die "no $dir/llama-bench: run '$0 fetch' first"
+  [ -x "$kvq" ] || die "no kvq binary at $kvq (build first, or --kvq BIN)"
   local kvq_args=(bench -m "$model" -n "$gen" -r "$reps" -t "$threads" --cache "$caches")
   local lcpp_depth
   if [ "$depth" -gt 0 ]; then
@@ -145,6 +146,11 @@ compare() {
     fi
     echo "round $r of $rounds:" >&2
     awk -v r="$r" '$1 == r' "$out/all.txt" | sed 's/^/  /' >&2
+    for c in "${clist[@]}"; do  # every cache read from both, as a positive number
+      awk -v r="$r" -v c="$c" '$1 == r && $2 == "kvq" && $3 == c && $4 + 0 > 0 {k = 1}
+           $1 == r && $2 == "llama.cpp" && $3 == c && $5 + 0 > 0 {l = 1} END {exit !(k && l)}' "$out/all.txt" ||
+        die "round $r: no decode rate for cache $c from both engines (their output changed?)"
+    done
   done
   echo "| cache | kvq tok/s | llama.cpp tok/s (flash attention) | llama.cpp tok/s (without) | kvq / llama.cpp's best, median of rounds (range) |"
   echo "|---|---|---|---|---|"
