@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# llama.cpp beside kvq on the same GGUF file, for the peer figures in docs/PERFORMANCE.md. Not
-# part of the build or the tests, and the only script that downloads anything: Debian's own
-# llama.cpp binaries (unstable, "sid": bookworm has none), unpacked into a folder of their own
-# with the glibc and C++ runtime they were built against, and run through that glibc's loader.
+# llama.cpp beside kvq on the same GGUF file, for the peer figures in docs/PERFORMANCE.md. Never
+# run by the build, and by the tests only against fake engines (tests/scripts); the only script
+# that downloads anything: Debian's own llama.cpp binaries (unstable, "sid": bookworm has none),
+# unpacked into a folder of their own with the glibc and C++ runtime they were built against,
+# and run through that glibc's loader.
 # Nothing is installed on the machine; no source is built.
 #
 #   scripts/llamacpp-peer.sh fetch [DIR]
@@ -129,9 +130,9 @@ compare() {
         "$dir/llama-bench" -m "$model" -p 0 -n "$gen" -d "$lcpp_depth" -r "$reps" -t "$threads" -fa "$fa" \
           -ctk "$c" -ctv "$c" -o csv >"$out/lcpp.csv" 2>"$out/lcpp.err" || { tail -5 "$out/lcpp.err" >&2; die "llama-bench failed"; }
         # avg_ts, the next-to-last column (counted from the end: text columns may hold commas)
-        awk -F, -v c="$c" -v fa="$fa" 'NR == 1 {ok = $(NF - 1) == "avg_ts"; next}
-             ok {v = $(NF - 1); gsub(/"/, "", v); print c, fa, v}' "$out/lcpp.csv"
-        grep -q . <(awk -F, 'NR == 1 && $(NF - 1) == "avg_ts"' "$out/lcpp.csv") || die "llama-bench's CSV has no avg_ts column where expected"
+        awk -F, -v c="$c" -v fa="$fa" 'NR == 1 {if ($(NF - 1) != "avg_ts") exit 1; next}
+             {v = $(NF - 1); gsub(/"/, "", v); print c, fa, v}' "$out/lcpp.csv" ||
+          die "llama-bench's CSV has no avg_ts column where expected"
       done
     done
   }
